@@ -1,0 +1,177 @@
+//! The command line of the contract in DESIGN.md, as clap definitions. Parsing only; what
+//! each command does lives in `commands`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::{ColorChoice, Format};
+
+/// Make NixOS impermanence safe to roll out and easy to live with.
+///
+/// imperm resets the root at boot and keeps old roots, finds the state a wipe would lose,
+/// says what to persist, and checks the persistence configuration.
+#[derive(Debug, Parser)]
+#[command(name = "imperm", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file [default: /etc/imperm/config.toml under --root; built-in template
+    /// when absent]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Persisted set from `nix eval --json .#nixosConfigurations.HOST.config.environment.persistence`
+    /// output; replaces the configuration file's [persistence]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub persistence_json: Option<PathBuf>,
+
+    /// Work on the tree mounted at DIR instead of / (paths in output stay as seen from /)
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// When to colour human output
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Host overview: configuration, filesystem, persisted set, snapshots
+    Status,
+
+    /// Unpersisted state since boot, grouped and classified, with suggestions (exit 1 when
+    /// something needs persisting)
+    Check,
+
+    /// Raw added/removed/changed entries outside persisted paths
+    Diff {
+        /// Compare with this old-root snapshot instead of the boot baseline
+        #[arg(long, value_name = "SNAP")]
+        against: Option<String>,
+    },
+
+    /// Like check, for a host whose root is not yet ephemeral: what would a wipe lose?
+    Audit,
+
+    /// Missing-path failures from `journalctl -o json` output (exit 1 when any)
+    Journal {
+        /// Read this journal export instead of running journalctl ("-" for stdin)
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+
+    /// Old-root snapshots
+    #[command(subcommand)]
+    Snapshots(SnapshotsCommand),
+
+    /// Alias of `snapshots ls`
+    Ls,
+
+    /// Alias of `snapshots gc`
+    Gc(GcArgs),
+
+    /// Boot-time root reset (initrd): snapshot the root, then give the system a blank one
+    Reset {
+        /// Use the filesystem's top level already mounted at DIR
+        #[arg(long, value_name = "DIR")]
+        mounted: Option<PathBuf>,
+    },
+
+    /// Bring files back from an old-root snapshot
+    Restore {
+        /// Paths as seen from / on the host
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Snapshot to restore from [default: the newest]
+        #[arg(long, value_name = "SNAP")]
+        from: Option<String>,
+        /// Where to put them
+        #[arg(long, value_enum, default_value_t = RestoreInto::Root)]
+        into: RestoreInto,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Copy declared state from the live root into persistent storage
+    Migrate {
+        /// Show what would be copied; copy nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+
+    /// Edit a host's .nix configuration
+    #[command(subcommand)]
+    Persist(PersistCommand),
+
+    /// Problems in the persistence configuration (exit 1 when any)
+    Lint,
+
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff)
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    /// List old-root snapshots, newest first
+    Ls,
+    /// Delete old-root snapshots the retention policy does not keep
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Show every snapshot with keep/delete and why; delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersistCommand {
+    /// Add entries to environment.persistence in a .nix file, keeping everything else as is
+    Add {
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// The host configuration to edit
+        #[arg(long, value_name = "FILE")]
+        nix_file: PathBuf,
+        /// Persistent storage path
+        #[arg(long, default_value = "/persist")]
+        storage: PathBuf,
+        /// Add to users.NAME (paths relative to the home directory)
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// The paths are files, not directories
+        #[arg(long)]
+        file: bool,
+        /// Print a unified diff; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RestoreInto {
+    /// The live root, where the path was
+    Root,
+    /// Persistent storage, ready for the persistence entry
+    Persist,
+}

@@ -1,0 +1,216 @@
+//! `status`: what configuration was loaded from where, the filesystem, the persisted set and
+//! its storage, for one host.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cli::GlobalArgs;
+use crate::config::{Config, ConfigFileState, PersistenceSource};
+use crate::error::Error;
+use crate::exit::ExitStatus;
+use crate::output::{self, Report, Styles};
+use crate::persisted::Kind;
+use crate::retention::Policy;
+
+pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
+    output::require_not_nix(global.format, StatusReport::COMMAND)?;
+    let config = super::load_config(global)?;
+    output::emit(&build(&config), global.format, global.color)?;
+    Ok(ExitStatus::Clean)
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    root: PathBuf,
+    config: ConfigFileState,
+    persistence: PersistenceSource,
+    filesystem: FilesystemStatus,
+    persisted: PersistedSummary,
+    storage: Vec<StorageStatus>,
+    retention: Policy,
+    snapshots: SnapshotsStatus,
+}
+
+#[derive(Debug, Serialize)]
+struct FilesystemStatus {
+    #[serde(rename = "type")]
+    fs_type: Option<String>,
+    /// "config" or "mount table"; null when neither says.
+    from: Option<&'static str>,
+    device: Option<String>,
+    root_subvolume: Option<PathBuf>,
+    snapshot_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct PersistedSummary {
+    directories: usize,
+    files: usize,
+    users: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct StorageStatus {
+    path: PathBuf,
+    /// Whether it lies on a filesystem of its own; null without a mount table.
+    separate: Option<bool>,
+    /// The mount that holds it.
+    mount_point: Option<PathBuf>,
+    fs_type: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SnapshotsStatus {
+    supported: bool,
+}
+
+fn build(config: &Config) -> StatusReport {
+    let table = config.mount_table.as_ref();
+    let filesystem = match (
+        &config.filesystem,
+        table.and_then(|t| t.containing(Path::new("/"))),
+    ) {
+        (Some(fs), _) => FilesystemStatus {
+            fs_type: Some(fs.fs_type.as_str().to_string()),
+            from: Some("config"),
+            device: fs.device.clone(),
+            root_subvolume: Some(fs.root_subvolume.clone()),
+            snapshot_dir: Some(fs.snapshot_dir.clone()),
+        },
+        (None, Some(root_mount)) => FilesystemStatus {
+            fs_type: Some(root_mount.fs_type.clone()),
+            from: Some("mount table"),
+            device: Some(root_mount.source.clone()),
+            root_subvolume: None,
+            snapshot_dir: None,
+        },
+        (None, None) => FilesystemStatus {
+            fs_type: None,
+            from: None,
+            device: None,
+            root_subvolume: None,
+            snapshot_dir: None,
+        },
+    };
+    let set = &config.persisted;
+    let mut users: Vec<String> = set
+        .entries()
+        .iter()
+        .filter_map(|e| e.user.clone())
+        .collect();
+    users.sort();
+    users.dedup();
+    let storage = set
+        .storages()
+        .into_iter()
+        .map(|path| {
+            let holder = table.and_then(|t| t.containing(path));
+            StorageStatus {
+                path: path.to_path_buf(),
+                separate: holder.map(|m| m.mount_point != Path::new("/")),
+                mount_point: holder.map(|m| m.mount_point.clone()),
+                fs_type: holder.map(|m| m.fs_type.clone()),
+            }
+        })
+        .collect();
+    StatusReport {
+        root: config.root.clone(),
+        config: config.config_file.clone(),
+        persistence: config.persistence_source.clone(),
+        filesystem,
+        persisted: PersistedSummary {
+            directories: set.count(Kind::Directory),
+            files: set.count(Kind::File),
+            users,
+        },
+        storage,
+        retention: config.retention.clone(),
+        snapshots: SnapshotsStatus { supported: false },
+    }
+}
+
+impl Report for StatusReport {
+    const COMMAND: &'static str = "status";
+
+    fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
+        let h = s.heading;
+        let row = |out: &mut dyn Write, name: &str, value: String| {
+            writeln!(out, "{h}{name:<12}{h:#} {value}")
+        };
+        row(out, "root", self.root.display().to_string())?;
+        let config = if self.config.loaded {
+            self.config.path.display().to_string()
+        } else {
+            format!("{} (not found: defaults)", self.config.path.display())
+        };
+        row(out, "config", config)?;
+        row(out, "persistence", self.persistence.to_string())?;
+        let fs = &self.filesystem;
+        let filesystem = match (&fs.fs_type, fs.from) {
+            (Some(t), Some(from)) => {
+                let mut text = t.clone();
+                if let Some(device) = &fs.device {
+                    text += &format!(" on {device}");
+                }
+                if let (Some(root), Some(snaps)) = (&fs.root_subvolume, &fs.snapshot_dir) {
+                    text += &format!(
+                        ", root {}, snapshots in {}",
+                        root.display(),
+                        snaps.display()
+                    );
+                }
+                format!("{text} (from the {from})")
+            }
+            _ => "unknown (no [filesystem] in the configuration and no mount table)".into(),
+        };
+        row(out, "filesystem", filesystem)?;
+        for storage in &self.storage {
+            let text = match (storage.separate, &storage.mount_point, &storage.fs_type) {
+                (Some(true), Some(mp), Some(t)) => {
+                    format!(
+                        "{}{}{:#}: {} mount at {}",
+                        s.path,
+                        storage.path.display(),
+                        s.path,
+                        t,
+                        mp.display()
+                    )
+                }
+                (Some(false), _, Some(t)) => format!(
+                    "{}{}{:#}: {}not a separate filesystem{:#} (on the root, {t}); the reset would wipe it",
+                    s.path,
+                    storage.path.display(),
+                    s.path,
+                    s.problem,
+                    s.problem
+                ),
+                _ => format!(
+                    "{}{}{:#}: no mount table to check",
+                    s.path,
+                    storage.path.display(),
+                    s.path
+                ),
+            };
+            row(out, "storage", text)?;
+        }
+        let p = &self.persisted;
+        let users = if p.users.is_empty() {
+            String::new()
+        } else {
+            format!("; users: {}", p.users.join(", "))
+        };
+        row(
+            out,
+            "persisted",
+            format!("{} directories, {} files{users}", p.directories, p.files),
+        )?;
+        row(out, "retention", self.retention.to_string())?;
+        row(
+            out,
+            "snapshots",
+            format!("{}not yet supported{:#}", s.dim, s.dim),
+        )
+    }
+}

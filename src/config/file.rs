@@ -1,0 +1,633 @@
+//! The TOML configuration file (`/etc/imperm/config.toml`): its exact schema (unknown keys
+//! are errors), and its translation into validated settings. The built-in template is
+//! written in the same format and read by the same code.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::declared::{self, DeclaredEntry, UserBlock};
+use super::error::{ConfigError, Location, line_col};
+use super::{CheckConfig, FilesystemConfig, FsType};
+use crate::paths::normalize_relative;
+use crate::persisted::{Entry, Kind};
+use crate::retention::{Keep, Policy};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    filesystem: Option<Spanned<RawFilesystem>>,
+    #[serde(default)]
+    persistence: BTreeMap<Spanned<String>, RawStorage>,
+    retention: Option<Spanned<RawRetention>>,
+    check: Option<RawCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilesystem {
+    #[serde(rename = "type")]
+    fs_type: FsType,
+    device: Option<Spanned<String>>,
+    root_subvolume: Option<Spanned<String>>,
+    snapshot_dir: Option<Spanned<String>>,
+    blank_snapshot: Option<Spanned<String>>,
+}
+
+/// `[persistence."<path>"]`, spelled as nix-community/impermanence spells its options.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawStorage {
+    enable: Option<bool>,
+    persistent_storage_path: Option<Spanned<String>>,
+    #[allow(dead_code)] // accepted for parity with impermanence; bind mounts are not ours
+    hide_mounts: Option<bool>,
+    #[allow(dead_code)]
+    enable_warnings: Option<bool>,
+    #[serde(default)]
+    directories: Vec<Spanned<RawEntry>>,
+    #[serde(default)]
+    files: Vec<Spanned<RawEntry>>,
+    #[serde(default)]
+    users: BTreeMap<Spanned<String>, RawUser>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    home: Option<String>,
+    #[serde(default)]
+    directories: Vec<Spanned<RawEntry>>,
+    #[serde(default)]
+    files: Vec<Spanned<RawEntry>>,
+}
+
+/// An entry is a path string or a table, as in impermanence.
+enum RawEntry {
+    Path(String),
+    Table(RawEntryTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawEntryTable {
+    directory: Option<String>,
+    file: Option<String>,
+    user: Option<String>,
+    group: Option<String>,
+    mode: Option<String>,
+    #[allow(dead_code)]
+    hide_mount: Option<bool>,
+    parent_directory: Option<RawPerms>,
+    persistent_storage_path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerms {
+    user: Option<String>,
+    group: Option<String>,
+    mode: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawEntry, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a path string or a table with `directory` or `file`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawEntry, E> {
+                Ok(RawEntry::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawEntry, A::Error> {
+                RawEntryTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawEntry::Table)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<Keep>,
+    keep_daily: Option<Keep>,
+    keep_weekly: Option<Keep>,
+    keep_monthly: Option<Keep>,
+    keep_yearly: Option<Keep>,
+    timezone: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    #[serde(default)]
+    ignore: Vec<Spanned<String>>,
+}
+
+/// What a configuration file declares, validated.
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    pub filesystem: Option<FilesystemConfig>,
+    /// `Some` when the file has any `[persistence]` table (even an empty one).
+    pub persistence: Option<Vec<Entry>>,
+    pub retention: Option<Policy>,
+    pub check: CheckConfig,
+}
+
+/// Parses and validates a configuration file's text. `file` names it in errors.
+pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let cx = Cx { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        ConfigError::new(file, e.message())
+            .with_line_col(e.span().map(|span| line_col(text, span.start)))
+    })?;
+    let filesystem = raw.filesystem.map(|fs| cx.filesystem(fs)).transpose()?;
+    let persistence = if raw.persistence.is_empty() {
+        None
+    } else {
+        Some(cx.persistence(raw.persistence)?)
+    };
+    let retention = raw.retention.map(|r| cx.retention(r)).transpose()?;
+    let check = raw
+        .check
+        .map(|c| cx.check(c))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(FileConfig {
+        filesystem,
+        persistence,
+        retention,
+        check,
+    })
+}
+
+/// The file being read, for locating errors.
+struct Cx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn loc<T>(&self, key: impl Into<String>, spanned: &Spanned<T>) -> Location {
+        Location {
+            key: key.into(),
+            line_col: Some(line_col(self.text, spanned.span().start)),
+        }
+    }
+
+    fn error<T>(&self, key: impl Into<String>, at: &Spanned<T>, what: String) -> ConfigError {
+        ConfigError::new(self.file, what).at(&self.loc(key, at))
+    }
+
+    fn filesystem(&self, raw: Spanned<RawFilesystem>) -> Result<FilesystemConfig, ConfigError> {
+        let raw = raw.into_inner();
+        let subvolume = |key: &str, value: Option<Spanned<String>>, default: &str| match value {
+            None => Ok(PathBuf::from(default)),
+            Some(v) => subvolume_name(v.as_ref())
+                .map_err(|what| self.error(format!("filesystem.{key}"), &v, what)),
+        };
+        let root_subvolume = subvolume("root_subvolume", raw.root_subvolume, "@root")?;
+        let snapshot_dir = subvolume("snapshot_dir", raw.snapshot_dir.clone(), "@snapshots")?;
+        let blank_snapshot = match raw.blank_snapshot {
+            None => None,
+            Some(v) => Some(subvolume("blank_snapshot", Some(v), "")?),
+        };
+        if snapshot_dir.starts_with(&root_subvolume) {
+            let what = format!(
+                "{:?} is inside the root subvolume {:?}, which every reset replaces",
+                snapshot_dir, root_subvolume
+            );
+            return Err(match &raw.snapshot_dir {
+                Some(v) => self.error("filesystem.snapshot_dir", v, what),
+                None => ConfigError::new(self.file, what),
+            });
+        }
+        let device = match raw.device {
+            None => None,
+            Some(d) if d.as_ref().trim().is_empty() => {
+                return Err(self.error("filesystem.device", &d, "is empty".into()));
+            }
+            Some(d) => Some(d.into_inner()),
+        };
+        Ok(FilesystemConfig {
+            fs_type: raw.fs_type,
+            device,
+            root_subvolume,
+            snapshot_dir,
+            blank_snapshot,
+        })
+    }
+
+    fn persistence(
+        &self,
+        raw: BTreeMap<Spanned<String>, RawStorage>,
+    ) -> Result<Vec<Entry>, ConfigError> {
+        let mut declared = Vec::new();
+        for (name, storage) in raw {
+            if storage.enable == Some(false) {
+                continue;
+            }
+            let base = format!("persistence.{}", toml_key(name.as_ref()));
+            let storage_path = storage
+                .persistent_storage_path
+                .map(Spanned::into_inner)
+                .unwrap_or_else(|| name.as_ref().clone());
+            let lists = [
+                (Kind::Directory, "directories", storage.directories),
+                (Kind::File, "files", storage.files),
+            ];
+            for (kind, list, items) in lists {
+                for (i, item) in items.into_iter().enumerate() {
+                    let key = format!("{base}.{list}[{i}]");
+                    declared.push(self.entry(key, kind, &storage_path, None, item)?);
+                }
+            }
+            for (user, block) in storage.users {
+                let user_key = format!("{base}.users.{}", toml_key(user.as_ref()));
+                let identity = UserBlock {
+                    name: user.as_ref().clone(),
+                    home: block.home.clone(),
+                    at: self.loc(user_key.clone(), &user),
+                };
+                let lists = [
+                    (Kind::Directory, "directories", block.directories),
+                    (Kind::File, "files", block.files),
+                ];
+                for (kind, list, items) in lists {
+                    for (i, item) in items.into_iter().enumerate() {
+                        let key = format!("{user_key}.{list}[{i}]");
+                        let owner = Some(identity.clone());
+                        declared.push(self.entry(key, kind, &storage_path, owner, item)?);
+                    }
+                }
+            }
+        }
+        declared::resolve(self.file, declared)
+    }
+
+    fn entry(
+        &self,
+        key: String,
+        kind: Kind,
+        storage: &str,
+        user: Option<UserBlock>,
+        item: Spanned<RawEntry>,
+    ) -> Result<DeclaredEntry, ConfigError> {
+        let at = self.loc(key, &item);
+        let fail = |what: &str| ConfigError::new(self.file, what).at(&at);
+        let default_owner = user.as_ref().map(|u| u.name.clone());
+        let mut entry = DeclaredEntry {
+            path: String::new(),
+            kind,
+            storage: storage.to_string(),
+            owner: default_owner.clone(),
+            group: None,
+            mode: None,
+            user,
+            at: at.clone(),
+        };
+        match item.into_inner() {
+            RawEntry::Path(path) => entry.path = path,
+            RawEntry::Table(t) => {
+                let (wanted, other) = match kind {
+                    Kind::Directory => (t.directory, t.file),
+                    Kind::File => (t.file, t.directory),
+                };
+                let field = kind_field(kind);
+                if other.is_some() {
+                    let other_field = kind_field(match kind {
+                        Kind::Directory => Kind::File,
+                        Kind::File => Kind::Directory,
+                    });
+                    return Err(fail(&format!(
+                        "`{other_field}` in a {} list; use `{field}`",
+                        list_name(kind)
+                    )));
+                }
+                entry.path = wanted.ok_or_else(|| fail(&format!("missing `{field}`")))?;
+                if let Some(p) = t.persistent_storage_path {
+                    entry.storage = p;
+                }
+                match kind {
+                    Kind::Directory => {
+                        if t.parent_directory.is_some() {
+                            return Err(fail("`parentDirectory` applies to files only"));
+                        }
+                        entry.owner = t.user.or(default_owner);
+                        entry.group = t.group;
+                        entry.mode = t.mode;
+                    }
+                    Kind::File => {
+                        if t.user.is_some() || t.group.is_some() || t.mode.is_some() {
+                            return Err(fail(
+                                "files take ownership and mode under `parentDirectory`",
+                            ));
+                        }
+                        if let Some(parent) = t.parent_directory {
+                            entry.owner = parent.user.or(default_owner);
+                            entry.group = parent.group;
+                            entry.mode = parent.mode;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(entry)
+    }
+
+    fn retention(&self, raw: Spanned<RawRetention>) -> Result<Policy, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let timezone = match raw.timezone {
+            Some(tz) if tz.as_ref() != "local" => {
+                jiff::tz::TimeZone::get(tz.as_ref()).map_err(|e| {
+                    self.error("retention.timezone", &tz, format!("{:?}: {e}", tz.as_ref()))
+                })?;
+                Some(tz.into_inner())
+            }
+            _ => None,
+        };
+        let policy = Policy {
+            keep_last: raw.keep_last.unwrap_or_default(),
+            keep_daily: raw.keep_daily.unwrap_or_default(),
+            keep_weekly: raw.keep_weekly.unwrap_or_default(),
+            keep_monthly: raw.keep_monthly.unwrap_or_default(),
+            keep_yearly: raw.keep_yearly.unwrap_or_default(),
+            timezone,
+        };
+        if policy.keeps_nothing() {
+            return Err(ConfigError::new(
+                self.file,
+                "every keep_* rule is 0 or missing; such a policy would delete every old root but the newest",
+            )
+            .at(&Location {
+                key: "retention".into(),
+                line_col: Some(line_col(self.text, span.start)),
+            }));
+        }
+        Ok(policy)
+    }
+
+    fn check(&self, raw: RawCheck) -> Result<CheckConfig, ConfigError> {
+        let mut ignore = Vec::with_capacity(raw.ignore.len());
+        for (i, glob) in raw.ignore.into_iter().enumerate() {
+            let key = format!("check.ignore[{i}]");
+            let text = glob.as_ref();
+            if !(text.starts_with('/') || text.starts_with("**")) {
+                return Err(self.error(
+                    key,
+                    &glob,
+                    format!("{text:?} must start with `/` or `**`: globs match absolute paths"),
+                ));
+            }
+            globset::Glob::new(text)
+                .map_err(|e| self.error(key, &glob, format!("{text:?}: {}", e.kind())))?;
+            ignore.push(glob.into_inner());
+        }
+        Ok(CheckConfig { ignore })
+    }
+}
+
+fn kind_field(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Directory => "directory",
+        Kind::File => "file",
+    }
+}
+
+fn list_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Directory => "directories",
+        Kind::File => "files",
+    }
+}
+
+/// A subvolume name relative to the filesystem's top level; a leading `/` (as in
+/// `subvol=/@root`) is accepted and dropped.
+fn subvolume_name(raw: &str) -> Result<PathBuf, String> {
+    let trimmed = raw.trim_start_matches('/');
+    if trimmed.is_empty() {
+        return Err(format!(
+            "{raw:?} names the top level itself, not a subvolume"
+        ));
+    }
+    normalize_relative(trimmed).map_err(|p| format!("{raw:?} {p}"))
+}
+
+/// A TOML key as it would be written: bare when it can be, quoted otherwise.
+pub fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> FileConfig {
+        parse(Path::new("c.toml"), text).unwrap()
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(Path::new("c.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_full_configuration_loads() {
+        let cfg = parse_ok(
+            r#"
+[filesystem]
+type = "btrfs"
+device = "/dev/disk/by-label/nixos"
+root_subvolume = "/@root"
+snapshot_dir = "@snapshots"
+
+[persistence."/persist"]
+hideMounts = true
+directories = [
+  "/var/log",
+  { directory = "/var/lib/private", mode = "0700" },
+  { directory = "/var/lib/colord", user = "colord", group = "colord", mode = "u=rwx,g=rx,o=" },
+]
+files = [
+  "/etc/machine-id",
+  { file = "/etc/nix/id_rsa", parentDirectory = { mode = "u=rwx,g=,o=" } },
+]
+users.josh.directories = [".ssh", { directory = ".gnupg", mode = "0700" }]
+users.root = { home = "/root", files = [".bash_history"] }
+
+[retention]
+keep_last = 3
+keep_monthly = "all"
+timezone = "Europe/Berlin"
+
+[check]
+ignore = ["/var/lib/foo/**", "**/*.tmp"]
+"#,
+        );
+        let fs = cfg.filesystem.unwrap();
+        assert_eq!(fs.fs_type, FsType::Btrfs);
+        assert_eq!(fs.root_subvolume, PathBuf::from("@root"));
+        let entries = cfg.persistence.unwrap();
+        let rendered: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {}",
+                    e.kind.as_str(),
+                    e.path.display(),
+                    e.user.as_deref().unwrap_or("-"),
+                    e.mode.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+                )
+            })
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                "directory /var/log - -",
+                "directory /var/lib/private - 0700",
+                "directory /var/lib/colord - 0750",
+                "file /etc/machine-id - -",
+                "file /etc/nix/id_rsa - 0700",
+                "directory /home/josh/.ssh josh -",
+                "directory /home/josh/.gnupg josh 0700",
+                "file /root/.bash_history root -",
+            ]
+        );
+        assert_eq!(entries[1].origin, "c.toml:12");
+        let retention = cfg.retention.unwrap();
+        assert_eq!(retention.keep_last, Keep::Count(3));
+        assert_eq!(retention.keep_weekly, Keep::None);
+        assert_eq!(retention.timezone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(cfg.check.ignore.len(), 2);
+    }
+
+    #[test]
+    fn an_empty_file_declares_nothing() {
+        let cfg = parse_ok("");
+        assert!(cfg.filesystem.is_none());
+        assert!(cfg.persistence.is_none());
+        assert!(cfg.retention.is_none());
+    }
+
+    /// Each bad input names the file, the line and column, the key where there is one, and
+    /// what is wrong.
+    #[test]
+    fn bad_input_is_one_line_naming_where_and_what() {
+        let cases: &[(&str, &str)] = &[
+            ("[filesystem\ntype = 1", "c.toml:1:12: "),
+            ("colour = true", "c.toml:1:1: unknown field `colour`"),
+            (
+                "[filesystem]\ntype = \"zfs\"",
+                "c.toml:2:8: unknown variant `zfs`, expected one of `bcachefs`, `btrfs`, `tmpfs`",
+            ),
+            (
+                "[filesystem]\ndevice = \"/dev/sda\"",
+                "missing field `type`",
+            ),
+            (
+                "[persistence.\"/persist\"]\ndirectories = [\"var/lib\"]",
+                "c.toml:2:16: persistence.\"/persist\".directories[0]: \"var/lib\" is not an absolute path",
+            ),
+            (
+                "[persistence.\"/persist\"]\nfiles = [\"/etc/../shadow\"]",
+                "c.toml:2:10: persistence.\"/persist\".files[0]: \"/etc/../shadow\" contains `..`",
+            ),
+            (
+                "[persistence.\"/persist\"]\nusers.josh.directories = [\"/home/josh/.ssh\"]",
+                "c.toml:2:27: persistence.\"/persist\".users.josh.directories[0]: \"/home/josh/.ssh\" is absolute, but user entries are relative to the home directory",
+            ),
+            (
+                "[persistence.persist]\ndirectories = [\"/var/log\"]",
+                "persistent storage path \"persist\" is not an absolute path",
+            ),
+            (
+                "[persistence.\"/persist\"]\ndirectories = [{ directory = \"/x\", mod = \"0700\" }]",
+                "unknown field `mod`",
+            ),
+            (
+                "[persistence.\"/persist\"]\ndirectories = [{ file = \"/x\" }]",
+                "c.toml:2:16: persistence.\"/persist\".directories[0]: `file` in a directories list; use `directory`",
+            ),
+            (
+                "[persistence.\"/persist\"]\ndirectories = [{ mode = \"0700\" }]",
+                "directories[0]: missing `directory`",
+            ),
+            (
+                "[persistence.\"/persist\"]\ndirectories = [42]",
+                "invalid type: integer `42`, expected a path string or a table",
+            ),
+            (
+                "[retention]\nkeep_last = 0",
+                "c.toml:1:1: retention: every keep_* rule is 0 or missing",
+            ),
+            (
+                "[retention]\nkeep_last = \"many\"",
+                "c.toml:2:13: invalid value: string \"many\", expected a count (0 or more) or \"all\"",
+            ),
+            (
+                "[retention]\nkeep_last = 1\ntimezone = \"Mars/Olympus\"",
+                "c.toml:3:12: retention.timezone: \"Mars/Olympus\"",
+            ),
+            (
+                "[check]\nignore = [\"var/**\"]",
+                "c.toml:2:11: check.ignore[0]: \"var/**\" must start with `/` or `**`",
+            ),
+            (
+                "[check]\nignore = [\"/var/[a\"]",
+                "c.toml:2:11: check.ignore[0]: \"/var/[a\": unclosed character class",
+            ),
+            (
+                "[filesystem]\ntype = \"btrfs\"\nroot_subvolume = \"/\"",
+                "c.toml:3:18: filesystem.root_subvolume: \"/\" names the top level itself",
+            ),
+            (
+                "[filesystem]\ntype = \"btrfs\"\nroot_subvolume = \"..\"",
+                "filesystem.root_subvolume: \"..\" contains `..`",
+            ),
+            (
+                "[filesystem]\ntype = \"btrfs\"\nroot_subvolume = \"@root\"\nsnapshot_dir = \"@root/snaps\"",
+                "c.toml:4:16: filesystem.snapshot_dir: \"@root/snaps\" is inside the root subvolume",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = parse_err(text);
+            assert!(!got.contains('\n'), "multi-line error for {text:?}: {got}");
+            assert!(
+                got.starts_with("c.toml"),
+                "no file in error for {text:?}: {got}"
+            );
+            assert!(
+                got.contains(want),
+                "for {text:?}\n  got: {got}\n want: {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn disabled_storage_is_ignored() {
+        let cfg = parse_ok("[persistence.\"/persist\"]\nenable = false\ndirectories = [\"/x\"]");
+        assert_eq!(cfg.persistence.unwrap().len(), 0);
+    }
+
+    #[test]
+    fn toml_keys_are_quoted_only_when_needed() {
+        assert_eq!(toml_key("josh"), "josh");
+        assert_eq!(toml_key("/persist"), "\"/persist\"");
+        assert_eq!(toml_key("a.b"), "\"a.b\"");
+    }
+}

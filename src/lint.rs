@@ -1,0 +1,602 @@
+//! Problems in a persistence configuration, found without touching the filesystem: the
+//! checks are pure functions of the persisted set, the compiled-in knowledge and (when the
+//! host has one) the mount table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::knowledge::Knowledge;
+use crate::mode::Mode;
+use crate::mountinfo::MountTable;
+use crate::paths::quoted;
+use crate::persisted::{Entry, Kind, PersistedSet};
+
+/// Above this many bind mounts boot slows down noticeably (seed, "Slow Boot").
+pub const MAX_BIND_MOUNTS: usize = 30;
+
+/// impermanence's mode for directories that do not say one.
+const DEFAULT_MODE: Mode = Mode::from_bits(0o755);
+
+/// Which check found a problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    StorageOnRoot,
+    Duplicate,
+    Nested,
+    FileInDirectory,
+    Mode,
+    NeverPersist,
+    TooManyMounts,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::StorageOnRoot => "storage-on-root",
+            Rule::Duplicate => "duplicate",
+            Rule::Nested => "nested",
+            Rule::FileInDirectory => "file-in-directory",
+            Rule::Mode => "mode",
+            Rule::NeverPersist => "never-persist",
+            Rule::TooManyMounts => "too-many-mounts",
+        }
+    }
+}
+
+/// A parent directory that would replace several bind mounts with one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Merge {
+    pub parent: PathBuf,
+    pub storage: PathBuf,
+    /// The entries it would cover.
+    pub covers: Vec<PathBuf>,
+}
+
+/// One problem.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule: Rule,
+    /// The path at fault (an entry, or a storage path).
+    pub path: PathBuf,
+    /// What is wrong and what to do, as a sentence.
+    pub message: String,
+    /// Where the entries involved were declared.
+    pub declared_at: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merges: Vec<Merge>,
+}
+
+/// Everything `lint` found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LintReport {
+    pub entries: usize,
+    pub bind_mounts: usize,
+    /// Whether the live mount table was available for the storage check.
+    pub mount_table: bool,
+    pub findings: Vec<Finding>,
+}
+
+/// Runs every check.
+pub fn lint(set: &PersistedSet, mounts: Option<&MountTable>, knowledge: &Knowledge) -> LintReport {
+    let entries = set.entries();
+    let mut findings = Vec::new();
+    if let Some(table) = mounts {
+        findings.extend(storage_on_root(set, table));
+    }
+    findings.extend(duplicates(entries));
+    findings.extend(nesting(set));
+    findings.extend(modes(entries, knowledge));
+    findings.extend(never_persist(entries, knowledge));
+    let bind_mounts = distinct_paths(entries).len();
+    if bind_mounts > MAX_BIND_MOUNTS {
+        let merges = merge_suggestions(&distinct_paths(entries), knowledge, MAX_BIND_MOUNTS);
+        let after = bind_mounts - merges.iter().map(|m| m.covers.len() - 1).sum::<usize>();
+        let message = if merges.is_empty() {
+            format!(
+                "{bind_mounts} bind mounts (more than {MAX_BIND_MOUNTS} slow the boot); no parent directory narrower than /var/lib or a home directory would merge them"
+            )
+        } else {
+            format!(
+                "{bind_mounts} bind mounts (more than {MAX_BIND_MOUNTS} slow the boot); persisting these {} parent directories instead would leave {after} (each also persists whatever else is in it)",
+                merges.len()
+            )
+        };
+        findings.push(Finding {
+            rule: Rule::TooManyMounts,
+            path: PathBuf::from("/"),
+            message,
+            declared_at: Vec::new(),
+            merges,
+        });
+    }
+    LintReport {
+        entries: entries.len(),
+        bind_mounts,
+        mount_table: mounts.is_some(),
+        findings,
+    }
+}
+
+/// The first entry for each path: what actually gets mounted.
+fn distinct_paths(entries: &[Entry]) -> Vec<&Entry> {
+    let mut seen = std::collections::HashSet::new();
+    entries.iter().filter(|e| seen.insert(&e.path)).collect()
+}
+
+fn storage_on_root(set: &PersistedSet, table: &MountTable) -> Vec<Finding> {
+    set.storages()
+        .into_iter()
+        .filter_map(|storage| {
+            let holder = table.containing(storage)?;
+            (holder.mount_point == Path::new("/")).then(|| Finding {
+                rule: Rule::StorageOnRoot,
+                path: storage.to_path_buf(),
+                message: format!(
+                    "persistent storage {} is not a separate filesystem: it lies on the root filesystem ({} {}), which the reset wipes; mount a subvolume or filesystem there with neededForBoot = true",
+                    quoted(storage),
+                    holder.fs_type,
+                    holder.source
+                ),
+                declared_at: Vec::new(),
+                merges: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+fn duplicates(entries: &[Entry]) -> Vec<Finding> {
+    let mut by_path: BTreeMap<&Path, Vec<&Entry>> = BTreeMap::new();
+    for entry in entries {
+        by_path.entry(&entry.path).or_default().push(entry);
+    }
+    by_path
+        .into_iter()
+        .filter(|(_, group)| group.len() > 1)
+        .map(|(path, group)| {
+            let kinds_differ = group.iter().any(|e| e.kind != group[0].kind);
+            let message = if kinds_differ {
+                format!(
+                    "{} is declared both as a directory and as a file; keep one",
+                    quoted(path)
+                )
+            } else {
+                format!(
+                    "{} is declared {} times; impermanence refuses duplicate {}",
+                    quoted(path),
+                    group.len(),
+                    if group[0].kind == Kind::File {
+                        "files"
+                    } else {
+                        "directories"
+                    }
+                )
+            };
+            Finding {
+                rule: Rule::Duplicate,
+                path: path.to_path_buf(),
+                message,
+                declared_at: group.iter().map(|e| e.origin.clone()).collect(),
+                merges: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// Entries inside another persisted directory of the same storage: the same data is bind
+/// mounted twice. (Across storage paths nesting is how a subtree is put on other storage,
+/// so it is left alone.)
+fn nesting(set: &PersistedSet) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for entry in distinct_paths(set.entries()) {
+        let Some(parent) = entry.path.parent() else {
+            continue;
+        };
+        let Some(outer) = set.lookup(parent) else {
+            continue;
+        };
+        if outer.kind != Kind::Directory || outer.storage != entry.storage {
+            continue;
+        }
+        let (rule, what) = match entry.kind {
+            Kind::Directory => (Rule::Nested, "directory"),
+            Kind::File => (Rule::FileInDirectory, "file"),
+        };
+        findings.push(Finding {
+            rule,
+            path: entry.path.clone(),
+            message: format!(
+                "the {what} {} is inside the persisted directory {}, which already keeps it; remove the inner entry",
+                quoted(&entry.path),
+                quoted(&outer.path)
+            ),
+            declared_at: vec![entry.origin.clone(), outer.origin.clone()],
+            merges: Vec::new(),
+        });
+    }
+    findings
+}
+
+/// Known directories that must have a mode (`/var/lib/private`: 0700).
+fn modes(entries: &[Entry], knowledge: &Knowledge) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for known in &knowledge.paths {
+        let Some(required) = known.mode else {
+            continue;
+        };
+        let exact: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.kind == Kind::Directory && known.path.matches(&e.path))
+            .collect();
+        for entry in &exact {
+            let mode = entry.mode.unwrap_or(DEFAULT_MODE);
+            if mode != required {
+                findings.push(Finding {
+                    rule: Rule::Mode,
+                    path: entry.path.clone(),
+                    message: format!(
+                        "{} is persisted with mode {mode}{} but must be {required}: {}",
+                        quoted(&entry.path),
+                        if entry.mode.is_none() {
+                            " (the default)"
+                        } else {
+                            ""
+                        },
+                        known.reason
+                    ),
+                    declared_at: vec![entry.origin.clone()],
+                    merges: Vec::new(),
+                });
+            }
+        }
+        if !exact.is_empty() {
+            continue;
+        }
+        // Entries below it make impermanence create it with its default mode.
+        let mut below: BTreeMap<PathBuf, Vec<&Entry>> = BTreeMap::new();
+        for entry in entries {
+            if known.path.contains(&entry.path) && !known.path.matches(&entry.path) {
+                if let Some(at) = ancestor_matching(&entry.path, |p| known.path.matches(p)) {
+                    below.entry(at).or_default().push(entry);
+                }
+            }
+        }
+        for (dir, inside) in below {
+            findings.push(Finding {
+                rule: Rule::Mode,
+                path: dir.clone(),
+                message: format!(
+                    "{} is persisted below {}, which then gets mode {DEFAULT_MODE} but must be {required}: {}; add {{ directory = {}; mode = \"{required}\"; }}",
+                    inside.iter().map(|e| quoted(&e.path)).collect::<Vec<_>>().join(", "),
+                    quoted(&dir),
+                    known.reason,
+                    quoted(&dir)
+                ),
+                declared_at: inside.iter().map(|e| e.origin.clone()).collect(),
+                merges: Vec::new(),
+            });
+        }
+    }
+    findings
+}
+
+fn ancestor_matching(path: &Path, pred: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    path.ancestors().find(|a| pred(a)).map(Path::to_path_buf)
+}
+
+/// Paths that must not be persisted (container overlay storage), persisted directly or with
+/// the service directory that holds them. A broader parent (`~/.local/share`) is a choice
+/// about much more than one service, so it is not blamed.
+fn never_persist(entries: &[Entry], knowledge: &Knowledge) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for known in knowledge.paths.iter().filter(|k| k.never_persist) {
+        for entry in distinct_paths(entries) {
+            let message = if known.path.contains(&entry.path) {
+                format!(
+                    "{} should not be persisted ({}): {}",
+                    quoted(&entry.path),
+                    known.service,
+                    known.reason
+                )
+            } else if known.path.is_below(&entry.path)
+                && known
+                    .service_dir
+                    .as_ref()
+                    .is_some_and(|d| d.contains(&entry.path))
+            {
+                format!(
+                    "{} persists {} with it ({}): {}",
+                    quoted(&entry.path),
+                    known.path.text,
+                    known.service,
+                    known.reason
+                )
+            } else {
+                continue;
+            };
+            findings.push(Finding {
+                rule: Rule::NeverPersist,
+                path: entry.path.clone(),
+                message,
+                declared_at: vec![entry.origin.clone()],
+                merges: Vec::new(),
+            });
+        }
+    }
+    findings
+}
+
+/// Proposes parent directories that would cover several entries each, greedily taking the
+/// one that saves the most mounts (the narrowest on a tie), until at most `limit` remain.
+/// Parents that are too broad or inside a tree NixOS regenerates are never proposed.
+pub fn merge_suggestions(entries: &[&Entry], knowledge: &Knowledge, limit: usize) -> Vec<Merge> {
+    // Each mount: (path, storage, the original entries it covers).
+    let mut mounts: Vec<(PathBuf, PathBuf, Vec<PathBuf>)> = entries
+        .iter()
+        .map(|e| (e.path.clone(), e.storage.clone(), vec![e.path.clone()]))
+        .collect();
+    while mounts.len() > limit {
+        let mut candidates: HashMap<(&Path, &Path), Vec<usize>> = HashMap::new();
+        for (i, (path, storage, _)) in mounts.iter().enumerate() {
+            for ancestor in path.ancestors().skip(1) {
+                if knowledge.too_broad(ancestor) || knowledge.in_generated_tree(ancestor) {
+                    continue;
+                }
+                candidates.entry((ancestor, storage)).or_default().push(i);
+            }
+        }
+        let best = candidates
+            .into_iter()
+            .filter(|(_, members)| members.len() >= 2)
+            .max_by(|(a, am), (b, bm)| {
+                am.len()
+                    .cmp(&bm.len())
+                    .then(a.0.components().count().cmp(&b.0.components().count()))
+                    // Deterministic among equals: the alphabetically first.
+                    .then(b.0.cmp(a.0))
+            });
+        let Some(((parent, storage), members)) = best else {
+            break;
+        };
+        let (parent, storage) = (parent.to_path_buf(), storage.to_path_buf());
+        let mut covers = Vec::new();
+        for &i in members.iter().rev() {
+            covers.extend(mounts.swap_remove(i).2);
+        }
+        covers.sort();
+        mounts.push((parent, storage, covers));
+    }
+    let mut merges: Vec<Merge> = mounts
+        .into_iter()
+        .filter(|(_, _, covers)| covers.len() > 1)
+        .map(|(parent, storage, covers)| Merge {
+            parent,
+            storage,
+            covers,
+        })
+        .collect();
+    merges.sort_by(|a, b| a.parent.cmp(&b.parent));
+    merges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge;
+    use crate::mountinfo::parse;
+
+    fn entry(path: &str, kind: Kind) -> Entry {
+        let mut e = Entry::new(path, kind, "/persist");
+        e.origin = format!("t:{path}");
+        e
+    }
+
+    fn dir(path: &str) -> Entry {
+        entry(path, Kind::Directory)
+    }
+
+    fn file(path: &str) -> Entry {
+        entry(path, Kind::File)
+    }
+
+    fn rules(entries: Vec<Entry>) -> Vec<(Rule, String)> {
+        let set = PersistedSet::new(entries);
+        lint(&set, None, knowledge::builtin())
+            .findings
+            .into_iter()
+            .map(|f| (f.rule, f.path.to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn table_of_configurations_and_their_findings() {
+        let mut private_0700 = dir("/var/lib/private");
+        private_0700.mode = Some(Mode::from_bits(0o700));
+        let mut private_0750 = dir("/var/lib/private");
+        private_0750.mode = Some(Mode::from_bits(0o750));
+        let mut other_storage = dir("/srv/media/big");
+        other_storage.storage = PathBuf::from("/data");
+        let mut josh_overlay = dir("/home/josh/.local/share/containers/storage/overlay");
+        josh_overlay.user = Some("josh".into());
+
+        type Case = (&'static str, Vec<Entry>, Vec<(Rule, &'static str)>);
+        let cases: Vec<Case> = vec![
+            (
+                "clean",
+                vec![dir("/var/log"), file("/etc/machine-id")],
+                vec![],
+            ),
+            (
+                "duplicate directory",
+                vec![dir("/var/log"), dir("/var/log")],
+                vec![(Rule::Duplicate, "/var/log")],
+            ),
+            (
+                "same path as file and directory",
+                vec![dir("/etc/x"), file("/etc/x")],
+                vec![(Rule::Duplicate, "/etc/x")],
+            ),
+            (
+                "nested directory",
+                vec![dir("/var/lib"), dir("/var/lib/nixos")],
+                vec![(Rule::Nested, "/var/lib/nixos")],
+            ),
+            (
+                "nested two levels down",
+                vec![dir("/var/lib/forgejo"), dir("/var/lib/forgejo/data/repos")],
+                vec![(Rule::Nested, "/var/lib/forgejo/data/repos")],
+            ),
+            (
+                "siblings are not nested",
+                vec![dir("/var/lib"), dir("/var/lib2")],
+                vec![],
+            ),
+            (
+                "nesting across storage paths is deliberate",
+                vec![dir("/srv/media"), other_storage],
+                vec![],
+            ),
+            (
+                "file inside directory",
+                vec![dir("/etc/ssh"), file("/etc/ssh/ssh_host_ed25519_key")],
+                vec![(Rule::FileInDirectory, "/etc/ssh/ssh_host_ed25519_key")],
+            ),
+            (
+                "private without a mode",
+                vec![dir("/var/lib/private")],
+                vec![(Rule::Mode, "/var/lib/private")],
+            ),
+            ("private 0700", vec![private_0700.clone()], vec![]),
+            (
+                "private 0750",
+                vec![private_0750],
+                vec![(Rule::Mode, "/var/lib/private")],
+            ),
+            (
+                "entries below private without it",
+                vec![
+                    dir("/var/lib/private/headscale"),
+                    dir("/var/lib/private/n8n"),
+                ],
+                vec![(Rule::Mode, "/var/lib/private")],
+            ),
+            (
+                "entries below private with it",
+                vec![private_0700, dir("/var/lib/private/n8n")],
+                vec![(Rule::Nested, "/var/lib/private/n8n")],
+            ),
+            (
+                "overlay persisted",
+                vec![dir("/var/lib/containers/storage/overlay")],
+                vec![(Rule::NeverPersist, "/var/lib/containers/storage/overlay")],
+            ),
+            (
+                "overlay persisted with its service directory",
+                vec![dir("/var/lib/containers")],
+                vec![(Rule::NeverPersist, "/var/lib/containers")],
+            ),
+            (
+                "volumes are fine",
+                vec![dir("/var/lib/containers/storage/volumes")],
+                vec![],
+            ),
+            (
+                "rootless overlay",
+                vec![josh_overlay],
+                vec![(
+                    Rule::NeverPersist,
+                    "/home/josh/.local/share/containers/storage/overlay",
+                )],
+            ),
+            (
+                "a broad parent is not blamed for overlay",
+                vec![dir("/home/josh/.local/share")],
+                vec![],
+            ),
+        ];
+        for (name, entries, want) in cases {
+            let want: Vec<(Rule, String)> =
+                want.into_iter().map(|(r, p)| (r, p.to_string())).collect();
+            assert_eq!(rules(entries), want, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn duplicates_name_every_declaration() {
+        let set = PersistedSet::new(vec![dir("/var/log"), dir("/var/lib/x"), dir("/var/log")]);
+        let report = lint(&set, None, knowledge::builtin());
+        assert_eq!(report.findings[0].declared_at, ["t:/var/log", "t:/var/log"]);
+        assert_eq!(report.bind_mounts, 2);
+    }
+
+    #[test]
+    fn storage_on_the_root_filesystem_is_found_only_with_a_mount_table() {
+        let on_root = MountTable {
+            file: PathBuf::from("mountinfo"),
+            mounts: parse("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n").unwrap(),
+        };
+        let separate = MountTable {
+            file: PathBuf::from("mountinfo"),
+            mounts: parse(
+                "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 8:2 / /persist rw - ext4 /dev/sda2 rw\n",
+            )
+            .unwrap(),
+        };
+        let set = PersistedSet::new(vec![dir("/var/log")]);
+        let k = knowledge::builtin();
+        let found = lint(&set, Some(&on_root), k).findings;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].rule, Rule::StorageOnRoot);
+        assert_eq!(found[0].path, PathBuf::from("/persist"));
+        assert!(lint(&set, Some(&separate), k).findings.is_empty());
+        assert!(lint(&set, None, k).findings.is_empty());
+    }
+
+    #[test]
+    fn too_many_mounts_come_with_merging_parents() {
+        let mut entries: Vec<Entry> = (0..20).map(|i| dir(&format!("/var/lib/svc{i}"))).collect();
+        entries.extend((0..6).map(|i| dir(&format!("/var/lib/nixarr/app{i}"))));
+        entries.extend((0..4).map(|i| dir(&format!("/srv/media/lib{i}"))));
+        entries.extend((0..5).map(|i| file(&format!("/etc/ssh/key{i}"))));
+        let set = PersistedSet::new(entries);
+        let report = lint(&set, None, knowledge::builtin());
+        assert_eq!(report.bind_mounts, 35);
+        let finding = report
+            .findings
+            .iter()
+            .find(|f| f.rule == Rule::TooManyMounts)
+            .expect("too many mounts reported");
+        let parents: Vec<_> = finding
+            .merges
+            .iter()
+            .map(|m| m.parent.to_str().unwrap())
+            .collect();
+        // nixarr saves 5 and is enough to get to 30; /etc/ssh is never proposed.
+        assert_eq!(parents, ["/var/lib/nixarr"]);
+        assert_eq!(finding.merges[0].covers.len(), 6);
+        assert!(finding.message.contains("would leave 30"));
+    }
+
+    #[test]
+    fn merging_keeps_going_until_under_the_limit_and_prefers_narrow_parents() {
+        let paths = [
+            "/srv/a/x/1",
+            "/srv/a/x/2",
+            "/srv/a/x/3",
+            "/srv/a/y/1",
+            "/srv/a/y/2",
+            "/srv/b/1",
+            "/srv/b/2",
+        ];
+        let entries: Vec<Entry> = paths.iter().map(|p| dir(p)).collect();
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let merges = merge_suggestions(&refs, knowledge::builtin(), 2);
+        let parents: Vec<_> = merges.iter().map(|m| m.parent.to_str().unwrap()).collect();
+        assert_eq!(parents, ["/srv/a", "/srv/b"]);
+        assert_eq!(merges[0].covers.len(), 5);
+        let none = merge_suggestions(&refs, knowledge::builtin(), 7);
+        assert!(none.is_empty());
+    }
+}

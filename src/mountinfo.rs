@@ -1,0 +1,302 @@
+//! The live mount table (`/proc/self/mountinfo`): parsing, and the two questions imperm asks
+//! of it: which mount holds a path, and which bind mounts come from persistent storage.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::paths::under_root;
+
+/// One line of mountinfo (proc(5)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub id: u64,
+    pub parent: u64,
+    /// `major:minor` of the filesystem; bind mounts share it with their source.
+    pub device: (u32, u32),
+    /// The path inside the filesystem that this mount shows (`/@persist/var/lib/nixos` for a
+    /// bind mount out of a btrfs subvolume).
+    pub root: PathBuf,
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+    pub source: String,
+    pub options: String,
+}
+
+/// A parsed mount table and the file it was read from.
+#[derive(Clone, Debug)]
+pub struct MountTable {
+    pub file: PathBuf,
+    pub mounts: Vec<Mount>,
+}
+
+/// A line that is not mountinfo.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {what}")]
+pub struct ParseError {
+    pub line: usize,
+    pub what: String,
+}
+
+/// Reads the mount table of the tree at `root`: `/proc/self/mountinfo` below it.
+/// `Ok(None)` when there is none (a plain directory tree or an unmounted snapshot has no
+/// `/proc`), so callers can tell "no mount table" from "no such mount".
+pub fn read(root: &Path) -> io::Result<Option<MountTable>> {
+    let file = under_root(root, Path::new("/proc/self/mountinfo"));
+    let text = match fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mounts = parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(Some(MountTable { file, mounts }))
+}
+
+/// Parses mountinfo text.
+pub fn parse(text: &str) -> Result<Vec<Mount>, ParseError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            parse_line(line).ok_or_else(|| ParseError {
+                line: i + 1,
+                what: format!("not a mountinfo line: {:?}", truncate(line, 80)),
+            })
+        })
+        .collect()
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn parse_line(line: &str) -> Option<Mount> {
+    // 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+    let (before, after) = line.split_once(" - ")?;
+    let mut fields = before.split(' ');
+    let id = fields.next()?.parse().ok()?;
+    let parent = fields.next()?.parse().ok()?;
+    let (major, minor) = fields.next()?.split_once(':')?;
+    let device = (major.parse().ok()?, minor.parse().ok()?);
+    let root = PathBuf::from(unescape(fields.next()?));
+    let mount_point = PathBuf::from(unescape(fields.next()?));
+    let options = fields.next()?.to_string();
+    let mut tail = after.split(' ');
+    let fs_type = unescape(tail.next()?);
+    let source = unescape(tail.next()?);
+    Some(Mount {
+        id,
+        parent,
+        device,
+        root,
+        mount_point,
+        fs_type,
+        source,
+        options,
+    })
+}
+
+/// Undoes the kernel's octal escaping of space, tab, newline and backslash (`\040`).
+fn unescape(field: &str) -> String {
+    if !field.contains('\\') {
+        return field.to_string();
+    }
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                let value = d.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+                out.push(value as u8);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A bind mount whose source is inside persistent storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    /// Where it is mounted (`/var/lib/nixos`).
+    pub target: PathBuf,
+    /// Where its data lives (`/persist/var/lib/nixos`).
+    pub source: PathBuf,
+}
+
+impl MountTable {
+    /// The mount that holds `path`: the last-mounted one with the longest mount point that
+    /// is a component-wise prefix of `path`.
+    pub fn containing(&self, path: &Path) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| path.starts_with(&m.mount_point))
+            .max_by_key(|(i, m)| (m.mount_point.components().count(), *i))
+            .map(|(_, m)| m)
+    }
+
+    /// Bind mounts of paths out of `storage` (for example `/persist`), in mount order.
+    ///
+    /// A bind mount shows the same device as its source with a `root` inside the source's
+    /// filesystem; so the source directory's filesystem-relative path is worked out from the
+    /// mount that holds `storage`, and every other mount whose `root` lies below it is a
+    /// bind mount from storage.
+    pub fn bind_mounts_from(&self, storage: &Path) -> Vec<BindMount> {
+        let Some(holder) = self.containing(storage) else {
+            return Vec::new();
+        };
+        let Ok(inside) = storage.strip_prefix(&holder.mount_point) else {
+            return Vec::new();
+        };
+        let storage_in_fs = holder.root.join(inside);
+        let mut found: Vec<BindMount> = Vec::new();
+        for mount in &self.mounts {
+            if mount.device != holder.device
+                || std::ptr::eq(mount, holder)
+                || mount.mount_point.starts_with(storage)
+            {
+                continue;
+            }
+            let Ok(rel) = mount.root.strip_prefix(&storage_in_fs) else {
+                continue;
+            };
+            if rel.as_os_str().is_empty() {
+                // The whole storage mounted elsewhere is a second view of it, not an entry.
+                continue;
+            }
+            if found.iter().any(|b| b.target == mount.mount_point) {
+                continue;
+            }
+            found.push(BindMount {
+                target: mount.mount_point.clone(),
+                source: storage.join(rel),
+            });
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A btrfs host with `@root`, `@nix`, `@persist` and impermanence bind mounts, as the
+    /// kernel prints it (one mount point with a space, escaped).
+    const BTRFS_HOST: &str = "\
+22 1 0:30 /@root / rw,relatime shared:1 - btrfs /dev/vda2 rw,space_cache=v2,subvolid=256,subvol=/@root
+23 22 0:30 /@nix /nix rw,relatime shared:2 - btrfs /dev/vda2 rw,subvolid=257,subvol=/@nix
+24 22 0:30 /@persist /persist rw,relatime shared:3 - btrfs /dev/vda2 rw,subvolid=258,subvol=/@persist
+25 22 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:4 - proc proc rw
+26 22 0:30 /@persist/var/lib/nixos /var/lib/nixos rw,relatime shared:3 - btrfs /dev/vda2 rw,subvolid=258,subvol=/@persist
+27 22 0:30 /@persist/var/log /var/log rw,relatime shared:3 - btrfs /dev/vda2 rw,subvolid=258,subvol=/@persist
+28 22 0:30 /@persist/etc/machine-id /etc/machine-id rw,relatime shared:3 - btrfs /dev/vda2 rw,subvolid=258,subvol=/@persist
+29 22 0:30 /@persist/home/josh/My\\040Files /home/josh/My\\040Files rw,relatime shared:3 - btrfs /dev/vda2 rw,subvolid=258,subvol=/@persist
+30 22 0:30 /@nix/store /nix/store ro,relatime shared:5 - btrfs /dev/vda2 rw,subvolid=257,subvol=/@nix
+31 22 0:40 / /boot rw,relatime shared:6 - vfat /dev/vda1 rw
+";
+
+    #[test]
+    fn parses_fields_and_unescapes_octal() {
+        let mounts = parse(BTRFS_HOST).unwrap();
+        assert_eq!(mounts.len(), 10);
+        let m = &mounts[7];
+        assert_eq!(m.id, 29);
+        assert_eq!(m.parent, 22);
+        assert_eq!(m.device, (0, 30));
+        assert_eq!(m.root, PathBuf::from("/@persist/home/josh/My Files"));
+        assert_eq!(m.mount_point, PathBuf::from("/home/josh/My Files"));
+        assert_eq!(m.fs_type, "btrfs");
+        assert_eq!(m.source, "/dev/vda2");
+    }
+
+    #[test]
+    fn optional_fields_before_the_separator_are_skipped() {
+        let line = "40 22 0:50 / /mnt rw shared:7 master:2 propagate_from:1 - tmpfs none rw\n";
+        let mounts = parse(line).unwrap();
+        assert_eq!(mounts[0].fs_type, "tmpfs");
+        assert_eq!(mounts[0].mount_point, PathBuf::from("/mnt"));
+    }
+
+    #[test]
+    fn garbage_names_its_line() {
+        let err = parse("22 1 0:30 / / rw - ext4 /dev/x rw\nnot mountinfo\n").unwrap_err();
+        assert_eq!(err.line, 2);
+    }
+
+    #[test]
+    fn finds_bind_mounts_out_of_a_subvolume_storage() {
+        let table = MountTable {
+            file: PathBuf::new(),
+            mounts: parse(BTRFS_HOST).unwrap(),
+        };
+        let targets: Vec<_> = table
+            .bind_mounts_from(Path::new("/persist"))
+            .into_iter()
+            .map(|b| (b.target, b.source))
+            .collect();
+        let want: Vec<(PathBuf, PathBuf)> = [
+            ("/var/lib/nixos", "/persist/var/lib/nixos"),
+            ("/var/log", "/persist/var/log"),
+            ("/etc/machine-id", "/persist/etc/machine-id"),
+            ("/home/josh/My Files", "/persist/home/josh/My Files"),
+        ]
+        .iter()
+        .map(|(t, s)| (PathBuf::from(t), PathBuf::from(s)))
+        .collect();
+        assert_eq!(targets, want);
+    }
+
+    #[test]
+    fn finds_bind_mounts_out_of_a_directory_on_another_filesystem() {
+        // tmpfs root, storage at /nix/persist on the /nix filesystem.
+        let text = "\
+1 0 0:20 / / rw - tmpfs none rw,mode=755
+2 1 8:2 / /nix rw - ext4 /dev/sda2 rw
+3 1 8:2 /persist/var/lib/nixos /var/lib/nixos rw - ext4 /dev/sda2 rw
+4 1 8:2 /store /nix/store ro - ext4 /dev/sda2 rw
+";
+        let table = MountTable {
+            file: PathBuf::new(),
+            mounts: parse(text).unwrap(),
+        };
+        let binds = table.bind_mounts_from(Path::new("/nix/persist"));
+        assert_eq!(
+            binds,
+            vec![BindMount {
+                target: "/var/lib/nixos".into(),
+                source: "/nix/persist/var/lib/nixos".into()
+            }]
+        );
+        assert_eq!(
+            table
+                .containing(Path::new("/nix/persist"))
+                .unwrap()
+                .mount_point,
+            PathBuf::from("/nix")
+        );
+        assert_eq!(
+            table.containing(Path::new("/nixos")).unwrap().mount_point,
+            PathBuf::from("/")
+        );
+    }
+
+    #[test]
+    fn this_machines_own_mount_table_parses() {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mounts = parse(&text).unwrap();
+        assert!(mounts.iter().any(|m| m.mount_point == Path::new("/")));
+        assert!(mounts.iter().any(|m| m.fs_type == "proc"));
+    }
+}
