@@ -49,6 +49,11 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Host overview: configuration, filesystem, persisted set, snapshots
+    ///
+    /// Shows which configuration was loaded from where (file, Nix JSON, live bind mounts or
+    /// the built-in server template), the filesystem type, each persistent storage path and
+    /// whether it is a filesystem of its own, the size of the persisted set and the
+    /// retention policy. `--format json` prints the same as one JSON document.
     Status,
 
     /// Unpersisted state since boot, grouped and classified, with suggestions (exit 1 when
@@ -117,6 +122,12 @@ pub enum Command {
     Persist(PersistCommand),
 
     /// Problems in the persistence configuration (exit 1 when any)
+    ///
+    /// Reports: persistent storage on the root filesystem (when the mount table is
+    /// available); duplicate entries; an entry inside another persisted directory; a file
+    /// also covered by a directory; /var/lib/private without mode 0700; container overlay
+    /// storage persisted; more than 30 bind mounts, with parent directories that would
+    /// merge them.
     Lint,
 
     /// Print a shell completion script

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::knowledge::Knowledge;
 use crate::mode::Mode;
 use crate::mountinfo::MountTable;
+use crate::output::count;
 use crate::paths::quoted;
 use crate::persisted::{Entry, Kind, PersistedSet};
 
@@ -100,8 +101,12 @@ pub fn lint(set: &PersistedSet, mounts: Option<&MountTable>, knowledge: &Knowled
             )
         } else {
             format!(
-                "{bind_mounts} bind mounts (more than {MAX_BIND_MOUNTS} slow the boot); persisting these {} parent directories instead would leave {after} (each also persists whatever else is in it)",
-                merges.len()
+                "{bind_mounts} bind mounts (more than {MAX_BIND_MOUNTS} slow the boot); persisting {} instead would leave {after} (each also persists whatever else is in it)",
+                count(
+                    merges.len(),
+                    "this parent directory",
+                    "these parent directories"
+                )
             )
         };
         findings.push(Finding {

@@ -106,6 +106,11 @@ pub fn emit<R: Report>(report: &R, format: Format, color: ColorChoice) -> Result
     }
 }
 
+/// "1 file", "2 files".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Refuses `--format nix` before any work is done, for commands that have no Nix form.
 pub fn require_not_nix(format: Format, command: &'static str) -> Result<(), Error> {
     match format {

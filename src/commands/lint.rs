@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::knowledge;
 use crate::lint::{LintReport, lint};
-use crate::output::{self, Report, Styles};
+use crate::output::{self, Report, Styles, count};
 
 pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, LintReport::COMMAND)?;
@@ -73,8 +73,9 @@ impl Report for LintReport {
         };
         writeln!(
             out,
-            "{problems} in {} entries, {} bind mounts{table}",
-            self.entries, self.bind_mounts
+            "{problems} in {}, {}{table}",
+            count(self.entries, "entry", "entries"),
+            count(self.bind_mounts, "bind mount", "bind mounts")
         )
     }
 }

@@ -10,7 +10,7 @@ use crate::cli::GlobalArgs;
 use crate::config::{Config, ConfigFileState, PersistenceSource};
 use crate::error::Error;
 use crate::exit::ExitStatus;
-use crate::output::{self, Report, Styles};
+use crate::output::{self, Report, Styles, count};
 use crate::persisted::Kind;
 use crate::retention::Policy;
 
@@ -204,7 +204,11 @@ impl Report for StatusReport {
         row(
             out,
             "persisted",
-            format!("{} directories, {} files{users}", p.directories, p.files),
+            format!(
+                "{}, {}{users}",
+                count(p.directories, "directory", "directories"),
+                count(p.files, "file", "files")
+            ),
         )?;
         row(out, "retention", self.retention.to_string())?;
         row(

@@ -210,15 +210,17 @@ pub fn template_entries() -> Vec<Entry> {
 }
 
 /// Persisted entries recovered from bind mounts out of [`DEFAULT_STORAGE`]. A bind mount
-/// does not say whether it is of a file or a directory, so the mounted path is looked at.
+/// does not say whether it is of a file or a directory, so the mounted path (or, when that
+/// is not there, its source in storage) is looked at; directories are the default.
 fn entries_from_mounts(root: &Path, table: &MountTable) -> Vec<Entry> {
     table
         .bind_mounts_from(Path::new(DEFAULT_STORAGE))
         .into_iter()
         .map(|bind| {
-            let is_file = fs::symlink_metadata(under_root(root, &bind.target))
-                .map(|m| m.is_file())
-                .unwrap_or(false);
+            let is_file = [&bind.target, &bind.source]
+                .iter()
+                .find_map(|p| fs::symlink_metadata(under_root(root, p)).ok())
+                .is_some_and(|m| m.is_file());
             let kind = if is_file { Kind::File } else { Kind::Directory };
             let mut entry = Entry::new(bind.target, kind, DEFAULT_STORAGE);
             entry.origin = format!(

@@ -1,0 +1,467 @@
+//! The command line as a user meets it: exit codes, one-line errors, and what status, lint,
+//! completions and man print. Every run points `--root` at a tree the test controls, so no
+//! test depends on this machine's own /etc or mounts unless it says so.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn imperm() -> Command {
+    let mut cmd = Command::cargo_bin("imperm").unwrap();
+    cmd.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+    cmd
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// A host tree with the example btrfs mount table (so the storage check can pass).
+fn host() -> PathBuf {
+    examples().join("lint/host")
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command) -> Run {
+    let out = cmd.output().unwrap();
+    Run {
+        code: out.status.code().expect("exited normally"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Runs `imperm --root EMPTY status --config FILE` on `text` and returns the error line.
+fn config_error(name: &str, text: &str) -> (String, PathBuf, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join(name);
+    fs::write(&file, text).unwrap();
+    let r = run(imperm()
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("status"));
+    assert_eq!(r.code, 2, "stderr: {}", r.stderr);
+    assert_eq!(r.stdout, "", "nothing half-loaded is printed");
+    assert_eq!(r.stderr.lines().count(), 1, "one line: {:?}", r.stderr);
+    (r.stderr.trim_end().to_string(), file, dir)
+}
+
+#[test]
+fn each_bad_configuration_is_exit_2_with_one_line_naming_file_place_and_cause() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("syntax error", "[filesystem\n", ":1:12: "),
+        (
+            "unknown key",
+            "[filesystem]\ntype = \"btrfs\"\nsnapshot_directory = \"@s\"\n",
+            ":3:1: unknown field `snapshot_directory`",
+        ),
+        (
+            "relative path",
+            "[persistence.\"/persist\"]\ndirectories = [\"/var/log\", \"var/lib/nixos\"]\n",
+            ":2:28: persistence.\"/persist\".directories[1]: \"var/lib/nixos\" is not an absolute path",
+        ),
+        (
+            "path with ..",
+            "[persistence.\"/persist\"]\nfiles = [\"/etc/ssh/../shadow\"]\n",
+            ":2:10: persistence.\"/persist\".files[0]: \"/etc/ssh/../shadow\" contains `..`",
+        ),
+        (
+            "absolute user entry",
+            "[persistence.\"/persist\".users.josh]\ndirectories = [\"/home/josh/.ssh\"]\n",
+            ":2:16: persistence.\"/persist\".users.josh.directories[0]: \"/home/josh/.ssh\" is absolute, but user entries are relative to the home directory",
+        ),
+        (
+            "unknown filesystem type",
+            "[filesystem]\ntype = \"zfs\"\n",
+            ":2:8: unknown variant `zfs`, expected one of `bcachefs`, `btrfs`, `tmpfs`",
+        ),
+    ];
+    for (what, text, want) in cases {
+        let (line, file, _dir) = config_error("config.toml", text);
+        let prefix = format!("imperm: {}", file.display());
+        assert!(line.starts_with(&prefix), "{what}: {line}");
+        assert!(
+            line[prefix.len()..].starts_with(want),
+            "{what}\n  got: {line}\n want: {prefix}{want}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_configuration_file_is_exit_2_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let r = run(imperm()
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&missing)
+        .arg("lint"));
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        format!("imperm: {}: no such file\n", missing.display())
+    );
+    assert_eq!(r.stdout, "");
+}
+
+#[test]
+fn bad_persistence_json_is_exit_2_naming_the_key() {
+    let dir = TempDir::new().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("{\"/persist\": {", ":1:14: EOF while parsing an object"),
+        (
+            r#"{"/persist": {"users": {"josh": {"files": ["/home/josh/.zsh_history"]}}}}"#,
+            ": \"/persist\".users.josh.files[0]: \"/home/josh/.zsh_history\" is absolute",
+        ),
+        (
+            r#"{"/persist": {"directories": [{"directory": "/var/../etc"}]}}"#,
+            ": \"/persist\".directories[0]: \"/var/../etc\" contains `..`",
+        ),
+    ];
+    for (json, want) in cases {
+        let file = dir.path().join("persistence.json");
+        fs::write(&file, json).unwrap();
+        let r = run(imperm()
+            .arg("--root")
+            .arg(dir.path())
+            .arg("--persistence-json")
+            .arg(&file)
+            .arg("status"));
+        assert_eq!(r.code, 2);
+        assert_eq!(r.stderr.lines().count(), 1);
+        let want = format!("imperm: {}{want}", file.display());
+        assert!(r.stderr.starts_with(&want), "got: {}want: {want}", r.stderr);
+    }
+}
+
+#[test]
+fn a_root_that_is_not_a_directory_is_exit_2() {
+    let r = run(imperm().args(["--root", "/definitely/not/here", "status"]));
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "imperm: /definitely/not/here: --root is not a directory\n"
+    );
+}
+
+#[test]
+fn commands_not_built_yet_say_so_exit_2_and_print_nothing() {
+    let cases: &[&[&str]] = &[
+        &["check"],
+        &["diff"],
+        &["audit"],
+        &["journal"],
+        &["snapshots", "ls"],
+        &["ls"],
+        &["snapshots", "gc", "--dry-run"],
+        &["gc"],
+        &["reset"],
+        &["restore", "/etc/machine-id"],
+        &["migrate", "--dry-run"],
+        &["persist", "add", "/var/lib/x", "--nix-file", "host.nix"],
+    ];
+    for args in cases {
+        let r = run(imperm().args(*args));
+        assert_eq!(r.code, 2, "{args:?}");
+        assert_eq!(r.stdout, "", "{args:?}");
+        assert!(
+            r.stderr.contains("is not built yet"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.lines().count(), 1);
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(imperm().arg("frobnicate")).code, 2);
+    assert_eq!(run(imperm().args(["--format", "yaml", "status"])).code, 2);
+    assert_eq!(run(imperm().arg("restore")).code, 2);
+}
+
+#[test]
+fn status_reports_sources_filesystem_storage_and_set() {
+    let r = run(imperm()
+        .arg("--root")
+        .arg(host())
+        .arg("--config")
+        .arg(examples().join("lint/clean.toml"))
+        .args(["status", "--format", "json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["config"]["loaded"], true);
+    assert_eq!(v["persistence"]["kind"], "config-file");
+    assert_eq!(v["filesystem"]["type"], "btrfs");
+    assert_eq!(v["filesystem"]["from"], "config");
+    assert_eq!(v["filesystem"]["root_subvolume"], "@root");
+    assert_eq!(v["persisted"]["directories"], 11);
+    assert_eq!(v["persisted"]["files"], 5);
+    assert_eq!(v["persisted"]["users"], serde_json::json!(["josh"]));
+    assert_eq!(v["storage"][0]["path"], "/persist");
+    assert_eq!(v["storage"][0]["separate"], true);
+    assert_eq!(v["retention"]["keep_monthly"], "all");
+    assert_eq!(v["snapshots"]["supported"], false);
+
+    let r = run(imperm()
+        .arg("--root")
+        .arg(host())
+        .arg("--config")
+        .arg(examples().join("lint/clean.toml"))
+        .args(["status", "--color", "never"]));
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout
+            .contains("persisted    11 directories, 5 files; users: josh\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("snapshots    not yet supported\n"));
+    assert!(!r.stdout.contains('\x1b'), "no colour when asked for none");
+}
+
+#[test]
+fn status_colours_only_when_asked() {
+    let base = || {
+        let mut c = imperm();
+        c.arg("--root").arg(host()).arg("status");
+        c
+    };
+    assert!(
+        run(base().args(["--color", "always"]))
+            .stdout
+            .contains('\x1b')
+    );
+    // Not a terminal: auto means plain.
+    assert!(!run(&mut base()).stdout.contains('\x1b'));
+}
+
+#[test]
+fn without_declarations_the_live_bind_mounts_are_the_persisted_set() {
+    let r = run(imperm()
+        .arg("--root")
+        .arg(host())
+        .args(["status", "--format", "json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["persistence"]["kind"], "mount-table");
+    // /var/lib/nixos and /var/log are directories; /etc/machine-id is a file in the tree.
+    assert_eq!(v["persisted"]["directories"], 2);
+    assert_eq!(v["persisted"]["files"], 1);
+}
+
+#[test]
+fn without_anything_the_built_in_template_is_the_persisted_set() {
+    let empty = TempDir::new().unwrap();
+    let r = run(imperm()
+        .arg("--root")
+        .arg(empty.path())
+        .args(["status", "--format", "json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["persistence"]["kind"], "template");
+    assert_eq!(v["config"]["loaded"], false);
+    assert_eq!(v["persisted"]["directories"], 6);
+    assert_eq!(v["persisted"]["files"], 5);
+    // No /proc under the root: no mount table, so neither storage nor filesystem is known.
+    assert_eq!(v["storage"][0]["separate"], Value::Null);
+    assert_eq!(v["filesystem"]["type"], Value::Null);
+}
+
+#[test]
+fn the_default_configuration_file_is_read_under_the_root() {
+    let root = TempDir::new().unwrap();
+    fs::create_dir_all(root.path().join("etc/imperm")).unwrap();
+    fs::write(
+        root.path().join("etc/imperm/config.toml"),
+        "[filesystem]\ntype = \"tmpfs\"\n[persistence.\"/persist\"]\ndirectories = [\"/var/lib/headscale\"]\n",
+    )
+    .unwrap();
+    let r = run(imperm()
+        .arg("--root")
+        .arg(root.path())
+        .args(["status", "--format", "json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["config"]["loaded"], true);
+    assert_eq!(v["filesystem"]["type"], "tmpfs");
+    assert_eq!(v["persisted"]["directories"], 1);
+}
+
+#[test]
+fn persistence_json_replaces_the_files_persistence() {
+    let r = run(imperm()
+        .arg("--root")
+        .arg(host())
+        .arg("--config")
+        .arg(examples().join("lint/clean.toml"))
+        .arg("--persistence-json")
+        .arg(examples().join("persistence.json"))
+        .args(["status", "--format", "json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr, "",
+        "the evaluated module's attributes are all known"
+    );
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["persistence"]["kind"], "nix-json");
+    // From the JSON: /var/lib/nixos, /var/log, users.josh .ssh (once), /etc/machine-id.
+    assert_eq!(v["persisted"]["directories"], 3);
+    assert_eq!(v["persisted"]["files"], 1);
+    // The file's [filesystem] still applies.
+    assert_eq!(v["filesystem"]["type"], "btrfs");
+}
+
+#[test]
+fn status_has_no_nix_form() {
+    let r = run(imperm()
+        .arg("--root")
+        .arg(host())
+        .args(["--format", "nix", "status"]));
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "imperm: --format nix is not available for `status` (use human or json)\n"
+    );
+}
+
+#[test]
+fn lint_reports_each_problem_of_the_problem_sample() {
+    let r = run(imperm()
+        .arg("--root")
+        .arg(host())
+        .arg("--config")
+        .arg(examples().join("lint/problems.toml"))
+        .args(["lint", "--format", "json"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let found: Vec<(String, String)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap().to_string(),
+                f["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("storage-on-root", "/state"),
+        ("duplicate", "/var/log"),
+        ("nested", "/var/lib/forgejo/data"),
+        ("file-in-directory", "/etc/ssh/ssh_host_ed25519_key"),
+        ("mode", "/var/lib/private"),
+        ("never-persist", "/var/lib/containers/storage/overlay"),
+        ("too-many-mounts", "/"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(found, want);
+    let merges = &v["findings"][6]["merges"];
+    assert_eq!(merges[0]["parent"], "/var/lib/nixarr");
+    assert_eq!(merges[0]["covers"].as_array().unwrap().len(), 8);
+    let duplicate = &v["findings"][1]["declared_at"];
+    let sample = examples().join("lint/problems.toml");
+    assert_eq!(
+        duplicate,
+        &serde_json::json!([
+            format!("{}:11", sample.display()),
+            format!("{}:12", sample.display())
+        ])
+    );
+
+    let human = run(imperm()
+        .arg("--root")
+        .arg(host())
+        .arg("--config")
+        .arg(examples().join("lint/problems.toml"))
+        .arg("lint"));
+    assert_eq!(human.code, 1);
+    assert!(
+        human
+            .stdout
+            .ends_with("7 problems in 34 entries, 33 bind mounts\n"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human
+            .stdout
+            .contains("  /var/lib/nixarr covers /var/lib/nixarr/bazarr, ")
+    );
+}
+
+#[test]
+fn lint_finds_nothing_in_the_clean_sample() {
+    let r = run(imperm()
+        .arg("--root")
+        .arg(host())
+        .arg("--config")
+        .arg(examples().join("lint/clean.toml"))
+        .arg("lint"));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "no problems in 16 entries, 16 bind mounts\n");
+}
+
+#[test]
+fn lint_reads_nix_json_too() {
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("p.json");
+    fs::write(
+        &json,
+        r#"{"/persist": {"directories": ["/var/lib", "/var/lib/nixos"]}}"#,
+    )
+    .unwrap();
+    let r = run(imperm()
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--persistence-json")
+        .arg(&json)
+        .args(["lint", "--format", "json"]));
+    assert_eq!(r.code, 1);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["findings"][0]["rule"], "nested");
+    assert_eq!(
+        v["findings"][0]["declared_at"][0],
+        format!("{}: \"/persist\".directories[1]", json.display())
+    );
+    assert_eq!(v["mount_table"], false);
+}
+
+#[test]
+fn completions_and_man_are_generated_from_the_real_command_line() {
+    for (shell, marker) in [
+        ("bash", "_imperm()"),
+        ("zsh", "#compdef imperm"),
+        ("fish", "complete -c imperm"),
+    ] {
+        let r = run(imperm().args(["completions", shell]));
+        assert_eq!(r.code, 0);
+        assert!(r.stdout.contains(marker), "{shell}");
+        assert!(
+            r.stdout.contains("persistence-json"),
+            "{shell} knows the global options"
+        );
+        assert!(r.stdout.contains("snapshots"), "{shell} knows the commands");
+    }
+    let r = run(imperm().arg("man"));
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("\n.TH imperm 1 "), "roff title line");
+    assert!(
+        r.stdout.contains("imperm\\-lint(1)"),
+        "lists the lint command"
+    );
+}
