@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::FsType;
 use crate::output::{ColorChoice, Format};
 
 /// Make NixOS impermanence safe to roll out and easy to live with.
@@ -82,17 +83,20 @@ pub enum Command {
     Snapshots(SnapshotsCommand),
 
     /// Alias of `snapshots ls`
-    Ls,
+    Ls(FsArgs),
 
     /// Alias of `snapshots gc`
     Gc(GcArgs),
 
     /// Boot-time root reset (initrd): snapshot the root, then give the system a blank one
-    Reset {
-        /// Use the filesystem's top level already mounted at DIR
-        #[arg(long, value_name = "DIR")]
-        mounted: Option<PathBuf>,
-    },
+    ///
+    /// Mounts the filesystem's top level privately (or uses --mounted), takes the lock,
+    /// snapshots the root subvolume and every subvolume nested in it read-only into the
+    /// snapshot directory under a UTC name, verifies the snapshot, deletes the old root and
+    /// creates a fresh one (empty, or a snapshot of --blank-snapshot). An interrupted reset
+    /// is completed by running it again. Needs no /etc: every setting can be given as an
+    /// option. Logs to stderr. On a tmpfs root there is nothing to do (exit 0).
+    Reset(FsArgs),
 
     /// Bring files back from an old-root snapshot
     Restore {
@@ -142,9 +146,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotsCommand {
-    /// List old-root snapshots, newest first
-    Ls,
-    /// Delete old-root snapshots the retention policy does not keep
+    /// List old-root snapshots, newest first, with the retention rules that keep each
+    Ls(FsArgs),
+    /// Delete old-root snapshots the retention policy does not keep, oldest first
     Gc(GcArgs),
 }
 
@@ -153,6 +157,37 @@ pub struct GcArgs {
     /// Show every snapshot with keep/delete and why; delete nothing
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub fs: FsArgs,
+}
+
+/// Where the root and its snapshots live; each option overrides `[filesystem]`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct FsArgs {
+    /// The filesystem's top level is already mounted at DIR (else it is mounted privately)
+    #[arg(long, value_name = "DIR")]
+    pub mounted: Option<PathBuf>,
+
+    /// Filesystem type
+    #[arg(long = "fs", value_enum, value_name = "TYPE")]
+    pub fs_type: Option<FsType>,
+
+    /// Device holding the filesystem (bcachefs: several joined with `:`)
+    #[arg(long, value_name = "DEV")]
+    pub device: Option<String>,
+
+    /// Root subvolume, relative to the top level [default: @root]
+    #[arg(long, value_name = "NAME")]
+    pub root_subvolume: Option<String>,
+
+    /// Snapshot directory, relative to the top level [default: @snapshots]
+    #[arg(long, value_name = "NAME")]
+    pub snapshot_dir: Option<String>,
+
+    /// Subvolume a fresh root is a snapshot of [default: none, an empty root]
+    #[arg(long, value_name = "NAME")]
+    pub blank_snapshot: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

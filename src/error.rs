@@ -26,6 +26,13 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 
+    #[error(transparent)]
+    Fs(#[from] FsError),
+
+    /// A refusal or bad request, with its one-line cause.
+    #[error("{0}")]
+    Usage(String),
+
     #[error("writing output: {0}")]
     Output(#[source] io::Error),
 }
@@ -34,5 +41,41 @@ impl Error {
     /// A closed pipe on stdout (`imperm … | head`) is the reader's choice, not a failure.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// A filesystem operation that failed: what was being done, to which path, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {}", path.display(), describe(source))]
+pub struct FsError {
+    pub op: String,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl FsError {
+    pub fn new(op: &str, path: &std::path::Path, source: io::Error) -> FsError {
+        FsError {
+            op: op.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// io::Error's Display adds "(os error N)"; the errno's own words are enough, except for
+/// the ones whose meaning here needs saying.
+fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => "a symlink is in the way (imperm never follows one)".to_string(),
+        Some(libc::EXDEV) => "crosses into another mount".to_string(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
     }
 }

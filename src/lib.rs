@@ -4,6 +4,7 @@
 //! retention, knowledge) never touches the filesystem; configuration loading, the mount
 //! table and the commands are the edges where I/O happens.
 
+pub mod backend;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -16,4 +17,7 @@ pub mod mountinfo;
 pub mod output;
 pub mod paths;
 pub mod persisted;
+pub mod reset;
 pub mod retention;
+pub mod snapshot;
+pub mod toplevel;

@@ -1,8 +1,11 @@
-//! Retention of old-root snapshots: the policy (`keep_last`, `keep_daily`, …) and the time
-//! zone its calendar buckets are counted in.
+//! Retention of old-root snapshots: the policy (`keep_last`, `keep_daily`, …), the time zone
+//! its calendar buckets are counted in, and the pure planner that decides, for a list of
+//! snapshot times, which to keep and why.
 
 use std::fmt;
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 /// How many periods a rule keeps.
@@ -132,9 +135,313 @@ impl fmt::Display for Policy {
     }
 }
 
+/// What the planner decided for one snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub keep: bool,
+    /// Every rule that keeps it (`last`, `weekly 2025-W10`, `newest`, `future`, …).
+    pub reasons: Vec<String>,
+}
+
+/// A calendar rule: how it names the period a snapshot falls in.
+type Bucket = fn(&jiff::ZonedDateTime) -> String;
+
+fn rules(policy: &Policy) -> [(&'static str, Keep, Option<Bucket>); 5] {
+    [
+        ("last", policy.keep_last, None),
+        (
+            "daily",
+            policy.keep_daily,
+            Some(|z| z.strftime("%Y-%m-%d").to_string()),
+        ),
+        (
+            "weekly",
+            policy.keep_weekly,
+            Some(|z| {
+                let week = z.date().iso_week_date();
+                format!("{}-W{:02}", week.year(), week.week())
+            }),
+        ),
+        (
+            "monthly",
+            policy.keep_monthly,
+            Some(|z| z.strftime("%Y-%m").to_string()),
+        ),
+        (
+            "yearly",
+            policy.keep_yearly,
+            Some(|z| z.strftime("%Y").to_string()),
+        ),
+    ]
+}
+
+/// Decides which snapshots to keep. `times[i]` is snapshot i's time, `None` when its name
+/// was not recognised. The result is in the same order as `times`.
+///
+/// Semantics (restic's, without its "keep the oldest" fallback): walking snapshots newest
+/// first, each rule keeps the newest snapshot of each of its N most recent periods that have
+/// one; a snapshot kept by any rule is kept. Never deleted whatever the policy: the newest
+/// snapshot, snapshots dated after `now`, and names that were not recognised; these take no
+/// part in the rules.
+pub fn plan(
+    times: &[Option<Timestamp>],
+    policy: &Policy,
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Vec<Decision> {
+    let mut decisions = vec![Decision::default(); times.len()];
+    let mut order = Vec::with_capacity(times.len());
+    for (i, time) in times.iter().enumerate() {
+        match time {
+            None => decisions[i].reasons.push("unrecognised name".into()),
+            Some(t) if *t > now => decisions[i].reasons.push("future".into()),
+            Some(t) => order.push((*t, i)),
+        }
+    }
+    // Newest first; equal times in input order, so the plan is deterministic.
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    if let Some(&(_, newest)) = order.first() {
+        decisions[newest].reasons.push("newest".into());
+    }
+    for (name, keep, bucket) in rules(policy) {
+        let mut budget = match keep {
+            Keep::None => continue,
+            Keep::Count(n) => n as usize,
+            Keep::All => usize::MAX,
+        };
+        let mut last_period: Option<String> = None;
+        for &(time, i) in &order {
+            if budget == 0 {
+                break;
+            }
+            let period = bucket.map(|f| f(&time.to_zoned_datetime(tz.clone())));
+            if period.is_some() && period == last_period {
+                continue;
+            }
+            decisions[i].reasons.push(match &period {
+                Some(p) => format!("{name} {p}"),
+                None => name.to_string(),
+            });
+            budget -= 1;
+            last_period = period;
+        }
+    }
+    for d in &mut decisions {
+        d.keep = !d.reasons.is_empty();
+    }
+    decisions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn ts(s: &str) -> Timestamp {
+        format!("{s}:00Z").replace(' ', "T").parse().unwrap()
+    }
+
+    fn policy(last: Keep, daily: Keep, weekly: Keep, monthly: Keep, yearly: Keep) -> Policy {
+        Policy {
+            keep_last: last,
+            keep_daily: daily,
+            keep_weekly: weekly,
+            keep_monthly: monthly,
+            keep_yearly: yearly,
+            timezone: None,
+        }
+    }
+
+    /// The example: UTC, keep_last=5, keep_weekly=4, keep_monthly="all".
+    #[test]
+    fn the_seed_policy_on_three_months_of_snapshots() {
+        let times = [
+            "2025-01-06 08:00",
+            "2025-01-20 09:00",
+            "2025-01-31 18:00",
+            "2025-02-03 08:00",
+            "2025-02-04 08:00",
+            "2025-02-14 12:00",
+            "2025-02-28 22:00",
+            "2025-03-01 09:00",
+            "2025-03-03 08:00",
+            "2025-03-03 20:00",
+            "2025-03-05 08:00",
+            "2025-03-06 08:00",
+            "2025-03-07 08:00",
+        ];
+        let input: Vec<_> = times.iter().map(|t| Some(ts(t))).collect();
+        let decisions = plan(
+            &input,
+            &Policy::default(),
+            &TimeZone::UTC,
+            ts("2025-03-08 00:00"),
+        );
+        let deleted: Vec<&str> = times
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| !d.keep)
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(
+            deleted,
+            ["2025-01-06 08:00", "2025-01-20 09:00", "2025-02-03 08:00"]
+        );
+        let reasons = |t: &str| {
+            decisions[times.iter().position(|x| *x == t).unwrap()]
+                .reasons
+                .clone()
+        };
+        assert_eq!(
+            reasons("2025-03-07 08:00"),
+            ["newest", "last", "weekly 2025-W10", "monthly 2025-03"]
+        );
+        assert_eq!(reasons("2025-03-01 09:00"), ["weekly 2025-W09"]);
+        assert_eq!(reasons("2025-02-28 22:00"), ["monthly 2025-02"]);
+        assert_eq!(reasons("2025-02-04 08:00"), ["weekly 2025-W06"]);
+        assert_eq!(reasons("2025-01-31 18:00"), ["monthly 2025-01"]);
+    }
+
+    #[test]
+    fn table_of_policies() {
+        use Keep::{All, Count, None as No};
+        let now = ts("2025-06-30 12:00");
+        type Case = (&'static str, Policy, Vec<&'static str>, Vec<bool>);
+        let cases: Vec<Case> = vec![
+            (
+                "keep_last 2 keeps the two newest",
+                policy(Count(2), No, No, No, No),
+                vec!["2025-06-01 00:00", "2025-06-02 00:00", "2025-06-03 00:00"],
+                vec![false, true, true],
+            ),
+            (
+                "daily keeps the newest of each day",
+                policy(No, Count(2), No, No, No),
+                vec![
+                    "2025-06-01 08:00",
+                    "2025-06-01 20:00",
+                    "2025-06-02 08:00",
+                    "2025-06-02 09:00",
+                ],
+                vec![false, true, false, true],
+            ),
+            (
+                "daily counts days that have snapshots, not calendar days",
+                policy(No, Count(2), No, No, No),
+                vec!["2025-01-01 00:00", "2025-03-01 00:00", "2025-06-01 00:00"],
+                vec![false, true, true],
+            ),
+            (
+                "yearly all",
+                policy(No, No, No, No, All),
+                vec![
+                    "2023-05-01 00:00",
+                    "2023-12-31 23:00",
+                    "2024-01-01 01:00",
+                    "2025-02-01 00:00",
+                ],
+                vec![false, true, true, true],
+            ),
+            (
+                "ISO week year: 2024-12-30 is in 2025-W01 with 2025-01-02",
+                policy(No, No, Count(1), No, No),
+                vec!["2024-12-29 12:00", "2024-12-30 12:00", "2025-01-02 12:00"],
+                vec![false, false, true],
+            ),
+            (
+                "the newest survives any policy",
+                policy(No, No, No, No, Count(1)),
+                vec!["2025-01-01 00:00", "2025-06-01 00:00"],
+                vec![false, true],
+            ),
+        ];
+        for (name, policy, times, want) in cases {
+            let input: Vec<_> = times.iter().map(|t| Some(ts(t))).collect();
+            let got: Vec<bool> = plan(&input, &policy, &TimeZone::UTC, now)
+                .iter()
+                .map(|d| d.keep)
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn future_and_unrecognised_are_kept_and_take_no_part() {
+        let times = vec![
+            Some(ts("2025-06-01 00:00")),
+            Some(ts("2025-06-02 00:00")),
+            Some(ts("2030-01-01 00:00")),
+            None,
+        ];
+        let p = policy(
+            Keep::Count(1),
+            Keep::None,
+            Keep::None,
+            Keep::None,
+            Keep::None,
+        );
+        let d = plan(&times, &p, &TimeZone::UTC, ts("2025-06-03 00:00"));
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [false, true, true, true]
+        );
+        assert_eq!(d[1].reasons, ["newest", "last"]);
+        assert_eq!(d[2].reasons, ["future"]);
+        assert_eq!(d[3].reasons, ["unrecognised name"]);
+    }
+
+    #[test]
+    fn calendar_buckets_follow_the_time_zone() {
+        // 23:30 UTC on the 1st is already the 2nd in Berlin: two days in UTC, one in Berlin.
+        let times = vec![Some(ts("2025-06-01 23:30")), Some(ts("2025-06-02 08:00"))];
+        let p = policy(
+            Keep::None,
+            Keep::Count(5),
+            Keep::None,
+            Keep::None,
+            Keep::None,
+        );
+        let now = ts("2025-06-03 00:00");
+        let utc = plan(&times, &p, &TimeZone::UTC, now);
+        let berlin = plan(&times, &p, &TimeZone::get("Europe/Berlin").unwrap(), now);
+        assert!(utc[0].keep);
+        assert!(!berlin[0].keep);
+    }
+
+    fn keep_strategy() -> impl Strategy<Value = Keep> {
+        prop_oneof![
+            Just(Keep::None),
+            (1u32..6).prop_map(Keep::Count),
+            Just(Keep::All)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn planning_again_on_the_kept_set_deletes_nothing_and_the_newest_is_kept(
+            offsets in prop::collection::vec(0i64..(400 * 86_400), 1..40),
+            rules in prop::collection::vec(keep_strategy(), 5),
+        ) {
+            let p = policy(rules[0], rules[1], rules[2], rules[3], rules[4]);
+            let base = ts("2024-01-01 00:00");
+            let times: Vec<Option<Timestamp>> = offsets
+                .iter()
+                .map(|s| Some(base.checked_add(jiff::SignedDuration::from_secs(*s)).unwrap()))
+                .collect();
+            let now = ts("2026-01-01 00:00");
+            let first = plan(&times, &p, &TimeZone::UTC, now);
+            let newest = times.iter().enumerate().max_by_key(|(i, t)| (*t, std::cmp::Reverse(*i))).unwrap().0;
+            prop_assert!(first[newest].keep);
+            let kept: Vec<Option<Timestamp>> = times
+                .iter()
+                .zip(&first)
+                .filter(|(_, d)| d.keep)
+                .map(|(t, _)| *t)
+                .collect();
+            let second = plan(&kept, &p, &TimeZone::UTC, now);
+            prop_assert!(second.iter().all(|d| d.keep));
+        }
+    }
 
     #[test]
     fn the_default_is_the_seeds_policy_and_keeps_something() {

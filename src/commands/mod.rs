@@ -3,10 +3,19 @@
 
 mod generate;
 mod lint;
+mod reset;
+mod snapshots;
 mod status;
 
-use crate::cli::{Cli, Command, GlobalArgs, PersistCommand, SnapshotsCommand};
-use crate::config::{Config, LoadOptions};
+use std::path::Path;
+
+use jiff::Timestamp;
+
+use crate::cli::{Cli, Command, FsArgs, GlobalArgs, PersistCommand, SnapshotsCommand};
+use crate::config::{
+    Config, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, LoadOptions,
+    check_layout, subvolume_name,
+};
 use crate::error::Error;
 use crate::exit::ExitStatus;
 
@@ -16,6 +25,11 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     match &cli.command {
         Command::Status => status::run(global),
         Command::Lint => lint::run(global),
+        Command::Reset(fs) => reset::run(global, fs),
+        Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),
+        Command::Snapshots(SnapshotsCommand::Gc(args)) | Command::Gc(args) => {
+            snapshots::gc(global, args)
+        }
         Command::Completions { shell } => generate::completions(*shell),
         Command::Man => generate::man(),
         other => Err(not_built(other)),
@@ -29,19 +43,17 @@ fn not_built(command: &Command) -> Error {
         Command::Diff { .. } => ("diff", "planned in issue #4"),
         Command::Audit => ("audit", "planned in issue #4"),
         Command::Journal { .. } => ("journal", "planned in issue #5"),
-        Command::Snapshots(SnapshotsCommand::Ls) | Command::Ls => {
-            ("snapshots ls", "planned in issue #3")
-        }
-        Command::Snapshots(SnapshotsCommand::Gc(_)) | Command::Gc(_) => {
-            ("snapshots gc", "planned in issue #3")
-        }
-        Command::Reset { .. } => ("reset", "planned in issue #3"),
         Command::Restore { .. } => ("restore", "planned in issue #5"),
         Command::Migrate { .. } => ("migrate", "not yet planned in an issue"),
         Command::Persist(PersistCommand::Add { .. }) => ("persist add", "planned in issue #6"),
-        Command::Status | Command::Lint | Command::Completions { .. } | Command::Man => {
-            unreachable!("built commands are dispatched in run")
-        }
+        Command::Status
+        | Command::Lint
+        | Command::Reset(_)
+        | Command::Snapshots(_)
+        | Command::Ls(_)
+        | Command::Gc(_)
+        | Command::Completions { .. }
+        | Command::Man => unreachable!("built commands are dispatched in run"),
     };
     Error::NotBuilt { command, plan }
 }
@@ -57,4 +69,68 @@ fn load_config(global: &GlobalArgs) -> Result<Config, Error> {
         eprintln!("imperm: warning: {warning}");
     }
     Ok(config)
+}
+
+/// The filesystem settings: `[filesystem]` with each option given on the command line in
+/// its place, validated like the configuration file.
+fn filesystem(config: &Config, args: &FsArgs) -> Result<FilesystemConfig, Error> {
+    let base = config.filesystem.as_ref();
+    let fs_type = args.fs_type.or(base.map(|f| f.fs_type)).ok_or_else(|| {
+        Error::Usage(format!(
+            "no filesystem configured: add [filesystem] to {} or pass --fs",
+            config.config_file.path.display()
+        ))
+    })?;
+    let name = |flag: &str, given: &Option<String>, configured: Option<&Path>, default: &str| {
+        match given {
+            Some(raw) => subvolume_name(raw).map_err(|e| Error::Usage(format!("--{flag}: {e}"))),
+            None => Ok(configured.unwrap_or(Path::new(default)).to_path_buf()),
+        }
+    };
+    let root_subvolume = name(
+        "root-subvolume",
+        &args.root_subvolume,
+        base.map(|f| f.root_subvolume.as_path()),
+        DEFAULT_ROOT_SUBVOLUME,
+    )?;
+    let snapshot_dir = name(
+        "snapshot-dir",
+        &args.snapshot_dir,
+        base.map(|f| f.snapshot_dir.as_path()),
+        DEFAULT_SNAPSHOT_DIR,
+    )?;
+    let blank_snapshot = match (
+        &args.blank_snapshot,
+        base.and_then(|f| f.blank_snapshot.as_ref()),
+    ) {
+        (Some(raw), _) => {
+            Some(subvolume_name(raw).map_err(|e| Error::Usage(format!("--blank-snapshot: {e}")))?)
+        }
+        (None, configured) => configured.cloned(),
+    };
+    check_layout(&root_subvolume, &snapshot_dir)
+        .map_err(|e| Error::Usage(format!("snapshot directory {e}; nothing was done")))?;
+    Ok(FilesystemConfig {
+        fs_type,
+        device: args
+            .device
+            .clone()
+            .or_else(|| base.and_then(|f| f.device.clone())),
+        root_subvolume,
+        snapshot_dir,
+        blank_snapshot,
+    })
+}
+
+/// Environment variable that fixes "now" (RFC 3339), so snapshot names and retention can be
+/// reproduced in tests and when replaying a decision.
+pub const NOW_ENV: &str = "IMPERM_NOW";
+
+fn now() -> Result<Timestamp, Error> {
+    match std::env::var(NOW_ENV) {
+        Ok(raw) => raw
+            .parse()
+            .map_err(|e| Error::Usage(format!("{NOW_ENV}={raw:?} is not an RFC 3339 time: {e}"))),
+        Err(_) => Ok(Timestamp::now()),
+    }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::backend;
 use crate::cli::GlobalArgs;
 use crate::config::{Config, ConfigFileState, PersistenceSource};
 use crate::error::Error;
@@ -13,6 +14,8 @@ use crate::exit::ExitStatus;
 use crate::output::{self, Report, Styles, count};
 use crate::persisted::Kind;
 use crate::retention::Policy;
+use crate::snapshot;
+use crate::toplevel::TopLevel;
 
 pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, StatusReport::COMMAND)?;
@@ -61,9 +64,64 @@ struct StorageStatus {
     fs_type: Option<String>,
 }
 
+/// Old-root snapshots, when they could be looked at.
 #[derive(Debug, Serialize)]
 struct SnapshotsStatus {
-    supported: bool,
+    count: Option<usize>,
+    newest: Option<String>,
+    /// Why they were not looked at, or that there are none by design.
+    note: Option<String>,
+}
+
+impl SnapshotsStatus {
+    fn note(note: impl Into<String>) -> SnapshotsStatus {
+        SnapshotsStatus {
+            count: None,
+            newest: None,
+            note: Some(note.into()),
+        }
+    }
+}
+
+/// Counts the snapshots when that is possible without asking for anything: a configured
+/// device and root to mount it privately. Status is informational, so every obstacle is a
+/// note, never an error.
+fn snapshots(config: &Config) -> SnapshotsStatus {
+    let Some(fs) = &config.filesystem else {
+        return SnapshotsStatus::note("not looked at: no [filesystem] configured");
+    };
+    let backend = backend::for_type(fs.fs_type);
+    if !backend.has_subvolumes() {
+        return SnapshotsStatus::note("none: a tmpfs root keeps nothing across boots");
+    }
+    if fs.device.is_none() {
+        return SnapshotsStatus::note("not looked at: no [filesystem] device");
+    }
+    if !rustix::process::geteuid().is_root() {
+        return SnapshotsStatus::note(
+            "not looked at: mounting the top level needs root (see `imperm snapshots ls`)",
+        );
+    }
+    let listed = TopLevel::open(fs, None).and_then(|top| {
+        snapshot::list(
+            backend.as_ref(),
+            &top,
+            &fs.snapshot_dir,
+            &jiff::tz::TimeZone::system(),
+        )
+    });
+    match listed {
+        Ok(found) => SnapshotsStatus {
+            count: Some(found.len()),
+            newest: found
+                .iter()
+                .filter_map(|f| f.time.map(|(t, _)| (t, &f.name)))
+                .max()
+                .map(|(_, name)| name.clone()),
+            note: None,
+        },
+        Err(e) => SnapshotsStatus::note(format!("not looked at: {e}")),
+    }
 }
 
 fn build(config: &Config) -> StatusReport {
@@ -127,7 +185,7 @@ fn build(config: &Config) -> StatusReport {
         },
         storage,
         retention: config.retention.clone(),
-        snapshots: SnapshotsStatus { supported: false },
+        snapshots: snapshots(config),
     }
 }
 
@@ -211,10 +269,15 @@ impl Report for StatusReport {
             ),
         )?;
         row(out, "retention", self.retention.to_string())?;
-        row(
-            out,
-            "snapshots",
-            format!("{}not yet supported{:#}", s.dim, s.dim),
-        )
+        let snaps = &self.snapshots;
+        let text = match (snaps.count, &snaps.newest, &snaps.note) {
+            (Some(n), Some(newest), _) => {
+                format!("{}, newest {newest}", count(n, "snapshot", "snapshots"))
+            }
+            (Some(n), None, _) => count(n, "snapshot", "snapshots"),
+            (None, _, Some(note)) => format!("{}{note}{:#}", s.dim, s.dim),
+            (None, _, None) => String::new(),
+        };
+        row(out, "snapshots", text)
     }
 }

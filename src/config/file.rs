@@ -11,7 +11,10 @@ use toml::Spanned;
 
 use super::declared::{self, DeclaredEntry, UserBlock};
 use super::error::{ConfigError, Location, line_col};
-use super::{CheckConfig, FilesystemConfig, FsType};
+use super::{
+    CheckConfig, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, FsType,
+    check_layout,
+};
 use crate::paths::normalize_relative;
 use crate::persisted::{Entry, Kind};
 use crate::retention::{Keep, Policy};
@@ -193,17 +196,18 @@ impl Cx<'_> {
             Some(v) => subvolume_name(v.as_ref())
                 .map_err(|what| self.error(format!("filesystem.{key}"), &v, what)),
         };
-        let root_subvolume = subvolume("root_subvolume", raw.root_subvolume, "@root")?;
-        let snapshot_dir = subvolume("snapshot_dir", raw.snapshot_dir.clone(), "@snapshots")?;
+        let root_subvolume =
+            subvolume("root_subvolume", raw.root_subvolume, DEFAULT_ROOT_SUBVOLUME)?;
+        let snapshot_dir = subvolume(
+            "snapshot_dir",
+            raw.snapshot_dir.clone(),
+            DEFAULT_SNAPSHOT_DIR,
+        )?;
         let blank_snapshot = match raw.blank_snapshot {
             None => None,
             Some(v) => Some(subvolume("blank_snapshot", Some(v), "")?),
         };
-        if snapshot_dir.starts_with(&root_subvolume) {
-            let what = format!(
-                "{:?} is inside the root subvolume {:?}, which every reset replaces",
-                snapshot_dir, root_subvolume
-            );
+        if let Err(what) = check_layout(&root_subvolume, &snapshot_dir) {
             return Err(match &raw.snapshot_dir {
                 Some(v) => self.error("filesystem.snapshot_dir", v, what),
                 None => ConfigError::new(self.file, what),
@@ -411,7 +415,7 @@ fn list_name(kind: Kind) -> &'static str {
 
 /// A subvolume name relative to the filesystem's top level; a leading `/` (as in
 /// `subvol=/@root`) is accepted and dropped.
-fn subvolume_name(raw: &str) -> Result<PathBuf, String> {
+pub fn subvolume_name(raw: &str) -> Result<PathBuf, String> {
     let trimmed = raw.trim_start_matches('/');
     if trimmed.is_empty() {
         return Err(format!(

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use error::{ConfigError, Location};
-pub use file::FileConfig;
+pub use error::{ConfigError, Location, one_line};
+pub use file::{FileConfig, subvolume_name};
 
 use crate::mountinfo::{self, MountTable};
 use crate::paths::under_root;
@@ -39,7 +39,7 @@ pub const SERVER_TEMPLATE: &str = include_str!("../../data/server-template.toml"
 const TEMPLATE_LABEL: &str = "built-in server template";
 
 /// The filesystem the root lives on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FsType {
     Bcachefs,
@@ -67,6 +67,23 @@ pub struct FilesystemConfig {
     pub root_subvolume: PathBuf,
     pub snapshot_dir: PathBuf,
     pub blank_snapshot: Option<PathBuf>,
+}
+
+/// The root subvolume when none is named (the seed's layout).
+pub const DEFAULT_ROOT_SUBVOLUME: &str = "@root";
+/// The snapshot directory when none is named.
+pub const DEFAULT_SNAPSHOT_DIR: &str = "@snapshots";
+
+/// The snapshot directory must not be inside the root subvolume, which every reset
+/// replaces (and would take the snapshots with it).
+pub fn check_layout(root_subvolume: &Path, snapshot_dir: &Path) -> Result<(), String> {
+    if snapshot_dir.starts_with(root_subvolume) {
+        return Err(format!(
+            "{:?} is inside the root subvolume {:?}, which every reset replaces",
+            snapshot_dir, root_subvolume
+        ));
+    }
+    Ok(())
 }
 
 /// `[check]`.

@@ -1,0 +1,254 @@
+//! bcachefs, through the `bcachefs subvolume create|delete|snapshot` program (there are no
+//! stable ioctls to call from here). Facts this relies on (DESIGN.md, checked on a real
+//! bcachefs): `delete` follows symlinks, so every path handed to it has been resolved
+//! beneath the top level without any; a destination with a trailing slash fails; subvolumes
+//! are told apart by statx's `stx_subvol`, not by stat; a read-only snapshot shows nothing in
+//! its mode bits, only writes fail with EROFS; and the read-only flag is set only when a
+//! snapshot is taken.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::fs::{Mode, StatxFlags};
+
+use super::{Backend, Kind, Result, SubvolumeInfo, node_kind};
+use crate::config::FsType;
+use crate::error::FsError;
+use crate::toplevel::{TopLevel, statx};
+
+/// `STATX_SUBVOL` (Linux 6.10): ask for `stx_subvol`.
+const STATX_SUBVOL: StatxFlags = StatxFlags::from_bits_retain(0x8000);
+
+/// bcachefs through its command-line tool.
+#[derive(Debug, Clone)]
+pub struct Bcachefs {
+    program: OsString,
+}
+
+impl Default for Bcachefs {
+    fn default() -> Bcachefs {
+        Bcachefs {
+            program: OsString::from("bcachefs"),
+        }
+    }
+}
+
+impl Bcachefs {
+    fn subvol_id(&self, top: &TopLevel, rel: &Path) -> Result<u64> {
+        let st = statx(top, rel, STATX_SUBVOL).map_err(|e| FsError::new("statx", rel, e))?;
+        if st.stx_mask & STATX_SUBVOL.bits() == 0 {
+            return Err(FsError::new(
+                "statx",
+                rel,
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the kernel does not report subvolume ids (statx STATX_SUBVOL, Linux 6.10)",
+                ),
+            ));
+        }
+        Ok(st.stx_subvol)
+    }
+
+    /// Runs `bcachefs subvolume ARGS…`; its `Error: … Caused by: …` becomes one line.
+    fn run(&self, op: &str, rel: &Path, args: &[&std::ffi::OsStr]) -> Result<()> {
+        let output = Command::new(&self.program)
+            .arg("subvolume")
+            .args(args)
+            .output()
+            .map_err(|e| {
+                FsError::new(
+                    &format!("run {} for", self.program.to_string_lossy()),
+                    rel,
+                    e,
+                )
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = crate::config::one_line(&stderr);
+        Err(FsError::new(
+            op,
+            rel,
+            io::Error::other(if message.is_empty() {
+                format!("bcachefs exited with {}", output.status)
+            } else {
+                message
+            }),
+        ))
+    }
+
+    /// The absolute path of `rel` after checking it resolves beneath the top level with no
+    /// symlink anywhere (the program would follow one).
+    fn checked_path(&self, top: &TopLevel, rel: &Path) -> Result<PathBuf> {
+        top.node(rel).map_err(|e| FsError::new("resolve", rel, e))?;
+        if let Some(parent) = rel.parent() {
+            top.open_dir(parent)
+                .map_err(|e| FsError::new("resolve", parent, e))?;
+        }
+        let path = top.join(rel);
+        // A trailing slash makes the program fail with ENOENT; `join` never adds one, but
+        // a name ending in `/` cannot come from a component either.
+        debug_assert!(!path.as_os_str().as_bytes().ends_with(b"/"));
+        Ok(path)
+    }
+}
+
+impl Backend for Bcachefs {
+    fn fs_type(&self) -> FsType {
+        FsType::Bcachefs
+    }
+
+    fn kind(&self, top: &TopLevel, rel: &Path) -> Result<Kind> {
+        if let Some(kind) = node_kind(top, rel)? {
+            return Ok(kind);
+        }
+        let Some(parent) = rel.parent() else {
+            return Ok(Kind::Subvolume);
+        };
+        let own = self.subvol_id(top, rel)?;
+        let parents = self.subvol_id(top, parent)?;
+        Ok(if own != parents {
+            Kind::Subvolume
+        } else {
+            Kind::Directory
+        })
+    }
+
+    fn info(&self, top: &TopLevel, rel: &Path) -> Result<SubvolumeInfo> {
+        Ok(SubvolumeInfo {
+            id: self.subvol_id(top, rel)?,
+            ..SubvolumeInfo::default()
+        })
+    }
+
+    fn create(&self, top: &TopLevel, rel: &Path) -> Result<()> {
+        let path = self.checked_path(top, rel)?;
+        self.run(
+            "create subvolume",
+            rel,
+            &["create".as_ref(), path.as_os_str()],
+        )
+    }
+
+    fn snapshot(&self, top: &TopLevel, src: &Path, dst: &Path, readonly: bool) -> Result<()> {
+        if self.kind(top, src)? != Kind::Subvolume {
+            return Err(FsError::new(
+                "snapshot",
+                src,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a subvolume"),
+            ));
+        }
+        let source = self.checked_path(top, src)?;
+        let dest = self.checked_path(top, dst)?;
+        let mut args: Vec<&std::ffi::OsStr> = vec!["snapshot".as_ref()];
+        if readonly {
+            args.push("-r".as_ref());
+        }
+        args.push(source.as_os_str());
+        args.push(dest.as_os_str());
+        self.run(&format!("snapshot {} to", src.display()), dst, &args)
+    }
+
+    fn delete(&self, top: &TopLevel, rel: &Path) -> Result<()> {
+        // `bcachefs subvolume delete` follows symlinks: only a path that is itself a
+        // subvolume, reached without a symlink, is ever handed to it.
+        match self.kind(top, rel)? {
+            Kind::Subvolume if rel.parent().is_some() => {}
+            other => {
+                return Err(FsError::new(
+                    "delete subvolume",
+                    rel,
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("not a subvolume ({other:?})"),
+                    ),
+                ));
+            }
+        }
+        let path = self.checked_path(top, rel)?;
+        self.run(
+            "delete subvolume",
+            rel,
+            &["delete".as_ref(), path.as_os_str()],
+        )
+    }
+
+    fn nested(&self, top: &TopLevel, rel: &Path) -> Result<Vec<PathBuf>> {
+        // Without `subvolume list` (tools 1.37), nested subvolumes are found by walking the
+        // directories and comparing subvolume ids; a nested one is not descended into.
+        let own = self.subvol_id(top, rel)?;
+        let mut found = Vec::new();
+        let mut stack = vec![rel.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let fd = top
+                .open_dir(&dir)
+                .map_err(|e| FsError::new("list", &dir, e))?;
+            let mut entries = rustix::fs::Dir::read_from(&fd)
+                .map_err(|e| FsError::new("list", &dir, e.into()))?;
+            while let Some(entry) = entries.read() {
+                let entry = entry.map_err(|e| FsError::new("list", &dir, e.into()))?;
+                let name = entry.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let is_dir = match entry.file_type() {
+                    rustix::fs::FileType::Directory => true,
+                    rustix::fs::FileType::Unknown => {
+                        let child = dir.join(std::ffi::OsStr::from_bytes(name));
+                        top.node(&child)
+                            .map_err(|e| FsError::new("inspect", &child, e))?
+                            == crate::toplevel::Node::Directory
+                    }
+                    _ => false,
+                };
+                if !is_dir {
+                    continue;
+                }
+                let child = dir.join(std::ffi::OsStr::from_bytes(name));
+                if self.subvol_id(top, &child)? != own {
+                    found.push(child);
+                } else {
+                    stack.push(child);
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    fn is_readonly(&self, top: &TopLevel, rel: &Path) -> Result<bool> {
+        // Nothing in the mode bits says so: try to create a directory and see EROFS.
+        let dir = top
+            .open_dir(rel)
+            .map_err(|e| FsError::new("open", rel, e))?;
+        let probe = format!(".imperm-rw-probe-{}", std::process::id());
+        match rustix::fs::mkdirat(&dir, probe.as_str(), Mode::from_raw_mode(0o700)) {
+            Err(rustix::io::Errno::ROFS) => Ok(true),
+            Ok(()) => {
+                rustix::fs::unlinkat(&dir, probe.as_str(), rustix::fs::AtFlags::REMOVEDIR)
+                    .map_err(|e| FsError::new("remove probe in", rel, e.into()))?;
+                Ok(false)
+            }
+            Err(e) => Err(FsError::new("probe read-only", rel, e.into())),
+        }
+    }
+
+    fn can_set_readonly(&self) -> bool {
+        false
+    }
+
+    fn set_readonly(&self, _top: &TopLevel, rel: &Path, _readonly: bool) -> Result<()> {
+        Err(FsError::new(
+            "set read-only",
+            rel,
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "bcachefs sets read-only only when a snapshot is taken",
+            ),
+        ))
+    }
+}

@@ -1,0 +1,102 @@
+//! Filesystem backends behind one small trait: the subvolume operations a reset and the
+//! snapshot commands need. btrfs speaks ioctls, bcachefs runs the `bcachefs` program, and
+//! tmpfs has nothing to reset.
+//!
+//! All paths are relative to the filesystem's top level ([`TopLevel`]), which resolves them
+//! without following symlinks.
+
+mod bcachefs;
+mod btrfs;
+mod tmpfs;
+
+use std::path::{Path, PathBuf};
+
+pub use bcachefs::Bcachefs;
+pub use btrfs::Btrfs;
+pub use tmpfs::Tmpfs;
+
+use crate::config::FsType;
+use crate::error::FsError;
+use crate::toplevel::TopLevel;
+
+/// What a path is, as far as subvolumes are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Missing,
+    Subvolume,
+    /// A plain directory.
+    Directory,
+    Symlink,
+    /// A file, device, socket…
+    Other,
+}
+
+/// Identity and lineage of a subvolume, as far as the backend can tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubvolumeInfo {
+    pub id: u64,
+    pub uuid: Option<[u8; 16]>,
+    /// For a snapshot: the uuid of its source.
+    pub parent_uuid: Option<[u8; 16]>,
+    /// Changes whenever the subvolume's content changes; `None` when unknown.
+    pub generation: Option<u64>,
+}
+
+pub type Result<T> = std::result::Result<T, FsError>;
+
+/// Subvolume operations. Each acts on one subvolume; recursion over nested subvolumes is
+/// built on top (see `snapshot`).
+pub trait Backend {
+    fn fs_type(&self) -> FsType;
+
+    /// Whether the root is a subvolume that a reset replaces (tmpfs: no).
+    fn has_subvolumes(&self) -> bool {
+        true
+    }
+
+    fn kind(&self, top: &TopLevel, rel: &Path) -> Result<Kind>;
+
+    fn info(&self, top: &TopLevel, rel: &Path) -> Result<SubvolumeInfo>;
+
+    /// Creates an empty subvolume.
+    fn create(&self, top: &TopLevel, rel: &Path) -> Result<()>;
+
+    /// Snapshots subvolume `src` to `dst` (which must not exist).
+    fn snapshot(&self, top: &TopLevel, src: &Path, dst: &Path, readonly: bool) -> Result<()>;
+
+    /// Deletes one subvolume that holds no other subvolume.
+    fn delete(&self, top: &TopLevel, rel: &Path) -> Result<()>;
+
+    /// The subvolumes directly nested in subvolume `rel`.
+    fn nested(&self, top: &TopLevel, rel: &Path) -> Result<Vec<PathBuf>>;
+
+    fn is_readonly(&self, top: &TopLevel, rel: &Path) -> Result<bool>;
+
+    /// Whether an existing subvolume's read-only flag can be changed. Where it cannot,
+    /// snapshots are made read-only when taken and cannot hold nested snapshots.
+    fn can_set_readonly(&self) -> bool;
+
+    fn set_readonly(&self, top: &TopLevel, rel: &Path, readonly: bool) -> Result<()>;
+}
+
+/// The backend for a filesystem type.
+pub fn for_type(fs_type: FsType) -> Box<dyn Backend> {
+    match fs_type {
+        FsType::Btrfs => Box::new(Btrfs),
+        FsType::Bcachefs => Box::new(Bcachefs::default()),
+        FsType::Tmpfs => Box::new(Tmpfs),
+    }
+}
+
+/// Maps the top level's view of a path to a [`Kind`], leaving directories for the backend
+/// to tell apart from subvolumes.
+fn node_kind(top: &TopLevel, rel: &Path) -> Result<Option<Kind>> {
+    use crate::toplevel::Node;
+    let node = top.node(rel).map_err(|e| FsError::new("inspect", rel, e))?;
+    Ok(match node {
+        Node::Missing => Some(Kind::Missing),
+        Node::Symlink => Some(Kind::Symlink),
+        Node::Other => Some(Kind::Other),
+        Node::Directory => None,
+    })
+}

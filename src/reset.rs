@@ -1,0 +1,455 @@
+//! The boot-time root reset: snapshot the root subvolume (with everything nested in it)
+//! read-only into the snapshot directory, verify the snapshot, delete the old root, and
+//! create a fresh one (empty, or a snapshot of the blank subvolume).
+//!
+//! Crash safety comes from a small state file in the snapshot directory, written durably
+//! (temporary file, fsync, rename) *before* each phase:
+//!
+//! | state on disk            | meaning                                  | a re-run…                                   |
+//! |--------------------------|------------------------------------------|---------------------------------------------|
+//! | none, or `done`          | no reset in progress                     | starts a new reset                          |
+//! | `snapshot`, name N       | N may exist and be incomplete            | deletes N (it is ours) and takes it again   |
+//! | `replace`, N, old root id| N is complete and verified               | deletes the old root if still there, creates the new one |
+//!
+//! So at every instant the old root's content is in the root, in the snapshot, or in both,
+//! and a re-run always ends with exactly one root and one snapshot of the old root.
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, Kind};
+use crate::error::{Error, FsError};
+use crate::snapshot::{self, Log};
+use crate::toplevel::TopLevel;
+
+/// The state file's name in the snapshot directory (a dot-file: never a snapshot name).
+pub const STATE_FILE: &str = ".imperm-reset.json";
+
+/// Environment variable naming a point at which `reset` aborts, for the crash tests.
+pub const FAILPOINT_ENV: &str = "IMPERM_FAILPOINT";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Snapshot,
+    Replace,
+    Done,
+}
+
+/// What the state file records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub phase: Phase,
+    pub snapshot: String,
+    /// The id of the root that is being replaced (`replace`).
+    #[serde(default)]
+    pub old_root: Option<u64>,
+    /// The fresh root's id and generation (`done`), to recognise an untouched root.
+    #[serde(default)]
+    pub new_root: Option<u64>,
+    #[serde(default)]
+    pub generation: Option<u64>,
+}
+
+/// Where things are, relative to the top level.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub snapshot_dir: PathBuf,
+    pub blank: Option<PathBuf>,
+}
+
+impl Layout {
+    fn state_file(&self) -> PathBuf {
+        self.snapshot_dir.join(STATE_FILE)
+    }
+}
+
+/// What a reset did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// The old root went into a snapshot and a fresh root replaced it.
+    Reset,
+    /// There was no root: a fresh one was created.
+    CreatedRoot,
+    /// The root is still the fresh one a previous reset made: nothing to do.
+    Unchanged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub action: Action,
+    /// The snapshot holding the old root, when one was taken.
+    pub snapshot: Option<String>,
+    /// Whether an interrupted reset was completed.
+    pub resumed: bool,
+}
+
+/// Reads the state file, if any.
+pub fn read_state(top: &TopLevel, layout: &Layout) -> Result<Option<State>, Error> {
+    let path = layout.state_file();
+    let Some(bytes) = top
+        .read_file(&path)
+        .map_err(|e| FsError::new("read", &path, e))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::Usage(format!(
+            "{}: unreadable reset state ({e}); inspect the snapshot directory and remove the file to go on",
+            path.display()
+        ))
+    })
+}
+
+fn write_state(top: &TopLevel, layout: &Layout, state: &State) -> Result<(), Error> {
+    let path = layout.state_file();
+    let json = serde_json::to_vec_pretty(state).expect("state serialises");
+    top.write_file_atomic(&path, &json)
+        .map_err(|e| FsError::new("write", &path, e).into())
+}
+
+fn failpoint(name: &str, log: Log) {
+    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
+        log(format!("failpoint {name}: aborting"));
+        std::process::abort();
+    }
+}
+
+/// Every check that can refuse, done before anything changes.
+fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Result<(), Error> {
+    let refuse = |what: String| Err(Error::Usage(format!("{what}; nothing was done")));
+    if layout.snapshot_dir.starts_with(&layout.root) {
+        return refuse(format!(
+            "snapshot directory {} is inside the root subvolume {}",
+            layout.snapshot_dir.display(),
+            layout.root.display()
+        ));
+    }
+    match backend.kind(top, &layout.root)? {
+        Kind::Missing | Kind::Subvolume => {}
+        other => {
+            return refuse(format!(
+                "{} is not a subvolume ({}); imperm only replaces a root subvolume",
+                top.join(&layout.root).display(),
+                describe(other)
+            ));
+        }
+    }
+    match backend.kind(top, &layout.snapshot_dir)? {
+        Kind::Missing | Kind::Subvolume | Kind::Directory => {}
+        other => {
+            return refuse(format!(
+                "snapshot directory {} is {}",
+                top.join(&layout.snapshot_dir).display(),
+                describe(other)
+            ));
+        }
+    }
+    if let Some(blank) = &layout.blank {
+        let kind = backend.kind(top, blank)?;
+        if kind != Kind::Subvolume {
+            return refuse(format!(
+                "blank snapshot {} is not a subvolume ({})",
+                top.join(blank).display(),
+                describe(kind)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn describe(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Missing => "missing",
+        Kind::Subvolume => "a subvolume",
+        Kind::Directory => "a plain directory",
+        Kind::Symlink => "a symlink",
+        Kind::Other => "not a directory",
+    }
+}
+
+/// Resets the root. `now` names the snapshot.
+pub fn reset(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    now: Timestamp,
+    log: Log,
+) -> Result<Outcome, Error> {
+    preconditions(backend, top, layout)?;
+    top.lock()?;
+    // Commit whatever is pending, so generations compare what is really on disk.
+    top.sync()
+        .map_err(|e| FsError::new("sync", top.path(), e))?;
+    let state = read_state(top, layout)?;
+    let root_exists = backend.kind(top, &layout.root)? == Kind::Subvolume;
+    match state {
+        Some(State {
+            phase: Phase::Snapshot,
+            snapshot: name,
+            ..
+        }) => {
+            log(format!(
+                "resuming an interrupted reset: snapshot {name} was being taken"
+            ));
+            let snap = layout.snapshot_dir.join(&name);
+            if backend.kind(top, &snap)? == Kind::Subvolume {
+                log(format!("deleting {} to take it again", snap.display()));
+                snapshot::delete_tree(backend, top, &snap)?;
+            }
+            if !root_exists {
+                return finish_new_root(
+                    backend,
+                    top,
+                    layout,
+                    &name,
+                    true,
+                    Action::CreatedRoot,
+                    log,
+                );
+            }
+            replace(backend, top, layout, &name, true, log)
+        }
+        Some(State {
+            phase: Phase::Replace,
+            snapshot: name,
+            old_root,
+            ..
+        }) => {
+            log(format!(
+                "resuming an interrupted reset: root was being replaced, old root in {name}"
+            ));
+            let snap = layout.snapshot_dir.join(&name);
+            // It was verified against the old root before this phase was recorded; the root
+            // may since be half deleted or already the new one, so only the snapshot itself
+            // is checked again.
+            if let Err(why) = complete_alone(backend, top, &snap) {
+                return Err(Error::Usage(format!(
+                    "the reset state says {name} holds the old root, but {why}; nothing was done"
+                )));
+            }
+            if root_exists && Some(backend.info(top, &layout.root)?.id) == old_root {
+                log(format!("deleting the old root {}", layout.root.display()));
+                snapshot::delete_tree(backend, top, &layout.root)?;
+                failpoint("root-deleted", log);
+            }
+            finish_new_root(backend, top, layout, &name, true, Action::Reset, log)
+        }
+        done => {
+            if !root_exists {
+                log(format!(
+                    "no root subvolume {}: creating it",
+                    layout.root.display()
+                ));
+                let name = done.map(|s| s.snapshot).unwrap_or_default();
+                return finish_new_root(
+                    backend,
+                    top,
+                    layout,
+                    &name,
+                    false,
+                    Action::CreatedRoot,
+                    log,
+                );
+            }
+            if untouched(backend, top, layout, done.as_ref())? {
+                log(format!(
+                    "{} is still the fresh root of the last reset: nothing to do",
+                    layout.root.display()
+                ));
+                return Ok(Outcome {
+                    action: Action::Unchanged,
+                    snapshot: None,
+                    resumed: false,
+                });
+            }
+            let name = snapshot::name_for(now);
+            let snap = layout.snapshot_dir.join(&name);
+            if backend.kind(top, &snap)? != Kind::Missing {
+                return Err(Error::Usage(format!(
+                    "snapshot {} already exists; nothing was done",
+                    top.join(&snap).display()
+                )));
+            }
+            if backend.kind(top, &layout.snapshot_dir)? == Kind::Missing {
+                log(format!(
+                    "creating snapshot directory {}",
+                    layout.snapshot_dir.display()
+                ));
+                backend.create(top, &layout.snapshot_dir)?;
+            }
+            replace(backend, top, layout, &name, false, log)
+        }
+    }
+}
+
+/// A snapshot on its own can still be checked to be a read-only subvolume.
+fn complete_alone(backend: &dyn Backend, top: &TopLevel, snap: &Path) -> Result<(), String> {
+    match backend.kind(top, snap).map_err(|e| e.to_string())? {
+        Kind::Subvolume => {}
+        kind => return Err(format!("{} is {}", snap.display(), describe(kind))),
+    }
+    match backend.is_readonly(top, snap).map_err(|e| e.to_string())? {
+        true => Ok(()),
+        false => Err(format!("{} is not read-only", snap.display())),
+    }
+}
+
+/// Whether the root is exactly the fresh root the last reset created, so resetting it
+/// again would only add a snapshot of nothing.
+fn untouched(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    state: Option<&State>,
+) -> Result<bool, Error> {
+    let info = backend.info(top, &layout.root)?;
+    if let Some(State {
+        phase: Phase::Done,
+        new_root: Some(id),
+        generation: Some(generation),
+        ..
+    }) = state
+    {
+        if info.id == *id && info.generation == Some(*generation) {
+            return Ok(true);
+        }
+    }
+    // Without a generation to compare (bcachefs), only an empty root is known untouched.
+    if layout.blank.is_none() && info.generation.is_none() {
+        let entries = top
+            .list_dir(&layout.root)
+            .map_err(|e| FsError::new("list", &layout.root, e))?;
+        return Ok(entries.is_empty());
+    }
+    Ok(false)
+}
+
+/// Snapshot, verify, delete the old root, create the new one.
+fn replace(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    name: &str,
+    resumed: bool,
+    log: Log,
+) -> Result<Outcome, Error> {
+    let snap = layout.snapshot_dir.join(name);
+    write_state(
+        top,
+        layout,
+        &State {
+            phase: Phase::Snapshot,
+            snapshot: name.to_string(),
+            old_root: None,
+            new_root: None,
+            generation: None,
+        },
+    )?;
+    log(format!(
+        "snapshotting {} to {}",
+        layout.root.display(),
+        snap.display()
+    ));
+    snapshot::snapshot_tree(backend, top, &layout.root, &snap, log)?;
+    failpoint("snapshot-taken", log);
+    snapshot::verify(backend, top, &layout.root, &snap).map_err(|why| {
+        Error::Usage(format!(
+            "{why}; the old root was left in place (a re-run takes the snapshot again)"
+        ))
+    })?;
+    let old_root = backend.info(top, &layout.root)?.id;
+    write_state(
+        top,
+        layout,
+        &State {
+            phase: Phase::Replace,
+            snapshot: name.to_string(),
+            old_root: Some(old_root),
+            new_root: None,
+            generation: None,
+        },
+    )?;
+    log(format!("deleting the old root {}", layout.root.display()));
+    snapshot::delete_tree(backend, top, &layout.root)?;
+    failpoint("root-deleted", log);
+    finish_new_root(backend, top, layout, name, resumed, Action::Reset, log)
+}
+
+/// Creates the fresh root (unless a crash left it created) and records `done`.
+fn finish_new_root(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    name: &str,
+    resumed: bool,
+    action: Action,
+    log: Log,
+) -> Result<Outcome, Error> {
+    if backend.kind(top, &layout.root)? == Kind::Missing {
+        match &layout.blank {
+            Some(blank) => {
+                log(format!(
+                    "creating {} from {}",
+                    layout.root.display(),
+                    blank.display()
+                ));
+                backend.snapshot(top, blank, &layout.root, false)?;
+            }
+            None => {
+                log(format!("creating an empty {}", layout.root.display()));
+                backend.create(top, &layout.root)?;
+            }
+        }
+        failpoint("root-created", log);
+    }
+    // Commit, so that the generation recorded below is the creation's own transaction and
+    // any later write to the root shows as a newer one.
+    top.sync()
+        .map_err(|e| FsError::new("sync", top.path(), e))?;
+    let info = backend.info(top, &layout.root)?;
+    if backend.kind(top, &layout.snapshot_dir)? != Kind::Missing {
+        write_state(
+            top,
+            layout,
+            &State {
+                phase: Phase::Done,
+                snapshot: name.to_string(),
+                old_root: None,
+                new_root: Some(info.id),
+                generation: info.generation,
+            },
+        )?;
+    }
+    Ok(Outcome {
+        snapshot: (action == Action::Reset).then(|| name.to_string()),
+        action,
+        resumed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_refuses_unknown_fields() {
+        let state = State {
+            phase: Phase::Replace,
+            snapshot: "20250307T080000Z".into(),
+            old_root: Some(256),
+            new_root: None,
+            generation: None,
+        };
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<State>(&json).unwrap(), state);
+        assert!(
+            serde_json::from_str::<State>(r#"{"phase":"done","snapshot":"x","extra":1}"#).is_err()
+        );
+    }
+}
