@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::FsType;
+use crate::nix::Style;
 use crate::output::{ColorChoice, Format};
 
 /// Make NixOS impermanence safe to roll out and easy to live with.
@@ -59,17 +60,29 @@ pub enum Command {
 
     /// Unpersisted state since boot, grouped and classified, with suggestions (exit 1 when
     /// something needs persisting)
-    Check,
+    ///
+    /// With a baseline (`imperm baseline`, run right after boot) only what changed since is
+    /// considered; without one, everything on the root that is neither persisted nor made
+    /// by NixOS. This is the pre-reboot check.
+    Check(DiscoverArgs),
 
     /// Raw added/removed/changed entries outside persisted paths
-    Diff {
-        /// Compare with this old-root snapshot instead of the boot baseline
-        #[arg(long, value_name = "SNAP")]
-        against: Option<String>,
-    },
+    ///
+    /// Since the boot baseline, or against an old-root snapshot ("what did the last reset
+    /// wipe?"). On btrfs, with both sides snapshots, the diff reads a `btrfs send` stream of
+    /// metadata only, so it costs what changed, not the size of the tree.
+    Diff(DiffArgs),
 
     /// Like check, for a host whose root is not yet ephemeral: what would a wipe lose?
-    Audit,
+    Audit(DiscoverArgs),
+
+    /// Record the root's state right after boot, so that check and diff leave out what
+    /// NixOS activation wrote
+    ///
+    /// Writes a manifest to /run/imperm/baseline (every backend); where the root is a
+    /// btrfs or bcachefs subvolume and imperm runs as root, also a read-only snapshot
+    /// `.baseline` in the snapshot directory.
+    Baseline(FsArgs),
 
     /// Missing-path failures from `journalctl -o json` output (exit 1 when any)
     Journal {
@@ -142,6 +155,27 @@ pub enum Command {
 
     /// Print the manual page (roff)
     Man,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct DiscoverArgs {
+    /// The module the `--format nix` snippet is for
+    #[arg(long, value_enum, default_value_t)]
+    pub style: Style,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct DiffArgs {
+    /// Compare with this old-root snapshot (a name in the snapshot directory) instead of
+    /// the boot baseline
+    #[arg(long, value_name = "SNAP")]
+    pub against: Option<String>,
+
+    #[command(flatten)]
+    pub discover: DiscoverArgs,
+
+    #[command(flatten)]
+    pub fs: FsArgs,
 }
 
 #[derive(Debug, Subcommand)]

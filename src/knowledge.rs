@@ -2,6 +2,7 @@
 //! trees NixOS regenerates, and well-known paths with their service, verdict and pitfalls.
 //! The knowledge is data (`data/knowledge.toml`, compiled in), read once.
 
+use std::ffi::OsStr;
 use std::path::{Component, Path};
 use std::sync::OnceLock;
 
@@ -50,6 +51,24 @@ impl PathPattern {
 
     fn depth(&self) -> usize {
         self.0.len()
+    }
+
+    /// How specific the pattern is: depth first, then how many names are literal.
+    fn specificity(&self) -> (usize, usize) {
+        (self.0.len(), self.0.iter().filter(|c| c.is_some()).count())
+    }
+
+    /// The name the first `*` matched in `path`, if any.
+    fn wildcard_match<'a>(&self, path: &'a Path) -> Option<&'a std::ffi::OsStr> {
+        let names = path.components().filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        });
+        self.0
+            .iter()
+            .zip(names)
+            .find(|(p, _)| p.is_none())
+            .map(|(_, n)| n)
     }
 
     /// Whether `path`'s first components match the pattern's first `path` components, and
@@ -125,6 +144,33 @@ impl PathPatterns {
     pub fn is_below(&self, path: &Path) -> bool {
         self.patterns.iter().any(|p| p.is_below(path))
     }
+
+    /// For each expanded pattern that lies strictly below `path`: the name it has one level
+    /// below `path` (`None` for `*`).
+    pub fn next_below(&self, path: &Path) -> Vec<Option<&str>> {
+        let depth = path
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .count();
+        self.patterns
+            .iter()
+            .filter(|p| p.is_below(path))
+            .map(|p| p.0[depth].as_deref())
+            .collect()
+    }
+
+    /// The most specific of the expanded patterns that contains `path`.
+    fn best_containing(&self, path: &Path) -> Option<&PathPattern> {
+        self.patterns
+            .iter()
+            .filter(|p| p.contains(path))
+            .max_by_key(|p| p.specificity())
+    }
+
+    /// Whether the pattern has no wildcard (names one place, or one place per home).
+    pub fn is_literal(&self) -> bool {
+        !self.text.split('/').any(|c| c == "*")
+    }
 }
 
 /// A well-known state path.
@@ -144,11 +190,31 @@ pub struct KnownPath {
     pub never_persist: bool,
     /// The service's own directory that holds `path`.
     pub service_dir: Option<PathPatterns>,
+    /// A file that must be in place before stage 2 (preservation's `inInitrd`).
+    #[serde(default)]
+    pub in_initrd: bool,
+}
+
+/// A knowledge entry matched to a path.
+#[derive(Clone, Debug)]
+pub struct Match<'k> {
+    pub known: &'k KnownPath,
+    /// The service, with `*` replaced by the name it matched.
+    pub service: String,
 }
 
 fn mode_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Mode>, D::Error> {
     let raw = String::deserialize(d)?;
     raw.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRules {
+    /// Host paths never walked.
+    pub never_walk: Vec<std::path::PathBuf>,
+    /// A symlink into one of these was made by NixOS.
+    pub generated_link_targets: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +228,7 @@ pub struct SuggestRules {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Knowledge {
+    pub scan: ScanRules,
     pub suggest: SuggestRules,
     #[serde(rename = "path")]
     pub paths: Vec<KnownPath>,
@@ -179,6 +246,60 @@ impl Knowledge {
             .generated_trees
             .iter()
             .any(|p| p.contains(path))
+    }
+
+    /// Whether some known path (or pattern) lies strictly below `path`: then `path` is not
+    /// one piece of state but holds several that are decided apart.
+    pub fn has_known_below(&self, path: &Path) -> bool {
+        self.paths.iter().any(|k| k.path.is_below(path))
+    }
+
+    /// Whether `dir` must be decided child by child because a known path of another verdict
+    /// lies below it in one of `children` (`/var/lib/containers` holds ephemeral overlay
+    /// storage; `~/.local/share` only when it holds a `containers` directory).
+    pub fn differs_below<'n>(
+        &self,
+        dir: &Path,
+        mut children: impl Iterator<Item = &'n OsStr>,
+    ) -> bool {
+        let own = self.lookup(dir).map(|m| m.known.verdict);
+        let mut wanted: Vec<Option<&str>> = Vec::new();
+        for k in self.paths.iter().filter(|k| Some(k.verdict) != own) {
+            wanted.extend(k.path.next_below(dir));
+        }
+        if wanted.is_empty() {
+            return false;
+        }
+        children.any(|name| {
+            wanted
+                .iter()
+                .any(|w| w.is_none_or(|w| w.as_bytes() == name.as_encoded_bytes()))
+        })
+    }
+
+    /// The entry that decides `path`: the deepest pattern holding it, a literal name
+    /// winning over `*` at equal depth.
+    pub fn lookup(&self, path: &Path) -> Option<Match<'_>> {
+        let (known, pattern) = self
+            .paths
+            .iter()
+            .filter_map(|k| k.path.best_containing(path).map(|p| (k, p)))
+            .max_by_key(|(_, p)| p.specificity())?;
+        let service = match pattern.wildcard_match(path) {
+            Some(name) if known.service.contains('*') => {
+                known.service.replace('*', &name.to_string_lossy())
+            }
+            _ => known.service.clone(),
+        };
+        Some(Match { known, service })
+    }
+
+    /// Whether a symlink to `target` was made by NixOS activation.
+    pub fn is_generated_link(&self, target: &Path) -> bool {
+        self.scan
+            .generated_link_targets
+            .iter()
+            .any(|t| target.starts_with(t))
     }
 }
 
@@ -220,6 +341,143 @@ mod tests {
         assert!(!any(&|x| x.contains(Path::new(
             "/home/josh/.local/share/containers/storage/overlay2"
         ))));
+    }
+
+    #[test]
+    fn lookup_takes_the_deepest_pattern_and_prefers_literal_names() {
+        let k = builtin();
+        type Case = (&'static str, Option<(&'static str, Verdict, &'static str)>);
+        let cases: &[Case] = &[
+            (
+                "/var/lib/forgejo",
+                Some(("/var/lib/forgejo", Verdict::Persist, "Forgejo")),
+            ),
+            (
+                "/var/lib/forgejo/data/x",
+                Some(("/var/lib/forgejo", Verdict::Persist, "Forgejo")),
+            ),
+            (
+                "/var/lib/unknownd",
+                Some(("/var/lib/*", Verdict::Persist, "unknownd")),
+            ),
+            (
+                "/var/lib/unknownd/db",
+                Some(("/var/lib/*", Verdict::Persist, "unknownd")),
+            ),
+            (
+                "/var/cache/nginx",
+                Some(("/var/cache", Verdict::Ephemeral, "cache")),
+            ),
+            (
+                "/var/lib/containers/storage/overlay/l/abc",
+                Some((
+                    "/var/lib/containers/storage/overlay",
+                    Verdict::Ephemeral,
+                    "podman",
+                )),
+            ),
+            (
+                "/var/lib/containers/storage/volumes",
+                Some((
+                    "/var/lib/containers/storage/volumes",
+                    Verdict::Persist,
+                    "podman",
+                )),
+            ),
+            (
+                "/var/lib/containers/storage/libpod",
+                Some(("/var/lib/containers", Verdict::Persist, "podman")),
+            ),
+            (
+                "/etc/wireguard",
+                Some(("/etc/*", Verdict::Review, "wireguard")),
+            ),
+            (
+                "/etc/machine-id",
+                Some(("/etc/machine-id", Verdict::Persist, "systemd")),
+            ),
+            (
+                "/home/josh/.config/foo",
+                Some(("~/.config", Verdict::Persist, "user")),
+            ),
+            (
+                "/root/.cache",
+                Some(("~/.cache", Verdict::Ephemeral, "user")),
+            ),
+            (
+                "/home/josh/projects",
+                Some(("~/*", Verdict::Review, "user")),
+            ),
+            (
+                "/bao-keys",
+                Some(("/bao-keys", Verdict::Persist, "OpenBao")),
+            ),
+            ("/weird", Some(("/*", Verdict::Review, "weird"))),
+            ("/", None),
+        ];
+        for (path, want) in cases {
+            let got = k
+                .lookup(Path::new(path))
+                .map(|m| (m.known.path.text.as_str(), m.known.verdict, m.service));
+            let want = want.map(|(p, v, s)| (p, v, s.to_string()));
+            assert_eq!(got, want, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_knowledge_covers_every_path_the_seed_names() {
+        let k = builtin();
+        let literal: Vec<&str> = k
+            .paths
+            .iter()
+            .filter(|p| p.path.is_literal())
+            .map(|p| p.path.text.as_str())
+            .collect();
+        assert!(literal.len() >= 60, "{} literal entries", literal.len());
+        for seed_path in [
+            "/var/lib/nixos",
+            "/var/lib/systemd/coredump",
+            "/var/log",
+            "/var/lib/tailscale",
+            "/etc/NetworkManager/system-connections",
+            "/var/lib/acme",
+            "/etc/machine-id",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/etc/ssh/ssh_host_ed25519_key.pub",
+            "/etc/ssh/ssh_host_rsa_key",
+            "/etc/ssh/ssh_host_rsa_key.pub",
+            "/var/lib/systemd",
+            "/var/lib/flatpak",
+            "/var/lib/forgejo",
+            "/var/lib/zitadel",
+            "/var/lib/openbao",
+            "/bao-keys",
+            "/var/lib/trilium",
+            "/var/lib/opengist",
+            "/var/lib/open-webui",
+            "/var/lib/n8n",
+            "/var/lib/nixarr",
+            "/var/lib/containers",
+            "/var/lib/containers/storage/volumes",
+            "/var/lib/containers/storage/overlay",
+            "/var/lib/vaultwarden",
+            "/var/lib/postgresql",
+            "/var/lib/fail2ban",
+            "/var/lib/headscale",
+            "/var/lib/AdGuardHome",
+            "/var/lib/dnsmasq",
+            "/boot/keyfile_nvme0n1p1",
+            "/var/lib/nixos-containers",
+            "/var/lib/bluetooth",
+            "/var/lib/iwd",
+            "/var/lib/private",
+            "~/.ssh",
+            "~/.gnupg",
+            "~/.config",
+            "~/.local/share",
+        ] {
+            assert!(literal.contains(&seed_path), "{seed_path} is not known");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! table and the commands are the edges where I/O happens.
 
 pub mod backend;
+pub mod baseline;
+pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -14,10 +16,13 @@ pub mod knowledge;
 pub mod lint;
 pub mod mode;
 pub mod mountinfo;
+pub mod nix;
 pub mod output;
 pub mod paths;
 pub mod persisted;
 pub mod reset;
 pub mod retention;
+pub mod scan;
 pub mod snapshot;
+pub mod suggest;
 pub mod toplevel;

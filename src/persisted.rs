@@ -135,6 +135,19 @@ impl PersistedSet {
         best.map(|i| &self.entries[i])
     }
 
+    /// Whether some entry lies strictly below `path` (which is then not one unit of state:
+    /// part of it is already persisted).
+    pub fn has_below(&self, path: &Path) -> bool {
+        let mut node = &self.root;
+        for part in normal_components(path) {
+            match node.children.get(part) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        !node.children.is_empty()
+    }
+
     /// Whether `path` is persisted.
     pub fn contains(&self, path: &Path) -> bool {
         self.lookup(path).is_some()
@@ -201,6 +214,26 @@ mod tests {
         for (query, want) in cases {
             let got = s.lookup(Path::new(query)).map(|e| e.path.to_str().unwrap());
             assert_eq!(got, *want, "lookup {query}");
+        }
+    }
+
+    #[test]
+    fn entries_below_a_path_are_seen() {
+        let s = set(&[
+            ("/var/lib/systemd/coredump", Kind::Directory),
+            ("/etc/machine-id", Kind::File),
+        ]);
+        for (path, want) in [
+            ("/", true),
+            ("/var", true),
+            ("/var/lib/systemd", true),
+            ("/var/lib/systemd/coredump", false),
+            ("/var/lib/systemd2", false),
+            ("/etc", true),
+            ("/etc/machine-id", false),
+            ("/home", false),
+        ] {
+            assert_eq!(s.has_below(Path::new(path)), want, "{path}");
         }
     }
 

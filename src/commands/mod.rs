@@ -1,6 +1,7 @@
 //! Commands: each takes the parsed command line, does its work through the library's
 //! modules, and hands one result to `output`. This is where I/O meets the pure core.
 
+mod discover;
 mod generate;
 mod lint;
 mod reset;
@@ -25,6 +26,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     match &cli.command {
         Command::Status => status::run(global),
         Command::Lint => lint::run(global),
+        Command::Check(args) => discover::check(global, args),
+        Command::Audit(args) => discover::audit(global, args),
+        Command::Baseline(fs) => discover::baseline(global, fs),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),
         Command::Snapshots(SnapshotsCommand::Gc(args)) | Command::Gc(args) => {
@@ -39,15 +43,16 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
 /// Commands later issues fill in say so and change nothing.
 fn not_built(command: &Command) -> Error {
     let (command, plan) = match command {
-        Command::Check => ("check", "planned in issue #4"),
-        Command::Diff { .. } => ("diff", "planned in issue #4"),
-        Command::Audit => ("audit", "planned in issue #4"),
+        Command::Diff(_) => ("diff", "planned in issue #4"),
         Command::Journal { .. } => ("journal", "planned in issue #5"),
         Command::Restore { .. } => ("restore", "planned in issue #5"),
         Command::Migrate { .. } => ("migrate", "not yet planned in an issue"),
         Command::Persist(PersistCommand::Add { .. }) => ("persist add", "planned in issue #6"),
         Command::Status
         | Command::Lint
+        | Command::Check(_)
+        | Command::Audit(_)
+        | Command::Baseline(_)
         | Command::Reset(_)
         | Command::Snapshots(_)
         | Command::Ls(_)

@@ -132,6 +132,17 @@ struct RawRetention {
 struct RawCheck {
     #[serde(default)]
     ignore: Vec<Spanned<String>>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+/// `[[check.rule]]`: a path pattern, a verdict and why.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    path: crate::knowledge::PathPatterns,
+    verdict: crate::knowledge::Verdict,
+    reason: Option<String>,
 }
 
 /// What a configuration file declares, validated.
@@ -391,11 +402,24 @@ impl Cx<'_> {
                     format!("{text:?} must start with `/` or `**`: globs match absolute paths"),
                 ));
             }
-            globset::Glob::new(text)
+            globset::GlobBuilder::new(text)
+                .literal_separator(true)
+                .build()
                 .map_err(|e| self.error(key, &glob, format!("{text:?}: {}", e.kind())))?;
             ignore.push(glob.into_inner());
         }
-        Ok(CheckConfig { ignore })
+        let rules = raw
+            .rule
+            .into_iter()
+            .map(|r| crate::classify::UserRule {
+                path: r.path,
+                verdict: r.verdict,
+                reason: r
+                    .reason
+                    .unwrap_or_else(|| "set in the configuration".into()),
+            })
+            .collect();
+        Ok(CheckConfig { ignore, rules })
     }
 }
 

@@ -87,10 +87,31 @@ pub fn check_layout(root_subvolume: &Path, snapshot_dir: &Path) -> Result<(), St
 }
 
 /// `[check]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct CheckConfig {
     /// Globs over absolute paths that the user accepted as ephemeral.
     pub ignore: Vec<String>,
+    /// `[[check.rule]]`: the user's own classification, before the built-in knowledge.
+    pub rules: Vec<crate::classify::UserRule>,
+}
+
+impl CheckConfig {
+    /// The ignore globs, compiled (they were validated when loaded).
+    pub fn ignore_set(&self) -> Option<globset::GlobSet> {
+        if self.ignore.is_empty() {
+            return None;
+        }
+        let mut builder = globset::GlobSetBuilder::new();
+        for glob in &self.ignore {
+            if let Ok(g) = globset::GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+            {
+                builder.add(g);
+            }
+        }
+        builder.build().ok()
+    }
 }
 
 /// Where the persisted set came from.

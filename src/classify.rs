@@ -1,0 +1,301 @@
+//! The classifier: for one piece of state (a unit a person would persist or not), its
+//! verdict, the reason, and the service it belongs to. A pure function of the path, a few
+//! facts about what is there, the user's own rules and the compiled-in knowledge.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::knowledge::{Knowledge, PathPatterns, Verdict};
+
+/// What a unit is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    Directory,
+    File,
+    Symlink,
+    Other,
+}
+
+/// What the scan saw of a unit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub kind: Option<EntryKind>,
+    /// Non-directory entries in it (1 for a file).
+    pub files: u64,
+    /// How many of those are links NixOS made.
+    pub generated: u64,
+    /// Where a symlink points.
+    pub link_target: Option<PathBuf>,
+    /// Listed in `/etc/.clean`: a file NixOS copied into /etc.
+    pub nixos_copied: bool,
+}
+
+/// A rule from the configuration: `[[check.rule]]`.
+#[derive(Clone, Debug)]
+pub struct UserRule {
+    pub path: PathPatterns,
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+/// The classifier's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classification {
+    pub verdict: Verdict,
+    pub reason: String,
+    pub service: Option<String>,
+    /// A file that must be in place before stage 2.
+    pub in_initrd: bool,
+    /// The mode the directory must have when persisted.
+    pub mode: Option<crate::mode::Mode>,
+}
+
+impl Classification {
+    fn new(verdict: Verdict, reason: impl Into<String>) -> Classification {
+        Classification {
+            verdict,
+            reason: reason.into(),
+            service: None,
+            in_initrd: false,
+            mode: None,
+        }
+    }
+}
+
+/// Decides `path` (as seen from the host's `/`). In order: the user's rules; what NixOS
+/// itself makes (links into the store, files listed in /etc/.clean) and empty directories;
+/// the knowledge's deepest matching entry; otherwise `review`.
+pub fn classify(
+    path: &Path,
+    facts: &Facts,
+    rules: &[UserRule],
+    knowledge: &Knowledge,
+) -> Classification {
+    if let Some(rule) = rules
+        .iter()
+        .filter(|r| r.path.contains(path))
+        .max_by_key(|r| r.path.text.len())
+    {
+        return Classification::new(
+            rule.verdict,
+            format!("your rule for {}: {}", rule.path.text, rule.reason),
+        );
+    }
+    if let Some(target) = &facts.link_target {
+        let resolved = resolve_link(path, target);
+        if knowledge.is_generated_link(&resolved) {
+            return Classification::new(
+                Verdict::Generated,
+                format!("a link to {} made by NixOS or systemd", target.display()),
+            );
+        }
+    }
+    if facts.nixos_copied {
+        return Classification::new(
+            Verdict::Generated,
+            "copied into /etc by NixOS activation (listed in /etc/.clean)",
+        );
+    }
+    if facts.kind == Some(EntryKind::Directory) && facts.files > 0 && facts.generated == facts.files
+    {
+        return Classification::new(Verdict::Generated, "holds only links made by NixOS");
+    }
+    if facts.kind == Some(EntryKind::Directory) && facts.files == 0 {
+        // Nothing in it to lose; StateDirectory= and systemd-tmpfiles make such anew.
+        return Classification::new(
+            Verdict::Generated,
+            "an empty directory: systemd-tmpfiles and service units recreate these",
+        );
+    }
+    match knowledge.lookup(path) {
+        Some(m) => Classification {
+            verdict: m.known.verdict,
+            reason: m.known.reason.clone(),
+            service: Some(m.service),
+            in_initrd: m.known.in_initrd,
+            mode: m.known.mode,
+        },
+        None => Classification::new(Verdict::Review, "nothing is known about this path"),
+    }
+}
+
+/// A link's target as an absolute path: relative targets are taken from the link's
+/// directory (lexically; nothing is followed).
+pub fn resolve_link(link: &Path, target: &Path) -> PathBuf {
+    if target.is_absolute() {
+        return target.to_path_buf();
+    }
+    let mut out = link.parent().unwrap_or(Path::new("/")).to_path_buf();
+    for component in target.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge;
+
+    fn dir(files: u64) -> Facts {
+        Facts {
+            kind: Some(EntryKind::Directory),
+            files,
+            ..Facts::default()
+        }
+    }
+
+    fn file() -> Facts {
+        Facts {
+            kind: Some(EntryKind::File),
+            files: 1,
+            ..Facts::default()
+        }
+    }
+
+    fn link(target: &str) -> Facts {
+        Facts {
+            kind: Some(EntryKind::Symlink),
+            files: 1,
+            link_target: Some(PathBuf::from(target)),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn table_of_paths_and_verdicts() {
+        use Verdict::*;
+        let mut all_links = dir(3);
+        all_links.generated = 3;
+        let copied = Facts {
+            nixos_copied: true,
+            ..file()
+        };
+        let cases: Vec<(&str, Facts, Verdict, Option<&str>)> = vec![
+            ("/var/lib/forgejo", dir(10), Persist, Some("Forgejo")),
+            ("/var/lib/postgresql", dir(100), Persist, Some("PostgreSQL")),
+            ("/var/lib/newservice", dir(3), Persist, Some("newservice")),
+            ("/var/lib/newservice", dir(0), Generated, None),
+            ("/var/lib/tailscale", dir(0), Generated, None),
+            ("/var/cache/nginx", dir(5), Ephemeral, Some("cache")),
+            ("/var/tmp/x", file(), Ephemeral, Some("tmp")),
+            (
+                "/var/lib/containers/storage/overlay",
+                dir(9),
+                Ephemeral,
+                Some("podman"),
+            ),
+            (
+                "/var/lib/containers/storage/volumes",
+                dir(2),
+                Persist,
+                Some("podman"),
+            ),
+            ("/etc/machine-id", file(), Persist, Some("systemd")),
+            ("/etc/wireguard", dir(2), Review, Some("wireguard")),
+            ("/etc/foo.conf", file(), Review, Some("foo.conf")),
+            ("/etc/passwd", file(), Generated, Some("NixOS activation")),
+            ("/etc/sudoers", copied, Generated, None),
+            (
+                "/etc/ssh/sshd_config",
+                link("/etc/static/ssh/sshd_config"),
+                Generated,
+                None,
+            ),
+            (
+                "/etc/localtime",
+                link("/nix/store/abc-tzdata/share/zoneinfo/UTC"),
+                Generated,
+                None,
+            ),
+            ("/etc/pam.d", all_links, Generated, None),
+            (
+                "/var/lib/AdGuardHome",
+                link("private/AdGuardHome"),
+                Generated,
+                None,
+            ),
+            (
+                "/etc/custom-link",
+                link("/srv/elsewhere"),
+                Review,
+                Some("custom-link"),
+            ),
+            ("/home/josh/.config", dir(40), Persist, Some("user")),
+            ("/home/josh/.cache", dir(400), Ephemeral, Some("user")),
+            ("/home/josh/projects", dir(40), Review, Some("user")),
+            ("/root/.bash_history", file(), Persist, Some("user")),
+            ("/bao-keys", dir(3), Persist, Some("OpenBao")),
+            ("/srv/media", dir(3), Review, Some("media")),
+        ];
+        for (path, facts, verdict, service) in cases {
+            let got = classify(Path::new(path), &facts, &[], knowledge::builtin());
+            assert_eq!(got.verdict, verdict, "{path}: {}", got.reason);
+            if let Some(service) = service {
+                assert_eq!(got.service.as_deref(), Some(service), "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn user_rules_come_first_and_the_deepest_wins() {
+        let rules: Vec<UserRule> = [
+            ("/var/lib/*", Verdict::Review),
+            ("/var/lib/scratch", Verdict::Ephemeral),
+        ]
+        .into_iter()
+        .map(|(p, v)| UserRule {
+            path: toml::from_str::<std::collections::HashMap<String, PathPatterns>>(&format!(
+                "p = {p:?}"
+            ))
+            .unwrap()
+            .remove("p")
+            .unwrap(),
+            verdict: v,
+            reason: "mine".into(),
+        })
+        .collect();
+        let k = knowledge::builtin();
+        let c = classify(Path::new("/var/lib/scratch/x"), &dir(1), &rules, k);
+        assert_eq!(c.verdict, Verdict::Ephemeral);
+        assert_eq!(c.reason, "your rule for /var/lib/scratch: mine");
+        assert_eq!(
+            classify(Path::new("/var/lib/forgejo"), &dir(1), &rules, k).verdict,
+            Verdict::Review
+        );
+    }
+
+    #[test]
+    fn machine_id_must_be_there_before_stage_two() {
+        let c = classify(
+            Path::new("/etc/machine-id"),
+            &file(),
+            &[],
+            knowledge::builtin(),
+        );
+        assert!(c.in_initrd);
+    }
+
+    #[test]
+    fn relative_links_resolve_from_their_directory() {
+        assert_eq!(
+            resolve_link(
+                Path::new("/var/lib/AdGuardHome"),
+                Path::new("private/AdGuardHome")
+            ),
+            PathBuf::from("/var/lib/private/AdGuardHome")
+        );
+        assert_eq!(
+            resolve_link(Path::new("/etc/x"), Path::new("../run/y")),
+            PathBuf::from("/run/y")
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! The Nix renderer: `persist` suggestions as a snippet that pastes into a host
+//! configuration as is, in nix-community/impermanence's `environment.persistence` form or
+//! nix-community/preservation's `preservation.preserveAt` form. Pure: suggestions in, text
+//! out.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use clap::ValueEnum;
+
+use crate::knowledge::Verdict;
+use crate::persisted::Kind;
+use crate::suggest::Suggestion;
+
+/// Which module the snippet is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Style {
+    /// nix-community/impermanence: `environment.persistence."/persist"`
+    #[default]
+    Impermanence,
+    /// nix-community/preservation: `preservation.preserveAt."/persist"`
+    Preservation,
+}
+
+/// A Nix string literal.
+pub fn string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '$' if chars.peek() == Some(&'{') => out.push_str("\\$"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// An attribute name: bare when Nix allows it, quoted otherwise.
+pub fn attr_name(s: &str) -> String {
+    let mut chars = s.chars();
+    let bare = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '\'' | '-'))
+        && !matches!(
+            s,
+            "if" | "then" | "else" | "assert" | "with" | "let" | "in" | "rec" | "inherit" | "or"
+        );
+    if bare { s.to_string() } else { string(s) }
+}
+
+/// One list element.
+fn element(s: &Suggestion, path: &Path, style: Style) -> String {
+    let text = string(&path.to_string_lossy());
+    match (s.kind, s.mode, style) {
+        (Kind::Directory, Some(mode), _) => format!("{{ directory = {text}; mode = \"{mode}\"; }}"),
+        (Kind::File, _, Style::Preservation) if s.in_initrd => {
+            format!("{{ file = {text}; inInitrd = true; }}")
+        }
+        _ => text,
+    }
+}
+
+#[derive(Default)]
+struct Lists {
+    directories: Vec<String>,
+    files: Vec<String>,
+}
+
+impl Lists {
+    fn push(&mut self, s: &Suggestion, path: &Path, style: Style) {
+        let list = match s.kind {
+            Kind::Directory => &mut self.directories,
+            Kind::File => &mut self.files,
+        };
+        list.push(element(s, path, style));
+    }
+
+    fn write(&self, out: &mut String, indent: &str) {
+        for (name, items) in [("directories", &self.directories), ("files", &self.files)] {
+            if items.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{indent}{name} = [");
+            for item in items {
+                let _ = writeln!(out, "{indent}  {item}");
+            }
+            let _ = writeln!(out, "{indent}];");
+        }
+    }
+}
+
+/// The snippet for the `persist` suggestions, persisted at `storage`.
+pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> String {
+    let persist: Vec<&Suggestion> = suggestions
+        .iter()
+        .filter(|s| s.verdict == Verdict::Persist)
+        .collect();
+    if persist.is_empty() {
+        return "# imperm: nothing to persist\n".to_string();
+    }
+    let mut system = Lists::default();
+    let mut users: BTreeMap<&str, Lists> = BTreeMap::new();
+    for s in &persist {
+        match (&s.user, &s.relative) {
+            (Some(user), Some(rel)) => users.entry(user).or_default().push(s, rel, style),
+            _ => system.push(s, &s.path, style),
+        }
+    }
+    let head = match style {
+        Style::Impermanence => "environment.persistence",
+        Style::Preservation => "preservation.preserveAt",
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# imperm: {} to persist; paste into the host's configuration",
+        crate::output::count(persist.len(), "path", "paths")
+    );
+    let _ = writeln!(out, "{head}.{} = {{", string(&storage.to_string_lossy()));
+    system.write(&mut out, "  ");
+    for (user, lists) in &users {
+        let _ = writeln!(out, "  users.{} = {{", attr_name(user));
+        lists.write(&mut out, "    ");
+        let _ = writeln!(out, "  }};");
+    }
+    out.push_str("};\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn suggestion(
+        path: &str,
+        kind: Kind,
+        verdict: Verdict,
+        user: Option<(&str, &str)>,
+    ) -> Suggestion {
+        Suggestion {
+            path: path.into(),
+            kind,
+            verdict,
+            reason: String::new(),
+            service: None,
+            files: 1,
+            bytes: 1,
+            user: user.map(|(u, _)| u.to_string()),
+            relative: user.map(|(_, r)| PathBuf::from(r)),
+            in_initrd: false,
+            mode: None,
+        }
+    }
+
+    #[test]
+    fn strings_and_names_are_escaped() {
+        assert_eq!(string(r#"/a "b" \c ${d} $e"#), r#""/a \"b\" \\c \${d} $e""#);
+        assert_eq!(attr_name("josh"), "josh");
+        assert_eq!(attr_name("my-user"), "my-user");
+        assert_eq!(attr_name("1user"), "\"1user\"");
+        assert_eq!(attr_name("with"), "\"with\"");
+    }
+
+    #[test]
+    fn impermanence_and_preservation_snippets() {
+        let mut machine_id = suggestion("/etc/machine-id", Kind::File, Verdict::Persist, None);
+        machine_id.in_initrd = true;
+        let mut gnupg = suggestion(
+            "/home/josh/.gnupg",
+            Kind::Directory,
+            Verdict::Persist,
+            Some(("josh", ".gnupg")),
+        );
+        gnupg.mode = Some(crate::mode::Mode::from_bits(0o700));
+        let all = vec![
+            suggestion("/var/lib/forgejo", Kind::Directory, Verdict::Persist, None),
+            machine_id,
+            gnupg,
+            suggestion(
+                "/home/josh/.config",
+                Kind::Directory,
+                Verdict::Persist,
+                Some(("josh", ".config")),
+            ),
+            suggestion(
+                "/var/cache/nginx",
+                Kind::Directory,
+                Verdict::Ephemeral,
+                None,
+            ),
+            suggestion("/etc/foo", Kind::File, Verdict::Review, None),
+        ];
+        assert_eq!(
+            render(&all, Path::new("/persist"), Style::Impermanence),
+            r#"# imperm: 4 paths to persist; paste into the host's configuration
+environment.persistence."/persist" = {
+  directories = [
+    "/var/lib/forgejo"
+  ];
+  files = [
+    "/etc/machine-id"
+  ];
+  users.josh = {
+    directories = [
+      { directory = ".gnupg"; mode = "0700"; }
+      ".config"
+    ];
+  };
+};
+"#
+        );
+        let preservation = render(&all, Path::new("/persist"), Style::Preservation);
+        assert!(preservation.contains("preservation.preserveAt.\"/persist\" = {"));
+        assert!(preservation.contains("{ file = \"/etc/machine-id\"; inInitrd = true; }"));
+        assert_eq!(
+            render(&all[4..], Path::new("/persist"), Style::Impermanence),
+            "# imperm: nothing to persist\n"
+        );
+    }
+
+    #[test]
+    fn snippets_parse_as_nix() {
+        let all = vec![
+            suggestion(
+                "/var/lib/we\"ird ${x}",
+                Kind::Directory,
+                Verdict::Persist,
+                None,
+            ),
+            suggestion(
+                "/home/a-b/.ssh",
+                Kind::Directory,
+                Verdict::Persist,
+                Some(("a-b", ".ssh")),
+            ),
+        ];
+        for style in [Style::Impermanence, Style::Preservation] {
+            let text = render(&all, Path::new("/persist"), style);
+            // A binding is not an expression: wrap it in an attribute set, as a module has.
+            let parsed = rnix::Root::parse(&format!("{{\n{text}}}"));
+            assert!(
+                parsed.errors().is_empty(),
+                "{style:?}: {:?}\n{text}",
+                parsed.errors()
+            );
+        }
+    }
+}

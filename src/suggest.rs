@@ -1,0 +1,304 @@
+//! Suggestions: units of state turned into what a person would write. Classifies each unit,
+//! merges the files of /etc directories that NixOS does not generate into one directory,
+//! and expresses home paths as `users.<name>` entries. Pure: units in, suggestions out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::classify::{self, Classification, EntryKind, Facts, UserRule};
+use crate::knowledge::{Knowledge, Verdict};
+use crate::persisted::{Kind, PersistedSet};
+use crate::scan::Unit;
+
+/// One suggestion (the JSON contract's `suggestions[]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Suggestion {
+    /// Absolute, as seen from the host's `/`.
+    pub path: PathBuf,
+    pub kind: Kind,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub service: Option<String>,
+    pub files: u64,
+    pub bytes: u64,
+    /// The user, for a path in a home directory.
+    pub user: Option<String>,
+    /// For a user's path: relative to the home directory, as `users.<name>` entries take it.
+    pub relative: Option<PathBuf>,
+    /// A file that must be in place before stage 2 (preservation's `inInitrd`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub in_initrd: bool,
+    /// The mode the directory must be persisted with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::mode::Mode>,
+}
+
+/// What suggestions are made with.
+pub struct Context<'a> {
+    pub knowledge: &'a Knowledge,
+    pub persisted: &'a PersistedSet,
+    pub rules: &'a [UserRule],
+    /// Home directories with their users, beyond `/home/<user>` and `/root`.
+    pub homes: Vec<(String, PathBuf)>,
+}
+
+impl Context<'_> {
+    /// The user a path belongs to, and the path relative to the home directory.
+    pub fn user_of(&self, path: &Path) -> Option<(String, PathBuf)> {
+        for (user, home) in &self.homes {
+            if let Ok(rel) = path.strip_prefix(home) {
+                if !rel.as_os_str().is_empty() {
+                    return Some((user.clone(), rel.to_path_buf()));
+                }
+            }
+        }
+        if let Ok(rel) = path.strip_prefix("/root") {
+            if !rel.as_os_str().is_empty() {
+                return Some(("root".into(), rel.to_path_buf()));
+            }
+        }
+        let rel = path.strip_prefix("/home").ok()?;
+        let mut parts = rel.components();
+        let user = parts.next()?.as_os_str().to_string_lossy().into_owned();
+        let rest = parts.as_path();
+        (!rest.as_os_str().is_empty()).then(|| (user, rest.to_path_buf()))
+    }
+}
+
+/// Turns units into suggestions, sorted by verdict (persist first), then path.
+pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
+    let classified: Vec<(Unit, Classification)> = units
+        .into_iter()
+        .map(|u| {
+            let c = classify::classify(&u.path, &u.facts, cx.rules, cx.knowledge);
+            (u, c)
+        })
+        .collect();
+    let merged = merge_generated_trees(classified, cx);
+    let mut out: Vec<Suggestion> = merged
+        .into_iter()
+        .map(|(unit, c)| {
+            let user = cx.user_of(&unit.path);
+            Suggestion {
+                kind: match unit.facts.kind {
+                    Some(EntryKind::Directory) => Kind::Directory,
+                    _ => Kind::File,
+                },
+                verdict: c.verdict,
+                reason: c.reason,
+                service: c.service,
+                files: unit.facts.files,
+                bytes: unit.bytes,
+                relative: user.as_ref().map(|(_, r)| r.clone()),
+                user: user.map(|(u, _)| u),
+                in_initrd: c.in_initrd,
+                mode: c.mode,
+                path: unit.path,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        rank(a.verdict)
+            .cmp(&rank(b.verdict))
+            .then(a.path.cmp(&b.path))
+    });
+    out
+}
+
+pub fn rank(v: Verdict) -> u8 {
+    match v {
+        Verdict::Persist => 0,
+        Verdict::Review => 1,
+        Verdict::Ephemeral => 2,
+        Verdict::Generated => 3,
+    }
+}
+
+/// In /etc every file is its own unit, because most of /etc is NixOS's. A directory in it
+/// with nothing generated, no known path and nothing persisted below becomes one unit (a
+/// person persists `/etc/wireguard`, not each key in it); the topmost such directory is
+/// taken.
+fn merge_generated_trees(
+    classified: Vec<(Unit, Classification)>,
+    cx: &Context,
+) -> Vec<(Unit, Classification)> {
+    let k = cx.knowledge;
+    let in_tree = |p: &Path| k.in_generated_tree(p);
+    // Directories (inside a generated tree, but not its top) that hold something generated.
+    let mut tainted: HashSet<PathBuf> = HashSet::new();
+    for (unit, c) in &classified {
+        if in_tree(&unit.path) && c.verdict == Verdict::Generated {
+            for a in unit.path.ancestors().skip(1) {
+                tainted.insert(a.to_path_buf());
+            }
+        }
+    }
+    let mergeable = |d: &Path| {
+        in_tree(d)
+            && !k.too_broad(d)
+            && !tainted.contains(d)
+            && !k.has_known_below(d)
+            && !cx.persisted.has_below(d)
+            && !cx.persisted.contains(d)
+    };
+    let mut groups: BTreeMap<PathBuf, (u64, u64, bool)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (unit, c) in classified {
+        let target = if in_tree(&unit.path) && c.verdict != Verdict::Generated {
+            // Topmost mergeable proper ancestor.
+            let ancestors: Vec<&Path> = unit.path.ancestors().skip(1).collect();
+            ancestors
+                .into_iter()
+                .rev()
+                .find(|a| mergeable(a))
+                .map(Path::to_path_buf)
+        } else {
+            None
+        };
+        match target {
+            Some(dir) => {
+                let g = groups.entry(dir).or_default();
+                g.0 += unit.facts.files;
+                g.1 += unit.bytes;
+            }
+            None => out.push((unit, c)),
+        }
+    }
+    for (dir, (files, bytes, _)) in groups {
+        let facts = Facts {
+            kind: Some(EntryKind::Directory),
+            files,
+            ..Facts::default()
+        };
+        let c = classify::classify(&dir, &facts, cx.rules, k);
+        out.push((
+            Unit {
+                path: dir,
+                facts,
+                bytes,
+            },
+            c,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knowledge;
+
+    fn unit(path: &str, kind: EntryKind, files: u64) -> Unit {
+        Unit {
+            path: path.into(),
+            facts: Facts {
+                kind: Some(kind),
+                files,
+                ..Facts::default()
+            },
+            bytes: files * 100,
+        }
+    }
+
+    fn link(path: &str, target: &str) -> Unit {
+        Unit {
+            path: path.into(),
+            facts: Facts {
+                kind: Some(EntryKind::Symlink),
+                files: 1,
+                generated: 1,
+                link_target: Some(target.into()),
+                nixos_copied: false,
+            },
+            bytes: 10,
+        }
+    }
+
+    fn run(units: Vec<Unit>) -> Vec<(String, Verdict, Option<String>)> {
+        let persisted = PersistedSet::default();
+        let cx = Context {
+            knowledge: knowledge::builtin(),
+            persisted: &persisted,
+            rules: &[],
+            homes: Vec::new(),
+        };
+        suggest(units, &cx)
+            .into_iter()
+            .map(|s| {
+                (
+                    s.path.display().to_string(),
+                    s.verdict,
+                    s.user
+                        .map(|u| format!("{u}:{}", s.relative.unwrap().display())),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn etc_files_merge_into_directories_nixos_does_not_generate() {
+        use EntryKind::*;
+        let got = run(vec![
+            unit("/etc/wireguard/wg0.key", File, 1),
+            unit("/etc/wireguard/wg0.pub", File, 1),
+            unit("/etc/wireguard/peers/a", File, 1),
+            link("/etc/ssh/sshd_config", "/etc/static/ssh/sshd_config"),
+            unit("/etc/ssh/ssh_host_ed25519_key", File, 1),
+            unit("/etc/ssh/extra.conf", File, 1),
+            unit(
+                "/etc/NetworkManager/system-connections/home.nmconnection",
+                File,
+                1,
+            ),
+            unit("/etc/foo.conf", File, 1),
+        ]);
+        use Verdict::*;
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "/etc/NetworkManager/system-connections".into(),
+                    Persist,
+                    None
+                ),
+                ("/etc/ssh/ssh_host_ed25519_key".into(), Persist, None),
+                ("/etc/foo.conf".into(), Review, None),
+                ("/etc/ssh/extra.conf".into(), Review, None),
+                ("/etc/wireguard".into(), Review, None),
+                ("/etc/ssh/sshd_config".into(), Generated, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn home_paths_become_user_entries() {
+        use EntryKind::*;
+        let got = run(vec![
+            unit("/home/josh/.config", Directory, 4),
+            unit("/home/josh/.cache", Directory, 40),
+            unit("/root/.bash_history", File, 1),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "/home/josh/.config".into(),
+                    Verdict::Persist,
+                    Some("josh:.config".into())
+                ),
+                (
+                    "/root/.bash_history".into(),
+                    Verdict::Persist,
+                    Some("root:.bash_history".into())
+                ),
+                (
+                    "/home/josh/.cache".into(),
+                    Verdict::Ephemeral,
+                    Some("josh:.cache".into())
+                ),
+            ]
+        );
+    }
+}

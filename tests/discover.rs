@@ -1,0 +1,571 @@
+//! `audit`, `check` and `baseline` on fixture trees built here, one per seed host: what each
+//! finds, how it classifies it, and that `--format nix` is Nix that persists exactly the
+//! `persist` suggestions.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rnix::ast::{self, HasEntry};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A directory tree standing for a host's root.
+struct Tree {
+    dir: TempDir,
+    /// Configuration files live beside the tree, not in it.
+    etc: TempDir,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let tree = Tree {
+            dir: TempDir::new().unwrap(),
+            etc: TempDir::new().unwrap(),
+        };
+        // What every NixOS root has: the store (never walked), /etc links and copies.
+        tree.file("nix/store/abc-etc/etc/ssh/sshd_config", "Port 22\n");
+        tree.link("etc/static", "/nix/store/abc-etc/etc");
+        tree.link("etc/ssh/sshd_config", "/etc/static/ssh/sshd_config");
+        tree.link("etc/pam.d/sshd", "/etc/static/pam.d/sshd");
+        tree.link("etc/resolv.conf", "/run/systemd/resolve/stub-resolv.conf");
+        tree.file("etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+        tree.file("etc/sudoers", "root ALL=(ALL) ALL\n");
+        tree.file("etc/.clean", "sudoers\n");
+        tree.file("etc/NIXOS", "");
+        tree.dir("var/empty");
+        tree.dir("var/lib/private");
+        tree.dir("var/lib/nixos");
+        tree.file("proc/cpuinfo", "processor: 0\n");
+        tree
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a configuration file outside the tree and returns its path.
+    fn config(&self, name: &str, text: &str) -> String {
+        let path = self.etc.path().join(name);
+        fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    fn file(&self, rel: &str, content: &str) {
+        let path = self.root().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    fn dir(&self, rel: &str) {
+        fs::create_dir_all(self.root().join(rel)).unwrap();
+    }
+
+    fn link(&self, rel: &str, target: &str) {
+        let path = self.root().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        symlink(target, path).unwrap();
+    }
+
+    fn imperm(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let out = self.imperm(args);
+        let code = out.status.code().unwrap();
+        assert!(
+            code <= 1,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (code, serde_json::from_slice(&out.stdout).unwrap())
+    }
+}
+
+/// `(path, verdict, user)` of every suggestion that is not `generated`.
+fn verdicts(v: &Value) -> Vec<(String, String, Option<String>)> {
+    v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["verdict"] != "generated")
+        .map(|s| {
+            (
+                s["path"].as_str().unwrap().to_string(),
+                s["verdict"].as_str().unwrap().to_string(),
+                s["user"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn own(list: &[(&str, &str, Option<&str>)]) -> Vec<(String, String, Option<String>)> {
+    list.iter()
+        .map(|(p, v, u)| (p.to_string(), v.to_string(), u.map(str::to_string)))
+        .collect()
+}
+
+/// H001, the service host (with the built-in server template as its persisted set).
+#[test]
+fn service_host_audit_classifies_each_service() {
+    let t = Tree::new();
+    t.file("var/lib/forgejo/data/forgejo.db", "sqlite");
+    t.file("var/lib/forgejo/repos/josh/dotfiles.git/HEAD", "ref: main");
+    t.file("var/lib/postgresql/16/PG_VERSION", "16");
+    t.file("var/lib/zitadel/key", "k");
+    t.file("var/lib/openbao/core/seal", "s");
+    t.file("bao-keys/unseal-1", "u");
+    t.file("var/cache/nginx/proxy/a", "cached page");
+    t.file("var/lib/containers/storage/volumes/n8n/_data/db", "n8n");
+    t.file(
+        "var/lib/containers/storage/overlay/l/ABC/diff/bin/sh",
+        "elf",
+    );
+    t.file(
+        "var/lib/containers/storage/overlay-images/images.json",
+        "[]",
+    );
+    t.file("var/lib/containers/storage/libpod/bolt_state.db", "bolt");
+    t.file("home/josh/.config/nvim/init.lua", "vim.o.number = true");
+    t.file("home/josh/.cache/pip/x", "wheel");
+    t.file("etc/wireguard/wg0.key", "private");
+    t.file("etc/custom.conf", "written at runtime");
+    t.file("var/lib/systemd/timers/stamp-fstrim.timer", "");
+    t.file("var/lib/systemd/random-seed", "seed");
+    t.file("var/tmp/build.log", "log");
+    let (code, v) = t.json(&["audit", "--format", "json"]);
+    assert_eq!(code, 1, "persist suggestions make exit 1");
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/bao-keys", "persist", None),
+            ("/home/josh/.config", "persist", Some("josh")),
+            ("/var/lib/containers/storage/libpod", "persist", None),
+            ("/var/lib/containers/storage/volumes", "persist", None),
+            ("/var/lib/forgejo", "persist", None),
+            ("/var/lib/openbao", "persist", None),
+            ("/var/lib/postgresql", "persist", None),
+            ("/var/lib/systemd/random-seed", "persist", None),
+            ("/var/lib/systemd/timers", "persist", None),
+            ("/var/lib/zitadel", "persist", None),
+            ("/etc/custom.conf", "review", None),
+            ("/etc/wireguard", "review", None),
+            ("/home/josh/.cache", "ephemeral", Some("josh")),
+            ("/var/cache/nginx", "ephemeral", None),
+            ("/var/lib/containers/storage/overlay", "ephemeral", None),
+            (
+                "/var/lib/containers/storage/overlay-images",
+                "ephemeral",
+                None
+            ),
+            ("/var/tmp", "ephemeral", None),
+        ])
+    );
+    let forgejo = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/forgejo")
+        .unwrap();
+    assert_eq!(forgejo["files"], 2);
+    assert_eq!(forgejo["bytes"], 15);
+    assert_eq!(forgejo["kind"], "directory");
+    assert_eq!(forgejo["service"], "Forgejo");
+    let config = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/home/josh/.config")
+        .unwrap();
+    assert_eq!(config["relative"], ".config");
+    // What NixOS makes is generated, never a suggestion to act on.
+    let generated: Vec<&str> = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["verdict"] == "generated")
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    for path in [
+        "/etc/ssh/sshd_config",
+        "/etc/static",
+        "/etc/passwd",
+        "/etc/sudoers",
+        "/etc/resolv.conf",
+        "/etc/pam.d/sshd",
+    ] {
+        assert!(
+            generated.contains(&path),
+            "{path} is generated: {generated:?}"
+        );
+    }
+    // Never broader than needed.
+    for s in v["suggestions"].as_array().unwrap() {
+        let p = s["path"].as_str().unwrap();
+        assert!(
+            !["/", "/var", "/var/lib", "/etc", "/home/josh", "/home"].contains(&p),
+            "{p}"
+        );
+    }
+}
+
+/// O001, the gateway: DynamicUser state and a link systemd makes.
+#[test]
+fn gateway_audit() {
+    let t = Tree::new();
+    t.file("var/lib/vaultwarden/db.sqlite3", "vault");
+    t.file("var/lib/postgresql/16/base/1", "x");
+    t.file("var/lib/fail2ban/fail2ban.sqlite3", "bans");
+    t.file("var/lib/private/AdGuardHome/data/sessions.db", "s");
+    t.link("var/lib/AdGuardHome", "private/AdGuardHome");
+    t.dir("var/lib/empty-service");
+    let (_, v) = t.json(&["audit", "--format", "json"]);
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/var/lib/fail2ban", "persist", None),
+            ("/var/lib/postgresql", "persist", None),
+            ("/var/lib/private", "persist", None),
+            ("/var/lib/vaultwarden", "persist", None),
+        ])
+    );
+    // DynamicUser= state must be persisted with mode 0700.
+    let private = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/private")
+        .unwrap();
+    assert_eq!(private["mode"], "0700");
+    let text = String::from_utf8(t.imperm(&["audit", "--format", "nix"]).stdout).unwrap();
+    assert!(
+        text.contains("{ directory = \"/var/lib/private\"; mode = \"0700\"; }"),
+        "{text}"
+    );
+}
+
+/// L001 and H003 with their own persisted sets (from Nix JSON and from a config file):
+/// what is persisted is not walked and not suggested.
+#[test]
+fn persisted_paths_are_left_out() {
+    let t = Tree::new();
+    t.file("var/lib/headscale/db.sqlite", "nodes");
+    t.file("var/lib/dnsmasq/dnsmasq.leases", "lease");
+    t.file("var/lib/tailscale/tailscaled.state", "state");
+    let json = t.config(
+        "persistence.json",
+        r#"{"/persist": {"directories": ["/var/lib/headscale", "/var/lib/tailscale"]}}"#,
+    );
+    let (code, v) = t.json(&["--persistence-json", &json, "audit", "--format", "json"]);
+    assert_eq!(code, 1);
+    assert_eq!(verdicts(&v), own(&[("/var/lib/dnsmasq", "persist", None)]));
+
+    let config = t.config(
+        "imperm.toml",
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/headscale\", \"/var/lib/tailscale\", \"/var/lib/dnsmasq\"]\n",
+    );
+    let (code, v) = t.json(&["--config", &config, "audit", "--format", "json"]);
+    assert_eq!(code, 0, "nothing left to persist: exit 0");
+    assert_eq!(verdicts(&v), own(&[]));
+}
+
+/// Juni, the laptop: home paths become `users.josh` entries relative to the home.
+#[test]
+fn laptop_home_paths_become_user_entries() {
+    let t = Tree::new();
+    t.file("home/josh/.ssh/id_ed25519", "key");
+    t.file("home/josh/.mozilla/firefox/profiles.ini", "[Profile0]");
+    t.file("home/josh/.local/share/fish/fish_history", "ls");
+    t.file("home/josh/.local/state/wireplumber/x", "y");
+    t.file("home/josh/Downloads/iso", "big");
+    t.file("home/josh/.zsh_history", "ls");
+    t.link(
+        "home/josh/.nix-profile",
+        "/nix/var/nix/profiles/per-user/josh/profile",
+    );
+    t.file("root/.bash_history", "reboot");
+    let config = t.config(
+        "imperm.toml",
+        "[persistence.\"/persist\"]\nusers.josh.directories = [\".ssh\"]\n",
+    );
+    let (_, v) = t.json(&["--config", &config, "audit", "--format", "json"]);
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/home/josh/.local/share", "persist", Some("josh")),
+            ("/home/josh/.mozilla", "persist", Some("josh")),
+            ("/home/josh/.zsh_history", "persist", Some("josh")),
+            ("/root/.bash_history", "persist", Some("root")),
+            ("/home/josh/.local/state", "review", Some("josh")),
+            ("/home/josh/Downloads", "review", Some("josh")),
+        ])
+    );
+    let out = t.imperm(&["--config", &config, "audit", "--format", "nix"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("  users.josh = {\n    directories = [\n      \".local/share\"\n      \".mozilla\"\n    ];\n    files = [\n      \".zsh_history\"\n    ];\n  };\n"), "{text}");
+}
+
+/// Every string of a list in the snippet, with the attribute path leading to it.
+fn nix_entries(text: &str) -> Vec<(String, String)> {
+    fn attr(a: ast::Attr) -> String {
+        match a {
+            ast::Attr::Ident(i) => i.ident_token().unwrap().text().to_string(),
+            ast::Attr::Str(s) => string(&s),
+            ast::Attr::Dynamic(_) => panic!("dynamic attribute"),
+        }
+    }
+    fn string(s: &ast::Str) -> String {
+        s.normalized_parts()
+            .into_iter()
+            .map(|p| match p {
+                ast::InterpolPart::Literal(t) => t,
+                ast::InterpolPart::Interpolation(_) => panic!("interpolation"),
+            })
+            .collect()
+    }
+    fn walk(expr: ast::Expr, path: &[String], out: &mut Vec<(String, String)>) {
+        match expr {
+            ast::Expr::AttrSet(set) => {
+                for apv in set.attrpath_values() {
+                    let mut p = path.to_vec();
+                    p.extend(apv.attrpath().unwrap().attrs().map(attr));
+                    walk(apv.value().unwrap(), &p, out);
+                }
+            }
+            ast::Expr::List(list) => {
+                for item in list.items() {
+                    match item {
+                        ast::Expr::Str(s) => out.push((path.join("."), string(&s))),
+                        ast::Expr::AttrSet(set) => {
+                            for apv in set.attrpath_values() {
+                                let key: Vec<String> =
+                                    apv.attrpath().unwrap().attrs().map(attr).collect();
+                                if key == ["directory"] || key == ["file"] {
+                                    if let ast::Expr::Str(s) = apv.value().unwrap() {
+                                        out.push((path.join("."), string(&s)));
+                                    }
+                                }
+                            }
+                        }
+                        other => panic!("unexpected list item {other}"),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let parsed = rnix::Root::parse(&format!("{{\n{text}}}"));
+    assert!(
+        parsed.errors().is_empty(),
+        "not Nix: {:?}\n{text}",
+        parsed.errors()
+    );
+    let mut out = Vec::new();
+    walk(parsed.tree().expr().unwrap(), &[], &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn check_format_nix_is_nix_that_persists_exactly_the_persist_suggestions() {
+    let t = Tree::new();
+    t.file("var/lib/forgejo/data/db", "x");
+    t.file("var/lib/containers/storage/volumes/v/_data/x", "x");
+    t.file("var/lib/containers/storage/overlay/l/x", "x");
+    t.file("home/josh/.config/git/config", "[user]");
+    t.file("home/josh/.gnupg/pubring.kbx", "k");
+    t.file("etc/adjtime", "0.0 0 0.0");
+    t.file("weird \"dir\"/${x}", "x");
+    for style in ["impermanence", "preservation"] {
+        let out = t.imperm(&["check", "--format", "nix", "--style", style]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let head = if style == "impermanence" {
+            "environment.persistence./persist"
+        } else {
+            "preservation.preserveAt./persist"
+        };
+        let (_, v) = t.json(&["check", "--format", "json"]);
+        let mut want: Vec<(String, String)> = v["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["verdict"] == "persist")
+            .map(|s| {
+                let list = if s["kind"] == "directory" {
+                    "directories"
+                } else {
+                    "files"
+                };
+                match s["user"].as_str() {
+                    Some(u) => (
+                        format!("{head}.users.{u}.{list}"),
+                        s["relative"].as_str().unwrap().to_string(),
+                    ),
+                    None => (
+                        format!("{head}.{list}"),
+                        s["path"].as_str().unwrap().to_string(),
+                    ),
+                }
+            })
+            .collect();
+        want.sort();
+        assert!(!want.is_empty());
+        assert_eq!(nix_entries(&text), want, "{style}:\n{text}");
+    }
+}
+
+#[test]
+fn check_since_a_baseline_reports_only_what_changed() {
+    let t = Tree::new();
+    t.file("var/lib/activation/state", "written by activation");
+    t.file("etc/activation.conf", "written by activation");
+    let out = t.imperm(&["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("baseline: "), "{text}");
+    assert!(t.root().join("run/imperm/baseline").exists());
+
+    let (code, v) = t.json(&["check", "--format", "json"]);
+    assert_eq!(code, 0, "nothing changed since the baseline: {v}");
+    assert_eq!(verdicts(&v), own(&[]));
+    assert!(
+        v["baseline"]
+            .as_str()
+            .unwrap()
+            .ends_with("run/imperm/baseline")
+    );
+
+    t.file("var/lib/newservice/db", "new since boot");
+    t.file("var/lib/activation/more", "new file in an old directory");
+    fs::write(t.root().join("etc/activation.conf"), "changed at runtime").unwrap();
+    let (code, v) = t.json(&["check", "--format", "json"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/var/lib/activation", "persist", None),
+            ("/var/lib/newservice", "persist", None),
+            ("/etc/activation.conf", "review", None),
+        ])
+    );
+    let activation = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/activation")
+        .unwrap();
+    assert_eq!(activation["files"], 1, "only the new file counts");
+    // audit ignores the baseline.
+    let (_, v) = t.json(&["audit", "--format", "json"]);
+    let audit = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/activation")
+        .unwrap();
+    assert_eq!(audit["files"], 2);
+}
+
+#[test]
+fn ignore_globs_and_user_rules_from_the_configuration() {
+    let t = Tree::new();
+    t.file("var/lib/scratch/x", "x");
+    t.file("var/lib/keep/x", "x");
+    t.file("var/lib/keep/tmp/y.tmp", "y");
+    t.file("srv/media/film", "x");
+    let config = t.config(
+        "imperm.toml",
+        r#"[check]
+ignore = ["/var/lib/scratch", "/var/lib/scratch/**", "**/*.tmp"]
+[[check.rule]]
+path = "/srv/*"
+verdict = "persist"
+reason = "the NAS's shares"
+"#,
+    );
+    let (_, v) = t.json(&["--config", &config, "audit", "--format", "json"]);
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/srv/media", "persist", None),
+            ("/var/lib/keep", "persist", None)
+        ])
+    );
+    let media = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/srv/media")
+        .unwrap();
+    assert_eq!(media["reason"], "your rule for /srv/*: the NAS's shares");
+    let keep = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/keep")
+        .unwrap();
+    assert_eq!(keep["files"], 1, "the .tmp file is ignored");
+}
+
+#[test]
+fn symlinks_are_never_followed_out_of_the_tree() {
+    let t = Tree::new();
+    let outside = TempDir::new().unwrap();
+    fs::write(outside.path().join("secret"), "outside").unwrap();
+    t.link("var/lib/sneaky", outside.path().to_str().unwrap());
+    t.file("var/lib/real/x", "x");
+    let (_, v) = t.json(&["audit", "--format", "json"]);
+    let sneaky = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/sneaky")
+        .unwrap();
+    assert_eq!(sneaky["kind"], "file", "a link is reported as itself");
+    assert_eq!(sneaky["files"], 1);
+    assert!(
+        !v.to_string().contains("/var/lib/sneaky/secret"),
+        "nothing behind the link was walked"
+    );
+}
+
+#[test]
+fn human_output_groups_by_verdict_with_sizes() {
+    let t = Tree::new();
+    t.file("var/lib/forgejo/db", &"x".repeat(2048));
+    t.file("var/cache/nginx/c", "c");
+    let out = t.imperm(&["audit", "--color", "never"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "persist: a reset loses this (1)");
+    assert!(
+        lines[1].starts_with("  /var/lib/forgejo ")
+            && lines[1].contains("1 file")
+            && lines[1].contains("2.0 KiB"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ephemeral: safe to lose (1)\n  /var/cache/nginx"),
+        "{text}"
+    );
+    assert!(text.contains("generated: "), "{text}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("1 to persist, 0 to review, 1 ephemeral · "),
+        "{text}"
+    );
+}
