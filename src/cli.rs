@@ -171,6 +171,10 @@ pub struct DiffArgs {
     #[arg(long, value_name = "SNAP")]
     pub against: Option<String>,
 
+    /// Compare by walking both trees, not through a btrfs send stream
+    #[arg(long)]
+    pub walk: bool,
+
     #[command(flatten)]
     pub discover: DiscoverArgs,
 

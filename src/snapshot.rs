@@ -68,7 +68,8 @@ pub struct Found {
 }
 
 /// The subvolumes in `dir` (relative to the top level). Anything that is not a subvolume
-/// (the reset's state file, a stray directory, a symlink) is not a snapshot and is skipped.
+/// (a stray directory, a symlink) is not a snapshot and is skipped, and so are dot-names:
+/// imperm's own state file, baseline and temporary diff snapshots.
 pub fn list(
     backend: &dyn Backend,
     top: &TopLevel,
@@ -82,6 +83,9 @@ pub fn list(
     };
     let mut found = Vec::new();
     for name in names {
+        if name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
         let rel = dir.join(&name);
         if backend.kind(top, &rel)? != Kind::Subvolume {
             continue;

@@ -86,6 +86,21 @@ struct InoLookupUserArgs {
     path: [u8; 3824],
 }
 
+#[repr(C)]
+struct SendArgs {
+    send_fd: i64,
+    clone_sources_count: u64,
+    clone_sources: *const u64,
+    parent_root: u64,
+    flags: u64,
+    version: u32,
+    reserved: [u8; 28],
+}
+
+/// `BTRFS_SEND_FLAG_NO_FILE_DATA`: metadata only, with `UPDATE_EXTENT` for changed ranges.
+const SEND_NO_FILE_DATA: u64 = 0x1;
+
+const SEND: u32 = opcode::write::<SendArgs>(MAGIC, 38);
 const SUBVOL_CREATE: u32 = opcode::write::<VolArgs>(MAGIC, 14);
 const SNAP_DESTROY: u32 = opcode::write::<VolArgs>(MAGIC, 15);
 const SNAP_CREATE_V2: u32 = opcode::write::<VolArgsV2>(MAGIC, 23);
@@ -285,6 +300,50 @@ impl Backend for Btrfs {
     }
 }
 
+impl Btrfs {
+    /// The metadata-only send stream of read-only subvolume `snap` relative to read-only
+    /// `parent`, parsed. Its cost follows what differs between the two, when they share
+    /// history (a snapshot and a later snapshot of the same subvolume).
+    pub fn send_metadata(
+        &self,
+        top: &TopLevel,
+        parent: &Path,
+        snap: &Path,
+    ) -> Result<Vec<crate::sendstream::Command>> {
+        let parent_id = self.info(top, parent)?.id;
+        let source = self.open(top, "send", snap)?;
+        let (reader, writer) = std::io::pipe().map_err(|e| FsError::new("send", snap, e))?;
+        // The kernel writes the stream into the pipe while the ioctl runs; read it as it comes.
+        let parser =
+            std::thread::spawn(move || crate::sendstream::parse(std::io::BufReader::new(reader)));
+        let clone_sources = [parent_id];
+        let args = SendArgs {
+            send_fd: i64::from(std::os::fd::AsRawFd::as_raw_fd(&writer)),
+            clone_sources_count: 1,
+            clone_sources: clone_sources.as_ptr(),
+            parent_root: parent_id,
+            flags: SEND_NO_FILE_DATA,
+            version: 0,
+            reserved: [0; 28],
+        };
+        // SAFETY: SEND reads a btrfs_ioctl_send_args (72 bytes, checked below); the pipe and
+        // `clone_sources` outlive the call.
+        let sent = unsafe { ioctl(&source, Setter::<SEND, SendArgs>::new(args)) };
+        drop(writer);
+        let parsed = parser.join().map_err(|_| {
+            FsError::new("send", snap, io::Error::other("the stream reader panicked"))
+        })?;
+        sent.map_err(|e| {
+            FsError::new(
+                &format!("send (parent {})", parent.display()),
+                snap,
+                e.into(),
+            )
+        })?;
+        parsed.map_err(|e| FsError::new("read the send stream of", snap, io::Error::other(e)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +371,7 @@ mod tests {
         assert_eq!(GET_SUBVOL_INFO, 0x81f8_943c);
         assert_eq!(GET_SUBVOL_ROOTREF, 0xd000_943d);
         assert_eq!(INO_LOOKUP_USER, 0xd000_943e);
+        assert_eq!(std::mem::size_of::<SendArgs>(), 72);
+        assert_eq!(SEND, 0x4048_9426);
     }
 }

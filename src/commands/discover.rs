@@ -322,6 +322,15 @@ fn baseline_snapshot(config: &Config, args: &FsArgs) -> Result<PathBuf, String> 
     }
     let top = TopLevel::open(&fs, args.mounted.as_deref()).map_err(|e| e.to_string())?;
     top.lock().map_err(|e| e.to_string())?;
+    if backend
+        .kind(&top, &fs.snapshot_dir)
+        .map_err(|e| e.to_string())?
+        == backend::Kind::Missing
+    {
+        backend
+            .create(&top, &fs.snapshot_dir)
+            .map_err(|e| e.to_string())?;
+    }
     let snap = fs.snapshot_dir.join(baseline::SNAPSHOT);
     let kind = backend.kind(&top, &snap).map_err(|e| e.to_string())?;
     if kind == backend::Kind::Subvolume {

@@ -1,6 +1,7 @@
 //! Commands: each takes the parsed command line, does its work through the library's
 //! modules, and hands one result to `output`. This is where I/O meets the pure core.
 
+mod diff;
 mod discover;
 mod generate;
 mod lint;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Check(args) => discover::check(global, args),
         Command::Audit(args) => discover::audit(global, args),
         Command::Baseline(fs) => discover::baseline(global, fs),
+        Command::Diff(args) => diff::run(global, args),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),
         Command::Snapshots(SnapshotsCommand::Gc(args)) | Command::Gc(args) => {
@@ -43,7 +45,6 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
 /// Commands later issues fill in say so and change nothing.
 fn not_built(command: &Command) -> Error {
     let (command, plan) = match command {
-        Command::Diff(_) => ("diff", "planned in issue #4"),
         Command::Journal { .. } => ("journal", "planned in issue #5"),
         Command::Restore { .. } => ("restore", "planned in issue #5"),
         Command::Migrate { .. } => ("migrate", "not yet planned in an issue"),
@@ -53,6 +54,7 @@ fn not_built(command: &Command) -> Error {
         | Command::Check(_)
         | Command::Audit(_)
         | Command::Baseline(_)
+        | Command::Diff(_)
         | Command::Reset(_)
         | Command::Snapshots(_)
         | Command::Ls(_)

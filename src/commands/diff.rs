@@ -1,0 +1,370 @@
+//! `diff`: raw changes outside persisted paths, since the boot baseline or against an
+//! old-root snapshot, with the suggestions they make.
+//!
+//! On btrfs, when the other side is a snapshot of the current root (the baseline snapshot),
+//! the changes come from a metadata-only send stream between it and a snapshot of the root
+//! now, whose cost follows what changed. Otherwise (an old root a reset kept shares no
+//! history with the fresh root; other filesystems; `--walk`) both trees are walked and
+//! compared entry by entry.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use super::discover::{self, write_suggestions};
+use crate::backend::{self, Backend, Btrfs, Kind};
+use crate::baseline::{self, Manifest, Meta, differences};
+use crate::classify::{EntryKind, Facts};
+use crate::cli::{DiffArgs, GlobalArgs};
+use crate::config::{Config, FilesystemConfig, FsType};
+use crate::error::{Error, FsError};
+use crate::exit::ExitStatus;
+use crate::knowledge::{self, Knowledge};
+use crate::nix::{self, Style};
+use crate::output::{self, Report, Styles, count};
+use crate::paths::under_root;
+use crate::persisted::PersistedSet;
+use crate::scan::{self, Unit};
+use crate::sendstream::{self, Change, ChangeKind};
+use crate::suggest::{self, Suggestion};
+use crate::toplevel::TopLevel;
+
+#[derive(Debug, Serialize)]
+struct DiffReport {
+    /// The snapshot compared with, or null for the boot baseline.
+    against: Option<String>,
+    /// `btrfs-send` or `walk`.
+    method: &'static str,
+    changes: Vec<Change>,
+    suggestions: Vec<Suggestion>,
+    #[serde(skip)]
+    storage: PathBuf,
+    #[serde(skip)]
+    style: Style,
+}
+
+pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
+    let config = super::load_config(global)?;
+    let fs = super::filesystem(&config, &args.fs).ok();
+    let sendable = !args.walk
+        && fs.as_ref().is_some_and(|f| f.fs_type == FsType::Btrfs)
+        && (args.fs.mounted.is_some() || rustix::process::geteuid().is_root());
+    let (method, raw) = match (&args.against, fs.as_ref()) {
+        (None, _) => {
+            let snapshot_diff = match (sendable, fs.as_ref()) {
+                (true, Some(fs)) => send_if_baseline_snapshot(fs, args)?,
+                _ => None,
+            };
+            match snapshot_diff {
+                Some(changes) => ("btrfs-send", changes),
+                None => {
+                    let (_, manifest) = discover::load_manifest(&config.root)?.ok_or_else(|| {
+                        Error::Usage(format!(
+                            "no baseline in {}: run `imperm baseline` right after boot (the NixOS module does), or pass --against SNAP",
+                            under_root(&config.root, Path::new(baseline::MANIFEST)).display()
+                        ))
+                    })?;
+                    ("walk", walk_diff(&config, &manifest)?)
+                }
+            }
+        }
+        (Some(_), None) => {
+            return Err(super::filesystem(&config, &args.fs)
+                .err()
+                .unwrap_or_else(|| {
+                    Error::Usage(
+                        "--against needs the filesystem: add [filesystem] or pass --fs".into(),
+                    )
+                }));
+        }
+        (Some(snap), Some(fs)) => against(&config, fs, args, snap, sendable)?,
+    };
+    let changes = outside_persisted(raw, &config);
+    let against_snapshot = args.against.is_some();
+    let units = units_of(&changes, &config, against_snapshot);
+    let report = DiffReport {
+        against: args.against.clone(),
+        method,
+        suggestions: suggest::suggest(units, &discover::context(&config)),
+        changes,
+        storage: discover::storage(&config),
+        style: args.discover.style,
+    };
+    output::emit(&report, global.format, global.color)?;
+    Ok(ExitStatus::Clean)
+}
+
+/// A changed path relative to a subvolume, as seen from the host's `/`.
+fn host(rel: &Path) -> PathBuf {
+    Path::new("/").join(rel)
+}
+
+fn as_host(mut changes: Vec<Change>) -> Vec<Change> {
+    for c in &mut changes {
+        c.path = host(&c.path);
+        c.from = c.from.as_deref().map(host);
+    }
+    changes
+}
+
+/// With a `.baseline` snapshot: the send stream from it to a snapshot of the root now.
+fn send_if_baseline_snapshot(
+    fs: &FilesystemConfig,
+    args: &DiffArgs,
+) -> Result<Option<Vec<Change>>, Error> {
+    let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
+    let parent = fs.snapshot_dir.join(baseline::SNAPSHOT);
+    if Btrfs.kind(&top, &parent)? != Kind::Subvolume || !taken_of_root(&top, fs, &parent)? {
+        return Ok(None);
+    }
+    Ok(Some(send_against_now(&top, fs, &parent)?))
+}
+
+/// Whether `snap` was taken of the current root subvolume. Only then do the two share the
+/// history a send stream is computed from; an old root a reset kept does not (the root was
+/// created anew), and neither does a baseline snapshot of an earlier boot.
+fn taken_of_root(top: &TopLevel, fs: &FilesystemConfig, snap: &Path) -> Result<bool, Error> {
+    let root = Btrfs.info(top, &fs.root_subvolume)?;
+    let snap = Btrfs.info(top, snap)?;
+    Ok(root.uuid.is_some() && snap.parent_uuid == root.uuid)
+}
+
+/// Takes a temporary read-only snapshot of the root and reads the send stream from
+/// `parent` to it. The temporary snapshot is removed again, also when the send fails.
+fn send_against_now(
+    top: &TopLevel,
+    fs: &FilesystemConfig,
+    parent: &Path,
+) -> Result<Vec<Change>, Error> {
+    top.lock()?;
+    // Left over by a diff that was killed: ours by name, and the lock says no diff runs.
+    for name in top
+        .list_dir(&fs.snapshot_dir)
+        .map_err(|e| FsError::new("list", &fs.snapshot_dir, e))?
+    {
+        if name.as_encoded_bytes().starts_with(b".imperm-diff-") {
+            crate::snapshot::delete_tree(&Btrfs, top, &fs.snapshot_dir.join(name))?;
+        }
+    }
+    let now = fs
+        .snapshot_dir
+        .join(format!(".imperm-diff-{}", std::process::id()));
+    Btrfs.snapshot(top, &fs.root_subvolume, &now, true)?;
+    let sent = Btrfs.send_metadata(top, parent, &now);
+    let removed = Btrfs.delete(top, &now);
+    let commands = sent?;
+    removed?;
+    Ok(as_host(sendstream::changes(&commands)))
+}
+
+/// `--against SNAP`.
+fn against(
+    config: &Config,
+    fs: &FilesystemConfig,
+    args: &DiffArgs,
+    snap: &str,
+    sendable: bool,
+) -> Result<(&'static str, Vec<Change>), Error> {
+    if snap.is_empty() || snap.contains('/') || snap == "." || snap == ".." {
+        return Err(Error::Usage(format!(
+            "--against {snap:?}: give a snapshot's name in {}",
+            fs.snapshot_dir.display()
+        )));
+    }
+    let backend = backend::for_type(fs.fs_type);
+    if !backend.has_subvolumes() {
+        return Err(Error::Usage(
+            "a tmpfs root has no snapshots to compare with".into(),
+        ));
+    }
+    let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
+    let rel = fs.snapshot_dir.join(snap);
+    if backend.kind(&top, &rel)? != Kind::Subvolume {
+        return Err(Error::Usage(format!(
+            "no snapshot {snap:?} in {} (see `imperm snapshots ls`)",
+            top.join(&fs.snapshot_dir).display()
+        )));
+    }
+    if sendable && taken_of_root(&top, fs, &rel)? {
+        return Ok(("btrfs-send", send_against_now(&top, fs, &rel)?));
+    }
+    let old = record(config, &top.join(&rel))?;
+    Ok(("walk", walk_diff(config, &old)?))
+}
+
+/// Every entry of the tree at `root`, as a manifest.
+fn record(config: &Config, root: &Path) -> Result<Manifest, Error> {
+    let request = scan::Request {
+        root,
+        persisted: &config.persisted,
+        knowledge: knowledge::builtin(),
+        ignore: None,
+        since: None,
+        progress: true,
+    };
+    let (entries, _) = scan::record(&request)?;
+    Ok(Manifest::new(entries))
+}
+
+/// Compares the root now with `old`, entry by entry.
+fn walk_diff(config: &Config, old: &Manifest) -> Result<Vec<Change>, Error> {
+    let now = record(config, &config.root)?;
+    let mut out = Vec::new();
+    for (path, meta) in now.iter() {
+        match old.get(path) {
+            None => out.push(change(path, ChangeKind::Added, meta, Vec::new())),
+            Some(before) => {
+                let what = differences(before, meta);
+                if !what.is_empty() {
+                    out.push(change(path, ChangeKind::Changed, meta, what));
+                }
+            }
+        }
+    }
+    for (path, meta) in old.iter() {
+        if now.get(path).is_none() {
+            out.push(change(path, ChangeKind::Removed, meta, Vec::new()));
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path).then(a.change.cmp(&b.change)));
+    Ok(out)
+}
+
+fn change(path: &Path, change: ChangeKind, meta: &Meta, what: Vec<&'static str>) -> Change {
+    Change {
+        path: path.to_path_buf(),
+        change,
+        kind: Some(meta.kind),
+        from: None,
+        what,
+    }
+}
+
+/// Drops changes in persisted paths, in the paths never walked, and in the ignore globs.
+fn outside_persisted(changes: Vec<Change>, config: &Config) -> Vec<Change> {
+    let k = knowledge::builtin();
+    let ignore = config.check.ignore_set();
+    changes
+        .into_iter()
+        .filter(|c| {
+            let p = &c.path;
+            p != Path::new("/")
+                && !config.persisted.contains(p)
+                && !config.persisted.storages().iter().any(|s| p.starts_with(s))
+                && !k.scan.never_walk.iter().any(|n| p.starts_with(n))
+                && !ignore.as_ref().is_some_and(|g| g.is_match(p))
+        })
+        .collect()
+}
+
+/// The unit a changed path belongs to: its topmost ancestor that is one piece of state.
+pub fn unit_of(path: &Path, k: &Knowledge, persisted: &PersistedSet) -> PathBuf {
+    let mut prefix = PathBuf::from("/");
+    for component in path.components() {
+        if let Component::Normal(name) = component {
+            prefix.push(name);
+            let splits = k.too_broad(&prefix)
+                || k.in_generated_tree(&prefix)
+                || k.has_known_below(&prefix)
+                || persisted.has_below(&prefix);
+            if !splits || prefix == path {
+                return prefix;
+            }
+        }
+    }
+    prefix
+}
+
+/// Units of state from the changes: what was added or changed since the baseline, or,
+/// against an old root, what it had that is gone or different now (what the reset wiped).
+fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<Unit> {
+    let k = knowledge::builtin();
+    let mut units: BTreeMap<PathBuf, Unit> = BTreeMap::new();
+    for c in changes {
+        let counts = match c.change {
+            ChangeKind::Added | ChangeKind::Renamed => !against_snapshot,
+            ChangeKind::Removed => against_snapshot,
+            ChangeKind::Changed => true,
+        };
+        if !counts {
+            continue;
+        }
+        let unit = unit_of(&c.path, k, &config.persisted);
+        let is_dir = c.kind == Some(EntryKind::Directory);
+        let size = if is_dir {
+            0
+        } else {
+            std::fs::symlink_metadata(under_root(&config.root, &c.path))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let entry = units.entry(unit.clone()).or_insert_with(|| Unit {
+            facts: Facts {
+                kind: Some(if unit == c.path {
+                    c.kind.unwrap_or(EntryKind::File)
+                } else {
+                    EntryKind::Directory
+                }),
+                ..Facts::default()
+            },
+            bytes: 0,
+            path: unit.clone(),
+        });
+        if !is_dir {
+            entry.facts.files += 1;
+            entry.bytes += size;
+        }
+    }
+    units.into_values().collect()
+}
+
+impl Report for DiffReport {
+    const COMMAND: &'static str = "diff";
+
+    fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
+        for c in &self.changes {
+            let (mark, style) = match c.change {
+                ChangeKind::Added => ("+", s.good),
+                ChangeKind::Removed => ("-", s.problem),
+                ChangeKind::Changed => ("~", s.heading),
+                ChangeKind::Renamed => (">", s.heading),
+            };
+            let from = c
+                .from
+                .as_ref()
+                .map(|f| format!(" (from {})", f.display()))
+                .unwrap_or_default();
+            let what = if c.what.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", c.what.join(", "))
+            };
+            writeln!(
+                out,
+                "{style}{mark}{style:#} {}{from}{what}",
+                c.path.display()
+            )?;
+        }
+        if !self.suggestions.is_empty() {
+            writeln!(out)?;
+            write_suggestions(out, s, &self.suggestions)?;
+        }
+        let against = match &self.against {
+            Some(snap) => format!("against {snap}"),
+            None => "since the baseline".into(),
+        };
+        writeln!(
+            out,
+            "{} {against} ({}); {}",
+            count(self.changes.len(), "change", "changes"),
+            self.method,
+            discover::summary(&self.suggestions)
+        )
+    }
+
+    fn nix(&self) -> Option<String> {
+        Some(nix::render(&self.suggestions, &self.storage, self.style))
+    }
+}
