@@ -32,7 +32,27 @@ pub struct Meta {
 
 impl Meta {
     pub fn from_stat(st: &rustix::fs::Stat, target: Option<PathBuf>) -> Meta {
-        let kind = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        let mtime_ns = i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec);
+        Meta::from_parts(
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_size as u64,
+            mtime_ns,
+            target,
+        )
+    }
+
+    /// From a raw mode (with the file type bits) and the other fields.
+    pub fn from_parts(
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        size: u64,
+        mtime_ns: i128,
+        target: Option<PathBuf>,
+    ) -> Meta {
+        let kind = match rustix::fs::FileType::from_raw_mode(mode) {
             rustix::fs::FileType::Directory => EntryKind::Directory,
             rustix::fs::FileType::RegularFile => EntryKind::File,
             rustix::fs::FileType::Symlink => EntryKind::Symlink,
@@ -40,15 +60,15 @@ impl Meta {
         };
         Meta {
             kind,
-            mode: st.st_mode & 0o7777,
-            uid: st.st_uid,
-            gid: st.st_gid,
+            mode: mode & 0o7777,
+            uid,
+            gid,
             size: if kind == EntryKind::Directory {
                 0
             } else {
-                st.st_size as u64
+                size
             },
-            mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+            mtime_ns,
             target,
         }
     }
@@ -56,11 +76,33 @@ impl Meta {
 
 /// How an entry compares with the baseline.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
+pub enum Status {
     Unchanged,
     Added,
     /// What differs: `type`, `mode`, `owner`, `content`, `target`.
     Changed(Vec<&'static str>),
+}
+
+/// How an entry differs between two states of a root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Removed,
+    Changed,
+    Renamed,
+}
+
+/// One change (`diff`'s `changes[]`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub path: PathBuf,
+    pub change: ChangeKind,
+    pub kind: Option<EntryKind>,
+    /// For a rename: where it was.
+    pub from: Option<PathBuf>,
+    /// For a change: what changed (`type`, `mode`, `owner`, `content`, `target`).
+    pub what: Vec<&'static str>,
 }
 
 /// What differs between two states of one entry. A directory's size and mtime change
@@ -122,15 +164,15 @@ impl Manifest {
         self.entries.iter()
     }
 
-    pub fn compare(&self, path: &Path, meta: &Meta) -> Change {
+    pub fn compare(&self, path: &Path, meta: &Meta) -> Status {
         match self.entries.get(path) {
-            None => Change::Added,
+            None => Status::Added,
             Some(old) => {
                 let what = differences(old, meta);
                 if what.is_empty() {
-                    Change::Unchanged
+                    Status::Unchanged
                 } else {
-                    Change::Changed(what)
+                    Status::Changed(what)
                 }
             }
         }

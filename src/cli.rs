@@ -69,8 +69,8 @@ pub enum Command {
     /// Raw added/removed/changed entries outside persisted paths
     ///
     /// Since the boot baseline, or against an old-root snapshot ("what did the last reset
-    /// wipe?"). On btrfs, with both sides snapshots, the diff reads a `btrfs send` stream of
-    /// metadata only, so it costs what changed, not the size of the tree.
+    /// wipe?"). On btrfs, since the baseline snapshot, the diff searches the tree for inodes
+    /// written since, so it costs what changed, not the size of the tree.
     Diff(DiffArgs),
 
     /// Like check, for a host whose root is not yet ephemeral: what would a wipe lose?
@@ -171,7 +171,7 @@ pub struct DiffArgs {
     #[arg(long, value_name = "SNAP")]
     pub against: Option<String>,
 
-    /// Compare by walking both trees, not through a btrfs send stream
+    /// Compare by walking both trees, not through the btrfs generation search
     #[arg(long)]
     pub walk: bool,
 

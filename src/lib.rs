@@ -23,7 +23,6 @@ pub mod persisted;
 pub mod reset;
 pub mod retention;
 pub mod scan;
-pub mod sendstream;
 pub mod snapshot;
 pub mod suggest;
 pub mod toplevel;

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
-use crate::baseline::{Change, Manifest, Meta};
+use crate::baseline::{Manifest, Meta, Status};
 use crate::classify::{EntryKind, Facts};
 use crate::knowledge::Knowledge;
 use crate::paths::under_root;
@@ -361,7 +361,7 @@ impl<'a> Walker<'a> {
     fn changed(&self, path: &Path, meta: &Meta) -> bool {
         match self.req.since {
             None => true,
-            Some(manifest) => manifest.compare(path, meta) != Change::Unchanged,
+            Some(manifest) => manifest.compare(path, meta) != Status::Unchanged,
         }
     }
 

@@ -98,8 +98,10 @@ fn change_everything(fs: &LoopBtrfs) {
 }
 
 #[test]
-fn the_send_stream_diff_sees_every_kind_of_change() {
-    let Some(fs) = btrfs("diff_send") else { return };
+fn the_generation_diff_sees_every_kind_of_change() {
+    let Some(fs) = btrfs("diff_generation") else {
+        return;
+    };
     populate(&fs);
     let out = imperm(&fs, &["baseline"]);
     assert!(
@@ -112,7 +114,7 @@ fn the_send_stream_diff_sees_every_kind_of_change() {
     );
     change_everything(&fs);
     let v = json(&imperm(&fs, &["diff", "--format", "json"]));
-    assert_eq!(v["method"], "btrfs-send");
+    assert_eq!(v["method"], "btrfs-generation");
     assert_eq!(
         changes(&v),
         [

@@ -1,6 +1,8 @@
 //! btrfs, through the ioctls of `linux/btrfs.h`. Read-only is read and set with
 //! `SUBVOL_GETFLAGS`/`SUBVOL_SETFLAGS` (the `flags` of `GET_SUBVOL_INFO` use a different bit);
-//! nested subvolumes are listed with `GET_SUBVOL_ROOTREF` and named with `INO_LOOKUP_USER`.
+//! nested subvolumes are listed with `GET_SUBVOL_ROOTREF` and named with `INO_LOOKUP_USER`;
+//! inodes written since a transaction are found with `TREE_SEARCH_V2` and named with
+//! `INO_LOOKUP`.
 
 use std::ffi::{CStr, OsStr};
 use std::io;
@@ -87,20 +89,50 @@ struct InoLookupUserArgs {
 }
 
 #[repr(C)]
-struct SendArgs {
-    send_fd: i64,
-    clone_sources_count: u64,
-    clone_sources: *const u64,
-    parent_root: u64,
-    flags: u64,
-    version: u32,
-    reserved: [u8; 28],
+#[derive(Clone, Copy, Default)]
+struct SearchKey {
+    tree_id: u64,
+    min_objectid: u64,
+    max_objectid: u64,
+    min_offset: u64,
+    max_offset: u64,
+    min_transid: u64,
+    max_transid: u64,
+    min_type: u32,
+    max_type: u32,
+    nr_items: u32,
+    unused: u32,
+    unused1: [u64; 4],
 }
 
-/// `BTRFS_SEND_FLAG_NO_FILE_DATA`: metadata only, with `UPDATE_EXTENT` for changed ranges.
-const SEND_NO_FILE_DATA: u64 = 0x1;
+#[repr(C)]
+struct SearchArgsV2Head {
+    key: SearchKey,
+    buf_size: u64,
+}
 
-const SEND: u32 = opcode::write::<SendArgs>(MAGIC, 38);
+#[repr(C)]
+struct InoLookupArgs {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; 4080],
+}
+
+const TREE_SEARCH_V2: u32 = opcode::read_write::<SearchArgsV2Head>(MAGIC, 17);
+const INO_LOOKUP: u32 = opcode::read_write::<InoLookupArgs>(MAGIC, 18);
+const INODE_ITEM_KEY: u32 = 1;
+/// Bytes of results asked for per TREE_SEARCH_V2 call.
+const SEARCH_BUFFER: usize = 1 << 20;
+
+/// An inode whose item was written since some transaction, with its metadata.
+#[derive(Clone, Debug)]
+pub struct ChangedInode {
+    pub ino: u64,
+    /// The transid the inode was created in.
+    pub created: u64,
+    pub meta: crate::baseline::Meta,
+}
+
 const SUBVOL_CREATE: u32 = opcode::write::<VolArgs>(MAGIC, 14);
 const SNAP_DESTROY: u32 = opcode::write::<VolArgs>(MAGIC, 15);
 const SNAP_CREATE_V2: u32 = opcode::write::<VolArgsV2>(MAGIC, 23);
@@ -177,6 +209,7 @@ impl Backend for Btrfs {
             uuid: uuid(args.uuid),
             parent_uuid: uuid(args.parent_uuid),
             generation: Some(args.generation),
+            created: Some(args.otransid),
         })
     }
 
@@ -301,46 +334,151 @@ impl Backend for Btrfs {
 }
 
 impl Btrfs {
-    /// The metadata-only send stream of read-only subvolume `snap` relative to read-only
-    /// `parent`, parsed. Its cost follows what differs between the two, when they share
-    /// history (a snapshot and a later snapshot of the same subvolume).
-    pub fn send_metadata(
+    /// Inodes of subvolume `rel` whose item was written in transaction `since` or later.
+    ///
+    /// A tree search with a minimum transid skips every tree block older than that, so the
+    /// cost follows the blocks written since, not the size of the tree. Any change to an
+    /// inode (content, mode, owner, a rename, an entry added to or removed from a
+    /// directory) rewrites its inode item with the new transid.
+    pub fn changed_inodes(
         &self,
         top: &TopLevel,
-        parent: &Path,
-        snap: &Path,
-    ) -> Result<Vec<crate::sendstream::Command>> {
-        let parent_id = self.info(top, parent)?.id;
-        let source = self.open(top, "send", snap)?;
-        let (reader, writer) = std::io::pipe().map_err(|e| FsError::new("send", snap, e))?;
-        // The kernel writes the stream into the pipe while the ioctl runs; read it as it comes.
-        let parser =
-            std::thread::spawn(move || crate::sendstream::parse(std::io::BufReader::new(reader)));
-        let clone_sources = [parent_id];
-        let args = SendArgs {
-            send_fd: i64::from(std::os::fd::AsRawFd::as_raw_fd(&writer)),
-            clone_sources_count: 1,
-            clone_sources: clone_sources.as_ptr(),
-            parent_root: parent_id,
-            flags: SEND_NO_FILE_DATA,
-            version: 0,
-            reserved: [0; 28],
+        rel: &Path,
+        since: u64,
+    ) -> Result<Vec<ChangedInode>> {
+        let fd = self.open(top, "search", rel)?;
+        let head = std::mem::size_of::<SearchArgsV2Head>();
+        let mut buf = vec![0u64; (head + SEARCH_BUFFER).div_ceil(8)];
+        let mut key = SearchKey {
+            tree_id: 0,
+            min_objectid: FIRST_FREE_OBJECTID,
+            max_objectid: u64::MAX,
+            max_offset: u64::MAX,
+            min_transid: since,
+            max_transid: u64::MAX,
+            max_type: u32::MAX,
+            ..SearchKey::default()
         };
-        // SAFETY: SEND reads a btrfs_ioctl_send_args (72 bytes, checked below); the pipe and
-        // `clone_sources` outlive the call.
-        let sent = unsafe { ioctl(&source, Setter::<SEND, SendArgs>::new(args)) };
-        drop(writer);
-        let parsed = parser.join().map_err(|_| {
-            FsError::new("send", snap, io::Error::other("the stream reader panicked"))
-        })?;
-        sent.map_err(|e| {
-            FsError::new(
-                &format!("send (parent {})", parent.display()),
-                snap,
-                e.into(),
+        let mut out = Vec::new();
+        loop {
+            key.nr_items = u32::MAX;
+            let args = SearchArgsV2Head {
+                key,
+                buf_size: SEARCH_BUFFER as u64,
+            };
+            // SAFETY: `buf` is 8-byte aligned and holds the head plus SEARCH_BUFFER bytes,
+            // which is what the head's buf_size tells the kernel it may write.
+            unsafe {
+                std::ptr::write(buf.as_mut_ptr().cast::<SearchArgsV2Head>(), args);
+                let rc = libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    TREE_SEARCH_V2 as libc::c_ulong,
+                    buf.as_mut_ptr(),
+                );
+                if rc < 0 {
+                    return Err(FsError::new("search", rel, io::Error::last_os_error()));
+                }
+                key = std::ptr::read(buf.as_ptr().cast::<SearchArgsV2Head>()).key;
+            }
+            if key.nr_items == 0 {
+                break;
+            }
+            let bytes: &[u8] = unsafe {
+                // SAFETY: a view of the same allocation as bytes.
+                std::slice::from_raw_parts(buf.as_ptr().cast::<u8>().add(head), SEARCH_BUFFER)
+            };
+            let mut at = 0;
+            let mut last = (0u64, 0u32, 0u64);
+            for _ in 0..key.nr_items {
+                let le64 =
+                    |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+                let le32 =
+                    |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+                let (objectid, offset, ty, len) = (
+                    le64(at + 8),
+                    le64(at + 16),
+                    le32(at + 24),
+                    le32(at + 28) as usize,
+                );
+                last = (objectid, ty, offset);
+                let item = &bytes[at + 32..at + 32 + len];
+                at += 32 + len;
+                if ty != INODE_ITEM_KEY || item.len() < 148 {
+                    continue;
+                }
+                let i64_at =
+                    |o: usize| u64::from_le_bytes(item[o..o + 8].try_into().expect("8 bytes"));
+                let i32_at =
+                    |o: usize| u32::from_le_bytes(item[o..o + 4].try_into().expect("4 bytes"));
+                if i64_at(8) < since {
+                    continue;
+                }
+                let mtime_ns =
+                    i128::from(i64_at(136) as i64) * 1_000_000_000 + i128::from(i32_at(144));
+                out.push(ChangedInode {
+                    ino: objectid,
+                    created: i64_at(0),
+                    meta: crate::baseline::Meta::from_parts(
+                        i32_at(52),
+                        i32_at(44),
+                        i32_at(48),
+                        i64_at(16),
+                        mtime_ns,
+                        None,
+                    ),
+                });
+            }
+            // Continue right after the last key returned.
+            let (objectid, ty, offset) = last;
+            match offset.checked_add(1) {
+                Some(o) => {
+                    key.min_objectid = objectid;
+                    key.min_type = ty;
+                    key.min_offset = o;
+                }
+                None => match ty.checked_add(1) {
+                    Some(t) => {
+                        key.min_objectid = objectid;
+                        key.min_type = t;
+                        key.min_offset = 0;
+                    }
+                    None if objectid == u64::MAX => break,
+                    None => {
+                        key.min_objectid = objectid + 1;
+                        key.min_type = 0;
+                        key.min_offset = 0;
+                    }
+                },
+            }
+        }
+        Ok(out)
+    }
+
+    /// The path of inode `ino` in subvolume `tree` (relative to the subvolume), or `None`
+    /// when the subvolume has no such inode.
+    pub fn inode_path(&self, top: &TopLevel, tree: u64, ino: u64) -> Result<Option<PathBuf>> {
+        let mut args = zeroed::<InoLookupArgs>();
+        args.treeid = tree;
+        args.objectid = ino;
+        // SAFETY: INO_LOOKUP reads and writes a btrfs_ioctl_ino_lookup_args.
+        match unsafe {
+            ioctl(
+                top.dir(),
+                Updater::<INO_LOOKUP, InoLookupArgs>::new(&mut args),
             )
-        })?;
-        parsed.map_err(|e| FsError::new("read the send stream of", snap, io::Error::other(e)))
+        } {
+            Ok(()) => {
+                let path = c_bytes(&args.name);
+                let path = path.strip_suffix(b"/").unwrap_or(path);
+                Ok(Some(PathBuf::from(OsStr::from_bytes(path))))
+            }
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(FsError::new(
+                &format!("find inode {ino} in subvolume {tree} of"),
+                top.path(),
+                e.into(),
+            )),
+        }
     }
 }
 
@@ -371,7 +509,9 @@ mod tests {
         assert_eq!(GET_SUBVOL_INFO, 0x81f8_943c);
         assert_eq!(GET_SUBVOL_ROOTREF, 0xd000_943d);
         assert_eq!(INO_LOOKUP_USER, 0xd000_943e);
-        assert_eq!(std::mem::size_of::<SendArgs>(), 72);
-        assert_eq!(SEND, 0x4048_9426);
+        assert_eq!(std::mem::size_of::<SearchArgsV2Head>(), 112);
+        assert_eq!(std::mem::size_of::<InoLookupArgs>(), 4096);
+        assert_eq!(TREE_SEARCH_V2, 0xc070_9411);
+        assert_eq!(INO_LOOKUP, 0xd000_9412);
     }
 }

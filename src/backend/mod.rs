@@ -40,6 +40,8 @@ pub struct SubvolumeInfo {
     pub parent_uuid: Option<[u8; 16]>,
     /// Changes whenever the subvolume's content changes; `None` when unknown.
     pub generation: Option<u64>,
+    /// The transaction the subvolume was created in; `None` when unknown.
+    pub created: Option<u64>,
 }
 
 pub type Result<T> = std::result::Result<T, FsError>;

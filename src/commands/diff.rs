@@ -2,10 +2,10 @@
 //! old-root snapshot, with the suggestions they make.
 //!
 //! On btrfs, when the other side is a snapshot of the current root (the baseline snapshot),
-//! the changes come from a metadata-only send stream between it and a snapshot of the root
-//! now, whose cost follows what changed. Otherwise (an old root a reset kept shares no
-//! history with the fresh root; other filesystems; `--walk`) both trees are walked and
-//! compared entry by entry.
+//! the changes come from the inodes written since it was taken: a tree search that skips
+//! every unchanged tree block, so the cost follows what changed, not the size of the tree.
+//! Otherwise (an old root a reset kept shares no history with the fresh root; other
+//! filesystems; `--walk`) both trees are walked and compared entry by entry.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::discover::{self, write_suggestions};
 use crate::backend::{self, Backend, Btrfs, Kind};
-use crate::baseline::{self, Manifest, Meta, differences};
+use crate::baseline::{self, Change, ChangeKind, Manifest, Meta, differences};
 use crate::classify::{EntryKind, Facts};
 use crate::cli::{DiffArgs, GlobalArgs};
 use crate::config::{Config, FilesystemConfig, FsType};
@@ -27,15 +27,17 @@ use crate::output::{self, Report, Styles, count};
 use crate::paths::under_root;
 use crate::persisted::PersistedSet;
 use crate::scan::{self, Unit};
-use crate::sendstream::{self, Change, ChangeKind};
 use crate::suggest::{self, Suggestion};
 use crate::toplevel::TopLevel;
+
+/// The method name for the generation-based btrfs diff.
+const GENERATION: &str = "btrfs-generation";
 
 #[derive(Debug, Serialize)]
 struct DiffReport {
     /// The snapshot compared with, or null for the boot baseline.
     against: Option<String>,
-    /// `btrfs-send` or `walk`.
+    /// `btrfs-generation` or `walk`.
     method: &'static str,
     changes: Vec<Change>,
     suggestions: Vec<Suggestion>,
@@ -48,17 +50,17 @@ struct DiffReport {
 pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let config = super::load_config(global)?;
     let fs = super::filesystem(&config, &args.fs).ok();
-    let sendable = !args.walk
+    let searchable = !args.walk
         && fs.as_ref().is_some_and(|f| f.fs_type == FsType::Btrfs)
         && (args.fs.mounted.is_some() || rustix::process::geteuid().is_root());
     let (method, raw) = match (&args.against, fs.as_ref()) {
         (None, _) => {
-            let snapshot_diff = match (sendable, fs.as_ref()) {
-                (true, Some(fs)) => send_if_baseline_snapshot(fs, args)?,
+            let snapshot_diff = match (searchable, fs.as_ref()) {
+                (true, Some(fs)) => generation_if_baseline_snapshot(fs, args)?,
                 _ => None,
             };
             match snapshot_diff {
-                Some(changes) => ("btrfs-send", changes),
+                Some(changes) => (GENERATION, changes),
                 None => {
                     let (_, manifest) = discover::load_manifest(&config.root)?.ok_or_else(|| {
                         Error::Usage(format!(
@@ -79,7 +81,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
                     )
                 }));
         }
-        (Some(snap), Some(fs)) => against(&config, fs, args, snap, sendable)?,
+        (Some(snap), Some(fs)) => against(&config, fs, args, snap, searchable)?,
     };
     let changes = outside_persisted(raw, &config);
     let against_snapshot = args.against.is_some();
@@ -109,8 +111,8 @@ fn as_host(mut changes: Vec<Change>) -> Vec<Change> {
     changes
 }
 
-/// With a `.baseline` snapshot: the send stream from it to a snapshot of the root now.
-fn send_if_baseline_snapshot(
+/// With a `.baseline` snapshot of the current root: the changes since, by generation.
+fn generation_if_baseline_snapshot(
     fs: &FilesystemConfig,
     args: &DiffArgs,
 ) -> Result<Option<Vec<Change>>, Error> {
@@ -119,44 +121,173 @@ fn send_if_baseline_snapshot(
     if Btrfs.kind(&top, &parent)? != Kind::Subvolume || !taken_of_root(&top, fs, &parent)? {
         return Ok(None);
     }
-    Ok(Some(send_against_now(&top, fs, &parent)?))
+    Ok(Some(generation_diff(&top, fs, &parent)?))
 }
 
 /// Whether `snap` was taken of the current root subvolume. Only then do the two share the
-/// history a send stream is computed from; an old root a reset kept does not (the root was
-/// created anew), and neither does a baseline snapshot of an earlier boot.
+/// inode numbers and history the generation search relies on; an old root a reset kept
+/// does not (the root was created anew), and neither does a baseline snapshot of an earlier
+/// boot.
 fn taken_of_root(top: &TopLevel, fs: &FilesystemConfig, snap: &Path) -> Result<bool, Error> {
     let root = Btrfs.info(top, &fs.root_subvolume)?;
     let snap = Btrfs.info(top, snap)?;
     Ok(root.uuid.is_some() && snap.parent_uuid == root.uuid)
 }
 
-/// Takes a temporary read-only snapshot of the root and reads the send stream from
-/// `parent` to it. The temporary snapshot is removed again, also when the send fails.
-fn send_against_now(
+/// The changes from `base` (a snapshot taken of the root) to the root now, from the inodes
+/// written since `base` was taken: a tree search that skips unchanged tree blocks, then a
+/// path lookup for each changed inode in both trees. Entries removed from a changed
+/// directory are found by comparing its names in both trees.
+fn generation_diff(
     top: &TopLevel,
     fs: &FilesystemConfig,
-    parent: &Path,
+    base: &Path,
 ) -> Result<Vec<Change>, Error> {
-    top.lock()?;
-    // Left over by a diff that was killed: ours by name, and the lock says no diff runs.
-    for name in top
-        .list_dir(&fs.snapshot_dir)
-        .map_err(|e| FsError::new("list", &fs.snapshot_dir, e))?
-    {
-        if name.as_encoded_bytes().starts_with(b".imperm-diff-") {
-            crate::snapshot::delete_tree(&Btrfs, top, &fs.snapshot_dir.join(name))?;
+    // Inode items reach the tree when delayed items are flushed; commit so that the
+    // search sees every change made so far.
+    top.sync()
+        .map_err(|e| FsError::new("sync", top.path(), e))?;
+    let root = Btrfs.info(top, &fs.root_subvolume)?;
+    let before = Btrfs.info(top, base)?;
+    // Everything the root wrote from the transaction the snapshot was taken in on. (The
+    // snapshot's own generation moves on after it is taken.)
+    let since = before.created.unwrap_or(0);
+    let base_dir = top.join(base);
+    let now_dir = top.join(&fs.root_subvolume);
+    let mut out = Vec::new();
+    for inode in Btrfs.changed_inodes(top, &fs.root_subvolume, since)? {
+        let Some(now) = Btrfs.inode_path(top, root.id, inode.ino)? else {
+            continue;
+        };
+        // The snapshot is taken when transaction `since` commits, so an inode made after it
+        // belongs to a later one; an inode of `since` itself may be in the snapshot.
+        let old = if inode.created > since {
+            None
+        } else {
+            Btrfs.inode_path(top, before.id, inode.ino)?
+        };
+        let kind = Some(inode.meta.kind);
+        let Some(old) = old else {
+            out.push(Change {
+                path: now,
+                change: ChangeKind::Added,
+                kind,
+                from: None,
+                what: Vec::new(),
+            });
+            continue;
+        };
+        let what = match std::fs::symlink_metadata(base_dir.join(&old)) {
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                let then = Meta::from_parts(
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    m.size(),
+                    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                    None,
+                );
+                differences(&then, &inode.meta)
+            }
+            Err(e) => return Err(FsError::new("inspect", &base_dir.join(&old), e).into()),
+        };
+        if moved(&base_dir, &old, &now_dir, &now) {
+            out.push(Change {
+                path: now.clone(),
+                change: ChangeKind::Renamed,
+                kind,
+                from: Some(old.clone()),
+                what,
+            });
+        } else if !what.is_empty() {
+            out.push(Change {
+                path: now.clone(),
+                change: ChangeKind::Changed,
+                kind,
+                from: None,
+                what,
+            });
+        }
+        if inode.meta.kind == EntryKind::Directory {
+            removed_from(top, root.id, &base_dir, &old, &now_dir.join(&now), &mut out)?;
         }
     }
-    let now = fs
-        .snapshot_dir
-        .join(format!(".imperm-diff-{}", std::process::id()));
-    Btrfs.snapshot(top, &fs.root_subvolume, &now, true)?;
-    let sent = Btrfs.send_metadata(top, parent, &now);
-    let removed = Btrfs.delete(top, &now);
-    let commands = sent?;
-    removed?;
-    Ok(as_host(sendstream::changes(&commands)))
+    out.sort_by(|a, b| a.path.cmp(&b.path).then(a.change.cmp(&b.change)));
+    Ok(as_host(out))
+}
+
+/// Whether an entry itself was renamed or moved, not merely carried along by a renamed
+/// directory above it: its name or its parent directory (by inode) differs.
+fn moved(base_dir: &Path, old: &Path, now_dir: &Path, now: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if old.file_name() != now.file_name() {
+        return true;
+    }
+    let parent_ino = |dir: &Path, rel: &Path| {
+        std::fs::symlink_metadata(dir.join(rel.parent().unwrap_or(Path::new(""))))
+            .map(|m| m.ino())
+            .ok()
+    };
+    parent_ino(base_dir, old) != parent_ino(now_dir, now)
+}
+
+/// Entries of directory `old` (in the base snapshot) that are no longer in `now` and whose
+/// inode is nowhere in the root now: removed, with everything below them.
+fn removed_from(
+    top: &TopLevel,
+    root_id: u64,
+    base_dir: &Path,
+    old: &Path,
+    now: &Path,
+    out: &mut Vec<Change>,
+) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let names = |dir: &Path| -> Result<std::collections::BTreeSet<std::ffi::OsString>, Error> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => Ok(entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(FsError::new("list", dir, e).into()),
+        }
+    };
+    let present = names(now)?;
+    for name in names(&base_dir.join(old))? {
+        if present.contains(&name) {
+            continue;
+        }
+        let rel = old.join(&name);
+        let meta = std::fs::symlink_metadata(base_dir.join(&rel))
+            .map_err(|e| FsError::new("inspect", &base_dir.join(&rel), e))?;
+        if Btrfs.inode_path(top, root_id, meta.ino())?.is_some() {
+            continue; // moved elsewhere: reported where it is now
+        }
+        let mut stack = vec![(rel, meta.is_dir())];
+        while let Some((rel, is_dir)) = stack.pop() {
+            if is_dir {
+                for child in names(&base_dir.join(&rel))? {
+                    let path = rel.join(&child);
+                    let dir =
+                        std::fs::symlink_metadata(base_dir.join(&path)).is_ok_and(|m| m.is_dir());
+                    stack.push((path, dir));
+                }
+            }
+            let kind = Some(if is_dir {
+                EntryKind::Directory
+            } else {
+                EntryKind::File
+            });
+            out.push(Change {
+                path: rel,
+                change: ChangeKind::Removed,
+                kind,
+                from: None,
+                what: Vec::new(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `--against SNAP`.
@@ -165,7 +296,7 @@ fn against(
     fs: &FilesystemConfig,
     args: &DiffArgs,
     snap: &str,
-    sendable: bool,
+    searchable: bool,
 ) -> Result<(&'static str, Vec<Change>), Error> {
     if snap.is_empty() || snap.contains('/') || snap == "." || snap == ".." {
         return Err(Error::Usage(format!(
@@ -187,8 +318,8 @@ fn against(
             top.join(&fs.snapshot_dir).display()
         )));
     }
-    if sendable && taken_of_root(&top, fs, &rel)? {
-        return Ok(("btrfs-send", send_against_now(&top, fs, &rel)?));
+    if searchable && taken_of_root(&top, fs, &rel)? {
+        return Ok((GENERATION, generation_diff(&top, fs, &rel)?));
     }
     let old = record(config, &top.join(&rel))?;
     Ok(("walk", walk_diff(config, &old)?))
@@ -293,12 +424,17 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
         }
         let unit = unit_of(&c.path, k, &config.persisted);
         let is_dir = c.kind == Some(EntryKind::Directory);
-        let size = if is_dir {
-            0
-        } else {
-            std::fs::symlink_metadata(under_root(&config.root, &c.path))
-                .map(|m| m.len())
-                .unwrap_or(0)
+        let on_disk = under_root(&config.root, &c.path);
+        // A directory moved whole carries its files, which are listed nowhere else.
+        let (files, size) = match (is_dir, c.change) {
+            (true, ChangeKind::Renamed) => count_tree(&on_disk),
+            (true, _) => (0, 0),
+            (false, _) => (
+                1,
+                std::fs::symlink_metadata(&on_disk)
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+            ),
         };
         let entry = units.entry(unit.clone()).or_insert_with(|| Unit {
             facts: Facts {
@@ -312,12 +448,32 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
             bytes: 0,
             path: unit.clone(),
         });
-        if !is_dir {
-            entry.facts.files += 1;
-            entry.bytes += size;
-        }
+        entry.facts.files += files;
+        entry.bytes += size;
     }
     units.into_values().collect()
+}
+
+/// Files and bytes below a directory, without following links.
+fn count_tree(dir: &Path) -> (u64, u64) {
+    let mut totals = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => {
+                    totals.0 += 1;
+                    totals.1 += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    totals
 }
 
 impl Report for DiffReport {
