@@ -85,11 +85,12 @@ pub enum Command {
     Baseline(FsArgs),
 
     /// Missing-path failures from `journalctl -o json` output (exit 1 when any)
-    Journal {
-        /// Read this journal export instead of running journalctl ("-" for stdin)
-        #[arg(long, value_name = "FILE")]
-        file: Option<PathBuf>,
-    },
+    ///
+    /// Reads `journalctl -b -o json` (or --file), finds each failure caused by a missing or
+    /// unreadable path, names its unit, looks the path up in the newest old-root snapshot
+    /// ("existed before the last reset") and says what to persist, with the `restore`
+    /// command that brings the data back.
+    Journal(JournalArgs),
 
     /// Old-root snapshots
     #[command(subcommand)]
@@ -112,20 +113,13 @@ pub enum Command {
     Reset(FsArgs),
 
     /// Bring files back from an old-root snapshot
-    Restore {
-        /// Paths as seen from / on the host
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// Snapshot to restore from [default: the newest]
-        #[arg(long, value_name = "SNAP")]
-        from: Option<String>,
-        /// Where to put them
-        #[arg(long, value_enum, default_value_t = RestoreInto::Root)]
-        into: RestoreInto,
-        /// Replace existing files
-        #[arg(long)]
-        force: bool,
-    },
+    ///
+    /// Copies files or whole directories out of an old-root snapshot, keeping owner, mode,
+    /// timestamps, xattrs, and symlinks as symlinks: into the live root, or into the
+    /// persistent storage at the matching place, ready for the persistence entry it prints.
+    /// An existing target is kept aside (renamed `NAME.imperm-replaced-TIME`) with --force,
+    /// and refused without it.
+    Restore(RestoreArgs),
 
     /// Copy declared state from the live root into persistent storage
     Migrate {
@@ -155,6 +149,50 @@ pub enum Command {
 
     /// Print the manual page (roff)
     Man,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct JournalArgs {
+    /// Read this journal export (`journalctl -o json` output; "-" for stdin) instead of
+    /// running journalctl
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Read the previous boot's journal (`journalctl -b -1`)
+    #[arg(long)]
+    pub previous: bool,
+
+    /// Look paths up in this old-root snapshot [default: the newest]
+    #[arg(long, value_name = "SNAP")]
+    pub against: Option<String>,
+
+    #[command(flatten)]
+    pub discover: DiscoverArgs,
+
+    #[command(flatten)]
+    pub fs: FsArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RestoreArgs {
+    /// Paths as seen from / on the host
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Snapshot to restore from [default: the newest]
+    #[arg(long, value_name = "SNAP")]
+    pub from: Option<String>,
+
+    /// Where to put them
+    #[arg(long, value_enum, default_value_t = RestoreInto::Root)]
+    pub into: RestoreInto,
+
+    /// Put an existing target aside and restore anyway
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub fs: FsArgs,
 }
 
 #[derive(Debug, Args, Default, Clone)]

@@ -586,3 +586,25 @@ impl<'a> Walker<'a> {
         totals + below
     }
 }
+
+/// Files and bytes below a directory, without following links.
+pub fn count_tree(dir: &Path) -> (u64, u64) {
+    let mut totals = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => {
+                    totals.0 += 1;
+                    totals.1 += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    totals
+}

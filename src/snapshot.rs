@@ -100,6 +100,57 @@ pub fn list(
     Ok(found)
 }
 
+/// The newest snapshot in `dir` whose name imperm recognises.
+pub fn newest(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    dir: &Path,
+    local: &TimeZone,
+) -> Result<Option<String>, Error> {
+    Ok(list(backend, top, dir, local)?
+        .into_iter()
+        .filter_map(|f| f.time.map(|(t, _)| (t, f.name)))
+        .max()
+        .map(|(_, name)| name))
+}
+
+/// What a path was in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Existed {
+    pub kind: crate::classify::EntryKind,
+    /// For a directory, the bytes of every file below it.
+    pub bytes: u64,
+    pub files: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: crate::mode::Mode,
+}
+
+/// `path` (as seen from the host's `/`) in snapshot `snap` (relative to the top level),
+/// reached without following any symlink; `None` when it was not there.
+pub fn existed(top: &TopLevel, snap: &Path, path: &Path) -> Option<Existed> {
+    use rustix::fs::OFlags;
+    let rel = snap.join(path.strip_prefix("/").ok()?);
+    let fd = top
+        .open_beneath(&rel, OFlags::PATH | OFlags::NOFOLLOW)
+        .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    let meta = crate::baseline::Meta::from_stat(&st, None);
+    let (files, bytes) = if meta.kind == crate::classify::EntryKind::Directory {
+        crate::scan::count_tree(&top.join(&rel))
+    } else {
+        (1, meta.size)
+    };
+    Some(Existed {
+        kind: meta.kind,
+        bytes,
+        files,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: crate::mode::Mode::from_bits(st.st_mode),
+    })
+}
+
 /// A line of progress for stderr.
 pub type Log<'a> = &'a mut dyn FnMut(String);
 

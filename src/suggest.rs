@@ -3,7 +3,7 @@
 //! and expresses home paths as `users.<name>` entries. Pure: units in, suggestions out.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
@@ -42,6 +42,10 @@ pub struct Context<'a> {
     pub rules: &'a [UserRule],
     /// Home directories with their users, beyond `/home/<user>` and `/root`.
     pub homes: Vec<(String, PathBuf)>,
+    /// Whether the units are everything there is (a scan), so that a directory in /etc with
+    /// nothing generated among them really has nothing generated. Units from a diff or from
+    /// the journal are a few paths; their /etc files stay files.
+    pub complete: bool,
 }
 
 impl Context<'_> {
@@ -76,7 +80,11 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
             (u, c)
         })
         .collect();
-    let merged = merge_generated_trees(classified, cx);
+    let merged = if cx.complete {
+        merge_generated_trees(classified, cx)
+    } else {
+        classified
+    };
     let mut out: Vec<Suggestion> = merged
         .into_iter()
         .map(|(unit, c)| {
@@ -105,6 +113,26 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
             .then(a.path.cmp(&b.path))
     });
     out
+}
+
+/// The unit a single path belongs to (a changed entry, a path a failure named): its topmost
+/// ancestor that is one piece of state. Without a directory listing only the static reasons
+/// to split apply.
+pub fn unit_of(path: &Path, k: &Knowledge, persisted: &PersistedSet) -> PathBuf {
+    let mut prefix = PathBuf::from("/");
+    for component in path.components() {
+        if let Component::Normal(name) = component {
+            prefix.push(name);
+            let splits = k.too_broad(&prefix)
+                || k.in_generated_tree(&prefix)
+                || k.has_known_below(&prefix)
+                || persisted.has_below(&prefix);
+            if !splits || prefix == path {
+                return prefix;
+            }
+        }
+    }
+    prefix
 }
 
 pub fn rank(v: Verdict) -> u8 {
@@ -223,6 +251,7 @@ mod tests {
             persisted: &persisted,
             rules: &[],
             homes: Vec::new(),
+            complete: true,
         };
         suggest(units, &cx)
             .into_iter()

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -21,11 +21,10 @@ use crate::cli::{DiffArgs, GlobalArgs};
 use crate::config::{Config, FilesystemConfig, FsType};
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
-use crate::knowledge::{self, Knowledge};
+use crate::knowledge;
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, count};
 use crate::paths::under_root;
-use crate::persisted::PersistedSet;
 use crate::scan::{self, Unit};
 use crate::suggest::{self, Suggestion};
 use crate::toplevel::TopLevel;
@@ -89,7 +88,13 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let report = DiffReport {
         against: args.against.clone(),
         method,
-        suggestions: suggest::suggest(units, &discover::context(&config)),
+        suggestions: suggest::suggest(
+            units,
+            &suggest::Context {
+                complete: false,
+                ..discover::context(&config)
+            },
+        ),
         changes,
         storage: discover::storage(&config),
         style: args.discover.style,
@@ -390,24 +395,6 @@ fn outside_persisted(changes: Vec<Change>, config: &Config) -> Vec<Change> {
         .collect()
 }
 
-/// The unit a changed path belongs to: its topmost ancestor that is one piece of state.
-pub fn unit_of(path: &Path, k: &Knowledge, persisted: &PersistedSet) -> PathBuf {
-    let mut prefix = PathBuf::from("/");
-    for component in path.components() {
-        if let Component::Normal(name) = component {
-            prefix.push(name);
-            let splits = k.too_broad(&prefix)
-                || k.in_generated_tree(&prefix)
-                || k.has_known_below(&prefix)
-                || persisted.has_below(&prefix);
-            if !splits || prefix == path {
-                return prefix;
-            }
-        }
-    }
-    prefix
-}
-
 /// Units of state from the changes: what was added or changed since the baseline, or,
 /// against an old root, what it had that is gone or different now (what the reset wiped).
 fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<Unit> {
@@ -422,12 +409,12 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
         if !counts {
             continue;
         }
-        let unit = unit_of(&c.path, k, &config.persisted);
+        let unit = suggest::unit_of(&c.path, k, &config.persisted);
         let is_dir = c.kind == Some(EntryKind::Directory);
         let on_disk = under_root(&config.root, &c.path);
         // A directory moved whole carries its files, which are listed nowhere else.
         let (files, size) = match (is_dir, c.change) {
-            (true, ChangeKind::Renamed) => count_tree(&on_disk),
+            (true, ChangeKind::Renamed) => scan::count_tree(&on_disk),
             (true, _) => (0, 0),
             (false, _) => (
                 1,
@@ -452,28 +439,6 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
         entry.bytes += size;
     }
     units.into_values().collect()
-}
-
-/// Files and bytes below a directory, without following links.
-fn count_tree(dir: &Path) -> (u64, u64) {
-    let mut totals = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => {
-                    totals.0 += 1;
-                    totals.1 += m.len();
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    totals
 }
 
 impl Report for DiffReport {

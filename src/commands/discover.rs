@@ -81,6 +81,7 @@ pub fn context<'a>(config: &'a Config) -> Context<'a> {
         persisted: &config.persisted,
         rules: &config.check.rules,
         homes,
+        complete: true,
     }
 }
 

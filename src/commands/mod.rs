@@ -4,8 +4,10 @@
 mod diff;
 mod discover;
 mod generate;
+mod journal;
 mod lint;
 mod reset;
+mod restore;
 mod snapshots;
 mod status;
 
@@ -31,6 +33,8 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Audit(args) => discover::audit(global, args),
         Command::Baseline(fs) => discover::baseline(global, fs),
         Command::Diff(args) => diff::run(global, args),
+        Command::Journal(args) => journal::run(global, args),
+        Command::Restore(args) => restore::run(global, args),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),
         Command::Snapshots(SnapshotsCommand::Gc(args)) | Command::Gc(args) => {
@@ -45,8 +49,6 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
 /// Commands later issues fill in say so and change nothing.
 fn not_built(command: &Command) -> Error {
     let (command, plan) = match command {
-        Command::Journal { .. } => ("journal", "planned in issue #5"),
-        Command::Restore { .. } => ("restore", "planned in issue #5"),
         Command::Migrate { .. } => ("migrate", "not yet planned in an issue"),
         Command::Persist(PersistCommand::Add { .. }) => ("persist add", "planned in issue #6"),
         Command::Status
@@ -55,6 +57,8 @@ fn not_built(command: &Command) -> Error {
         | Command::Audit(_)
         | Command::Baseline(_)
         | Command::Diff(_)
+        | Command::Journal(_)
+        | Command::Restore(_)
         | Command::Reset(_)
         | Command::Snapshots(_)
         | Command::Ls(_)

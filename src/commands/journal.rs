@@ -1,0 +1,388 @@
+//! `journal`: boot failures caused by missing or unreadable paths, turned into persistence
+//! fixes, with what the last reset wiped and how to bring it back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Serialize;
+
+use super::discover::{self, write_suggestions};
+use crate::backend;
+use crate::classify::{EntryKind, Facts};
+use crate::cli::{GlobalArgs, JournalArgs};
+use crate::config::Config;
+use crate::error::{Error, FsError};
+use crate::exit::ExitStatus;
+use crate::journal::{self, Cause, FailedUnit};
+use crate::knowledge::{self, Verdict};
+use crate::nix::{self, Style};
+use crate::output::{self, Report, Styles, bytes, count};
+use crate::paths::under_root;
+use crate::scan::Unit;
+use crate::snapshot::{self, Existed};
+use crate::suggest::{self, Suggestion};
+use crate::toplevel::TopLevel;
+
+/// One path a failure named.
+#[derive(Debug, Serialize)]
+struct Failure {
+    path: PathBuf,
+    causes: BTreeSet<Cause>,
+    units: BTreeSet<String>,
+    count: u64,
+    message: String,
+    /// What it was in the old root, when it was there.
+    existed: Option<Existed>,
+    /// The command that brings it back.
+    restore: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct JournalReport {
+    /// Where the entries came from.
+    source: String,
+    lines: u64,
+    bad_lines: u64,
+    /// The old-root snapshot paths were looked up in.
+    snapshot: Option<String>,
+    /// Why no snapshot was looked at.
+    snapshot_note: Option<String>,
+    failures: Vec<Failure>,
+    failed_units: Vec<FailedUnit>,
+    /// Persisted paths that failures named anyway (a bind mount problem, not a wipe).
+    persisted: Vec<PathBuf>,
+    suggestions: Vec<Suggestion>,
+    #[serde(skip)]
+    storage: PathBuf,
+    #[serde(skip)]
+    style: Style,
+}
+
+pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error> {
+    let config = super::load_config(global)?;
+    let (source, found) = read(&config, args)?;
+    let (snapshot, snapshot_note, lookup) = match old_root(&config, args) {
+        Ok((name, top, dir)) => (Some(name), None, Some((top, dir))),
+        Err(note) => (None, Some(note), None),
+    };
+    let mut failures = Vec::new();
+    let mut persisted = Vec::new();
+    for (path, f) in found.paths {
+        if config.persisted.contains(&path) {
+            persisted.push(path);
+            continue;
+        }
+        let existed = lookup
+            .as_ref()
+            .and_then(|(top, dir)| snapshot::existed(top, dir, &path));
+        let restore = match (&existed, &snapshot) {
+            (Some(_), Some(snap)) => Some(format!(
+                "imperm restore {} --from {snap} --into persist",
+                shell_word(&path.to_string_lossy())
+            )),
+            _ => None,
+        };
+        failures.push(Failure {
+            path,
+            causes: f.causes,
+            units: f.units,
+            count: f.count,
+            message: f.message,
+            existed,
+            restore,
+        });
+    }
+    let suggestions = suggestions(&failures, &config, snapshot.as_deref());
+    let report = JournalReport {
+        source,
+        lines: found.lines,
+        bad_lines: found.bad_lines,
+        snapshot,
+        snapshot_note,
+        failed_units: found.failed_units.into_values().collect(),
+        persisted,
+        suggestions,
+        failures,
+        storage: discover::storage(&config),
+        style: args.discover.style,
+    };
+    output::emit(&report, global.format, global.color)?;
+    let findings = report
+        .suggestions
+        .iter()
+        .any(|s| matches!(s.verdict, Verdict::Persist | Verdict::Review))
+        || !report.failed_units.is_empty();
+    Ok(if findings {
+        ExitStatus::Findings
+    } else {
+        ExitStatus::Clean
+    })
+}
+
+/// Quotes a word for a shell when it needs it.
+fn shell_word(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+@:=".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Reads the journal: `--file` (or `-` for stdin), else `journalctl`.
+fn read(config: &Config, args: &JournalArgs) -> Result<(String, journal::Findings), Error> {
+    match &args.file {
+        Some(file) if file.as_os_str() == "-" => {
+            let found = journal::scan(io::stdin().lock())
+                .map_err(|e| FsError::new("read", Path::new("stdin"), e))?;
+            Ok(("stdin".into(), found))
+        }
+        Some(file) => {
+            let f = std::fs::File::open(file).map_err(|e| FsError::new("read", file, e))?;
+            let found =
+                journal::scan(BufReader::new(f)).map_err(|e| FsError::new("read", file, e))?;
+            Ok((file.display().to_string(), found))
+        }
+        None => {
+            let mut cmd = Command::new("journalctl");
+            cmd.args([
+                "-b",
+                if args.previous { "-1" } else { "0" },
+                "-o",
+                "json",
+                "--no-pager",
+            ]);
+            if config.root != Path::new("/") {
+                cmd.arg("--root").arg(&config.root);
+            }
+            let source = format!(
+                "journalctl -b {} -o json",
+                if args.previous { "-1" } else { "0" }
+            );
+            let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    Error::Usage("journalctl is not here: pass --file FILE (journalctl -o json output), or - for stdin".into())
+                } else {
+                    FsError::new("run journalctl for", &config.root, e).into()
+                }
+            })?;
+            let stdout = child.stdout.take().expect("piped");
+            let found = journal::scan(BufReader::new(stdout))
+                .map_err(|e| FsError::new("read journalctl output for", &config.root, e))?;
+            let out = child
+                .wait_with_output()
+                .map_err(|e| FsError::new("run journalctl for", &config.root, e))?;
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                return Err(Error::Usage(format!(
+                    "journalctl failed: {}",
+                    crate::config::one_line(&stderr)
+                )));
+            }
+            Ok((source, found))
+        }
+    }
+}
+
+/// The old root to look paths up in: `--against`, else the newest snapshot.
+fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, PathBuf), String> {
+    let fs = super::filesystem(config, &args.fs).map_err(|e| format!("not looked up: {e}"))?;
+    let backend = backend::for_type(fs.fs_type);
+    if !backend.has_subvolumes() {
+        return Err("not looked up: a tmpfs root keeps no old roots".into());
+    }
+    if args.fs.mounted.is_none() && !rustix::process::geteuid().is_root() {
+        return Err(
+            "not looked up: mounting the top level needs root (or pass --mounted DIR)".into(),
+        );
+    }
+    let top = TopLevel::open(&fs, args.fs.mounted.as_deref())
+        .map_err(|e| format!("not looked up: {e}"))?;
+    let name = match &args.against {
+        Some(name) => name.clone(),
+        None => snapshot::newest(
+            backend.as_ref(),
+            &top,
+            &fs.snapshot_dir,
+            &jiff::tz::TimeZone::system(),
+        )
+        .map_err(|e| format!("not looked up: {e}"))?
+        .ok_or_else(|| {
+            format!(
+                "not looked up: no snapshots in {}",
+                fs.snapshot_dir.display()
+            )
+        })?,
+    };
+    let dir = fs.snapshot_dir.join(&name);
+    if backend.kind(&top, &dir).map_err(|e| e.to_string())? != backend::Kind::Subvolume {
+        return Err(format!(
+            "not looked up: no snapshot {name:?} in {}",
+            fs.snapshot_dir.display()
+        ));
+    }
+    Ok((name, top, dir))
+}
+
+/// The entries to write for the failures, each failure counted in the unit it belongs to.
+/// A path the last reset wiped is high-confidence state: `persist` unless the knowledge
+/// says it is a cache or NixOS makes it.
+fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) -> Vec<Suggestion> {
+    let k = knowledge::builtin();
+    let mut units: BTreeMap<PathBuf, (Unit, Option<&Existed>)> = BTreeMap::new();
+    for f in failures {
+        let unit = suggest::unit_of(&f.path, k, &config.persisted);
+        let kind = if unit == f.path {
+            f.existed
+                .as_ref()
+                .map(|e| e.kind)
+                .or_else(|| {
+                    std::fs::symlink_metadata(under_root(&config.root, &unit))
+                        .ok()
+                        .map(|m| {
+                            if m.is_dir() {
+                                EntryKind::Directory
+                            } else {
+                                EntryKind::File
+                            }
+                        })
+                })
+                .unwrap_or(EntryKind::File)
+        } else {
+            EntryKind::Directory
+        };
+        let entry = units.entry(unit.clone()).or_insert_with(|| {
+            (
+                Unit {
+                    path: unit,
+                    facts: Facts {
+                        kind: Some(kind),
+                        ..Facts::default()
+                    },
+                    bytes: 0,
+                },
+                None,
+            )
+        });
+        entry.0.facts.files += f.existed.as_ref().map_or(1, |e| e.files.max(1));
+        entry.0.bytes += f.existed.as_ref().map_or(0, |e| e.bytes);
+        if entry.1.is_none() {
+            entry.1 = f.existed.as_ref();
+        }
+    }
+    let wiped: BTreeMap<PathBuf, &Existed> = units
+        .iter()
+        .filter_map(|(p, (_, e))| e.map(|e| (p.clone(), e)))
+        .collect();
+    let cx = suggest::Context {
+        complete: false,
+        ..discover::context(config)
+    };
+    let mut out = suggest::suggest(units.into_values().map(|(u, _)| u).collect(), &cx);
+    for s in &mut out {
+        let Some(e) = wiped.get(&s.path) else {
+            continue;
+        };
+        if matches!(s.verdict, Verdict::Persist | Verdict::Review) {
+            s.verdict = Verdict::Persist;
+            s.reason = format!(
+                "existed before the last reset in {} ({}, owner {}:{}, mode {}) and the reset wiped it; {}",
+                snapshot.unwrap_or("the old root"),
+                bytes(e.bytes),
+                e.uid,
+                e.gid,
+                e.mode,
+                s.reason
+            );
+        }
+    }
+    out.sort_by(|a, b| {
+        suggest::rank(a.verdict)
+            .cmp(&suggest::rank(b.verdict))
+            .then(a.path.cmp(&b.path))
+    });
+    out
+}
+
+impl Report for JournalReport {
+    const COMMAND: &'static str = "journal";
+
+    fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
+        for f in &self.failures {
+            let units: Vec<&str> = f.units.iter().map(String::as_str).collect();
+            let causes: Vec<&str> = f
+                .causes
+                .iter()
+                .map(|c| match c {
+                    Cause::Missing => "missing",
+                    Cause::PermissionDenied => "permission denied",
+                    Cause::Failed => "failed",
+                })
+                .collect();
+            writeln!(
+                out,
+                "{}{}{:#}  {} ({}, {})",
+                s.path,
+                f.path.display(),
+                s.path,
+                units.join(", "),
+                causes.join(", "),
+                count(f.count as usize, "time", "times")
+            )?;
+            writeln!(out, "  {}{}{:#}", s.dim, f.message, s.dim)?;
+            if let (Some(e), Some(restore)) = (&f.existed, &f.restore) {
+                writeln!(
+                    out,
+                    "  {}existed before the last reset{:#} ({}, owner {}:{}, mode {}): {restore}",
+                    s.problem,
+                    s.problem,
+                    bytes(e.bytes),
+                    e.uid,
+                    e.gid,
+                    e.mode
+                )?;
+            }
+        }
+        for u in &self.failed_units {
+            writeln!(
+                out,
+                "{}failed unit{:#} {}: {}",
+                s.problem, s.problem, u.unit, u.message
+            )?;
+        }
+        for p in &self.persisted {
+            writeln!(
+                out,
+                "{}persisted, yet a failure named it (check its bind mount): {}{:#}",
+                s.dim,
+                p.display(),
+                s.dim
+            )?;
+        }
+        if !self.suggestions.is_empty() {
+            writeln!(out)?;
+            write_suggestions(out, s, &self.suggestions)?;
+        }
+        let looked = match (&self.snapshot, &self.snapshot_note) {
+            (Some(snap), _) => format!("paths looked up in {snap}"),
+            (None, Some(note)) => format!("old root {note}"),
+            (None, None) => String::new(),
+        };
+        writeln!(
+            out,
+            "{} from {} ({}): {}, {}; {looked}",
+            count(self.failures.len(), "path", "paths"),
+            self.source,
+            count(self.lines as usize, "line", "lines"),
+            discover::summary(&self.suggestions),
+            count(self.failed_units.len(), "failed unit", "failed units")
+        )
+    }
+
+    fn nix(&self) -> Option<String> {
+        Some(nix::render(&self.suggestions, &self.storage, self.style))
+    }
+}
