@@ -269,25 +269,36 @@ pub struct FsArgs {
 #[derive(Debug, Subcommand)]
 pub enum PersistCommand {
     /// Add entries to environment.persistence in a .nix file, keeping everything else as is
-    Add {
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// The host configuration to edit
-        #[arg(long, value_name = "FILE")]
-        nix_file: PathBuf,
-        /// Persistent storage path
-        #[arg(long, default_value = "/persist")]
-        storage: PathBuf,
-        /// Add to users.NAME (paths relative to the home directory)
-        #[arg(long, value_name = "NAME")]
-        user: Option<String>,
-        /// The paths are files, not directories
-        #[arg(long)]
-        file: bool,
-        /// Print a unified diff; change nothing
-        #[arg(long)]
-        dry_run: bool,
-    },
+    ///
+    /// Finds `environment.persistence."STORAGE"` however it is written (nested sets or
+    /// dotted paths, in any order) and inserts the entries into its `directories` or
+    /// `files` (or `users.NAME.…`), creating the list or the set when missing. Entries
+    /// already there change nothing. A computed list (`++`, `lib.mkIf`, `mkMerge`, a
+    /// variable) is left alone: the snippet to add by hand is printed and the exit code is 2.
+    /// The result is parsed again before it is written, atomically.
+    Add(PersistAddArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PersistAddArgs {
+    /// Absolute paths (with --user: relative to the home directory)
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The host configuration to edit
+    #[arg(long, value_name = "FILE")]
+    pub nix_file: PathBuf,
+    /// Persistent storage path
+    #[arg(long, default_value = "/persist")]
+    pub storage: PathBuf,
+    /// Add to users.NAME (paths relative to the home directory)
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The paths are files, not directories
+    #[arg(long)]
+    pub file: bool,
+    /// Print a unified diff; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

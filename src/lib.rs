@@ -18,6 +18,7 @@ pub mod lint;
 pub mod mode;
 pub mod mountinfo;
 pub mod nix;
+pub mod nixedit;
 pub mod output;
 pub mod paths;
 pub mod persisted;

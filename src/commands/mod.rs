@@ -6,6 +6,7 @@ mod discover;
 mod generate;
 mod journal;
 mod lint;
+mod persist;
 mod reset;
 mod restore;
 mod snapshots;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Diff(args) => diff::run(global, args),
         Command::Journal(args) => journal::run(global, args),
         Command::Restore(args) => restore::run(global, args),
+        Command::Persist(PersistCommand::Add(args)) => persist::add(global, args),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),
         Command::Snapshots(SnapshotsCommand::Gc(args)) | Command::Gc(args) => {
@@ -50,7 +52,6 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
 fn not_built(command: &Command) -> Error {
     let (command, plan) = match command {
         Command::Migrate { .. } => ("migrate", "not yet planned in an issue"),
-        Command::Persist(PersistCommand::Add { .. }) => ("persist add", "planned in issue #6"),
         Command::Status
         | Command::Lint
         | Command::Check(_)
@@ -59,6 +60,7 @@ fn not_built(command: &Command) -> Error {
         | Command::Diff(_)
         | Command::Journal(_)
         | Command::Restore(_)
+        | Command::Persist(_)
         | Command::Reset(_)
         | Command::Snapshots(_)
         | Command::Ls(_)
