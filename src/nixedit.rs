@@ -338,10 +338,6 @@ fn insert_binding(text: &str, set: &ast::AttrSet, key: &str, entries: &[String])
         .r_curly_token()
         .map(|t| offset(t.text_range()).0)
         .unwrap_or(text.len());
-    let open = set
-        .l_curly_token()
-        .map(|t| offset(t.text_range()).0)
-        .unwrap_or(0);
     let items: Vec<String> = entries.iter().map(|e| string(e)).collect();
     let mut out = String::with_capacity(text.len() + 128);
     if starts_line(text, close) {
