@@ -1,0 +1,194 @@
+# Pure functions of the imperm module, written with builtins only so that they evaluate
+# without nixpkgs (`nix-instantiate --eval --strict`), which is how the tests check them.
+let
+  inherit (builtins)
+    attrNames
+    concatStringsSep
+    filter
+    hasAttr
+    isAttrs
+    isBool
+    isInt
+    isList
+    isString
+    listToAttrs
+    map
+    toJSON
+    ;
+
+  # A TOML basic string: JSON's escapes (\" \\ \n \uXXXX) are TOML's too.
+  str = toJSON;
+
+  # A bare TOML key when it can be one, else a quoted one.
+  key = k: if builtins.match "[A-Za-z0-9_-]+" k != null then k else str k;
+
+  value =
+    v:
+    if isString v then
+      str v
+    else if isBool v then
+      (if v then "true" else "false")
+    else if isInt v then
+      toString v
+    else if isList v then
+      "[" + concatStringsSep ", " (map value v) + "]"
+    else if isAttrs v then
+      "{ " + concatStringsSep ", " (map (k: "${key k} = ${value v.${k}}") (attrNames v)) + " }"
+    else
+      throw "imperm: cannot write ${builtins.typeOf v} to TOML";
+
+  # The attributes of an impermanence entry that imperm's configuration takes.
+  entryKeys = [ "directory" "file" "user" "group" "mode" "parentDirectory" ];
+  entry =
+    e:
+    if isString e then
+      e
+    else
+      listToAttrs (
+        map (k: { name = k; value = e.${k}; }) (filter (k: hasAttr k e && e.${k} != null) entryKeys)
+      );
+
+  line = k: v: "${key k} = ${value v}";
+  section = header: lines: concatStringsSep "\n" ([ header ] ++ lines) + "\n";
+  optional = cond: xs: if cond then xs else [ ];
+in
+rec {
+  # The seed's "Minimal Server Persistence": data/server-template.toml, the same set.
+  serverTemplate = {
+    directories = [
+      "/var/lib/nixos"
+      "/var/lib/systemd/coredump"
+      "/var/log"
+      "/var/lib/tailscale"
+      "/etc/NetworkManager/system-connections"
+      "/var/lib/acme"
+    ];
+    files = [
+      "/etc/machine-id"
+      "/etc/ssh/ssh_host_ed25519_key"
+      "/etc/ssh/ssh_host_ed25519_key.pub"
+      "/etc/ssh/ssh_host_rsa_key"
+      "/etc/ssh/ssh_host_rsa_key.pub"
+    ];
+  };
+
+  # /etc/imperm/config.toml from the module's settings.
+  configToml =
+    {
+      filesystem ? null, # { type, device ? null, rootSubvolume, snapshotDir, blankSnapshot ? null }
+      storage ? "/persist",
+      directories ? [ ],
+      files ? [ ],
+      users ? { }, # name -> { directories ? [ ]; files ? [ ]; home ? null; }
+      retention ? null, # { keepLast ? 0; …; timezone ? null; }
+      checkIgnore ? [ ],
+      checkRules ? [ ], # [ { path; verdict; reason; } ]
+    }:
+    let
+      fs = optional (filesystem != null) [
+        (section "[filesystem]" (
+          [ (line "type" filesystem.type) ]
+          ++ optional ((filesystem.device or null) != null) [ (line "device" filesystem.device) ]
+          ++ [
+            (line "root_subvolume" filesystem.rootSubvolume)
+            (line "snapshot_dir" filesystem.snapshotDir)
+          ]
+          ++ optional ((filesystem.blankSnapshot or null) != null) [
+            (line "blank_snapshot" filesystem.blankSnapshot)
+          ]
+        ))
+      ];
+      persistence = [
+        (section "[persistence.${key storage}]" [
+          (line "hideMounts" true)
+          (line "directories" (map entry directories))
+          (line "files" (map entry files))
+        ])
+      ];
+      userSections = map (
+        name:
+        let
+          u = users.${name};
+        in
+        section "[persistence.${key storage}.users.${key name}]" (
+          optional ((u.home or null) != null) [ (line "home" u.home) ]
+          ++ [
+            (line "directories" (map entry (u.directories or [ ])))
+            (line "files" (map entry (u.files or [ ])))
+          ]
+        )
+      ) (attrNames users);
+      keep = name: optional ((retention.${name} or 0) != 0) [ (line name retention.${name}) ];
+      ret = optional (retention != null) [
+        (section "[retention]" (
+          keep "keep_last"
+          ++ keep "keep_daily"
+          ++ keep "keep_weekly"
+          ++ keep "keep_monthly"
+          ++ keep "keep_yearly"
+          ++ optional ((retention.timezone or null) != null) [ (line "timezone" retention.timezone) ]
+        ))
+      ];
+      check = [ (section "[check]" [ (line "ignore" checkIgnore) ]) ];
+      rules = map (
+        r:
+        section "[[check.rule]]" [
+          (line "path" r.path)
+          (line "verdict" r.verdict)
+          (line "reason" (r.reason or "set in the NixOS configuration"))
+        ]
+      ) checkRules;
+    in
+    concatStringsSep "\n" (
+      [ "# Written by the imperm NixOS module; edit the module's options instead.\n" ]
+      ++ fs
+      ++ persistence
+      ++ userSections
+      ++ ret
+      ++ check
+      ++ rules
+    );
+
+  # The persisted set of a host: the template (unless "none") and its own additions.
+  # `host` is services.imperm's settings; missing ones take the options' defaults.
+  hostPersistence =
+    host:
+    let
+      template = if (host.template or "server") == "server" then serverTemplate else { directories = [ ]; files = [ ]; };
+    in
+    {
+      directories = template.directories ++ (host.directories or [ ]);
+      files = template.files ++ (host.files or [ ]);
+      users = host.users or { };
+    };
+
+  # /etc/imperm/config.toml for a host's services.imperm settings.
+  hostToml =
+    host:
+    let
+      fs = host.filesystem or { };
+      ret = host.retention or { };
+      persisted = hostPersistence host;
+    in
+    configToml {
+      filesystem = {
+        type = fs.type;
+        device = fs.device or null;
+        rootSubvolume = fs.rootSubvolume or "@root";
+        snapshotDir = fs.snapshotDir or "@snapshots";
+        blankSnapshot = fs.blankSnapshot or null;
+      };
+      storage = host.persistentStoragePath or "/persist";
+      inherit (persisted) directories files users;
+      retention = {
+        keep_last = ret.keepLast or 5;
+        keep_daily = ret.keepDaily or 0;
+        keep_weekly = ret.keepWeekly or 4;
+        keep_monthly = ret.keepMonthly or "all";
+        keep_yearly = ret.keepYearly or 0;
+        timezone = ret.timezone or null;
+      };
+      checkIgnore = host.check.ignore or [ ];
+      checkRules = host.check.rules or [ ];
+    };
+}

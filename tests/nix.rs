@@ -1,0 +1,248 @@
+//! The Nix side, checked as far as it can be without a NixOS machine: every .nix file
+//! parses (rnix, and Nix itself), and the module's pure functions (nix/lib.nix) evaluate
+//! with `nix-instantiate --eval --strict` to configurations imperm reads as meant. Evaluating
+//! the module itself needs nixpkgs, which this machine cannot fetch.
+//!
+//! Nix (Debian's nix-bin) is installed by .ci/run; without it these tests say so and skip,
+//! except under CI=true, where that fails the run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imperm::config::{Config, LoadOptions};
+use imperm::persisted::Kind;
+use tempfile::TempDir;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn nix_available(test: &str) -> bool {
+    let found = Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: nix-instantiate is needed in CI (Debian: nix-bin)");
+        }
+        eprintln!("SKIPPED {test}: nix-instantiate is not installed (Debian: nix-bin)");
+    }
+    found
+}
+
+/// Evaluates a Nix expression to JSON.
+fn eval(expr: &str) -> serde_json::Value {
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", expr])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{expr}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn nix_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy();
+            if path.is_dir() && !name.starts_with('.') && name != "target" {
+                stack.push(path);
+            } else if name.ends_with(".nix") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let files = nix_files();
+    assert!(files.len() >= 10, "{files:?}");
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        let parsed = rnix::Root::parse(&text);
+        assert!(
+            parsed.errors().is_empty(),
+            "{}: {:?}",
+            file.display(),
+            parsed.errors()
+        );
+    }
+    if nix_available("every_nix_file_parses") {
+        for file in &files {
+            let out = Command::new("nix-instantiate")
+                .arg("--parse")
+                .arg(file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn load(toml: &str) -> (TempDir, Config) {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("config.toml");
+    fs::write(&file, toml).unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let config = Config::load(&LoadOptions {
+        root,
+        config: Some(file),
+        persistence_json: None,
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    (dir, config)
+}
+
+#[test]
+fn the_module_template_is_imperms_built_in_template() {
+    if !nix_available("the_module_template_is_imperms_built_in_template") {
+        return;
+    }
+    let v = eval("(import ./nix/lib.nix).serverTemplate");
+    let from_nix: Vec<String> = ["directories", "files"]
+        .iter()
+        .flat_map(|k| {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_string())
+        })
+        .collect();
+    let built_in: Vec<String> = imperm::config::template_entries()
+        .iter()
+        .map(|e| e.path.display().to_string())
+        .collect();
+    assert_eq!(from_nix, built_in);
+}
+
+#[test]
+fn the_rendered_configuration_reads_back_as_written() {
+    if !nix_available("the_rendered_configuration_reads_back_as_written") {
+        return;
+    }
+    let toml = eval(
+        r#"(import ./nix/lib.nix).configToml {
+          filesystem = { type = "bcachefs"; device = "/dev/sda:/dev/sdb"; rootSubvolume = "@root"; snapshotDir = "@snaps"; blankSnapshot = "@blank"; };
+          storage = "/persist";
+          directories = [ "/var/lib/with \"quotes\" and \\ and ü" { directory = "/var/lib/private"; mode = "0700"; hideMount = true; user = "root"; } ];
+          files = [ { file = "/etc/machine-id"; parentDirectory = { mode = "0755"; }; } ];
+          users."my-user" = { home = "/srv/home"; directories = [ ".ssh" ]; files = [ ".zsh_history" ]; };
+          retention = { keep_last = 3; keep_daily = 0; keep_weekly = 0; keep_monthly = "all"; keep_yearly = 2; timezone = "Europe/Berlin"; };
+          checkIgnore = [ "/var/lib/x/**" ];
+          checkRules = [ { path = "/srv/*"; verdict = "persist"; } ];
+        }"#,
+    );
+    let (_dir, config) = load(toml.as_str().unwrap());
+    let fs = config.filesystem.as_ref().unwrap();
+    assert_eq!(fs.fs_type.as_str(), "bcachefs");
+    assert_eq!(fs.device.as_deref(), Some("/dev/sda:/dev/sdb"));
+    assert_eq!(fs.snapshot_dir, PathBuf::from("@snaps"));
+    assert_eq!(fs.blank_snapshot, Some(PathBuf::from("@blank")));
+    let entries: Vec<(String, Kind, Option<String>)> = config
+        .persisted
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.path.display().to_string(),
+                e.kind,
+                e.mode.map(|m| m.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (
+                "/var/lib/with \"quotes\" and \\ and ü".to_string(),
+                Kind::Directory,
+                None
+            ),
+            (
+                "/var/lib/private".to_string(),
+                Kind::Directory,
+                Some("0700".to_string())
+            ),
+            (
+                "/etc/machine-id".to_string(),
+                Kind::File,
+                Some("0755".to_string())
+            ),
+            ("/srv/home/.ssh".to_string(), Kind::Directory, None),
+            ("/srv/home/.zsh_history".to_string(), Kind::File, None),
+        ]
+    );
+    assert_eq!(
+        config.retention.to_string(),
+        "last 3, monthly all, yearly 2 (Europe/Berlin)"
+    );
+    assert_eq!(config.check.ignore, ["/var/lib/x/**"]);
+    assert_eq!(config.check.rules.len(), 1);
+}
+
+/// Each example host's settings, rendered as the module renders them, are a configuration
+/// imperm loads and finds nothing wrong with.
+#[test]
+fn example_hosts_render_clean_configurations() {
+    if !nix_available("example_hosts_render_clean_configurations") {
+        return;
+    }
+    let hosts = ["h001", "h003", "juni", "l001", "o001"];
+    for host in hosts {
+        let toml = eval(&format!(
+            "(import ./nix/lib.nix).hostToml (import ./examples/hosts/{host}.nix {{ }}).services.imperm"
+        ));
+        let (dir, config) = load(toml.as_str().unwrap());
+        assert!(!config.persisted.is_empty(), "{host}");
+        let file = dir.path().join("config.toml");
+        let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--config")
+            .arg(&file)
+            .arg("lint")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{host}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The seed's per-host additions are there.
+    let h003 = eval(
+        "(import ./nix/lib.nix).hostPersistence (import ./examples/hosts/h003.nix { }).services.imperm",
+    );
+    assert!(
+        h003["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "/boot/keyfile_nvme0n1p1")
+    );
+    let juni = eval(
+        "(import ./nix/lib.nix).hostToml (import ./examples/hosts/juni.nix { }).services.imperm",
+    );
+    let (_dir, juni) = load(juni.as_str().unwrap());
+    assert_eq!(juni.filesystem.unwrap().fs_type.as_str(), "bcachefs");
+}
