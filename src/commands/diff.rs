@@ -303,12 +303,6 @@ fn against(
     snap: &str,
     searchable: bool,
 ) -> Result<(&'static str, Vec<Change>), Error> {
-    if snap.is_empty() || snap.contains('/') || snap == "." || snap == ".." {
-        return Err(Error::Usage(format!(
-            "--against {snap:?}: give a snapshot's name in {}",
-            fs.snapshot_dir.display()
-        )));
-    }
     let backend = backend::for_type(fs.fs_type);
     if !backend.has_subvolumes() {
         return Err(Error::Usage(
@@ -316,37 +310,17 @@ fn against(
         ));
     }
     let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
-    let rel = fs.snapshot_dir.join(snap);
-    if backend.kind(&top, &rel)? != Kind::Subvolume {
-        return Err(Error::Usage(format!(
-            "no snapshot {snap:?} in {} (see `imperm snapshots ls`)",
-            top.join(&fs.snapshot_dir).display()
-        )));
-    }
+    let (_, rel) = super::old_root(backend.as_ref(), &top, fs, Some(snap))?;
     if searchable && taken_of_root(&top, fs, &rel)? {
         return Ok((GENERATION, generation_diff(&top, fs, &rel)?));
     }
-    let old = record(config, &top.join(&rel))?;
+    let old = discover::record(config, &top.join(&rel))?;
     Ok(("walk", walk_diff(config, &old)?))
-}
-
-/// Every entry of the tree at `root`, as a manifest.
-fn record(config: &Config, root: &Path) -> Result<Manifest, Error> {
-    let request = scan::Request {
-        root,
-        persisted: &config.persisted,
-        knowledge: knowledge::builtin(),
-        ignore: None,
-        since: None,
-        progress: true,
-    };
-    let (entries, _) = scan::record(&request)?;
-    Ok(Manifest::new(entries))
 }
 
 /// Compares the root now with `old`, entry by entry.
 fn walk_diff(config: &Config, old: &Manifest) -> Result<Vec<Change>, Error> {
-    let now = record(config, &config.root)?;
+    let now = discover::record(config, &config.root)?;
     let mut out = Vec::new();
     for (path, meta) in now.iter() {
         match old.get(path) {

@@ -275,16 +275,7 @@ struct BaselineReport {
 pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, BaselineReport::COMMAND)?;
     let config = super::load_config(global)?;
-    let request = scan::Request {
-        root: &config.root,
-        persisted: &config.persisted,
-        knowledge: knowledge::builtin(),
-        ignore: None,
-        since: None,
-        progress: true,
-    };
-    let (entries, _) = scan::record(&request)?;
-    let manifest = Manifest::new(entries);
+    let manifest = record(&config, &config.root)?;
     let file = under_root(&config.root, Path::new(baseline::MANIFEST));
     write_manifest(&file, &manifest)?;
     let (snapshot, snapshot_note) = match baseline_snapshot(&config, args) {
@@ -299,6 +290,20 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
     };
     output::emit(&report, global.format, global.color)?;
     Ok(ExitStatus::Clean)
+}
+
+/// Every entry of the tree at `root` outside persisted paths, as a manifest.
+pub fn record(config: &Config, root: &Path) -> Result<Manifest, Error> {
+    let request = scan::Request {
+        root,
+        persisted: &config.persisted,
+        knowledge: knowledge::builtin(),
+        ignore: None,
+        since: None,
+        progress: true,
+    };
+    let (entries, _) = scan::record(&request)?;
+    Ok(Manifest::new(entries))
 }
 
 fn write_manifest(file: &Path, manifest: &Manifest) -> Result<(), Error> {

@@ -201,29 +201,8 @@ fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, Pa
     }
     let top = TopLevel::open(&fs, args.fs.mounted.as_deref())
         .map_err(|e| format!("not looked up: {e}"))?;
-    let name = match &args.against {
-        Some(name) => name.clone(),
-        None => snapshot::newest(
-            backend.as_ref(),
-            &top,
-            &fs.snapshot_dir,
-            &jiff::tz::TimeZone::system(),
-        )
-        .map_err(|e| format!("not looked up: {e}"))?
-        .ok_or_else(|| {
-            format!(
-                "not looked up: no snapshots in {}",
-                fs.snapshot_dir.display()
-            )
-        })?,
-    };
-    let dir = fs.snapshot_dir.join(&name);
-    if backend.kind(&top, &dir).map_err(|e| e.to_string())? != backend::Kind::Subvolume {
-        return Err(format!(
-            "not looked up: no snapshot {name:?} in {}",
-            fs.snapshot_dir.display()
-        ));
-    }
+    let (name, dir) = super::old_root(backend.as_ref(), &top, &fs, args.against.as_deref())
+        .map_err(|e| format!("not looked up: {e}"))?;
     Ok((name, top, dir))
 }
 

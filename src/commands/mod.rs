@@ -147,3 +147,40 @@ fn now() -> Result<Timestamp, Error> {
         Err(_) => Ok(Timestamp::now()),
     }
 }
+
+/// The old-root snapshot a command works with: `name`, or the newest one. The name must
+/// be a plain name in the snapshot directory, and a subvolume there. Returns the name and
+/// its path relative to the top level.
+fn old_root(
+    backend: &dyn crate::backend::Backend,
+    top: &crate::toplevel::TopLevel,
+    fs: &FilesystemConfig,
+    name: Option<&str>,
+) -> Result<(String, std::path::PathBuf), Error> {
+    let name = match name {
+        Some(name) => {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::Usage(format!(
+                    "{name:?} is not a snapshot's name in {}",
+                    fs.snapshot_dir.display()
+                )));
+            }
+            name.to_string()
+        }
+        None => crate::snapshot::newest(
+            backend,
+            top,
+            &fs.snapshot_dir,
+            &jiff::tz::TimeZone::system(),
+        )?
+        .ok_or_else(|| Error::Usage(format!("no snapshots in {}", fs.snapshot_dir.display())))?,
+    };
+    let rel = fs.snapshot_dir.join(&name);
+    if backend.kind(top, &rel)? != crate::backend::Kind::Subvolume {
+        return Err(Error::Usage(format!(
+            "no snapshot {name:?} in {} (see `imperm snapshots ls`)",
+            top.join(&fs.snapshot_dir).display()
+        )));
+    }
+    Ok((name, rel))
+}

@@ -18,7 +18,6 @@ use crate::output::{self, Report, Styles, bytes, count};
 use crate::paths::{normalize_absolute, quoted, under_root};
 use crate::persisted::Kind;
 use crate::restore;
-use crate::snapshot;
 use crate::suggest::Suggestion;
 use crate::toplevel::TopLevel;
 
@@ -67,33 +66,8 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         ));
     }
     let top = TopLevel::open(&fs, args.fs.mounted.as_deref())?;
-    let from = match &args.from {
-        Some(name) => name.clone(),
-        None => snapshot::newest(
-            backend.as_ref(),
-            &top,
-            &fs.snapshot_dir,
-            &jiff::tz::TimeZone::system(),
-        )?
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no snapshots in {}; nothing was written",
-                fs.snapshot_dir.display()
-            ))
-        })?,
-    };
-    if from.is_empty() || from.contains('/') || from == "." || from == ".." {
-        return Err(Error::Usage(format!(
-            "--from {from:?}: give a snapshot's name; nothing was written"
-        )));
-    }
-    let snap = fs.snapshot_dir.join(&from);
-    if backend.kind(&top, &snap)? != backend::Kind::Subvolume {
-        return Err(Error::Usage(format!(
-            "no snapshot {from:?} in {} (see `imperm snapshots ls`); nothing was written",
-            top.join(&fs.snapshot_dir).display()
-        )));
-    }
+    let (from, snap) = super::old_root(backend.as_ref(), &top, &fs, args.from.as_deref())
+        .map_err(|e| Error::Usage(format!("{e}; nothing was written")))?;
     let storage = discover::storage(&config);
     let base = match args.into {
         RestoreInto::Root => config.root.clone(),
