@@ -23,9 +23,6 @@ pub enum Error {
         command: &'static str,
     },
 
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
-
     #[error(transparent)]
     Fs(#[from] FsError),
 

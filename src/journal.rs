@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -316,11 +316,6 @@ impl Findings {
             }
         }
     }
-}
-
-/// Whether `path` is at or below one of `roots`.
-pub fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
-    roots.iter().any(|r| path.starts_with(r))
 }
 
 #[cfg(test)]

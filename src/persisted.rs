@@ -63,11 +63,6 @@ impl Entry {
             origin: String::new(),
         }
     }
-
-    /// Where the data of this entry lives: `/persist/var/lib/nixos`.
-    pub fn storage_path(&self) -> PathBuf {
-        crate::paths::under_root(&self.storage, &self.path)
-    }
 }
 
 #[derive(Default, Debug)]

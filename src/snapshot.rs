@@ -2,7 +2,7 @@
 //! seed's laptop), finding them in the snapshot directory, and taking and deleting a
 //! snapshot together with the subvolumes nested in it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
@@ -278,11 +278,6 @@ pub fn verify(
         }
     }
     Ok(())
-}
-
-/// `rel` joined under `dir`, for a snapshot name.
-pub fn path_in(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
 
 #[cfg(test)]
