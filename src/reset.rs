@@ -123,6 +123,13 @@ fn failpoint(name: &str, log: Log) {
 /// Every check that can refuse, done before anything changes.
 fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Result<(), Error> {
     let refuse = |what: String| Err(Error::Usage(format!("{what}; nothing was done")));
+    if let Some(at) = mounted_at(top, &layout.root) {
+        return refuse(format!(
+            "the root subvolume {} is mounted at {}: a reset replaces it before it is mounted (in the initrd)",
+            layout.root.display(),
+            at.display()
+        ));
+    }
     if layout.snapshot_dir.starts_with(&layout.root) {
         return refuse(format!(
             "snapshot directory {} is inside the root subvolume {}",
@@ -161,6 +168,25 @@ fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Resu
         }
     }
     Ok(())
+}
+
+/// Where subvolume `rel` of the filesystem whose top level is `top` is mounted, if it is.
+/// A mount shows the path of its subvolume in mountinfo's root field, and every mount of
+/// one filesystem shows the same device.
+fn mounted_at(top: &TopLevel, rel: &Path) -> Option<PathBuf> {
+    let table = crate::mountinfo::read(Path::new("/")).ok()??;
+    let device = table
+        .mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == top.path())?
+        .device;
+    let subvolume = Path::new("/").join(rel);
+    table
+        .mounts
+        .iter()
+        .find(|m| m.device == device && m.root.starts_with(&subvolume))
+        .map(|m| m.mount_point.clone())
 }
 
 fn describe(kind: Kind) -> &'static str {

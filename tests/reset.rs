@@ -425,6 +425,31 @@ fn refusals_change_nothing() {
 }
 
 #[test]
+fn a_mounted_root_is_never_reset() {
+    let Some(fs) = btrfs("reset_mounted_root") else {
+        return;
+    };
+    populate(&fs);
+    let at = fs.scratch().join("live-root");
+    fs::create_dir(&at).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-o", "subvol=@root", &fs.device])
+            .arg(&at),
+    );
+    let before = (fs.subvolumes(), fs.tree(""));
+    let out = reset(&fs, &[]);
+    common::check(Command::new("umount").arg(&at));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the root subvolume @root is mounted at "),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!((fs.subvolumes(), fs.tree("")), before);
+}
+
+#[test]
 fn a_held_lock_is_a_refusal_not_a_wait() {
     let Some(fs) = btrfs("reset_lock") else {
         return;
