@@ -217,17 +217,7 @@ fn diff_against_the_snapshot_a_reset_kept_shows_what_it_wiped() {
             !lines.iter().any(|l| l.contains("machine-id")),
             "persisted: {lines:?}"
         );
-        let verdicts: Vec<(String, String)> = v["suggestions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                (
-                    s["path"].as_str().unwrap().to_string(),
-                    s["verdict"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let verdicts = common::path_verdicts(&v);
         assert!(
             verdicts.contains(&("/var/lib/forgejo".into(), "persist".into())),
             "{verdicts:?}"

@@ -189,17 +189,7 @@ fn suggestions_say_what_to_persist_for_the_failures() {
     let out = journal(&["--file", "-", "--format", "json"], Some(&all));
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let got: Vec<(String, String)> = v["suggestions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["path"].as_str().unwrap().to_string(),
-                s["verdict"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let got = common::path_verdicts(&v);
     let want: Vec<(String, String)> = [
         ("/etc/ssh/ssh_host_ed25519_key", "persist"),
         ("/etc/ssh/ssh_host_rsa_key", "persist"),

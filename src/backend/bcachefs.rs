@@ -14,7 +14,7 @@ use std::process::Command;
 
 use rustix::fs::{Mode, StatxFlags};
 
-use super::{Backend, Kind, Result, SubvolumeInfo, node_kind};
+use super::{Backend, Kind, Result, SubvolumeInfo, node_kind, not_a_subvolume};
 use crate::config::FsType;
 use crate::error::FsError;
 use crate::toplevel::{TopLevel, statx};
@@ -135,12 +135,9 @@ impl Backend for Bcachefs {
     }
 
     fn snapshot(&self, top: &TopLevel, src: &Path, dst: &Path, readonly: bool) -> Result<()> {
-        if self.kind(top, src)? != Kind::Subvolume {
-            return Err(FsError::new(
-                "snapshot",
-                src,
-                io::Error::new(io::ErrorKind::InvalidInput, "not a subvolume"),
-            ));
+        match self.kind(top, src)? {
+            Kind::Subvolume => {}
+            other => return Err(not_a_subvolume("snapshot", src, other)),
         }
         let source = self.checked_path(top, src)?;
         let dest = self.checked_path(top, dst)?;
@@ -158,16 +155,7 @@ impl Backend for Bcachefs {
         // subvolume, reached without a symlink, is ever handed to it.
         match self.kind(top, rel)? {
             Kind::Subvolume if rel.parent().is_some() => {}
-            other => {
-                return Err(FsError::new(
-                    "delete subvolume",
-                    rel,
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("not a subvolume ({other:?})"),
-                    ),
-                ));
-            }
+            other => return Err(not_a_subvolume("delete subvolume", rel, other)),
         }
         let path = self.checked_path(top, rel)?;
         self.run(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::ioctl::{Getter, Setter, Updater, ioctl, opcode};
 
-use super::{Backend, Kind, Result, SubvolumeInfo, node_kind};
+use super::{Backend, Kind, Result, SubvolumeInfo, node_kind, not_a_subvolume};
 use crate::config::FsType;
 use crate::error::FsError;
 use crate::toplevel::{TopLevel, split};
@@ -241,16 +241,7 @@ impl Backend for Btrfs {
         // refuses anything that is not a subvolume; the kind check makes the message clear.
         match self.kind(top, rel)? {
             Kind::Subvolume => {}
-            other => {
-                return Err(FsError::new(
-                    "delete subvolume",
-                    rel,
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("not a subvolume ({other:?})"),
-                    ),
-                ));
-            }
+            other => return Err(not_a_subvolume("delete subvolume", rel, other)),
         }
         let (parent, name) = split(rel).map_err(|e| FsError::new("delete subvolume", rel, e))?;
         let dir = self.open(top, "delete subvolume in", parent)?;

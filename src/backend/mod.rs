@@ -90,6 +90,18 @@ pub fn for_type(fs_type: FsType) -> Box<dyn Backend> {
     }
 }
 
+/// The refusal of an operation that needs a subvolume.
+fn not_a_subvolume(op: &str, rel: &Path, kind: Kind) -> FsError {
+    FsError::new(
+        op,
+        rel,
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a subvolume ({kind:?})"),
+        ),
+    )
+}
+
 /// Maps the top level's view of a path to a [`Kind`], leaving directories for the backend
 /// to tell apart from subvolumes.
 fn node_kind(top: &TopLevel, rel: &Path) -> Result<Option<Kind>> {

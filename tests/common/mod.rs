@@ -234,3 +234,18 @@ impl Drop for LoopBtrfs {
         let _ = Command::new("losetup").args(["-d", &self.device]).status();
     }
 }
+
+/// `(path, verdict)` of every suggestion in a command's JSON output.
+pub fn path_verdicts(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["path"].as_str().unwrap().to_string(),
+                s["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
