@@ -17,8 +17,8 @@ rustPlatform.buildRustPackage {
       --bash <($out/bin/imperm completions bash) \
       --zsh <($out/bin/imperm completions zsh) \
       --fish <($out/bin/imperm completions fish)
-    $out/bin/imperm man > imperm.1
-    installManPage imperm.1
+    $out/bin/imperm man --dir man
+    installManPage man/*.1
   '';
   meta = {
     description = "Make NixOS impermanence safe to roll out and easy to live with";

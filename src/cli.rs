@@ -74,6 +74,16 @@ pub enum Command {
     Diff(DiffArgs),
 
     /// Like check, for a host whose root is not yet ephemeral: what would a wipe lose?
+    /// (exit 1 when something needs persisting)
+    ///
+    /// Walks the whole root filesystem (metadata only, in parallel, never following a
+    /// symlink or entering another mount) and reports everything that is neither persisted
+    /// nor made again by NixOS at boot, grouped into the directories and files a person would
+    /// persist, each with a verdict (persist, review, ephemeral, generated), the reason, the
+    /// service it belongs to, and its size. `--format nix` prints the `persist` suggestions as
+    /// a snippet for environment.persistence (or preservation with --style). Run it before a
+    /// host's first ephemeral boot, with the persistence you plan to declare
+    /// (--config or --persistence-json).
     Audit(DiscoverArgs),
 
     /// Record the root's state right after boot, so that check and diff leave out what
@@ -147,8 +157,16 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
 
-    /// Print the manual page (roff)
-    Man,
+    /// Print the manual page (roff), or write one page per command into a directory
+    ///
+    /// Without --dir, prints imperm(1) on stdout. With --dir, writes imperm.1 and a page for
+    /// every subcommand (imperm-reset.1, imperm-snapshots-gc.1, …), the pages imperm(1)
+    /// refers to, ready for `man -l` or a package's man directory.
+    Man {
+        /// Write every page into DIR (created when missing) instead of printing imperm(1)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -223,8 +241,17 @@ pub struct DiffArgs {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotsCommand {
     /// List old-root snapshots, newest first, with the retention rules that keep each
+    ///
+    /// Reads imperm's own UTC names and the legacy `YYYY-MM-DD_HH-MM-SS` names of
+    /// bcache-impermanence; other names are listed as unrecognised and never deleted. Mounts
+    /// the filesystem's top level privately (root needed), or uses --mounted DIR.
     Ls(FsArgs),
     /// Delete old-root snapshots the retention policy does not keep, oldest first
+    ///
+    /// The policy is `[retention]` (default: the last 5, one a week for 4 weeks, one a
+    /// month). Never deleted: the newest snapshot, snapshots dated in the future, names
+    /// imperm does not recognise, the snapshot of an interrupted reset. Deletes one at a time
+    /// and stops at the first error; --dry-run shows every decision and deletes nothing.
     Gc(GcArgs),
 }
 

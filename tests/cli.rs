@@ -470,4 +470,44 @@ fn completions_and_man_are_generated_from_the_real_command_line() {
         r.stdout.contains("imperm\\-lint(1)"),
         "lists the lint command"
     );
+
+    // Every page a page refers to is written by `man --dir`.
+    let dir = TempDir::new().unwrap();
+    let pages = dir.path().join("man1");
+    let r = run(imperm().arg("man").arg("--dir").arg(&pages));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut referenced = std::collections::BTreeSet::new();
+    let mut written = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&pages).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        assert!(
+            text.contains(&format!(".TH {name} 1")),
+            "{name}: its own title"
+        );
+        written.insert(name);
+        // References look like `imperm\-snapshots\-gc(1)`.
+        for (at, _) in text.match_indices("imperm\\-") {
+            let tail = &text[at..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '\\' || c == '-'))
+                .unwrap_or(tail.len());
+            if tail[len..].starts_with("(1)") {
+                referenced.insert(tail[..len].replace("\\-", "-"));
+            }
+        }
+    }
+    assert!(written.contains("imperm") && written.contains("imperm-snapshots-gc"));
+    assert!(
+        referenced.len() > 15,
+        "found the references: {referenced:?}"
+    );
+    let missing: Vec<_> = referenced.difference(&written).collect();
+    assert!(
+        missing.is_empty(),
+        "referenced but not written: {missing:?}"
+    );
+    let audit = std::fs::read_to_string(pages.join("imperm-audit.1")).unwrap();
+    assert!(audit.contains("Walks the whole root"), "long description");
 }

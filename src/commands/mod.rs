@@ -43,7 +43,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
             snapshots::gc(global, args)
         }
         Command::Completions { shell } => generate::completions(*shell),
-        Command::Man => generate::man(),
+        Command::Man { dir } => generate::man(dir.as_deref()),
         other => Err(not_built(other)),
     }
 }
@@ -66,7 +66,7 @@ fn not_built(command: &Command) -> Error {
         | Command::Ls(_)
         | Command::Gc(_)
         | Command::Completions { .. }
-        | Command::Man => unreachable!("built commands are dispatched in run"),
+        | Command::Man { .. } => unreachable!("built commands are dispatched in run"),
     };
     Error::NotBuilt { command, plan }
 }
