@@ -98,12 +98,37 @@ pub fn read_state(top: &TopLevel, layout: &Layout) -> Result<Option<State>, Erro
     else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::Usage(format!(
-            "{}: unreadable reset state ({e}); inspect the snapshot directory and remove the file to go on",
-            top.name(&path)
-        ))
-    })
+    let state: State = serde_json::from_slice(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|state: State| state.check().map(|()| state))
+        .map_err(|e| {
+            Error::Usage(format!(
+                "{}: unreadable reset state ({e}); inspect the snapshot directory and remove the file to go on",
+                top.name(&path)
+            ))
+        })?;
+    Ok(Some(state))
+}
+
+impl State {
+    /// The snapshot must be one plain name in the snapshot directory (a resumed reset
+    /// deletes it: `..` or an empty name would make that another subvolume, or the whole
+    /// directory); only a finished reset may name none.
+    fn check(&self) -> Result<(), String> {
+        let name = &self.snapshot;
+        if name.is_empty() {
+            return match self.phase {
+                Phase::Done => Ok(()),
+                _ => Err("an unfinished reset names no snapshot".into()),
+            };
+        }
+        let plain = !name.contains('/') && !name.starts_with('.') && !name.contains('\0');
+        if plain {
+            Ok(())
+        } else {
+            Err(format!("{name:?} is not a snapshot's name"))
+        }
+    }
 }
 
 fn write_state(top: &TopLevel, layout: &Layout, state: &State) -> Result<(), Error> {
@@ -463,5 +488,27 @@ mod tests {
         assert!(
             serde_json::from_str::<State>(r#"{"phase":"done","snapshot":"x","extra":1}"#).is_err()
         );
+    }
+
+    /// A resumed reset deletes the snapshot its state names: only a plain name of the
+    /// snapshot directory may be there.
+    #[test]
+    fn a_state_must_name_a_plain_snapshot() {
+        let state = |phase, snapshot: &str| State {
+            phase,
+            snapshot: snapshot.into(),
+            old_root: None,
+            new_root: None,
+            generation: None,
+        };
+        for phase in [Phase::Snapshot, Phase::Replace, Phase::Done] {
+            for bad in ["..", ".", "../@persist", "a/b", "/", ".hidden", "x\0y"] {
+                assert!(state(phase, bad).check().is_err(), "{phase:?} {bad:?}");
+            }
+            assert!(state(phase, "20260115T063000Z-1").check().is_ok());
+        }
+        assert!(state(Phase::Done, "").check().is_ok());
+        assert!(state(Phase::Snapshot, "").check().is_err());
+        assert!(state(Phase::Replace, "").check().is_err());
     }
 }

@@ -923,3 +923,42 @@ fn mount_points_left_by_dead_runs_are_removed_and_live_ones_kept() {
     );
     assert!(live_kept, "a running imperm's mount point is kept");
 }
+
+/// A resumed reset deletes the snapshot its state names: a state that names anything but
+/// a plain name in the snapshot directory (`..`, a path, nothing) is refused before any
+/// change, by reset and by gc.
+#[test]
+fn a_state_naming_anything_but_a_snapshot_is_refused() {
+    let Some(fs) = btrfs("reset_state_names") else {
+        return;
+    };
+    populate(&fs);
+    fs.subvolume("@snapshots");
+    fs.subvolume("@persist");
+    fs.write("@persist/precious", "keep me\n");
+    for state in [
+        r#"{"phase": "snapshot", "snapshot": ""}"#,
+        r#"{"phase": "snapshot", "snapshot": "../@persist"}"#,
+        r#"{"phase": "snapshot", "snapshot": "."}"#,
+        r#"{"phase": "replace", "snapshot": "../@persist", "old_root": 1}"#,
+    ] {
+        fs.write(&format!("@snapshots/{}", imperm::reset::STATE_FILE), state);
+        let before = (fs.subvolumes(), fs.tree(""));
+        let out = reset(&fs, &[]);
+        assert_eq!(out.status.code(), Some(2), "{state}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("unreadable reset state"),
+            "{state}: {}",
+            stderr(&out)
+        );
+        let gc = common::run(
+            imperm()
+                .arg("--root")
+                .arg(fs.scratch())
+                .args(["gc", "--fs", "btrfs", "--mounted"])
+                .arg(fs.top()),
+        );
+        assert_eq!(gc.status.code(), Some(2), "{state}: {}", stderr(&gc));
+        assert_eq!((fs.subvolumes(), fs.tree("")), before, "{state}");
+    }
+}
