@@ -121,25 +121,26 @@ pub fn free_name(top: &TopLevel, dir: &Path, now: Timestamp) -> Result<String, E
         .iter()
         .filter_map(|n| n.to_str().map(str::to_string))
         .collect();
-    let exhausted = || {
-        Error::Usage(format!(
-            "no free snapshot name for {} in {}; nothing was done",
-            name_for(now),
-            dir.display()
-        ))
-    };
-    let mut seq = next_seq(names.iter().map(String::as_str), now).ok_or_else(exhausted)?;
-    loop {
+    // Should the highest suffix be taken (a name planted to stop the boot), any free one
+    // will do: the order within that second is then lost, the boot is not.
+    let mut seq = next_seq(names.iter().map(String::as_str), now).unwrap_or(1);
+    for _ in 0..=u32::MAX {
         let name = name_with(Stamp { time: now, seq });
         let rel = dir.join(&name);
-        match top
+        if top
             .node(&rel)
             .map_err(|e| FsError::new("inspect", &rel, e))?
+            == crate::toplevel::Node::Missing
         {
-            crate::toplevel::Node::Missing => return Ok(name),
-            _ => seq = seq.checked_add(1).ok_or_else(exhausted)?,
+            return Ok(name);
         }
+        seq = seq.checked_add(1).unwrap_or(1);
     }
+    Err(Error::Usage(format!(
+        "no free snapshot name for {} in {}; nothing was done",
+        name_for(now),
+        dir.display()
+    )))
 }
 
 /// An entry of the snapshot directory: every subvolume, and whatever else carries a

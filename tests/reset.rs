@@ -650,6 +650,8 @@ fn a_name_taken_by_something_else_is_left_alone() {
     fs::create_dir(fs.path("@snapshots/20260115T063000Z-1")).unwrap();
     fs.subvolume("@other");
     std::os::unix::fs::symlink("../@other", fs.path("@snapshots/20260115T063000Z-2")).unwrap();
+    // Another second's names do not count.
+    fs.write("@snapshots/20260115T063001Z-7", "");
     let out = reset(&fs, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -664,6 +666,16 @@ fn a_name_taken_by_something_else_is_left_alone() {
         std::path::Path::new("../@other")
     );
     assert_eq!(fs.tree("@other"), Vec::<String>::new());
+
+    // The last suffix there is, planted: any free one still lets the boot go on.
+    fs.write("@root/etc/boot", "2\n");
+    fs.write("@snapshots/20260115T063000Z-4294967295", "");
+    let out = reset(&fs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "old root kept in @snapshots/20260115T063000Z-4; @root is fresh\n"
+    );
 }
 
 /// With a frozen clock, a reset killed at any moment is completed by the next run under

@@ -188,6 +188,25 @@ fn delete_unkept(
     Ok(())
 }
 
+/// A name as it can be shown on one line of a table: control characters (a newline
+/// would forge a row) and bytes that are not UTF-8 are escaped.
+fn shown(name: &std::ffi::OsStr) -> String {
+    let mut out = String::new();
+    for chunk in name.as_encoded_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 fn age(seconds: i64) -> String {
     let (future, s) = (seconds < 0, seconds.unsigned_abs());
     let text = match s {
@@ -221,7 +240,7 @@ impl Report for SnapshotsReport {
         let width = self
             .snapshots
             .iter()
-            .map(|r| r.name.len())
+            .map(|r| shown(&r.os_name).chars().count())
             .max()
             .unwrap_or(4)
             .max(4);
@@ -257,7 +276,7 @@ impl Report for SnapshotsReport {
                 out,
                 "{act}{}{:<width$}{:#}  {:<25}  {:<20}  {:>6}  {:<2}  {}",
                 s.path,
-                r.name,
+                shown(&r.os_name),
                 s.path,
                 r.local_time.as_deref().unwrap_or("-"),
                 utc.as_deref().unwrap_or("-"),
@@ -283,6 +302,17 @@ impl Report for SnapshotsReport {
 #[cfg(test)]
 mod tests {
     use super::age;
+
+    #[test]
+    fn names_are_shown_on_one_line() {
+        use std::os::unix::ffi::OsStrExt;
+        let shown = |b: &[u8]| super::shown(std::ffi::OsStr::from_bytes(b));
+        assert_eq!(shown(b"20260115T063000Z-1"), "20260115T063000Z-1");
+        assert_eq!(shown(b"evil\nNAME"), "evil\\nNAME");
+        assert_eq!(shown(b"bad\xff"), "bad\\xff");
+        assert_eq!(shown(b"a\\b"), "a\\\\b");
+        assert_eq!(shown("caf\u{e9}".as_bytes()), "caf\u{e9}");
+    }
 
     #[test]
     fn ages_are_short() {
