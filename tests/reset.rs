@@ -974,3 +974,43 @@ fn a_state_naming_anything_but_a_snapshot_is_refused() {
         assert_eq!((fs.subvolumes(), fs.tree("")), before, "{state}");
     }
 }
+
+/// A run that dies with the top level mounted (abort, as kill -9 would) leaves its empty
+/// mount point; the next run removes it.
+#[test]
+fn a_crashed_runs_mount_point_is_removed_by_the_next_run() {
+    let Some(fs) = btrfs("reset_crash_leftover") else {
+        return;
+    };
+    let before = populate(&fs);
+    let empty = fs.scratch().join("empty-root");
+    fs::create_dir_all(&empty).unwrap();
+    let device_reset = || {
+        let mut cmd = imperm();
+        cmd.arg("--root")
+            .arg(&empty)
+            .args(["reset", "--fs", "btrfs", "--device", &fs.device]);
+        cmd
+    };
+    let child = device_reset()
+        .env(imperm::reset::FAILPOINT_ENV, "snapshot-taken")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None, "aborted");
+    let leftovers = || -> Vec<String> {
+        fs::read_dir("/run")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("imperm-top-{pid}-")))
+            .collect()
+    };
+    assert_eq!(leftovers().len(), 1, "the crash left its mount point");
+    let out = common::run(&mut device_reset());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_reset_once(&fs, &before);
+    assert_eq!(leftovers(), Vec::<String>::new(), "the next run removed it");
+}
