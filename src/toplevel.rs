@@ -557,3 +557,49 @@ pub fn statx(
     let fd = top.open_beneath(rel, OFlags::PATH | OFlags::NOFOLLOW)?;
     rustix::fs::statx(fd.as_fd(), "", AtFlags::EMPTY_PATH, mask).map_err(io::Error::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_below_a_private_mount_point_are_named_on_the_device() {
+        let dir = Path::new("/run/imperm-top-42-AbCdEf");
+        let rename = |t: &str| rename_mount_point(t, dir, "/dev/sda2");
+        assert_eq!(
+            rename("delete /run/imperm-top-42-AbCdEf/@snapshots/X: busy"),
+            "delete @snapshots/X on /dev/sda2: busy"
+        );
+        assert_eq!(
+            rename("\"/run/imperm-top-42-AbCdEf/@root/etc\" is not in it"),
+            "\"@root/etc on /dev/sda2\" is not in it"
+        );
+        assert_eq!(
+            rename("lock /run/imperm-top-42-AbCdEf; then /run/imperm-top-42-AbCdEf/a/"),
+            "lock the top level of /dev/sda2; then a on /dev/sda2"
+        );
+        // Another directory that only starts the same is not ours.
+        assert_eq!(
+            rename("/run/imperm-top-42-AbCdEfG/x"),
+            "/run/imperm-top-42-AbCdEfG/x"
+        );
+        assert_eq!(rename("nothing to rename"), "nothing to rename");
+    }
+
+    #[test]
+    fn only_names_with_a_pid_are_leftovers_that_can_be_judged() {
+        assert_eq!(leftover_pid("imperm-top-1234-AbC123"), Some(1234));
+        assert_eq!(leftover_pid("imperm-top-1234-a-b"), Some(1234));
+        for name in [
+            "imperm-top-AbC123",
+            "imperm-top-1234-",
+            "imperm-top--AbC",
+            "imperm-top-0-AbC",
+            "imperm-top-+12-AbC",
+            "imperm-top-99999999999-AbC",
+            "other-1234-AbC",
+        ] {
+            assert_eq!(leftover_pid(name), None, "{name}");
+        }
+    }
+}
