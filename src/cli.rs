@@ -97,7 +97,7 @@ pub enum Command {
     /// Missing-path failures from `journalctl -o json` output (exit 1 when any)
     ///
     /// Reads `journalctl -b -o json` (or --file), finds each failure caused by a missing or
-    /// unreadable path, names its unit, looks the path up in the newest old-root snapshot
+    /// unreadable path, names its unit, looks the path up in the last reset's snapshot
     /// ("existed before the last reset") and says what to persist, with the `restore`
     /// command that brings the data back.
     Journal(JournalArgs),
@@ -180,7 +180,7 @@ pub struct JournalArgs {
     #[arg(long)]
     pub previous: bool,
 
-    /// Look paths up in this old-root snapshot [default: the newest]
+    /// Look paths up in this old-root snapshot [default: the last reset's, see `snapshots ls`]
     #[arg(long, value_name = "SNAP")]
     pub against: Option<String>,
 
@@ -197,7 +197,7 @@ pub struct RestoreArgs {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 
-    /// Snapshot to restore from [default: the newest]
+    /// Snapshot to restore from [default: the last reset's, see `snapshots ls`]
     #[arg(long, value_name = "SNAP")]
     pub from: Option<String>,
 

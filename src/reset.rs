@@ -98,12 +98,37 @@ pub fn read_state(top: &TopLevel, layout: &Layout) -> Result<Option<State>, Erro
     else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::Usage(format!(
-            "{}: unreadable reset state ({e}); inspect the snapshot directory and remove the file to go on",
-            path.display()
-        ))
-    })
+    let state: State = serde_json::from_slice(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|state: State| state.check().map(|()| state))
+        .map_err(|e| {
+            Error::Usage(format!(
+                "{}: unreadable reset state ({e}); inspect the snapshot directory and remove the file to go on",
+                top.name(&path)
+            ))
+        })?;
+    Ok(Some(state))
+}
+
+impl State {
+    /// The snapshot must be one plain name in the snapshot directory (a resumed reset
+    /// deletes it: `..` or an empty name would make that another subvolume, or the whole
+    /// directory); only a finished reset may name none.
+    fn check(&self) -> Result<(), String> {
+        let name = &self.snapshot;
+        if name.is_empty() {
+            return match self.phase {
+                Phase::Done => Ok(()),
+                _ => Err("an unfinished reset names no snapshot".into()),
+            };
+        }
+        let plain = !name.contains('/') && !name.starts_with('.') && !name.contains('\0');
+        if plain {
+            Ok(())
+        } else {
+            Err(format!("{name:?} is not a snapshot's name"))
+        }
+    }
 }
 
 fn write_state(top: &TopLevel, layout: &Layout, state: &State) -> Result<(), Error> {
@@ -123,18 +148,17 @@ fn failpoint(name: &str, log: Log) {
 /// Every check that can refuse, done before anything changes.
 fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Result<(), Error> {
     let refuse = |what: String| Err(Error::Usage(format!("{what}; nothing was done")));
-    if let Some(at) = mounted_at(top, &layout.root) {
+    // Again here, for callers of the library that did not go through the configuration.
+    if let Err(e) =
+        crate::config::check_layout(&layout.root, &layout.snapshot_dir, layout.blank.as_deref())
+    {
+        return refuse(format!("{} {}", e.keys[0].noun(), e.what));
+    }
+    if let Some(at) = crate::toplevel::mounted_at(&top.mounts(), &layout.root) {
         return refuse(format!(
             "the root subvolume {} is mounted at {}: a reset replaces it before it is mounted (in the initrd)",
             layout.root.display(),
             at.display()
-        ));
-    }
-    if layout.snapshot_dir.starts_with(&layout.root) {
-        return refuse(format!(
-            "snapshot directory {} is inside the root subvolume {}",
-            layout.snapshot_dir.display(),
-            layout.root.display()
         ));
     }
     match backend.kind(top, &layout.root)? {
@@ -142,7 +166,7 @@ fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Resu
         other => {
             return refuse(format!(
                 "{} is not a subvolume ({}); imperm only replaces a root subvolume",
-                top.join(&layout.root).display(),
+                top.name(&layout.root),
                 describe(other)
             ));
         }
@@ -152,7 +176,7 @@ fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Resu
         other => {
             return refuse(format!(
                 "snapshot directory {} is {}",
-                top.join(&layout.snapshot_dir).display(),
+                top.name(&layout.snapshot_dir),
                 describe(other)
             ));
         }
@@ -162,7 +186,7 @@ fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Resu
         if kind != Kind::Subvolume {
             return refuse(format!(
                 "blank snapshot {} is not a subvolume ({})",
-                top.join(blank).display(),
+                top.name(blank),
                 describe(kind)
             ));
         }
@@ -170,26 +194,8 @@ fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Resu
     Ok(())
 }
 
-/// Where subvolume `rel` of the filesystem whose top level is `top` is mounted, if it is.
-/// A mount shows the path of its subvolume in mountinfo's root field, and every mount of
-/// one filesystem shows the same device.
-fn mounted_at(top: &TopLevel, rel: &Path) -> Option<PathBuf> {
-    let table = crate::mountinfo::read(Path::new("/")).ok()??;
-    let device = table
-        .mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == top.path())?
-        .device;
-    let subvolume = Path::new("/").join(rel);
-    table
-        .mounts
-        .iter()
-        .find(|m| m.device == device && m.root.starts_with(&subvolume))
-        .map(|m| m.mount_point.clone())
-}
-
-fn describe(kind: Kind) -> &'static str {
+/// What a [`Kind`] is, in a message.
+pub fn describe(kind: Kind) -> &'static str {
     match kind {
         Kind::Missing => "missing",
         Kind::Subvolume => "a subvolume",
@@ -224,10 +230,25 @@ pub fn reset(
                 "resuming an interrupted reset: snapshot {name} was being taken"
             ));
             let snap = layout.snapshot_dir.join(&name);
-            if backend.kind(top, &snap)? == Kind::Subvolume {
-                log(format!("deleting {} to take it again", snap.display()));
-                snapshot::delete_tree(backend, top, &snap)?;
-            }
+            // The old root is still whole in this phase, so the snapshot can be taken
+            // under any name: its own if it is free or ours, else the next free one.
+            let name = match backend.kind(top, &snap)? {
+                Kind::Subvolume => {
+                    log(format!("deleting {} to take it again", snap.display()));
+                    snapshot::delete_tree(backend, top, &snap)?;
+                    name
+                }
+                Kind::Missing => name,
+                other => {
+                    let free = snapshot::free_name(top, &layout.snapshot_dir, now)?;
+                    log(format!(
+                        "{} is {} now, not this reset's: taking {free} instead",
+                        snap.display(),
+                        describe(other)
+                    ));
+                    free
+                }
+            };
             if !root_exists {
                 return finish_new_root(
                     backend,
@@ -272,16 +293,7 @@ pub fn reset(
                     "no root subvolume {}: creating it",
                     layout.root.display()
                 ));
-                let name = done.map(|s| s.snapshot).unwrap_or_default();
-                return finish_new_root(
-                    backend,
-                    top,
-                    layout,
-                    &name,
-                    false,
-                    Action::CreatedRoot,
-                    log,
-                );
+                return finish_new_root(backend, top, layout, "", false, Action::CreatedRoot, log);
             }
             if untouched(backend, top, layout, done.as_ref())? {
                 log(format!(
@@ -294,14 +306,9 @@ pub fn reset(
                     resumed: false,
                 });
             }
-            let name = snapshot::name_for(now);
-            let snap = layout.snapshot_dir.join(&name);
-            if backend.kind(top, &snap)? != Kind::Missing {
-                return Err(Error::Usage(format!(
-                    "snapshot {} already exists; nothing was done",
-                    top.join(&snap).display()
-                )));
-            }
+            // A clock that did not move since the last boot (no real-time clock) gives a
+            // name that is taken: a suffix makes it unique, and sorts it after.
+            let name = snapshot::free_name(top, &layout.snapshot_dir, now)?;
             if backend.kind(top, &layout.snapshot_dir)? == Kind::Missing {
                 log(format!(
                     "creating snapshot directory {}",
@@ -407,7 +414,8 @@ fn replace(
     finish_new_root(backend, top, layout, name, resumed, Action::Reset, log)
 }
 
-/// Creates the fresh root (unless a crash left it created) and records `done`.
+/// Creates the fresh root (unless a crash left it created) and records `done`, with the
+/// snapshot `name` that holds the old root ("" when none was taken: `CreatedRoot`).
 fn finish_new_root(
     backend: &dyn Backend,
     top: &TopLevel,
@@ -445,7 +453,10 @@ fn finish_new_root(
             layout,
             &State {
                 phase: Phase::Done,
-                snapshot: name.to_string(),
+                snapshot: match action {
+                    Action::Reset => name.to_string(),
+                    Action::CreatedRoot | Action::Unchanged => String::new(),
+                },
                 old_root: None,
                 new_root: Some(info.id),
                 generation: info.generation,
@@ -477,5 +488,27 @@ mod tests {
         assert!(
             serde_json::from_str::<State>(r#"{"phase":"done","snapshot":"x","extra":1}"#).is_err()
         );
+    }
+
+    /// A resumed reset deletes the snapshot its state names: only a plain name of the
+    /// snapshot directory may be there.
+    #[test]
+    fn a_state_must_name_a_plain_snapshot() {
+        let state = |phase, snapshot: &str| State {
+            phase,
+            snapshot: snapshot.into(),
+            old_root: None,
+            new_root: None,
+            generation: None,
+        };
+        for phase in [Phase::Snapshot, Phase::Replace, Phase::Done] {
+            for bad in ["..", ".", "../@persist", "a/b", "/", ".hidden", "x\0y"] {
+                assert!(state(phase, bad).check().is_err(), "{phase:?} {bad:?}");
+            }
+            assert!(state(phase, "20260115T063000Z-1").check().is_ok());
+        }
+        assert!(state(Phase::Done, "").check().is_ok());
+        assert!(state(Phase::Snapshot, "").check().is_err());
+        assert!(state(Phase::Replace, "").check().is_err());
     }
 }

@@ -135,6 +135,21 @@ impl fmt::Display for Policy {
     }
 }
 
+/// When a snapshot was taken, as its name says: the time, then the suffix that tells
+/// apart snapshots a frozen clock gave the same time (0 for none). Snapshots sort by
+/// this, everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp {
+    pub time: Timestamp,
+    pub seq: u32,
+}
+
+impl Stamp {
+    pub fn at(time: Timestamp) -> Stamp {
+        Stamp { time, seq: 0 }
+    }
+}
+
 /// What the planner decided for one snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -175,30 +190,30 @@ fn rules(policy: &Policy) -> [(&'static str, Keep, Option<Bucket>); 5] {
     ]
 }
 
-/// Decides which snapshots to keep. `times[i]` is snapshot i's time, `None` when its name
-/// was not recognised. The result is in the same order as `times`.
+/// Decides which snapshots to keep. `stamps[i]` is snapshot i's stamp, `None` when its
+/// name was not recognised. The result is in the same order as `stamps`.
 ///
 /// Semantics (restic's, without its "keep the oldest" fallback): walking snapshots newest
-/// first, each rule keeps the newest snapshot of each of its N most recent periods that have
-/// one; a snapshot kept by any rule is kept. Never deleted whatever the policy: the newest
-/// snapshot, snapshots dated after `now`, and names that were not recognised; these take no
-/// part in the rules.
+/// first (by time, then suffix), each rule keeps the newest snapshot of each of its N most
+/// recent periods that have one; a snapshot kept by any rule is kept. Never deleted
+/// whatever the policy: the newest snapshot, snapshots dated after `now`, and names that
+/// were not recognised; these take no part in the rules.
 pub fn plan(
-    times: &[Option<Timestamp>],
+    stamps: &[Option<Stamp>],
     policy: &Policy,
     tz: &TimeZone,
     now: Timestamp,
 ) -> Vec<Decision> {
-    let mut decisions = vec![Decision::default(); times.len()];
-    let mut order = Vec::with_capacity(times.len());
-    for (i, time) in times.iter().enumerate() {
-        match time {
+    let mut decisions = vec![Decision::default(); stamps.len()];
+    let mut order = Vec::with_capacity(stamps.len());
+    for (i, stamp) in stamps.iter().enumerate() {
+        match stamp {
             None => decisions[i].reasons.push("unrecognised name".into()),
-            Some(t) if *t > now => decisions[i].reasons.push("future".into()),
-            Some(t) => order.push((*t, i)),
+            Some(s) if s.time > now => decisions[i].reasons.push("future".into()),
+            Some(s) => order.push((*s, i)),
         }
     }
-    // Newest first; equal times in input order, so the plan is deterministic.
+    // Newest first; equal stamps in input order, so the plan is deterministic.
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     if let Some(&(_, newest)) = order.first() {
         decisions[newest].reasons.push("newest".into());
@@ -210,11 +225,11 @@ pub fn plan(
             Keep::All => usize::MAX,
         };
         let mut last_period: Option<String> = None;
-        for &(time, i) in &order {
+        for &(stamp, i) in &order {
             if budget == 0 {
                 break;
             }
-            let period = bucket.map(|f| f(&time.to_zoned_datetime(tz.clone())));
+            let period = bucket.map(|f| f(&stamp.time.to_zoned_datetime(tz.clone())));
             if period.is_some() && period == last_period {
                 continue;
             }
@@ -227,6 +242,49 @@ pub fn plan(
         }
     }
     for d in &mut decisions {
+        d.keep = !d.reasons.is_empty();
+    }
+    decisions
+}
+
+/// One entry of the snapshot directory for [`plan_entries`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Candidate {
+    pub stamp: Option<Stamp>,
+    /// Why it is not an old-root snapshot gc may delete at all (`blank snapshot`,
+    /// `read-write`, `not a subvolume (…)`, `pending reset`): kept, and no part in the
+    /// rules.
+    pub held: Vec<String>,
+    /// Why it must be kept although it is an old root like the others (`mounted at …`,
+    /// `last reset`): it takes part in the rules, and is kept whatever they say.
+    pub protected: Vec<String>,
+}
+
+/// [`plan`] over the entries that are old-root snapshots, with every other entry kept
+/// for its reasons.
+pub fn plan_entries(
+    entries: &[Candidate],
+    policy: &Policy,
+    tz: &TimeZone,
+    now: Timestamp,
+) -> Vec<Decision> {
+    let part: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].held.is_empty())
+        .collect();
+    let stamps: Vec<Option<Stamp>> = part.iter().map(|&i| entries[i].stamp).collect();
+    let mut planned = plan(&stamps, policy, tz, now).into_iter();
+    let mut decisions: Vec<Decision> = entries
+        .iter()
+        .map(|e| Decision {
+            keep: true,
+            reasons: e.held.clone(),
+        })
+        .collect();
+    for &i in &part {
+        decisions[i] = planned.next().expect("one decision per planned entry");
+    }
+    for (d, e) in decisions.iter_mut().zip(entries) {
+        d.reasons.extend(e.protected.iter().cloned());
         d.keep = !d.reasons.is_empty();
     }
     decisions
@@ -270,7 +328,7 @@ mod tests {
             "2025-03-06 08:00",
             "2025-03-07 08:00",
         ];
-        let input: Vec<_> = times.iter().map(|t| Some(ts(t))).collect();
+        let input: Vec<_> = times.iter().map(|t| Some(Stamp::at(ts(t)))).collect();
         let decisions = plan(
             &input,
             &Policy::default(),
@@ -356,7 +414,7 @@ mod tests {
             ),
         ];
         for (name, policy, times, want) in cases {
-            let input: Vec<_> = times.iter().map(|t| Some(ts(t))).collect();
+            let input: Vec<_> = times.iter().map(|t| Some(Stamp::at(ts(t)))).collect();
             let got: Vec<bool> = plan(&input, &policy, &TimeZone::UTC, now)
                 .iter()
                 .map(|d| d.keep)
@@ -368,9 +426,9 @@ mod tests {
     #[test]
     fn future_and_unrecognised_are_kept_and_take_no_part() {
         let times = vec![
-            Some(ts("2025-06-01 00:00")),
-            Some(ts("2025-06-02 00:00")),
-            Some(ts("2030-01-01 00:00")),
+            Some(Stamp::at(ts("2025-06-01 00:00"))),
+            Some(Stamp::at(ts("2025-06-02 00:00"))),
+            Some(Stamp::at(ts("2030-01-01 00:00"))),
             None,
         ];
         let p = policy(
@@ -393,7 +451,10 @@ mod tests {
     #[test]
     fn calendar_buckets_follow_the_time_zone() {
         // 23:30 UTC on the 1st is already the 2nd in Berlin: two days in UTC, one in Berlin.
-        let times = vec![Some(ts("2025-06-01 23:30")), Some(ts("2025-06-02 08:00"))];
+        let times = vec![
+            Some(Stamp::at(ts("2025-06-01 23:30"))),
+            Some(Stamp::at(ts("2025-06-02 08:00"))),
+        ];
         let p = policy(
             Keep::None,
             Keep::Count(5),
@@ -424,15 +485,15 @@ mod tests {
         ) {
             let p = policy(rules[0], rules[1], rules[2], rules[3], rules[4]);
             let base = ts("2024-01-01 00:00");
-            let times: Vec<Option<Timestamp>> = offsets
+            let times: Vec<Option<Stamp>> = offsets
                 .iter()
-                .map(|s| Some(base.checked_add(jiff::SignedDuration::from_secs(*s)).unwrap()))
+                .map(|s| Some(Stamp::at(base.checked_add(jiff::SignedDuration::from_secs(*s)).unwrap())))
                 .collect();
             let now = ts("2026-01-01 00:00");
             let first = plan(&times, &p, &TimeZone::UTC, now);
             let newest = times.iter().enumerate().max_by_key(|(i, t)| (*t, std::cmp::Reverse(*i))).unwrap().0;
             prop_assert!(first[newest].keep);
-            let kept: Vec<Option<Timestamp>> = times
+            let kept: Vec<Option<Stamp>> = times
                 .iter()
                 .zip(&first)
                 .filter(|(_, d)| d.keep)
@@ -441,6 +502,96 @@ mod tests {
             let second = plan(&kept, &p, &TimeZone::UTC, now);
             prop_assert!(second.iter().all(|d| d.keep));
         }
+    }
+
+    /// A frozen clock: equal times, told apart by the suffix. The highest suffix is the
+    /// newest, whatever order the names come in.
+    #[test]
+    fn equal_times_order_by_suffix() {
+        let t = ts("2026-01-15 06:30");
+        let stamps: Vec<_> = [2, 0, 1]
+            .iter()
+            .map(|&seq| Some(Stamp { time: t, seq }))
+            .collect();
+        let p = policy(
+            Keep::Count(2),
+            Keep::None,
+            Keep::None,
+            Keep::None,
+            Keep::None,
+        );
+        let d = plan(&stamps, &p, &TimeZone::UTC, ts("2026-01-15 07:00"));
+        assert_eq!(d[0].reasons, ["newest", "last"]);
+        assert_eq!(d[2].reasons, ["last"]);
+        assert!(!d[1].keep);
+        // Daily: one day, one snapshot kept, the one with the highest suffix.
+        let p = policy(
+            Keep::None,
+            Keep::Count(1),
+            Keep::None,
+            Keep::None,
+            Keep::None,
+        );
+        let d = plan(&stamps, &p, &TimeZone::UTC, ts("2026-01-15 07:00"));
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [true, false, false]
+        );
+    }
+
+    /// Held entries are kept and change nothing for the others; protected ones take part
+    /// and are kept whatever the rules say.
+    #[test]
+    fn held_entries_take_no_part_and_protected_ones_are_kept() {
+        let at = |s: &str| Some(Stamp::at(ts(s)));
+        let entries = vec![
+            Candidate {
+                stamp: at("2025-06-03 00:00"),
+                held: vec!["blank snapshot".into()],
+                protected: vec![],
+            },
+            Candidate {
+                stamp: at("2025-06-02 00:00"),
+                ..Candidate::default()
+            },
+            Candidate {
+                stamp: at("2025-06-01 00:00"),
+                held: vec![],
+                protected: vec!["last reset".into()],
+            },
+            Candidate {
+                stamp: at("2025-05-01 00:00"),
+                ..Candidate::default()
+            },
+            Candidate {
+                stamp: at("2025-04-01 00:00"),
+                held: vec!["read-write".into()],
+                protected: vec!["mounted at /mnt".into()],
+            },
+        ];
+        let p = policy(
+            Keep::Count(1),
+            Keep::None,
+            Keep::None,
+            Keep::None,
+            Keep::None,
+        );
+        let d = plan_entries(&entries, &p, &TimeZone::UTC, ts("2025-07-01 00:00"));
+        let reasons: Vec<Vec<String>> = d.iter().map(|d| d.reasons.clone()).collect();
+        assert_eq!(
+            reasons,
+            [
+                vec!["blank snapshot".to_string()],
+                vec!["newest".into(), "last".into()],
+                vec!["last reset".into()],
+                vec![],
+                vec!["read-write".into(), "mounted at /mnt".into()],
+            ]
+        );
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [true, true, true, false, true]
+        );
     }
 
     #[test]

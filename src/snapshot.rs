@@ -1,7 +1,10 @@
-//! Old-root snapshots: their names (UTC, sortable; and the legacy local-time names of the
-//! seed's laptop), finding them in the snapshot directory, and taking and deleting a
-//! snapshot together with the subvolumes nested in it.
+//! Old-root snapshots: their names (UTC, sortable, with a suffix when a frozen clock
+//! repeats a time; and the legacy local-time names of the seed's laptop), surveying the
+//! snapshot directory (what each entry is, what gc must never delete, which snapshot the
+//! last reset took), and taking and deleting a snapshot together with the subvolumes
+//! nested in it.
 
+use std::ffi::OsString;
 use std::path::Path;
 
 use jiff::Timestamp;
@@ -10,18 +13,33 @@ use jiff::tz::TimeZone;
 
 use crate::backend::{Backend, Kind};
 use crate::error::{Error, FsError};
+use crate::reset::{Layout, Phase, State};
+use crate::retention::{Candidate, Stamp};
 use crate::toplevel::TopLevel;
 
 /// The name format imperm gives snapshots: ISO 8601 basic, UTC (`20250307T080000Z`).
+/// A second snapshot of the same second (a clock that did not move between two boots)
+/// gets `-1`, the next `-2`, and so on: `20250307T080000Z-1`.
 const NAME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 /// `bcache-impermanence`'s names, in local time (`2025-03-07_09-00-00`).
 const LEGACY_FORMAT: &str = "%Y-%m-%d_%H-%M-%S";
 
-/// The snapshot name for a moment.
+/// The snapshot name for a moment, without a suffix.
 pub fn name_for(time: Timestamp) -> String {
-    time.to_zoned_datetime(TimeZone::UTC)
+    name_with(Stamp::at(time))
+}
+
+/// The snapshot name for a stamp: the time, and `-SEQ` when the suffix is not 0.
+pub fn name_with(stamp: Stamp) -> String {
+    let base = stamp
+        .time
+        .to_zoned_datetime(TimeZone::UTC)
         .strftime(NAME_FORMAT)
-        .to_string()
+        .to_string();
+    match stamp.seq {
+        0 => base,
+        seq => format!("{base}-{seq}"),
+    }
 }
 
 /// How a snapshot's name was read.
@@ -34,42 +52,122 @@ pub enum NameStyle {
     Legacy,
 }
 
-/// The time a snapshot name stands for; `None` for a name imperm does not recognise (such
-/// snapshots are listed but never deleted). Legacy names are read in `local`.
-pub fn parse_name(name: &str, local: &TimeZone) -> Option<(Timestamp, NameStyle)> {
-    let strict = |format: &str| {
-        DateTime::strptime(format, name)
+/// The stamp a snapshot name stands for; `None` for a name imperm does not recognise
+/// (such snapshots are listed but never deleted). Legacy names are read in `local`.
+pub fn parse_name(name: &str, local: &TimeZone) -> Option<(Stamp, NameStyle)> {
+    let strict = |format: &str, text: &str| {
+        DateTime::strptime(format, text)
             .ok()
             // strptime accepts unpadded fields; only the exact rendering is ours.
-            .filter(|dt| dt.strftime(format).to_string() == name)
+            .filter(|dt| dt.strftime(format).to_string() == text)
     };
-    if let Some(dt) = strict(NAME_FORMAT) {
-        return dt
-            .to_zoned_datetime(TimeZone::UTC)
-            .ok()
-            .map(|z| (z.timestamp(), NameStyle::Utc));
+    let utc = |text: &str| {
+        strict(NAME_FORMAT, text)
+            .and_then(|dt| dt.to_zoned_datetime(TimeZone::UTC).ok())
+            .map(|z| z.timestamp())
+    };
+    if let Some(time) = utc(name) {
+        return Some((Stamp { time, seq: 0 }, NameStyle::Utc));
     }
-    if let Some(dt) = strict(LEGACY_FORMAT) {
+    if let Some((base, seq)) = name.rsplit_once('-') {
+        // Exactly as `name_with` writes it: 1 or more, no sign, no leading zero.
+        let canonical =
+            !seq.is_empty() && !seq.starts_with('0') && seq.bytes().all(|b| b.is_ascii_digit());
+        if let (true, Some(time)) = (canonical, utc(base)) {
+            let seq: u32 = seq.parse().ok()?;
+            return Some((Stamp { time, seq }, NameStyle::Utc));
+        }
+    }
+    if let Some(dt) = strict(LEGACY_FORMAT, name) {
         return local
             .to_ambiguous_timestamp(dt)
             .compatible()
             .ok()
-            .map(|t| (t, NameStyle::Legacy));
+            .map(|t| (Stamp::at(t), NameStyle::Legacy));
     }
     None
 }
 
-/// A subvolume found in the snapshot directory.
+/// The suffix for a new snapshot of `time` among `names` already in the directory: one
+/// more than the highest suffix any name of the same second carries, so that a new
+/// snapshot sorts after every earlier one of that second even when gc deleted some.
+/// `None` when the suffixes are used up.
+pub fn next_seq<'a>(names: impl IntoIterator<Item = &'a str>, time: Timestamp) -> Option<u32> {
+    let base = parse_name(&name_for(time), &TimeZone::UTC)?.0.time;
+    let mut next = Some(0);
+    for name in names {
+        if let Some((stamp, NameStyle::Utc)) = parse_name(name, &TimeZone::UTC) {
+            if stamp.time == base {
+                next = next.max(stamp.seq.checked_add(1));
+                if stamp.seq == u32::MAX {
+                    return None;
+                }
+            }
+        }
+    }
+    next
+}
+
+/// A free name for a snapshot taken at `now` in `dir` (relative to the top level): the
+/// time's name, or with the next suffix when that second already has a snapshot, or
+/// anything else of that name (a file, a directory, a symlink: left alone).
+pub fn free_name(top: &TopLevel, dir: &Path, now: Timestamp) -> Result<String, Error> {
+    let names = match top.list_dir(dir) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(FsError::new("list", dir, e).into()),
+    };
+    let names: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.to_str().map(str::to_string))
+        .collect();
+    // Should the highest suffix be taken (a name planted to stop the boot), any free one
+    // will do: the order within that second is then lost, the boot is not.
+    let mut seq = next_seq(names.iter().map(String::as_str), now).unwrap_or(1);
+    for _ in 0..=u32::MAX {
+        let name = name_with(Stamp { time: now, seq });
+        let rel = dir.join(&name);
+        if top
+            .node(&rel)
+            .map_err(|e| FsError::new("inspect", &rel, e))?
+            == crate::toplevel::Node::Missing
+        {
+            return Ok(name);
+        }
+        seq = seq.checked_add(1).unwrap_or(1);
+    }
+    Err(Error::Usage(format!(
+        "no free snapshot name for {} in {}; nothing was done",
+        name_for(now),
+        dir.display()
+    )))
+}
+
+/// An entry of the snapshot directory: every subvolume, and whatever else carries a
+/// snapshot's name (so that it can be reported, never deleted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
+    /// For display (lossy for a name that is not UTF-8).
     pub name: String,
-    pub time: Option<(Timestamp, NameStyle)>,
+    /// Exactly as in the directory.
+    pub os_name: OsString,
+    pub kind: Kind,
+    pub time: Option<(Stamp, NameStyle)>,
+    /// A read-only subvolume.
     pub readonly: bool,
 }
 
-/// The subvolumes in `dir` (relative to the top level). Anything that is not a subvolume
-/// (a stray directory, a symlink) is not a snapshot and is skipped, and so are dot-names:
-/// imperm's own state file, baseline and temporary diff snapshots.
+impl Found {
+    /// A read-only subvolume: what imperm's resets make and gc may delete.
+    pub fn is_snapshot(&self) -> bool {
+        self.kind == Kind::Subvolume && self.readonly
+    }
+}
+
+/// The entries of `dir` (relative to the top level): every subvolume, and entries of
+/// other kinds whose names are snapshot names (a stray directory or symlink of another
+/// name is not listed). Dot-names are skipped: imperm's own state file, baseline and
+/// temporary diff snapshots.
 pub fn list(
     backend: &dyn Backend,
     top: &TopLevel,
@@ -82,36 +180,157 @@ pub fn list(
         Err(e) => return Err(FsError::new("list", dir, e).into()),
     };
     let mut found = Vec::new();
-    for name in names {
-        if name.as_encoded_bytes().starts_with(b".") {
+    for os_name in names {
+        if os_name.as_encoded_bytes().starts_with(b".") {
             continue;
         }
-        let rel = dir.join(&name);
-        if backend.kind(top, &rel)? != Kind::Subvolume {
+        let rel = dir.join(&os_name);
+        let kind = backend.kind(top, &rel)?;
+        let name = os_name.to_string_lossy().into_owned();
+        let time = os_name.to_str().and_then(|n| parse_name(n, local));
+        if kind != Kind::Subvolume && time.is_none() {
             continue;
         }
-        let name = name.to_string_lossy().into_owned();
+        let readonly = kind == Kind::Subvolume && backend.is_readonly(top, &rel)?;
         found.push(Found {
-            time: parse_name(&name, local),
-            readonly: backend.is_readonly(top, &rel)?,
             name,
+            os_name,
+            kind,
+            time,
+            readonly,
         });
     }
     Ok(found)
 }
 
-/// The newest snapshot in `dir` whose name imperm recognises.
-pub fn newest(
+/// The snapshot directory as every command sees it.
+#[derive(Clone, Debug)]
+pub struct Survey {
+    pub found: Vec<Found>,
+    /// For each entry, why gc must not treat it as an old root at all, and why it must
+    /// keep it although it is one (see [`Candidate`]).
+    pub candidates: Vec<Candidate>,
+    /// Index into `found` of the last reset's snapshot.
+    pub last_reset: Option<usize>,
+    /// Whether the last reset recorded it (else it is the newest not in the future).
+    pub recorded: bool,
+    /// The reset state file could not be read: nothing is known of a pending reset.
+    pub state_problem: Option<String>,
+}
+
+impl Survey {
+    pub fn last_reset_name(&self) -> Option<&str> {
+        self.last_reset.map(|i| self.found[i].name.as_str())
+    }
+}
+
+/// What is in the snapshot directory: each entry, what gc must never delete and why, and
+/// the last reset's snapshot. `local` reads legacy names; `now` tells the future apart.
+pub fn survey(
     backend: &dyn Backend,
     top: &TopLevel,
-    dir: &Path,
+    layout: &Layout,
     local: &TimeZone,
-) -> Result<Option<String>, Error> {
-    Ok(list(backend, top, dir, local)?
-        .into_iter()
-        .filter_map(|f| f.time.map(|(t, _)| (t, f.name)))
+    now: Timestamp,
+) -> Result<Survey, Error> {
+    let found = list(backend, top, &layout.snapshot_dir, local)?;
+    let (state, state_problem) = match crate::reset::read_state(top, layout) {
+        Ok(state) => (state, None),
+        Err(e) => (None, Some(top.locate(e).to_string())),
+    };
+    let mounts = if found.is_empty() {
+        Vec::new()
+    } else {
+        top.mounts()
+    };
+    let mut candidates: Vec<Candidate> = found
+        .iter()
+        .map(|f| {
+            let rel = layout.snapshot_dir.join(&f.os_name);
+            Candidate {
+                stamp: f.time.map(|(s, _)| s),
+                held: held(f, &rel, layout, state.as_ref()),
+                protected: crate::toplevel::mounted_at(&mounts, &rel)
+                    .map(|at| format!("mounted at {}", at.display()))
+                    .into_iter()
+                    .collect(),
+            }
+        })
+        .collect();
+    let recorded_name = state.as_ref().and_then(recorded);
+    let (last_reset, recorded) = last_reset(&found, &candidates, recorded_name, now);
+    if let Some(i) = last_reset {
+        candidates[i].protected.push("last reset".into());
+    }
+    Ok(Survey {
+        found,
+        candidates,
+        last_reset,
+        recorded,
+        state_problem,
+    })
+}
+
+/// The snapshot the last reset recorded: only a finished reset that took one (a reset
+/// that only created a missing root records none).
+pub fn recorded(state: &State) -> Option<&str> {
+    (state.phase == Phase::Done && !state.snapshot.is_empty()).then_some(state.snapshot.as_str())
+}
+
+/// Why entry `f` (at `rel`) is not an old-root snapshot gc may delete; empty when it is.
+pub fn held(f: &Found, rel: &Path, layout: &Layout, state: Option<&State>) -> Vec<String> {
+    let mut why = Vec::new();
+    if f.kind != Kind::Subvolume {
+        why.push(format!(
+            "not a subvolume ({})",
+            crate::reset::describe(f.kind)
+        ));
+    }
+    if rel == layout.root {
+        why.push("root".into());
+    } else if layout.root.starts_with(rel) {
+        why.push("holds the root".into());
+    }
+    match &layout.blank {
+        Some(blank) if blank == rel => why.push("blank snapshot".into()),
+        Some(blank) if blank.starts_with(rel) => why.push("holds the blank snapshot".into()),
+        _ => {}
+    }
+    if state.is_some_and(|s| s.phase != Phase::Done && s.snapshot == f.name) {
+        why.push("pending reset".into());
+    }
+    if f.kind == Kind::Subvolume && !f.readonly {
+        why.push("read-write".into());
+    }
+    why
+}
+
+/// "The last reset's snapshot", the one definition every command uses: the snapshot the
+/// last reset recorded, if it is still an old-root snapshot; else the newest one whose
+/// time is not after `now` (a snapshot dated in the future says nothing about the last
+/// reset). Returns its index and whether it was recorded.
+pub fn last_reset(
+    found: &[Found],
+    candidates: &[Candidate],
+    recorded: Option<&str>,
+    now: Timestamp,
+) -> (Option<usize>, bool) {
+    let eligible = |i: &usize| found[*i].is_snapshot() && candidates[*i].held.is_empty();
+    if let Some(name) = recorded {
+        if let Some(i) = (0..found.len())
+            .filter(eligible)
+            .find(|&i| found[i].name == name)
+        {
+            return (Some(i), true);
+        }
+    }
+    let newest = (0..found.len())
+        .filter(eligible)
+        .filter_map(|i| found[i].time.map(|(s, _)| (s, i)))
+        .filter(|(s, _)| s.time <= now)
         .max()
-        .map(|(_, name)| name))
+        .map(|(_, i)| i);
+    (newest, false)
 }
 
 /// What a path was in a snapshot.
@@ -283,6 +502,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn names_round_trip_and_sort_by_time() {
@@ -292,8 +512,73 @@ mod tests {
         assert!(name_for(earlier) < name_for(t));
         assert_eq!(
             parse_name("20250307T080000Z", &TimeZone::UTC),
-            Some((t, NameStyle::Utc))
+            Some((Stamp::at(t), NameStyle::Utc))
         );
+    }
+
+    /// Every name imperm writes reads back as the same stamp, suffix included, from the
+    /// first year jiff knows to the last, and before 1970.
+    #[test]
+    fn names_with_suffixes_round_trip_at_every_era() {
+        for time in [
+            "1969-07-20T20:17:40Z",
+            "1970-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "2026-01-15T06:30:00Z",
+            "9999-12-30T12:00:00Z",
+        ] {
+            let time: Timestamp = time.parse().unwrap();
+            for seq in [0, 1, 9, 10, 4_294_967_295] {
+                let stamp = Stamp { time, seq };
+                let name = name_with(stamp);
+                assert_eq!(
+                    parse_name(&name, &TimeZone::UTC),
+                    Some((stamp, NameStyle::Utc)),
+                    "{name}"
+                );
+            }
+        }
+        // Sub-second parts are not in the name.
+        let precise: Timestamp = "2026-01-15T06:30:00.75Z".parse().unwrap();
+        assert_eq!(name_for(precise), "20260115T063000Z");
+    }
+
+    #[test]
+    fn suffixes_order_after_the_time() {
+        let parse = |n: &str| parse_name(n, &TimeZone::UTC).unwrap().0;
+        let mut names = vec![
+            "20260115T063000Z-10",
+            "20260115T063001Z",
+            "20260115T063000Z-2",
+            "20260115T063000Z",
+            "20260115T062959Z-3",
+        ];
+        names.sort_by_key(|n| parse(n));
+        assert_eq!(
+            names,
+            [
+                "20260115T062959Z-3",
+                "20260115T063000Z",
+                "20260115T063000Z-2",
+                "20260115T063000Z-10",
+                "20260115T063001Z",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_next_suffix_follows_the_highest_of_the_same_second() {
+        let t: Timestamp = "2026-01-15T06:30:00Z".parse().unwrap();
+        let next = |names: &[&str]| next_seq(names.iter().copied(), t);
+        assert_eq!(next(&[]), Some(0));
+        assert_eq!(next(&["20260115T063100Z", "20260115T062959Z-4"]), Some(0));
+        assert_eq!(next(&["20260115T063000Z"]), Some(1));
+        assert_eq!(next(&["20260115T063000Z", "20260115T063000Z-1"]), Some(2));
+        // gc deleted the first two: the next one still sorts last.
+        assert_eq!(next(&["20260115T063000Z-2"]), Some(3));
+        assert_eq!(next(&["20260115T063000Z-4294967295"]), None);
+        let precise: Timestamp = "2026-01-15T06:30:00.5Z".parse().unwrap();
+        assert_eq!(next_seq(["20260115T063000Z"], precise), Some(1));
     }
 
     #[test]
@@ -301,10 +586,13 @@ mod tests {
         let berlin = TimeZone::get("Europe/Berlin").unwrap();
         let (t, style) = parse_name("2025-03-07_09-00-00", &berlin).unwrap();
         assert_eq!(style, NameStyle::Legacy);
-        assert_eq!(t, "2025-03-07T08:00:00Z".parse::<Timestamp>().unwrap());
+        assert_eq!(
+            t,
+            Stamp::at("2025-03-07T08:00:00Z".parse::<Timestamp>().unwrap())
+        );
         // Summer time: UTC+2.
         let (t, _) = parse_name("2025-07-01_12-00-00", &berlin).unwrap();
-        assert_eq!(t, "2025-07-01T10:00:00Z".parse::<Timestamp>().unwrap());
+        assert_eq!(t.time, "2025-07-01T10:00:00Z".parse::<Timestamp>().unwrap());
     }
 
     #[test]
@@ -318,8 +606,166 @@ mod tests {
             "20251307T080000Z",
             "2025-03-07T08:00:00Z",
             ".imperm-reset.json",
+            "20250307T080000Z-",
+            "20250307T080000Z-0",
+            "20250307T080000Z-01",
+            "20250307T080000Z-+1",
+            "20250307T080000Z--1",
+            "20250307T080000Z-1-1",
+            "20250307T080000Z-4294967296",
+            "20250307T080000Z-x",
+            "2025-03-07_09-00-00-1",
         ] {
             assert_eq!(parse_name(name, &TimeZone::UTC), None, "{name}");
         }
+    }
+
+    fn found(name: &str, kind: Kind, readonly: bool) -> Found {
+        Found {
+            name: name.into(),
+            os_name: name.into(),
+            kind,
+            time: parse_name(name, &TimeZone::UTC),
+            readonly,
+        }
+    }
+
+    fn layout(blank: Option<&str>) -> Layout {
+        Layout {
+            root: "@root".into(),
+            snapshot_dir: "@snapshots".into(),
+            blank: blank.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn what_gc_must_never_delete() {
+        let l = layout(Some("@snapshots/20200101T000000Z"));
+        let pending = State {
+            phase: Phase::Snapshot,
+            snapshot: "20250101T000000Z".into(),
+            old_root: None,
+            new_root: None,
+            generation: None,
+        };
+        let cases: &[(Found, &[&str])] = &[
+            (found("20250102T000000Z", Kind::Subvolume, true), &[]),
+            (found("manual", Kind::Subvolume, true), &[]),
+            (
+                found("20200101T000000Z", Kind::Subvolume, true),
+                &["blank snapshot"],
+            ),
+            (
+                found("20250101T000000Z", Kind::Subvolume, false),
+                &["pending reset", "read-write"],
+            ),
+            (
+                found("20250103T000000Z", Kind::Subvolume, false),
+                &["read-write"],
+            ),
+            (
+                found("20250104T000000Z", Kind::Symlink, false),
+                &["not a subvolume (a symlink)"],
+            ),
+            (
+                found("20250105T000000Z", Kind::Directory, false),
+                &["not a subvolume (a plain directory)"],
+            ),
+        ];
+        for (f, want) in cases {
+            let rel = l.snapshot_dir.join(&f.name);
+            assert_eq!(held(f, &rel, &l, Some(&pending)), *want, "{}", f.name);
+        }
+        let nested = layout(Some("@snapshots/20200101T000000Z/blank"));
+        let f = found("20200101T000000Z", Kind::Subvolume, true);
+        assert_eq!(
+            held(&f, Path::new("@snapshots/20200101T000000Z"), &nested, None),
+            ["holds the blank snapshot"]
+        );
+        let root_inside = Layout {
+            root: "@snapshots/20250102T000000Z".into(),
+            ..layout(None)
+        };
+        let f = found("20250102T000000Z", Kind::Subvolume, false);
+        assert_eq!(
+            held(
+                &f,
+                Path::new("@snapshots/20250102T000000Z"),
+                &root_inside,
+                None
+            ),
+            ["root", "read-write"]
+        );
+    }
+
+    #[test]
+    fn the_last_reset_is_the_recorded_one_else_the_newest_not_in_the_future() {
+        let now: Timestamp = "2026-01-15T08:00:00Z".parse().unwrap();
+        let found = vec![
+            found("20260115T063000Z", Kind::Subvolume, true),
+            found("20260115T070000Z", Kind::Subvolume, true),
+            found("20300101T000000Z", Kind::Subvolume, true),
+            found("20260115T075000Z", Kind::Subvolume, false),
+            found("20260115T075500Z", Kind::Symlink, false),
+            found("20260115T074000Z", Kind::Subvolume, true),
+        ];
+        let mut candidates: Vec<Candidate> = found
+            .iter()
+            .map(|f| Candidate {
+                stamp: f.time.map(|(s, _)| s),
+                held: held(
+                    f,
+                    &Path::new("@snapshots").join(&f.name),
+                    &layout(None),
+                    None,
+                ),
+                protected: vec![],
+            })
+            .collect();
+        // The last one is the blank snapshot.
+        candidates[5].held.push("blank snapshot".into());
+        let pick = |recorded: Option<&str>| {
+            let (i, rec) = last_reset(&found, &candidates, recorded, now);
+            (i.map(|i| found[i].name.clone()), rec)
+        };
+        assert_eq!(
+            pick(Some("20260115T063000Z")),
+            (Some("20260115T063000Z".into()), true)
+        );
+        // Recorded even when in the future: the clock was wrong at that reset.
+        assert_eq!(
+            pick(Some("20300101T000000Z")),
+            (Some("20300101T000000Z".into()), true)
+        );
+        assert_eq!(pick(None), (Some("20260115T070000Z".into()), false));
+        // Gone, read-write, not a subvolume, or the blank: fall back.
+        for gone in [
+            "20250101T000000Z",
+            "20260115T075000Z",
+            "20260115T075500Z",
+            "20260115T074000Z",
+        ] {
+            assert_eq!(
+                pick(Some(gone)),
+                (Some("20260115T070000Z".into()), false),
+                "{gone}"
+            );
+        }
+        assert_eq!(last_reset(&[], &[], None, now), (None, false));
+    }
+
+    #[test]
+    fn only_a_finished_reset_that_took_a_snapshot_records_one() {
+        let state = |phase, snapshot: &str| State {
+            phase,
+            snapshot: snapshot.into(),
+            old_root: None,
+            new_root: None,
+            generation: None,
+        };
+        assert_eq!(recorded(&state(Phase::Done, "x")), Some("x"));
+        assert_eq!(recorded(&state(Phase::Done, "")), None);
+        assert_eq!(recorded(&state(Phase::Snapshot, "x")), None);
+        assert_eq!(recorded(&state(Phase::Replace, "x")), None);
     }
 }

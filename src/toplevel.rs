@@ -30,7 +30,7 @@ pub struct TopLevel {
     path: PathBuf,
     dir: OwnedFd,
     // Dropped after `dir`: unmounts and removes the temporary mount point.
-    _mount: Option<PrivateMount>,
+    mount: Option<PrivateMount>,
 }
 
 impl std::fmt::Debug for TopLevel {
@@ -67,7 +67,7 @@ impl TopLevel {
         Ok(TopLevel {
             path: dir.to_path_buf(),
             dir: fd,
-            _mount: None,
+            mount: None,
         })
     }
 
@@ -79,14 +79,47 @@ impl TopLevel {
         })?;
         check_devices(device)?;
         let mount = PrivateMount::new(fs.fs_type, device)?;
-        let mut top = TopLevel::existing(mount.dir.path())?;
-        top._mount = Some(mount);
+        let mut top = TopLevel::existing(&mount.dir)?;
+        top.mount = Some(mount);
         Ok(top)
     }
 
-    /// Where the top level is mounted, for messages and for programs that take paths.
+    /// Where the top level is mounted, for programs that take paths. Messages use
+    /// [`TopLevel::name`] instead: a mount point imperm made is gone when they are read.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `rel` as the user knows it: `DIR/rel` for a top level given with `--mounted DIR`,
+    /// `rel on DEVICE` for one imperm mounted itself.
+    pub fn name(&self, rel: &Path) -> String {
+        match &self.mount {
+            None => self.path.join(rel).display().to_string(),
+            Some(m) => on_device(rel, &m.device),
+        }
+    }
+
+    /// An error with every path below the top level named as [`TopLevel::name`] does:
+    /// backends report paths relative to the top level, a few callers absolute ones.
+    pub fn locate(&self, e: Error) -> Error {
+        match e {
+            Error::Fs(mut f) => {
+                let rel = if f.path.is_relative() {
+                    Some(f.path.clone())
+                } else {
+                    f.path.strip_prefix(&self.path).ok().map(Path::to_path_buf)
+                };
+                if let Some(rel) = rel {
+                    f.path = PathBuf::from(self.name(&rel));
+                }
+                Error::Fs(f)
+            }
+            Error::Usage(text) => match &self.mount {
+                Some(m) => Error::Usage(rename_mount_point(&text, &m.dir, &m.device)),
+                None => Error::Usage(text),
+            },
+            other => other,
+        }
     }
 
     pub fn dir(&self) -> &OwnedFd {
@@ -98,6 +131,38 @@ impl TopLevel {
         self.path.join(rel)
     }
 
+    /// Every mount of this filesystem in this process's mount table, as (the path inside
+    /// the filesystem it shows, where it is mounted). The top level's own mount is found
+    /// by its mount id, and the others by its device number, which every mount of one
+    /// filesystem shares. Empty when the mount table cannot be read.
+    pub fn mounts(&self) -> Vec<(PathBuf, PathBuf)> {
+        let Ok(Some(table)) = crate::mountinfo::read(Path::new("/")) else {
+            return Vec::new();
+        };
+        let own = rustix::fs::statx(
+            &self.dir,
+            "",
+            AtFlags::EMPTY_PATH,
+            rustix::fs::StatxFlags::MNT_ID,
+        )
+        .ok()
+        .filter(|st| st.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0)
+        .and_then(|st| table.mounts.iter().find(|m| m.id == st.stx_mnt_id))
+        .or_else(|| {
+            let path = std::fs::canonicalize(&self.path).ok()?;
+            table.mounts.iter().rev().find(|m| m.mount_point == path)
+        });
+        let Some(device) = own.map(|m| m.device) else {
+            return Vec::new();
+        };
+        table
+            .mounts
+            .iter()
+            .filter(|m| m.device == device)
+            .map(|m| (m.root.clone(), m.mount_point.clone()))
+            .collect()
+    }
+
     /// Takes the exclusive lock `reset` and `gc` share (held until the top level is
     /// dropped). Refuses instead of waiting: at boot a stuck lock must not hang the initrd.
     pub fn lock(&self) -> Result<(), Error> {
@@ -105,10 +170,10 @@ impl TopLevel {
             if e == rustix::io::Errno::WOULDBLOCK {
                 Error::Usage(format!(
                     "{}: another imperm reset or gc holds the lock; nothing was done",
-                    self.path.display()
+                    self.name(Path::new(""))
                 ))
             } else {
-                FsError::new("lock", &self.path, e.into()).into()
+                self.locate(FsError::new("lock", Path::new(""), e.into()).into())
             }
         })
     }
@@ -226,6 +291,16 @@ impl TopLevel {
     }
 }
 
+/// Where `rel` (relative to the top level), or anything inside it, is mounted, among
+/// `mounts` as [`TopLevel::mounts`] gives them.
+pub fn mounted_at(mounts: &[(PathBuf, PathBuf)], rel: &Path) -> Option<PathBuf> {
+    let inside = Path::new("/").join(rel);
+    mounts
+        .iter()
+        .find(|(root, _)| root.starts_with(&inside))
+        .map(|(_, at)| at.clone())
+}
+
 /// `rel`'s parent and final name.
 pub fn split(rel: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
     match (rel.parent(), rel.file_name()) {
@@ -258,16 +333,112 @@ fn check_devices(spec: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `rel` on `device`, or the top level itself.
+fn on_device(rel: &Path, device: &str) -> String {
+    if rel.as_os_str().is_empty() {
+        format!("the top level of {device}")
+    } else {
+        format!("{} on {device}", rel.display())
+    }
+}
+
+/// Private mount points this process made, with their devices: an error raised after
+/// the top level was dropped (or by code that only had its path) is still rewritten.
+static MOUNT_POINTS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// `text` with every path below a private mount point this process made renamed as
+/// [`TopLevel::name`] does; for messages built where no [`TopLevel`] is at hand.
+pub fn rename_mount_points(text: &str) -> String {
+    let points = MOUNT_POINTS.lock().map(|m| m.clone()).unwrap_or_default();
+    points.iter().fold(text.to_string(), |t, (dir, device)| {
+        rename_mount_point(&t, dir, device)
+    })
+}
+
+/// [`rename_mount_points`] for an error: a file system error's path exactly, and any
+/// other message's text.
+pub fn rename_in_error(e: Error) -> Error {
+    let points = MOUNT_POINTS.lock().map(|m| m.clone()).unwrap_or_default();
+    if points.is_empty() {
+        return e;
+    }
+    match e {
+        Error::Fs(mut f) => {
+            for (dir, device) in &points {
+                if let Ok(rel) = f.path.strip_prefix(dir) {
+                    f.path = PathBuf::from(on_device(rel, device));
+                    break;
+                }
+            }
+            Error::Fs(f)
+        }
+        Error::Usage(text) => Error::Usage(rename_mount_points(&text)),
+        other => other,
+    }
+}
+
+/// `text` with `dir/REST` written `REST on DEVICE` and `dir` alone as the top level of
+/// the device. REST ends where a path in a message ends (white space, a quote, `:`, `;`,
+/// `,` or `)`): a path with a space in it keeps its tail after `on DEVICE`, which still
+/// names it.
+fn rename_mount_point(text: &str, dir: &Path, device: &str) -> String {
+    let needle = dir.to_string_lossy();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(needle.as_ref()) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + needle.len()..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || "\"':;,)".contains(c))
+            .unwrap_or(after.len());
+        let tail = &after[..end];
+        match tail.strip_prefix('/') {
+            Some(rel) => out.push_str(&on_device(Path::new(rel.trim_end_matches('/')), device)),
+            None if tail.is_empty() => out.push_str(&on_device(Path::new(""), device)),
+            // Another name that only starts the same (`imperm-top-1-abcX`): not ours.
+            None => {
+                out.push_str(&needle);
+                out.push_str(tail);
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The top level mounted at a temporary directory in a mount namespace of this process
 /// alone: nobody else sees it, and if the process is killed the kernel drops the mount
 /// with the namespace.
+///
+/// The directory is named `imperm-top-PID-XXXXXX` and is held with `flock` for the life
+/// of the mount, through a descriptor that child processes (the `bcachefs` program)
+/// inherit. A kill -9 leaves the empty directory behind; the next run removes such
+/// leftovers, but only when their process is gone and nobody holds the lock: in a live
+/// namespace the directory is a mount point, and removing it from here would detach that
+/// mount.
 struct PrivateMount {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    device: String,
+    // Holds the lock on the mount point (the directory under the mount).
+    _lock: OwnedFd,
 }
+
+/// The prefix of the temporary mount points.
+const MOUNT_PREFIX: &str = "imperm-top-";
 
 impl PrivateMount {
     fn new(fs_type: FsType, device: &str) -> Result<PrivateMount, Error> {
         use rustix::mount::{MountFlags, MountPropagationFlags};
+        let (kind, data) = match fs_type {
+            FsType::Btrfs => ("btrfs", Some(c"subvolid=5")),
+            FsType::Bcachefs => ("bcachefs", None),
+            FsType::Tmpfs => {
+                return Err(Error::Usage(
+                    "a tmpfs root has no top level to mount".into(),
+                ));
+            }
+        };
         // SAFETY: only the mount namespace is unshared; file descriptor tables, which the
         // safety contract is about, stay shared.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(|e| {
@@ -285,30 +456,95 @@ impl PrivateMount {
             .map(PathBuf::from)
             .find(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
+        remove_leftovers(&base);
         let dir = tempfile::Builder::new()
-            .prefix("imperm-top-")
+            .prefix(&format!("{MOUNT_PREFIX}{}-", std::process::id()))
             .tempdir_in(&base)
-            .map_err(|e| FsError::new("create a mount point in", &base, e))?;
-        let (kind, data) = match fs_type {
-            FsType::Btrfs => ("btrfs", Some(c"subvolid=5")),
-            FsType::Bcachefs => ("bcachefs", None),
-            FsType::Tmpfs => {
-                return Err(Error::Usage(
-                    "a tmpfs root has no top level to mount".into(),
-                ));
+            .map_err(|e| FsError::new("create a mount point in", &base, e))?
+            // Removed by hand, never recursively: see Drop.
+            .keep();
+        let lock = match hold(&dir) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(FsError::new("lock the mount point", &dir, e).into());
             }
         };
-        rustix::mount::mount(device, dir.path(), kind, MountFlags::NOATIME, data).map_err(|e| {
-            FsError::new(&format!("mount {device} ({kind}) at"), dir.path(), e.into())
-        })?;
-        Ok(PrivateMount { dir })
+        if let Err(e) = rustix::mount::mount(device, &dir, kind, MountFlags::NOATIME, data) {
+            let _ = std::fs::remove_dir(&dir);
+            // Not named by the mount point: it is removed before anyone reads this.
+            return Err(FsError::new(&format!("mount {kind}"), Path::new(device), e.into()).into());
+        }
+        if let Ok(mut points) = MOUNT_POINTS.lock() {
+            points.push((dir.clone(), device.to_string()));
+        }
+        Ok(PrivateMount {
+            dir,
+            device: device.to_string(),
+            _lock: lock,
+        })
+    }
+}
+
+/// Opens `dir` and locks it, with a descriptor children inherit (no close-on-exec), so
+/// that a child still running in the namespace after this process died keeps it held.
+fn hold(dir: &Path) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive)?;
+    Ok(fd)
+}
+
+/// The pid in a mount point's name, `imperm-top-PID-XXXXXX`; `None` for other names
+/// (and for those of versions that did not put it there: they cannot be told in use).
+fn leftover_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(MOUNT_PREFIX)?;
+    let (pid, suffix) = rest.split_once('-')?;
+    let digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    if !digits || suffix.is_empty() {
+        return None;
+    }
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+/// Removes the empty mount points that killed runs left in `base`: only when their
+/// process is gone and the lock on them is free; never anything that is not empty.
+/// Best effort: a failure here must not stop a reset.
+fn remove_leftovers(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(leftover_pid) else {
+            continue;
+        };
+        let gone = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH));
+        if !gone {
+            continue;
+        }
+        let path = entry.path();
+        // Held: a child of the dead run is still working in its namespace.
+        let Ok(_held) = hold(&path) else {
+            continue;
+        };
+        // rmdir: fails on anything not empty, and on a symlink.
+        let _ = std::fs::remove_dir(&path);
     }
 }
 
 impl Drop for PrivateMount {
     fn drop(&mut self) {
-        // Lazy: a failure here must not hide the command's own result.
-        let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
+        // Lazy: a failure here must not hide the command's own result. Only an empty
+        // directory is removed: should the unmount have failed, the filesystem is still
+        // there below it, and a recursive removal would empty it.
+        if rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH).is_ok() {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
     }
 }
 
@@ -320,4 +556,50 @@ pub fn statx(
 ) -> io::Result<rustix::fs::Statx> {
     let fd = top.open_beneath(rel, OFlags::PATH | OFlags::NOFOLLOW)?;
     rustix::fs::statx(fd.as_fd(), "", AtFlags::EMPTY_PATH, mask).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_below_a_private_mount_point_are_named_on_the_device() {
+        let dir = Path::new("/run/imperm-top-42-AbCdEf");
+        let rename = |t: &str| rename_mount_point(t, dir, "/dev/sda2");
+        assert_eq!(
+            rename("delete /run/imperm-top-42-AbCdEf/@snapshots/X: busy"),
+            "delete @snapshots/X on /dev/sda2: busy"
+        );
+        assert_eq!(
+            rename("\"/run/imperm-top-42-AbCdEf/@root/etc\" is not in it"),
+            "\"@root/etc on /dev/sda2\" is not in it"
+        );
+        assert_eq!(
+            rename("lock /run/imperm-top-42-AbCdEf; then /run/imperm-top-42-AbCdEf/a/"),
+            "lock the top level of /dev/sda2; then a on /dev/sda2"
+        );
+        // Another directory that only starts the same is not ours.
+        assert_eq!(
+            rename("/run/imperm-top-42-AbCdEfG/x"),
+            "/run/imperm-top-42-AbCdEfG/x"
+        );
+        assert_eq!(rename("nothing to rename"), "nothing to rename");
+    }
+
+    #[test]
+    fn only_names_with_a_pid_are_leftovers_that_can_be_judged() {
+        assert_eq!(leftover_pid("imperm-top-1234-AbC123"), Some(1234));
+        assert_eq!(leftover_pid("imperm-top-1234-a-b"), Some(1234));
+        for name in [
+            "imperm-top-AbC123",
+            "imperm-top-1234-",
+            "imperm-top--AbC",
+            "imperm-top-0-AbC",
+            "imperm-top-+12-AbC",
+            "imperm-top-99999999999-AbC",
+            "other-1234-AbC",
+        ] {
+            assert_eq!(leftover_pid(name), None, "{name}");
+        }
+    }
 }

@@ -260,23 +260,32 @@ fn reset_mounts_the_device_itself_privately() {
     let before = populate(&fs);
     let empty = fs.scratch().join("empty-root");
     fs::create_dir_all(&empty).unwrap();
-    let out = common::run(
-        imperm()
-            .arg("--root")
-            .arg(&empty)
-            .args(["reset", "--fs", "btrfs", "--device", &fs.device]),
-    );
+    let child = imperm()
+        .arg("--root")
+        .arg(&empty)
+        .args(["reset", "--fs", "btrfs", "--device", &fs.device])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_reset_once(&fs, &before);
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
-        !mounts.contains("imperm-top-"),
+        !mounts.contains(&format!("imperm-top-{pid}-")),
         "the private mount is not visible outside"
     );
+    // Other tests run imperm at the same time: only this run's directory is looked for.
     let leftovers: Vec<_> = fs::read_dir("/run")
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("imperm-top-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("imperm-top-{pid}-"))
+        })
         .collect();
     assert!(leftovers.is_empty(), "the temporary mount point is removed");
 }
@@ -383,10 +392,6 @@ fn refusals_change_nothing() {
             "snapshot directory",
         ),
         (
-            &["reset", "--fs", "btrfs"],
-            "snapshot /", // …/@snapshots/20260115T063000Z already exists
-        ),
-        (
             &["reset", "--fs", "btrfs", "--blank-snapshot", "plain"],
             "blank snapshot",
         ),
@@ -412,16 +417,6 @@ fn refusals_change_nothing() {
             "{args:?} changed the filesystem"
         );
     }
-    assert!(
-        stderr(&common::run(
-            imperm()
-                .arg("--root")
-                .arg(fs.scratch())
-                .args(["reset", "--fs", "btrfs", "--mounted"])
-                .arg(fs.top())
-        ))
-        .contains("already exists; nothing was done")
-    );
 }
 
 #[test]
@@ -468,4 +463,608 @@ fn a_held_lock_is_a_refusal_not_a_wait() {
     assert_eq!((fs.subvolumes(), fs.tree("")), before);
     drop(top);
     assert!(reset(&fs, &[]).status.success());
+}
+
+/// A blank snapshot, root subvolume and snapshot directory that overlap in any way are
+/// refused before anything changes: from the options, from the configuration file, and
+/// from the library called without either.
+#[test]
+fn overlapping_layouts_are_refused_before_any_change() {
+    let Some(fs) = btrfs("reset_layouts") else {
+        return;
+    };
+    populate(&fs);
+    fs.subvolume("@blank");
+    fs.subvolume("@snapshots");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--blank-snapshot", "@root"],
+            "--blank-snapshot: \"@root\" is the root subvolume itself",
+        ),
+        (
+            &["--blank-snapshot", "/@root/"],
+            "--blank-snapshot: \"@root\" is the root subvolume itself",
+        ),
+        (
+            &["--blank-snapshot", "@root/var/lib/machines"],
+            "--blank-snapshot: \"@root/var/lib/machines\" is inside the root subvolume \"@root\"",
+        ),
+        (
+            &[
+                "--root-subvolume",
+                "@blank/root",
+                "--blank-snapshot",
+                "@blank",
+            ],
+            "--blank-snapshot: \"@blank\" holds the root subvolume \"@blank/root\"",
+        ),
+        (
+            &["--blank-snapshot", "@snapshots"],
+            "--blank-snapshot: \"@snapshots\" is the snapshot directory itself",
+        ),
+        (
+            &[
+                "--snapshot-dir",
+                "@blank/snaps",
+                "--blank-snapshot",
+                "@blank",
+            ],
+            "--blank-snapshot: \"@blank\" holds the snapshot directory \"@blank/snaps\"",
+        ),
+        (
+            &["--root-subvolume", "@snapshots/root"],
+            "--root-subvolume: \"@snapshots/root\" is inside the snapshot directory \"@snapshots\"",
+        ),
+        (
+            &["--snapshot-dir", "@root"],
+            "--snapshot-dir: \"@root\" is the root subvolume itself",
+        ),
+    ];
+    for (extra, want) in cases {
+        let before = (fs.subvolumes(), fs.tree(""));
+        let out = reset(&fs, extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{extra:?}: one line: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(
+            err.trim_end().ends_with("nothing was done"),
+            "{extra:?}: {err}"
+        );
+        assert_eq!(
+            (fs.subvolumes(), fs.tree("")),
+            before,
+            "{extra:?} changed the filesystem"
+        );
+    }
+
+    // The configuration file names the key at fault.
+    let config = fs.scratch().join("blank.toml");
+    fs::write(
+        &config,
+        "[filesystem]\ntype = \"btrfs\"\nblank_snapshot = \"@root\"\n",
+    )
+    .unwrap();
+    let before = (fs.subvolumes(), fs.tree(""));
+    let out = common::run(
+        imperm()
+            .arg("--root")
+            .arg(fs.scratch())
+            .arg("--config")
+            .arg(&config)
+            .args(["reset", "--mounted"])
+            .arg(fs.top()),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "blank.toml:3:18: filesystem.blank_snapshot: \"@root\" is the root subvolume itself"
+        ),
+        "{err}"
+    );
+    assert_eq!((fs.subvolumes(), fs.tree("")), before);
+
+    // The library checks it too, for callers that skip the configuration.
+    use imperm::backend::for_type;
+    use imperm::config::FsType;
+    use imperm::reset::Layout;
+    use imperm::toplevel::TopLevel;
+    let top = TopLevel::existing(fs.top()).unwrap();
+    let backend = for_type(FsType::Btrfs);
+    let layouts = [
+        ("@root", "@snapshots", Some("@root")),
+        ("@root", "@snapshots", Some("@root/var/lib/machines")),
+        ("@root", "@snapshots", Some("@snapshots")),
+        ("@snapshots/x", "@snapshots", None),
+        ("@root", "@root/snaps", None),
+    ];
+    for (root, snaps, blank) in layouts {
+        let layout = Layout {
+            root: root.into(),
+            snapshot_dir: snaps.into(),
+            blank: blank.map(Into::into),
+        };
+        let mut log = |_: String| {};
+        let got = imperm::reset::reset(
+            backend.as_ref(),
+            &top,
+            &layout,
+            NOW.parse().unwrap(),
+            &mut log,
+        );
+        let err = got
+            .expect_err(&format!("{layout:?} is refused"))
+            .to_string();
+        assert!(err.ends_with("nothing was done"), "{layout:?}: {err}");
+        assert_eq!((fs.subvolumes(), fs.tree("")), before, "{layout:?}");
+    }
+}
+
+/// Hardware without a real-time clock boots with the same time again: every reset still
+/// works, each snapshot gets its own name (`-1`, `-2` after the time), and they sort in
+/// the order they were taken.
+#[test]
+fn a_frozen_clock_gives_each_reset_its_own_name_in_order() {
+    let Some(fs) = btrfs("reset_frozen_clock") else {
+        return;
+    };
+    populate(&fs);
+    for boot in 1..=3 {
+        let out = reset(&fs, &[]);
+        assert!(out.status.success(), "reset {boot}: {}", stderr(&out));
+        fs.write("@root/etc/boot", &format!("{boot}\n"));
+    }
+    let names: Vec<String> = fs
+        .subvolume_paths()
+        .into_iter()
+        .filter_map(|p| p.strip_prefix("@snapshots/").map(str::to_string))
+        .filter(|p| !p.contains('/'))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "20260115T063000Z",
+            "20260115T063000Z-1",
+            "20260115T063000Z-2"
+        ]
+    );
+    assert_eq!(fs.read("@snapshots/20260115T063000Z-1/etc/boot"), "1\n");
+    assert_eq!(fs.read("@snapshots/20260115T063000Z-2/etc/boot"), "2\n");
+    for name in &names {
+        assert!(fs.is_readonly(&format!("@snapshots/{name}")), "{name}");
+    }
+}
+
+/// A name already taken by something that is not imperm's snapshot (a file, a directory,
+/// a symlink) is left alone: the reset takes the next name.
+#[test]
+fn a_name_taken_by_something_else_is_left_alone() {
+    let Some(fs) = btrfs("reset_name_taken") else {
+        return;
+    };
+    let before = populate(&fs);
+    fs::create_dir(fs.path("@snapshots")).unwrap();
+    fs.write("@snapshots/20260115T063000Z", "a note\n");
+    fs::create_dir(fs.path("@snapshots/20260115T063000Z-1")).unwrap();
+    fs.subvolume("@other");
+    std::os::unix::fs::symlink("../@other", fs.path("@snapshots/20260115T063000Z-2")).unwrap();
+    // Another second's names do not count.
+    fs.write("@snapshots/20260115T063001Z-7", "");
+    let out = reset(&fs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "old root kept in @snapshots/20260115T063000Z-3; @root is fresh\n"
+    );
+    assert_eq!(fs.tree("@snapshots/20260115T063000Z-3"), before);
+    assert_eq!(fs.read("@snapshots/20260115T063000Z"), "a note\n");
+    assert!(fs.path("@snapshots/20260115T063000Z-1").is_dir());
+    assert_eq!(
+        fs::read_link(fs.path("@snapshots/20260115T063000Z-2")).unwrap(),
+        std::path::Path::new("../@other")
+    );
+    assert_eq!(fs.tree("@other"), Vec::<String>::new());
+
+    // The last suffix there is, planted: any free one still lets the boot go on.
+    fs.write("@root/etc/boot", "2\n");
+    fs.write("@snapshots/20260115T063000Z-4294967295", "");
+    let out = reset(&fs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "old root kept in @snapshots/20260115T063000Z-4; @root is fresh\n"
+    );
+}
+
+/// With a frozen clock, a reset killed at any moment is completed by the next run under
+/// the name it chose, and no snapshot is taken twice.
+#[test]
+fn a_reset_killed_at_arbitrary_moments_with_a_frozen_clock_is_completed() {
+    // A whole reset, process start included, takes about 100 ms here (syncfs twice).
+    let mut interrupted = 0;
+    for delay_ms in (0u64..=120).step_by(10) {
+        let Some(fs) = btrfs("reset_sigkill_frozen") else {
+            return;
+        };
+        populate(&fs);
+        assert!(reset(&fs, &[]).status.success());
+        fs.write("@root/etc/second", "boot 2\n");
+        let mut child = imperm()
+            .arg("--root")
+            .arg(fs.scratch())
+            .args(["reset", "--fs", "btrfs", "--mounted"])
+            .arg(fs.top())
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = reset(&fs, &[]);
+        assert!(
+            out.status.success(),
+            "killed after {delay_ms} ms: {}",
+            stderr(&out)
+        );
+        interrupted += usize::from(stderr(&out).contains("resuming an interrupted reset"));
+        let snapshots: Vec<String> = fs
+            .subvolume_paths()
+            .into_iter()
+            .filter(|p| p.starts_with("@snapshots/") && !p.contains("/var/"))
+            .collect();
+        assert_eq!(
+            snapshots,
+            [
+                "@snapshots/20260115T063000Z",
+                "@snapshots/20260115T063000Z-1"
+            ],
+            "killed after {delay_ms} ms"
+        );
+        assert_eq!(
+            fs.tree("@snapshots/20260115T063000Z-1"),
+            ["etc/", "etc/second = boot 2\n"],
+            "killed after {delay_ms} ms"
+        );
+        assert_eq!(fs.tree("@root"), Vec::<String>::new());
+        // Settled: once more changes nothing.
+        let subvolumes = fs.subvolumes();
+        assert!(reset(&fs, &[]).status.success());
+        assert_eq!(fs.subvolumes(), subvolumes, "killed after {delay_ms} ms");
+    }
+    eprintln!("{interrupted} of 13 kills landed inside a reset");
+}
+
+/// An interrupted reset's recorded name now belongs to something else (not a subvolume):
+/// it is left alone and the reset goes on under a free name.
+#[test]
+fn an_interrupted_reset_whose_name_was_taken_meanwhile_takes_another() {
+    let Some(fs) = btrfs("reset_resume_taken") else {
+        return;
+    };
+    let before = populate(&fs);
+    fs::create_dir(fs.path("@snapshots")).unwrap();
+    fs.write(
+        &format!("@snapshots/{}", imperm::reset::STATE_FILE),
+        r#"{"phase": "snapshot", "snapshot": "20250101T000000Z"}"#,
+    );
+    fs.write("@snapshots/20250101T000000Z", "not ours\n");
+    let out = reset(&fs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs.read("@snapshots/20250101T000000Z"), "not ours\n");
+    assert_eq!(fs.tree(SNAP), before);
+}
+
+/// A state file that is not JSON stops the reset before any change, naming the file.
+#[test]
+fn a_corrupt_state_file_is_a_refusal() {
+    let Some(fs) = btrfs("reset_corrupt_state") else {
+        return;
+    };
+    populate(&fs);
+    fs::create_dir(fs.path("@snapshots")).unwrap();
+    fs.write(
+        &format!("@snapshots/{}", imperm::reset::STATE_FILE),
+        "{\"phase\": \"snap",
+    );
+    let before = (fs.subvolumes(), fs.tree(""));
+    let out = reset(&fs, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("@snapshots/.imperm-reset.json: unreadable reset state"),
+        "{err}"
+    );
+    assert_eq!((fs.subvolumes(), fs.tree("")), before);
+}
+
+/// Two resets started at once: one does the work, the other is refused by the lock or
+/// finds nothing left to do; either way one snapshot of the old root.
+#[test]
+fn two_resets_at_once_make_one_snapshot() {
+    for round in 0..4 {
+        let Some(fs) = btrfs("reset_concurrent") else {
+            return;
+        };
+        let before = populate(&fs);
+        let spawn = || {
+            imperm()
+                .arg("--root")
+                .arg(fs.scratch())
+                .args(["reset", "--fs", "btrfs", "--mounted"])
+                .arg(fs.top())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+            let err = stderr(&out);
+            assert!(
+                out.status.success() || err.contains("holds the lock; nothing was done"),
+                "round {round}: {err}"
+            );
+        }
+        assert_reset_once(&fs, &before);
+    }
+}
+
+/// A clock before 1970 or far in the future still names, orders and resets.
+#[test]
+fn clocks_before_1970_and_far_ahead_still_reset() {
+    let Some(fs) = btrfs("reset_odd_clocks") else {
+        return;
+    };
+    populate(&fs);
+    for (now, name) in [
+        ("9999-12-30T12:00:00Z", "99991230T120000Z"),
+        ("1969-07-20T20:17:40Z", "19690720T201740Z"),
+        ("1970-01-01T00:00:00Z", "19700101T000000Z"),
+        ("1970-01-01T00:00:00Z", "19700101T000000Z-1"),
+    ] {
+        let out = reset_at(&fs, now);
+        assert!(out.status.success(), "{now}: {}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("old root kept in @snapshots/{name}; @root is fresh\n"),
+            "{now}"
+        );
+        fs.write("@root/etc/boot", now);
+    }
+}
+
+/// When imperm mounts the top level itself, messages name paths as the user knows them
+/// (`@root on /dev/loopN`), never the temporary mount point that is gone when they read it.
+#[test]
+fn errors_name_paths_on_the_device_not_the_temporary_mount_point() {
+    let Some(fs) = btrfs("reset_error_paths") else {
+        return;
+    };
+    populate(&fs);
+    fs::create_dir(fs.path("plain")).unwrap();
+    let empty = fs.scratch().join("empty-root");
+    fs::create_dir_all(&empty).unwrap();
+    let device = &fs.device;
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["reset", "--fs", "btrfs", "--root-subvolume", "plain"],
+            format!("imperm: plain on {device} is not a subvolume (a plain directory)"),
+        ),
+        (
+            vec!["reset", "--fs", "btrfs", "--blank-snapshot", "nothing-here"],
+            format!("imperm: blank snapshot nothing-here on {device} is not a subvolume (missing)"),
+        ),
+        (
+            vec![
+                "restore",
+                "/etc/machine-id",
+                "--fs",
+                "btrfs",
+                "--from",
+                "nosuch",
+            ],
+            format!("no snapshot \"nosuch\" in @snapshots on {device}"),
+        ),
+    ];
+    for (args, want) in cases {
+        let out = common::run(
+            imperm()
+                .arg("--root")
+                .arg(&empty)
+                .args(&args)
+                .args(["--device", device]),
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+        assert!(!err.contains("imperm-top-"), "{args:?}: {err}");
+    }
+}
+
+/// kill -9 leaves the temporary mount point behind; the next run removes the ones whose
+/// process is gone, and never one a running imperm may be using (in its own mount
+/// namespace it is a mount point; removing it from here would detach that mount).
+#[test]
+fn mount_points_left_by_dead_runs_are_removed_and_live_ones_kept() {
+    let Some(fs) = btrfs("reset_leftovers") else {
+        return;
+    };
+    populate(&fs);
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let mut live = Command::new("sleep").arg("60").spawn().unwrap();
+    let live_pid = live.id();
+    let run = std::path::Path::new("/run");
+    let dead_empty = run.join(format!("imperm-top-{dead_pid}-test01"));
+    let dead_full = run.join(format!("imperm-top-{dead_pid}-test02"));
+    let live_empty = run.join(format!("imperm-top-{live_pid}-test03"));
+    for dir in [&dead_empty, &dead_full, &live_empty] {
+        fs::create_dir(dir).unwrap();
+    }
+    fs::write(dead_full.join("something"), "not imperm's\n").unwrap();
+    let empty = fs.scratch().join("empty-root");
+    fs::create_dir_all(&empty).unwrap();
+    let out = common::run(imperm().arg("--root").arg(&empty).args([
+        "snapshots",
+        "ls",
+        "--fs",
+        "btrfs",
+        "--device",
+        &fs.device,
+    ]));
+    let (dead_gone, full_kept, live_kept) = (
+        !dead_empty.exists(),
+        dead_full.exists(),
+        live_empty.exists(),
+    );
+    let _ = live.kill();
+    let _ = live.wait();
+    let _ = fs::remove_file(dead_full.join("something"));
+    for dir in [&dead_empty, &dead_full, &live_empty] {
+        let _ = fs::remove_dir(dir);
+    }
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dead_gone, "the empty leftover of a dead run is removed");
+    assert!(
+        full_kept,
+        "a directory with something in it is never removed"
+    );
+    assert!(live_kept, "a running imperm's mount point is kept");
+}
+
+/// A resumed reset deletes the snapshot its state names: a state that names anything but
+/// a plain name in the snapshot directory (`..`, a path, nothing) is refused before any
+/// change, by reset and by gc.
+#[test]
+fn a_state_naming_anything_but_a_snapshot_is_refused() {
+    let Some(fs) = btrfs("reset_state_names") else {
+        return;
+    };
+    populate(&fs);
+    fs.subvolume("@snapshots");
+    fs.subvolume("@persist");
+    fs.write("@persist/precious", "keep me\n");
+    for state in [
+        r#"{"phase": "snapshot", "snapshot": ""}"#,
+        r#"{"phase": "snapshot", "snapshot": "../@persist"}"#,
+        r#"{"phase": "snapshot", "snapshot": "."}"#,
+        r#"{"phase": "replace", "snapshot": "../@persist", "old_root": 1}"#,
+    ] {
+        fs.write(&format!("@snapshots/{}", imperm::reset::STATE_FILE), state);
+        let before = (fs.subvolumes(), fs.tree(""));
+        let out = reset(&fs, &[]);
+        assert_eq!(out.status.code(), Some(2), "{state}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("unreadable reset state"),
+            "{state}: {}",
+            stderr(&out)
+        );
+        let gc = common::run(
+            imperm()
+                .arg("--root")
+                .arg(fs.scratch())
+                .args(["gc", "--fs", "btrfs", "--mounted"])
+                .arg(fs.top()),
+        );
+        assert_eq!(gc.status.code(), Some(2), "{state}: {}", stderr(&gc));
+        assert_eq!((fs.subvolumes(), fs.tree("")), before, "{state}");
+    }
+}
+
+/// A run that dies with the top level mounted (abort, as kill -9 would) leaves its empty
+/// mount point; the next run removes it.
+#[test]
+fn a_crashed_runs_mount_point_is_removed_by_the_next_run() {
+    let Some(fs) = btrfs("reset_crash_leftover") else {
+        return;
+    };
+    let before = populate(&fs);
+    let empty = fs.scratch().join("empty-root");
+    fs::create_dir_all(&empty).unwrap();
+    let device_reset = || {
+        let mut cmd = imperm();
+        cmd.arg("--root")
+            .arg(&empty)
+            .args(["reset", "--fs", "btrfs", "--device", &fs.device]);
+        cmd
+    };
+    let child = device_reset()
+        .env(imperm::reset::FAILPOINT_ENV, "snapshot-taken")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None, "aborted");
+    let leftovers = || -> Vec<String> {
+        fs::read_dir("/run")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("imperm-top-{pid}-")))
+            .collect()
+    };
+    assert_eq!(leftovers().len(), 1, "the crash left its mount point");
+    let out = common::run(&mut device_reset());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_reset_once(&fs, &before);
+    assert_eq!(leftovers(), Vec::<String>::new(), "the next run removed it");
+}
+
+/// With a frozen clock, a reset aborted after each step is completed under the suffixed
+/// name it chose: the first boot's snapshot is untouched and the second is taken once.
+#[test]
+fn a_reset_killed_after_any_step_with_a_frozen_clock_is_completed() {
+    for failpoint in ["snapshot-taken", "root-deleted", "root-created"] {
+        let Some(fs) = btrfs("reset_crash_frozen") else {
+            return;
+        };
+        let first = populate(&fs);
+        assert!(reset(&fs, &[]).status.success());
+        fs.write("@root/etc/second", "boot 2\n");
+        let killed = common::run(
+            imperm()
+                .env(imperm::reset::FAILPOINT_ENV, failpoint)
+                .arg("--root")
+                .arg(fs.scratch())
+                .args(["reset", "--fs", "btrfs", "--mounted"])
+                .arg(fs.top()),
+        );
+        assert_eq!(
+            killed.status.code(),
+            None,
+            "{failpoint}: {}",
+            stderr(&killed)
+        );
+        let out = reset(&fs, &[]);
+        assert!(out.status.success(), "{failpoint}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("resuming an interrupted reset"),
+            "{failpoint}: {}",
+            stderr(&out)
+        );
+        assert_eq!(
+            fs.tree(SNAP),
+            first,
+            "{failpoint}: the first snapshot is untouched"
+        );
+        assert_eq!(
+            fs.tree("@snapshots/20260115T063000Z-1"),
+            ["etc/", "etc/second = boot 2\n"],
+            "{failpoint}"
+        );
+        assert!(fs.is_readonly("@snapshots/20260115T063000Z-1"));
+        assert_eq!(fs.tree("@root"), Vec::<String>::new(), "{failpoint}");
+        let snapshots = fs
+            .subvolume_paths()
+            .into_iter()
+            .filter(|p| p.starts_with("@snapshots/") && !p.contains("/var/"))
+            .count();
+        assert_eq!(snapshots, 2, "{failpoint}");
+    }
 }

@@ -133,12 +133,21 @@ fn gc_dry_run_plans_the_example_and_deletes_nothing() {
     let newest = &v["snapshots"][0];
     assert_eq!(newest["name"], "20250307T080000Z");
     assert_eq!(newest["time"], "2025-03-07T08:00:00Z");
-    assert_eq!(newest["local_time"], "2025-03-07T09:00:00+01:00");
+    // In the zone the buckets use (the configuration's UTC), not the system's (TZ).
+    assert_eq!(newest["local_time"], "2025-03-07T08:00:00+00:00");
+    assert_eq!(v["timezone"], "UTC");
     assert_eq!(newest["readonly"], true);
     assert_eq!(
         newest["reasons"],
-        serde_json::json!(["newest", "last", "weekly 2025-W10", "monthly 2025-03"])
+        serde_json::json!([
+            "newest",
+            "last",
+            "weekly 2025-W10",
+            "monthly 2025-03",
+            "last reset"
+        ])
     );
+    assert_eq!(v["last_reset"], "20250307T080000Z");
 
     let human = imperm(&fs, &["gc", "--dry-run", "--color", "never"]);
     let text = String::from_utf8_lossy(&human.stdout);
@@ -208,9 +217,33 @@ fn gc_stops_at_the_first_error_and_touches_nothing_after_it() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("imperm: delete subvolume @snapshots/20250106T080000Z"),
+        err.contains(&format!(
+            "imperm: delete subvolume {}/@snapshots/20250106T080000Z",
+            fs.top().display()
+        )),
         "{err}"
     );
+    // When imperm mounts the top level itself, the path is named on its device: the
+    // temporary mount point is gone when the message is read.
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
+            .arg("--root")
+            .arg(fs.scratch())
+            .arg("--config")
+            .arg(config(&fs))
+            .args(["gc", "--device", &fs.device]),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "imperm: delete subvolume @snapshots/20250106T080000Z on {}: ",
+            fs.device
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("imperm-top-"), "{err}");
     assert_eq!(
         snapshots_on_disk(&fs),
         before,
@@ -267,7 +300,8 @@ fn ls_lists_newest_first_with_legacy_unrecognised_and_future_names() {
     assert_eq!(rows[1]["name_style"], "utc");
     assert_eq!(rows[0]["reasons"], serde_json::json!(["future"]));
     assert_eq!(rows[1]["reasons"][0], "newest");
-    assert_eq!(rows[3]["reasons"], serde_json::json!(["unrecognised name"]));
+    // Not a snapshot imperm took: writable (only read-only snapshots are gc candidates).
+    assert_eq!(rows[3]["reasons"], serde_json::json!(["read-write"]));
     assert_eq!(rows[3]["readonly"], false);
     assert_eq!(rows[3]["time"], Value::Null);
     assert!(rows.iter().all(|r| r["keep"] == true));
@@ -290,7 +324,7 @@ fn ls_lists_newest_first_with_legacy_unrecognised_and_future_names() {
         ]
     );
     assert!(
-        text.contains("2025-03-01T10:00:00+01:00  2025-03-01 09:00:00Z"),
+        text.contains("2025-03-01T09:00:00+00:00  2025-03-01 09:00:00Z"),
         "{text}"
     );
 }
@@ -352,4 +386,350 @@ fn without_a_configured_filesystem_snapshots_says_what_to_do() {
         "{err}"
     );
     assert!(err.trim_end().ends_with("or pass --fs"), "{err}");
+}
+
+/// Runs imperm with a configuration of `[filesystem]` plus `extra`, at `now`, on the
+/// top level mounted by the test.
+fn imperm_with(fs: &LoopBtrfs, extra: &str, now: &str, args: &[&str]) -> Output {
+    let path = fs.scratch().join("config-with.toml");
+    fs::write(&path, format!("[filesystem]\ntype = \"btrfs\"\n{extra}")).unwrap();
+    common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env(imperm::commands::NOW_ENV, now)
+            .env("TZ", "UTC")
+            .arg("--root")
+            .arg(fs.scratch())
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .arg("--mounted")
+            .arg(fs.top()),
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn row<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no row {name} in {v}"))
+}
+
+fn reasons(v: &Value, name: &str) -> Vec<String> {
+    row(v, name)["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A blank snapshot kept in the snapshot directory under a timestamp name is never a gc
+/// candidate, and the next reset still makes its fresh root from it.
+#[test]
+fn gc_never_deletes_the_blank_snapshot_and_the_next_reset_still_works() {
+    let Some(fs) = btrfs("gc_blank") else { return };
+    example(&fs);
+    fs.subvolume("@blank-src");
+    fs.write("@blank-src/etc/.keep", "");
+    fs.snapshot("@blank-src", "@snapshots/20200101T000000Z", true);
+    let config = "blank_snapshot = \"@snapshots/20200101T000000Z\"\n[retention]\nkeep_last = 1\n";
+    let v = json(&imperm_with(
+        &fs,
+        config,
+        "2025-03-08T00:00:00Z",
+        &["gc", "--dry-run", "--format", "json"],
+    ));
+    assert_eq!(row(&v, "20200101T000000Z")["keep"], true);
+    assert_eq!(reasons(&v, "20200101T000000Z"), ["blank snapshot"]);
+    let out = imperm_with(
+        &fs,
+        config,
+        "2025-03-08T00:00:00Z",
+        &["gc", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        snapshots_on_disk(&fs),
+        ["20200101T000000Z", "20250307T080000Z"],
+        "keep_last 1 and the blank snapshot"
+    );
+    let out = imperm_with(&fs, config, "2025-03-08T00:00:00Z", &["reset"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs.tree("@root"), ["etc/", "etc/.keep = "]);
+}
+
+/// Only read-only snapshots are gc candidates: a mounted snapshot, a read-write
+/// subvolume, a directory and a symlink that carry snapshot names are all kept, with the
+/// reason, and the symlink is never followed.
+#[test]
+fn gc_keeps_what_is_mounted_writable_or_not_a_subvolume() {
+    let Some(fs) = btrfs("gc_not_candidates") else {
+        return;
+    };
+    example(&fs);
+    fs.subvolume("@snapshots/20250107T080000Z");
+    fs.write("@snapshots/20250107T080000Z/work", "in progress\n");
+    fs::create_dir(fs.path("@snapshots/20250108T080000Z")).unwrap();
+    fs.write("@snapshots/20250108T080000Z/notes", "mine\n");
+    fs.subvolume("@other");
+    fs.write("@other/precious", "keep me\n");
+    std::os::unix::fs::symlink("../@other", fs.path("@snapshots/20250109T080000Z")).unwrap();
+    let look = fs.scratch().join("look");
+    fs::create_dir(&look).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-o", "ro,subvol=@snapshots/20250106T080000Z", &fs.device])
+            .arg(&look),
+    );
+    let out = imperm(&fs, &["gc", "--format", "json"]);
+    let unmounted = common::run(Command::new("umount").arg(&look));
+    assert!(unmounted.status.success());
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        reasons(&v, "20250106T080000Z"),
+        [format!("mounted at {}", look.display())]
+    );
+    assert_eq!(reasons(&v, "20250107T080000Z"), ["read-write"]);
+    assert_eq!(
+        reasons(&v, "20250108T080000Z"),
+        ["not a subvolume (a plain directory)"]
+    );
+    assert_eq!(
+        reasons(&v, "20250109T080000Z"),
+        ["not a subvolume (a symlink)"]
+    );
+    let mut deleted = names_where(&v, |s| s["deleted"] == true);
+    deleted.sort();
+    assert_eq!(deleted, ["20250120T090000Z", "20250203T080000Z"]);
+    let on_disk = snapshots_on_disk(&fs);
+    for kept in ["20250106T080000Z", "20250107T080000Z"] {
+        assert!(on_disk.contains(&kept.to_string()), "{kept}: {on_disk:?}");
+    }
+    assert_eq!(fs.read("@snapshots/20250107T080000Z/work"), "in progress\n");
+    assert_eq!(fs.read("@snapshots/20250108T080000Z/notes"), "mine\n");
+    assert_eq!(fs.read("@other/precious"), "keep me\n");
+    assert!(
+        fs::symlink_metadata(fs.path("@snapshots/20250109T080000Z"))
+            .unwrap()
+            .is_symlink()
+    );
+}
+
+/// Resets by a frozen clock: the names sort by time, then by suffix, everywhere.
+#[test]
+fn snapshots_of_a_frozen_clock_sort_by_suffix_in_ls_and_gc() {
+    let Some(fs) = btrfs("gc_frozen") else { return };
+    fs.subvolume("@root");
+    let now = "2026-01-15T06:30:00Z";
+    for boot in 1..=3 {
+        fs.write("@root/etc/boot", &format!("{boot}\n"));
+        let out = imperm_with(&fs, "", now, &["reset"]);
+        assert_eq!(out.status.code(), Some(0), "reset {boot}: {}", stderr(&out));
+    }
+    let v = json(&imperm_with(&fs, "", now, &["ls", "--format", "json"]));
+    assert_eq!(
+        names_where(&v, |_| true),
+        [
+            "20260115T063000Z-2",
+            "20260115T063000Z-1",
+            "20260115T063000Z"
+        ]
+    );
+    assert_eq!(v["last_reset"], "20260115T063000Z-2");
+    let config = "[retention]\nkeep_last = 2\n";
+    let v = json(&imperm_with(&fs, config, now, &["gc", "--format", "json"]));
+    assert_eq!(
+        names_where(&v, |s| s["deleted"] == true),
+        ["20260115T063000Z"]
+    );
+    assert_eq!(
+        reasons(&v, "20260115T063000Z-2"),
+        ["newest", "last", "last reset"]
+    );
+    assert_eq!(
+        snapshots_on_disk(&fs),
+        ["20260115T063000Z-1", "20260115T063000Z-2"]
+    );
+    assert_eq!(fs.read("@snapshots/20260115T063000Z-2/etc/boot"), "3\n");
+}
+
+/// A clock that went backwards: the last reset's snapshot has an older name than another;
+/// gc keeps it all the same, and ls says which one it is.
+#[test]
+fn the_last_resets_snapshot_is_kept_when_the_clock_went_backwards() {
+    let Some(fs) = btrfs("gc_backwards") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/etc/boot", "1\n");
+    assert!(
+        imperm_with(&fs, "", "2026-01-15T06:31:00Z", &["reset"])
+            .status
+            .success()
+    );
+    fs.write("@root/etc/boot", "2\n");
+    assert!(
+        imperm_with(&fs, "", "2026-01-15T06:30:00Z", &["reset"])
+            .status
+            .success()
+    );
+    let config = "[retention]\nkeep_last = 1\n";
+    let v = json(&imperm_with(
+        &fs,
+        config,
+        "2026-01-15T07:00:00Z",
+        &["gc", "--format", "json"],
+    ));
+    assert_eq!(v["last_reset"], "20260115T063000Z");
+    assert_eq!(reasons(&v, "20260115T063000Z"), ["last reset"]);
+    assert_eq!(reasons(&v, "20260115T063100Z"), ["newest", "last"]);
+    assert!(names_where(&v, |s| s["deleted"] == true).is_empty());
+    let human = imperm_with(
+        &fs,
+        config,
+        "2026-01-15T07:00:00Z",
+        &["ls", "--color", "never"],
+    );
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("20260115T063000Z") && l.ends_with("last reset")),
+        "{text}"
+    );
+}
+
+/// One answer to "the last reset's snapshot" in ls, status, restore and journal: the one
+/// the last reset recorded; without a record, the newest that is not in the future.
+#[test]
+fn every_command_agrees_on_the_last_resets_snapshot() {
+    let Some(fs) = btrfs("last_reset") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/etc/marker", "A\n");
+    let now = "2026-01-15T08:00:00Z";
+    assert!(
+        imperm_with(&fs, "", "2026-01-15T06:30:00Z", &["reset"])
+            .status
+            .success()
+    );
+    for (marker, name) in [("B", "20260115T070000Z"), ("C", "20300101T000000Z")] {
+        fs.write("@root/etc/marker", &format!("{marker}\n"));
+        fs.snapshot("@root", &format!("@snapshots/{name}"), true);
+    }
+    fs::remove_file(fs.path("@root/etc/marker")).unwrap();
+    let export = fs.scratch().join("boot.json");
+    fs::write(
+        &export,
+        "{\"MESSAGE\":\"cannot open /etc/marker: No such file or directory\",\"_SYSTEMD_UNIT\":\"marker.service\"}\n",
+    )
+    .unwrap();
+    let config = format!(
+        "device = \"{}\"\n[persistence.\"/persist\"]\ndirectories = [\"/var/log\"]\n",
+        fs.device
+    );
+    let agree = |want: &str, marker: &str| {
+        let ls = json(&imperm_with(&fs, &config, now, &["ls", "--format", "json"]));
+        assert_eq!(ls["last_reset"], want);
+        assert!(
+            reasons(&ls, want).contains(&"last reset".to_string()),
+            "{ls}"
+        );
+
+        // status mounts the top level itself (root, with the device from [filesystem]).
+        let path = fs.scratch().join("config-with.toml");
+        let status = common::run(
+            Command::new(env!("CARGO_BIN_EXE_imperm"))
+                .env(imperm::commands::NOW_ENV, now)
+                .arg("--root")
+                .arg(fs.scratch())
+                .arg("--config")
+                .arg(&path)
+                .args(["status", "--format", "json"]),
+        );
+        assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+        let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert_eq!(status["snapshots"]["last_reset"], want, "{status}");
+
+        let journal = imperm_with(
+            &fs,
+            &config,
+            now,
+            &[
+                "journal",
+                "--file",
+                export.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+        );
+        let journal: Value = serde_json::from_slice(&journal.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", stderr(&journal)));
+        assert_eq!(journal["snapshot"], want, "{journal}");
+
+        let live = fs.path("@root");
+        let restore = common::run(
+            Command::new(env!("CARGO_BIN_EXE_imperm"))
+                .env(imperm::commands::NOW_ENV, now)
+                .arg("--root")
+                .arg(&live)
+                .arg("--config")
+                .arg(&path)
+                .args(["restore", "/etc/marker", "--into", "root", "--mounted"])
+                .arg(fs.top()),
+        );
+        assert_eq!(restore.status.code(), Some(0), "{}", stderr(&restore));
+        assert_eq!(fs.read("@root/etc/marker"), format!("{marker}\n"));
+        fs::remove_file(fs.path("@root/etc/marker")).unwrap();
+    };
+    agree("20260115T063000Z", "A");
+    // Without the reset's record, the newest snapshot that is not in the future.
+    fs::remove_file(fs.path(&format!("@snapshots/{}", imperm::reset::STATE_FILE))).unwrap();
+    agree("20260115T070000Z", "B");
+    // A record that names a snapshot that is gone counts as none.
+    fs.write(
+        &format!("@snapshots/{}", imperm::reset::STATE_FILE),
+        r#"{"phase": "done", "snapshot": "20250101T000000Z"}"#,
+    );
+    agree("20260115T070000Z", "B");
+}
+
+/// `snapshots ls` shows times in the zone the retention buckets use, and names it.
+#[test]
+fn ls_shows_times_in_the_retention_time_zone() {
+    let Some(fs) = btrfs("ls_zone") else { return };
+    fs.subvolume("@root");
+    fs.subvolume("@snapshots");
+    fs.snapshot("@root", "@snapshots/20250307T233000Z", true);
+    let config = "[retention]\nkeep_daily = 7\ntimezone = \"Europe/Berlin\"\n";
+    let v = json(&imperm_with(
+        &fs,
+        config,
+        "2025-03-09T00:00:00Z",
+        &["ls", "--format", "json"],
+    ));
+    assert_eq!(v["timezone"], "Europe/Berlin");
+    let r = row(&v, "20250307T233000Z");
+    assert_eq!(r["local_time"], "2025-03-08T00:30:00+01:00");
+    assert_eq!(
+        r["reasons"],
+        serde_json::json!(["newest", "daily 2025-03-08", "last reset"])
+    );
+    let human = imperm_with(
+        &fs,
+        config,
+        "2025-03-09T00:00:00Z",
+        &["ls", "--color", "never"],
+    );
+    let text = String::from_utf8_lossy(&human.stdout);
+    let header = text.lines().next().unwrap();
+    assert!(header.contains("Europe/Berlin"), "{text}");
+    assert!(text.contains("2025-03-08T00:30:00+01:00"), "{text}");
 }

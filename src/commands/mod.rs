@@ -18,7 +18,7 @@ use jiff::Timestamp;
 
 use crate::cli::{Cli, Command, FsArgs, GlobalArgs, PersistCommand, SnapshotsCommand};
 use crate::config::{
-    Config, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, LoadOptions,
+    Config, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, LayoutKey, LoadOptions,
     check_layout, subvolume_name,
 };
 use crate::error::Error;
@@ -26,6 +26,12 @@ use crate::exit::ExitStatus;
 
 /// Runs the command the user asked for.
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
+    // A path below a top level imperm mounted names a directory that is gone by the time
+    // the message is read: name it on its device instead.
+    dispatch(cli).map_err(crate::toplevel::rename_in_error)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
     let global = &cli.global;
     match &cli.command {
         Command::Status => status::run(global),
@@ -121,8 +127,29 @@ fn filesystem(config: &Config, args: &FsArgs) -> Result<FilesystemConfig, Error>
         }
         (None, configured) => configured.cloned(),
     };
-    check_layout(&root_subvolume, &snapshot_dir)
-        .map_err(|e| Error::Usage(format!("snapshot directory {e}; nothing was done")))?;
+    if let Err(e) = check_layout(&root_subvolume, &snapshot_dir, blank_snapshot.as_deref()) {
+        // Name the option the user gave; a conflict with only configured values was
+        // already refused when the file was read.
+        let given = |key: LayoutKey| match key {
+            LayoutKey::RootSubvolume => args.root_subvolume.is_some(),
+            LayoutKey::SnapshotDir => args.snapshot_dir.is_some(),
+            LayoutKey::BlankSnapshot => args.blank_snapshot.is_some(),
+        };
+        let key = e.keys.into_iter().find(|&k| given(k)).unwrap_or(e.keys[0]);
+        let source = if given(key) {
+            key.flag().to_string()
+        } else {
+            format!(
+                "filesystem.{} in {}",
+                key.config_key(),
+                config.config_file.path.display()
+            )
+        };
+        return Err(Error::Usage(format!(
+            "{source}: {}; nothing was done",
+            e.what
+        )));
+    }
     Ok(FilesystemConfig {
         fs_type,
         device: args
@@ -148,9 +175,11 @@ fn now() -> Result<Timestamp, Error> {
     }
 }
 
-/// The old-root snapshot a command works with: `name`, or the newest one. The name must
-/// be a plain name in the snapshot directory, and a subvolume there. Returns the name and
-/// its path relative to the top level.
+/// The old-root snapshot a command works with: `name`, or the last reset's snapshot
+/// (the one the last reset recorded, else the newest not in the future: the definition
+/// `snapshots ls` and `status` show). The name must be a plain name in the snapshot
+/// directory, and a subvolume there. Returns the name and its path relative to the top
+/// level.
 fn old_root(
     backend: &dyn crate::backend::Backend,
     top: &crate::toplevel::TopLevel,
@@ -167,20 +196,37 @@ fn old_root(
             }
             name.to_string()
         }
-        None => crate::snapshot::newest(
-            backend,
-            top,
-            &fs.snapshot_dir,
-            &jiff::tz::TimeZone::system(),
-        )?
-        .ok_or_else(|| Error::Usage(format!("no snapshots in {}", fs.snapshot_dir.display())))?,
+        None => last_reset(backend, top, fs)?.ok_or_else(|| {
+            Error::Usage(format!("no snapshots in {}", top.name(&fs.snapshot_dir)))
+        })?,
     };
     let rel = fs.snapshot_dir.join(&name);
-    if backend.kind(top, &rel)? != crate::backend::Kind::Subvolume {
+    if backend.kind(top, &rel).map_err(|e| top.locate(e.into()))? != crate::backend::Kind::Subvolume
+    {
         return Err(Error::Usage(format!(
             "no snapshot {name:?} in {} (see `imperm snapshots ls`)",
-            top.join(&fs.snapshot_dir).display()
+            top.name(&fs.snapshot_dir)
         )));
     }
     Ok((name, rel))
+}
+
+/// The last reset's snapshot, as [`crate::snapshot::survey`] defines it.
+fn last_reset(
+    backend: &dyn crate::backend::Backend,
+    top: &crate::toplevel::TopLevel,
+    fs: &FilesystemConfig,
+) -> Result<Option<String>, Error> {
+    let layout = crate::reset::Layout {
+        root: fs.root_subvolume.clone(),
+        snapshot_dir: fs.snapshot_dir.clone(),
+        blank: fs.blank_snapshot.clone(),
+    };
+    let survey =
+        crate::snapshot::survey(backend, top, &layout, &jiff::tz::TimeZone::system(), now()?)
+            .map_err(|e| top.locate(e))?;
+    if let Some(problem) = &survey.state_problem {
+        eprintln!("imperm: warning: {problem}; using the newest snapshot");
+    }
+    Ok(survey.last_reset_name().map(str::to_string))
 }

@@ -42,13 +42,10 @@ pub fn run(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error> {
             blank: fs.blank_snapshot.clone(),
         };
         let mut log = |line: String| eprintln!("imperm reset: {line}");
-        report.outcome = Some(reset::reset(
-            backend.as_ref(),
-            &top,
-            &layout,
-            now,
-            &mut log,
-        )?);
+        report.outcome = Some(
+            reset::reset(backend.as_ref(), &top, &layout, now, &mut log)
+                .map_err(|e| top.locate(e))?,
+        );
     }
     output::emit(&report, global.format, global.color)?;
     Ok(ExitStatus::Clean)

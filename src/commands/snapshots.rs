@@ -13,8 +13,8 @@ use crate::config::FilesystemConfig;
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::output::{self, Report, Styles};
-use crate::reset::{self, Layout, Phase};
-use crate::retention;
+use crate::reset::Layout;
+use crate::retention::{self, Stamp};
 use crate::snapshot::{self, NameStyle};
 use crate::toplevel::TopLevel;
 
@@ -24,7 +24,8 @@ struct Row {
     name: String,
     /// UTC, RFC 3339; null for a name imperm does not recognise.
     time: Option<String>,
-    /// The same moment in the system's time zone.
+    /// The same moment in the time zone retention counts its days, weeks… in (the
+    /// report's `timezone`).
     local_time: Option<String>,
     age_seconds: Option<i64>,
     name_style: Option<NameStyle>,
@@ -33,6 +34,10 @@ struct Row {
     reasons: Vec<String>,
     /// Whether this run deleted it (gc without --dry-run).
     deleted: bool,
+    #[serde(skip)]
+    stamp: Option<Stamp>,
+    #[serde(skip)]
+    os_name: std::ffi::OsString,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +47,10 @@ struct SnapshotsReport {
     /// `null` for ls; for gc whether it was a dry run.
     dry_run: Option<bool>,
     policy: String,
+    /// The zone of `local_time` and of the retention buckets.
+    timezone: String,
+    /// The last reset's snapshot (the one it recorded, else the newest not in the future).
+    last_reset: Option<String>,
     snapshots: Vec<Row>,
 }
 
@@ -60,16 +69,25 @@ fn run(global: &GlobalArgs, args: &FsArgs, dry_run: Option<bool>) -> Result<Exit
     let fs = super::filesystem(&config, args)?;
     let now = super::now()?;
     let policy = &config.retention;
-    let zone = match &policy.timezone {
-        Some(name) => TimeZone::get(name)
-            .map_err(|e| Error::Usage(format!("retention timezone {name:?}: {e}")))?,
-        None => TimeZone::system(),
+    let (zone, zone_name) = match &policy.timezone {
+        Some(name) => (
+            TimeZone::get(name)
+                .map_err(|e| Error::Usage(format!("retention timezone {name:?}: {e}")))?,
+            name.clone(),
+        ),
+        None => {
+            let zone = TimeZone::system();
+            let name = zone.iana_name().unwrap_or("local time").to_string();
+            (zone, name)
+        }
     };
     let mut report = SnapshotsReport {
         filesystem: fs.fs_type.as_str(),
         snapshot_dir: fs.snapshot_dir.clone(),
         dry_run,
         policy: policy.to_string(),
+        timezone: zone_name,
+        last_reset: None,
         snapshots: Vec::new(),
     };
     let backend = backend::for_type(fs.fs_type);
@@ -78,53 +96,57 @@ fn run(global: &GlobalArgs, args: &FsArgs, dry_run: Option<bool>) -> Result<Exit
         return Ok(ExitStatus::Clean);
     }
     let top = TopLevel::open(&fs, args.mounted.as_deref())?;
-    if dry_run == Some(false) {
-        top.lock()?;
-    }
-    report.snapshots = plan(backend.as_ref(), &top, &fs, policy, &zone, now)?;
-    let result = match dry_run {
-        Some(false) => delete_unkept(backend.as_ref(), &top, &fs, &mut report.snapshots),
-        _ => Ok(()),
-    };
+    let result = (|| {
+        if dry_run == Some(false) {
+            top.lock()?;
+        }
+        let layout = Layout {
+            root: fs.root_subvolume.clone(),
+            snapshot_dir: fs.snapshot_dir.clone(),
+            blank: fs.blank_snapshot.clone(),
+        };
+        let survey = snapshot::survey(backend.as_ref(), &top, &layout, &TimeZone::system(), now)?;
+        if let Some(problem) = &survey.state_problem {
+            // Whether a reset is half done is unknown: its snapshot could be deleted.
+            if dry_run.is_some() {
+                return Err(Error::Usage(format!("{problem}; nothing was deleted")));
+            }
+            eprintln!("imperm: warning: {problem}");
+        }
+        report.last_reset = survey.last_reset_name().map(str::to_string);
+        report.snapshots = rows(&survey, policy, &zone, now);
+        match dry_run {
+            Some(false) => delete_unkept(backend.as_ref(), &top, &fs, &mut report.snapshots),
+            _ => Ok(()),
+        }
+    })()
+    .map_err(|e| top.locate(e));
     // What was deleted is reported even when a later deletion failed.
-    output::emit(&report, global.format, global.color)?;
+    if !report.snapshots.is_empty() || result.is_ok() {
+        output::emit(&report, global.format, global.color)?;
+    }
     result.map(|()| ExitStatus::Clean)
 }
 
-fn plan(
-    backend: &dyn Backend,
-    top: &TopLevel,
-    fs: &FilesystemConfig,
+/// Every entry with what the policy says of it, newest first (by time, then suffix);
+/// names imperm does not recognise last, by name.
+fn rows(
+    survey: &snapshot::Survey,
     policy: &retention::Policy,
     zone: &TimeZone,
     now: Timestamp,
-) -> Result<Vec<Row>, Error> {
-    let local = TimeZone::system();
-    let found = snapshot::list(backend, top, &fs.snapshot_dir, &local)?;
-    let layout = Layout {
-        root: fs.root_subvolume.clone(),
-        snapshot_dir: fs.snapshot_dir.clone(),
-        blank: fs.blank_snapshot.clone(),
-    };
-    // A reset that was interrupted owns its snapshot until it is run again.
-    let pending = reset::read_state(top, &layout)?
-        .filter(|s| s.phase != Phase::Done)
-        .map(|s| s.snapshot);
-    let times: Vec<Option<Timestamp>> = found.iter().map(|f| f.time.map(|(t, _)| t)).collect();
-    let decisions = retention::plan(&times, policy, zone, now);
-    let mut rows: Vec<Row> = found
-        .into_iter()
+) -> Vec<Row> {
+    let decisions = retention::plan_entries(&survey.candidates, policy, zone, now);
+    let mut rows: Vec<Row> = survey
+        .found
+        .iter()
         .zip(decisions)
-        .map(|(f, mut d)| {
-            if pending.as_deref() == Some(f.name.as_str()) {
-                d.reasons.push("pending reset".into());
-                d.keep = true;
-            }
-            let time = f.time.map(|(t, _)| t);
+        .map(|(f, d)| {
+            let time = f.time.map(|(s, _)| s.time);
             Row {
                 time: time.map(|t| t.to_string()),
                 local_time: time.map(|t| {
-                    t.to_zoned_datetime(local.clone())
+                    t.to_zoned_datetime(zone.clone())
                         .strftime("%Y-%m-%dT%H:%M:%S%:z")
                         .to_string()
                 }),
@@ -134,18 +156,19 @@ fn plan(
                 keep: d.keep,
                 reasons: d.reasons,
                 deleted: false,
-                name: f.name,
+                stamp: f.time.map(|(s, _)| s),
+                name: f.name.clone(),
+                os_name: f.os_name.clone(),
             }
         })
         .collect();
-    // Newest first; names imperm does not recognise last, by name.
-    rows.sort_by(|a, b| match (&a.age_seconds, &b.age_seconds) {
-        (Some(x), Some(y)) => x.cmp(y).then(a.name.cmp(&b.name)),
+    rows.sort_by(|a, b| match (&a.stamp, &b.stamp) {
+        (Some(x), Some(y)) => y.cmp(x).then(a.name.cmp(&b.name)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.name.cmp(&b.name),
     });
-    Ok(rows)
+    rows
 }
 
 /// Deletes what the plan does not keep, oldest first, one at a time; stops at the first
@@ -157,12 +180,31 @@ fn delete_unkept(
     rows: &mut [Row],
 ) -> Result<(), Error> {
     for row in rows.iter_mut().rev().filter(|r| !r.keep) {
-        let path = fs.snapshot_dir.join(&row.name);
+        let path = fs.snapshot_dir.join(&row.os_name);
         snapshot::delete_tree(backend, top, &path)?;
         eprintln!("imperm gc: deleted {}", path.display());
         row.deleted = true;
     }
     Ok(())
+}
+
+/// A name as it can be shown on one line of a table: control characters (a newline
+/// would forge a row) and bytes that are not UTF-8 are escaped.
+fn shown(name: &std::ffi::OsStr) -> String {
+    let mut out = String::new();
+    for chunk in name.as_encoded_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '\\' {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 fn age(seconds: i64) -> String {
@@ -198,7 +240,7 @@ impl Report for SnapshotsReport {
         let width = self
             .snapshots
             .iter()
-            .map(|r| r.name.len())
+            .map(|r| shown(&r.os_name).chars().count())
             .max()
             .unwrap_or(4)
             .max(4);
@@ -210,7 +252,13 @@ impl Report for SnapshotsReport {
         writeln!(
             out,
             "{}{action_col}{:<width$}  {:<25}  {:<20}  {:>6}  {:<2}  KEPT BY{:#}",
-            s.heading, "NAME", "LOCAL TIME", "UTC", "AGE", "RO", s.heading
+            s.heading,
+            "NAME",
+            format!("TIME ({})", self.timezone),
+            "UTC",
+            "AGE",
+            "RO",
+            s.heading
         )?;
         for r in &self.snapshots {
             let act = match action(r) {
@@ -228,7 +276,7 @@ impl Report for SnapshotsReport {
                 out,
                 "{act}{}{:<width$}{:#}  {:<25}  {:<20}  {:>6}  {:<2}  {}",
                 s.path,
-                r.name,
+                shown(&r.os_name),
                 s.path,
                 r.local_time.as_deref().unwrap_or("-"),
                 utc.as_deref().unwrap_or("-"),
@@ -254,6 +302,17 @@ impl Report for SnapshotsReport {
 #[cfg(test)]
 mod tests {
     use super::age;
+
+    #[test]
+    fn names_are_shown_on_one_line() {
+        use std::os::unix::ffi::OsStrExt;
+        let shown = |b: &[u8]| super::shown(std::ffi::OsStr::from_bytes(b));
+        assert_eq!(shown(b"20260115T063000Z-1"), "20260115T063000Z-1");
+        assert_eq!(shown(b"evil\nNAME"), "evil\\nNAME");
+        assert_eq!(shown(b"bad\xff"), "bad\\xff");
+        assert_eq!(shown(b"a\\b"), "a\\\\b");
+        assert_eq!(shown("caf\u{e9}".as_bytes()), "caf\u{e9}");
+    }
 
     #[test]
     fn ages_are_short() {

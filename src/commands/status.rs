@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::output::{self, Report, Styles, count};
 use crate::persisted::Kind;
+use crate::reset::Layout;
 use crate::retention::Policy;
 use crate::snapshot;
 use crate::toplevel::TopLevel;
@@ -67,8 +68,11 @@ struct StorageStatus {
 /// Old-root snapshots, when they could be looked at.
 #[derive(Debug, Serialize)]
 struct SnapshotsStatus {
+    /// Subvolumes in the snapshot directory.
     count: Option<usize>,
-    newest: Option<String>,
+    /// The last reset's snapshot: the one it recorded, else the newest not in the future
+    /// (what `snapshots ls` labels, and `restore`, `journal` use by default).
+    last_reset: Option<String>,
     /// Why they were not looked at, or that there are none by design.
     note: Option<String>,
 }
@@ -77,7 +81,7 @@ impl SnapshotsStatus {
     fn note(note: impl Into<String>) -> SnapshotsStatus {
         SnapshotsStatus {
             count: None,
-            newest: None,
+            last_reset: None,
             note: Some(note.into()),
         }
     }
@@ -102,23 +106,36 @@ fn snapshots(config: &Config) -> SnapshotsStatus {
             "not looked at: mounting the top level needs root (see `imperm snapshots ls`)",
         );
     }
-    let listed = TopLevel::open(fs, None).and_then(|top| {
-        snapshot::list(
+    let now = match super::now() {
+        Ok(now) => now,
+        Err(e) => return SnapshotsStatus::note(format!("not looked at: {e}")),
+    };
+    let layout = Layout {
+        root: fs.root_subvolume.clone(),
+        snapshot_dir: fs.snapshot_dir.clone(),
+        blank: fs.blank_snapshot.clone(),
+    };
+    let surveyed = TopLevel::open(fs, None).and_then(|top| {
+        snapshot::survey(
             backend.as_ref(),
             &top,
-            &fs.snapshot_dir,
+            &layout,
             &jiff::tz::TimeZone::system(),
+            now,
         )
+        .map_err(|e| top.locate(e))
     });
-    match listed {
-        Ok(found) => SnapshotsStatus {
-            count: Some(found.len()),
-            newest: found
-                .iter()
-                .filter_map(|f| f.time.map(|(t, _)| (t, &f.name)))
-                .max()
-                .map(|(_, name)| name.clone()),
-            note: None,
+    match surveyed {
+        Ok(survey) => SnapshotsStatus {
+            count: Some(
+                survey
+                    .found
+                    .iter()
+                    .filter(|f| f.kind == backend::Kind::Subvolume)
+                    .count(),
+            ),
+            last_reset: survey.last_reset_name().map(str::to_string),
+            note: survey.state_problem,
         },
         Err(e) => SnapshotsStatus::note(format!("not looked at: {e}")),
     }
@@ -270,10 +287,13 @@ impl Report for StatusReport {
         )?;
         row(out, "retention", self.retention.to_string())?;
         let snaps = &self.snapshots;
-        let text = match (snaps.count, &snaps.newest, &snaps.note) {
-            (Some(n), Some(newest), _) => {
-                format!("{}, newest {newest}", count(n, "snapshot", "snapshots"))
-            }
+        let text = match (snaps.count, &snaps.last_reset, &snaps.note) {
+            (Some(n), Some(last), _) => format!(
+                "{}, last reset {}{last}{:#}",
+                count(n, "snapshot", "snapshots"),
+                s.path,
+                s.path
+            ),
             (Some(n), None, _) => count(n, "snapshot", "snapshots"),
             (None, _, Some(note)) => format!("{}{note}{:#}", s.dim, s.dim),
             (None, _, None) => String::new(),

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::declared::{self, DeclaredEntry, UserBlock};
 use super::error::{ConfigError, Location, line_col};
 use super::{
-    CheckConfig, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, FsType,
+    CheckConfig, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, FsType, LayoutKey,
     check_layout,
 };
 use crate::paths::normalize_relative;
@@ -207,21 +207,31 @@ impl Cx<'_> {
             Some(v) => subvolume_name(v.as_ref())
                 .map_err(|what| self.error(format!("filesystem.{key}"), &v, what)),
         };
-        let root_subvolume =
-            subvolume("root_subvolume", raw.root_subvolume, DEFAULT_ROOT_SUBVOLUME)?;
+        let root_subvolume = subvolume(
+            "root_subvolume",
+            raw.root_subvolume.clone(),
+            DEFAULT_ROOT_SUBVOLUME,
+        )?;
         let snapshot_dir = subvolume(
             "snapshot_dir",
             raw.snapshot_dir.clone(),
             DEFAULT_SNAPSHOT_DIR,
         )?;
-        let blank_snapshot = match raw.blank_snapshot {
+        let blank_snapshot = match raw.blank_snapshot.clone() {
             None => None,
             Some(v) => Some(subvolume("blank_snapshot", Some(v), "")?),
         };
-        if let Err(what) = check_layout(&root_subvolume, &snapshot_dir) {
-            return Err(match &raw.snapshot_dir {
-                Some(v) => self.error("filesystem.snapshot_dir", v, what),
-                None => ConfigError::new(self.file, what),
+        if let Err(e) = check_layout(&root_subvolume, &snapshot_dir, blank_snapshot.as_deref()) {
+            // Point at the setting at fault, or at the other one when it is the default.
+            let written = |key: LayoutKey| match key {
+                LayoutKey::RootSubvolume => raw.root_subvolume.as_ref(),
+                LayoutKey::SnapshotDir => raw.snapshot_dir.as_ref(),
+                LayoutKey::BlankSnapshot => raw.blank_snapshot.as_ref(),
+            };
+            let at = e.keys.iter().find_map(|&k| written(k).map(|v| (k, v)));
+            return Err(match at {
+                Some((key, v)) => self.error(format!("filesystem.{}", key.config_key()), v, e.what),
+                None => ConfigError::new(self.file, e.what),
             });
         }
         let device = match raw.device {

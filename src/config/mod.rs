@@ -74,16 +74,150 @@ pub const DEFAULT_ROOT_SUBVOLUME: &str = "@root";
 /// The snapshot directory when none is named.
 pub const DEFAULT_SNAPSHOT_DIR: &str = "@snapshots";
 
-/// The snapshot directory must not be inside the root subvolume, which every reset
-/// replaces (and would take the snapshots with it).
-pub fn check_layout(root_subvolume: &Path, snapshot_dir: &Path) -> Result<(), String> {
-    if snapshot_dir.starts_with(root_subvolume) {
-        return Err(format!(
-            "{:?} is inside the root subvolume {:?}, which every reset replaces",
-            snapshot_dir, root_subvolume
-        ));
+/// One of the three places a layout names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutKey {
+    RootSubvolume,
+    SnapshotDir,
+    BlankSnapshot,
+}
+
+impl LayoutKey {
+    /// The key in `[filesystem]`.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            LayoutKey::RootSubvolume => "root_subvolume",
+            LayoutKey::SnapshotDir => "snapshot_dir",
+            LayoutKey::BlankSnapshot => "blank_snapshot",
+        }
     }
-    Ok(())
+
+    /// The command-line option.
+    pub fn flag(self) -> &'static str {
+        match self {
+            LayoutKey::RootSubvolume => "--root-subvolume",
+            LayoutKey::SnapshotDir => "--snapshot-dir",
+            LayoutKey::BlankSnapshot => "--blank-snapshot",
+        }
+    }
+
+    /// What it is, in a sentence.
+    pub fn noun(self) -> &'static str {
+        match self {
+            LayoutKey::RootSubvolume => "root subvolume",
+            LayoutKey::SnapshotDir => "snapshot directory",
+            LayoutKey::BlankSnapshot => "blank snapshot",
+        }
+    }
+}
+
+/// A layout that cannot work. `keys` are the settings involved, the one at fault first;
+/// `what` is the sentence to write after the setting's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutError {
+    pub keys: [LayoutKey; 2],
+    pub what: String,
+}
+
+/// The rules a layout (relative to the top level) must follow, checked before anything
+/// is changed, wherever it comes from (the configuration file, options, the library):
+///
+/// - each is a plain relative path below the top level;
+/// - the snapshot directory is neither the root subvolume nor inside it (every reset
+///   replaces the root and would take the snapshots with it), and the root is not inside
+///   the snapshot directory (gc would take it for an old root);
+/// - the blank snapshot is neither the root nor inside it (the reset deletes the root
+///   before it snapshots the blank), does not hold the root, is not the snapshot
+///   directory and does not hold it.
+///
+/// A blank snapshot *inside* the snapshot directory (`@snapshots/20200101T000000Z`) is
+/// legal: gc knows never to delete it.
+pub fn check_layout(
+    root: &Path,
+    snapshot_dir: &Path,
+    blank: Option<&Path>,
+) -> Result<(), LayoutError> {
+    use LayoutKey::{BlankSnapshot, RootSubvolume, SnapshotDir};
+    let fail = |keys: [LayoutKey; 2], what: String| Err(LayoutError { keys, what });
+    let named = [
+        (RootSubvolume, Some(root)),
+        (SnapshotDir, Some(snapshot_dir)),
+        (BlankSnapshot, blank),
+    ];
+    for (key, path) in named {
+        let Some(path) = path else { continue };
+        let plain = path.as_os_str().is_empty()
+            || !path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if plain {
+            let other = if key == RootSubvolume {
+                SnapshotDir
+            } else {
+                RootSubvolume
+            };
+            return fail(
+                [key, other],
+                format!(
+                    "{path:?} is not a plain path below the top level (no `/` first, no `.` or `..`)"
+                ),
+            );
+        }
+    }
+    if snapshot_dir == root {
+        return fail(
+            [SnapshotDir, RootSubvolume],
+            format!("{snapshot_dir:?} is the root subvolume itself"),
+        );
+    }
+    if snapshot_dir.starts_with(root) {
+        return fail(
+            [SnapshotDir, RootSubvolume],
+            format!(
+                "{snapshot_dir:?} is inside the root subvolume {root:?}, which every reset replaces"
+            ),
+        );
+    }
+    if root.starts_with(snapshot_dir) {
+        return fail(
+            [RootSubvolume, SnapshotDir],
+            format!(
+                "{root:?} is inside the snapshot directory {snapshot_dir:?}, where gc would take it for an old root"
+            ),
+        );
+    }
+    let Some(blank) = blank else { return Ok(()) };
+    let (keys, what) = if blank == root {
+        (
+            [BlankSnapshot, RootSubvolume],
+            format!("{blank:?} is the root subvolume itself"),
+        )
+    } else if blank.starts_with(root) {
+        (
+            [BlankSnapshot, RootSubvolume],
+            format!(
+                "{blank:?} is inside the root subvolume {root:?}, which a reset deletes before it snapshots the blank"
+            ),
+        )
+    } else if root.starts_with(blank) {
+        (
+            [BlankSnapshot, RootSubvolume],
+            format!("{blank:?} holds the root subvolume {root:?}"),
+        )
+    } else if blank == snapshot_dir {
+        (
+            [BlankSnapshot, SnapshotDir],
+            format!("{blank:?} is the snapshot directory itself"),
+        )
+    } else if snapshot_dir.starts_with(blank) {
+        (
+            [BlankSnapshot, SnapshotDir],
+            format!("{blank:?} holds the snapshot directory {snapshot_dir:?}"),
+        )
+    } else {
+        return Ok(());
+    };
+    fail(keys, what)
 }
 
 /// `[check]`.
@@ -289,6 +423,70 @@ fn io_error(path: &Path, e: &io::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every way two of root, snapshot directory and blank can overlap (equal, one inside
+    /// the other either way), plus near misses that only share a prefix of characters.
+    #[test]
+    fn layout_rules_cover_every_overlap() {
+        use LayoutKey::{BlankSnapshot as B, RootSubvolume as R, SnapshotDir as S};
+        type Case = (
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            Option<[LayoutKey; 2]>,
+        );
+        let cases: &[Case] = &[
+            // Legal layouts.
+            ("@root", "@snapshots", None, None),
+            ("@root", "@snapshots", Some("@blank"), None),
+            (
+                "@root",
+                "@snapshots",
+                Some("@snapshots/20200101T000000Z"),
+                None,
+            ),
+            ("@root", "@snapshots", Some("@snapshots/deep/blank"), None),
+            ("@root", "@rootsnaps", None, None),
+            ("@root", "@snapshots", Some("@root-blank"), None),
+            ("@root", "@snapshots", Some("@snapshotsblank"), None),
+            ("sys/@root", "sys/@snapshots", Some("sys/@blank"), None),
+            // Root and snapshot directory.
+            ("@root", "@root", None, Some([S, R])),
+            ("@root", "@root/.snapshots", None, Some([S, R])),
+            ("@snapshots/@root", "@snapshots", None, Some([R, S])),
+            ("@snapshots/a/@root", "@snapshots", None, Some([R, S])),
+            // Blank and root.
+            ("@root", "@snapshots", Some("@root"), Some([B, R])),
+            ("@root", "@snapshots", Some("@root/blank"), Some([B, R])),
+            (
+                "@root",
+                "@snapshots",
+                Some("@root/var/lib/machines"),
+                Some([B, R]),
+            ),
+            ("@blank/@root", "@snapshots", Some("@blank"), Some([B, R])),
+            // Blank and snapshot directory.
+            ("@root", "@snapshots", Some("@snapshots"), Some([B, S])),
+            ("@root", "@blank/@snapshots", Some("@blank"), Some([B, S])),
+            // Not plain paths (the library can be called with anything).
+            ("", "@snapshots", None, Some([R, S])),
+            ("/@root", "@snapshots", None, Some([R, S])),
+            ("@root", "../@snapshots", None, Some([S, R])),
+            ("@root", "@snapshots", Some("./@blank"), Some([B, R])),
+            ("@root", "@snapshots", Some(""), Some([B, R])),
+        ];
+        for (root, snaps, blank, want) in cases {
+            let got = check_layout(Path::new(root), Path::new(snaps), blank.map(Path::new));
+            assert_eq!(
+                got.as_ref().err().map(|e| e.keys),
+                *want,
+                "root {root:?}, snapshots {snaps:?}, blank {blank:?}: {got:?}"
+            );
+            if let Err(e) = got {
+                assert!(!e.what.contains('\n'));
+            }
+        }
+    }
 
     #[test]
     fn the_template_is_the_seeds_minimal_server_set() {
