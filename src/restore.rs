@@ -162,20 +162,52 @@ pub fn foreign_leftover(shown: &Path) -> Error {
 /// moving an existing target aside when `job.replace` says so. A target that appears while
 /// this runs is left alone: the copy is removed and the restore refused.
 pub fn restore(job: &Job) -> Result<Restored, Error> {
+    match copy(job)? {
+        Prepared::Nothing(out) => Ok(out),
+        Prepared::Copied(copied) => {
+            sync_all(std::slice::from_ref(&copied))?;
+            let placed = copied.place()?;
+            sync([(placed.dir.as_fd(), job.shown)])?;
+            Ok(placed.out)
+        }
+    }
+}
+
+/// What `copy` made.
+pub enum Prepared {
+    /// Nothing to copy (a socket): the target is left as it is.
+    Nothing(Restored),
+    Copied(Copied),
+}
+
+/// A complete copy beside its target, not yet in place. Dropped without `place`, it is
+/// removed: it never reached the target, so that loses nothing.
+pub struct Copied {
+    /// The temporary directory and the directory it is in.
+    temp_dir: OwnedFd,
+    temp: OsString,
+    target_dir: OwnedFd,
+    name: OsString,
+    shown: PathBuf,
+    replace: Option<String>,
+    out: Restored,
+}
+
+/// Copies `job.name` into a temporary directory beside its target (see `Copied`).
+pub fn copy(job: &Job) -> Result<Prepared, Error> {
     let source = rustix::fs::statat(job.source_dir, job.name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| FsError::new("read", job.shown, e.into()))?;
     let kind = FileType::from_raw_mode(source.st_mode);
     if matches!(kind, FileType::Socket | FileType::Unknown) {
-        // Nothing to copy: the target is left as it is.
         let why = if kind == FileType::Socket {
             SOCKET
         } else {
             UNKNOWN
         };
-        return Ok(Restored {
+        return Ok(Prepared::Nothing(Restored {
             not_restored: vec![(PathBuf::new(), why)],
             ..Restored::default()
-        });
+        }));
     }
 
     let temp = temp_name(job.name);
@@ -189,7 +221,7 @@ pub fn restore(job: &Job) -> Result<Restored, Error> {
     }
     rustix::fs::mkdirat(job.target_dir, &temp, Mode::from_raw_mode(0o700))
         .map_err(|e| fs_err("create", e))?;
-    let dir = rustix::fs::openat(
+    let temp_dir = rustix::fs::openat(
         job.target_dir,
         &temp,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -198,79 +230,134 @@ pub fn restore(job: &Job) -> Result<Restored, Error> {
     .map_err(|e| fs_err("open", e))?;
     // Whoever can write the target's directory could have swapped ours for their own
     // between the two calls; theirs cannot be owned by us.
-    let st = rustix::fs::fstat(&dir).map_err(|e| fs_err("inspect", e))?;
+    let st = rustix::fs::fstat(&temp_dir).map_err(|e| fs_err("inspect", e))?;
     if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
         return Err(Error::Usage(format!(
             "{} was replaced while restoring; nothing was written",
             shown_path(&temp_shown)
         )));
     }
-    match rustix::fs::fsetxattr(&dir, MARKER, MARKER_VALUE, XattrFlags::CREATE) {
+    let mut copied = Copied {
+        target_dir: rustix::io::dup(job.target_dir).map_err(|e| fs_err("open", e))?,
+        temp_dir,
+        temp,
+        name: job.name.to_os_string(),
+        shown: job.shown.to_path_buf(),
+        replace: job.replace.map(str::to_string),
+        out: Restored::default(),
+    };
+    // From here on, an error drops `copied`, which removes it.
+    match rustix::fs::fsetxattr(&copied.temp_dir, MARKER, MARKER_VALUE, XattrFlags::CREATE) {
         // Without the marker a leftover is refused, not removed: still safe.
         Ok(()) | Err(Errno::NOTSUP | Errno::PERM) => {}
         Err(e) => return Err(fs_err("mark", e)),
     }
-
-    let result = copy_and_place(job, &dir, &temp);
-    if result.is_err() {
-        // Best effort: the copy never reached the target, so removing it loses nothing.
-        let _ = empty_dir(&dir).and_then(|()| {
-            rustix::fs::unlinkat(job.target_dir, &temp, AtFlags::REMOVEDIR).map_err(Into::into)
-        });
-    }
-    result
-}
-
-fn copy_and_place(job: &Job, dir: &OwnedFd, temp: &OsStr) -> Result<Restored, Error> {
-    let mut copy = Copy {
+    let mut walk = Walk {
         source: job.source_dir,
-        target: dir.as_fd(),
+        target: copied.temp_dir.as_fd(),
         sources: Cursor::new(job.source_dir),
-        targets: Cursor::new(dir.as_fd()),
+        targets: Cursor::new(copied.temp_dir.as_fd()),
         name: job.name,
         shown: job.shown,
         links: HashMap::new(),
         out: Restored::default(),
     };
-    copy.run()?;
-    let mut out = copy.out;
-    // One flush of everything the copy wrote, before any name changes.
-    rustix::fs::syncfs(dir).map_err(|e| FsError::new("sync", job.shown, e.into()))?;
-    failpoint(FAILPOINTS[0]);
+    walk.run()?;
+    copied.out = walk.out;
+    Ok(Prepared::Copied(copied))
+}
 
-    if let Some(stamp) = job.replace {
-        out.aside = move_aside(job.target_dir, job.name, stamp)
-            .map_err(|e| FsError::new("move aside", job.shown, e.into()))?;
-    }
-    failpoint(FAILPOINTS[1]);
-    match rustix::fs::renameat_with(
-        dir,
-        job.name,
-        job.target_dir,
-        job.name,
-        RenameFlags::NOREPLACE,
-    ) {
-        Ok(()) => {}
-        Err(Errno::EXIST) => {
-            let kept = match &out.aside {
-                Some(aside) => format!(
-                    "; what was there before is kept in {}",
-                    shown_path(&job.shown.with_file_name(aside))
-                ),
-                None => String::new(),
-            };
-            return Err(Error::Usage(format!(
-                "{} appeared while restoring: it was left as it is and the copy removed{kept}",
-                shown_path(job.shown)
-            )));
+/// Flushes the copies to disk, once per filesystem, before any of them is renamed into
+/// place: a name must never point to data that a crash could still lose.
+pub fn sync_all(copies: &[Copied]) -> Result<(), Error> {
+    sync(
+        copies
+            .iter()
+            .map(|c| (c.temp_dir.as_fd(), c.shown.as_path())),
+    )?;
+    failpoint(FAILPOINTS[0]);
+    Ok(())
+}
+
+/// Flushes the filesystems of the directories (each once), so that renames made there
+/// last.
+pub fn sync<'a>(dirs: impl IntoIterator<Item = (BorrowedFd<'a>, &'a Path)>) -> Result<(), Error> {
+    let mut done = Vec::new();
+    for (dir, shown) in dirs {
+        let st = rustix::fs::fstat(dir).map_err(|e| FsError::new("sync", shown, e.into()))?;
+        if !done.contains(&st.st_dev) {
+            rustix::fs::syncfs(dir).map_err(|e| FsError::new("sync", shown, e.into()))?;
+            done.push(st.st_dev);
         }
-        Err(e) => return Err(FsError::new("rename into place", job.shown, e.into()).into()),
     }
-    failpoint(FAILPOINTS[2]);
-    rustix::fs::unlinkat(job.target_dir, temp, AtFlags::REMOVEDIR)
-        .map_err(|e| FsError::new("remove", &job.shown.with_file_name(temp), e.into()))?;
-    rustix::fs::fsync(job.target_dir).map_err(|e| FsError::new("sync", job.shown, e.into()))?;
-    Ok(out)
+    Ok(())
+}
+
+/// A copy in place; `sync` its directory to make that last.
+pub struct Placed {
+    pub dir: OwnedFd,
+    pub out: Restored,
+}
+
+impl Copied {
+    /// Moves an existing target aside (when asked) and renames the copy into place, never
+    /// onto an existing name. Call `sync_all` first.
+    pub fn place(mut self) -> Result<Placed, Error> {
+        if let Some(stamp) = &self.replace {
+            self.out.aside = move_aside(self.target_dir.as_fd(), &self.name, stamp)
+                .map_err(|e| FsError::new("move aside", &self.shown, e.into()))?;
+        }
+        failpoint(FAILPOINTS[1]);
+        match rustix::fs::renameat_with(
+            &self.temp_dir,
+            &self.name,
+            &self.target_dir,
+            &self.name,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                let kept = match &self.out.aside {
+                    Some(aside) => format!(
+                        "; what was there before is kept in {}",
+                        shown_path(&self.shown.with_file_name(aside))
+                    ),
+                    None => String::new(),
+                };
+                return Err(Error::Usage(format!(
+                    "{} appeared while restoring: it was left as it is and the copy removed{kept}",
+                    shown_path(&self.shown)
+                )));
+            }
+            Err(e) => {
+                return Err(FsError::new("rename into place", &self.shown, e.into()).into());
+            }
+        }
+        failpoint(FAILPOINTS[2]);
+        rustix::fs::unlinkat(&self.target_dir, &self.temp, AtFlags::REMOVEDIR).map_err(|e| {
+            FsError::new("remove", &self.shown.with_file_name(&self.temp), e.into())
+        })?;
+        // Placed: nothing left for Drop to remove.
+        self.temp.clear();
+        Ok(Placed {
+            dir: rustix::io::dup(&self.target_dir)
+                .map_err(|e| FsError::new("open", &self.shown, e.into()))?,
+            out: std::mem::take(&mut self.out),
+        })
+    }
+}
+
+impl Drop for Copied {
+    fn drop(&mut self) {
+        if self.temp.is_empty() {
+            return;
+        }
+        // Best effort: what remains is a marked leftover the next restore removes.
+        let _ = empty_dir(&self.temp_dir).and_then(|()| {
+            rustix::fs::unlinkat(&self.target_dir, &self.temp, AtFlags::REMOVEDIR)
+                .map_err(Into::into)
+        });
+    }
 }
 
 /// Renames `name` to the first free aside name; `None` when `name` is gone.
@@ -495,7 +582,7 @@ fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
 /// One copy: from `source/name` to `target/name`, walked with an explicit stack (a deep
 /// tree cannot exhaust the call stack or the descriptor table). Paths are relative to the
 /// two directories and start with `name`.
-struct Copy<'a> {
+struct Walk<'a> {
     source: BorrowedFd<'a>,
     target: BorrowedFd<'a>,
     sources: Cursor<'a>,
@@ -515,7 +602,7 @@ enum Step {
     Leave(PathBuf, Box<Stat>),
 }
 
-impl Copy<'_> {
+impl Walk<'_> {
     fn run(&mut self) -> Result<(), Error> {
         let root = PathBuf::from(self.name);
         let st = rustix::fs::statat(self.source, self.name, AtFlags::SYMLINK_NOFOLLOW)

@@ -845,6 +845,36 @@ fn the_same_path_twice_or_inside_another_is_restored_once() {
     assert_eq!(host.fs.read("@root/etc/app.conf"), "old");
 }
 
+/// More paths than one batch (copied, flushed, then renamed): every one restored, none
+/// left half-done.
+#[test]
+fn many_paths_in_one_run_are_all_restored() {
+    let Some(host) = Host::new("restore_many", ONE_STORAGE, &[], |root| {
+        for i in 0..150 {
+            write(root, &format!("srv/many/f{i}"), &format!("{i}"));
+        }
+    }) else {
+        return;
+    };
+    fs::create_dir_all(host.live("/srv/many")).unwrap();
+    write(&host.live("/"), "srv/many/f7", "live");
+    let paths: Vec<String> = (0..150).map(|i| format!("/srv/many/f{i}")).collect();
+    let mut args = vec!["restore", "--force", "--format", "json"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = host.imperm(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["restored"].as_array().unwrap().len(), 150);
+    for i in 0..150 {
+        assert_eq!(host.fs.read(&format!("@root/srv/many/f{i}")), i.to_string());
+    }
+    assert_eq!(
+        host.fs
+            .read(&format!("@root/srv/many/f7.imperm-replaced-{SNAP}")),
+        "live"
+    );
+    assert_eq!(fs::read_dir(host.live("/srv/many")).unwrap().count(), 151);
+}
+
 #[test]
 fn restore_refusals_write_nothing() {
     let Some(mut host) = Host::new("restore_refusals", ONE_STORAGE, &["/persist"], |root| {
@@ -867,6 +897,13 @@ fn restore_refusals_write_nothing() {
     fs::create_dir_all(host.live("/srv/other")).unwrap();
     let (from, at) = (host.live("/srv/other"), host.live("/srv/mnt"));
     host.bind(&from, &at);
+    // The live root's mount table, as /proc/self/mountinfo shows it on the host.
+    write(
+        &host.live("/"),
+        "proc/self/mountinfo",
+        "1 0 0:30 / / rw,noatime shared:1 - btrfs /dev/vda rw\n\
+         2 1 0:30 /srv/other /srv/mnt rw,noatime shared:1 - btrfs /dev/vda rw\n",
+    );
 
     let cases: &[(&[&str], &str)] = &[
         (&["restore", "/etc/../etc/ok.conf"], "contains `..`"),
@@ -900,6 +937,10 @@ fn restore_refusals_write_nothing() {
         (
             &["restore", "/srv/mnt", "--force"],
             "/srv/mnt is a mount point",
+        ),
+        (
+            &["restore", "/srv", "--force"],
+            "/srv holds mount points (/srv/mnt), which moving it aside would carry along",
         ),
         // One bad path among good ones: nothing of the good ones is written either.
         (

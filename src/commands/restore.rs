@@ -22,7 +22,7 @@ use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, bytes, count};
 use crate::paths::PathProblem;
 use crate::persisted::Kind;
-use crate::restore::{self, Job, Leftover, shown_path};
+use crate::restore::{self, Job, Leftover, Prepared, shown_path};
 use crate::suggest::Suggestion;
 use crate::toplevel::TopLevel;
 
@@ -75,6 +75,7 @@ struct Item {
     storage: PathBuf,
     declared: Option<String>,
     user: Option<(String, PathBuf)>,
+    /// Whether the target exists (to be kept aside); known once the target is checked.
     exists: bool,
 }
 
@@ -94,6 +95,9 @@ impl Base {
 const BENEATH: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
     .union(ResolveFlags::NO_MAGICLINKS);
+
+/// Paths copied before one flush to disk and their renames into place.
+const BATCH: usize = 64;
 
 /// `STATX_SUBVOL` (Linux 6.10): the subvolume id, on btrfs and bcachefs.
 const STATX_SUBVOL: StatxFlags = StatxFlags::from_bits_retain(0x8000);
@@ -152,8 +156,6 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 }
             },
         };
-        let target = bases[base].target(&rel);
-        let exists = check_target(bases[base].fd.as_fd(), &rel, &target, args.force)?;
         items.push(Item {
             user: cx.user_of(&path),
             path,
@@ -162,10 +164,32 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
             base,
             storage,
             declared: declared.map(|e| e.origin.clone()),
-            exists,
+            exists: false,
         });
     }
-    let items = without_overlaps(items);
+    let mut items = without_overlaps(items);
+    for item in &mut items {
+        let base = &bases[item.base];
+        let target = base.target(&item.rel);
+        item.exists = check_target(base.fd.as_fd(), &item.rel, &target, args.force)?;
+        // Moving a directory aside would carry the mounts below it along (bind mounts out
+        // of the storage, say) to a name nobody expects them at.
+        if let Some(table) = config.mount_table.as_ref().filter(|_| item.exists) {
+            let mut below = table
+                .mounts
+                .iter()
+                .map(|m| &m.mount_point)
+                .filter(|m| m.starts_with(&target) && **m != target);
+            if let Some(first) = below.next() {
+                return Err(refuse(format!(
+                    "{} holds mount points ({}{}), which moving it aside would carry along: restore what is below them instead",
+                    shown_path(&target),
+                    shown_path(first),
+                    if below.next().is_some() { ", …" } else { "" }
+                )));
+            }
+        }
+    }
 
     top.lock()?;
     let stamp = super::now()?.strftime("%Y%m%dT%H%M%SZ").to_string();
@@ -174,46 +198,75 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         .map_err(|e| FsError::new("open", &top.join(&snap), e))?;
     let mut restored = Vec::new();
     let mut not_restored = Vec::new();
-    for item in &items {
-        let base = &bases[item.base];
-        let target = base.target(&item.rel);
-        let parent = item.rel.parent().unwrap_or(Path::new(""));
-        let name = item.rel.file_name().expect("a normal path has a name");
-        let target_dir =
-            restore::create_parents(base.fd.as_fd(), snapshot.as_fd(), parent, &base.shown)?;
-        let source_dir = top
-            .open_dir(&snap.join(parent))
-            .map_err(|e| FsError::new("open", &top.join(&snap.join(parent)), e))?;
-        let done = restore::restore(&Job {
-            source_dir: source_dir.as_fd(),
-            target_dir: target_dir.as_fd(),
-            name,
-            shown: &target,
-            replace: item.exists.then_some(stamp.as_str()),
-        })?;
-        eprintln!(
-            "imperm restore: {} -> {}",
-            shown_path(&item.path),
-            shown_path(&target)
-        );
-        for (below, reason) in done.not_restored {
-            let path = if below.as_os_str().is_empty() {
-                item.path.clone()
-            } else {
-                item.path.join(below)
-            };
-            not_restored.push(NotRestored { path, reason });
+    // Copied in batches, flushed once per batch, then renamed into place: one sync for
+    // many small paths, and few descriptors held at a time.
+    for batch in items.chunks(BATCH) {
+        let mut copies = Vec::new();
+        let mut done = Vec::new();
+        for item in batch {
+            let base = &bases[item.base];
+            let parent = item.rel.parent().unwrap_or(Path::new(""));
+            let target_dir =
+                restore::create_parents(base.fd.as_fd(), snapshot.as_fd(), parent, &base.shown)?;
+            let source_dir = top
+                .open_dir(&snap.join(parent))
+                .map_err(|e| FsError::new("open", &top.join(&snap.join(parent)), e))?;
+            match restore::copy(&Job {
+                source_dir: source_dir.as_fd(),
+                target_dir: target_dir.as_fd(),
+                name: item.rel.file_name().expect("a normal path has a name"),
+                shown: &base.target(&item.rel),
+                replace: item.exists.then_some(stamp.as_str()),
+            })? {
+                Prepared::Nothing(out) => done.push((item, Some(out))),
+                Prepared::Copied(copy) => {
+                    copies.push(copy);
+                    done.push((item, None));
+                }
+            }
         }
-        restored.push(Restored {
-            path: item.path.clone(),
-            target: target.clone(),
-            kind: item.kind,
-            storage: (args.into == RestoreInto::Persist).then(|| item.storage.clone()),
-            declared: item.declared.clone(),
-            files: done.files,
-            bytes: done.bytes,
-            replaced: done.aside.map(|a| target.with_file_name(a)),
-        });
+        restore::sync_all(&copies)?;
+        let mut copies = copies.into_iter();
+        let mut placed = Vec::new();
+        for (item, out) in done {
+            let out = match out {
+                Some(out) => out,
+                None => {
+                    let p = copies.next().expect("one copy per item copied").place()?;
+                    placed.push((p.dir, bases[item.base].target(&item.rel)));
+                    p.out
+                }
+            };
+            let target = bases[item.base].target(&item.rel);
+            eprintln!(
+                "imperm restore: {} -> {}",
+                shown_path(&item.path),
+                shown_path(&target)
+            );
+            for (below, reason) in out.not_restored {
+                let path = if below.as_os_str().is_empty() {
+                    item.path.clone()
+                } else {
+                    item.path.join(below)
+                };
+                not_restored.push(NotRestored { path, reason });
+            }
+            restored.push(Restored {
+                path: item.path.clone(),
+                kind: item.kind,
+                storage: (args.into == RestoreInto::Persist).then(|| item.storage.clone()),
+                declared: item.declared.clone(),
+                files: out.files,
+                bytes: out.bytes,
+                replaced: out.aside.map(|a| target.with_file_name(a)),
+                target,
+            });
+        }
+        restore::sync(
+            placed
+                .iter()
+                .map(|(dir, shown)| (dir.as_fd(), shown.as_path())),
+        )?;
     }
     let report = RestoreReport {
         from,
