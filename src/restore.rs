@@ -54,9 +54,18 @@ pub struct Job<'a> {
     pub replace: Option<&'a str>,
 }
 
-pub const SOCKET: &str =
+const SOCKET: &str =
     "a socket cannot be copied: the program that listens on it makes it again when it starts";
 const UNKNOWN: &str = "a kind of file imperm does not know how to copy";
+
+/// Why an entry of this kind cannot be restored, if it cannot.
+pub fn cannot_copy(kind: FileType) -> Option<&'static str> {
+    match kind {
+        FileType::Socket => Some(SOCKET),
+        FileType::Unknown => Some(UNKNOWN),
+        _ => None,
+    }
+}
 
 /// Set on the temporary directory; only root can set `trusted.` attributes, so a user
 /// cannot make a directory of their own look like a leftover that imperm may remove.
@@ -197,13 +206,7 @@ pub struct Copied {
 pub fn copy(job: &Job) -> Result<Prepared, Error> {
     let source = rustix::fs::statat(job.source_dir, job.name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| FsError::new("read", job.shown, e.into()))?;
-    let kind = FileType::from_raw_mode(source.st_mode);
-    if matches!(kind, FileType::Socket | FileType::Unknown) {
-        let why = if kind == FileType::Socket {
-            SOCKET
-        } else {
-            UNKNOWN
-        };
+    if let Some(why) = cannot_copy(FileType::from_raw_mode(source.st_mode)) {
         return Ok(Prepared::Nothing(Restored {
             not_restored: vec![(PathBuf::new(), why)],
             ..Restored::default()
@@ -670,12 +673,7 @@ impl Walk<'_> {
         st: &Stat,
     ) -> Result<(), Error> {
         let kind = FileType::from_raw_mode(st.st_mode);
-        if matches!(kind, FileType::Socket | FileType::Unknown) {
-            let why = if kind == FileType::Socket {
-                SOCKET
-            } else {
-                UNKNOWN
-            };
+        if let Some(why) = cannot_copy(kind) {
             let below = rel.strip_prefix(self.name).unwrap_or(rel).to_path_buf();
             self.out.not_restored.push((below, why));
             return Ok(());

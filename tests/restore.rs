@@ -689,14 +689,25 @@ fn special_files_come_back_and_sockets_are_reported() {
         text.contains("not restored: /var/lib/special/sock: a socket"),
         "{text}"
     );
+
+    // A socket given by itself: reported, not "restored", no entry, nothing written.
+    fs::remove_dir_all(&dir).unwrap();
+    let before = host.state();
+    let out = host.imperm(&["restore", "/var/lib/special/sock", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["restored"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["not_restored"][0]["path"], "/var/lib/special/sock");
+    assert_eq!(v["entries"], "");
+    assert_eq!(host.state(), before);
 }
 
 // Neighbours.
 
 /// File capabilities survive (chown drops them, so it must come before the xattrs), and so
-/// do set-id bits.
+/// do set-id bits; a default ACL on the target's directory adds no ACL the snapshot lacks.
 #[test]
-fn capabilities_and_set_id_bits_are_kept() {
+fn capabilities_and_set_id_bits_are_kept_and_no_acl_is_inherited() {
     let Some(host) = Host::new("restore_caps", ONE_STORAGE, &[], |root| {
         write(root, "usr/local/bin/ping", "binary");
         let ping = root.join("usr/local/bin/ping");
@@ -710,8 +721,35 @@ fn capabilities_and_set_id_bits_are_kept() {
     }) else {
         return;
     };
+    // user::rwx user:1000:rwx group::r-x mask::rwx other::r-x, as the kernel stores it.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 7u16, u32::MAX),
+        (2, 7, 1000),
+        (4, 5, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    fs::create_dir_all(host.live("/usr/local")).unwrap();
+    rustix::fs::setxattr(
+        host.live("/usr/local"),
+        "system.posix_acl_default",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     let out = host.imperm(&["restore", "/usr/local/bin"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    for path in ["/usr/local/bin", "/usr/local/bin/su"] {
+        let mut names = [0u8; 256];
+        let n = rustix::fs::listxattr(host.live(path), &mut names[..]).unwrap();
+        let names = String::from_utf8_lossy(&names[..n]);
+        assert!(!names.contains("posix_acl"), "{path}: {names:?}");
+    }
     let caps = common::check(Command::new("getcap").arg(host.live("/usr/local/bin/ping")));
     assert!(caps.contains("cap_net_raw=ep"), "{caps:?}");
     let su = fs::metadata(host.live("/usr/local/bin/su")).unwrap();

@@ -135,11 +135,17 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
     }];
     let mut storage_base: BTreeMap<PathBuf, usize> = BTreeMap::new();
     let mut items: Vec<Item> = Vec::new();
+    let mut not_restored = Vec::new();
     for raw in &args.paths {
         let path =
             normalize(raw.as_os_str()).map_err(|p| refuse(format!("{:?} {p}", shown_path(raw))))?;
         let rel = path.strip_prefix("/").expect("absolute").to_path_buf();
-        let kind = source_kind(&top, &snap, &rel, &path, &from)?;
+        let (kind, cannot) = source_kind(&top, &snap, &rel, &path, &from)?;
+        if let Some(reason) = cannot {
+            // Reported, and nothing written for it, parents included.
+            not_restored.push(NotRestored { path, reason });
+            continue;
+        }
         let declared = config.persisted.lookup(&path);
         let storage = declared.map_or_else(|| default_storage.clone(), |e| e.storage.clone());
         let base = match args.into {
@@ -197,7 +203,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         .open_dir(&snap)
         .map_err(|e| FsError::new("open", &top.join(&snap), e))?;
     let mut restored = Vec::new();
-    let mut not_restored = Vec::new();
+    let mut restored_items = Vec::new();
     // Copied in batches, flushed once per batch, then renamed into place: one sync for
     // many small paths, and few descriptors held at a time.
     for batch in items.chunks(BATCH) {
@@ -229,20 +235,30 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         let mut copies = copies.into_iter();
         let mut placed = Vec::new();
         for (item, out) in done {
+            let target = bases[item.base].target(&item.rel);
             let out = match out {
-                Some(out) => out,
+                Some(out) => {
+                    // Nothing of it could be copied: it is only reported.
+                    not_restored.extend(out.not_restored.into_iter().map(|(_, reason)| {
+                        NotRestored {
+                            path: item.path.clone(),
+                            reason,
+                        }
+                    }));
+                    continue;
+                }
                 None => {
                     let p = copies.next().expect("one copy per item copied").place()?;
-                    placed.push((p.dir, bases[item.base].target(&item.rel)));
+                    placed.push((p.dir, target.clone()));
                     p.out
                 }
             };
-            let target = bases[item.base].target(&item.rel);
             eprintln!(
                 "imperm restore: {} -> {}",
                 shown_path(&item.path),
                 shown_path(&target)
             );
+            restored_items.push(item);
             for (below, reason) in out.not_restored {
                 let path = if below.as_os_str().is_empty() {
                     item.path.clone()
@@ -275,7 +291,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
             RestoreInto::Persist => "persist",
         },
         restored,
-        entries: entries(&items),
+        entries: entries(&restored_items),
         not_restored,
     };
     output::emit(&report, global.format, global.color)?;
@@ -309,14 +325,15 @@ fn normalize(raw: &OsStr) -> Result<PathBuf, PathProblem> {
     Ok(out)
 }
 
-/// What `rel` is in the snapshot, reached without a symlink.
+/// What `rel` is in the snapshot, reached without a symlink, and why it cannot be
+/// restored if it cannot (a socket).
 fn source_kind(
     top: &TopLevel,
     snap: &Path,
     rel: &Path,
     path: &Path,
     from: &str,
-) -> Result<Kind, Error> {
+) -> Result<(Kind, Option<&'static str>), Error> {
     let in_snapshot = snap.join(rel);
     let fd = top
         .open_beneath(&in_snapshot, OFlags::PATH | OFlags::NOFOLLOW)
@@ -332,13 +349,15 @@ fn source_kind(
         })?;
     let st = rustix::fs::fstat(&fd)
         .map_err(|e| FsError::new("stat", &top.join(&in_snapshot), e.into()))?;
-    Ok(
-        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+    let kind = FileType::from_raw_mode(st.st_mode);
+    Ok((
+        if kind == FileType::Directory {
             Kind::Directory
         } else {
             Kind::File
         },
-    )
+        restore::cannot_copy(kind),
+    ))
 }
 
 /// Opens a persistent storage for writing below it, refusing one that the next reset
@@ -548,7 +567,7 @@ fn without_overlaps(items: Vec<Item>) -> Vec<Item> {
 
 /// The persistence entries to add for what was restored: none for a declared path; per
 /// storage otherwise. A path Nix cannot name exactly (not UTF-8) is left out, saying so.
-fn entries(items: &[Item]) -> String {
+fn entries(items: &[&Item]) -> String {
     let mut by_storage: BTreeMap<&Path, Vec<Suggestion>> = BTreeMap::new();
     let mut unnamed = String::new();
     for item in items.iter().filter(|i| i.declared.is_none()) {
@@ -643,6 +662,9 @@ impl Report for RestoreReport {
                 shown_path(&n.path),
                 n.reason
             )?;
+        }
+        if self.restored.is_empty() {
+            return Ok(());
         }
         if self.entries.is_empty() {
             return writeln!(out, "each path is declared already: nothing to add");
