@@ -31,6 +31,11 @@ impl Drop for Host {
         for m in self.mounts.iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
+        // Whatever a failed test moved elsewhere: everything below this test's top level.
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.fs.top())
+            .status();
     }
 }
 
