@@ -1,174 +1,1267 @@
 //! Restoring files from an old-root snapshot: an exact copy (owner, mode, timestamps,
-//! xattrs, symlinks as symlinks) made beside the target under a temporary name and renamed
-//! into place, so that a restore killed at any point leaves either nothing or the whole
-//! copy, and an existing target is never overwritten (it is kept aside under `--force`).
+//! xattrs, symlinks as symlinks, FIFOs and device nodes, hard links linked, holes kept)
+//! made beside the target in a private temporary directory and renamed into place.
+//!
+//! Nothing is ever renamed onto an existing name (`RENAME_NOREPLACE`), and nothing is
+//! reached through a path string: every call works on directory descriptors opened
+//! without following symlinks, so a symlink planted in the target tree after the checks is
+//! never followed. The temporary directory (`.NAME.imperm-restore`) is owned by root with
+//! mode 0700 until the copy is complete, so nobody else can reach into it meanwhile, and it
+//! carries a marker that only root can set: a leftover of a killed restore is recognised as
+//! ours and removed, anything else of that name is left alone and refused.
 
-use std::ffi::OsString;
-use std::fs;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, Timespec, Timestamps, XattrFlags};
+use rustix::fs::{
+    AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, SeekFrom, Stat, Timespec,
+    Timestamps, XattrFlags,
+};
+use rustix::io::Errno;
+use rustix::process::{Gid, Uid};
 
-use crate::error::FsError;
+use crate::error::{Error, FsError};
 
-/// Files and bytes a copy wrote.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Copied {
+/// What one restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Entries that are not directories (each name of a hard link counts).
     pub files: u64,
+    /// Their sizes.
     pub bytes: u64,
+    /// The name the existing target was kept under, beside it.
+    pub aside: Option<OsString>,
+    /// What could not be restored, relative to the restored path (empty: the path itself),
+    /// and why.
+    pub not_restored: Vec<(PathBuf, &'static str)>,
 }
+
+/// One path to restore: the same name in the snapshot's directory and in the target's.
+pub struct Job<'a> {
+    /// The directory in the snapshot that holds `name`.
+    pub source_dir: BorrowedFd<'a>,
+    /// The directory the copy goes into.
+    pub target_dir: BorrowedFd<'a>,
+    pub name: &'a OsStr,
+    /// The target as the user knows it, for messages.
+    pub shown: &'a Path,
+    /// When the target exists: the time stamp of the name it is kept aside under.
+    pub replace: Option<&'a str>,
+}
+
+const SOCKET: &str =
+    "a socket cannot be copied: the program that listens on it makes it again when it starts";
+const UNKNOWN: &str = "a kind of file imperm does not know how to copy";
+
+/// Why an entry of this kind cannot be restored, if it cannot.
+pub fn cannot_copy(kind: FileType) -> Option<&'static str> {
+    match kind {
+        FileType::Socket => Some(SOCKET),
+        FileType::Unknown => Some(UNKNOWN),
+        _ => None,
+    }
+}
+
+/// Set on the temporary directory; only root can set `trusted.` attributes, so a user
+/// cannot make a directory of their own look like a leftover that imperm may remove.
+const MARKER: &str = "trusted.imperm-restore";
+const MARKER_VALUE: &[u8] = b"a copy in progress, removed by the next restore";
+
+/// Test hook: abort right after the named step, like a kill -9 there.
+const FAILPOINTS: [&str; 3] = ["restore-copied", "restore-aside", "restore-placed"];
+
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// The longest name a directory entry can have.
+const NAME_MAX: usize = 255;
+/// The longest directory path (below the temporary directory) a copy makes: within what
+/// the kernel resolves in one call (4095 bytes), so that everything a copy makes can be
+/// reopened, and removed, by its path there. A deeper tree is refused.
+const DEPTH_MAX: usize = 4000;
 
 /// The temporary name a copy is made under, beside its target.
-pub fn temp_name(target: &Path) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(target.file_name().unwrap_or_default());
-    name.push(".imperm-restore");
-    target.with_file_name(name)
+pub fn temp_name(name: &OsStr) -> OsString {
+    fitted(".", name, ".imperm-restore")
 }
 
-/// Copies `source` (a file, symlink or directory tree, never followed) to `target`, which
-/// must not exist; then moves any existing `target` aside when `replace` names where.
-pub fn restore(source: &Path, target: &Path, replace: Option<&Path>) -> Result<Copied, FsError> {
-    let temp = temp_name(target);
-    // Left by a restore that was killed: ours by name.
-    match fs::symlink_metadata(&temp) {
-        Ok(m) if m.is_dir() => {
-            fs::remove_dir_all(&temp).map_err(|e| FsError::new("remove", &temp, e))?
-        }
-        Ok(_) => fs::remove_file(&temp).map_err(|e| FsError::new("remove", &temp, e))?,
-        Err(_) => {}
-    }
-    let mut copied = Copied::default();
-    copy_tree(source, &temp, &mut copied)?;
-    if let Some(aside) = replace {
-        fs::rename(target, aside).map_err(|e| FsError::new("move aside", target, e))?;
-    }
-    fs::rename(&temp, target).map_err(|e| FsError::new("rename into place", target, e))?;
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| FsError::new("sync", parent, e))?;
-    Ok(copied)
-}
-
-/// Creates the missing directories above `target` below `base`, each with the owner and
-/// mode of the same directory in `like` (the snapshot) when it has one.
-pub fn create_parents(base: &Path, target: &Path, like: &Path) -> Result<(), FsError> {
-    let Ok(rel) = target.strip_prefix(base) else {
-        return Ok(());
+/// The name the existing target is kept aside under: `NAME.imperm-replaced-STAMP`, then
+/// `.1`, `.2` … when taken.
+pub fn aside_name(name: &OsStr, stamp: &str, n: u32) -> OsString {
+    let suffix = match n {
+        0 => format!(".imperm-replaced-{stamp}"),
+        n => format!(".imperm-replaced-{stamp}.{n}"),
     };
-    let mut dir = base.to_path_buf();
-    let mut model = like.to_path_buf();
-    let parents: Vec<_> = rel
-        .parent()
-        .map(|p| p.components().collect())
-        .unwrap_or_default();
-    for component in parents {
-        dir.push(component);
-        model.push(component);
-        if fs::symlink_metadata(&dir).is_ok() {
-            continue;
-        }
-        fs::create_dir(&dir).map_err(|e| FsError::new("create", &dir, e))?;
-        if let Ok(m) = fs::symlink_metadata(&model) {
-            if m.is_dir() {
-                std::os::unix::fs::lchown(&dir, Some(m.uid()), Some(m.gid()))
-                    .map_err(|e| FsError::new("chown", &dir, e))?;
-                fs::set_permissions(&dir, fs::Permissions::from_mode(m.mode() & 0o7777))
-                    .map_err(|e| FsError::new("chmod", &dir, e))?;
+    fitted("", name, &suffix)
+}
+
+/// `prefix NAME suffix`, with NAME shortened (at a character boundary when it is text) so
+/// that the whole stays a valid name.
+fn fitted(prefix: &str, name: &OsStr, suffix: &str) -> OsString {
+    let room = NAME_MAX - prefix.len() - suffix.len();
+    let mut bytes = name.as_bytes();
+    if bytes.len() > room {
+        bytes = &bytes[..room];
+        if let Err(e) = std::str::from_utf8(bytes) {
+            if std::str::from_utf8(name.as_bytes()).is_ok() {
+                bytes = &bytes[..e.valid_up_to()];
             }
         }
     }
+    let mut out = prefix.as_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(suffix.as_bytes());
+    OsString::from_vec(out)
+}
+
+/// What stands at the temporary name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leftover {
+    None,
+    /// A copy a killed restore left: ours to remove.
+    Ours,
+    /// Something else: never touched.
+    Foreign,
+}
+
+/// What stands at `dir/name` (a temporary name).
+pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(Leftover::None),
+        Err(Errno::NOTDIR | Errno::LOOP) => return Ok(Leftover::Foreign),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    let mut value = [0u8; 64];
+    let marked = match rustix::fs::fgetxattr(&fd, MARKER, &mut value[..]) {
+        Ok(n) => &value[..n] == MARKER_VALUE,
+        Err(Errno::NODATA | Errno::NOTSUP | Errno::RANGE) => false,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(
+        if marked && st.st_uid == rustix::process::geteuid().as_raw() {
+            Leftover::Ours
+        } else {
+            Leftover::Foreign
+        },
+    )
+}
+
+/// The refusal for a temporary name that holds something not ours.
+pub fn foreign_leftover(shown: &Path) -> Error {
+    Error::Usage(format!(
+        "{} exists and is not a copy imperm left (it has no imperm marker): move it away to restore here; nothing was written",
+        shown_path(shown)
+    ))
+}
+
+/// Copies `job.name` from the snapshot beside its target and renames it into place, after
+/// moving an existing target aside when `job.replace` says so. A target that appears while
+/// this runs is left alone: the copy is removed and the restore refused.
+pub fn restore(job: &Job) -> Result<Restored, Error> {
+    match copy(job)? {
+        Prepared::Nothing(out) => Ok(out),
+        Prepared::Copied(copied) => {
+            sync_all(std::slice::from_ref(&copied))?;
+            let placed = copied.place()?;
+            sync([(placed.dir.as_fd(), job.shown)])?;
+            Ok(placed.out)
+        }
+    }
+}
+
+/// What `copy` made.
+pub enum Prepared {
+    /// Nothing to copy (a socket): the target is left as it is.
+    Nothing(Restored),
+    Copied(Copied),
+}
+
+/// A complete copy beside its target, not yet in place. Dropped without `place`, it is
+/// removed: it never reached the target, so that loses nothing.
+pub struct Copied {
+    /// The temporary directory and the directory it is in.
+    temp_dir: OwnedFd,
+    temp: OsString,
+    target_dir: OwnedFd,
+    name: OsString,
+    shown: PathBuf,
+    replace: Option<String>,
+    out: Restored,
+}
+
+/// Copies `job.name` into a temporary directory beside its target (see `Copied`).
+pub fn copy(job: &Job) -> Result<Prepared, Error> {
+    let source = rustix::fs::statat(job.source_dir, job.name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| FsError::new("read", job.shown, e.into()))?;
+    if let Some(why) = cannot_copy(FileType::from_raw_mode(source.st_mode)) {
+        return Ok(Prepared::Nothing(Restored {
+            not_restored: vec![(PathBuf::new(), why)],
+            ..Restored::default()
+        }));
+    }
+
+    let temp = temp_name(job.name);
+    let temp_shown = job.shown.with_file_name(&temp);
+    let fs_err = |op: &str, e: Errno| -> Error { FsError::new(op, &temp_shown, e.into()).into() };
+    match leftover(job.target_dir, &temp).map_err(|e| FsError::new("inspect", &temp_shown, e))? {
+        Leftover::None => {}
+        Leftover::Ours => remove_tree(job.target_dir, &temp)
+            .map_err(|e| FsError::new("remove the leftover", &temp_shown, e))?,
+        Leftover::Foreign => return Err(foreign_leftover(&temp_shown)),
+    }
+    rustix::fs::mkdirat(job.target_dir, &temp, Mode::from_raw_mode(0o700))
+        .map_err(|e| fs_err("create", e))?;
+    let temp_dir = rustix::fs::openat(
+        job.target_dir,
+        &temp,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fs_err("open", e))?;
+    // Whoever can write the target's directory could have swapped ours for their own
+    // between the two calls; theirs cannot be owned by us.
+    let st = rustix::fs::fstat(&temp_dir).map_err(|e| fs_err("inspect", e))?;
+    if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
+        return Err(Error::Usage(format!(
+            "{} was replaced while restoring; nothing was written",
+            shown_path(&temp_shown)
+        )));
+    }
+    let mut copied = Copied {
+        target_dir: rustix::io::dup(job.target_dir).map_err(|e| fs_err("open", e))?,
+        temp_dir,
+        temp,
+        name: job.name.to_os_string(),
+        shown: job.shown.to_path_buf(),
+        replace: job.replace.map(str::to_string),
+        out: Restored::default(),
+    };
+    // From here on, an error drops `copied`, which removes it.
+    match rustix::fs::fsetxattr(&copied.temp_dir, MARKER, MARKER_VALUE, XattrFlags::CREATE) {
+        // Without the marker a leftover is refused, not removed: still safe.
+        Ok(()) | Err(Errno::NOTSUP | Errno::PERM) => {}
+        Err(e) => return Err(fs_err("mark", e)),
+    }
+    let mut walk = Walk {
+        source: job.source_dir,
+        target: copied.temp_dir.as_fd(),
+        sources: Cursor::new(job.source_dir),
+        targets: Cursor::new(copied.temp_dir.as_fd()),
+        name: job.name,
+        shown: job.shown,
+        links: HashMap::new(),
+        out: Restored::default(),
+    };
+    walk.run()?;
+    copied.out = walk.out;
+    Ok(Prepared::Copied(copied))
+}
+
+/// Flushes the copies to disk, once per filesystem, before any of them is renamed into
+/// place: a name must never point to data that a crash could still lose.
+pub fn sync_all(copies: &[Copied]) -> Result<(), Error> {
+    sync(
+        copies
+            .iter()
+            .map(|c| (c.temp_dir.as_fd(), c.shown.as_path())),
+    )?;
+    failpoint(FAILPOINTS[0]);
     Ok(())
 }
 
-fn copy_tree(source: &Path, target: &Path, copied: &mut Copied) -> Result<(), FsError> {
-    let meta = fs::symlink_metadata(source).map_err(|e| FsError::new("read", source, e))?;
-    let kind = meta.file_type();
-    if kind.is_symlink() {
-        let to = fs::read_link(source).map_err(|e| FsError::new("read link", source, e))?;
-        std::os::unix::fs::symlink(&to, target)
-            .map_err(|e| FsError::new("create link", target, e))?;
-        copied.files += 1;
-    } else if kind.is_dir() {
-        fs::create_dir(target).map_err(|e| FsError::new("create", target, e))?;
-        let mut names: Vec<OsString> = fs::read_dir(source)
-            .map_err(|e| FsError::new("list", source, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(|e| FsError::new("list", source, e))?;
-        names.sort();
-        for name in names {
-            copy_tree(&source.join(&name), &target.join(&name), copied)?;
+/// Flushes the filesystems of the directories (each once), so that renames made there
+/// last.
+pub fn sync<'a>(dirs: impl IntoIterator<Item = (BorrowedFd<'a>, &'a Path)>) -> Result<(), Error> {
+    let mut done = Vec::new();
+    for (dir, shown) in dirs {
+        let st = rustix::fs::fstat(dir).map_err(|e| FsError::new("sync", shown, e.into()))?;
+        if !done.contains(&st.st_dev) {
+            rustix::fs::syncfs(dir).map_err(|e| FsError::new("sync", shown, e.into()))?;
+            done.push(st.st_dev);
         }
-    } else if kind.is_file() {
-        let mut from = fs::File::open(source).map_err(|e| FsError::new("read", source, e))?;
-        let mut to = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(target)
-            .map_err(|e| FsError::new("create", target, e))?;
-        let n = io::copy(&mut from, &mut to).map_err(|e| FsError::new("copy to", target, e))?;
-        to.sync_all().map_err(|e| FsError::new("sync", target, e))?;
-        copied.files += 1;
-        copied.bytes += n;
+    }
+    Ok(())
+}
+
+/// A copy in place; `sync` its directory to make that last.
+pub struct Placed {
+    pub dir: OwnedFd,
+    pub out: Restored,
+}
+
+impl Copied {
+    /// Moves an existing target aside (when asked) and renames the copy into place, never
+    /// onto an existing name. Call `sync_all` first.
+    pub fn place(mut self) -> Result<Placed, Error> {
+        if let Some(stamp) = &self.replace {
+            self.out.aside = move_aside(self.target_dir.as_fd(), &self.name, stamp)
+                .map_err(|e| FsError::new("move aside", &self.shown, e.into()))?;
+        }
+        failpoint(FAILPOINTS[1]);
+        match rustix::fs::renameat_with(
+            &self.temp_dir,
+            &self.name,
+            &self.target_dir,
+            &self.name,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                let kept = match &self.out.aside {
+                    Some(aside) => format!(
+                        "; what was there before is kept in {}",
+                        shown_path(&self.shown.with_file_name(aside))
+                    ),
+                    None => String::new(),
+                };
+                return Err(Error::Usage(format!(
+                    "{} appeared while restoring: it was left as it is and the copy removed{kept}",
+                    shown_path(&self.shown)
+                )));
+            }
+            Err(e) => {
+                return Err(FsError::new("rename into place", &self.shown, e.into()).into());
+            }
+        }
+        failpoint(FAILPOINTS[2]);
+        rustix::fs::unlinkat(&self.target_dir, &self.temp, AtFlags::REMOVEDIR).map_err(|e| {
+            FsError::new("remove", &self.shown.with_file_name(&self.temp), e.into())
+        })?;
+        // Placed: nothing left for Drop to remove.
+        self.temp.clear();
+        Ok(Placed {
+            dir: rustix::io::dup(&self.target_dir)
+                .map_err(|e| FsError::new("open", &self.shown, e.into()))?,
+            out: std::mem::take(&mut self.out),
+        })
+    }
+}
+
+impl Drop for Copied {
+    fn drop(&mut self) {
+        if self.temp.is_empty() {
+            return;
+        }
+        // Best effort: what remains is a marked leftover the next restore removes.
+        let _ = empty_dir(&self.temp_dir).and_then(|()| {
+            rustix::fs::unlinkat(&self.target_dir, &self.temp, AtFlags::REMOVEDIR)
+                .map_err(Into::into)
+        });
+    }
+}
+
+/// Renames `name` to the first free aside name; `None` when `name` is gone.
+fn move_aside(dir: BorrowedFd, name: &OsStr, stamp: &str) -> Result<Option<OsString>, Errno> {
+    for n in 0..10_000 {
+        let aside = aside_name(name, stamp, n);
+        match rustix::fs::renameat_with(dir, name, dir, &aside, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(Some(aside)),
+            Err(Errno::EXIST) => continue,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::EXIST)
+}
+
+fn failpoint(name: &str) {
+    if std::env::var(crate::reset::FAILPOINT_ENV).is_ok_and(|v| v == name) {
+        eprintln!("imperm: failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Opens `base/rel` as a directory, creating the missing ones with the owner and mode of
+/// the same directory below `model` (the snapshot). Each step is one name opened without
+/// following a symlink, so nothing planted on the way is followed.
+pub fn create_parents(
+    base: BorrowedFd,
+    model: BorrowedFd,
+    rel: &Path,
+    shown_base: &Path,
+) -> Result<OwnedFd, Error> {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::openat(base, ".", dir_flags, Mode::empty())
+        .map_err(|e| FsError::new("open", shown_base, e.into()))?;
+    let mut like = rustix::fs::openat(model, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| FsError::new("open", shown_base, e.into()))?;
+    let mut shown = shown_base.to_path_buf();
+    for part in rel.components() {
+        let Component::Normal(part) = part else {
+            continue;
+        };
+        shown.push(part);
+        like = rustix::fs::openat(
+            &like,
+            part,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| FsError::new("read the snapshot's", &shown, e.into()))?;
+        dir = match rustix::fs::openat(&dir, part, dir_flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(FsError::new("create", &shown, e.into()).into()),
+                }
+                let fd = rustix::fs::openat(&dir, part, dir_flags, Mode::empty())
+                    .map_err(|e| not_a_directory(&dir, part, &shown, e))?;
+                let m = rustix::fs::fstat(&like)
+                    .map_err(|e| FsError::new("read the snapshot's", &shown, e.into()))?;
+                rustix::fs::fchown(&fd, Some(uid(&m)), Some(gid(&m)))
+                    .map_err(|e| FsError::new("chown", &shown, e.into()))?;
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(m.st_mode & 0o7777))
+                    .map_err(|e| FsError::new("chmod", &shown, e.into()))?;
+                fd
+            }
+            Err(e) => return Err(not_a_directory(&dir, part, &shown, e)),
+        };
+    }
+    Ok(dir)
+}
+
+/// The error for `dir/name` that could not be opened as a directory.
+fn not_a_directory(dir: &OwnedFd, name: &OsStr, shown: &Path, e: Errno) -> Error {
+    let kind = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| FileType::from_raw_mode(st.st_mode));
+    match (e, kind) {
+        (Errno::LOOP | Errno::NOTDIR, Ok(FileType::Symlink)) => Error::Usage(format!(
+            "a symlink stands in the way at {}; it was not followed",
+            shown_path(shown)
+        )),
+        (Errno::NOTDIR, Ok(_)) => Error::Usage(format!(
+            "{} is not a directory, so nothing can be restored below it",
+            shown_path(shown)
+        )),
+        _ => FsError::new("open", shown, e.into()).into(),
+    }
+}
+
+/// Removes `dir/name` and everything below it, never following a symlink.
+pub fn remove_tree(dir: BorrowedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let top = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    empty_dir(&top)?;
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+    Ok(())
+}
+
+/// Removes everything in `top`, deepest first, with an explicit stack. Directories are
+/// reopened by their path below `top`; a copy never makes one too deep for that.
+fn empty_dir(top: &OwnedFd) -> io::Result<()> {
+    let mut cursor = Cursor::new(top.as_fd());
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.last().cloned() {
+        let dir = cursor.dir(&rel)?;
+        let mut subdirs = Vec::new();
+        for name in names(&dir)? {
+            match rustix::fs::unlinkat(&dir, &name, AtFlags::empty()) {
+                Ok(()) => {}
+                Err(Errno::ISDIR) => subdirs.push(rel.join(&name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if subdirs.is_empty() {
+            stack.pop();
+            if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) {
+                let parent = cursor.dir(parent)?;
+                rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR)?;
+            }
+        } else {
+            stack.extend(subdirs);
+        }
+    }
+    Ok(())
+}
+
+fn open_dir_beneath(dir: BorrowedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        // Devices, sockets and FIFOs are made anew by whatever uses them.
-        return Ok(());
+        rel
+    };
+    rustix::fs::openat2(
+        dir,
+        rel,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        BENEATH,
+    )
+    .map_err(Into::into)
+}
+
+/// Opens directories below `base` by relative path, keeping descriptors of the last path
+/// opened (at most `KEEP` levels, so a deep tree cannot fill the descriptor table): a walk
+/// that moves one level at a time opens one name at a time instead of a whole path.
+struct Cursor<'a> {
+    base: BorrowedFd<'a>,
+    open: Vec<(OsString, OwnedFd)>,
+}
+
+impl<'a> Cursor<'a> {
+    const KEEP: usize = 128;
+
+    fn new(base: BorrowedFd<'a>) -> Cursor<'a> {
+        Cursor {
+            base,
+            open: Vec::new(),
+        }
     }
-    copy_xattrs(source, target)?;
-    std::os::unix::fs::lchown(target, Some(meta.uid()), Some(meta.gid()))
-        .map_err(|e| FsError::new("chown", target, e))?;
-    if !kind.is_symlink() {
-        // After chown, which clears set-id bits.
-        fs::set_permissions(target, fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(|e| FsError::new("chmod", target, e))?;
+
+    /// `base/rel` as a directory, reached without following a symlink.
+    fn dir(&mut self, rel: &Path) -> io::Result<OwnedFd> {
+        let parts: Vec<&OsStr> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let same = self
+            .open
+            .iter()
+            .zip(&parts)
+            .take_while(|((have, _), want)| have.as_os_str() == **want)
+            .count();
+        self.open.truncate(same);
+        let mut at = same;
+        while at < parts.len() && self.open.len() < Self::KEEP {
+            let parent = self.open.last().map_or(self.base, |(_, fd)| fd.as_fd());
+            let fd = rustix::fs::openat(
+                parent,
+                parts[at],
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.open.push((parts[at].to_os_string(), fd));
+            at += 1;
+        }
+        let last = self.open.last().map_or(self.base, |(_, fd)| fd.as_fd());
+        if at < parts.len() {
+            let rest: PathBuf = parts[at..].iter().collect();
+            return open_dir_beneath(last, &rest);
+        }
+        Ok(rustix::io::dup(last)?)
     }
-    // Last, so that writing children does not move a directory's mtime again.
-    let times = Timestamps {
+}
+
+/// The names in a directory, sorted, without `.` and `..`.
+fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    let mut entries = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = entries.read() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            out.push(OsString::from_vec(name));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One copy: from `source/name` to `target/name`, walked with an explicit stack (a deep
+/// tree cannot exhaust the call stack or the descriptor table). Paths are relative to the
+/// two directories and start with `name`.
+struct Walk<'a> {
+    source: BorrowedFd<'a>,
+    target: BorrowedFd<'a>,
+    sources: Cursor<'a>,
+    targets: Cursor<'a>,
+    name: &'a OsStr,
+    shown: &'a Path,
+    /// Sources with other names still to come: (device, inode) -> the first copy, and how
+    /// many names are left.
+    links: HashMap<(u64, u64), (PathBuf, u64)>,
+    out: Restored,
+}
+
+enum Step {
+    Enter(PathBuf),
+    /// A directory's own metadata, set once everything in it is done, so that writing its
+    /// entries does not move its times and it stays private until then.
+    Leave(PathBuf, Box<Stat>),
+}
+
+impl Walk<'_> {
+    fn run(&mut self) -> Result<(), Error> {
+        let root = PathBuf::from(self.name);
+        let st = rustix::fs::statat(self.source, self.name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.err("read", &root, e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return self.copy_entry(self.source, self.target, self.name, &root, &st);
+        }
+        rustix::fs::mkdirat(self.target, self.name, Mode::from_raw_mode(0o700))
+            .map_err(|e| self.err("create", &root, e))?;
+        let mut stack = vec![Step::Leave(root.clone(), Box::new(st)), Step::Enter(root)];
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Enter(rel) => {
+                    let from = self.open_source(&rel)?;
+                    let to = self.open_target(&rel)?;
+                    let mut subdirs = Vec::new();
+                    for name in names(&from).map_err(|e| self.io_err("list", &rel, e))? {
+                        let child = rel.join(&name);
+                        let st = rustix::fs::statat(&from, &name, AtFlags::SYMLINK_NOFOLLOW)
+                            .map_err(|e| self.err("read", &child, e))?;
+                        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                            if child.as_os_str().len() > DEPTH_MAX {
+                                return Err(Error::Usage(format!(
+                                    "{} holds a tree deeper than imperm copies (a directory path longer than {DEPTH_MAX} bytes below it); nothing was restored",
+                                    shown_path(self.shown)
+                                )));
+                            }
+                            rustix::fs::mkdirat(&to, &name, Mode::from_raw_mode(0o700))
+                                .map_err(|e| self.err("create", &child, e))?;
+                            subdirs.push((child, st));
+                        } else {
+                            self.copy_entry(from.as_fd(), to.as_fd(), &name, &child, &st)?;
+                        }
+                    }
+                    for (child, st) in subdirs.into_iter().rev() {
+                        stack.push(Step::Leave(child.clone(), Box::new(st)));
+                        stack.push(Step::Enter(child));
+                    }
+                }
+                Step::Leave(rel, st) => {
+                    let from = self.open_source(&rel)?;
+                    let to = self.open_target(&rel)?;
+                    rustix::fs::fchown(&to, Some(uid(&st)), Some(gid(&st)))
+                        .map_err(|e| self.err("chown", &rel, e))?;
+                    rustix::fs::fchmod(&to, Mode::from_raw_mode(st.st_mode & 0o7777))
+                        .map_err(|e| self.err("chmod", &rel, e))?;
+                    copy_xattrs(Node::Fd(from.as_fd()), Node::Fd(to.as_fd()))
+                        .map_err(|(op, e)| self.err(&op, &rel, e))?;
+                    rustix::fs::futimens(&to, &times(&st))
+                        .map_err(|e| self.err("set times of", &rel, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies one entry that is not a directory, metadata included. Owner first (chown
+    /// clears set-id bits and file capabilities), then mode, xattrs, and times last.
+    fn copy_entry(
+        &mut self,
+        from: BorrowedFd,
+        to: BorrowedFd,
+        name: &OsStr,
+        rel: &Path,
+        st: &Stat,
+    ) -> Result<(), Error> {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if let Some(why) = cannot_copy(kind) {
+            let below = rel.strip_prefix(self.name).unwrap_or(rel).to_path_buf();
+            self.out.not_restored.push((below, why));
+            return Ok(());
+        }
+        let key = (st.st_dev, st.st_ino);
+        if st.st_nlink > 1 {
+            if let Some((first, left)) = self.links.get_mut(&key) {
+                let first = first.clone();
+                *left -= 1;
+                if *left == 0 {
+                    self.links.remove(&key);
+                }
+                let (parent, first_name) = (
+                    first.parent().unwrap_or(Path::new("")),
+                    first.file_name().unwrap_or_default(),
+                );
+                let dir = self.open_target(parent)?;
+                rustix::fs::linkat(&dir, first_name, to, name, AtFlags::empty())
+                    .map_err(|e| self.err("link", rel, e))?;
+                self.out.files += 1;
+                return Ok(());
+            }
+        }
+        let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
+        match kind {
+            FileType::RegularFile => {
+                let src = rustix::fs::openat(
+                    from,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.err("read", rel, e))?;
+                let dst = rustix::fs::openat(
+                    to,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| self.err("create", rel, e))?;
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                copy_data(&src, &dst, size).map_err(|e| self.io_err("copy to", rel, e))?;
+                rustix::fs::fchown(&dst, Some(uid(st)), Some(gid(st)))
+                    .map_err(|e| self.err("chown", rel, e))?;
+                rustix::fs::fchmod(&dst, mode).map_err(|e| self.err("chmod", rel, e))?;
+                copy_xattrs(Node::Fd(src.as_fd()), Node::Fd(dst.as_fd()))
+                    .map_err(|(op, e)| self.err(&op, rel, e))?;
+                rustix::fs::futimens(&dst, &times(st))
+                    .map_err(|e| self.err("set times of", rel, e))?;
+                self.out.bytes += size;
+            }
+            FileType::Symlink => {
+                let link = rustix::fs::readlinkat(from, name, Vec::new())
+                    .map_err(|e| self.err("read link", rel, e))?;
+                rustix::fs::symlinkat(link.as_c_str(), to, name)
+                    .map_err(|e| self.err("create link", rel, e))?;
+                self.set_at(from, to, name, rel, st, None)?;
+            }
+            FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
+                // Never opened: opening a FIFO blocks and a device may act on open.
+                rustix::fs::mknodat(to, name, kind, Mode::from_raw_mode(0o600), st.st_rdev)
+                    .map_err(|e| self.err("create", rel, e))?;
+                self.set_at(from, to, name, rel, st, Some(mode))?;
+            }
+            FileType::Directory | FileType::Socket | FileType::Unknown => {
+                unreachable!("handled by the caller")
+            }
+        }
+        self.out.files += 1;
+        if st.st_nlink > 1 {
+            // `st_nlink` is a u32 on some targets.
+            #[allow(clippy::useless_conversion)]
+            let others = u64::from(st.st_nlink) - 1;
+            self.links.insert(key, (rel.to_path_buf(), others));
+        }
+        Ok(())
+    }
+
+    /// Metadata of an entry that cannot be opened for it (a symlink, FIFO or device),
+    /// by name in its directory. Safe by name: the directory is ours alone (mode 0700).
+    fn set_at(
+        &self,
+        from: BorrowedFd,
+        to: BorrowedFd,
+        name: &OsStr,
+        rel: &Path,
+        st: &Stat,
+        mode: Option<Mode>,
+    ) -> Result<(), Error> {
+        rustix::fs::chownat(
+            to,
+            name,
+            Some(uid(st)),
+            Some(gid(st)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.err("chown", rel, e))?;
+        if let Some(mode) = mode {
+            rustix::fs::chmodat(to, name, mode, AtFlags::empty())
+                .map_err(|e| self.err("chmod", rel, e))?;
+        }
+        copy_xattrs(Node::At(from, name), Node::At(to, name)).map_err(|(op, e)| match e {
+            // The entry is there (it was just made): /proc is what is missing.
+            Errno::NOENT => self.err(
+                "copy xattrs (through /proc/self/fd, not mounted) of",
+                rel,
+                e,
+            ),
+            e => self.err(&op, rel, e),
+        })?;
+        rustix::fs::utimensat(to, name, &times(st), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.err("set times of", rel, e))
+    }
+
+    fn open_source(&mut self, rel: &Path) -> Result<OwnedFd, Error> {
+        let fd = self.sources.dir(rel);
+        fd.map_err(|e| self.io_err("open the snapshot's", rel, e))
+    }
+
+    fn open_target(&mut self, rel: &Path) -> Result<OwnedFd, Error> {
+        let fd = self.targets.dir(rel);
+        fd.map_err(|e| self.io_err("open", rel, e))
+    }
+
+    /// The target path of `rel`, as the user knows it.
+    fn shown(&self, rel: &Path) -> PathBuf {
+        match rel.strip_prefix(self.name) {
+            Ok(below) if !below.as_os_str().is_empty() => self.shown.join(below),
+            _ => self.shown.to_path_buf(),
+        }
+    }
+
+    fn err(&self, op: &str, rel: &Path, e: Errno) -> Error {
+        self.io_err(op, rel, e.into())
+    }
+
+    fn io_err(&self, op: &str, rel: &Path, e: io::Error) -> Error {
+        FsError::new(op, Path::new(&shown_path(&self.shown(rel))), e).into()
+    }
+}
+
+/// Copies `size` bytes of data, keeping holes: only the ranges SEEK_DATA finds are
+/// copied (by `copy_file_range`, which shares extents where the filesystem can).
+fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<()> {
+    let mut pos = 0;
+    while pos < size {
+        let start = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            Err(Errno::NXIO) => break,
+            // No hole support: all of it is data.
+            Err(Errno::INVAL | Errno::NOTSUP) => pos,
+            Err(e) => return Err(e.into()),
+        };
+        let end = match rustix::fs::seek(src, SeekFrom::Hole(start)) {
+            Ok(end) => end.min(size),
+            Err(Errno::INVAL | Errno::NOTSUP) => size,
+            Err(e) => return Err(e.into()),
+        };
+        copy_range(src, dst, start, end)?;
+        pos = end;
+    }
+    rustix::fs::ftruncate(dst, size)?;
+    Ok(())
+}
+
+fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: u64, end: u64) -> io::Result<()> {
+    let (mut from, mut to) = (start, start);
+    while from < end {
+        let len = usize::try_from(end - from)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(src, Some(&mut from), dst, Some(&mut to), len) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {
+                return copy_range_by_reading(src, dst, from, end);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range_by_reading(src: &OwnedFd, dst: &OwnedFd, mut pos: u64, end: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 17];
+    while pos < end {
+        let want = usize::try_from(end - pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = rustix::io::pread(src, &mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut done = 0;
+        while done < n {
+            done += rustix::io::pwrite(dst, &buf[done..n], pos + done as u64)?;
+        }
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// Where extended attributes are read or written: an open file or directory, or a name in
+/// a directory for what cannot be opened (reached through /proc/self/fd, without following
+/// the name itself).
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Fd(BorrowedFd<'a>),
+    At(BorrowedFd<'a>, &'a OsStr),
+}
+
+impl Node<'_> {
+    fn path(dir: BorrowedFd, name: &OsStr) -> PathBuf {
+        Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+    }
+
+    fn list(self) -> Result<Vec<u8>, Errno> {
+        let query = || match self {
+            Node::Fd(fd) => rustix::fs::flistxattr_query(fd),
+            Node::At(dir, name) => rustix::fs::llistxattr_query(Self::path(dir, name)),
+        };
+        loop {
+            let size = query()?;
+            let mut buf = vec![0u8; size];
+            let got = match self {
+                Node::Fd(fd) => rustix::fs::flistxattr(fd, &mut buf[..]),
+                Node::At(dir, name) => rustix::fs::llistxattr(Self::path(dir, name), &mut buf[..]),
+            };
+            match got {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(Errno::RANGE) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn get(self, key: &OsStr) -> Result<Vec<u8>, Errno> {
+        loop {
+            let size = match self {
+                Node::Fd(fd) => rustix::fs::fgetxattr_query(fd, key),
+                Node::At(dir, name) => rustix::fs::lgetxattr_query(Self::path(dir, name), key),
+            }?;
+            let mut buf = vec![0u8; size];
+            let got = match self {
+                Node::Fd(fd) => rustix::fs::fgetxattr(fd, key, &mut buf[..]),
+                Node::At(dir, name) => {
+                    rustix::fs::lgetxattr(Self::path(dir, name), key, &mut buf[..])
+                }
+            };
+            match got {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(Errno::RANGE) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn set(self, key: &OsStr, value: &[u8]) -> Result<(), Errno> {
+        match self {
+            Node::Fd(fd) => rustix::fs::fsetxattr(fd, key, value, XattrFlags::empty()),
+            Node::At(dir, name) => {
+                rustix::fs::lsetxattr(Self::path(dir, name), key, value, XattrFlags::empty())
+            }
+        }
+    }
+
+    fn remove(self, key: &OsStr) -> Result<(), Errno> {
+        match self {
+            Node::Fd(fd) => rustix::fs::fremovexattr(fd, key),
+            Node::At(dir, name) => rustix::fs::lremovexattr(Self::path(dir, name), key),
+        }
+    }
+}
+
+/// Makes the target's extended attributes the source's: each one copied, and the ACLs a
+/// new entry inherited from a default ACL where the source had none removed.
+fn copy_xattrs(from: Node, to: Node) -> Result<(), (String, Errno)> {
+    let split = |list: &[u8]| -> Vec<OsString> {
+        list.split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| OsStr::from_bytes(n).to_os_string())
+            .collect()
+    };
+    let wanted = match from.list() {
+        Ok(list) => split(&list),
+        Err(Errno::NOTSUP) => Vec::new(),
+        Err(e) => return Err(("list xattrs of".into(), e)),
+    };
+    for key in &wanted {
+        let value = from
+            .get(key)
+            .map_err(|e| (format!("read xattr {} of", key.to_string_lossy()), e))?;
+        to.set(key, &value)
+            .map_err(|e| (format!("set xattr {} on", key.to_string_lossy()), e))?;
+    }
+    let have = match to.list() {
+        Ok(list) => split(&list),
+        Err(Errno::NOTSUP) => Vec::new(),
+        Err(e) => return Err(("list xattrs of".into(), e)),
+    };
+    for key in have {
+        if key.as_bytes().starts_with(b"system.posix_acl_") && !wanted.contains(&key) {
+            to.remove(&key)
+                .map_err(|e| (format!("remove xattr {} of", key.to_string_lossy()), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn uid(st: &Stat) -> Uid {
+    Uid::from_raw(st.st_uid)
+}
+
+fn gid(st: &Stat) -> Gid {
+    Gid::from_raw(st.st_gid)
+}
+
+fn times(st: &Stat) -> Timestamps {
+    Timestamps {
         last_access: Timespec {
-            tv_sec: meta.atime(),
-            tv_nsec: meta.atime_nsec() as _,
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
         },
         last_modification: Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec() as _,
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
         },
-    };
-    rustix::fs::utimensat(rustix::fs::CWD, target, &times, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| FsError::new("set times of", target, e.into()))?;
-    Ok(())
+    }
 }
 
-fn copy_xattrs(source: &Path, target: &Path) -> Result<(), FsError> {
-    let size = match rustix::fs::llistxattr_query(source) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
-        Err(e) => return Err(FsError::new("list xattrs of", source, e.into())),
-    };
-    if size == 0 {
-        return Ok(());
+/// A path for one line of text: as it is, except that control characters, backslashes and
+/// bytes that are not UTF-8 are written `\xHH`, so a newline cannot split the line and
+/// every name stays told apart.
+pub fn shown_path(path: &Path) -> String {
+    let bytes = path.as_os_str().as_bytes();
+    let text = String::from_utf8_lossy(bytes);
+    if !text.contains(|c: char| c.is_control() || c == '\u{fffd}') {
+        return text.into_owned();
     }
-    let mut names = vec![0u8; size];
-    let n = rustix::fs::llistxattr(source, &mut names[..])
-        .map_err(|e| FsError::new("list xattrs of", source, e.into()))?;
-    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let name = std::ffi::OsStr::from_bytes(name);
-        let len = rustix::fs::lgetxattr_query(source, name)
-            .map_err(|e| FsError::new("read xattr of", source, e.into()))?;
-        let mut value = vec![0u8; len];
-        let len = rustix::fs::lgetxattr(source, name, &mut value[..])
-            .map_err(|e| FsError::new("read xattr of", source, e.into()))?;
-        rustix::fs::lsetxattr(target, name, &value[..len], XattrFlags::empty()).map_err(|e| {
-            FsError::new(
-                &format!("set xattr {} on", name.to_string_lossy()),
-                target,
-                e.into(),
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (valid, bad) = match std::str::from_utf8(rest) {
+            Ok(s) => (s, &[][..]),
+            Err(e) => {
+                let (ok, bad) = rest.split_at(e.valid_up_to());
+                (std::str::from_utf8(ok).unwrap_or_default(), bad)
+            }
+        };
+        for c in valid.chars() {
+            if c == '\\' || c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        match bad.split_first() {
+            Some((b, tail)) => {
+                let _ = write!(out, "\\x{b:02x}");
+                rest = tail;
+            }
+            None => rest = &[],
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_and_aside_names_always_fit() {
+        assert_eq!(
+            temp_name(OsStr::new("app.conf")),
+            ".app.conf.imperm-restore"
+        );
+        assert_eq!(
+            aside_name(OsStr::new("app"), "20260115T063000Z", 0),
+            "app.imperm-replaced-20260115T063000Z"
+        );
+        assert_eq!(
+            aside_name(OsStr::new("app"), "20260115T063000Z", 2),
+            "app.imperm-replaced-20260115T063000Z.2"
+        );
+        let long = "é".repeat(127); // 254 bytes
+        for name in [
+            temp_name(OsStr::new(&long)),
+            aside_name(OsStr::new(&long), "20260115T063000Z", 9999),
+        ] {
+            assert!(name.len() <= NAME_MAX, "{}", name.len());
+            assert!(name.to_str().is_some(), "cut at a character boundary");
+        }
+        let bytes = OsStr::from_bytes(&[0xff; 255]);
+        assert_eq!(temp_name(bytes).len(), NAME_MAX);
+    }
+
+    fn dir(path: &Path) -> OwnedFd {
+        std::fs::File::open(path).unwrap().into()
+    }
+
+    fn job<'a>(
+        source: &'a OwnedFd,
+        target: &'a OwnedFd,
+        name: &'a str,
+        shown: &'a Path,
+    ) -> Job<'a> {
+        Job {
+            source_dir: source.as_fd(),
+            target_dir: target.as_fd(),
+            name: OsStr::new(name),
+            shown,
+            replace: None,
+        }
+    }
+
+    /// The final rename never replaces: a target that appeared after the checks stays, and
+    /// the copy is removed.
+    #[test]
+    fn a_target_that_appears_meanwhile_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+        std::fs::create_dir_all(from.join("tree/sub")).unwrap();
+        std::fs::write(from.join("tree/sub/file"), "snapshot").unwrap();
+        std::fs::write(from.join("file"), "snapshot").unwrap();
+        std::fs::create_dir_all(to.join("tree")).unwrap();
+        std::fs::write(to.join("file"), "appeared").unwrap();
+        let (source, target) = (dir(&from), dir(&to));
+        for name in ["file", "tree"] {
+            let shown = Path::new("/srv").join(name);
+            let err = restore(&job(&source, &target, name, &shown)).unwrap_err();
+            assert!(err.to_string().contains("/srv/"), "{err}");
+            assert!(
+                err.to_string().contains("appeared while restoring"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(to.join("file")).unwrap(),
+            "appeared"
+        );
+        let left: Vec<_> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "no copy left behind: {left:?}");
+        assert_eq!(std::fs::read_dir(to.join("tree")).unwrap().count(), 0);
+    }
+
+    /// Parents are created one name at a time on descriptors: a symlink on the way (planted
+    /// after the checks) is refused, never followed.
+    #[test]
+    fn create_parents_never_follows_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, model, outside) = (
+            tmp.path().join("base"),
+            tmp.path().join("model"),
+            tmp.path().join("outside"),
+        );
+        std::fs::create_dir_all(model.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(base.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, base.join("a/b")).unwrap();
+        let err = create_parents(
+            dir(&base).as_fd(),
+            dir(&model).as_fd(),
+            Path::new("a/b/c"),
+            Path::new("/persist"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a symlink stands in the way at /persist/a/b"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+        // A file on the way is named as such.
+        std::fs::remove_file(base.join("a/b")).unwrap();
+        std::fs::write(base.join("a/b"), "").unwrap();
+        let err = create_parents(
+            dir(&base).as_fd(),
+            dir(&model).as_fd(),
+            Path::new("a/b/c"),
+            Path::new("/persist"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/persist/a/b is not a directory"),
+            "{err}"
+        );
+
+        // And what is missing is made like the model.
+        std::fs::remove_file(base.join("a/b")).unwrap();
+        std::fs::set_permissions(
+            model.join("a/b"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o751),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(model.join("a/b"), Some(70), Some(71)).unwrap();
+        create_parents(
+            dir(&base).as_fd(),
+            dir(&model).as_fd(),
+            Path::new("a/b/c"),
+            Path::new("/persist"),
+        )
+        .unwrap();
+        let m = std::fs::metadata(base.join("a/b")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o751, 70, 71));
+        assert!(base.join("a/b/c").is_dir());
+    }
+
+    /// A tree too deep for one path is refused with a clear error, not a crash, and leaves
+    /// nothing; a deep one that fits is copied with a bounded number of descriptors.
+    #[test]
+    fn deep_trees_are_copied_or_refused_cleanly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (from, to) = (tmp.path().join("from"), tmp.path().join("to"));
+        std::fs::create_dir_all(&to).unwrap();
+        // Long names reach the limit in few levels; 200 short ones go past what the walk
+        // keeps open.
+        let long = "d".repeat(250);
+        for (name, part, depth) in [
+            ("fits", "a", 200),
+            ("fits", long.as_str(), 14),
+            ("deep", long.as_str(), 17),
+        ] {
+            let mut d = dir(tmp.path());
+            for part in ["from", name]
+                .into_iter()
+                .chain(std::iter::repeat_n(part, depth))
+            {
+                let _ = rustix::fs::mkdirat(&d, part, Mode::from_raw_mode(0o755));
+                d = rustix::fs::openat(&d, part, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                    .unwrap();
+            }
+            rustix::fs::openat(
+                &d,
+                "leaf",
+                OFlags::WRONLY | OFlags::CREATE,
+                Mode::from_raw_mode(0o644),
             )
-        })?;
+            .unwrap();
+        }
+        let (source, target) = (dir(&from), dir(&to));
+        let shown = Path::new("/srv/fits");
+        let done = restore(&job(&source, &target, "fits", shown)).unwrap();
+        assert_eq!(done.files, 2);
+        let shown = Path::new("/srv/deep");
+        let err = restore(&job(&source, &target, "deep", shown)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/srv/deep holds a tree deeper than imperm copies"),
+            "{err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&to)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["fits"]);
+        remove_tree(dir(tmp.path()).as_fd(), OsStr::new("to")).unwrap();
+        assert!(!to.exists());
     }
-    Ok(())
+
+    #[test]
+    fn shown_paths_stay_on_one_line() {
+        for (raw, want) in [
+            (&b"/var/lib/app"[..], "/var/lib/app"),
+            (b"/srv/new\nline", "/srv/new\\x0aline"),
+            (b"/srv/caf\xe9", "/srv/caf\\xe9"),
+            (b"/srv/back\\slash\n", "/srv/back\\x5cslash\\x0a"),
+            (b"/srv/back\\slash", "/srv/back\\slash"),
+        ] {
+            assert_eq!(shown_path(Path::new(OsStr::from_bytes(raw))), want);
+        }
+    }
 }

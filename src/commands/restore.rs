@@ -1,11 +1,16 @@
-//! `restore`: brings files back from an old-root snapshot, into the live root or into
-//! persistent storage, and prints the persistence entry to add.
+//! `restore`: brings files back from an old-root snapshot, into the live root or into the
+//! persistent storage that declares them, and prints the persistence entries to add.
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
-use serde::Serialize;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
+use rustix::io::Errno;
+use serde::{Serialize, Serializer};
 
 use super::discover;
 use crate::backend;
@@ -15,21 +20,37 @@ use crate::exit::ExitStatus;
 use crate::knowledge::Verdict;
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, bytes, count};
-use crate::paths::{normalize_absolute, quoted, under_root};
+use crate::paths::PathProblem;
 use crate::persisted::Kind;
-use crate::restore;
+use crate::restore::{self, Job, Leftover, Prepared, shown_path};
 use crate::suggest::Suggestion;
 use crate::toplevel::TopLevel;
 
 #[derive(Debug, Serialize)]
 struct Restored {
+    #[serde(serialize_with = "path_json")]
     path: PathBuf,
+    /// Where it went, as seen from the host's `/`.
+    #[serde(serialize_with = "path_json")]
     target: PathBuf,
     kind: Kind,
+    /// The storage it went into (`--into persist`).
+    #[serde(serialize_with = "option_path_json")]
+    storage: Option<PathBuf>,
+    /// Where the entry that persists it is declared; null when none does.
+    declared: Option<String>,
     files: u64,
     bytes: u64,
     /// Where an existing target was put aside (`--force`).
+    #[serde(serialize_with = "option_path_json")]
     replaced: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct NotRestored {
+    #[serde(serialize_with = "path_json")]
+    path: PathBuf,
+    reason: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,23 +58,53 @@ struct RestoreReport {
     from: String,
     into: &'static str,
     restored: Vec<Restored>,
-    /// The persistence entries to add, as Nix.
+    /// What could not be restored, each with why (exit 1 when any).
+    not_restored: Vec<NotRestored>,
+    /// The persistence entries to add, as Nix (empty when every path is declared).
     entries: String,
 }
 
 /// One path, checked.
 struct Item {
     path: PathBuf,
-    source: PathBuf,
-    target: PathBuf,
+    rel: PathBuf,
     kind: Kind,
+    /// Index into the bases: the live root or one storage.
+    base: usize,
+    /// The storage that declares the path or, when none does, the default one.
+    storage: PathBuf,
+    declared: Option<String>,
     user: Option<(String, PathBuf)>,
+    /// Whether the target exists (to be kept aside); known once the target is checked.
     exists: bool,
+}
+
+/// A directory restored paths go below: the live root, or a storage in it.
+struct Base {
+    fd: OwnedFd,
+    /// As seen from the host's `/`.
+    shown: PathBuf,
+}
+
+impl Base {
+    fn target(&self, rel: &Path) -> PathBuf {
+        self.shown.join(rel)
+    }
 }
 
 const BENEATH: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
     .union(ResolveFlags::NO_MAGICLINKS);
+
+/// Paths copied before one flush to disk and their renames into place.
+const BATCH: usize = 64;
+
+/// `STATX_SUBVOL` (Linux 6.10): the subvolume id, on btrfs and bcachefs.
+const STATX_SUBVOL: StatxFlags = StatxFlags::from_bits_retain(0x8000);
+
+fn refuse(what: String) -> Error {
+    Error::Usage(format!("{what}; nothing was written"))
+}
 
 pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, RestoreReport::COMMAND)?;
@@ -68,82 +119,171 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
     let top = TopLevel::open(&fs, args.fs.mounted.as_deref())?;
     let (from, snap) = super::old_root(backend.as_ref(), &top, &fs, args.from.as_deref())
         .map_err(|e| Error::Usage(format!("{e}; nothing was written")))?;
-    let storage = discover::storage(&config);
-    let base = match args.into {
-        RestoreInto::Root => config.root.clone(),
-        RestoreInto::Persist => under_root(&config.root, &storage),
-    };
+    let root = rustix::fs::open(
+        &config.root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| FsError::new("open", &config.root, e.into()))?;
+    let default_storage = discover::storage(&config);
     let cx = discover::context(&config);
 
     // Every check before anything is written.
-    let mut items = Vec::new();
+    let mut bases = vec![Base {
+        fd: rustix::io::dup(&root).map_err(|e| FsError::new("open", &config.root, e.into()))?,
+        shown: PathBuf::from("/"),
+    }];
+    let mut storage_base: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut items: Vec<Item> = Vec::new();
+    let mut not_restored = Vec::new();
     for raw in &args.paths {
-        let path = normalize_absolute(&raw.to_string_lossy())
-            .map_err(|p| Error::Usage(format!("{} {p}; nothing was written", quoted(raw))))?;
-        let rel = path.strip_prefix("/").expect("absolute");
-        let in_snapshot = snap.join(rel);
-        let fd = top.open_beneath(&in_snapshot, OFlags::PATH | OFlags::NOFOLLOW).map_err(|e| {
-            Error::Usage(match e.raw_os_error() {
-                Some(libc::ENOENT) => format!("{} is not in snapshot {from}; nothing was written", quoted(&path)),
-                Some(libc::ELOOP) | Some(libc::EXDEV) => format!(
-                    "{} is reached through a symlink in snapshot {from}, which could lead out of it; nothing was written",
-                    quoted(&path)
-                ),
-                _ => format!("{}: {e}; nothing was written", quoted(&path)),
-            })
-        })?;
-        let st =
-            rustix::fs::fstat(&fd).map_err(|e| FsError::new("stat", &in_snapshot, e.into()))?;
-        let kind =
-            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
-                Kind::Directory
-            } else {
-                Kind::File
-            };
-        let target = under_root(&base, &path);
-        let exists = check_target(&base, rel, &path)?;
-        if exists && !args.force {
-            return Err(Error::Usage(format!(
-                "{} exists; pass --force to keep it aside and restore anyway; nothing was written",
-                target.display()
-            )));
+        let path =
+            normalize(raw.as_os_str()).map_err(|p| refuse(format!("{:?} {p}", shown_path(raw))))?;
+        let rel = path.strip_prefix("/").expect("absolute").to_path_buf();
+        let (kind, cannot) = source_kind(&top, &snap, &rel, &path, &from)?;
+        if let Some(reason) = cannot {
+            // Reported, and nothing written for it, parents included.
+            not_restored.push(NotRestored { path, reason });
+            continue;
         }
+        let declared = config.persisted.lookup(&path);
+        let storage = declared.map_or_else(|| default_storage.clone(), |e| e.storage.clone());
+        let base = match args.into {
+            RestoreInto::Root => 0,
+            RestoreInto::Persist => match storage_base.get(&storage) {
+                Some(&i) => i,
+                None => {
+                    bases.push(Base {
+                        fd: open_storage(root.as_fd(), &storage)?,
+                        shown: storage.clone(),
+                    });
+                    storage_base.insert(storage.clone(), bases.len() - 1);
+                    bases.len() - 1
+                }
+            },
+        };
         items.push(Item {
             user: cx.user_of(&path),
             path,
-            source: top.join(&in_snapshot),
-            target,
+            rel,
             kind,
-            exists,
+            base,
+            storage,
+            declared: declared.map(|e| e.origin.clone()),
+            exists: false,
         });
+    }
+    let mut items = without_overlaps(items);
+    for item in &mut items {
+        let base = &bases[item.base];
+        let target = base.target(&item.rel);
+        item.exists = check_target(base.fd.as_fd(), &item.rel, &target, args.force)?;
+        // Moving a directory aside would carry the mounts below it along (bind mounts out
+        // of the storage, say) to a name nobody expects them at.
+        if let Some(table) = config.mount_table.as_ref().filter(|_| item.exists) {
+            let mut below = table
+                .mounts
+                .iter()
+                .map(|m| &m.mount_point)
+                .filter(|m| m.starts_with(&target) && **m != target);
+            if let Some(first) = below.next() {
+                return Err(refuse(format!(
+                    "{} holds mount points ({}{}), which moving it aside would carry along: restore what is below them instead",
+                    shown_path(&target),
+                    shown_path(first),
+                    if below.next().is_some() { ", …" } else { "" }
+                )));
+            }
+        }
     }
 
     top.lock()?;
     let stamp = super::now()?.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let snapshot = top
+        .open_dir(&snap)
+        .map_err(|e| FsError::new("open", &top.join(&snap), e))?;
     let mut restored = Vec::new();
-    for item in &items {
-        restore::create_parents(&base, &item.target, &top.join(&snap))?;
-        let aside = item.exists.then(|| {
-            let mut name = item.target.file_name().unwrap_or_default().to_os_string();
-            name.push(format!(".imperm-replaced-{stamp}"));
-            item.target.with_file_name(name)
-        });
-        let copied = restore::restore(&item.source, &item.target, aside.as_deref())?;
-        eprintln!(
-            "imperm restore: {} -> {}",
-            item.path.display(),
-            item.target.display()
-        );
-        restored.push(Restored {
-            path: item.path.clone(),
-            target: item.target.clone(),
-            kind: item.kind,
-            files: copied.files,
-            bytes: copied.bytes,
-            replaced: aside,
-        });
+    let mut restored_items = Vec::new();
+    // Copied in batches, flushed once per batch, then renamed into place: one sync for
+    // many small paths, and few descriptors held at a time.
+    for batch in items.chunks(BATCH) {
+        let mut copies = Vec::new();
+        let mut done = Vec::new();
+        for item in batch {
+            let base = &bases[item.base];
+            let parent = item.rel.parent().unwrap_or(Path::new(""));
+            let target_dir =
+                restore::create_parents(base.fd.as_fd(), snapshot.as_fd(), parent, &base.shown)?;
+            let source_dir = top
+                .open_dir(&snap.join(parent))
+                .map_err(|e| FsError::new("open", &top.join(&snap.join(parent)), e))?;
+            match restore::copy(&Job {
+                source_dir: source_dir.as_fd(),
+                target_dir: target_dir.as_fd(),
+                name: item.rel.file_name().expect("a normal path has a name"),
+                shown: &base.target(&item.rel),
+                replace: item.exists.then_some(stamp.as_str()),
+            })? {
+                Prepared::Nothing(out) => done.push((item, Some(out))),
+                Prepared::Copied(copy) => {
+                    copies.push(copy);
+                    done.push((item, None));
+                }
+            }
+        }
+        restore::sync_all(&copies)?;
+        let mut copies = copies.into_iter();
+        let mut placed = Vec::new();
+        for (item, out) in done {
+            let target = bases[item.base].target(&item.rel);
+            let out = match out {
+                Some(out) => {
+                    // Nothing of it could be copied: it is only reported.
+                    not_restored.extend(out.not_restored.into_iter().map(|(_, reason)| {
+                        NotRestored {
+                            path: item.path.clone(),
+                            reason,
+                        }
+                    }));
+                    continue;
+                }
+                None => {
+                    let p = copies.next().expect("one copy per item copied").place()?;
+                    placed.push((p.dir, target.clone()));
+                    p.out
+                }
+            };
+            eprintln!(
+                "imperm restore: {} -> {}",
+                shown_path(&item.path),
+                shown_path(&target)
+            );
+            restored_items.push(item);
+            for (below, reason) in out.not_restored {
+                let path = if below.as_os_str().is_empty() {
+                    item.path.clone()
+                } else {
+                    item.path.join(below)
+                };
+                not_restored.push(NotRestored { path, reason });
+            }
+            restored.push(Restored {
+                path: item.path.clone(),
+                kind: item.kind,
+                storage: (args.into == RestoreInto::Persist).then(|| item.storage.clone()),
+                declared: item.declared.clone(),
+                files: out.files,
+                bytes: out.bytes,
+                replaced: out.aside.map(|a| target.with_file_name(a)),
+                target,
+            });
+        }
+        restore::sync(
+            placed
+                .iter()
+                .map(|(dir, shown)| (dir.as_fd(), shown.as_path())),
+        )?;
     }
-    let entries = entries(&items, &storage);
     let report = RestoreReport {
         from,
         into: match args.into {
@@ -151,89 +291,332 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
             RestoreInto::Persist => "persist",
         },
         restored,
-        entries,
+        entries: entries(&restored_items),
+        not_restored,
     };
     output::emit(&report, global.format, global.color)?;
-    Ok(ExitStatus::Clean)
+    Ok(if report.not_restored.is_empty() {
+        ExitStatus::Clean
+    } else {
+        ExitStatus::Findings
+    })
 }
 
-/// Whether the target exists, after checking that no symlink stands between `base` and it
-/// (a write must not follow one out of the tree).
-fn check_target(base: &Path, rel: &Path, path: &Path) -> Result<bool, Error> {
-    let base_fd = match rustix::fs::open(
-        base,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+/// Normalises an absolute path given on the command line, bytes as they are (a name need
+/// not be UTF-8): `//` and `.` collapse, a trailing `/` goes, `..` is refused.
+fn normalize(raw: &OsStr) -> Result<PathBuf, PathProblem> {
+    if raw.is_empty() {
+        return Err(PathProblem::Empty);
+    }
+    if !raw.as_bytes().starts_with(b"/") {
+        return Err(PathProblem::NotAbsolute);
+    }
+    let mut out = PathBuf::from("/");
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => return Err(PathProblem::ParentComponent),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    if out.as_os_str() == "/" {
+        return Err(PathProblem::IsRoot);
+    }
+    Ok(out)
+}
+
+/// What `rel` is in the snapshot, reached without a symlink, and why it cannot be
+/// restored if it cannot (a socket).
+fn source_kind(
+    top: &TopLevel,
+    snap: &Path,
+    rel: &Path,
+    path: &Path,
+    from: &str,
+) -> Result<(Kind, Option<&'static str>), Error> {
+    let in_snapshot = snap.join(rel);
+    let fd = top
+        .open_beneath(&in_snapshot, OFlags::PATH | OFlags::NOFOLLOW)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {
+                refuse(format!("{:?} is not in snapshot {from}", shown_path(path)))
+            }
+            Some(libc::ELOOP) | Some(libc::EXDEV) => refuse(format!(
+                "{:?} is reached through a symlink in snapshot {from}, which could lead out of it",
+                shown_path(path)
+            )),
+            _ => refuse(format!("{:?}: {e}", shown_path(path))),
+        })?;
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| FsError::new("stat", &top.join(&in_snapshot), e.into()))?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    Ok((
+        if kind == FileType::Directory {
+            Kind::Directory
+        } else {
+            Kind::File
+        },
+        restore::cannot_copy(kind),
+    ))
+}
+
+/// Opens a persistent storage for writing below it, refusing one that the next reset
+/// would wipe (it lies on the root) and one reached through a symlink.
+fn open_storage(root: BorrowedFd, storage: &Path) -> Result<OwnedFd, Error> {
+    let rel = storage.strip_prefix("/").unwrap_or(storage);
+    let shown = shown_path(storage);
+    let fd = match rustix::fs::openat2(
+        root,
+        rel,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
+        BENEATH,
     ) {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(false),
-        Err(e) => return Err(FsError::new("open", base, e.into()).into()),
+        Err(Errno::NOENT) => {
+            return Err(refuse(format!(
+                "storage {shown} does not exist: restore does not make it, since a directory on the root would be wiped by the next reset"
+            )));
+        }
+        Err(Errno::LOOP | Errno::XDEV) => {
+            return Err(refuse(format!(
+                "storage {shown} is reached through a symlink, and restore never writes through one"
+            )));
+        }
+        Err(Errno::NOTDIR) => {
+            // O_DIRECTORY reports a final symlink as "not a directory".
+            let link = rustix::fs::statat(root, rel, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+            return Err(refuse(if link {
+                format!(
+                    "storage {shown} is reached through a symlink, and restore never writes through one"
+                )
+            } else {
+                format!("storage {shown} is not a directory")
+            }));
+        }
+        Err(e) => return Err(FsError::new("open the storage", storage, e.into()).into()),
     };
-    match rustix::fs::openat2(
-        &base_fd,
+    let on_root = on_the_root(root, fd.as_fd())
+        .map_err(|e| FsError::new("inspect the storage", storage, e))?;
+    if on_root {
+        return Err(refuse(format!(
+            "storage {shown} is not a filesystem of its own: it lies on the root, which the next reset wipes (mount the persistent storage there first)"
+        )));
+    }
+    Ok(fd)
+}
+
+/// Whether `dir` lies on the root filesystem `root`: the same mount (a plain directory, or
+/// a subvolume nested in the root and not mounted apart, which a reset deletes too), or
+/// another mount of the same subvolume (a bind mount of a directory of the root).
+fn on_the_root(root: BorrowedFd, dir: BorrowedFd) -> io::Result<bool> {
+    let mask = StatxFlags::MNT_ID | StatxFlags::BASIC_STATS | STATX_SUBVOL;
+    let a = rustix::fs::statx(root, "", AtFlags::EMPTY_PATH, mask)?;
+    let b = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, mask)?;
+    let both = |flag: StatxFlags| a.stx_mask & b.stx_mask & flag.bits() != 0;
+    if both(StatxFlags::MNT_ID) && a.stx_mnt_id == b.stx_mnt_id {
+        return Ok(true);
+    }
+    if (a.stx_dev_major, a.stx_dev_minor) != (b.stx_dev_major, b.stx_dev_minor) {
+        return Ok(false);
+    }
+    // Same device: btrfs gives each subvolume a device of its own, bcachefs tells them
+    // apart by subvolume id; without an id the same device is the same tree.
+    Ok(!both(STATX_SUBVOL) || a.stx_subvol == b.stx_subvol)
+}
+
+/// Whether the target exists, after checking that nothing stands in the way: no symlink
+/// between the base and it (a write must not follow one out of the tree), no file where a
+/// directory must be, no mount point to move aside, no foreign temporary name.
+fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Result<bool, Error> {
+    let symlink = || {
+        refuse(format!(
+            "a symlink stands in the way of {}, and restore never writes through one",
+            shown_path(target)
+        ))
+    };
+    let exists = match rustix::fs::openat2(
+        base,
         rel,
         OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
         BENEATH,
     ) {
-        Ok(_) => Ok(true),
-        Err(rustix::io::Errno::NOENT) => {
-            // The target is missing; its existing parents must not be symlinks either.
-            let mut parent = rel.parent();
-            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-                match rustix::fs::openat2(
-                    &base_fd,
-                    p,
-                    OFlags::PATH | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    BENEATH,
-                ) {
-                    Ok(_) => return Ok(false),
-                    Err(rustix::io::Errno::NOENT) => parent = p.parent(),
-                    Err(e) => return Err(symlink_in_way(base, path, e)),
+        Ok(fd) => {
+            if !force {
+                return Err(refuse(format!(
+                    "{} exists; pass --force to keep it aside and restore anyway",
+                    shown_path(target)
+                )));
+            }
+            let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::empty())
+                .map_err(|e| FsError::new("inspect", target, e.into()))?;
+            if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+                && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+            {
+                return Err(refuse(format!(
+                    "{} is a mount point, which cannot be moved aside: restore what is below it, or into the storage it comes from",
+                    shown_path(target)
+                )));
+            }
+            true
+        }
+        Err(Errno::NOENT | Errno::NOTDIR) => false,
+        Err(Errno::LOOP | Errno::XDEV) => return Err(symlink()),
+        Err(e) => return Err(FsError::new("inspect", target, e.into()).into()),
+    };
+    // The nearest existing directory above it: a symlink or a file there is in the way.
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let mut above = target.parent();
+    for ancestor in parent.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        match rustix::fs::openat2(
+            base,
+            ancestor,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            BENEATH,
+        ) {
+            Ok(fd) => {
+                let st = rustix::fs::fstat(&fd)
+                    .map_err(|e| FsError::new("inspect", above.unwrap_or(target), e.into()))?;
+                match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Directory => break,
+                    FileType::Symlink => return Err(symlink()),
+                    _ => {
+                        return Err(refuse(format!(
+                            "{} is not a directory, so {} cannot be restored below it",
+                            shown_path(above.unwrap_or(target)),
+                            shown_path(target)
+                        )));
+                    }
                 }
             }
-            Ok(false)
+            Err(Errno::NOENT | Errno::NOTDIR) => above = above.and_then(Path::parent),
+            Err(Errno::LOOP | Errno::XDEV) => return Err(symlink()),
+            Err(e) => return Err(FsError::new("inspect", target, e.into()).into()),
         }
-        Err(e) => Err(symlink_in_way(base, path, e)),
+    }
+    // A temporary name holding something that is not ours is never removed.
+    let name = rel.file_name().expect("a normal path has a name");
+    let temp = restore::temp_name(name);
+    let dir = if parent.as_os_str().is_empty() {
+        rustix::io::dup(base).map(Some)
+    } else {
+        match rustix::fs::openat2(
+            base,
+            parent,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            BENEATH,
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    .map_err(|e| FsError::new("open", target.parent().unwrap_or(target), e.into()))?;
+    if let Some(dir) = dir {
+        let temp_shown = target.with_file_name(&temp);
+        match restore::leftover(dir.as_fd(), &temp)
+            .map_err(|e| FsError::new("inspect", &temp_shown, e))?
+        {
+            Leftover::None | Leftover::Ours => {}
+            Leftover::Foreign => return Err(restore::foreign_leftover(&temp_shown)),
+        }
+    }
+    Ok(exists)
+}
+
+/// The items to restore, each once: a path given twice, or below another given path that
+/// goes to the same place, is restored with it. Sorted by place, a path's descendants
+/// follow it directly, so one pass finds them.
+fn without_overlaps(items: Vec<Item>) -> Vec<Item> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    // Stable: of equal paths the first given stays.
+    order.sort_by(|&a, &b| (items[a].base, &items[a].rel).cmp(&(items[b].base, &items[b].rel)));
+    let mut keep = vec![true; items.len()];
+    let mut covering: Option<usize> = None;
+    for i in order {
+        if let Some(c) = covering
+            .filter(|&c| items[c].base == items[i].base && items[i].rel.starts_with(&items[c].rel))
+        {
+            keep[i] = false;
+            if items[c].rel == items[i].rel {
+                eprintln!(
+                    "imperm restore: {} is given twice; restored once",
+                    shown_path(&items[i].path)
+                );
+            } else {
+                eprintln!(
+                    "imperm restore: {} is restored with {}",
+                    shown_path(&items[i].path),
+                    shown_path(&items[c].path)
+                );
+            }
+        } else {
+            covering = Some(i);
+        }
+    }
+    items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(item, keep)| keep.then_some(item))
+        .collect()
+}
+
+/// The persistence entries to add for what was restored: none for a declared path; per
+/// storage otherwise. A path Nix cannot name exactly (not UTF-8) is left out, saying so.
+fn entries(items: &[&Item]) -> String {
+    let mut by_storage: BTreeMap<&Path, Vec<Suggestion>> = BTreeMap::new();
+    let mut unnamed = String::new();
+    for item in items.iter().filter(|i| i.declared.is_none()) {
+        if item.path.to_str().is_none() {
+            unnamed.push_str(&format!(
+                "# imperm: {} is not UTF-8, which a Nix string cannot hold: declare it by hand\n",
+                shown_path(&item.path)
+            ));
+            continue;
+        }
+        by_storage
+            .entry(&item.storage)
+            .or_default()
+            .push(Suggestion {
+                path: item.path.clone(),
+                kind: item.kind,
+                verdict: Verdict::Persist,
+                reason: String::new(),
+                service: None,
+                files: 0,
+                bytes: 0,
+                user: item.user.as_ref().map(|(u, _)| u.clone()),
+                relative: item.user.as_ref().map(|(_, r)| r.clone()),
+                in_initrd: false,
+                mode: None,
+            });
+    }
+    let mut out = String::new();
+    for (storage, suggestions) in by_storage {
+        out.push_str(&nix::render(&suggestions, storage, Style::Impermanence));
+    }
+    out.push_str(&unnamed);
+    out
+}
+
+/// A path in JSON: a string when it is UTF-8, else its bytes (as journalctl writes fields
+/// that are not UTF-8), so that no name is ever changed.
+fn path_json<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    match path.to_str() {
+        Some(text) => s.serialize_str(text),
+        None => s.collect_seq(path.as_os_str().as_bytes()),
     }
 }
 
-fn symlink_in_way(base: &Path, path: &Path, e: rustix::io::Errno) -> Error {
-    match e {
-        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => Error::Usage(format!(
-            "a symlink stands in the way of {} under {}; nothing was written",
-            quoted(path),
-            base.display()
-        )),
-        e => FsError::new(
-            "inspect",
-            &base.join(path.strip_prefix("/").unwrap_or(path)),
-            e.into(),
-        )
-        .into(),
+fn option_path_json<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(path) => path_json(path, s),
+        None => s.serialize_none(),
     }
-}
-
-/// The persistence entries for what was restored.
-fn entries(items: &[Item], storage: &Path) -> String {
-    let suggestions: Vec<Suggestion> = items
-        .iter()
-        .map(|i| Suggestion {
-            path: i.path.clone(),
-            kind: i.kind,
-            verdict: Verdict::Persist,
-            reason: String::new(),
-            service: None,
-            files: 0,
-            bytes: 0,
-            user: i.user.as_ref().map(|(u, _)| u.clone()),
-            relative: i.user.as_ref().map(|(_, r)| r.clone()),
-            in_initrd: false,
-            mode: None,
-        })
-        .collect();
-    nix::render(&suggestions, storage, Style::Impermanence)
 }
 
 impl Report for RestoreReport {
@@ -245,16 +628,46 @@ impl Report for RestoreReport {
                 out,
                 "restored {}{}{:#} from {} to {} ({}, {})",
                 s.path,
-                r.path.display(),
+                shown_path(&r.path),
                 s.path,
                 self.from,
-                r.target.display(),
+                shown_path(&r.target),
                 count(r.files as usize, "file", "files"),
                 bytes(r.bytes)
             )?;
-            if let Some(aside) = &r.replaced {
-                writeln!(out, "  what was there is kept in {}", aside.display())?;
+            match (&r.storage, &r.declared) {
+                (Some(storage), Some(origin)) => writeln!(
+                    out,
+                    "  into {}, the storage that declares it ({origin})",
+                    shown_path(storage)
+                )?,
+                (Some(storage), None) => writeln!(
+                    out,
+                    "  into {}, the default storage: no entry declares {}",
+                    shown_path(storage),
+                    shown_path(&r.path)
+                )?,
+                (None, _) => {}
             }
+            if let Some(aside) = &r.replaced {
+                writeln!(out, "  what was there is kept in {}", shown_path(aside))?;
+            }
+        }
+        for n in &self.not_restored {
+            writeln!(
+                out,
+                "{}not restored{:#}: {}: {}",
+                s.problem,
+                s.problem,
+                shown_path(&n.path),
+                n.reason
+            )?;
+        }
+        if self.restored.is_empty() {
+            return Ok(());
+        }
+        if self.entries.is_empty() {
+            return writeln!(out, "each path is declared already: nothing to add");
         }
         let note = match self.into {
             "persist" => "add the entry so that it is bind mounted at the next boot:",
@@ -262,5 +675,29 @@ impl Report for RestoreReport {
         };
         writeln!(out, "{note}")?;
         out.write_all(self.entries.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_given_are_normalised_byte_for_byte() {
+        type Case<'a> = (&'a [u8], Result<&'a [u8], PathProblem>);
+        let cases: &[Case] = &[
+            (b"/var/lib/", Ok(b"/var/lib")),
+            (b"//srv/./caf\xe9", Ok(b"/srv/caf\xe9")),
+            (b"/srv/new\nline", Ok(b"/srv/new\nline")),
+            (b"", Err(PathProblem::Empty)),
+            (b"srv", Err(PathProblem::NotAbsolute)),
+            (b"/srv/../etc", Err(PathProblem::ParentComponent)),
+            (b"/.", Err(PathProblem::IsRoot)),
+        ];
+        for (raw, want) in cases {
+            let got = normalize(OsStr::from_bytes(raw));
+            let want = want.map(|w| PathBuf::from(OsStr::from_bytes(w)));
+            assert_eq!(got, want, "{raw:?}");
+        }
     }
 }

@@ -1,0 +1,999 @@
+//! `imperm restore` on real loop btrfs: a live root `@root` whose old state a reset kept as
+//! snapshot 20260115T063000Z, with persistent storages mounted in it as at boot. Every
+//! refusal leaves the trees as they were; nothing is ever renamed onto an existing name;
+//! special files come back or are reported; a restore killed at any step is finished or
+//! refused cleanly by the next run.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{LoopBtrfs, btrfs};
+use serde_json::Value;
+
+const SNAP: &str = "20260115T063000Z";
+const NOW: &str = "2026-01-15T06:30:00Z";
+
+/// A live root with its storages mounted; unmounts them before the filesystem goes.
+struct Host {
+    mounts: Vec<PathBuf>,
+    fs: LoopBtrfs,
+    config: PathBuf,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+        // Whatever a failed test moved elsewhere: everything below this test's top level.
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.fs.top())
+            .status();
+    }
+}
+
+impl Host {
+    /// `@root` as `populate` leaves it, reset (so its content is in snapshot SNAP and the
+    /// live root is empty), then each storage (`/persist`) a subvolume (`@persist`)
+    /// mounted at its place in the live root, as the boot does it.
+    fn new(
+        test: &str,
+        config: &str,
+        storages: &[&str],
+        populate: impl FnOnce(&Path),
+    ) -> Option<Host> {
+        let fs = btrfs(test)?;
+        fs.subvolume("@root");
+        populate(&fs.path("@root"));
+        let path = fs.scratch().join("imperm.toml");
+        fs::write(&path, config).unwrap();
+        let mut host = Host {
+            mounts: Vec::new(),
+            fs,
+            config: path,
+        };
+        let out = host.imperm(&["reset"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        for storage in storages {
+            let subvolume = format!("@{}", storage.trim_start_matches('/'));
+            host.fs.subvolume(&subvolume);
+            host.mount_subvolume(&subvolume, storage);
+        }
+        Some(host)
+    }
+
+    fn live(&self, rel: &str) -> PathBuf {
+        self.fs.path("@root").join(rel.trim_start_matches('/'))
+    }
+
+    fn mount_subvolume(&mut self, subvolume: &str, at: &str) {
+        let dir = self.live(at);
+        fs::create_dir_all(&dir).unwrap();
+        common::check(
+            Command::new("mount")
+                .args([
+                    "-o",
+                    &format!("subvol={subvolume},noatime"),
+                    &self.fs.device,
+                ])
+                .arg(&dir),
+        );
+        self.mounts.push(dir);
+    }
+
+    fn mount_tmpfs(&mut self, at: &str) {
+        let dir = self.live(at);
+        fs::create_dir_all(&dir).unwrap();
+        common::check(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "tmpfs"])
+                .arg(&dir),
+        );
+        self.mounts.push(dir);
+    }
+
+    fn bind(&mut self, from: &Path, at: &Path) {
+        common::check(Command::new("mount").arg("--bind").arg(from).arg(at));
+        self.mounts.push(at.to_path_buf());
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imperm"));
+        cmd.env(imperm::commands::NOW_ENV, NOW)
+            .arg("--root")
+            .arg(self.fs.path("@root"))
+            .arg("--config")
+            .arg(&self.config);
+        cmd
+    }
+
+    fn imperm(&self, args: &[&str]) -> Output {
+        self.imperm_os(&args.iter().map(OsStr::new).collect::<Vec<_>>())
+    }
+
+    fn imperm_os(&self, args: &[&OsStr]) -> Output {
+        common::run(
+            self.command()
+                .args(args)
+                .args(["--fs", "btrfs", "--mounted"])
+                .arg(self.fs.top()),
+        )
+    }
+
+    /// Everything a command could have changed: subvolumes, the live tree (mounted
+    /// storages included) and every storage subvolume.
+    fn state(&self) -> (String, Vec<String>, Vec<String>) {
+        let mut storages = Vec::new();
+        for name in fs::read_dir(self.fs.top()).unwrap() {
+            let name = name.unwrap().file_name().to_string_lossy().into_owned();
+            if name != "@root" && name != "@snapshots" {
+                storages.extend(
+                    self.fs
+                        .tree(&name)
+                        .into_iter()
+                        .map(|l| format!("{name}: {l}")),
+                );
+            }
+        }
+        (self.fs.subvolumes(), self.fs.tree("@root"), storages)
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)))
+}
+
+fn write(root: &Path, rel: &str, content: &str) {
+    // Never an absolute `rel`: joining it would leave the tree.
+    let path = root.join(rel.trim_start_matches('/'));
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+const ONE_STORAGE: &str = "[persistence.\"/persist\"]\ndirectories = [\"/var/log\"]\n";
+
+/// Asserts a refusal: exit 2, one line on stderr holding `want`, nothing changed.
+fn assert_refused(host: &Host, args: &[&str], want: &str) {
+    let before = host.state();
+    let out = host.imperm(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: wanted {want:?} in {err}");
+    assert_eq!(host.state(), before, "{args:?} wrote something");
+}
+
+// Item 1: a kept-aside name is never reused, nothing is renamed onto an existing name.
+
+#[test]
+fn two_forced_restores_in_one_second_keep_both_earlier_copies() {
+    let Some(host) = Host::new("restore_twice", ONE_STORAGE, &[], |root| {
+        write(root, "etc/app.conf", "old");
+        write(root, "var/lib/app/data", "old");
+    }) else {
+        return;
+    };
+    for (path, file) in [("/etc/app.conf", ""), ("/var/lib/app", "/data")] {
+        let target = host.live(path);
+        let read = |p: &Path| fs::read_to_string(format!("{}{file}", p.display())).unwrap();
+        let put = |content: &str| {
+            fs::create_dir_all(target.parent().unwrap()).unwrap();
+            if file.is_empty() {
+                fs::write(&target, content).unwrap();
+            } else {
+                fs::create_dir_all(&target).unwrap();
+                fs::write(target.join("data"), content).unwrap();
+            }
+        };
+        put("first");
+        let mut asides = Vec::new();
+        for (round, live) in ["first", "second", "third"].iter().enumerate() {
+            if round > 0 {
+                put(live);
+            }
+            let out = host.imperm(&["restore", path, "--force", "--format", "json"]);
+            assert!(
+                out.status.success(),
+                "{path} round {round}: {}",
+                stderr(&out)
+            );
+            let v = json(&out);
+            let aside = host.live(v["restored"][0]["replaced"].as_str().unwrap());
+            assert!(!asides.contains(&aside), "{path}: {aside:?} reused");
+            assert_eq!(
+                read(&aside),
+                *live,
+                "{path}: the copy kept aside in round {round}"
+            );
+            assert_eq!(read(&target), "old", "{path}: restored");
+            asides.push(aside);
+        }
+        // Every kept copy is still there, each with what it held.
+        for (aside, live) in asides.iter().zip(["first", "second", "third"]) {
+            assert_eq!(read(aside), live, "{path}: {aside:?}");
+        }
+        let want: Vec<String> = ["", ".1", ".2"]
+            .iter()
+            .map(|n| format!("{}.imperm-replaced-{SNAP}{n}", target.display()))
+            .collect();
+        assert!(want[0].starts_with(&host.live(path).display().to_string()));
+        let got: Vec<String> = asides.iter().map(|a| a.display().to_string()).collect();
+        assert_eq!(got, want, "{path}");
+    }
+}
+
+/// A symlink at the target is moved aside as a symlink: what it points to is not touched.
+#[test]
+fn a_symlink_at_the_target_is_kept_aside_not_followed() {
+    let Some(host) = Host::new("restore_symlink_target", ONE_STORAGE, &[], |root| {
+        write(root, "etc/app.conf", "old");
+        write(root, "var/lib/app/data", "old");
+    }) else {
+        return;
+    };
+    let victim = host.fs.scratch().join("victim");
+    write(&victim, "file", "precious");
+    fs::create_dir_all(host.live("/etc")).unwrap();
+    fs::create_dir_all(host.live("/var/lib")).unwrap();
+    std::os::unix::fs::symlink(victim.join("file"), host.live("/etc/app.conf")).unwrap();
+    std::os::unix::fs::symlink(&victim, host.live("/var/lib/app")).unwrap();
+    for path in ["/etc/app.conf", "/var/lib/app"] {
+        let out = host.imperm(&["restore", path, "--force", "--format", "json"]);
+        assert!(out.status.success(), "{path}: {}", stderr(&out));
+        let aside = host.live(json(&out)["restored"][0]["replaced"].as_str().unwrap());
+        assert!(
+            fs::symlink_metadata(&aside)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(
+            !fs::symlink_metadata(host.live(path))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
+    assert_eq!(host.fs.read("@root/etc/app.conf"), "old");
+    assert_eq!(host.fs.read("@root/var/lib/app/data"), "old");
+    let victim_tree: Vec<_> = fs::read_dir(&victim)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(victim_tree, ["file"]);
+    assert_eq!(fs::read_to_string(victim.join("file")).unwrap(), "precious");
+}
+
+#[test]
+fn a_user_file_with_the_temporary_name_is_never_removed() {
+    let Some(host) = Host::new("restore_temp_name", ONE_STORAGE, &[], |root| {
+        write(root, "etc/app.conf", "old");
+        write(root, "etc/dir/conf", "old");
+    }) else {
+        return;
+    };
+    // A file and a directory of the user's own that carry the temporary names.
+    write(&host.live("/"), "etc/.app.conf.imperm-restore", "mine");
+    write(&host.live("/"), "etc/.dir.imperm-restore/keep", "mine too");
+    assert_refused(
+        &host,
+        &["restore", "/etc/app.conf"],
+        ".app.conf.imperm-restore exists and is not a copy imperm left",
+    );
+    assert_refused(
+        &host,
+        &["restore", "/etc/dir"],
+        ".dir.imperm-restore exists and is not a copy imperm left",
+    );
+    assert_eq!(host.fs.read("@root/etc/.app.conf.imperm-restore"), "mine");
+    assert_eq!(
+        host.fs.read("@root/etc/.dir.imperm-restore/keep"),
+        "mine too"
+    );
+}
+
+/// Killed right after each step (the failpoints abort like kill -9): the next run finishes
+/// or refuses cleanly, and neither the kept-aside copy nor the target is ever lost.
+#[test]
+fn a_restore_killed_after_any_step_loses_nothing() {
+    for failpoint in ["restore-copied", "restore-aside", "restore-placed"] {
+        for path in ["/etc/app.conf", "/var/lib/app"] {
+            let Some(host) = Host::new("restore_failpoint", ONE_STORAGE, &[], |root| {
+                write(root, "etc/app.conf", "old");
+                write(root, "var/lib/app/data", "old");
+                write(root, "var/lib/app/sub/more", "old more");
+            }) else {
+                return;
+            };
+            let file = if path == "/etc/app.conf" { "" } else { "/data" };
+            let target = host.live(path);
+            if file.is_empty() {
+                write(&host.live("/"), path, "live");
+            } else {
+                write(&target, "data", "live");
+            }
+            let killed = common::run(
+                host.command()
+                    .env(imperm::reset::FAILPOINT_ENV, failpoint)
+                    .args(["restore", path, "--force", "--fs", "btrfs", "--mounted"])
+                    .arg(host.fs.top()),
+            );
+            assert_eq!(
+                killed.status.code(),
+                None,
+                "{failpoint} {path}: {}",
+                stderr(&killed)
+            );
+            assert!(stderr(&killed).contains(&format!("failpoint {failpoint}: aborting")));
+
+            let out = host.imperm(&["restore", path, "--force"]);
+            assert!(out.status.success(), "{failpoint} {path}: {}", stderr(&out));
+            let contents = |p: &Path| fs::read_to_string(format!("{}{file}", p.display())).ok();
+            assert_eq!(
+                contents(&target).as_deref(),
+                Some("old"),
+                "{failpoint} {path}"
+            );
+            if !file.is_empty() {
+                assert_eq!(host.fs.read("@root/var/lib/app/sub/more"), "old more");
+            }
+            // "live" survives in some kept-aside copy; the temporary copy is gone.
+            let parent = target.parent().unwrap();
+            let name = target.file_name().unwrap().to_string_lossy().into_owned();
+            let mut kept = Vec::new();
+            for entry in fs::read_dir(parent).unwrap() {
+                let entry = entry.unwrap().path();
+                let n = entry.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(
+                    !n.contains("imperm-restore"),
+                    "{failpoint} {path}: {n} left"
+                );
+                if n.starts_with(&format!("{name}.imperm-replaced-")) {
+                    kept.extend(contents(&entry));
+                }
+            }
+            assert!(
+                kept.contains(&"live".to_string()),
+                "{failpoint} {path}: {kept:?}"
+            );
+        }
+    }
+}
+
+/// Killed with SIGKILL at arbitrary moments of a larger copy: the next run restores the
+/// whole tree, and what was there before is in a kept-aside copy.
+#[test]
+fn a_restore_killed_at_arbitrary_moments_loses_nothing() {
+    let mut interrupted = 0;
+    for delay_ms in (0u64..=60).step_by(6) {
+        let Some(host) = Host::new("restore_sigkill", ONE_STORAGE, &[], |root| {
+            for i in 0..400 {
+                write(root, &format!("srv/tree/d{}/f{i}", i % 20), &format!("{i}"));
+            }
+        }) else {
+            return;
+        };
+        write(&host.live("/"), "srv/tree/live", "live");
+        let mut child = host
+            .command()
+            .args([
+                "restore",
+                "/srv/tree",
+                "--force",
+                "--fs",
+                "btrfs",
+                "--mounted",
+            ])
+            .arg(host.fs.top())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        interrupted += usize::from(status.code().is_none());
+        let out = host.imperm(&["restore", "/srv/tree", "--force"]);
+        assert!(
+            out.status.success(),
+            "after {delay_ms} ms: {}",
+            stderr(&out)
+        );
+        let tree = host.fs.tree("@root/srv/tree");
+        assert_eq!(tree.len(), 420, "after {delay_ms} ms: the whole tree");
+        let srv: Vec<String> = fs::read_dir(host.live("/srv"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(srv.iter().all(|n| !n.contains("imperm-restore")), "{srv:?}");
+        let kept = srv
+            .iter()
+            .filter(|n| n.starts_with("tree.imperm-replaced-"))
+            .filter(|n| host.live(&format!("/srv/{n}/live")).exists())
+            .count();
+        assert!(
+            kept >= 1,
+            "after {delay_ms} ms: the live tree was lost: {srv:?}"
+        );
+    }
+    eprintln!("{interrupted} of 11 kills landed inside a restore");
+}
+
+// Item 2: --into persist writes only into a storage of its own, the one that declares the
+// path, never through a symlink.
+
+const TWO_STORAGES: &str = "[persistence.\"/persist\"]\ndirectories = [\"/var/log\"]\n\n\
+                            [persistence.\"/state\"]\ndirectories = [\"/var/lib/app\"]\n";
+
+#[test]
+fn into_persist_uses_the_storage_that_declares_the_path() {
+    let Some(host) = Host::new(
+        "restore_storage",
+        TWO_STORAGES,
+        &["/persist", "/state"],
+        |root| {
+            write(root, "var/lib/app/data", "app");
+            write(root, "var/lib/other/data", "other");
+        },
+    ) else {
+        return;
+    };
+    let out = host.imperm(&[
+        "restore",
+        "/var/lib/app",
+        "--into",
+        "persist",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.fs.read("@state/var/lib/app/data"), "app");
+    assert!(
+        !host.fs.path("@persist/var/lib/app").exists(),
+        "not in /persist"
+    );
+    let v = json(&out);
+    assert_eq!(v["restored"][0]["storage"], "/state");
+    assert!(
+        v["restored"][0]["declared"]
+            .as_str()
+            .unwrap()
+            .contains("imperm.toml"),
+        "{v}"
+    );
+    // Declared already: no entry to add.
+    assert!(
+        !v["entries"].as_str().unwrap().contains("/var/lib/app"),
+        "{v}"
+    );
+
+    let out = host.imperm(&[
+        "restore",
+        "/var/lib/other",
+        "--into",
+        "persist",
+        "--color",
+        "never",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.fs.read("@persist/var/lib/other/data"), "other");
+    let text = stdout(&out);
+    assert!(
+        text.contains("into /persist, the default storage: no entry declares /var/lib/other"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "environment.persistence.\"/persist\" = {\n  directories = [\n    \"/var/lib/other\""
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn into_persist_refuses_a_storage_on_the_root() {
+    let Some(mut host) = Host::new("restore_storage_on_root", ONE_STORAGE, &[], |root| {
+        write(root, "var/lib/app/data", "app");
+    }) else {
+        return;
+    };
+    let args = ["restore", "/var/lib/app", "--into", "persist"];
+    assert_refused(&host, &args, "storage /persist does not exist");
+    // A plain directory in the live root: the next reset wipes it.
+    fs::create_dir(host.live("/persist")).unwrap();
+    assert_refused(
+        &host,
+        &args,
+        "storage /persist is not a filesystem of its own: it lies on the root, which the next reset wipes",
+    );
+    // A bind mount of a directory of the root is still the root.
+    fs::create_dir(host.live("/data")).unwrap();
+    let (from, at) = (host.live("/data"), host.live("/persist"));
+    host.bind(&from, &at);
+    assert_refused(
+        &host,
+        &args,
+        "storage /persist is not a filesystem of its own",
+    );
+    assert!(fs::read_dir(host.live("/data")).unwrap().next().is_none());
+}
+
+#[test]
+fn into_persist_refuses_a_symlinked_storage() {
+    let Some(mut host) = Host::new("restore_storage_symlink", ONE_STORAGE, &[], |root| {
+        write(root, "var/lib/app/data", "app");
+    }) else {
+        return;
+    };
+    // A real storage elsewhere, and /persist a symlink to it.
+    host.fs.subvolume("@persist");
+    host.mount_subvolume("@persist", "/elsewhere");
+    std::os::unix::fs::symlink(host.live("/elsewhere"), host.live("/persist")).unwrap();
+    let args = ["restore", "/var/lib/app", "--into", "persist"];
+    assert_refused(
+        &host,
+        &args,
+        "storage /persist is reached through a symlink",
+    );
+    // Relative, and one level up.
+    fs::remove_file(host.live("/persist")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", host.live("/persist")).unwrap();
+    assert_refused(
+        &host,
+        &args,
+        "storage /persist is reached through a symlink",
+    );
+    assert!(host.fs.tree("@persist").is_empty());
+}
+
+// Item 3: special files come back, hard links stay linked, sockets are reported.
+
+#[test]
+fn special_files_come_back_and_sockets_are_reported() {
+    let Some(host) = Host::new("restore_special", ONE_STORAGE, &[], |root| {
+        let dir = root.join("var/lib/special");
+        fs::create_dir_all(&dir).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o640),
+            0,
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("null"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("loop"),
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o660),
+            rustix::fs::makedev(7, 200),
+        )
+        .unwrap();
+        drop(std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap());
+        fs::write(dir.join("a"), "linked").unwrap();
+        fs::hard_link(dir.join("a"), dir.join("b")).unwrap();
+        fs::create_dir(dir.join("sub")).unwrap();
+        fs::hard_link(dir.join("a"), dir.join("sub/c")).unwrap();
+        for (name, uid, gid, mode) in [
+            ("fifo", 1000, 100, 0o640),
+            ("null", 0, 5, 0o620),
+            ("loop", 0, 6, 0o660),
+            ("a", 70, 70, 0o600),
+        ] {
+            std::os::unix::fs::chown(dir.join(name), Some(uid), Some(gid)).unwrap();
+            fs::set_permissions(dir.join(name), fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }) else {
+        return;
+    };
+    let snap_dir = host.fs.path(&format!("@snapshots/{SNAP}/var/lib/special"));
+    let out = host.imperm(&["restore", "/var/lib/special", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a socket is a finding: {}",
+        stderr(&out)
+    );
+    let v = json(&out);
+    assert_eq!(v["not_restored"][0]["path"], "/var/lib/special/sock", "{v}");
+    assert!(
+        v["not_restored"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("socket")
+    );
+    assert_eq!(v["not_restored"].as_array().unwrap().len(), 1);
+    // fifo, null, loop, a, b, sub/c: what really came back.
+    assert_eq!(v["restored"][0]["files"], 6, "{v}");
+
+    let dir = host.live("/var/lib/special");
+    for name in ["fifo", "null", "loop", "a", "b", "sub/c"] {
+        let (got, want) = (
+            fs::symlink_metadata(dir.join(name)).unwrap(),
+            fs::symlink_metadata(snap_dir.join(name)).unwrap(),
+        );
+        assert_eq!(
+            (
+                got.mode(),
+                got.uid(),
+                got.gid(),
+                got.rdev(),
+                got.mtime(),
+                got.mtime_nsec()
+            ),
+            (
+                want.mode(),
+                want.uid(),
+                want.gid(),
+                want.rdev(),
+                want.mtime(),
+                want.mtime_nsec()
+            ),
+            "{name}"
+        );
+    }
+    assert!(
+        fs::symlink_metadata(dir.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert!(
+        fs::symlink_metadata(dir.join("null"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(
+        fs::symlink_metadata(dir.join("loop"))
+            .unwrap()
+            .file_type()
+            .is_block_device()
+    );
+    assert_eq!(
+        fs::symlink_metadata(dir.join("null")).unwrap().rdev(),
+        rustix::fs::makedev(1, 3)
+    );
+    let a = fs::metadata(dir.join("a")).unwrap();
+    assert_eq!(a.nlink(), 3, "one inode, three names");
+    assert_eq!(fs::metadata(dir.join("b")).unwrap().ino(), a.ino());
+    assert_eq!(fs::metadata(dir.join("sub/c")).unwrap().ino(), a.ino());
+    assert!(!dir.join("sock").exists());
+
+    // The human form says it too.
+    fs::remove_dir_all(&dir).unwrap();
+    let out = host.imperm(&["restore", "/var/lib/special", "--color", "never"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("(6 files, "), "{text}");
+    assert!(
+        text.contains("not restored: /var/lib/special/sock: a socket"),
+        "{text}"
+    );
+
+    // A socket given by itself: reported, not "restored", no entry, nothing written.
+    fs::remove_dir_all(&dir).unwrap();
+    let before = host.state();
+    let out = host.imperm(&["restore", "/var/lib/special/sock", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["restored"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["not_restored"][0]["path"], "/var/lib/special/sock");
+    assert_eq!(v["entries"], "");
+    assert_eq!(host.state(), before);
+}
+
+// Neighbours.
+
+/// File capabilities survive (chown drops them, so it must come before the xattrs), and so
+/// do set-id bits; a default ACL on the target's directory adds no ACL the snapshot lacks.
+#[test]
+fn capabilities_and_set_id_bits_are_kept_and_no_acl_is_inherited() {
+    let Some(host) = Host::new("restore_caps", ONE_STORAGE, &[], |root| {
+        write(root, "usr/local/bin/ping", "binary");
+        let ping = root.join("usr/local/bin/ping");
+        common::check(Command::new("setcap").arg("cap_net_raw+ep").arg(&ping));
+        write(root, "usr/local/bin/su", "binary");
+        fs::set_permissions(
+            root.join("usr/local/bin/su"),
+            fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+    }) else {
+        return;
+    };
+    // user::rwx user:1000:rwx group::r-x mask::rwx other::r-x, as the kernel stores it.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 7u16, u32::MAX),
+        (2, 7, 1000),
+        (4, 5, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    fs::create_dir_all(host.live("/usr/local")).unwrap();
+    rustix::fs::setxattr(
+        host.live("/usr/local"),
+        "system.posix_acl_default",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let out = host.imperm(&["restore", "/usr/local/bin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for path in ["/usr/local/bin", "/usr/local/bin/su"] {
+        let mut names = [0u8; 256];
+        let n = rustix::fs::listxattr(host.live(path), &mut names[..]).unwrap();
+        let names = String::from_utf8_lossy(&names[..n]);
+        assert!(!names.contains("posix_acl"), "{path}: {names:?}");
+    }
+    let caps = common::check(Command::new("getcap").arg(host.live("/usr/local/bin/ping")));
+    assert!(caps.contains("cap_net_raw=ep"), "{caps:?}");
+    let su = fs::metadata(host.live("/usr/local/bin/su")).unwrap();
+    assert_eq!(su.mode() & 0o7777, 0o4755);
+}
+
+/// Into a storage on another filesystem, where no extent can be shared with the snapshot.
+#[test]
+fn sparse_files_stay_sparse() {
+    let Some(mut host) = Host::new("restore_sparse", ONE_STORAGE, &[], |root| {
+        fs::create_dir_all(root.join("var/lib/vm")).unwrap();
+        let f = fs::File::create(root.join("var/lib/vm/disk.img")).unwrap();
+        f.set_len(256 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"boot sector", 128 << 20).unwrap();
+    }) else {
+        return;
+    };
+    host.mount_tmpfs("/persist");
+    let out = host.imperm(&["restore", "/var/lib/vm", "--into", "persist"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = host.live("/persist/var/lib/vm/disk.img");
+    let m = fs::metadata(&img).unwrap();
+    assert_eq!(m.len(), 256 << 20);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "{} bytes allocated",
+        m.blocks() * 512
+    );
+    let mut buf = [0u8; 11];
+    std::os::unix::fs::FileExt::read_exact_at(&fs::File::open(&img).unwrap(), &mut buf, 128 << 20)
+        .unwrap();
+    assert_eq!(&buf, b"boot sector");
+}
+
+#[test]
+fn odd_names_are_restored_exactly_and_reported_losslessly() {
+    let latin1 = OsStr::from_bytes(b"caf\xe9");
+    let Some(host) = Host::new("restore_odd_names", ONE_STORAGE, &[], |root| {
+        let dir = root.join("srv/odd");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(latin1), "latin1").unwrap();
+        fs::write(dir.join("new\nline"), "newline").unwrap();
+    }) else {
+        return;
+    };
+    let mut path = b"/srv/odd/".to_vec();
+    path.extend_from_slice(latin1.as_bytes());
+    let path = OsStr::from_bytes(&path);
+    let out = host.imperm_os(&[
+        OsStr::new("restore"),
+        path,
+        OsStr::new("/srv/odd/new\nline"),
+        OsStr::new("--format"),
+        OsStr::new("json"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    // A name that is not UTF-8 is its bytes, as journalctl writes such fields.
+    let bytes: Vec<u8> = v["restored"][0]["path"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(bytes, path.as_bytes());
+    assert_eq!(v["restored"][1]["path"], "/srv/odd/new\nline");
+    assert_eq!(
+        fs::read_to_string(host.live("/srv/odd").join(latin1)).unwrap(),
+        "latin1"
+    );
+    assert_eq!(
+        fs::read_to_string(host.live("/srv/odd/new\nline")).unwrap(),
+        "newline"
+    );
+    // The Nix entry names the newline path exactly and leaves the other out, saying so.
+    let entries = v["entries"].as_str().unwrap();
+    assert!(entries.contains("\"/srv/odd/new\\nline\""), "{entries}");
+    assert!(!entries.contains('\u{fffd}'), "{entries}");
+    assert!(
+        entries.contains("/srv/odd/caf\\xe9 is not UTF-8"),
+        "{entries}"
+    );
+
+    // Human output: one line per restored path, the odd bytes escaped.
+    fs::remove_dir_all(host.live("/srv/odd")).unwrap();
+    let out = host.imperm(&["restore", "/srv/odd", "--color", "never"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(host.live("/srv/odd").join(latin1)).unwrap(),
+        "latin1"
+    );
+    assert_eq!(
+        fs::read_to_string(host.live("/srv/odd/new\nline")).unwrap(),
+        "newline"
+    );
+}
+
+#[test]
+fn the_same_path_twice_or_inside_another_is_restored_once() {
+    let Some(host) = Host::new("restore_overlap", ONE_STORAGE, &[], |root| {
+        write(root, "srv/data/x/file", "x");
+        write(root, "srv/data/y", "y");
+        write(root, "etc/app.conf", "old");
+    }) else {
+        return;
+    };
+    let out = host.imperm(&[
+        "restore",
+        "/srv/data/x",
+        "/srv/data",
+        "/etc/app.conf",
+        "/etc//app.conf/",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let paths: Vec<&str> = v["restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/srv/data", "/etc/app.conf"]);
+    assert!(
+        stderr(&out).contains("/srv/data/x is restored with /srv/data"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(host.fs.read("@root/srv/data/x/file"), "x");
+    assert_eq!(host.fs.read("@root/etc/app.conf"), "old");
+}
+
+/// More paths than one batch (copied, flushed, then renamed): every one restored, none
+/// left half-done.
+#[test]
+fn many_paths_in_one_run_are_all_restored() {
+    let Some(host) = Host::new("restore_many", ONE_STORAGE, &[], |root| {
+        for i in 0..150 {
+            write(root, &format!("srv/many/f{i}"), &format!("{i}"));
+        }
+    }) else {
+        return;
+    };
+    fs::create_dir_all(host.live("/srv/many")).unwrap();
+    write(&host.live("/"), "srv/many/f7", "live");
+    let paths: Vec<String> = (0..150).map(|i| format!("/srv/many/f{i}")).collect();
+    let mut args = vec!["restore", "--force", "--format", "json"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = host.imperm(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["restored"].as_array().unwrap().len(), 150);
+    for i in 0..150 {
+        assert_eq!(host.fs.read(&format!("@root/srv/many/f{i}")), i.to_string());
+    }
+    assert_eq!(
+        host.fs
+            .read(&format!("@root/srv/many/f7.imperm-replaced-{SNAP}")),
+        "live"
+    );
+    assert_eq!(fs::read_dir(host.live("/srv/many")).unwrap().count(), 151);
+}
+
+#[test]
+fn restore_refusals_write_nothing() {
+    let Some(mut host) = Host::new("restore_refusals", ONE_STORAGE, &["/persist"], |root| {
+        write(root, "etc/ok.conf", "ok");
+        write(root, "var/lib/app/data", "data");
+        write(root, "etc/app/conf", "conf");
+        write(root, "srv/mnt/data", "data");
+        std::os::unix::fs::symlink("/", root.join("var/lib/escape")).unwrap();
+    }) else {
+        return;
+    };
+    write(&host.live("/"), "etc/ok.conf", "already here");
+    write(
+        &host.live("/"),
+        "etc/app",
+        "a file where the snapshot has a directory",
+    );
+    std::os::unix::fs::symlink("/tmp", host.fs.path("@persist/var")).unwrap();
+    fs::create_dir_all(host.live("/srv/mnt")).unwrap();
+    fs::create_dir_all(host.live("/srv/other")).unwrap();
+    let (from, at) = (host.live("/srv/other"), host.live("/srv/mnt"));
+    host.bind(&from, &at);
+    // The live root's mount table, as /proc/self/mountinfo shows it on the host.
+    write(
+        &host.live("/"),
+        "proc/self/mountinfo",
+        "1 0 0:30 / / rw,noatime shared:1 - btrfs /dev/vda rw\n\
+         2 1 0:30 /srv/other /srv/mnt rw,noatime shared:1 - btrfs /dev/vda rw\n",
+    );
+
+    let cases: &[(&[&str], &str)] = &[
+        (&["restore", "/etc/../etc/ok.conf"], "contains `..`"),
+        (&["restore", "etc/ok.conf"], "is not an absolute path"),
+        (&["restore", "/"], "is the root directory itself"),
+        (
+            &["restore", "/var/lib/escape/etc/passwd"],
+            "is reached through a symlink in snapshot",
+        ),
+        (&["restore", "/etc/ok.conf"], "exists; pass --force"),
+        (
+            &["restore", "/etc/nope"],
+            "is not in snapshot 20260115T063000Z",
+        ),
+        (
+            &["restore", "/etc/ok.conf", "--from", "20990101T000000Z"],
+            "no snapshot \"20990101T000000Z\"",
+        ),
+        (
+            &["restore", "/var/lib/app", "--into", "persist"],
+            "a symlink stands in the way",
+        ),
+        (
+            &["restore", "/etc/app/conf"],
+            "/etc/app is not a directory, so /etc/app/conf cannot be restored below it",
+        ),
+        (
+            &["restore", "/etc/app/conf", "--force"],
+            "/etc/app is not a directory, so /etc/app/conf cannot be restored below it",
+        ),
+        (
+            &["restore", "/srv/mnt", "--force"],
+            "/srv/mnt is a mount point",
+        ),
+        (
+            &["restore", "/srv", "--force"],
+            "/srv holds mount points (/srv/mnt), which moving it aside would carry along",
+        ),
+        // One bad path among good ones: nothing of the good ones is written either.
+        (
+            &["restore", "/var/lib/app", "/etc/ok.conf"],
+            "exists; pass --force",
+        ),
+    ];
+    for (args, want) in cases {
+        assert_refused(&host, args, want);
+        let err = stderr(&host.imperm(args));
+        assert!(err.contains("nothing was written"), "{args:?}: {err}");
+    }
+}
