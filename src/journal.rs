@@ -453,6 +453,7 @@ impl Findings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn field(json: &str) -> Field {
         serde_json::from_str(json).unwrap()
@@ -613,5 +614,58 @@ mod tests {
             serde_json::from_str(r#"{"_SYSTEMD_UNIT":"init.scope","SYSLOG_IDENTIFIER":"kernel"}"#)
                 .unwrap();
         assert_eq!(e.unit(), Some("kernel"));
+    }
+
+    const FIXTURE: &str = concat!(
+        include_str!("../tests/fixtures/journal/field-shapes.json"),
+        include_str!("../tests/fixtures/journal/postgresql.json"),
+    );
+
+    /// Whatever the bytes: every line is counted, none ends the run, and what is kept to
+    /// show is bounded.
+    fn reads_every_line(input: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        let found = scan(std::io::Cursor::new(input)).unwrap();
+        let newlines = input.iter().filter(|&&b| b == b'\n').count() as u64;
+        let unterminated = u64::from(!input.is_empty() && !input.ends_with(b"\n"));
+        proptest::prop_assert_eq!(found.lines, newlines + unterminated);
+        proptest::prop_assert!(found.bad_lines <= found.lines);
+        proptest::prop_assert!(found.bad_line_numbers.len() <= BAD_LINES_LISTED);
+        proptest::prop_assert!(found.bad_line_numbers.windows(2).all(|w| w[0] < w[1]));
+        for f in found.paths.values() {
+            proptest::prop_assert!(f.message.chars().count() <= MESSAGE_CHARS + 1);
+            proptest::prop_assert!(f.path.is_absolute());
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_stop_the_scan(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            reads_every_line(&bytes)?;
+        }
+
+        #[test]
+        fn mutations_of_real_lines_never_stop_the_scan(edits in crate::config::mutate::edits()) {
+            reads_every_line(&crate::config::mutate::apply(FIXTURE.as_bytes(), &edits))?;
+        }
+
+        /// A path named in a failure is found whatever surrounds it, quoted or bare, and
+        /// whatever lines (garbage included) come before it.
+        #[test]
+        fn a_named_path_is_found(
+            dir in "[a-z]{1,8}( [a-z]{1,8})?",
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            quote in proptest::sample::select(vec!["\"", "'", ""]),
+        ) {
+            let path = format!("/var/lib/{dir}");
+            let quote = if dir.contains(' ') && quote.is_empty() { "\"" } else { quote };
+            let message = format!("open {quote}{path}{quote}: No such file or directory");
+            let line = serde_json::json!({"MESSAGE": message, "_SYSTEMD_UNIT": "x.service"});
+            let mut input: Vec<u8> = garbage.iter().map(|&b| if b == b'\n' { b' ' } else { b }).collect();
+            input.push(b'\n');
+            input.extend_from_slice(line.to_string().as_bytes());
+            let found = scan(std::io::Cursor::new(input)).unwrap();
+            proptest::prop_assert!(found.paths.contains_key(Path::new(&path)), "{:?}", found.paths.keys());
+        }
     }
 }

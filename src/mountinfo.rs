@@ -395,4 +395,68 @@ mod tests {
         assert!(mounts.iter().any(|m| m.mount_point == Path::new("/")));
         assert!(mounts.iter().any(|m| m.fs_type == "proc"));
     }
+
+    /// The kernel's escaping (`show_mountinfo`'s `mangle`): space, tab, newline and
+    /// backslash as three octal digits.
+    fn mangle(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\\') {
+                out.extend_from_slice(format!("\\{b:03o}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            if let Ok(mounts) = parse(&bytes) {
+                for m in mounts {
+                    proptest::prop_assert!(m.mount_point.is_absolute());
+                }
+            }
+        }
+
+        #[test]
+        fn mutations_of_a_real_table_never_panic(edits in crate::config::mutate::edits()) {
+            let text = crate::config::mutate::apply(BTRFS_HOST.as_bytes(), &edits);
+            match parse(&text) {
+                Ok(mounts) => {
+                    let table = MountTable { file: PathBuf::new(), mounts };
+                    table.bind_mounts_from(Path::new("/persist"));
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().contains('\n')),
+            }
+        }
+
+        /// Any name the kernel can print comes back byte for byte.
+        #[test]
+        fn any_mount_point_round_trips(
+            names in proptest::collection::vec(
+                proptest::collection::vec(1u8..=255, 1..20),
+                1..4,
+            )
+        ) {
+            use std::os::unix::ffi::OsStrExt;
+            let mut point = Vec::new();
+            for name in &names {
+                point.push(b'/');
+                // No NUL can be in a name (the range excludes it), and no `/` either.
+                point.extend(name.iter().map(|&b| if b == b'/' { b'_' } else { b }));
+            }
+            let mut line = b"40 22 0:30 /@persist".to_vec();
+            line.extend_from_slice(&mangle(&point));
+            line.push(b' ');
+            line.extend_from_slice(&mangle(&point));
+            line.extend_from_slice(b" rw,relatime shared:3 - btrfs /dev/vda2 rw\n");
+            let mounts = parse(&line).unwrap();
+            proptest::prop_assert_eq!(mounts[0].mount_point.as_os_str().as_bytes(), &point[..]);
+            let mut root = b"/@persist".to_vec();
+            root.extend_from_slice(&point);
+            proptest::prop_assert_eq!(mounts[0].root.as_os_str().as_bytes(), &root[..]);
+        }
+    }
 }

@@ -19,7 +19,7 @@ impl ConfigError {
             file: file.to_path_buf(),
             line_col: None,
             key: None,
-            what: one_line(&what.into()),
+            what: shortened(&one_line(&what.into())),
         }
     }
 
@@ -108,6 +108,20 @@ impl<'a> LineIndex<'a> {
     }
 }
 
+/// A parser's message echoes what it refused (an unknown key, a bad value), however long
+/// that is; the middle of a long message goes, keeping what was wrong and what was
+/// expected.
+fn shortened(what: &str) -> String {
+    const KEEP: usize = 200;
+    let chars = what.chars().count();
+    if chars <= 2 * KEEP + 20 {
+        return what.to_string();
+    }
+    let head: String = what.chars().take(KEEP).collect();
+    let tail: String = what.chars().skip(chars - KEEP).collect();
+    format!("{head} … {tail}")
+}
+
 /// Messages from parsers sometimes span lines; a one-line cause is part of the contract.
 pub fn one_line(s: &str) -> String {
     s.split('\n')
@@ -150,6 +164,19 @@ mod tests {
             let col = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
             proptest::prop_assert_eq!(LineIndex::new(&text).line_col(offset), (line, col));
         }
+    }
+
+    #[test]
+    fn long_messages_lose_their_middle() {
+        let what = format!(
+            "unknown field `{}`, expected one of `type`",
+            "0".repeat(5000)
+        );
+        let e = ConfigError::new(Path::new("c.toml"), what);
+        assert_eq!(e.what.chars().count(), 403);
+        assert!(e.what.starts_with("unknown field `000"));
+        assert!(e.what.ends_with("000`, expected one of `type`"));
+        assert!(e.what.contains(" … "));
     }
 
     #[test]

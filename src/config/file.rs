@@ -536,6 +536,7 @@ pub fn toml_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{TestCaseError, prop_assert, prop_assert_eq};
 
     fn parse_ok(text: &str) -> FileConfig {
         parse(Path::new("c.toml"), text).unwrap()
@@ -545,10 +546,8 @@ mod tests {
         parse(Path::new("c.toml"), text).unwrap_err().to_string()
     }
 
-    #[test]
-    fn a_full_configuration_loads() {
-        let cfg = parse_ok(
-            r#"
+    /// Every section and every way of writing an entry.
+    const FULL: &str = r#"
 [filesystem]
 type = "btrfs"
 device = "/dev/disk/by-label/nixos"
@@ -576,8 +575,11 @@ timezone = "Europe/Berlin"
 
 [check]
 ignore = ["/var/lib/foo/**", "**/*.tmp"]
-"#,
-        );
+"#;
+
+    #[test]
+    fn a_full_configuration_loads() {
+        let cfg = parse_ok(FULL);
         let fs = cfg.filesystem.unwrap();
         assert_eq!(fs.fs_type, FsType::Btrfs);
         assert_eq!(fs.root_subvolume, PathBuf::from("@root"));
@@ -893,5 +895,44 @@ ignore = ["/var/lib/foo/**", "**/*.tmp"]
         assert_eq!(toml_key("josh"), "josh");
         assert_eq!(toml_key("/persist"), "\"/persist\"");
         assert_eq!(toml_key("a.b"), "\"a.b\"");
+    }
+
+    /// What any input must come to: a configuration whose paths are all usable, or one
+    /// line that names the file and a place in it.
+    fn parses_or_names_the_place(text: &str) -> Result<(), TestCaseError> {
+        match parse(Path::new("c.toml"), text) {
+            Ok(cfg) => {
+                for e in cfg.persistence.unwrap_or_default() {
+                    let raw = e.path.to_str().expect("configured paths are UTF-8");
+                    prop_assert_eq!(crate::paths::normalize_absolute(raw), Ok(e.path.clone()));
+                    prop_assert!(raw.len() <= crate::paths::MAX_PATH_BYTES);
+                }
+            }
+            Err(e) => {
+                let line = e.to_string();
+                prop_assert!(!line.contains('\n'), "{}", line);
+                prop_assert!(line.starts_with("c.toml"), "{}", line);
+                prop_assert!(line.len() < 1500, "{}", line);
+                prop_assert!(
+                    e.key.is_some() || e.line_col.is_some(),
+                    "no place: {}",
+                    line
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            parses_or_names_the_place(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn mutations_of_a_valid_file_parse_or_name_the_place(edits in crate::config::mutate::edits()) {
+            let text = crate::config::mutate::apply(FULL.as_bytes(), &edits);
+            parses_or_names_the_place(&String::from_utf8_lossy(&text))?;
+        }
     }
 }

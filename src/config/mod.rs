@@ -14,6 +14,8 @@
 mod declared;
 mod error;
 mod file;
+#[cfg(test)]
+pub(crate) mod mutate;
 mod nix_json;
 
 use std::fs;

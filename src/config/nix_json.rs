@@ -430,4 +430,53 @@ mod tests {
             );
         }
     }
+
+    /// An evaluated module's output with users, modes and unknown attributes.
+    const VALID: &str = r#"{"/persist": {"enable": true, "hideMounts": true, "newOption": 1,
+        "directories": ["/var/log", {"directory": "/var/lib/private", "mode": "0700", "user": "root"}],
+        "files": ["/etc/machine-id", {"file": "/etc/nix/id", "parentDirectory": {"mode": "0700"}}],
+        "users": {"josh": {"home": "/home/josh", "directories": [".ssh"], "files": [".x"]}}},
+      "/state": {"persistentStoragePath": "/state", "directories": ["/srv"]}}"#;
+
+    fn parses_or_names_the_place(text: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        match parse(Path::new("p.json"), text) {
+            Ok((entries, warnings)) => {
+                for e in entries {
+                    let raw = e.path.to_str().expect("configured paths are UTF-8");
+                    proptest::prop_assert_eq!(
+                        crate::paths::normalize_absolute(raw),
+                        Ok(e.path.clone())
+                    );
+                }
+                for w in warnings {
+                    proptest::prop_assert!(!w.contains('\n') && w.starts_with("p.json"), "{}", w);
+                }
+            }
+            Err(e) => {
+                let line = e.to_string();
+                proptest::prop_assert!(!line.contains('\n'), "{}", line);
+                proptest::prop_assert!(line.starts_with("p.json"), "{}", line);
+                proptest::prop_assert!(line.len() < 1500, "{}", line);
+                proptest::prop_assert!(
+                    e.key.is_some() || e.line_col.is_some(),
+                    "no place: {}",
+                    line
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            parses_or_names_the_place(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn mutations_of_valid_json_parse_or_name_the_place(edits in crate::config::mutate::edits()) {
+            let text = crate::config::mutate::apply(VALID.as_bytes(), &edits);
+            parses_or_names_the_place(&String::from_utf8_lossy(&text))?;
+        }
+    }
 }
