@@ -250,7 +250,8 @@ enum Lookup {
 /// The old root to look paths up in: `--against`, else the newest snapshot. Only the
 /// default may fall back to a note; a snapshot the user named must be there.
 fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, PathBuf), Lookup> {
-    // A refusal names the snapshot it is about; the lookup's own "no snapshot …" does.
+    // A refusal names the snapshot it is about (the lookup's own "no snapshot …" below
+    // already does, so that one is passed on as it is).
     let fail = |e: Error| match &args.against {
         Some(name) => Lookup::Refused(Error::Usage(format!(
             "--against {}: {e}",
