@@ -332,6 +332,12 @@ pub struct Findings {
     pub bad_line_numbers: Vec<u64>,
     /// How many of the bad lines were skipped for their length alone.
     pub too_long_lines: u64,
+    /// Paths named in messages that are not UTF-8 (journalctl's byte arrays, read
+    /// lossily): they cannot be named exactly, and a lossy name is a path that does not
+    /// exist, so they are counted instead of listed.
+    pub unnamed_paths: u64,
+    /// The units whose messages named them.
+    pub unnamed_path_units: BTreeSet<String>,
 }
 
 /// Whether a message says its unit failed as a whole.
@@ -437,6 +443,11 @@ impl Findings {
                 continue;
             };
             for path in paths_in(message) {
+                if path.to_string_lossy().contains(char::REPLACEMENT_CHARACTER) {
+                    self.unnamed_paths += 1;
+                    self.unnamed_path_units.insert(unit.to_string());
+                    continue;
+                }
                 let f = self.paths.entry(path.clone()).or_insert_with(|| Finding {
                     path,
                     message: cut(message, MESSAGE_CHARS),

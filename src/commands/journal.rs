@@ -49,6 +49,9 @@ struct JournalReport {
     bad_lines: u64,
     bad_line_numbers: Vec<u64>,
     too_long_lines: u64,
+    /// Paths in messages that are not UTF-8, which cannot be named exactly.
+    unnamed_paths: u64,
+    unnamed_path_units: BTreeSet<String>,
     /// The old-root snapshot paths were looked up in.
     snapshot: Option<String>,
     /// Why no snapshot was looked at.
@@ -120,6 +123,8 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         bad_lines: found.bad_lines,
         bad_line_numbers: found.bad_line_numbers,
         too_long_lines: found.too_long_lines,
+        unnamed_paths: found.unnamed_paths,
+        unnamed_path_units: found.unnamed_path_units,
         snapshot,
         snapshot_note,
         failed_units: found.failed_units.into_values().collect(),
@@ -134,7 +139,8 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         .suggestions
         .iter()
         .any(|s| matches!(s.verdict, Verdict::Persist | Verdict::Review))
-        || !report.failed_units.is_empty();
+        || !report.failed_units.is_empty()
+        || report.unnamed_paths > 0;
     Ok(if findings {
         ExitStatus::Findings
     } else {
@@ -447,6 +453,24 @@ impl Report for JournalReport {
                 },
                 if self.bad_lines == 1 { "was" } else { "were" },
                 line_numbers(&self.bad_line_numbers, self.bad_lines),
+                s.problem
+            )?;
+        }
+        if self.unnamed_paths > 0 {
+            writeln!(
+                out,
+                "{}{} in messages of {} that are not UTF-8 cannot be named exactly and {} not listed (see `journalctl -u UNIT`){:#}",
+                s.problem,
+                count(self.unnamed_paths as usize, "path", "paths"),
+                escaped(
+                    &self
+                        .unnamed_path_units
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                if self.unnamed_paths == 1 { "is" } else { "are" },
                 s.problem
             )?;
         }
