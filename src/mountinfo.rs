@@ -178,6 +178,8 @@ impl MountTable {
         };
         let storage_in_fs = holder.root.join(inside);
         let mut found: Vec<BindMount> = Vec::new();
+        // Targets already found: a set, so that thousands of bind mounts stay linear.
+        let mut targets = std::collections::HashSet::new();
         for mount in &self.mounts {
             if mount.device != holder.device
                 || std::ptr::eq(mount, holder)
@@ -192,7 +194,7 @@ impl MountTable {
                 // The whole storage mounted elsewhere is a second view of it, not an entry.
                 continue;
             }
-            if found.iter().any(|b| b.target == mount.mount_point) {
+            if !targets.insert(&mount.mount_point) {
                 continue;
             }
             found.push(BindMount {
@@ -323,6 +325,26 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", &fifo).unwrap();
         let err = read(dir.path()).unwrap_err();
         assert!(err.to_string().contains("is a device"), "{err}");
+    }
+
+    #[test]
+    fn many_bind_mounts_are_found_in_linear_time() {
+        let mut text = String::from(
+            "1 0 0:30 /@root / rw - btrfs /dev/vda2 rw\n2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n",
+        );
+        for i in 0..20_000 {
+            text.push_str(&format!(
+                "{} 1 0:30 /@persist/srv/d{i} /srv/d{i} rw - btrfs /dev/vda2 rw\n",
+                i + 3
+            ));
+        }
+        let table = MountTable {
+            file: PathBuf::new(),
+            mounts: parse(&text).unwrap(),
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(table.bind_mounts_from(Path::new("/persist")).len(), 20_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
