@@ -404,6 +404,25 @@ fn control_characters_in_messages_are_shown_escaped() {
 }
 
 #[test]
+fn two_inputs_on_standard_input_are_refused() {
+    let (dir, _) = host();
+    for flag in ["--config", "--persistence-json"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(dir.path())
+            .args([flag, "-", "journal", "--file", "-"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("imperm: --file - and {flag} - cannot both read standard input\n")
+        );
+    }
+}
+
+#[test]
 fn previous_and_file_together_are_refused() {
     let out = journal(
         &[

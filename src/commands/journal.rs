@@ -73,12 +73,18 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
             "--previous asks journalctl for the previous boot; with --file, export that boot instead (journalctl -b -1 -o json)".into(),
         ));
     }
-    if args.file.as_deref() == Some(Path::new("-"))
-        && global.persistence_json.as_deref() == Some(Path::new("-"))
-    {
-        return Err(Error::Usage(
-            "--file - and --persistence-json - cannot both read standard input".into(),
-        ));
+    let stdin = Some(Path::new("-"));
+    if args.file.as_deref() == stdin {
+        for (flag, given) in [
+            ("--config", &global.config),
+            ("--persistence-json", &global.persistence_json),
+        ] {
+            if given.as_deref() == stdin {
+                return Err(Error::Usage(format!(
+                    "--file - and {flag} - cannot both read standard input"
+                )));
+            }
+        }
     }
     let config = super::load_config(global)?;
     // The old root first: an --against that cannot be used stops the run before the
