@@ -31,7 +31,7 @@ pub struct GlobalArgs {
     pub config: Option<PathBuf>,
 
     /// Persisted set from `nix eval --json .#nixosConfigurations.HOST.config.environment.persistence`
-    /// output; replaces the configuration file's [persistence]
+    /// output ("-" for stdin); replaces the configuration file's [persistence]
     #[arg(long, global = true, value_name = "FILE")]
     pub persistence_json: Option<PathBuf>,
 

@@ -160,32 +160,52 @@ pub enum Cause {
 
 /// Whether a message reports a failure, and of which kind.
 pub fn cause(message: &str, errno: Option<&str>) -> Option<Cause> {
-    let lower = message.to_ascii_lowercase();
-    if errno == Some("2")
-        || lower.contains("no such file")
-        || lower.contains("does not exist")
-        || lower.contains("enoent")
-    {
+    // Searched in place rather than in a lowercased copy: a message can be megabytes.
+    let has = |word: &str| contains_ignore_case(message, word);
+    if errno == Some("2") || has("no such file") || has("does not exist") || has("enoent") {
         return Some(Cause::Missing);
     }
-    if errno == Some("13") || lower.contains("permission denied") || lower.contains("eacces") {
+    if errno == Some("13") || has("permission denied") || has("eacces") {
         return Some(Cause::PermissionDenied);
     }
     FAILURE_WORDS
         .iter()
-        .any(|w| lower.contains(w))
+        .any(|w| has(w))
         .then_some(Cause::Failed)
 }
 
-/// The absolute paths a message names. Paths may be quoted (`"…"`, `'…'`, `` `…' ``) or bare,
-/// and end at white space, a quote, a comma, a colon followed by a space, or a bracket;
-/// trailing dots and colons are not part of them.
+/// Whether `haystack` contains the lowercase ASCII `needle`, ignoring ASCII case.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    let Some(&first) = n.first() else {
+        return true;
+    };
+    h.len() >= n.len()
+        && (0..=h.len() - n.len()).any(|i| {
+            h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n)
+        })
+}
+
+/// The absolute paths a message names. A path in double quotes (systemd's `"…"`, Go's
+/// `%q`, which escapes `"` and `\` with a backslash) or single quotes (`'…'`, `` `…' ``)
+/// runs to its closing quote, spaces and all; a bare path ends at white space, a control
+/// character, a quote, a comma, a colon followed by a space, or a bracket, and trailing dots
+/// and colons are not part of it.
 pub fn paths_in(message: &str) -> Vec<PathBuf> {
     let bytes = message.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        let starts = bytes[i] == b'/'
+        let b = bytes[i];
+        if matches!(b, b'"' | b'\'' | b'`') && bytes.get(i + 1) == Some(&b'/') {
+            let close = if b == b'`' { b'\'' } else { b };
+            if let Some((raw, end)) = quoted(message, i + 1, close) {
+                keep(&mut out, &raw);
+                i = end + 1;
+                continue;
+            }
+        }
+        let starts = b == b'/'
             && (i == 0
                 || matches!(
                     bytes[i - 1],
@@ -198,33 +218,85 @@ pub fn paths_in(message: &str) -> Vec<PathBuf> {
         let start = i;
         while i < bytes.len() {
             let b = bytes[i];
-            let ends = matches!(
-                b,
-                b' ' | b'\t' | b'"' | b'\'' | b'`' | b',' | b')' | b']' | b'>' | b';'
-            ) || (b == b':' && bytes.get(i + 1).is_none_or(|n| *n == b' '));
+            let ends = b.is_ascii_control()
+                || matches!(
+                    b,
+                    b' ' | b'"' | b'\'' | b'`' | b',' | b')' | b']' | b'>' | b';'
+                )
+                || (b == b':' && bytes.get(i + 1).is_none_or(|n| *n == b' '));
             if ends {
                 break;
             }
             i += 1;
         }
-        let raw = message[start..i].trim_end_matches(['.', ':']);
-        // systemd names paths in a unit's mount namespace under its staging root.
-        let raw = raw
-            .strip_prefix(UNIT_ROOT)
-            .filter(|r| r.starts_with('/'))
-            .unwrap_or(raw);
-        if raw.len() > 1 && !raw.contains("//") {
-            if let Ok(path) = crate::paths::normalize_absolute(raw) {
-                if !NOT_STATE.iter().any(|n| path.starts_with(n)) {
-                    out.push(path);
-                }
-            }
-        }
+        keep(&mut out, message[start..i].trim_end_matches(['.', ':']));
     }
     out.sort();
     out.dedup();
     out
 }
+
+/// The quoted text from `start` to the closing `close`, with `\"` and `\\` undone inside
+/// double quotes, and the closing quote's index. `None` when the quote is not closed on
+/// this line (then the path is read as a bare one).
+fn quoted(message: &str, start: usize, close: u8) -> Option<(String, usize)> {
+    let bytes = message.as_bytes();
+    let mut out = String::new();
+    let mut run = start;
+    let mut i = start;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if close == b'"' && matches!(bytes.get(i + 1), Some(b'"' | b'\\')) => {
+                out.push_str(&message[run..i]);
+                out.push(char::from(bytes[i + 1]));
+                i += 2;
+                run = i;
+            }
+            b if b == close => {
+                out.push_str(&message[run..i]);
+                return Some((out, i));
+            }
+            b if b.is_ascii_control() => return None,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Adds a path a message named, unless it is not state.
+fn keep(out: &mut Vec<PathBuf>, raw: &str) {
+    // systemd names paths in a unit's mount namespace under its staging root.
+    let raw = raw
+        .strip_prefix(UNIT_ROOT)
+        .filter(|r| r.starts_with('/'))
+        .unwrap_or(raw);
+    if raw.len() > 1 && !raw.contains("//") {
+        if let Ok(path) = crate::paths::normalize_absolute(raw) {
+            if !NOT_STATE.iter().any(|n| path.starts_with(n)) {
+                out.push(path);
+            }
+        }
+    }
+}
+
+/// How much of a message is kept to show: enough to recognise it, not a 50 MB blob.
+pub const MESSAGE_CHARS: usize = 500;
+
+/// `text` cut to `max` characters (on a character boundary) with an ellipsis.
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => format!("{}…", &text[..at]),
+    }
+}
+
+/// The longest line parsed. Longer lines are skipped and counted, so that one runaway
+/// line costs a bounded amount of memory. journald itself keeps fields far smaller (its
+/// default `--output-fields` limit prints longer ones as null).
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// How many bad line numbers are kept to report.
+pub const BAD_LINES_LISTED: usize = 20;
 
 /// One path that failures named.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -234,7 +306,7 @@ pub struct Finding {
     pub units: BTreeSet<String>,
     /// How many entries named it.
     pub count: u64,
-    /// The first message that named it.
+    /// The first message that named it, cut to [`MESSAGE_CHARS`].
     pub message: String,
 }
 
@@ -252,9 +324,20 @@ pub struct Findings {
     pub paths: BTreeMap<PathBuf, Finding>,
     pub failed_units: BTreeMap<String, FailedUnit>,
     pub lines: u64,
-    /// Lines that were not journal JSON, with the first one's number.
+    /// Lines that could not be read as an entry: not JSON, not UTF-8 (JSON is UTF-8;
+    /// journalctl writes other bytes as arrays), cut short, not an entry, too deep, or
+    /// longer than [`MAX_LINE_BYTES`].
     pub bad_lines: u64,
-    pub first_bad_line: Option<u64>,
+    /// The first [`BAD_LINES_LISTED`] of them, by line number.
+    pub bad_line_numbers: Vec<u64>,
+    /// How many of the bad lines were skipped for their length alone.
+    pub too_long_lines: u64,
+    /// Paths named in messages that are not UTF-8 (journalctl's byte arrays, read
+    /// lossily): they cannot be named exactly, and a lossy name is a path that does not
+    /// exist, so they are counted instead of listed.
+    pub unnamed_paths: u64,
+    /// The units whose messages named them.
+    pub unnamed_path_units: BTreeSet<String>,
 }
 
 /// Whether a message says its unit failed as a whole.
@@ -263,31 +346,86 @@ fn unit_failed(message: &str) -> bool {
         || (message.contains("Main process exited") && message.contains("status="))
 }
 
-/// Reads a journal export to the end.
-pub fn scan(input: impl BufRead) -> std::io::Result<Findings> {
+/// Reads a journal export to the end. Lines are read as bytes, so one line that is not
+/// UTF-8 (or not JSON, or cut short) is counted and skipped instead of ending the run;
+/// only a read error of the input itself is an error.
+pub fn scan(mut input: impl BufRead) -> std::io::Result<Findings> {
     let mut found = Findings::default();
-    for line in input.lines() {
-        let line = line?;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let Some(too_long) = read_line(&mut input, &mut line, MAX_LINE_BYTES)? else {
+            break;
+        };
         found.lines += 1;
-        if line.trim().is_empty() {
+        if too_long {
+            found.too_long_lines += 1;
+            found.bad(found.lines);
             continue;
         }
-        let entry: Entry = match serde_json::from_str(&line) {
-            Ok(entry) => entry,
-            Err(_) => {
-                found.bad_lines += 1;
-                found.first_bad_line.get_or_insert(found.lines);
-                continue;
-            }
-        };
-        found.add(&entry);
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Entry>(&line) {
+            Ok(entry) => found.add(&entry),
+            Err(_) => found.bad(found.lines),
+        }
     }
     Ok(found)
 }
 
+/// Reads one line (without its newline) into `line`, keeping at most `max` bytes. Returns
+/// `None` at the end of the input, else whether the line was longer than `max` (the rest
+/// of it is read and dropped, so memory stays bounded).
+fn read_line(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
+    let mut seen_any = false;
+    let mut too_long = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(seen_any.then_some(too_long));
+        }
+        seen_any = true;
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if !too_long {
+            if line.len() + chunk.len() > max {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        let used = done.unwrap_or(buf.len());
+        input.consume(used);
+        if done.is_some() {
+            return Ok(Some(too_long));
+        }
+    }
+}
+
 impl Findings {
+    fn bad(&mut self, line: u64) {
+        self.bad_lines += 1;
+        if self.bad_line_numbers.len() < BAD_LINES_LISTED {
+            self.bad_line_numbers.push(line);
+        }
+    }
+
     pub fn add(&mut self, entry: &Entry) {
-        let unit = entry.unit().unwrap_or("(unknown)");
+        // systemd's unit names are at most 255 characters; anything longer is not one.
+        let unit = cut(entry.unit().unwrap_or("(unknown)"), 256);
+        let unit = unit.as_str();
         for message in &entry.message.0 {
             if unit_failed(message) {
                 let f = self
@@ -295,7 +433,7 @@ impl Findings {
                     .entry(unit.to_string())
                     .or_insert_with(|| FailedUnit {
                         unit: unit.to_string(),
-                        message: message.clone(),
+                        message: cut(message, MESSAGE_CHARS),
                         count: 0,
                     });
                 f.count += 1;
@@ -305,9 +443,14 @@ impl Findings {
                 continue;
             };
             for path in paths_in(message) {
+                if path.to_string_lossy().contains(char::REPLACEMENT_CHARACTER) {
+                    self.unnamed_paths += 1;
+                    self.unnamed_path_units.insert(unit.to_string());
+                    continue;
+                }
                 let f = self.paths.entry(path.clone()).or_insert_with(|| Finding {
                     path,
-                    message: message.clone(),
+                    message: cut(message, MESSAGE_CHARS),
                     ..Finding::default()
                 });
                 f.causes.insert(cause);
@@ -321,6 +464,7 @@ impl Findings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn field(json: &str) -> Field {
         serde_json::from_str(json).unwrap()
@@ -373,6 +517,40 @@ mod tests {
             ),
             ("loaded 3 rules from ./relative/path", &[]),
             ("/var/lib/a/../b is odd", &[]),
+            // Go's %q escapes quotes and backslashes inside the quotes.
+            (
+                r#"open "/var/lib/app/my \"quoted\" dir/state": no such file or directory"#,
+                &[r#"/var/lib/app/my "quoted" dir/state"#],
+            ),
+            (
+                r#"stat "/srv/back\\slash": no such file or directory"#,
+                &[r"/srv/back\slash"],
+            ),
+            // Quotes hold spaces: systemd's "…", coreutils' '…'.
+            (
+                "Failed to open \"/etc/my app/conf\": No such file or directory",
+                &["/etc/my app/conf"],
+            ),
+            (
+                "cp: cannot stat '/var/lib/My Files/x': No such file or directory",
+                &["/var/lib/My Files/x"],
+            ),
+            (
+                "install: cannot create `/var/lib/old style': Permission denied",
+                &["/var/lib/old style"],
+            ),
+            // An unclosed quote: read as a bare path.
+            (
+                "open \"/var/lib/x: no such file or directory",
+                &["/var/lib/x"],
+            ),
+            // Control characters end a path and never become part of one.
+            (
+                "open /var/lib/x\u{1b}[0m: No such file or directory",
+                &["/var/lib/x"],
+            ),
+            ("Failed to open /var/lib/a\nsecond line", &["/var/lib/a"]),
+            ("Failed to open \"/var/lib/a\nb\"", &["/var/lib/a"]),
         ];
         for (message, want) in cases {
             let got: Vec<String> = paths_in(message)
@@ -381,6 +559,37 @@ mod tests {
                 .collect();
             assert_eq!(got, *want, "{message}");
         }
+    }
+
+    fn lines(input: &[u8], max: usize) -> Vec<(String, bool)> {
+        let mut reader = std::io::BufReader::with_capacity(4, input);
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        while let Some(too_long) = read_line(&mut reader, &mut line, max).unwrap() {
+            out.push((String::from_utf8_lossy(&line).into_owned(), too_long));
+            line.clear();
+        }
+        out
+    }
+
+    #[test]
+    fn lines_are_read_with_a_bound() {
+        let l = |s: &str, long: bool| (s.to_string(), long);
+        assert_eq!(lines(b"", 8), []);
+        assert_eq!(lines(b"\n", 8), [l("", false)]);
+        assert_eq!(lines(b"ab\ncd", 8), [l("ab", false), l("cd", false)]);
+        assert_eq!(
+            lines(b"12345678\n123456789\nx\n", 8),
+            [l("12345678", false), l("", true), l("x", false)]
+        );
+        assert_eq!(lines(b"123456789", 8), [l("", true)]);
+    }
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "abc…");
+        assert_eq!(cut("ééé", 2), "éé…");
     }
 
     #[test]
@@ -416,5 +625,58 @@ mod tests {
             serde_json::from_str(r#"{"_SYSTEMD_UNIT":"init.scope","SYSLOG_IDENTIFIER":"kernel"}"#)
                 .unwrap();
         assert_eq!(e.unit(), Some("kernel"));
+    }
+
+    const FIXTURE: &str = concat!(
+        include_str!("../tests/fixtures/journal/field-shapes.json"),
+        include_str!("../tests/fixtures/journal/postgresql.json"),
+    );
+
+    /// Whatever the bytes: every line is counted, none ends the run, and what is kept to
+    /// show is bounded.
+    fn reads_every_line(input: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        let found = scan(std::io::Cursor::new(input)).unwrap();
+        let newlines = input.iter().filter(|&&b| b == b'\n').count() as u64;
+        let unterminated = u64::from(!input.is_empty() && !input.ends_with(b"\n"));
+        proptest::prop_assert_eq!(found.lines, newlines + unterminated);
+        proptest::prop_assert!(found.bad_lines <= found.lines);
+        proptest::prop_assert!(found.bad_line_numbers.len() <= BAD_LINES_LISTED);
+        proptest::prop_assert!(found.bad_line_numbers.windows(2).all(|w| w[0] < w[1]));
+        for f in found.paths.values() {
+            proptest::prop_assert!(f.message.chars().count() <= MESSAGE_CHARS + 1);
+            proptest::prop_assert!(f.path.is_absolute());
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_stop_the_scan(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            reads_every_line(&bytes)?;
+        }
+
+        #[test]
+        fn mutations_of_real_lines_never_stop_the_scan(edits in crate::config::mutate::edits()) {
+            reads_every_line(&crate::config::mutate::apply(FIXTURE.as_bytes(), &edits))?;
+        }
+
+        /// A path named in a failure is found whatever surrounds it, quoted or bare, and
+        /// whatever lines (garbage included) come before it.
+        #[test]
+        fn a_named_path_is_found(
+            dir in "[a-z]{1,8}( [a-z]{1,8})?",
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            quote in proptest::sample::select(vec!["\"", "'", ""]),
+        ) {
+            let path = format!("/var/lib/{dir}");
+            let quote = if dir.contains(' ') && quote.is_empty() { "\"" } else { quote };
+            let message = format!("open {quote}{path}{quote}: No such file or directory");
+            let line = serde_json::json!({"MESSAGE": message, "_SYSTEMD_UNIT": "x.service"});
+            let mut input: Vec<u8> = garbage.iter().map(|&b| if b == b'\n' { b' ' } else { b }).collect();
+            input.push(b'\n');
+            input.extend_from_slice(line.to_string().as_bytes());
+            let found = scan(std::io::Cursor::new(input)).unwrap();
+            proptest::prop_assert!(found.paths.contains_key(Path::new(&path)), "{:?}", found.paths.keys());
+        }
     }
 }

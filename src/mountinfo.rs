@@ -1,8 +1,9 @@
 //! The live mount table (`/proc/self/mountinfo`): parsing, and the two questions imperm asks
 //! of it: which mount holds a path, and which bind mounts come from persistent storage.
 
-use std::fs;
+use std::ffi::OsString;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use crate::paths::under_root;
@@ -43,7 +44,9 @@ pub struct ParseError {
 /// `/proc`), so callers can tell "no mount table" from "no such mount".
 pub fn read(root: &Path) -> io::Result<Option<MountTable>> {
     let file = under_root(root, Path::new("/proc/self/mountinfo"));
-    let text = match fs::read_to_string(&file) {
+    // Under --root this is any file the tree holds: a FIFO or an endless device there
+    // must not hang or exhaust the run.
+    let text = match crate::config::read_input(&file, MAX_BYTES) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -52,15 +55,24 @@ pub fn read(root: &Path) -> io::Result<Option<MountTable>> {
     Ok(Some(MountTable { file, mounts }))
 }
 
-/// Parses mountinfo text.
-pub fn parse(text: &str) -> Result<Vec<Mount>, ParseError> {
-    text.lines()
+/// A mount table larger than this is not one (10,000 mounts take about 2 MB).
+const MAX_BYTES: u64 = 64 << 20;
+
+/// Parses mountinfo. It is bytes, not text: the kernel escapes only space, tab, newline
+/// and backslash, so a mount point with a non-UTF-8 name appears as its raw bytes, and
+/// must be kept exactly (it is compared with paths on disk).
+pub fn parse(text: impl AsRef<[u8]>) -> Result<Vec<Mount>, ParseError> {
+    text.as_ref()
+        .split(|&b| b == b'\n')
         .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
+        .filter(|(_, line)| !line.trim_ascii().is_empty())
         .map(|(i, line)| {
             parse_line(line).ok_or_else(|| ParseError {
                 line: i + 1,
-                what: format!("not a mountinfo line: {:?}", truncate(line, 80)),
+                what: format!(
+                    "not a mountinfo line: {:?}",
+                    truncate(&String::from_utf8_lossy(line), 80)
+                ),
             })
         })
         .collect()
@@ -73,20 +85,28 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-fn parse_line(line: &str) -> Option<Mount> {
+fn parse_line(line: &[u8]) -> Option<Mount> {
     // 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-    let (before, after) = line.split_once(" - ")?;
-    let mut fields = before.split(' ');
-    let id = fields.next()?.parse().ok()?;
-    let parent = fields.next()?.parse().ok()?;
-    let (major, minor) = fields.next()?.split_once(':')?;
+    // Every field is escaped (a space in a path is `\040`), so the first " - " is the
+    // separator even when a path contains " - ".
+    let sep = line.windows(3).position(|w| w == b" - ")?;
+    let (before, after) = (&line[..sep], &line[sep + 3..]);
+    let mut fields = before.split(|&b| b == b' ');
+    let number = |field: &[u8]| std::str::from_utf8(field).ok()?.parse().ok();
+    let id = number(fields.next()?)?;
+    let parent = number(fields.next()?)?;
+    let device = std::str::from_utf8(fields.next()?).ok()?;
+    let (major, minor) = device.split_once(':')?;
     let device = (major.parse().ok()?, minor.parse().ok()?);
-    let root = PathBuf::from(unescape(fields.next()?));
-    let mount_point = PathBuf::from(unescape(fields.next()?));
-    let options = fields.next()?.to_string();
-    let mut tail = after.split(' ');
-    let fs_type = unescape(tail.next()?);
-    let source = unescape(tail.next()?);
+    let root = PathBuf::from(OsString::from_vec(unescape(fields.next()?)));
+    let mount_point = PathBuf::from(OsString::from_vec(unescape(fields.next()?)));
+    if !mount_point.is_absolute() {
+        return None;
+    }
+    let options = String::from_utf8_lossy(fields.next()?).into_owned();
+    let mut tail = after.split(|&b| b == b' ');
+    let fs_type = String::from_utf8_lossy(&unescape(tail.next()?)).into_owned();
+    let source = String::from_utf8_lossy(&unescape(tail.next()?)).into_owned();
     Some(Mount {
         id,
         parent,
@@ -99,31 +119,27 @@ fn parse_line(line: &str) -> Option<Mount> {
     })
 }
 
-/// Undoes the kernel's octal escaping of space, tab, newline and backslash (`\040`).
-fn unescape(field: &str) -> String {
-    if !field.contains('\\') {
-        return field.to_string();
-    }
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// Undoes the kernel's octal escaping of space, tab, newline and backslash (`\040`). A
+/// backslash not followed by three octal digits is kept as it is.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+    while i < field.len() {
+        let octal = field.get(i + 1..i + 4).filter(|d| {
+            field[i] == b'\\' && d[0] <= b'3' && d.iter().all(|b| (b'0'..=b'7').contains(b))
+        });
         match octal {
             Some(d) => {
-                let value = d.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-                out.push(value as u8);
+                out.push(d.iter().fold(0u8, |acc, b| acc * 8 + (b - b'0')));
                 i += 4;
             }
             None => {
-                out.push(bytes[i]);
+                out.push(field[i]);
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// A bind mount whose source is inside persistent storage.
@@ -162,6 +178,8 @@ impl MountTable {
         };
         let storage_in_fs = holder.root.join(inside);
         let mut found: Vec<BindMount> = Vec::new();
+        // Targets already found: a set, so that thousands of bind mounts stay linear.
+        let mut targets = std::collections::HashSet::new();
         for mount in &self.mounts {
             if mount.device != holder.device
                 || std::ptr::eq(mount, holder)
@@ -176,7 +194,7 @@ impl MountTable {
                 // The whole storage mounted elsewhere is a second view of it, not an entry.
                 continue;
             }
-            if found.iter().any(|b| b.target == mount.mount_point) {
+            if !targets.insert(&mount.mount_point) {
                 continue;
             }
             found.push(BindMount {
@@ -227,6 +245,106 @@ mod tests {
         let mounts = parse(line).unwrap();
         assert_eq!(mounts[0].fs_type, "tmpfs");
         assert_eq!(mounts[0].mount_point, PathBuf::from("/mnt"));
+    }
+
+    /// What the kernel prints for odd names: `\134` for a backslash, `\012` for a newline,
+    /// `\011` for a tab, raw bytes for a non-UTF-8 name, and a name holding " - " (its
+    /// spaces escaped, so the separator is still the first " - ").
+    #[test]
+    fn odd_names_come_back_exactly() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut text = b"\
+22 1 0:30 /@root / rw - btrfs /dev/vda2 rw
+26 22 0:30 /@persist/a\\134b /a\\134b rw - btrfs /dev/vda2 rw
+27 22 0:30 /@persist/line\\012two /line\\012two rw - btrfs /dev/vda2 rw
+28 22 0:30 /@persist/x\\040-\\040y /x\\040-\\040y rw shared:3 - btrfs /dev/vda2 rw
+29 22 0:30 /@persist/t\\011ab /t\\011ab rw - btrfs /dev/vda2 rw
+30 22 0:30 /@persist/not\\999octal /not\\9 rw - btrfs /dev/vda2 rw
+"
+        .to_vec();
+        text.extend_from_slice(b"31 22 0:30 /@persist/caf\xe9 /caf\xe9 rw - btrfs /dev/vda2 rw\n");
+        let mounts = parse(&text).unwrap();
+        let points: Vec<&[u8]> = mounts
+            .iter()
+            .map(|m| m.mount_point.as_os_str().as_bytes())
+            .collect();
+        assert_eq!(
+            points,
+            [
+                &b"/"[..],
+                b"/a\\b",
+                b"/line\ntwo",
+                b"/x - y",
+                b"/t\tab",
+                b"/not\\9",
+                b"/caf\xe9",
+            ]
+        );
+        assert_eq!(mounts[3].options, "rw");
+        assert_eq!(mounts[3].fs_type, "btrfs");
+        assert_eq!(
+            mounts[5].root.as_os_str().as_bytes(),
+            b"/@persist/not\\999octal"
+        );
+        let table = MountTable {
+            file: PathBuf::new(),
+            mounts,
+        };
+        // Mounted at the top level (subvolid 5), so /persist shows the subvolume's path.
+        let mut table = table;
+        table.mounts.insert(
+            1,
+            parse("24 22 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n").unwrap()[0].clone(),
+        );
+        let sources: Vec<Vec<u8>> = table
+            .bind_mounts_from(Path::new("/persist"))
+            .into_iter()
+            .map(|b| b.source.as_os_str().as_bytes().to_vec())
+            .collect();
+        assert!(
+            sources.contains(&b"/persist/caf\xe9".to_vec()),
+            "{sources:?}"
+        );
+        assert!(
+            sources.contains(&b"/persist/line\ntwo".to_vec()),
+            "{sources:?}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_as_the_mount_table_is_refused_without_reading() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let proc = dir.path().join("proc/self");
+        std::fs::create_dir_all(&proc).unwrap();
+        let fifo = proc.join("mountinfo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("is a FIFO"), "{err}");
+        std::fs::remove_file(&fifo).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &fifo).unwrap();
+        let err = read(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("is a device"), "{err}");
+    }
+
+    #[test]
+    fn many_bind_mounts_are_found_in_linear_time() {
+        let mut text = String::from(
+            "1 0 0:30 /@root / rw - btrfs /dev/vda2 rw\n2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n",
+        );
+        for i in 0..20_000 {
+            text.push_str(&format!(
+                "{} 1 0:30 /@persist/srv/d{i} /srv/d{i} rw - btrfs /dev/vda2 rw\n",
+                i + 3
+            ));
+        }
+        let table = MountTable {
+            file: PathBuf::new(),
+            mounts: parse(&text).unwrap(),
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(table.bind_mounts_from(Path::new("/persist")).len(), 20_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
@@ -298,5 +416,69 @@ mod tests {
         let mounts = parse(&text).unwrap();
         assert!(mounts.iter().any(|m| m.mount_point == Path::new("/")));
         assert!(mounts.iter().any(|m| m.fs_type == "proc"));
+    }
+
+    /// The kernel's escaping (`show_mountinfo`'s `mangle`): space, tab, newline and
+    /// backslash as three octal digits.
+    fn mangle(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in bytes {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\\') {
+                out.extend_from_slice(format!("\\{b:03o}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            if let Ok(mounts) = parse(&bytes) {
+                for m in mounts {
+                    proptest::prop_assert!(m.mount_point.is_absolute());
+                }
+            }
+        }
+
+        #[test]
+        fn mutations_of_a_real_table_never_panic(edits in crate::config::mutate::edits()) {
+            let text = crate::config::mutate::apply(BTRFS_HOST.as_bytes(), &edits);
+            match parse(&text) {
+                Ok(mounts) => {
+                    let table = MountTable { file: PathBuf::new(), mounts };
+                    table.bind_mounts_from(Path::new("/persist"));
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().contains('\n')),
+            }
+        }
+
+        /// Any name the kernel can print comes back byte for byte.
+        #[test]
+        fn any_mount_point_round_trips(
+            names in proptest::collection::vec(
+                proptest::collection::vec(1u8..=255, 1..20),
+                1..4,
+            )
+        ) {
+            use std::os::unix::ffi::OsStrExt;
+            let mut point = Vec::new();
+            for name in &names {
+                point.push(b'/');
+                // No NUL can be in a name (the range excludes it), and no `/` either.
+                point.extend(name.iter().map(|&b| if b == b'/' { b'_' } else { b }));
+            }
+            let mut line = b"40 22 0:30 /@persist".to_vec();
+            line.extend_from_slice(&mangle(&point));
+            line.push(b' ');
+            line.extend_from_slice(&mangle(&point));
+            line.extend_from_slice(b" rw,relatime shared:3 - btrfs /dev/vda2 rw\n");
+            let mounts = parse(&line).unwrap();
+            proptest::prop_assert_eq!(mounts[0].mount_point.as_os_str().as_bytes(), &point[..]);
+            let mut root = b"/@persist".to_vec();
+            root.extend_from_slice(&point);
+            proptest::prop_assert_eq!(mounts[0].root.as_os_str().as_bytes(), &root[..]);
+        }
     }
 }

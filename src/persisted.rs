@@ -65,36 +65,54 @@ impl Entry {
     }
 }
 
+/// A trie node. Children are indices into [`PersistedSet::nodes`] rather than owned
+/// nodes, so nothing about the trie recurses: neither building, nor lookups, nor dropping
+/// (an owned tree is dropped recursively, and a path of 300,000 components overflowed the
+/// stack).
 #[derive(Default, Debug)]
 struct Node {
-    children: HashMap<OsString, Node>,
+    children: HashMap<OsString, usize>,
     directory: Option<usize>,
     file: Option<usize>,
 }
 
 /// The set of persisted entries, indexed for lookups by path.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct PersistedSet {
     entries: Vec<Entry>,
-    root: Node,
+    /// The trie; `nodes[0]` is `/`.
+    nodes: Vec<Node>,
+}
+
+impl Default for PersistedSet {
+    fn default() -> PersistedSet {
+        PersistedSet::new(Vec::new())
+    }
 }
 
 impl PersistedSet {
     pub fn new(entries: Vec<Entry>) -> PersistedSet {
-        let mut root = Node::default();
+        let mut nodes = vec![Node::default()];
         for (index, entry) in entries.iter().enumerate() {
-            let mut node = &mut root;
+            let mut node = 0;
             for part in normal_components(&entry.path) {
-                node = node.children.entry(part.to_os_string()).or_default();
+                let next = nodes.len();
+                node = *nodes[node]
+                    .children
+                    .entry(part.to_os_string())
+                    .or_insert(next);
+                if node == next {
+                    nodes.push(Node::default());
+                }
             }
             // Keep the first declaration: later duplicates are lint findings, not overrides.
             let slot = match entry.kind {
-                Kind::Directory => &mut node.directory,
-                Kind::File => &mut node.file,
+                Kind::Directory => &mut nodes[node].directory,
+                Kind::File => &mut nodes[node].file,
             };
             slot.get_or_insert(index);
         }
-        PersistedSet { entries, root }
+        PersistedSet { entries, nodes }
     }
 
     pub fn entries(&self) -> &[Entry] {
@@ -112,12 +130,12 @@ impl PersistedSet {
         if !path.is_absolute() {
             return None;
         }
-        let mut node = &self.root;
+        let mut node = &self.nodes[0];
         let mut best = node.directory;
         let mut parts = normal_components(path).peekable();
         while let Some(part) = parts.next() {
             match node.children.get(part) {
-                Some(child) => node = child,
+                Some(&child) => node = &self.nodes[child],
                 None => return best.map(|i| &self.entries[i]),
             }
             if parts.peek().is_none() {
@@ -133,10 +151,10 @@ impl PersistedSet {
     /// Whether some entry lies strictly below `path` (which is then not one unit of state:
     /// part of it is already persisted).
     pub fn has_below(&self, path: &Path) -> bool {
-        let mut node = &self.root;
+        let mut node = &self.nodes[0];
         for part in normal_components(path) {
             match node.children.get(part) {
-                Some(child) => node = child,
+                Some(&child) => node = &self.nodes[child],
                 None => return false,
             }
         }
@@ -243,6 +261,19 @@ mod tests {
             s.lookup(Path::new("/etc/ssh/other")).unwrap().kind,
             Kind::Directory
         );
+    }
+
+    /// The trie must not recurse: a path of 300,000 components (the mount table or a
+    /// caller that skips the normalisers can hand one over) used to overflow the stack
+    /// when the set was dropped.
+    #[test]
+    fn a_very_deep_entry_is_built_looked_up_and_dropped() {
+        let deep = "/a".repeat(300_000);
+        let s = set(&[(deep.as_str(), Kind::Directory), ("/a/b", Kind::File)]);
+        let below = format!("{deep}/x");
+        assert_eq!(s.lookup(Path::new(&below)).unwrap().path, Path::new(&deep));
+        assert!(s.has_below(Path::new("/a/a")));
+        drop(s);
     }
 
     /// The obviously correct answer: scan every entry.

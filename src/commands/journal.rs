@@ -44,7 +44,14 @@ struct JournalReport {
     /// Where the entries came from.
     source: String,
     lines: u64,
+    /// Lines skipped because they could not be read as an entry, and the first of their
+    /// numbers; how many of them were skipped for their length.
     bad_lines: u64,
+    bad_line_numbers: Vec<u64>,
+    too_long_lines: u64,
+    /// Paths in messages that are not UTF-8, which cannot be named exactly.
+    unnamed_paths: u64,
+    unnamed_path_units: BTreeSet<String>,
     /// The old-root snapshot paths were looked up in.
     snapshot: Option<String>,
     /// Why no snapshot was looked at.
@@ -61,12 +68,33 @@ struct JournalReport {
 }
 
 pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error> {
+    if args.previous && args.file.is_some() {
+        return Err(Error::Usage(
+            "--previous asks journalctl for the previous boot; with --file, export that boot instead (journalctl -b -1 -o json)".into(),
+        ));
+    }
+    let stdin = Some(Path::new("-"));
+    if args.file.as_deref() == stdin {
+        for (flag, given) in [
+            ("--config", &global.config),
+            ("--persistence-json", &global.persistence_json),
+        ] {
+            if given.as_deref() == stdin {
+                return Err(Error::Usage(format!(
+                    "--file - and {flag} - cannot both read standard input"
+                )));
+            }
+        }
+    }
     let config = super::load_config(global)?;
-    let (source, found) = read(&config, args)?;
+    // The old root first: an --against that cannot be used stops the run before the
+    // journal is read, like `diff` and `restore`.
     let (snapshot, snapshot_note, lookup) = match old_root(&config, args) {
         Ok((name, top, dir)) => (Some(name), None, Some((top, dir))),
-        Err(note) => (None, Some(note), None),
+        Err(Lookup::Refused(e)) => return Err(e),
+        Err(Lookup::Note(note)) => (None, Some(note), None),
     };
+    let (source, found) = read(&config, args)?;
     let mut failures = Vec::new();
     let mut persisted = Vec::new();
     for (path, f) in found.paths {
@@ -99,6 +127,10 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         source,
         lines: found.lines,
         bad_lines: found.bad_lines,
+        bad_line_numbers: found.bad_line_numbers,
+        too_long_lines: found.too_long_lines,
+        unnamed_paths: found.unnamed_paths,
+        unnamed_path_units: found.unnamed_path_units,
         snapshot,
         snapshot_note,
         failed_units: found.failed_units.into_values().collect(),
@@ -113,12 +145,44 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         .suggestions
         .iter()
         .any(|s| matches!(s.verdict, Verdict::Persist | Verdict::Review))
-        || !report.failed_units.is_empty();
+        || !report.failed_units.is_empty()
+        || report.unnamed_paths > 0;
     Ok(if findings {
         ExitStatus::Findings
     } else {
         ExitStatus::Clean
     })
+}
+
+/// A message as the journal holds it may carry escape sequences (any local user can log
+/// one); shown on a terminal they would act, so control characters are printed escaped.
+fn escaped(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// "line 7", "lines 2, 3, 9", or the first five and an ellipsis when there are more.
+fn line_numbers(numbers: &[u64], total: u64) -> String {
+    const SHOWN: usize = 5;
+    let mut text: Vec<String> = numbers.iter().take(SHOWN).map(u64::to_string).collect();
+    if total as usize > text.len() {
+        text.push("…".into());
+    }
+    format!(
+        "{} {}",
+        if total == 1 { "line" } else { "lines" },
+        text.join(", ")
+    )
 }
 
 /// Quotes a word for a shell when it needs it.
@@ -187,22 +251,50 @@ fn read(config: &Config, args: &JournalArgs) -> Result<(String, journal::Finding
     }
 }
 
-/// The old root to look paths up in: `--against`, else the newest snapshot.
-fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, PathBuf), String> {
-    let fs = super::filesystem(config, &args.fs).map_err(|e| format!("not looked up: {e}"))?;
+/// Why no old root is looked at.
+enum Lookup {
+    /// `--against` named a snapshot that cannot be used: the run stops.
+    Refused(Error),
+    /// The default lookup could not be made: said in the report, the run goes on.
+    Note(String),
+}
+
+/// The old root to look paths up in: `--against`, else the newest snapshot. Only the
+/// default may fall back to a note; a snapshot the user named must be there.
+fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, PathBuf), Lookup> {
+    // A refusal names the snapshot it is about (the lookup's own "no snapshot …" below
+    // already does, so that one is passed on as it is).
+    let fail = |e: Error| match &args.against {
+        Some(name) => Lookup::Refused(Error::Usage(format!(
+            "--against {}: {e}",
+            crate::paths::shown(name)
+        ))),
+        None => Lookup::Note(format!("not looked up: {e}")),
+    };
+    if let Some(name) = &args.against {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Lookup::Refused(Error::Usage(format!(
+                "--against: {} is not a snapshot's name (see `imperm snapshots ls`)",
+                crate::paths::shown(name)
+            ))));
+        }
+    }
+    let fs = super::filesystem(config, &args.fs).map_err(fail)?;
     let backend = backend::for_type(fs.fs_type);
     if !backend.has_subvolumes() {
-        return Err("not looked up: a tmpfs root keeps no old roots".into());
+        return Err(fail(Error::Usage("a tmpfs root keeps no old roots".into())));
     }
     if args.fs.mounted.is_none() && !rustix::process::geteuid().is_root() {
-        return Err(
-            "not looked up: mounting the top level needs root (or pass --mounted DIR)".into(),
-        );
+        return Err(fail(Error::Usage(
+            "mounting the top level needs root (or pass --mounted DIR)".into(),
+        )));
     }
-    let top = TopLevel::open(&fs, args.fs.mounted.as_deref())
-        .map_err(|e| format!("not looked up: {e}"))?;
+    let top = TopLevel::open(&fs, args.fs.mounted.as_deref()).map_err(fail)?;
     let (name, dir) = super::old_root(backend.as_ref(), &top, &fs, args.against.as_deref())
-        .map_err(|e| format!("not looked up: {e}"))?;
+        .map_err(|e| match &args.against {
+            Some(_) => Lookup::Refused(e),
+            None => Lookup::Note(format!("not looked up: {e}")),
+        })?;
     Ok((name, top, dir))
 }
 
@@ -307,11 +399,11 @@ impl Report for JournalReport {
                 s.path,
                 f.path.display(),
                 s.path,
-                units.join(", "),
+                escaped(&units.join(", ")),
                 causes.join(", "),
                 count(f.count as usize, "time", "times")
             )?;
-            writeln!(out, "  {}{}{:#}", s.dim, f.message, s.dim)?;
+            writeln!(out, "  {}{}{:#}", s.dim, escaped(&f.message), s.dim)?;
             if let (Some(e), Some(restore)) = (&f.existed, &f.restore) {
                 writeln!(
                     out,
@@ -329,7 +421,10 @@ impl Report for JournalReport {
             writeln!(
                 out,
                 "{}failed unit{:#} {}: {}",
-                s.problem, s.problem, u.unit, u.message
+                s.problem,
+                s.problem,
+                escaped(&u.unit),
+                escaped(&u.message)
             )?;
         }
         for p in &self.persisted {
@@ -344,6 +439,46 @@ impl Report for JournalReport {
         if !self.suggestions.is_empty() {
             writeln!(out)?;
             write_suggestions(out, s, &self.suggestions)?;
+        }
+        if self.bad_lines > 0 {
+            let long = match self.too_long_lines {
+                0 => String::new(),
+                n => format!("; {n} longer than {} MiB", journal::MAX_LINE_BYTES >> 20),
+            };
+            writeln!(
+                out,
+                "{}{} and {} skipped ({}{long}){:#}",
+                s.problem,
+                if self.bad_lines == 1 {
+                    "1 line could not be read as a journal entry".to_string()
+                } else {
+                    format!(
+                        "{} lines could not be read as journal entries",
+                        self.bad_lines
+                    )
+                },
+                if self.bad_lines == 1 { "was" } else { "were" },
+                line_numbers(&self.bad_line_numbers, self.bad_lines),
+                s.problem
+            )?;
+        }
+        if self.unnamed_paths > 0 {
+            writeln!(
+                out,
+                "{}{} in messages of {} that are not UTF-8 cannot be named exactly and {} not listed (see `journalctl -u UNIT`){:#}",
+                s.problem,
+                count(self.unnamed_paths as usize, "path", "paths"),
+                escaped(
+                    &self
+                        .unnamed_path_units
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                if self.unnamed_paths == 1 { "is" } else { "are" },
+                s.problem
+            )?;
         }
         let looked = match (&self.snapshot, &self.snapshot_note) {
             (Some(snap), _) => format!("paths looked up in {snap}"),

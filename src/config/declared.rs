@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::error::{ConfigError, Location};
 use crate::mode::Mode;
-use crate::paths::{normalize_absolute, normalize_relative, quoted};
+use crate::paths::{check_text, normalize_absolute, normalize_relative, quoted, shown};
 use crate::persisted::{Entry, Kind};
 
 /// A `users.<name>` block's identity.
@@ -52,20 +52,23 @@ fn resolve_one(file: &Path, d: DeclaredEntry) -> Result<Entry, ConfigError> {
     let storage = normalize_absolute(&d.storage).map_err(|p| {
         fail(
             &d.at,
-            format!("persistent storage path {:?} {p}", d.storage),
+            format!("persistent storage path {} {p}", shown(&d.storage)),
         )
     })?;
     let (path, user, home) = match &d.user {
         None => {
             let path = normalize_absolute(&d.path)
-                .map_err(|p| fail(&d.at, format!("{:?} {p}", d.path)))?;
+                .map_err(|p| fail(&d.at, format!("{} {p}", shown(&d.path))))?;
             (path, None, None)
         }
         Some(block) => {
-            if block.name.is_empty() || block.name.contains('/') {
+            if block.name.is_empty()
+                || block.name.contains('/')
+                || block.name.chars().any(char::is_control)
+            {
                 return Err(fail(
                     &block.at,
-                    format!("{:?} is not a user name", block.name),
+                    format!("{} is not a user name", shown(&block.name)),
                 ));
             }
             let home_raw = block
@@ -73,10 +76,14 @@ fn resolve_one(file: &Path, d: DeclaredEntry) -> Result<Entry, ConfigError> {
                 .clone()
                 .unwrap_or_else(|| default_home(&block.name));
             let home = normalize_absolute(&home_raw)
-                .map_err(|p| fail(&block.at, format!("home {home_raw:?} {p}")))?;
+                .map_err(|p| fail(&block.at, format!("home {} {p}", shown(&home_raw))))?;
             let rel = normalize_relative(&d.path)
-                .map_err(|p| fail(&d.at, format!("{:?} {p}", d.path)))?;
-            (home.join(rel), Some(block.name.clone()), Some(home))
+                .map_err(|p| fail(&d.at, format!("{} {p}", shown(&d.path))))?;
+            let path = home.join(rel);
+            // Each half can be short enough and the whole not.
+            check_text(&path.to_string_lossy())
+                .map_err(|p| fail(&d.at, format!("{} {p}", shown(&path.to_string_lossy()))))?;
+            (path, Some(block.name.clone()), Some(home))
         }
     };
     let mode = d

@@ -19,7 +19,7 @@ impl ConfigError {
             file: file.to_path_buf(),
             line_col: None,
             key: None,
-            what: one_line(&what.into()),
+            what: shortened(&one_line(&what.into())),
         }
     }
 
@@ -73,13 +73,53 @@ impl Location {
     }
 }
 
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
+/// The start of every line of a text, so that each lookup of a line and column is a binary
+/// search rather than a rescan of the text (a file with N entries used to cost N times its
+/// length to load).
+pub struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(text: &'a str) -> LineIndex<'a> {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { text, starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset; past the end is the end.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let before = &self.text[self.starts[line - 1]..offset];
+        // Columns count characters; an ASCII prefix (nearly every line of a configuration)
+        // needs no counting, so even one long line of entries stays linear.
+        let col = if before.is_ascii() {
+            before.len()
+        } else {
+            before.chars().count()
+        };
+        (line, col + 1)
+    }
+}
+
+/// A parser's message echoes what it refused (an unknown key, a bad value), however long
+/// that is; the middle of a long message goes, keeping what was wrong and what was
+/// expected.
+fn shortened(what: &str) -> String {
+    const KEEP: usize = 200;
+    let chars = what.chars().count();
+    if chars <= 2 * KEEP + 20 {
+        return what.to_string();
+    }
+    let head: String = what.chars().take(KEEP).collect();
+    let tail: String = what.chars().skip(chars - KEEP).collect();
+    format!("{head} … {tail}")
 }
 
 /// Messages from parsers sometimes span lines; a one-line cause is part of the contract.
@@ -95,6 +135,10 @@ pub fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn line_col(text: &str, offset: usize) -> (usize, usize) {
+        LineIndex::new(text).line_col(offset)
+    }
+
     #[test]
     fn offsets_become_lines_and_columns() {
         let text = "a = 1\nb = 2\n  c";
@@ -102,6 +146,37 @@ mod tests {
         assert_eq!(line_col(text, 6), (2, 1));
         assert_eq!(line_col(text, 14), (3, 3));
         assert_eq!(line_col(text, 999), (3, 4));
+        let text = "é = 1\n x";
+        assert_eq!(line_col(text, 2), (1, 2));
+        assert_eq!(line_col(text, 1), (1, 1), "inside a character: its start");
+        assert_eq!(line_col(text, 8), (2, 2));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_index_agrees_with_counting(text in "[a\n\u{e9}\u{1F600}]{0,40}", offset in 0usize..200) {
+            let mut at = offset.min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let before = &text[..at];
+            let line = before.matches('\n').count() + 1;
+            let col = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+            proptest::prop_assert_eq!(LineIndex::new(&text).line_col(offset), (line, col));
+        }
+    }
+
+    #[test]
+    fn long_messages_lose_their_middle() {
+        let what = format!(
+            "unknown field `{}`, expected one of `type`",
+            "0".repeat(5000)
+        );
+        let e = ConfigError::new(Path::new("c.toml"), what);
+        assert_eq!(e.what.chars().count(), 403);
+        assert!(e.what.starts_with("unknown field `000"));
+        assert!(e.what.ends_with("000`, expected one of `type`"));
+        assert!(e.what.contains(" … "));
     }
 
     #[test]

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::declared::{self, DeclaredEntry, UserBlock};
-use super::error::{ConfigError, Location, line_col};
+use super::error::{ConfigError, LineIndex, Location};
 use super::{
     CheckConfig, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, FsType, LayoutKey,
     check_layout,
 };
-use crate::paths::normalize_relative;
+use crate::paths::{check_text, normalize_relative, shown};
 use crate::persisted::{Entry, Kind};
 use crate::retention::{Keep, Policy};
 
@@ -24,7 +24,7 @@ use crate::retention::{Keep, Policy};
 struct RawConfig {
     filesystem: Option<Spanned<RawFilesystem>>,
     #[serde(default)]
-    persistence: BTreeMap<Spanned<String>, RawStorage>,
+    persistence: BTreeMap<String, RawStorage>,
     retention: Option<Spanned<RawRetention>>,
     check: Option<RawCheck>,
 }
@@ -55,7 +55,7 @@ struct RawStorage {
     #[serde(default)]
     files: Vec<Spanned<RawEntry>>,
     #[serde(default)]
-    users: BTreeMap<Spanned<String>, RawUser>,
+    users: BTreeMap<String, Spanned<RawUser>>,
 }
 
 #[derive(Deserialize)]
@@ -157,11 +157,11 @@ pub struct FileConfig {
 
 /// Parses and validates a configuration file's text. `file` names it in errors.
 pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    let cx = Cx { file, text };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        ConfigError::new(file, e.message())
-            .with_line_col(e.span().map(|span| line_col(text, span.start)))
-    })?;
+    let cx = Cx {
+        file,
+        lines: LineIndex::new(text),
+    };
+    let raw: RawConfig = cx.deserialize(text)?;
     let filesystem = raw.filesystem.map(|fs| cx.filesystem(fs)).transpose()?;
     let persistence = if raw.persistence.is_empty() {
         None
@@ -185,14 +185,44 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
 /// The file being read, for locating errors.
 struct Cx<'a> {
     file: &'a Path,
-    text: &'a str,
+    /// Built once per file: every located value costs a binary search, not a rescan.
+    lines: LineIndex<'a>,
 }
 
 impl Cx<'_> {
+    /// TOML into the raw schema. A type error names the key it is at
+    /// (`filesystem.type: invalid type: integer `3`, …`), not only the line.
+    fn deserialize(&self, text: &str) -> Result<RawConfig, ConfigError> {
+        let locate = |e: &toml::de::Error| e.span().map(|span| self.lines.line_col(span.start));
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new(self.file, e.message()).with_line_col(locate(&e)))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().clone();
+            let mut segments: Vec<_> = path.iter().collect();
+            let inner = e.into_inner();
+            // The path of an unknown field ends in that field, which the message names:
+            // the key to show is the table it is in.
+            if inner.message().starts_with("unknown field") {
+                segments.pop();
+            }
+            let key = key_path(&segments);
+            // toml's words for a derived enum given a number or a list say too little.
+            let what = match inner.message() {
+                "wanted string or table" => "invalid type: expected a string",
+                other => other,
+            };
+            let mut err = ConfigError::new(self.file, what).with_line_col(locate(&inner));
+            if !key.is_empty() {
+                err.key = Some(key);
+            }
+            err
+        })
+    }
+
     fn loc<T>(&self, key: impl Into<String>, spanned: &Spanned<T>) -> Location {
         Location {
             key: key.into(),
-            line_col: Some(line_col(self.text, spanned.span().start)),
+            line_col: Some(self.lines.line_col(spanned.span().start)),
         }
     }
 
@@ -239,6 +269,11 @@ impl Cx<'_> {
             Some(d) if d.as_ref().trim().is_empty() => {
                 return Err(self.error("filesystem.device", &d, "is empty".into()));
             }
+            Some(d) if check_text(d.as_ref()).is_err() => {
+                let problem = check_text(d.as_ref()).unwrap_err();
+                let what = format!("{} {problem}", shown(d.as_ref()));
+                return Err(self.error("filesystem.device", &d, what));
+            }
             Some(d) => Some(d.into_inner()),
         };
         Ok(FilesystemConfig {
@@ -250,20 +285,17 @@ impl Cx<'_> {
         })
     }
 
-    fn persistence(
-        &self,
-        raw: BTreeMap<Spanned<String>, RawStorage>,
-    ) -> Result<Vec<Entry>, ConfigError> {
+    fn persistence(&self, raw: BTreeMap<String, RawStorage>) -> Result<Vec<Entry>, ConfigError> {
         let mut declared = Vec::new();
         for (name, storage) in raw {
             if storage.enable == Some(false) {
                 continue;
             }
-            let base = format!("persistence.{}", toml_key(name.as_ref()));
+            let base = format!("persistence.{}", toml_key(&name));
             let storage_path = storage
                 .persistent_storage_path
                 .map(Spanned::into_inner)
-                .unwrap_or_else(|| name.as_ref().clone());
+                .unwrap_or(name);
             let lists = [
                 (Kind::Directory, "directories", storage.directories),
                 (Kind::File, "files", storage.files),
@@ -275,11 +307,13 @@ impl Cx<'_> {
                 }
             }
             for (user, block) in storage.users {
-                let user_key = format!("{base}.users.{}", toml_key(user.as_ref()));
+                let user_key = format!("{base}.users.{}", toml_key(&user));
+                let at = self.loc(user_key.clone(), &block);
+                let block = block.into_inner();
                 let identity = UserBlock {
-                    name: user.as_ref().clone(),
+                    name: user,
                     home: block.home.clone(),
-                    at: self.loc(user_key.clone(), &user),
+                    at,
                 };
                 let lists = [
                     (Kind::Directory, "directories", block.directories),
@@ -373,7 +407,11 @@ impl Cx<'_> {
         let timezone = match raw.timezone {
             Some(tz) if tz.as_ref() != "local" => {
                 jiff::tz::TimeZone::get(tz.as_ref()).map_err(|e| {
-                    self.error("retention.timezone", &tz, format!("{:?}: {e}", tz.as_ref()))
+                    self.error(
+                        "retention.timezone",
+                        &tz,
+                        format!("{}: {e}", shown(tz.as_ref())),
+                    )
                 })?;
                 Some(tz.into_inner())
             }
@@ -394,7 +432,7 @@ impl Cx<'_> {
             )
             .at(&Location {
                 key: "retention".into(),
-                line_col: Some(line_col(self.text, span.start)),
+                line_col: Some(self.lines.line_col(span.start)),
             }));
         }
         Ok(policy)
@@ -409,13 +447,16 @@ impl Cx<'_> {
                 return Err(self.error(
                     key,
                     &glob,
-                    format!("{text:?} must start with `/` or `**`: globs match absolute paths"),
+                    format!(
+                        "{} must start with `/` or `**`: globs match absolute paths",
+                        shown(text)
+                    ),
                 ));
             }
             globset::GlobBuilder::new(text)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| self.error(key, &glob, format!("{text:?}: {}", e.kind())))?;
+                .map_err(|e| self.error(key, &glob, format!("{}: {}", shown(text), e.kind())))?;
             ignore.push(glob.into_inner());
         }
         let rules = raw
@@ -453,10 +494,39 @@ pub fn subvolume_name(raw: &str) -> Result<PathBuf, String> {
     let trimmed = raw.trim_start_matches('/');
     if trimmed.is_empty() {
         return Err(format!(
-            "{raw:?} names the top level itself, not a subvolume"
+            "{} names the top level itself, not a subvolume",
+            shown(raw)
         ));
     }
-    normalize_relative(trimmed).map_err(|p| format!("{raw:?} {p}"))
+    normalize_relative(trimmed).map_err(|p| format!("{} {p}", shown(raw)))
+}
+
+/// A key path as a person writes it in TOML: `persistence."/persist".directories[2]`.
+/// toml's `Spanned` wrappers show up as a private field name in the path; they are not keys.
+fn key_path(segments: &[&serde_path_to_error::Segment]) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if key.starts_with("$__serde_spanned_private") {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&toml_key(key));
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    out
 }
 
 /// A TOML key as it would be written: bare when it can be, quoted otherwise.
@@ -465,16 +535,18 @@ pub fn toml_key(key: &str) -> String {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if bare {
+    if bare && key.len() <= 100 {
         key.to_string()
     } else {
-        format!("{key:?}")
+        // Quoted, and cut when long: a key path is for finding the place, not echoing it.
+        shown(key)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{TestCaseError, prop_assert, prop_assert_eq};
 
     fn parse_ok(text: &str) -> FileConfig {
         parse(Path::new("c.toml"), text).unwrap()
@@ -484,10 +556,8 @@ mod tests {
         parse(Path::new("c.toml"), text).unwrap_err().to_string()
     }
 
-    #[test]
-    fn a_full_configuration_loads() {
-        let cfg = parse_ok(
-            r#"
+    /// Every section and every way of writing an entry.
+    const FULL: &str = r#"
 [filesystem]
 type = "btrfs"
 device = "/dev/disk/by-label/nixos"
@@ -515,8 +585,11 @@ timezone = "Europe/Berlin"
 
 [check]
 ignore = ["/var/lib/foo/**", "**/*.tmp"]
-"#,
-        );
+"#;
+
+    #[test]
+    fn a_full_configuration_loads() {
+        let cfg = parse_ok(FULL);
         let fs = cfg.filesystem.unwrap();
         assert_eq!(fs.fs_type, FsType::Btrfs);
         assert_eq!(fs.root_subvolume, PathBuf::from("@root"));
@@ -570,8 +643,12 @@ ignore = ["/var/lib/foo/**", "**/*.tmp"]
             ("[filesystem\ntype = 1", "c.toml:1:12: "),
             ("colour = true", "c.toml:1:1: unknown field `colour`"),
             (
+                "[filesystem]\ntype = \"btrfs\"\ncolour = true",
+                "c.toml:3:1: filesystem: unknown field `colour`",
+            ),
+            (
                 "[filesystem]\ntype = \"zfs\"",
-                "c.toml:2:8: unknown variant `zfs`, expected one of `bcachefs`, `btrfs`, `tmpfs`",
+                "c.toml:2:8: filesystem.type: unknown variant `zfs`, expected one of `bcachefs`, `btrfs`, `tmpfs`",
             ),
             (
                 "[filesystem]\ndevice = \"/dev/sda\"",
@@ -607,7 +684,7 @@ ignore = ["/var/lib/foo/**", "**/*.tmp"]
             ),
             (
                 "[persistence.\"/persist\"]\ndirectories = [42]",
-                "invalid type: integer `42`, expected a path string or a table",
+                "c.toml:2:16: persistence.\"/persist\".directories[0]: invalid type: integer `42`, expected a path string or a table",
             ),
             (
                 "[retention]\nkeep_last = 0",
@@ -615,7 +692,7 @@ ignore = ["/var/lib/foo/**", "**/*.tmp"]
             ),
             (
                 "[retention]\nkeep_last = \"many\"",
-                "c.toml:2:13: invalid value: string \"many\", expected a count (0 or more) or \"all\"",
+                "c.toml:2:13: retention.keep_last: invalid value: string \"many\", expected a count (0 or more) or \"all\"",
             ),
             (
                 "[retention]\nkeep_last = 1\ntimezone = \"Mars/Olympus\"",
@@ -656,6 +733,167 @@ ignore = ["/var/lib/foo/**", "**/*.tmp"]
         }
     }
 
+    /// Every key of the schema given a value of the wrong type: the one-line message names
+    /// that key, not only a line and column.
+    #[test]
+    fn every_key_given_the_wrong_type_is_named() {
+        let fs = "[filesystem]\ntype = \"btrfs\"\n";
+        let p = "[persistence.\"/persist\"]\n";
+        let r = "[retention]\nkeep_last = 1\n";
+        let cases: Vec<(String, &str)> = vec![
+            ("filesystem = 3".into(), "filesystem"),
+            ("[filesystem]\ntype = 3".into(), "filesystem.type"),
+            ("[filesystem]\ntype = [\"btrfs\"]".into(), "filesystem.type"),
+            (format!("{fs}device = 3"), "filesystem.device"),
+            (
+                format!("{fs}root_subvolume = 3"),
+                "filesystem.root_subvolume",
+            ),
+            (
+                format!("{fs}snapshot_dir = true"),
+                "filesystem.snapshot_dir",
+            ),
+            (
+                format!("{fs}blank_snapshot = []"),
+                "filesystem.blank_snapshot",
+            ),
+            ("persistence = 3".into(), "persistence"),
+            (
+                "persistence.\"/persist\" = 3".into(),
+                "persistence.\"/persist\"",
+            ),
+            (format!("{p}enable = 3"), "persistence.\"/persist\".enable"),
+            (
+                format!("{p}persistentStoragePath = 3"),
+                "persistence.\"/persist\".persistentStoragePath",
+            ),
+            (
+                format!("{p}hideMounts = \"yes\""),
+                "persistence.\"/persist\".hideMounts",
+            ),
+            (
+                format!("{p}enableWarnings = 1"),
+                "persistence.\"/persist\".enableWarnings",
+            ),
+            (
+                format!("{p}directories = 3"),
+                "persistence.\"/persist\".directories",
+            ),
+            (format!("{p}files = {{}}"), "persistence.\"/persist\".files"),
+            (format!("{p}users = 3"), "persistence.\"/persist\".users"),
+            (
+                format!("{p}directories = [3]"),
+                "persistence.\"/persist\".directories[0]",
+            ),
+            (
+                format!("{p}directories = [\"/a\", {{ directory = 3 }}]"),
+                "persistence.\"/persist\".directories[1].directory",
+            ),
+            (
+                format!("{p}directories = [{{ directory = \"/a\", user = 3 }}]"),
+                "persistence.\"/persist\".directories[0].user",
+            ),
+            (
+                format!("{p}directories = [{{ directory = \"/a\", group = 3 }}]"),
+                "persistence.\"/persist\".directories[0].group",
+            ),
+            (
+                format!("{p}directories = [{{ directory = \"/a\", mode = 700 }}]"),
+                "persistence.\"/persist\".directories[0].mode",
+            ),
+            (
+                format!("{p}directories = [{{ directory = \"/a\", hideMount = 1 }}]"),
+                "persistence.\"/persist\".directories[0].hideMount",
+            ),
+            (
+                format!("{p}directories = [{{ directory = \"/a\", persistentStoragePath = 1 }}]"),
+                "persistence.\"/persist\".directories[0].persistentStoragePath",
+            ),
+            (
+                format!("{p}files = [{{ file = 3 }}]"),
+                "persistence.\"/persist\".files[0].file",
+            ),
+            (
+                format!("{p}files = [{{ file = \"/a\", parentDirectory = 3 }}]"),
+                "persistence.\"/persist\".files[0].parentDirectory",
+            ),
+            (
+                format!("{p}files = [{{ file = \"/a\", parentDirectory = {{ user = 3 }} }}]"),
+                "persistence.\"/persist\".files[0].parentDirectory.user",
+            ),
+            (
+                format!("{p}files = [{{ file = \"/a\", parentDirectory = {{ group = 3 }} }}]"),
+                "persistence.\"/persist\".files[0].parentDirectory.group",
+            ),
+            (
+                format!("{p}files = [{{ file = \"/a\", parentDirectory = {{ mode = 3 }} }}]"),
+                "persistence.\"/persist\".files[0].parentDirectory.mode",
+            ),
+            (
+                format!("{p}users.josh = 3"),
+                "persistence.\"/persist\".users.josh",
+            ),
+            (
+                format!("{p}users.josh.home = 3"),
+                "persistence.\"/persist\".users.josh.home",
+            ),
+            (
+                format!("{p}users.josh.directories = 3"),
+                "persistence.\"/persist\".users.josh.directories",
+            ),
+            (
+                format!("{p}users.josh.files = [3]"),
+                "persistence.\"/persist\".users.josh.files[0]",
+            ),
+            (
+                format!("{p}users.josh.directories = [{{ directory = 3 }}]"),
+                "persistence.\"/persist\".users.josh.directories[0].directory",
+            ),
+            ("retention = 3".into(), "retention"),
+            (
+                "[retention]\nkeep_last = true".into(),
+                "retention.keep_last",
+            ),
+            (format!("{r}keep_daily = 1.5"), "retention.keep_daily"),
+            (format!("{r}keep_weekly = []"), "retention.keep_weekly"),
+            (
+                format!("{r}keep_monthly = \"some\""),
+                "retention.keep_monthly",
+            ),
+            (format!("{r}keep_yearly = -2"), "retention.keep_yearly"),
+            (format!("{r}timezone = 3"), "retention.timezone"),
+            ("check = 3".into(), "check"),
+            ("[check]\nignore = 3".into(), "check.ignore"),
+            ("[check]\nignore = [\"/a\", 3]".into(), "check.ignore[1]"),
+            ("[check]\nrule = 3".into(), "check.rule"),
+            ("[check]\nrule = [3]".into(), "check.rule[0]"),
+            (
+                "[[check.rule]]\npath = 3\nverdict = \"persist\"".into(),
+                "check.rule[0].path",
+            ),
+            (
+                "[[check.rule]]\npath = \"/srv\"\nverdict = 3".into(),
+                "check.rule[0].verdict",
+            ),
+            (
+                "[[check.rule]]\npath = \"/srv\"\nverdict = \"persist\"\nreason = 3".into(),
+                "check.rule[0].reason",
+            ),
+        ];
+        for (text, key) in cases {
+            let got = parse_err(&text);
+            assert!(!got.contains('\n'), "multi-line error for {text:?}: {got}");
+            assert!(
+                got.starts_with("c.toml:") && got.contains(&format!(": {key}: ")),
+                "for {text:?}\n  got: {got}\n want the key {key}"
+            );
+            assert!(
+                !got.contains("wanted string or table"),
+                "toml's words for an enum say too little: {got}"
+            );
+        }
+    }
+
     #[test]
     fn disabled_storage_is_ignored() {
         let cfg = parse_ok("[persistence.\"/persist\"]\nenable = false\ndirectories = [\"/x\"]");
@@ -667,5 +905,44 @@ ignore = ["/var/lib/foo/**", "**/*.tmp"]
         assert_eq!(toml_key("josh"), "josh");
         assert_eq!(toml_key("/persist"), "\"/persist\"");
         assert_eq!(toml_key("a.b"), "\"a.b\"");
+    }
+
+    /// What any input must come to: a configuration whose paths are all usable, or one
+    /// line that names the file and a place in it.
+    fn parses_or_names_the_place(text: &str) -> Result<(), TestCaseError> {
+        match parse(Path::new("c.toml"), text) {
+            Ok(cfg) => {
+                for e in cfg.persistence.unwrap_or_default() {
+                    let raw = e.path.to_str().expect("configured paths are UTF-8");
+                    prop_assert_eq!(crate::paths::normalize_absolute(raw), Ok(e.path.clone()));
+                    prop_assert!(raw.len() <= crate::paths::MAX_PATH_BYTES);
+                }
+            }
+            Err(e) => {
+                let line = e.to_string();
+                prop_assert!(!line.contains('\n'), "{}", line);
+                prop_assert!(line.starts_with("c.toml"), "{}", line);
+                prop_assert!(line.len() < 1500, "{}", line);
+                prop_assert!(
+                    e.key.is_some() || e.line_col.is_some(),
+                    "no place: {}",
+                    line
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            parses_or_names_the_place(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn mutations_of_a_valid_file_parse_or_name_the_place(edits in crate::config::mutate::edits()) {
+            let text = crate::config::mutate::apply(FULL.as_bytes(), &edits);
+            parses_or_names_the_place(&String::from_utf8_lossy(&text))?;
+        }
     }
 }

@@ -14,6 +14,8 @@
 mod declared;
 mod error;
 mod file;
+#[cfg(test)]
+pub(crate) mod mutate;
 mod nix_json;
 
 use std::fs;
@@ -39,7 +41,7 @@ pub const SERVER_TEMPLATE: &str = include_str!("../../data/server-template.toml"
 const TEMPLATE_LABEL: &str = "built-in server template";
 
 /// The filesystem the root lives on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FsType {
     Bcachefs,
@@ -48,12 +50,37 @@ pub enum FsType {
 }
 
 impl FsType {
+    const NAMES: &'static [&'static str] = &["bcachefs", "btrfs", "tmpfs"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FsType::Bcachefs => "bcachefs",
             FsType::Btrfs => "btrfs",
             FsType::Tmpfs => "tmpfs",
         }
+    }
+}
+
+/// By hand rather than derived: a derived enum given a number gets toml's "wanted string
+/// or table", which says neither what was found nor what is allowed.
+impl<'de> Deserialize<'de> for FsType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FsType, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FsType;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("one of `bcachefs`, `btrfs`, `tmpfs`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FsType, E> {
+                match v {
+                    "bcachefs" => Ok(FsType::Bcachefs),
+                    "btrfs" => Ok(FsType::Btrfs),
+                    "tmpfs" => Ok(FsType::Tmpfs),
+                    _ => Err(E::unknown_variant(v, FsType::NAMES)),
+                }
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 
@@ -310,6 +337,14 @@ impl Config {
         if !root.is_dir() {
             return Err(ConfigError::new(root, "--root is not a directory"));
         }
+        if opts.config.as_deref() == Some(Path::new(STDIN))
+            && opts.persistence_json.as_deref() == Some(Path::new(STDIN))
+        {
+            return Err(ConfigError::new(
+                Path::new(STDIN),
+                "--config and --persistence-json cannot both read standard input",
+            ));
+        }
         let (config_file, file_config) = match &opts.config {
             Some(path) => {
                 let text = read_text(path)?;
@@ -317,8 +352,11 @@ impl Config {
             }
             None => {
                 let path = under_root(root, Path::new(DEFAULT_CONFIG));
-                match fs::read_to_string(&path) {
-                    Ok(text) => (path.clone(), Some(file::parse(&path, &text)?)),
+                match read_input(&path, MAX_INPUT_BYTES) {
+                    Ok(bytes) => {
+                        let text = utf8(&path, bytes)?;
+                        (path.clone(), Some(file::parse(&path, &text)?))
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => (path, None),
                     Err(e) => return Err(io_error(&path, &e)),
                 }
@@ -405,8 +443,91 @@ fn entries_from_mounts(root: &Path, table: &MountTable) -> Vec<Entry> {
         .collect()
 }
 
+/// The name that reads standard input (`--persistence-json -`, `--config -`).
+pub const STDIN: &str = "-";
+
+/// The most any configuration input may hold. A configuration of 100,000 entries is a few
+/// MB of TOML (and `nix eval`'s JSON of it, with its internal attributes, tens of MB);
+/// anything larger is not a configuration, and parsing it would take memory for nothing.
+pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    fs::read_to_string(path).map_err(|e| io_error(path, &e))
+    let bytes = if path == Path::new(STDIN) {
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(
+            &mut io::Read::take(io::stdin().lock(), MAX_INPUT_BYTES + 1),
+            &mut bytes,
+        )
+        .map_err(|e| io_error(path, &e))?;
+        if bytes.len() as u64 > MAX_INPUT_BYTES {
+            return Err(io_error(path, &too_large()));
+        }
+        bytes
+    } else {
+        read_input(path, MAX_INPUT_BYTES).map_err(|e| io_error(path, &e))?
+    };
+    utf8(path, bytes)
+}
+
+fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.as_bytes()[..at]);
+        let line_col = error::LineIndex::new(&text).line_col(at);
+        ConfigError::new(path, "is not UTF-8 text").with_line_col(Some(line_col))
+    })
+}
+
+fn too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!(
+            "is larger than {} MiB, the most a configuration input may be",
+            MAX_INPUT_BYTES >> 20
+        ),
+    )
+}
+
+/// Reads a whole input file that must be a regular file of at most `limit` bytes. A FIFO
+/// would block until some writer came (forever, for a stray `mkfifo`), and a device such as
+/// `/dev/zero` never ends: both are refused before a byte is read. The file is opened
+/// without blocking and checked on the open descriptor, so nothing can be swapped in
+/// between the check and the read. procfs files (the mount table) are regular files of
+/// size 0, so the limit is also enforced while reading.
+pub fn read_input(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        None
+    } else if ft.is_dir() {
+        Some("is a directory, not a file")
+    } else if ft.is_fifo() {
+        Some(
+            "is a FIFO, not a regular file (to read a pipe, give `-` and pipe it to standard input)",
+        )
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Some("is a device, not a regular file")
+    } else {
+        Some("is not a regular file")
+    };
+    if let Some(kind) = kind {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, kind));
+    }
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 fn io_error(path: &Path, e: &io::Error) -> ConfigError {
@@ -414,8 +535,13 @@ fn io_error(path: &Path, e: &io::Error) -> ConfigError {
         io::ErrorKind::NotFound => "no such file".to_string(),
         io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         io::ErrorKind::IsADirectory => "is a directory, not a file".to_string(),
-        io::ErrorKind::InvalidData => e.to_string(),
-        _ => e.to_string(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
     };
     ConfigError::new(path, what)
 }

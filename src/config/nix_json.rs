@@ -58,16 +58,30 @@ pub fn parse(file: &Path, text: &str) -> Result<(Vec<Entry>, Vec<String>), Confi
     let mut reader = Reader {
         file,
         warnings: Vec::new(),
+        unlisted: 0,
         declared: Vec::new(),
     };
     reader.top(&value)?;
     let entries = declared::resolve(file, reader.declared)?;
-    Ok((entries, reader.warnings))
+    let mut warnings = reader.warnings;
+    if reader.unlisted > 0 {
+        warnings.push(format!(
+            "{}: {} more unknown attributes ignored",
+            file.display(),
+            reader.unlisted
+        ));
+    }
+    Ok((entries, warnings))
 }
+
+/// How many unknown attributes are named one by one; the rest are counted.
+const WARNINGS_LISTED: usize = 20;
 
 struct Reader<'a> {
     file: &'a Path,
     warnings: Vec<String>,
+    /// Unknown attributes past the first [`WARNINGS_LISTED`].
+    unlisted: usize,
     declared: Vec<DeclaredEntry>,
 }
 
@@ -109,9 +123,15 @@ impl Reader<'_> {
 
     fn warn_unknown(&mut self, key: &str, obj: &Map<String, Value>, known: &[&str]) {
         for name in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+            if self.warnings.len() == WARNINGS_LISTED {
+                self.unlisted += 1;
+                continue;
+            }
+            // Quoted and cut like a key: a name may hold a newline or be megabytes long.
             self.warnings.push(format!(
-                "{}: {key}: unknown attribute `{name}` ignored",
-                self.file.display()
+                "{}: {key}: unknown attribute {} ignored",
+                self.file.display(),
+                toml_key(name)
             ));
         }
     }
@@ -378,10 +398,27 @@ mod tests {
         assert_eq!(
             warnings,
             [
-                "p.json: \"/persist\": unknown attribute `newOption` ignored",
-                "p.json: \"/persist\".directories[0]: unknown attribute `shiny` ignored",
+                "p.json: \"/persist\": unknown attribute newOption ignored",
+                "p.json: \"/persist\".directories[0]: unknown attribute shiny ignored",
             ]
         );
+    }
+
+    #[test]
+    fn unknown_attributes_are_named_on_one_line_and_capped() {
+        let attrs: Vec<String> = (0..100).map(|i| format!("\"odd\\nname{i}\": 1")).collect();
+        let json = format!(
+            r#"{{"/persist": {{{}, "directories": ["/x"]}}}}"#,
+            attrs.join(", ")
+        );
+        let (_, warnings) = parse(Path::new("p.json"), &json).unwrap();
+        assert_eq!(warnings.len(), 21);
+        assert_eq!(
+            warnings[0],
+            "p.json: \"/persist\": unknown attribute \"odd\\nname0\" ignored"
+        );
+        assert_eq!(warnings[20], "p.json: 80 more unknown attributes ignored");
+        assert!(warnings.iter().all(|w| !w.contains('\n')));
     }
 
     #[test]
@@ -428,6 +465,55 @@ mod tests {
                 got.starts_with(want),
                 "for {json}\n  got: {got}\n want: {want}"
             );
+        }
+    }
+
+    /// An evaluated module's output with users, modes and unknown attributes.
+    const VALID: &str = r#"{"/persist": {"enable": true, "hideMounts": true, "newOption": 1,
+        "directories": ["/var/log", {"directory": "/var/lib/private", "mode": "0700", "user": "root"}],
+        "files": ["/etc/machine-id", {"file": "/etc/nix/id", "parentDirectory": {"mode": "0700"}}],
+        "users": {"josh": {"home": "/home/josh", "directories": [".ssh"], "files": [".x"]}}},
+      "/state": {"persistentStoragePath": "/state", "directories": ["/srv"]}}"#;
+
+    fn parses_or_names_the_place(text: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        match parse(Path::new("p.json"), text) {
+            Ok((entries, warnings)) => {
+                for e in entries {
+                    let raw = e.path.to_str().expect("configured paths are UTF-8");
+                    proptest::prop_assert_eq!(
+                        crate::paths::normalize_absolute(raw),
+                        Ok(e.path.clone())
+                    );
+                }
+                for w in warnings {
+                    proptest::prop_assert!(!w.contains('\n') && w.starts_with("p.json"), "{}", w);
+                }
+            }
+            Err(e) => {
+                let line = e.to_string();
+                proptest::prop_assert!(!line.contains('\n'), "{}", line);
+                proptest::prop_assert!(line.starts_with("p.json"), "{}", line);
+                proptest::prop_assert!(line.len() < 1500, "{}", line);
+                proptest::prop_assert!(
+                    e.key.is_some() || e.line_col.is_some(),
+                    "no place: {}",
+                    line
+                );
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            parses_or_names_the_place(&String::from_utf8_lossy(&bytes))?;
+        }
+
+        #[test]
+        fn mutations_of_valid_json_parse_or_name_the_place(edits in crate::config::mutate::edits()) {
+            let text = crate::config::mutate::apply(VALID.as_bytes(), &edits);
+            parses_or_names_the_place(&String::from_utf8_lossy(&text))?;
         }
     }
 }
