@@ -34,6 +34,14 @@ fn starts_line(text: &str, at: usize) -> bool {
     text[line_start(text, at)..at].trim().is_empty()
 }
 
+/// Whether only `;`, white space and a comment follow `at` on its line.
+fn ends_binding_line(text: &str, at: usize) -> bool {
+    let rest = &text[at + 1..];
+    let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+    let line = line.trim_start().trim_start_matches(';').trim();
+    line.is_empty() || line.starts_with('#')
+}
+
 /// `items` (Nix expressions) added at the end of `list`.
 pub fn into_list(text: &str, list: &ast::List, items: &[String], eol: &str) -> String {
     let open = list
@@ -61,8 +69,8 @@ pub fn into_list(text: &str, list: &ast::List, items: &[String], eol: &str) -> S
             out.push_str(&format!("{indent}{item}{eol}"));
         }
         out.push_str(&text[at..]);
-    } else if text[open + 1..close].trim().is_empty() {
-        // `[ ]`: made into a list of one item a line.
+    } else if text[open + 1..close].trim().is_empty() && ends_binding_line(text, close) {
+        // `[ ]` ending its line: made into a list of one item a line.
         let indent = indent_at(text, open).to_string();
         out.push_str(&text[..open]);
         out.push('[');

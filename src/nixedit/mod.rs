@@ -356,13 +356,15 @@ fn storage_path(found: &Found, group: usize, key: &Key) -> Option<String> {
     }
 }
 
-/// The home directory of a user of a storage: its `home`, else `/home/NAME`.
+/// The home directory of a user of a storage: its `home`, else NixOS's default (`/root`
+/// for root, `/home/NAME` for others).
 fn home_of(found: &Found, storage: Option<&Key>, user: &str) -> Option<String> {
     let own = found.scalars.iter().find(|s| {
         s.path.len() == 6 && Some(&s.path[2]) == storage && s.path[4].name.as_deref() == Some(user)
     });
     match own {
         Some(s) => s.value.clone(),
+        None if user == "root" => Some("/root".to_string()),
         None => Some(format!("/home/{user}")),
     }
 }
@@ -564,7 +566,7 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
                     p.storage
                         .filter(|k| storage_path(found, group, k).as_deref() == Some(&req.storage))
                 });
-            home_of(found, storage.as_ref(), user).unwrap_or(format!("/home/{user}"))
+            home_of(found, storage.as_ref(), user).unwrap_or_default()
         }
         None => String::new(),
     };
