@@ -50,7 +50,8 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
     output::require_not_nix(global.format, AddReport::COMMAND)?;
     let file = &args.nix_file;
     let request = request(args)?;
-    let target = open(file, args.force)?;
+    // A dry run writes nothing: a read-only or hard-linked file is no reason to refuse it.
+    let target = open(file, args.force || args.dry_run)?;
     let text = read(file, &target)?;
     let outcome = nixedit::add(&text, &request)
         .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
@@ -113,8 +114,8 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
                 if links > 1 {
                     write_in_place(file, &target, &edited)?;
                     report.notes.push(format!(
-                        "written in place: the {} other hard links to it see the change",
-                        links - 1
+                        "written in place: the {} to it see the change",
+                        count(links as usize - 1, "other hard link", "other hard links")
                     ));
                 } else {
                     write_atomically(file, &target, &edited)?;
@@ -238,8 +239,12 @@ fn open_once(file: &Path, force: bool) -> Result<Target, Error> {
     }
     if meta.nlink() > 1 && !force {
         return Err(refuse(&format!(
-            "it has {} other hard links, and replacing it would part them; --force writes it in place",
-            meta.nlink() - 1
+            "it has {}, and replacing it would part them; --force writes it in place",
+            count(
+                meta.nlink() as usize - 1,
+                "other hard link",
+                "other hard links"
+            )
         )));
     }
     rustix::fs::flock(
