@@ -326,6 +326,10 @@ pub struct PersistAddArgs {
     /// Print a unified diff; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Edit a file its owner may not write (keeping its mode), or one with other hard
+    /// links (written in place, so that every link sees the change)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
