@@ -102,11 +102,10 @@ pub fn lint(set: &PersistedSet, mounts: Option<&MountTable>, knowledge: &Knowled
         } else {
             format!(
                 "{bind_mounts} bind mounts (more than {MAX_BIND_MOUNTS} slow the boot); persisting {} instead would leave {after} (each also persists whatever else is in it)",
-                count(
-                    merges.len(),
-                    "this parent directory",
-                    "these parent directories"
-                )
+                match merges.len() {
+                    1 => "this parent directory".to_string(),
+                    n => format!("these {n} parent directories"),
+                }
             )
         };
         findings.push(Finding {
@@ -644,7 +643,13 @@ mod tests {
         // nixarr saves 5 and is enough to get to 30; /etc/ssh is never proposed.
         assert_eq!(parents, ["/var/lib/nixarr"]);
         assert_eq!(finding.merges[0].covers.len(), 6);
-        assert!(finding.message.contains("would leave 30"));
+        assert!(
+            finding
+                .message
+                .contains("persisting this parent directory instead would leave 30"),
+            "{}",
+            finding.message
+        );
     }
 
     #[test]
