@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::classify::EntryKind;
+use crate::paths::{escape, unescape};
 
 /// Where the manifest lives, as seen from the host's `/`: /run is per boot, like the
 /// baseline, and is never walked.
@@ -96,10 +96,12 @@ pub enum ChangeKind {
 /// One change (`diff`'s `changes[]`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub change: ChangeKind,
     pub kind: Option<EntryKind>,
     /// For a rename: where it was.
+    #[serde(serialize_with = "crate::paths::json_opt")]
     pub from: Option<PathBuf>,
     /// For a change: what changed (`type`, `mode`, `owner`, `content`, `target`).
     pub what: Vec<&'static str>,
@@ -249,64 +251,10 @@ impl Manifest {
     }
 }
 
-/// Escapes a path for one tab-separated field: backslash, control bytes and bytes that
-/// are not UTF-8 become `\xHH`.
-fn escape(path: &Path) -> String {
-    let bytes = path.as_os_str().as_bytes();
-    let mut out = String::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let (valid, bad) = match std::str::from_utf8(rest) {
-            Ok(s) => (s, &[][..]),
-            Err(e) => {
-                let (ok, bad) = rest.split_at(e.valid_up_to());
-                (std::str::from_utf8(ok).unwrap_or_default(), bad)
-            }
-        };
-        for c in valid.chars() {
-            if c == '\\' || c.is_control() {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    let _ = write!(out, "\\x{b:02x}");
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        match bad.split_first() {
-            Some((b, tail)) => {
-                let _ = write!(out, "\\x{b:02x}");
-                rest = tail;
-            }
-            None => rest = &[],
-        }
-    }
-    out
-}
-
-fn unescape(field: &str) -> Option<PathBuf> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            let hex = std::str::from_utf8(bytes.get(i + 2..i + 4)?).ok()?;
-            if bytes.get(i + 1) != Some(&b'x') {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     fn meta(kind: EntryKind, size: u64, mtime_ns: i128) -> Meta {
         Meta {

@@ -43,7 +43,7 @@ impl Error {
 
 /// A filesystem operation that failed: what was being done, to which path, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {}", path.display(), describe(source))]
+#[error("{op} {}: {}", crate::paths::escape(path), describe(source))]
 pub struct FsError {
     pub op: String,
     pub path: PathBuf,

@@ -2,8 +2,12 @@
 //! normalised, and how a host path is found under `--root`.
 //!
 //! Everything here is pure string/path manipulation; nothing touches the filesystem.
+//!
+//! It also holds the one escaped form every output uses for a path (JSON fields, human
+//! lines, the baseline manifest, messages): any path can be named, on one line, exactly.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Why a path written in a configuration was refused.
@@ -85,6 +89,81 @@ pub fn under_root(root: &Path, abs: &Path) -> PathBuf {
     }
 }
 
+/// A path as text, exactly and on one line: a backslash, a control character and a byte
+/// that is not UTF-8 become `\xHH` (a multi-byte control character, byte by byte), every
+/// other character stays as it is. So a `\` always starts an escape, ordinary names are
+/// unchanged, and [`unescape`] gives back the same bytes.
+pub fn escape(path: &Path) -> String {
+    let bytes = path.as_os_str().as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' || c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// The path [`escape`] made `text` from; `None` when `text` holds a `\` that is not
+/// followed by `x` and two hex digits.
+pub fn unescape(text: &str) -> Option<PathBuf> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) != Some(&b'x') {
+                return None;
+            }
+            let hex = bytes.get(i + 2..i + 4)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
+}
+
+/// `#[serde(serialize_with = "crate::paths::json")]`: a path field in its [`escape`]d
+/// form, so that JSON output is whole and exact for any name.
+pub fn json<P: AsRef<Path>, S: serde::Serializer>(path: &P, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&escape(path.as_ref()))
+}
+
+/// [`json`] for an optional path.
+pub fn json_opt<P: AsRef<Path>, S: serde::Serializer>(
+    path: &Option<P>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => json(p, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// [`json`] for a list of paths.
+pub fn json_all<P: AsRef<Path>, S: serde::Serializer>(
+    paths: &[P],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(paths.iter().map(|p| escape(p.as_ref())))
+}
+
 /// Renders a path for a one-line message, quoted so that spaces and empty strings show.
 pub fn quoted(path: &Path) -> String {
     format!("{:?}", path.to_string_lossy())
@@ -132,6 +211,32 @@ mod tests {
         for (raw, want) in cases {
             let got = normalize_relative(raw);
             assert_eq!(got, want.map(PathBuf::from), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_paths_are_exact_and_one_line() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"/var/lib/forgejo", "/var/lib/forgejo"),
+            (
+                b"/with space/\xc3\xa9t\xc3\xa9",
+                "/with space/\u{e9}t\u{e9}",
+            ),
+            (b"/a\xff\xfeb", "/a\\xff\\xfeb"),
+            (b"/new\nline\ttab", "/new\\x0aline\\x09tab"),
+            (b"/back\\slash", "/back\\x5cslash"),
+            (b"/nel\xc2\x85", "/nel\\xc2\\x85"),
+            (b"/del\x7f", "/del\\x7f"),
+        ];
+        for (raw, want) in cases {
+            let path = Path::new(std::ffi::OsStr::from_bytes(raw));
+            let shown = escape(path);
+            assert_eq!(shown, *want);
+            assert!(!shown.contains('\n'));
+            assert_eq!(unescape(&shown).as_deref(), Some(path));
+        }
+        for bad in ["\\", "a\\x", "a\\x4", "a\\xzz", "\\n"] {
+            assert_eq!(unescape(bad), None, "{bad:?}");
         }
     }
 

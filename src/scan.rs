@@ -29,7 +29,6 @@ use serde::Serialize;
 use crate::baseline::{Manifest, Meta, Status};
 use crate::classify::{EntryKind, Facts};
 use crate::knowledge::Knowledge;
-use crate::paths::under_root;
 use crate::persisted::PersistedSet;
 
 /// What to walk and what to leave out.
@@ -58,6 +57,7 @@ pub struct Unit {
 /// A directory the walk did not enter, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Skipped {
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub why: &'static str,
 }
@@ -170,16 +170,22 @@ fn progress(entries: &AtomicU64, done: &AtomicBool) {
     }
 }
 
-/// `/etc/.clean` lists, relative to /etc, the files NixOS copied there.
+/// `/etc/.clean` lists, relative to /etc, the files NixOS copied there. Read as the tree
+/// sees it (a symlink resolves inside the tree, never to the host's list); one path a line.
 fn read_etc_clean(root: &Path) -> HashSet<PathBuf> {
-    std::fs::read_to_string(under_root(root, Path::new("/etc/.clean")))
-        .map(|text| {
-            text.lines()
-                .filter(|l| !l.is_empty())
-                .map(|l| Path::new("/etc").join(l.trim_start_matches('/')))
-                .collect()
+    let data = crate::beneath::Tree::open(root)
+        .and_then(|t| t.read(Path::new("/etc/.clean")))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    data.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let l = OsStr::from_bytes(l);
+            let rel = Path::new(l).strip_prefix("/").unwrap_or(Path::new(l));
+            Path::new("/etc").join(rel)
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 impl<'a> Walker<'a> {
@@ -268,7 +274,7 @@ impl<'a> Walker<'a> {
     fn error(&self, path: &Path, e: impl std::fmt::Display) {
         let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if errors.len() < MAX_ERRORS {
-            errors.push(format!("{}: {e}", path.display()));
+            errors.push(format!("{}: {e}", crate::paths::escape(path)));
         }
     }
 

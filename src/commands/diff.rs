@@ -24,7 +24,7 @@ use crate::exit::ExitStatus;
 use crate::knowledge;
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, count};
-use crate::paths::under_root;
+use crate::paths::{escape, under_root};
 use crate::scan::{self, Unit};
 use crate::suggest::{self, Suggestion};
 use crate::toplevel::TopLevel;
@@ -64,7 +64,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
                     let (_, manifest) = discover::load_manifest(&config.root)?.ok_or_else(|| {
                         Error::Usage(format!(
                             "no baseline in {}: run `imperm baseline` right after boot (the NixOS module does), or pass --against SNAP",
-                            under_root(&config.root, Path::new(baseline::MANIFEST)).display()
+                            escape(&under_root(&config.root, Path::new(baseline::MANIFEST)))
                         ))
                     })?;
                     ("walk", walk_diff(&config, &manifest)?)
@@ -429,7 +429,7 @@ impl Report for DiffReport {
             let from = c
                 .from
                 .as_ref()
-                .map(|f| format!(" (from {})", f.display()))
+                .map(|f| format!(" (from {})", escape(f)))
                 .unwrap_or_default();
             let what = if c.what.is_empty() {
                 String::new()
@@ -439,7 +439,7 @@ impl Report for DiffReport {
             writeln!(
                 out,
                 "{style}{mark}{style:#} {}{from}{what}",
-                c.path.display()
+                escape(&c.path)
             )?;
         }
         if !self.suggestions.is_empty() {
