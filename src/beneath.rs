@@ -15,7 +15,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
@@ -214,4 +214,87 @@ fn temporary_name(name: &OsStr) -> std::ffi::OsString {
     tmp.push(name);
     tmp.push(format!(".{}.{nanos}.tmp", std::process::id()));
     tmp
+}
+
+/// `openat2` of a path of any length: one call per stretch of at most 2048 bytes, each
+/// resolved with `resolve` from the directory the one before found. (A single call fails
+/// with ENAMETOOLONG past PATH_MAX, and a deep tree's paths go far past it.)
+pub fn openat2_long(
+    dir: BorrowedFd,
+    rel: &Path,
+    flags: OFlags,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    const STRETCH: usize = 2048;
+    let parts: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        return rustix::fs::openat2(dir, ".", flags | OFlags::CLOEXEC, Mode::empty(), resolve);
+    }
+    let mut current: Option<OwnedFd> = None;
+    let mut stretch = PathBuf::new();
+    for (i, part) in parts.iter().enumerate() {
+        stretch.push(part);
+        let last = i + 1 == parts.len();
+        if !last && stretch.as_os_str().len() < STRETCH {
+            continue;
+        }
+        let from = current.as_ref().map_or(dir, |fd| fd.as_fd());
+        let how = if last {
+            flags | OFlags::CLOEXEC
+        } else {
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
+        };
+        current = Some(rustix::fs::openat2(
+            from,
+            &stretch,
+            how,
+            Mode::empty(),
+            resolve,
+        )?);
+        stretch = PathBuf::new();
+    }
+    current.ok_or(rustix::io::Errno::NOENT)
+}
+
+impl Tree {
+    /// The tree's directory `abs`, every component a real directory beneath the tree;
+    /// `None` when it is not there as such.
+    pub fn open_dir(&self, abs: &Path) -> Option<OwnedFd> {
+        openat2_long(
+            self.fd.as_fd(),
+            &relative(abs),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            NO_SYMLINKS,
+        )
+        .ok()
+    }
+
+    /// The tree's regular file `abs` for reading, every component a real directory beneath
+    /// the tree and no symlink anywhere; `None` when it is missing or not a regular file.
+    pub fn open_file(&self, abs: &Path) -> Result<Option<File>, FsError> {
+        match openat2_long(
+            self.fd.as_fd(),
+            &relative(abs),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            NO_SYMLINKS,
+        ) {
+            Ok(fd) => {
+                let stat = rustix::fs::fstat(&fd).map_err(|e| self.err("read", abs, e))?;
+                Ok(
+                    (FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile)
+                        .then(|| File::from(fd)),
+                )
+            }
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                Ok(None)
+            }
+            Err(e) => Err(self.err("read", abs, e)),
+        }
+    }
 }

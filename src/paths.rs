@@ -95,6 +95,13 @@ pub fn under_root(root: &Path, abs: &Path) -> PathBuf {
 /// unchanged, and [`unescape`] gives back the same bytes.
 pub fn escape(path: &Path) -> String {
     let bytes = path.as_os_str().as_bytes();
+    // Nearly every name is printable ASCII: copied whole.
+    if bytes
+        .iter()
+        .all(|&b| (b.is_ascii_graphic() || b == b' ') && b != b'\\')
+    {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -118,6 +125,9 @@ pub fn escape(path: &Path) -> String {
 /// followed by `x` and two hex digits.
 pub fn unescape(text: &str) -> Option<PathBuf> {
     let bytes = text.as_bytes();
+    if !bytes.contains(&b'\\') {
+        return Some(PathBuf::from(text));
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -137,6 +147,30 @@ pub fn unescape(text: &str) -> Option<PathBuf> {
         }
     }
     Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
+}
+
+/// The order of a tree listing: by component, a directory right before what is in it
+/// (`/a`, `/a/b`, `/a.conf`), as `Path`'s own order, but comparing bytes in bulk rather
+/// than component by component (paths of a deep tree share prefixes of many kilobytes).
+/// For paths without `//`, `.` or a trailing `/`, which are all a walk makes.
+pub fn tree_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    if a == b {
+        return std::cmp::Ordering::Equal;
+    }
+    // The length of the common prefix, found with whole-slice comparisons.
+    let (mut lo, mut hi) = (0, a.len().min(b.len()));
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if a[..mid] == b[..mid] {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    // A separator sorts before every other byte: a name ends there.
+    let rank = |x: Option<&u8>| x.map(|&c| if c == b'/' { 0 } else { u16::from(c) + 1 });
+    rank(a.get(lo)).cmp(&rank(b.get(lo)))
 }
 
 /// `#[serde(serialize_with = "crate::paths::json")]`: a path field in its [`escape`]d
@@ -238,6 +272,43 @@ mod tests {
         for bad in ["\\", "a\\x", "a\\x4", "a\\xzz", "\\n"] {
             assert_eq!(unescape(bad), None, "{bad:?}");
         }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaping_is_exact_and_one_line(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let path = Path::new(std::ffi::OsStr::from_bytes(&bytes));
+            let shown = escape(path);
+            proptest::prop_assert!(!shown.chars().any(char::is_control));
+            let back = unescape(&shown);
+            proptest::prop_assert_eq!(back.as_deref(), Some(path));
+        }
+    }
+
+    #[test]
+    fn tree_order_is_the_order_of_components() {
+        let mut paths: Vec<PathBuf> = [
+            "/a.conf",
+            "/a/b",
+            "/a",
+            "/a b",
+            "/ab",
+            "/a/b/c",
+            "/",
+            "/a/b.x",
+            "/a/b/d",
+            "/b",
+            "/a-",
+            "/a/\u{e9}",
+            "/a/z",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let mut by_components = paths.clone();
+        by_components.sort();
+        paths.sort_by(|a, b| tree_order(a, b));
+        assert_eq!(paths, by_components);
     }
 
     #[test]

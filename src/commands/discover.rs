@@ -310,7 +310,7 @@ struct BaselineReport {
 pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, BaselineReport::COMMAND)?;
     let config = super::load_config(global)?;
-    let manifest = record(&config, &config.root)?;
+    let manifest = record(&config, &config.root, scan::Xattrs::Every)?;
     let file = write_manifest(&config.root, &manifest)?;
     let (snapshot, snapshot_note) = match baseline_snapshot(&config, args) {
         Ok(path) => (Some(path), None),
@@ -327,7 +327,7 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
 }
 
 /// Every entry of the tree at `root` outside persisted paths, as a manifest.
-pub fn record(config: &Config, root: &Path) -> Result<Manifest, Error> {
+pub fn record(config: &Config, root: &Path, xattrs: scan::Xattrs) -> Result<Manifest, Error> {
     let request = scan::Request {
         root,
         persisted: &config.persisted,
@@ -336,7 +336,7 @@ pub fn record(config: &Config, root: &Path) -> Result<Manifest, Error> {
         since: None,
         progress: true,
     };
-    let (entries, _) = scan::record(&request)?;
+    let (entries, _) = scan::record(&request, xattrs)?;
     Ok(Manifest::new(entries))
 }
 
