@@ -276,25 +276,34 @@ impl Tree {
     }
 
     /// The tree's regular file `abs` for reading, every component a real directory beneath
-    /// the tree and no symlink anywhere; `None` when it is missing or not a regular file.
+    /// the tree and no symlink anywhere; `None` when it is missing, reached through a
+    /// symlink, or not a regular file. It is looked at before it is opened: a device or a
+    /// FIFO put in its place is never opened.
     pub fn open_file(&self, abs: &Path) -> Result<Option<File>, FsError> {
-        match openat2_long(
+        let fd = match openat2_long(
             self.fd.as_fd(),
             &relative(abs),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            OFlags::PATH | OFlags::NOFOLLOW,
             NO_SYMLINKS,
         ) {
-            Ok(fd) => {
-                let stat = rustix::fs::fstat(&fd).map_err(|e| self.err("read", abs, e))?;
-                Ok(
-                    (FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile)
-                        .then(|| File::from(fd)),
-                )
-            }
+            Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
-                Ok(None)
+                return Ok(None);
             }
-            Err(e) => Err(self.err("read", abs, e)),
+            Err(e) => return Err(self.err("read", abs, e)),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| self.err("read", abs, e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Ok(None);
         }
+        // Reopened from the descriptor (open takes no empty path: through its /proc
+        // entry): the same inode, whatever the path holds by now.
+        let file = rustix::fs::open(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| self.err("read", abs, e))?;
+        Ok(Some(File::from(file)))
     }
 }

@@ -390,6 +390,14 @@ impl<'a> Walker<'a> {
         (scan, self.records.into_inner().unwrap_or_default())
     }
 
+    /// A failed call on an entry: an error to report, unless the entry is simply gone (it
+    /// vanished between the directory listing and the call: nothing of it is left to lose).
+    fn failed(&self, path: &Path, e: rustix::io::Errno) {
+        if e != rustix::io::Errno::NOENT {
+            self.error(path, crate::error::describe(&e.into()));
+        }
+    }
+
     fn error(&self, path: &Path, e: impl std::fmt::Display) {
         let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if errors.len() < MAX_ERRORS {
@@ -439,7 +447,7 @@ impl<'a> Walker<'a> {
         let mut dir = match rustix::fs::Dir::read_from(fd) {
             Ok(dir) => dir,
             Err(e) => {
-                self.error(path, e);
+                self.failed(path, e);
                 return out;
             }
         };
@@ -455,7 +463,7 @@ impl<'a> Walker<'a> {
                     }
                 }
                 Err(e) => {
-                    self.error(path, e);
+                    self.failed(path, e);
                     break;
                 }
             }
@@ -479,14 +487,14 @@ impl<'a> Walker<'a> {
         ) {
             Ok(fd) => fd,
             Err(e) => {
-                self.error(path, e);
+                self.failed(path, e);
                 return None;
             }
         };
         let stat = match rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, STATX) {
             Ok(stat) => stat,
             Err(e) => {
-                self.error(path, e);
+                self.failed(path, e);
                 return None;
             }
         };
@@ -590,8 +598,12 @@ impl<'a> Walker<'a> {
         self.xattrs?;
         match xattr_digest(&at(), follow) {
             Ok(digest) => Some(digest),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
             Err(e) => {
-                self.error(path, format!("extended attributes: {e}"));
+                self.error(
+                    path,
+                    format!("extended attributes: {}", crate::error::describe(&e)),
+                );
                 None
             }
         }
@@ -655,7 +667,7 @@ impl<'a> Walker<'a> {
         match rustix::fs::statx(dir, child.name(), AtFlags::SYMLINK_NOFOLLOW, STATX) {
             Ok(st) => Some((FileType::from_raw_mode(u32::from(st.stx_mode)), Some(st))),
             Err(e) => {
-                self.error(path, e);
+                self.failed(path, e);
                 None
             }
         }
@@ -675,7 +687,7 @@ impl<'a> Walker<'a> {
             Some(st) => st,
             None => match rustix::fs::statx(dir, child.name(), AtFlags::SYMLINK_NOFOLLOW, STATX) {
                 Ok(st) => st,
-                Err(e) => return self.error(&path, e),
+                Err(e) => return self.failed(&path, e),
             },
         };
         if let Some(why) = self.foreign(&stat) {
@@ -694,7 +706,7 @@ impl<'a> Walker<'a> {
             match rustix::fs::readlinkat(dir, child.name(), Vec::new()) {
                 Ok(t) => Some(PathBuf::from(OsStr::from_bytes(t.as_bytes()))),
                 Err(e) => {
-                    self.error(&path, e);
+                    self.failed(&path, e);
                     None
                 }
             }

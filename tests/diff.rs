@@ -77,6 +77,8 @@ fn populate(fs: &LoopBtrfs) {
         ("var/lib/samesize/db", "aaaa"),
         ("var/lib/typechange", "file"),
         ("var/lib/linked/orig", "one inode"),
+        ("var/lib/swapdir/f", "f"),
+        ("var/lib/swapdir/g", "g"),
         ("var/log/persisted.log", "log"),
     ] {
         fs.write(&format!("@root/{rel}"), content);
@@ -137,6 +139,15 @@ fn change_everything(fs: &LoopBtrfs) {
     // A file that became a directory.
     fs::remove_file(p("var/lib/typechange")).unwrap();
     fs::create_dir(p("var/lib/typechange")).unwrap();
+    // A directory moved away, a file in it removed and one changed, and a symlink out of
+    // the tree put in its place (which neither method may follow).
+    fs::rename(p("var/lib/swapdir"), p("var/lib/swapped")).unwrap();
+    fs::remove_file(p("var/lib/swapped/g")).unwrap();
+    fs.write("@root/var/lib/swapped/f", "f, changed");
+    std::os::unix::fs::symlink("/etc", p("var/lib/swapdir")).unwrap();
+    // A nested subvolume (systemd makes /var/lib/machines one): not walked, not reported.
+    fs.subvolume("@root/var/lib/machines");
+    fs.write("@root/var/lib/machines/inside", "x");
     // Persisted: never reported.
     fs.write("@root/var/log/persisted.log", "log, then more");
 }
@@ -162,6 +173,10 @@ const EVERY_CHANGE: &[&str] = &[
     "added /var/lib/newsvc/state.db",
     "renamed /var/lib/renamed from /var/lib/renamedir",
     "changed /var/lib/samesize/db [content]",
+    "changed /var/lib/swapdir [type]",
+    "removed /var/lib/swapdir/g",
+    "renamed /var/lib/swapped from /var/lib/swapdir",
+    "changed /var/lib/swapped/f [content]",
     "changed /var/lib/typechange [type]",
 ];
 
@@ -205,7 +220,9 @@ fn both_methods_report_every_kind_of_change_alike() {
             "/var/lib/linked",
             "/var/lib/newsvc",
             "/var/lib/renamed",
-            "/var/lib/samesize"
+            "/var/lib/samesize",
+            "/var/lib/swapdir",
+            "/var/lib/swapped"
         ]
     );
     let leftovers: Vec<String> = fs::read_dir(fs.path("@snapshots"))
@@ -279,6 +296,60 @@ fn odd_names_through_both_methods_and_every_format() {
             "a warning on stderr"
         );
     }
+}
+
+/// Paths far longer than PATH_MAX (a chain of long names added after the baseline, and one
+/// changed at the bottom of an old chain): both methods name them whole and agree.
+#[test]
+fn deep_paths_through_both_methods() {
+    use rustix::fs::{Mode, OFlags};
+    let Some(fs) = btrfs("diff_deep") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let name = "d".repeat(200);
+    let chain = |base: &str, depth: usize, leaf: &str, content: &[u8]| {
+        let path = fs.path(base);
+        fs::create_dir_all(&path).unwrap();
+        let mut fd =
+            rustix::fs::open(&path, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            match rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => panic!("{e}"),
+            }
+            fd = rustix::fs::openat(
+                &fd,
+                name.as_str(),
+                OFlags::DIRECTORY | OFlags::RDONLY,
+                Mode::empty(),
+            )
+            .unwrap();
+        }
+        let file = rustix::fs::openat(
+            &fd,
+            leaf,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&file, content).unwrap();
+    };
+    chain("@root/var/lib/old", 40, "db", b"one");
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    chain("@root/var/lib/old", 40, "db", b"two!");
+    chain("@root/var/lib/new", 30, "db", b"new");
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "btrfs-generation");
+    let walk = json(&imperm(&fs, &["diff", "--walk", "--format", "json"]));
+    assert_eq!(search["changes"], walk["changes"]);
+    let lines = changes(&search);
+    assert_eq!(lines.len(), 1 + 1 + 30 + 1, "{lines:?}");
+    let deep = format!("/{name}").repeat(40);
+    assert_eq!(lines[0], "added /var/lib/new");
+    assert!(lines.contains(&format!("changed /var/lib/old{deep}/db [content]")));
+    assert!(lines.iter().all(|l| l.len() < 12_000));
+    assert!(lines.iter().any(|l| l.len() > 8_000), "past PATH_MAX");
 }
 
 /// "What did the last reset wipe?": the old root's state, gone from the fresh root.

@@ -959,3 +959,98 @@ fn baseline_and_check_never_follow_a_symlink_out_of_the_tree() {
         "{v}"
     );
 }
+
+/// Run as a user who cannot read part of the tree: what cannot be read is named (JSON and
+/// human), the rest is walked, and the exit code says the answer is not complete.
+#[test]
+fn what_cannot_be_read_is_named_and_the_rest_walked() {
+    use std::os::unix::fs::PermissionsExt;
+    if !as_root("what_cannot_be_read_is_named_and_the_rest_walked") {
+        return;
+    }
+    let t = Tree::new();
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    t.file("var/lib/secret/key", "k");
+    fs::set_permissions(
+        t.root().join("var/lib/secret"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    t.file("var/cache/open/x", "x");
+    let run = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(t.root())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["audit", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an incomplete answer is not a clean one: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["errors"],
+        serde_json::json!(["/var/lib/secret: Permission denied"])
+    );
+    assert_eq!(verdicts(&v), own(&[("/var/cache/open", "ephemeral", None)]));
+    let text = String::from_utf8(run(&["audit", "--color", "never"]).stdout).unwrap();
+    assert!(
+        text.contains("could not read 1 path:\n  /var/lib/secret: Permission denied\n"),
+        "{text}"
+    );
+}
+
+/// Directories made and removed while the walk runs: every run ends with one whole
+/// answer, and what vanished is not an error (nothing of it is left to lose).
+#[test]
+fn a_tree_changing_under_the_walk_is_walked_without_failing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = Tree::new();
+    t.file("var/lib/steady/x", "x");
+    let churn = t.root().join("var/lib/churn");
+    fs::create_dir_all(&churn).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let dir = churn.join(format!("d{}", i % 50));
+                let _ = fs::create_dir_all(dir.join("a/b/c"));
+                let _ = fs::write(dir.join("a/b/c/f"), "f");
+                let _ = fs::remove_dir_all(churn.join(format!("d{}", (i + 25) % 50)));
+                i += 1;
+            }
+        });
+        // Stops the churn also when an assertion below fails (else the scope waits forever).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        for _ in 0..15 {
+            for command in ["audit", "baseline", "check"] {
+                let out = t.imperm(&[command, "--format", "json"]);
+                let code = out.status.code();
+                assert!(
+                    matches!(code, Some(0 | 1)),
+                    "{command}: {code:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let v: Value = serde_json::from_slice(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{command}: not one JSON document ({e})"));
+                if command != "baseline" {
+                    assert_eq!(v["errors"], serde_json::json!([]), "{command}");
+                }
+            }
+        }
+    });
+}

@@ -198,7 +198,11 @@ impl<'a> Subvolume<'a> {
         let err = |e: rustix::io::Errno| FsError::new("inspect", &self.shown(path), e.into());
         let fd = match self.open(path, OFlags::PATH | OFlags::NOFOLLOW) {
             Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+            // Not there; or reached through a symlink, which the walk never follows: not
+            // an entry of this tree either.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                return Ok(None);
+            }
             Err(e) => return Err(err(e)),
         };
         let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, scan::STATX).map_err(err)?;
@@ -221,7 +225,9 @@ impl<'a> Subvolume<'a> {
     fn list(&self, path: &Path) -> Result<Vec<(std::ffi::OsString, u64)>, FsError> {
         let fd = match self.open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW) {
             Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(Vec::new()),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                return Ok(Vec::new());
+            }
             Err(e) => {
                 return Err(FsError::new("list", &self.shown(path), e.into()));
             }

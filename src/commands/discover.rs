@@ -160,7 +160,8 @@ fn run(
         style: args.style,
     };
     output::emit(&report, global.format, global.color)?;
-    Ok(if report.has_persist() {
+    // What could not be read may hold state: the answer is not a clean one.
+    Ok(if report.has_persist() || !report.errors.is_empty() {
         ExitStatus::Findings
     } else {
         ExitStatus::Clean
