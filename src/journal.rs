@@ -229,6 +229,7 @@ pub fn paths_in(message: &str) -> Vec<PathBuf> {
 /// One path that failures named.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub causes: BTreeSet<Cause>,
     pub units: BTreeSet<String>,

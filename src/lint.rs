@@ -50,9 +50,12 @@ impl Rule {
 /// A parent directory that would replace several bind mounts with one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Merge {
+    #[serde(serialize_with = "crate::paths::json")]
     pub parent: PathBuf,
+    #[serde(serialize_with = "crate::paths::json")]
     pub storage: PathBuf,
     /// The entries it would cover.
+    #[serde(serialize_with = "crate::paths::json_all")]
     pub covers: Vec<PathBuf>,
 }
 
@@ -61,6 +64,7 @@ pub struct Merge {
 pub struct Finding {
     pub rule: Rule,
     /// The path at fault (an entry, or a storage path).
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     /// What is wrong and what to do, as a sentence.
     pub message: String,

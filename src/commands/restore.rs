@@ -23,12 +23,15 @@ use crate::toplevel::TopLevel;
 
 #[derive(Debug, Serialize)]
 struct Restored {
+    #[serde(serialize_with = "crate::paths::json")]
     path: PathBuf,
+    #[serde(serialize_with = "crate::paths::json")]
     target: PathBuf,
     kind: Kind,
     files: u64,
     bytes: u64,
     /// Where an existing target was put aside (`--force`).
+    #[serde(serialize_with = "crate::paths::json_opt")]
     replaced: Option<PathBuf>,
 }
 
