@@ -1054,3 +1054,42 @@ fn a_tree_changing_under_the_walk_is_walked_without_failing() {
         }
     });
 }
+
+/// Every command that can run on a plain tree prints one whole JSON document when the
+/// paths it reports (here the root itself) are not UTF-8.
+#[test]
+fn every_json_document_is_whole_with_a_root_that_is_not_utf8() {
+    let base = TempDir::new().unwrap();
+    let root = base.path().join(raw(b"host\xff\nroot"));
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/NIXOS"), "").unwrap();
+    fs::create_dir_all(root.join("var/lib/svc")).unwrap();
+    fs::write(root.join("var/lib/svc/db"), "x").unwrap();
+    for args in [
+        &["status"][..],
+        &["lint"],
+        &["audit"],
+        &["check"],
+        &["baseline"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e})"));
+        let text = v.to_string();
+        if args != ["lint"] {
+            assert!(text.contains("host\\\\xff\\\\x0aroot"), "{args:?}: {text}");
+        }
+        assert!(!text.contains('\u{fffd}'), "{args:?}: {text}");
+    }
+}
