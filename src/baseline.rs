@@ -443,30 +443,56 @@ fn change(
     }
 }
 
-/// Every entry of two whole states as groups: by inode (number and birth time) where
-/// both states share a history and have stamps, else by path.
-pub fn groups(old: &Manifest, new: &Manifest, same_history: bool) -> Vec<Group> {
-    #[derive(Hash, PartialEq, Eq)]
-    enum Key<'a> {
-        Inode(u64, Option<i128>),
-        Path(&'a OsStr),
-    }
-    let mut by: HashMap<Key, Group> = HashMap::with_capacity(old.len().max(new.len()));
-    for (side, manifest) in [(0, old), (1, new)] {
-        for (path, meta) in manifest.iter() {
-            let k = match (&meta.stamps, same_history) {
-                (Some(s), true) => Key::Inode(s.ino, s.btime_ns),
-                _ => Key::Path(path.as_os_str()),
-            };
-            let g = by.entry(k).or_default();
-            if side == 0 {
-                g.old.push(path.to_path_buf());
-            } else {
-                g.new.push(path.to_path_buf());
+impl Compare<'_> {
+    /// The changes between two whole states. An entry at the same path with the same inode
+    /// on both sides (nearly all of them) is compared there and then; the rest are grouped
+    /// by inode (number and birth time) where both states share a history and have
+    /// stamps, else by path, and paired as [`Compare::changes`] does.
+    pub fn between<'a>(&self, old: &'a Manifest, new: &'a Manifest) -> Vec<Change> {
+        #[derive(Hash, PartialEq, Eq)]
+        enum Key<'a> {
+            Inode(u64, Option<i128>),
+            Path(&'a OsStr),
+        }
+        let key = |path: &'a Path, meta: &Meta| match (&meta.stamps, self.same_history) {
+            (Some(s), true) => Key::Inode(s.ino, s.btime_ns),
+            _ => Key::Path(path.as_os_str()),
+        };
+        let same_entry =
+            |then: &Meta, now: &Meta| !self.same_history || !then.other_inode(now);
+        let mut out = Vec::new();
+        let mut rest: HashMap<Key, Group> = HashMap::new();
+        for (path, now) in new.iter() {
+            match old.get(path) {
+                Some(then) if same_entry(then, now) => {
+                    let mut what = differences(then, now, self.same_history);
+                    if what.is_empty() && !self.same_history && self.content_differs(path, then, now)
+                    {
+                        what.push("content");
+                    }
+                    if !what.is_empty() {
+                        out.push(change(path, ChangeKind::Changed, None, what, Some(then), Some(now)));
+                    }
+                }
+                _ => {
+                    rest.entry(key(path, now)).or_default().new.push(path.to_path_buf());
+                }
             }
         }
+        for (path, then) in old.iter() {
+            match new.get(path) {
+                Some(now) if same_entry(then, now) => {}
+                _ => {
+                    rest.entry(key(path, then)).or_default().old.push(path.to_path_buf());
+                }
+            }
+        }
+        for g in rest.into_values() {
+            self.group(g, &mut out);
+        }
+        out.sort_by(|a, b| crate::paths::tree_order(&a.path, &b.path).then(a.change.cmp(&b.change)));
+        out
     }
-    by.into_values().collect()
 }
 
 /// A baseline manifest. Keyed by the path's bytes: a deep tree's paths are long, and
@@ -535,7 +561,8 @@ impl Manifest {
 
     /// The file format: a header line, then one tab-separated line per entry
     /// (`kind mode uid gid size mtime_ns ctime_ns ino btime_ns nlink xattrs path target`;
-    /// `-` for what is unknown; the extended attributes' digest in hex), paths escaped
+    /// `-` for what is unknown; the extended attributes' digest in lowercase hex, `0` for
+    /// none), paths escaped
     /// so that any byte survives and each entry is one line.
     pub fn render(&self) -> Vec<u8> {
         let mut lines: Vec<(&Path, &Meta)> = self.iter().collect();
@@ -561,7 +588,7 @@ impl Manifest {
                 ),
                 None => (unknown(), unknown(), unknown(), unknown()),
             };
-            let xattrs = m.xattrs.map_or_else(unknown, |x| format!("{x:016x}"));
+            let xattrs = m.xattrs.map_or_else(unknown, |x| format!("{x:x}"));
             let _ = writeln!(
                 out,
                 "{kind}\t{:o}\t{}\t{}\t{}\t{}\t{ctime}\t{ino}\t{btime}\t{nlink}\t{xattrs}\t{}\t{target}",
@@ -666,7 +693,9 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
         };
         let xattrs = if unknown(10) {
             None
-        } else if f[10].len() == 16 && f[10].bytes().all(|b| b.is_ascii_hexdigit()) {
+        } else if (1..=16).contains(&f[10].len())
+            && f[10].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             u64::from_str_radix(f[10], 16).ok()
         } else {
             return Err(format!("{BAD} (bad xattrs {:?})", f[10]));
@@ -961,7 +990,7 @@ mod tests {
             same_content: None,
         };
         assert_eq!(
-            lines(&compare.changes(groups(&old, &new, true))),
+            lines(&compare.between(&old, &new)),
             [
                 "Renamed /a2 from /a",
                 "Added /b2",
@@ -978,7 +1007,7 @@ mod tests {
             same_history: false,
             ..compare
         };
-        let got = lines(&compare.changes(groups(&old, &new, false)));
+        let got = lines(&compare.between(&old, &new));
         assert!(got.contains(&"Removed /a".to_string()), "{got:?}");
         assert!(got.contains(&"Added /a2".to_string()), "{got:?}");
         assert!(!got.iter().any(|l| l.starts_with("Renamed")), "{got:?}");

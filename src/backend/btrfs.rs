@@ -127,6 +127,10 @@ const INODE_EXTREF_KEY: u32 = 13;
 const INODE_ITEM_SIZE: usize = 160;
 /// Bytes of results asked for per TREE_SEARCH_V2 call.
 const SEARCH_BUFFER: usize = 1 << 20;
+/// For the names of one inode: a few items, seldom more than one.
+const NAMES_BUFFER: usize = 1 << 17;
+/// No item is larger than a tree block (64 KiB at most), plus its search header.
+const MAX_ITEM: usize = (64 << 10) + 32;
 
 /// An inode whose item was written since some transaction, with its metadata.
 #[derive(Clone, Debug)]
@@ -336,18 +340,19 @@ impl Btrfs {
         fd: BorrowedFd,
         what: &Path,
         mut key: SearchKey,
+        size: usize,
         mut visit: impl FnMut(u64, u32, u64, &[u8]),
     ) -> Result<()> {
         let head = std::mem::size_of::<SearchArgsV2Head>();
-        let mut buf = vec![0u64; (head + SEARCH_BUFFER).div_ceil(8)];
+        let mut buf = vec![0u64; (head + size).div_ceil(8)];
         loop {
             key.nr_items = u32::MAX;
             let args = SearchArgsV2Head {
                 key,
-                buf_size: SEARCH_BUFFER as u64,
+                buf_size: size as u64,
             };
-            // SAFETY: `buf` is 8-byte aligned and holds the head plus SEARCH_BUFFER bytes,
-            // which is what the head's buf_size tells the kernel it may write.
+            // SAFETY: `buf` is 8-byte aligned and holds the head plus `size` bytes, which is
+            // what the head's buf_size tells the kernel it may write.
             unsafe {
                 std::ptr::write(buf.as_mut_ptr().cast::<SearchArgsV2Head>(), args);
                 let rc = libc::ioctl(
@@ -365,7 +370,7 @@ impl Btrfs {
             }
             let bytes: &[u8] = unsafe {
                 // SAFETY: a view of the same allocation as bytes.
-                std::slice::from_raw_parts(buf.as_ptr().cast::<u8>().add(head), SEARCH_BUFFER)
+                std::slice::from_raw_parts(buf.as_ptr().cast::<u8>().add(head), size)
             };
             let mut at = 0;
             let mut last = (0u64, 0u32, 0u64);
@@ -406,8 +411,11 @@ impl Btrfs {
                     }
                 },
             }
-            if (key.min_objectid, key.min_type, key.min_offset)
-                > (key.max_objectid, key.max_type, key.max_offset)
+            // The kernel fills the buffer while items fit; with room left for the largest
+            // item there is (one tree block), the range is done: no second call to learn so.
+            if size - at >= MAX_ITEM
+                || (key.min_objectid, key.min_type, key.min_offset)
+                    > (key.max_objectid, key.max_type, key.max_offset)
             {
                 break;
             }
@@ -440,7 +448,7 @@ impl Btrfs {
             ..SearchKey::default()
         };
         let mut out = Vec::new();
-        self.search(fd.as_fd(), rel, key, |objectid, ty, _, item| {
+        self.search(fd.as_fd(), rel, key, SEARCH_BUFFER, |objectid, ty, _, item| {
             if ty != INODE_ITEM_KEY || item.len() < INODE_ITEM_SIZE {
                 return;
             }
@@ -499,7 +507,7 @@ impl Btrfs {
             ..SearchKey::default()
         };
         let mut out = Vec::new();
-        self.search(top.dir().as_fd(), top.path(), key, |_, ty, offset, item| {
+        self.search(top.dir().as_fd(), top.path(), key, NAMES_BUFFER, |_, ty, offset, item| {
             // INODE_REF (key offset: the parent): { u64 index; u16 name_len; name }*.
             // INODE_EXTREF: { u64 parent; u64 index; u16 name_len; name }*.
             let (fixed, parent_at) = if ty == INODE_REF_KEY {

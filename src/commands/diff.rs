@@ -485,7 +485,7 @@ fn against(
         same_history: false,
         same_content: Some(&same),
     };
-    Ok(("walk", compare.changes(baseline::groups(&old, &now, false))))
+    Ok(("walk", compare.between(&old, &now)))
 }
 
 /// Whether a file holds the same bytes in two trees; `None` when either cannot be read.
@@ -531,7 +531,7 @@ fn walk_diff(config: &Config, old: &Manifest) -> Result<Vec<Change>, Error> {
         same_history,
         same_content: None,
     };
-    Ok(compare.changes(baseline::groups(old, &now, same_history)))
+    Ok(compare.between(old, &now))
 }
 
 /// Drops changes in persisted paths, in the paths never walked, and in the ignore globs.
