@@ -458,24 +458,35 @@ impl Compare<'_> {
             (Some(s), true) => Key::Inode(s.ino, s.btime_ns),
             _ => Key::Path(path.as_os_str()),
         };
-        let same_entry =
-            |then: &Meta, now: &Meta| !self.same_history || !then.other_inode(now);
+        let same_entry = |then: &Meta, now: &Meta| !self.same_history || !then.other_inode(now);
         let mut out = Vec::new();
         let mut rest: HashMap<Key, Group> = HashMap::new();
         for (path, now) in new.iter() {
             match old.get(path) {
                 Some(then) if same_entry(then, now) => {
                     let mut what = differences(then, now, self.same_history);
-                    if what.is_empty() && !self.same_history && self.content_differs(path, then, now)
+                    if what.is_empty()
+                        && !self.same_history
+                        && self.content_differs(path, then, now)
                     {
                         what.push("content");
                     }
                     if !what.is_empty() {
-                        out.push(change(path, ChangeKind::Changed, None, what, Some(then), Some(now)));
+                        out.push(change(
+                            path,
+                            ChangeKind::Changed,
+                            None,
+                            what,
+                            Some(then),
+                            Some(now),
+                        ));
                     }
                 }
                 _ => {
-                    rest.entry(key(path, now)).or_default().new.push(path.to_path_buf());
+                    rest.entry(key(path, now))
+                        .or_default()
+                        .new
+                        .push(path.to_path_buf());
                 }
             }
         }
@@ -483,14 +494,19 @@ impl Compare<'_> {
             match new.get(path) {
                 Some(now) if same_entry(then, now) => {}
                 _ => {
-                    rest.entry(key(path, then)).or_default().old.push(path.to_path_buf());
+                    rest.entry(key(path, then))
+                        .or_default()
+                        .old
+                        .push(path.to_path_buf());
                 }
             }
         }
         for g in rest.into_values() {
             self.group(g, &mut out);
         }
-        out.sort_by(|a, b| crate::paths::tree_order(&a.path, &b.path).then(a.change.cmp(&b.change)));
+        out.sort_by(|a, b| {
+            crate::paths::tree_order(&a.path, &b.path).then(a.change.cmp(&b.change))
+        });
         out
     }
 }
@@ -694,7 +710,9 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
         let xattrs = if unknown(10) {
             None
         } else if (1..=16).contains(&f[10].len())
-            && f[10].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && f[10]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             u64::from_str_radix(f[10], 16).ok()
         } else {

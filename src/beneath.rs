@@ -155,9 +155,12 @@ impl Tree {
                     }
                     open(&dir).map_err(|e| self.err("open", &so_far, e))?
                 }
-                // O_NOFOLLOW on a final symlink gives ENOTDIR with O_DIRECTORY on some
-                // kernels and ELOOP on others; both mean a symlink or a file is in the way.
-                Err(rustix::io::Errno::NOTDIR) => {
+                // O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR: say which it is.
+                Err(rustix::io::Errno::NOTDIR)
+                    if rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(
+                        |st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink,
+                    ) =>
+                {
                     return Err(self.err("open", &so_far, rustix::io::Errno::LOOP));
                 }
                 Err(e) => return Err(self.err("open", &so_far, e)),

@@ -448,39 +448,45 @@ impl Btrfs {
             ..SearchKey::default()
         };
         let mut out = Vec::new();
-        self.search(fd.as_fd(), rel, key, SEARCH_BUFFER, |objectid, ty, _, item| {
-            if ty != INODE_ITEM_KEY || item.len() < INODE_ITEM_SIZE {
-                return;
-            }
-            // struct btrfs_inode_item (little endian): generation 0, transid 8, size 16,
-            // nlink 40, uid 44, gid 48, mode 52, ctime 124, mtime 136, otime 148 (each a
-            // u64 of seconds and a u32 of nanoseconds).
-            if le64(item, 8) < since {
-                return;
-            }
-            let time = |o: usize| {
-                i128::from(le64(item, o) as i64) * 1_000_000_000 + i128::from(le32(item, o + 8))
-            };
-            let mut meta = crate::baseline::Meta::from_parts(
-                le32(item, 52),
-                le32(item, 44),
-                le32(item, 48),
-                le64(item, 16),
-                time(136),
-                None,
-            );
-            meta.stamps = Some(crate::baseline::Stamps {
-                ino: objectid,
-                btime_ns: Some(time(148)),
-                ctime_ns: time(124),
-                nlink: u64::from(le32(item, 40)),
-            });
-            out.push(ChangedInode {
-                ino: objectid,
-                created: le64(item, 0),
-                meta,
-            });
-        })?;
+        self.search(
+            fd.as_fd(),
+            rel,
+            key,
+            SEARCH_BUFFER,
+            |objectid, ty, _, item| {
+                if ty != INODE_ITEM_KEY || item.len() < INODE_ITEM_SIZE {
+                    return;
+                }
+                // struct btrfs_inode_item (little endian): generation 0, transid 8, size 16,
+                // nlink 40, uid 44, gid 48, mode 52, ctime 124, mtime 136, otime 148 (each a
+                // u64 of seconds and a u32 of nanoseconds).
+                if le64(item, 8) < since {
+                    return;
+                }
+                let time = |o: usize| {
+                    i128::from(le64(item, o) as i64) * 1_000_000_000 + i128::from(le32(item, o + 8))
+                };
+                let mut meta = crate::baseline::Meta::from_parts(
+                    le32(item, 52),
+                    le32(item, 44),
+                    le32(item, 48),
+                    le64(item, 16),
+                    time(136),
+                    None,
+                );
+                meta.stamps = Some(crate::baseline::Stamps {
+                    ino: objectid,
+                    btime_ns: Some(time(148)),
+                    ctime_ns: time(124),
+                    nlink: u64::from(le32(item, 40)),
+                });
+                out.push(ChangedInode {
+                    ino: objectid,
+                    created: le64(item, 0),
+                    meta,
+                });
+            },
+        )?;
         Ok(out)
     }
 
@@ -507,33 +513,39 @@ impl Btrfs {
             ..SearchKey::default()
         };
         let mut out = Vec::new();
-        self.search(top.dir().as_fd(), top.path(), key, NAMES_BUFFER, |_, ty, offset, item| {
-            // INODE_REF (key offset: the parent): { u64 index; u16 name_len; name }*.
-            // INODE_EXTREF: { u64 parent; u64 index; u16 name_len; name }*.
-            let (fixed, parent_at) = if ty == INODE_REF_KEY {
-                (10, None)
-            } else if ty == INODE_EXTREF_KEY {
-                (18, Some(0))
-            } else {
-                return;
-            };
-            let mut at = 0;
-            while at + fixed <= item.len() {
-                let len = usize::from(u16::from_le_bytes([
-                    item[at + fixed - 2],
-                    item[at + fixed - 1],
-                ]));
-                let Some(name) = item.get(at + fixed..at + fixed + len) else {
-                    break;
+        self.search(
+            top.dir().as_fd(),
+            top.path(),
+            key,
+            NAMES_BUFFER,
+            |_, ty, offset, item| {
+                // INODE_REF (key offset: the parent): { u64 index; u16 name_len; name }*.
+                // INODE_EXTREF: { u64 parent; u64 index; u16 name_len; name }*.
+                let (fixed, parent_at) = if ty == INODE_REF_KEY {
+                    (10, None)
+                } else if ty == INODE_EXTREF_KEY {
+                    (18, Some(0))
+                } else {
+                    return;
                 };
-                let parent = match parent_at {
-                    Some(p) => le64(item, at + p),
-                    None => offset,
-                };
-                out.push((parent, std::ffi::OsString::from_vec(name.to_vec())));
-                at += fixed + len;
-            }
-        })?;
+                let mut at = 0;
+                while at + fixed <= item.len() {
+                    let len = usize::from(u16::from_le_bytes([
+                        item[at + fixed - 2],
+                        item[at + fixed - 1],
+                    ]));
+                    let Some(name) = item.get(at + fixed..at + fixed + len) else {
+                        break;
+                    };
+                    let parent = match parent_at {
+                        Some(p) => le64(item, at + p),
+                        None => offset,
+                    };
+                    out.push((parent, std::ffi::OsString::from_vec(name.to_vec())));
+                    at += fixed + len;
+                }
+            },
+        )?;
         Ok(out)
     }
 
