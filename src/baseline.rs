@@ -1,14 +1,21 @@
 //! The baseline: what the root held right after boot, so that "since boot" can leave out
-//! what NixOS activation itself wrote. A manifest file (path, type, mode, owner, size,
-//! mtime, link target per entry) works on every backend; where the backend has snapshots,
-//! `imperm baseline` takes a read-only one as well, for the cheap btrfs diff.
+//! what NixOS activation itself wrote. A manifest file (per entry: path, type, mode, owner,
+//! size, mtime, link target, and what a person cannot set: ctime, inode number, birth
+//! time, link count, a digest of the extended attributes) works on every backend; where
+//! the backend has snapshots, `imperm baseline` takes a read-only one as well, for the
+//! cheap btrfs diff.
+//!
+//! The comparison of two states lives here too, pure: both ways to diff (the walk and the
+//! btrfs generation search) hand it the same facts and get the same changes back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::classify::EntryKind;
+use crate::paths::{escape, unescape};
 
 /// Where the manifest lives, as seen from the host's `/`: /run is per boot, like the
 /// baseline, and is never walked.
@@ -16,7 +23,9 @@ pub const MANIFEST: &str = "/run/imperm/baseline";
 /// The read-only snapshot's name in the snapshot directory (a dot-name: never listed as
 /// an old root, never deleted by gc).
 pub const SNAPSHOT: &str = ".baseline";
-const HEADER: &str = "imperm-baseline 1";
+const HEADER: &str = "imperm-baseline 2";
+/// The first format, without stamps or extended attributes; still read.
+const HEADER_1: &str = "imperm-baseline 1";
 
 /// The metadata a baseline keeps of one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,19 +37,79 @@ pub struct Meta {
     pub size: u64,
     pub mtime_ns: i128,
     pub target: Option<PathBuf>,
+    /// What the owner of a file cannot set; `None` where unknown (a format-1 manifest).
+    pub stamps: Option<Stamps>,
+    /// A digest of the extended attributes (names and values; 0 for none); `None` where
+    /// unknown.
+    pub xattrs: Option<u64>,
+}
+
+/// The parts of an inode that say whether it is the same one, and whether it changed in a
+/// way its times do not show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamps {
+    pub ino: u64,
+    /// Birth time, where the filesystem keeps one: tells a reused inode number apart.
+    pub btime_ns: Option<i128>,
+    /// Moves on every change of content or metadata, and cannot be set by a user (unlike
+    /// mtime: `touch -r`).
+    pub ctime_ns: i128,
+    pub nlink: u64,
+}
+
+impl Stamps {
+    /// Whether two stamps are of the same inode.
+    pub fn same_inode(&self, other: &Stamps) -> bool {
+        self.ino == other.ino && self.btime_ns == other.btime_ns
+    }
+}
+
+fn ns(sec: i64, nsec: u32) -> i128 {
+    i128::from(sec) * 1_000_000_000 + i128::from(nsec)
+}
+
+/// The entry kind of a raw mode.
+pub fn kind_of(mode: u32) -> EntryKind {
+    match rustix::fs::FileType::from_raw_mode(mode) {
+        rustix::fs::FileType::Directory => EntryKind::Directory,
+        rustix::fs::FileType::RegularFile => EntryKind::File,
+        rustix::fs::FileType::Symlink => EntryKind::Symlink,
+        _ => EntryKind::Other,
+    }
 }
 
 impl Meta {
+    /// From `stat` (no stamps: callers that need them use `from_statx`).
     pub fn from_stat(st: &rustix::fs::Stat, target: Option<PathBuf>) -> Meta {
-        let mtime_ns = i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec);
         Meta::from_parts(
             st.st_mode,
             st.st_uid,
             st.st_gid,
             st.st_size as u64,
-            mtime_ns,
+            ns(st.st_mtime, st.st_mtime_nsec as u32),
             target,
         )
+    }
+
+    /// From `statx`, with the stamps (asked for with `BASIC_STATS | BTIME`).
+    pub fn from_statx(st: &rustix::fs::Statx, target: Option<PathBuf>) -> Meta {
+        let time = |t: &rustix::fs::StatxTimestamp| ns(t.tv_sec, t.tv_nsec);
+        let mut meta = Meta::from_parts(
+            u32::from(st.stx_mode),
+            st.stx_uid,
+            st.stx_gid,
+            st.stx_size,
+            time(&st.stx_mtime),
+            target,
+        );
+        meta.stamps = Some(Stamps {
+            ino: st.stx_ino,
+            btime_ns: (st.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
+                .then(|| time(&st.stx_btime)),
+            ctime_ns: time(&st.stx_ctime),
+            nlink: u64::from(st.stx_nlink),
+        });
+        meta
     }
 
     /// From a raw mode (with the file type bits) and the other fields.
@@ -52,12 +121,7 @@ impl Meta {
         mtime_ns: i128,
         target: Option<PathBuf>,
     ) -> Meta {
-        let kind = match rustix::fs::FileType::from_raw_mode(mode) {
-            rustix::fs::FileType::Directory => EntryKind::Directory,
-            rustix::fs::FileType::RegularFile => EntryKind::File,
-            rustix::fs::FileType::Symlink => EntryKind::Symlink,
-            _ => EntryKind::Other,
-        };
+        let kind = kind_of(mode);
         Meta {
             kind,
             mode: mode & 0o7777,
@@ -70,7 +134,14 @@ impl Meta {
             },
             mtime_ns,
             target,
+            stamps: None,
+            xattrs: None,
         }
+    }
+
+    /// Whether `self` and `other` are known to be different inodes.
+    pub fn other_inode(&self, other: &Meta) -> bool {
+        matches!((&self.stamps, &other.stamps), (Some(a), Some(b)) if !a.same_inode(b))
     }
 }
 
@@ -79,7 +150,7 @@ impl Meta {
 pub enum Status {
     Unchanged,
     Added,
-    /// What differs: `type`, `mode`, `owner`, `content`, `target`.
+    /// What differs: `type`, `mode`, `owner`, `xattr`, `content`, `target`.
     Changed(Vec<&'static str>),
 }
 
@@ -96,18 +167,30 @@ pub enum ChangeKind {
 /// One change (`diff`'s `changes[]`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub change: ChangeKind,
     pub kind: Option<EntryKind>,
     /// For a rename: where it was.
+    #[serde(serialize_with = "crate::paths::json_opt")]
     pub from: Option<PathBuf>,
-    /// For a change: what changed (`type`, `mode`, `owner`, `content`, `target`).
+    /// For a change: what changed (`type`, `mode`, `owner`, `xattr`, `content`, `target`).
     pub what: Vec<&'static str>,
+    /// Its size before (removed, changed, renamed) and after (added, changed, renamed).
+    #[serde(skip)]
+    pub bytes_then: u64,
+    #[serde(skip)]
+    pub bytes_now: u64,
 }
 
 /// What differs between two states of one entry. A directory's size and mtime change
-/// whenever an entry in it does, so only its mode and owner count.
-pub fn differences(old: &Meta, new: &Meta) -> Vec<&'static str> {
+/// whenever an entry in it does, so only its mode, owner and extended attributes count.
+///
+/// With `by_ctime` (the same inode, not moved, in the same history), a file whose size
+/// and mtime are as they were has still changed content when its ctime moved and nothing
+/// else explains that (mode, owner, extended attributes, link count): mtime can be put
+/// back (`touch -r`), ctime cannot.
+pub fn differences(old: &Meta, new: &Meta, by_ctime: bool) -> Vec<&'static str> {
     let mut what = Vec::new();
     if old.kind != new.kind {
         what.push("type");
@@ -119,15 +202,27 @@ pub fn differences(old: &Meta, new: &Meta) -> Vec<&'static str> {
     if (old.uid, old.gid) != (new.uid, new.gid) {
         what.push("owner");
     }
+    if matches!((old.xattrs, new.xattrs), (Some(a), Some(b)) if a != b) {
+        what.push("xattr");
+    }
     match new.kind {
-        EntryKind::Directory => {}
+        EntryKind::Directory | EntryKind::Other => {}
         EntryKind::Symlink => {
             if old.target != new.target {
                 what.push("target");
             }
         }
-        _ => {
-            if old.size != new.size || old.mtime_ns != new.mtime_ns {
+        EntryKind::File => {
+            let unexplained_ctime = match (&old.stamps, &new.stamps) {
+                (Some(a), Some(b)) => {
+                    a.ctime_ns != b.ctime_ns && a.nlink == b.nlink && what.is_empty()
+                }
+                _ => false,
+            };
+            if old.size != new.size
+                || old.mtime_ns != new.mtime_ns
+                || (by_ctime && unexplained_ctime)
+            {
                 what.push("content");
             }
         }
@@ -135,16 +230,307 @@ pub fn differences(old: &Meta, new: &Meta) -> Vec<&'static str> {
     what
 }
 
-/// A baseline manifest.
+/// What differs when another inode took an entry's place: what the metadata shows, and
+/// for a file always its content (a new file was written there).
+pub fn replaced(old: &Meta, new: &Meta) -> Vec<&'static str> {
+    let mut what = differences(old, new, false);
+    if old.kind == EntryKind::File && new.kind == EntryKind::File && !what.contains(&"content") {
+        what.push("content");
+    }
+    what
+}
+
+/// One state of a root, looked up by path (as seen from the host's `/`). `None` for a
+/// path that is not there, or not in the part of the tree that is compared.
+pub trait Side {
+    fn get(&self, path: &Path) -> Option<Cow<'_, Meta>>;
+}
+
+/// The paths one entry (one inode) has in each of two states.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Group {
+    pub old: Vec<PathBuf>,
+    pub new: Vec<PathBuf>,
+}
+
+/// Whether a file that looks unchanged holds the same bytes in both states; `None` when
+/// that cannot be read.
+pub type SameContent<'a> = &'a dyn Fn(&Path) -> Option<bool>;
+
+/// How two states are compared.
+pub struct Compare<'a> {
+    pub old: &'a dyn Side,
+    pub new: &'a dyn Side,
+    /// Whether both states share inode numbers and times (a baseline of this root), so
+    /// that renames are told from removals and ctime counts. Not so against an old root
+    /// a reset kept: the fresh root's files were all made anew.
+    pub same_history: bool,
+    /// Without a shared history: reads a file whose metadata is as it was in both states.
+    pub same_content: Option<SameContent<'a>>,
+}
+
+impl Compare<'_> {
+    fn meta(&self, side: &dyn Side, path: &Path) -> Option<Meta> {
+        side.get(path).map(Cow::into_owned)
+    }
+
+    /// Whether an entry that went from `q` to `p` was only carried along by its parent
+    /// directory's rename: the same name in the same directory (by inode).
+    fn carried(&self, q: &Path, p: &Path) -> bool {
+        if q.file_name() != p.file_name() {
+            return false;
+        }
+        let (Some(qp), Some(pp)) = (q.parent(), p.parent()) else {
+            return false;
+        };
+        match (self.meta(self.old, qp), self.meta(self.new, pp)) {
+            (Some(a), Some(b)) => {
+                matches!((a.stamps, b.stamps), (Some(x), Some(y)) if x.same_inode(&y))
+            }
+            _ => false,
+        }
+    }
+
+    fn content_differs(&self, path: &Path, then: &Meta, now: &Meta) -> bool {
+        then.kind == EntryKind::File
+            && now.kind == EntryKind::File
+            && now.size > 0
+            && self
+                .same_content
+                .and_then(|same| same(path))
+                .is_some_and(|same| !same)
+    }
+
+    /// The changes of one entry.
+    fn group(&self, mut g: Group, out: &mut Vec<Change>) {
+        g.old.sort();
+        g.old.dedup();
+        g.new.sort();
+        g.new.dedup();
+        let (common, rest_old): (Vec<PathBuf>, Vec<PathBuf>) = g
+            .old
+            .into_iter()
+            .partition(|q| g.new.binary_search(q).is_ok());
+        let rest_new: Vec<&PathBuf> = g
+            .new
+            .iter()
+            .filter(|p| common.binary_search(p).is_err())
+            .collect();
+        for p in &common {
+            let (Some(then), Some(now)) = (self.meta(self.old, p), self.meta(self.new, p)) else {
+                continue;
+            };
+            let mut what = differences(&then, &now, self.same_history);
+            if what.is_empty() && !self.same_history && self.content_differs(p, &then, &now) {
+                what.push("content");
+            }
+            if !what.is_empty() {
+                out.push(change(
+                    p,
+                    ChangeKind::Changed,
+                    None,
+                    what,
+                    Some(&then),
+                    Some(&now),
+                ));
+            }
+        }
+        let paired = rest_old.len().min(rest_new.len());
+        for (q, p) in rest_old.iter().zip(&rest_new) {
+            let (Some(then), Some(now)) = (self.meta(self.old, q), self.meta(self.new, p)) else {
+                continue;
+            };
+            let carried = self.carried(q, p);
+            // A rename moves the entry's own ctime; being carried along does not.
+            let what = differences(&then, &now, carried);
+            if !carried {
+                out.push(change(
+                    p,
+                    ChangeKind::Renamed,
+                    Some(q),
+                    what,
+                    Some(&then),
+                    Some(&now),
+                ));
+            } else if !what.is_empty() {
+                out.push(change(
+                    p,
+                    ChangeKind::Changed,
+                    None,
+                    what,
+                    Some(&then),
+                    Some(&now),
+                ));
+            }
+        }
+        for p in &rest_new[paired..] {
+            let Some(now) = self.meta(self.new, p) else {
+                continue;
+            };
+            match self.meta(self.old, p) {
+                // Another inode took the place of what was there: a change of this path.
+                Some(then) => {
+                    let what = replaced(&then, &now);
+                    if !what.is_empty() {
+                        out.push(change(
+                            p,
+                            ChangeKind::Changed,
+                            None,
+                            what,
+                            Some(&then),
+                            Some(&now),
+                        ));
+                    }
+                }
+                None => out.push(change(
+                    p,
+                    ChangeKind::Added,
+                    None,
+                    Vec::new(),
+                    None,
+                    Some(&now),
+                )),
+            }
+        }
+        for q in &rest_old[paired..] {
+            // A path that is still there holds another inode now: reported from there.
+            if self.meta(self.new, q).is_some() {
+                continue;
+            }
+            if let Some(then) = self.meta(self.old, q) {
+                out.push(change(
+                    q,
+                    ChangeKind::Removed,
+                    None,
+                    Vec::new(),
+                    Some(&then),
+                    None,
+                ));
+            }
+        }
+    }
+
+    /// The changes between the two states, given every entry that may differ as a group
+    /// of the paths it has in each; sorted by path.
+    pub fn changes(&self, groups: impl IntoIterator<Item = Group>) -> Vec<Change> {
+        let mut out = Vec::new();
+        for g in groups {
+            self.group(g, &mut out);
+        }
+        out.sort_by(|a, b| {
+            crate::paths::tree_order(&a.path, &b.path).then(a.change.cmp(&b.change))
+        });
+        out
+    }
+}
+
+fn change(
+    path: &Path,
+    change: ChangeKind,
+    from: Option<&PathBuf>,
+    what: Vec<&'static str>,
+    then: Option<&Meta>,
+    now: Option<&Meta>,
+) -> Change {
+    Change {
+        path: path.to_path_buf(),
+        change,
+        kind: now.or(then).map(|m| m.kind),
+        from: from.cloned(),
+        what,
+        bytes_then: then.map_or(0, |m| m.size),
+        bytes_now: now.map_or(0, |m| m.size),
+    }
+}
+
+impl Compare<'_> {
+    /// The changes between two whole states. An entry at the same path with the same inode
+    /// on both sides (nearly all of them) is compared there and then; the rest are grouped
+    /// by inode (number and birth time) where both states share a history and have
+    /// stamps, else by path, and paired as [`Compare::changes`] does.
+    pub fn between<'a>(&self, old: &'a Manifest, new: &'a Manifest) -> Vec<Change> {
+        #[derive(Hash, PartialEq, Eq)]
+        enum Key<'a> {
+            Inode(u64, Option<i128>),
+            Path(&'a OsStr),
+        }
+        let key = |path: &'a Path, meta: &Meta| match (&meta.stamps, self.same_history) {
+            (Some(s), true) => Key::Inode(s.ino, s.btime_ns),
+            _ => Key::Path(path.as_os_str()),
+        };
+        let same_entry = |then: &Meta, now: &Meta| !self.same_history || !then.other_inode(now);
+        let mut out = Vec::new();
+        let mut rest: HashMap<Key, Group> = HashMap::new();
+        for (path, now) in new.iter() {
+            match old.get(path) {
+                Some(then) if same_entry(then, now) => {
+                    let mut what = differences(then, now, self.same_history);
+                    if what.is_empty()
+                        && !self.same_history
+                        && self.content_differs(path, then, now)
+                    {
+                        what.push("content");
+                    }
+                    if !what.is_empty() {
+                        out.push(change(
+                            path,
+                            ChangeKind::Changed,
+                            None,
+                            what,
+                            Some(then),
+                            Some(now),
+                        ));
+                    }
+                }
+                _ => {
+                    rest.entry(key(path, now))
+                        .or_default()
+                        .new
+                        .push(path.to_path_buf());
+                }
+            }
+        }
+        for (path, then) in old.iter() {
+            match new.get(path) {
+                Some(now) if same_entry(then, now) => {}
+                _ => {
+                    rest.entry(key(path, then))
+                        .or_default()
+                        .old
+                        .push(path.to_path_buf());
+                }
+            }
+        }
+        for g in rest.into_values() {
+            self.group(g, &mut out);
+        }
+        out.sort_by(|a, b| {
+            crate::paths::tree_order(&a.path, &b.path).then(a.change.cmp(&b.change))
+        });
+        out
+    }
+}
+
+/// A baseline manifest. Keyed by the path's bytes: a deep tree's paths are long, and
+/// hashing them byte-wise costs a fraction of `Path`'s component-wise hash.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
-    entries: HashMap<PathBuf, Meta>,
+    entries: HashMap<OsString, Meta>,
+}
+
+impl Side for Manifest {
+    fn get(&self, path: &Path) -> Option<Cow<'_, Meta>> {
+        self.entries.get(path.as_os_str()).map(Cow::Borrowed)
+    }
 }
 
 impl Manifest {
     pub fn new(entries: impl IntoIterator<Item = (PathBuf, Meta)>) -> Manifest {
         Manifest {
-            entries: entries.into_iter().collect(),
+            entries: entries
+                .into_iter()
+                .map(|(p, m)| (p.into_os_string(), m))
+                .collect(),
         }
     }
 
@@ -157,18 +543,29 @@ impl Manifest {
     }
 
     pub fn get(&self, path: &Path) -> Option<&Meta> {
-        self.entries.get(path)
+        self.entries.get(path.as_os_str())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&PathBuf, &Meta)> {
-        self.entries.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &Meta)> {
+        self.entries.iter().map(|(p, m)| (Path::new(p), m))
     }
 
+    /// Whether every entry carries stamps (a manifest of format 2), so that renames and
+    /// ctime can be compared.
+    pub fn has_stamps(&self) -> bool {
+        self.entries.values().all(|m| m.stamps.is_some())
+    }
+
+    /// How an entry now compares with its baseline.
     pub fn compare(&self, path: &Path, meta: &Meta) -> Status {
-        match self.entries.get(path) {
+        match self.entries.get(path.as_os_str()) {
             None => Status::Added,
             Some(old) => {
-                let what = differences(old, meta);
+                let what = if old.other_inode(meta) {
+                    replaced(old, meta)
+                } else {
+                    differences(old, meta, true)
+                };
                 if what.is_empty() {
                     Status::Unchanged
                 } else {
@@ -179,14 +576,17 @@ impl Manifest {
     }
 
     /// The file format: a header line, then one tab-separated line per entry
-    /// (`kind mode uid gid size mtime_ns path target`), paths escaped so that any byte
-    /// survives.
+    /// (`kind mode uid gid size mtime_ns ctime_ns ino btime_ns nlink xattrs path target`;
+    /// `-` for what is unknown; the extended attributes' digest in lowercase hex, `0` for
+    /// none), paths escaped
+    /// so that any byte survives and each entry is one line.
     pub fn render(&self) -> Vec<u8> {
-        let mut lines: Vec<(&PathBuf, &Meta)> = self.entries.iter().collect();
-        lines.sort_by(|a, b| a.0.cmp(b.0));
-        let mut out = String::with_capacity(lines.len() * 80);
+        let mut lines: Vec<(&Path, &Meta)> = self.iter().collect();
+        lines.sort_unstable_by(|a, b| crate::paths::tree_order(a.0, b.0));
+        let mut out = String::with_capacity(lines.len() * 100);
         out.push_str(HEADER);
         out.push('\n');
+        let unknown = || "-".to_string();
         for (path, m) in lines {
             let kind = match m.kind {
                 EntryKind::Directory => 'd',
@@ -195,9 +595,19 @@ impl Manifest {
                 EntryKind::Other => 'o',
             };
             let target = m.target.as_deref().map(escape).unwrap_or_default();
+            let (ctime, ino, btime, nlink) = match &m.stamps {
+                Some(s) => (
+                    s.ctime_ns.to_string(),
+                    s.ino.to_string(),
+                    s.btime_ns.map_or_else(unknown, |b| b.to_string()),
+                    s.nlink.to_string(),
+                ),
+                None => (unknown(), unknown(), unknown(), unknown()),
+            };
+            let xattrs = m.xattrs.map_or_else(unknown, |x| format!("{x:x}"));
             let _ = writeln!(
                 out,
-                "{kind}\t{:o}\t{}\t{}\t{}\t{}\t{}\t{target}",
+                "{kind}\t{:o}\t{}\t{}\t{}\t{}\t{ctime}\t{ino}\t{btime}\t{nlink}\t{xattrs}\t{}\t{target}",
                 m.mode,
                 m.uid,
                 m.gid,
@@ -209,104 +619,141 @@ impl Manifest {
         out.into_bytes()
     }
 
-    /// Parses a manifest; the error names the line.
+    /// Parses a manifest of format 2 or 1; an error names the line.
     pub fn parse(data: &[u8]) -> Result<Manifest, String> {
-        let text = std::str::from_utf8(data).map_err(|e| format!("not text: {e}"))?;
-        let mut lines = text.lines();
-        if lines.next() != Some(HEADER) {
-            return Err(format!("line 1: expected {HEADER:?}"));
-        }
+        // Every line ends with a newline, the last one too.
+        let body = data.strip_suffix(b"\n").unwrap_or(data);
+        let mut lines = body.split(|&b| b == b'\n');
+        let version = match lines.next() {
+            Some(h) if h == HEADER.as_bytes() => 2,
+            Some(h) if h == HEADER_1.as_bytes() => 1,
+            _ => return Err(format!("line 1: expected {HEADER:?} (or {HEADER_1:?})")),
+        };
         let mut entries = HashMap::new();
         for (i, line) in lines.enumerate() {
-            let bad = || format!("line {}: not a manifest entry", i + 2);
-            let f: Vec<&str> = line.split('\t').collect();
-            if f.len() != 8 {
-                return Err(bad());
+            let n = i + 2;
+            let (path, meta) = entry(line, version).map_err(|why| format!("line {n}: {why}"))?;
+            match entries.entry(path.into_os_string()) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    return Err(format!(
+                        "line {n}: {} is listed twice",
+                        escape(Path::new(e.key()))
+                    ));
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(meta);
+                }
             }
-            let kind = match f[0] {
-                "d" => EntryKind::Directory,
-                "f" => EntryKind::File,
-                "l" => EntryKind::Symlink,
-                "o" => EntryKind::Other,
-                _ => return Err(bad()),
-            };
-            let meta = Meta {
-                kind,
-                mode: u32::from_str_radix(f[1], 8).map_err(|_| bad())?,
-                uid: f[2].parse().map_err(|_| bad())?,
-                gid: f[3].parse().map_err(|_| bad())?,
-                size: f[4].parse().map_err(|_| bad())?,
-                mtime_ns: f[5].parse().map_err(|_| bad())?,
-                target: if kind == EntryKind::Symlink {
-                    Some(unescape(f[7]).ok_or_else(bad)?)
-                } else {
-                    None
-                },
-            };
-            entries.insert(unescape(f[6]).ok_or_else(bad)?, meta);
         }
         Ok(Manifest { entries })
     }
 }
 
-/// Escapes a path for one tab-separated field: backslash, control bytes and bytes that
-/// are not UTF-8 become `\xHH`.
-fn escape(path: &Path) -> String {
-    let bytes = path.as_os_str().as_bytes();
-    let mut out = String::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let (valid, bad) = match std::str::from_utf8(rest) {
-            Ok(s) => (s, &[][..]),
-            Err(e) => {
-                let (ok, bad) = rest.split_at(e.valid_up_to());
-                (std::str::from_utf8(ok).unwrap_or_default(), bad)
-            }
-        };
-        for c in valid.chars() {
-            if c == '\\' || c.is_control() {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    let _ = write!(out, "\\x{b:02x}");
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        match bad.split_first() {
-            Some((b, tail)) => {
-                let _ = write!(out, "\\x{b:02x}");
-                rest = tail;
-            }
-            None => rest = &[],
-        }
+/// One line of a manifest.
+fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
+    const BAD: &str = "not a manifest entry";
+    let line = std::str::from_utf8(line).map_err(|_| format!("{BAD} (not UTF-8)"))?;
+    let f: Vec<&str> = line.split('\t').collect();
+    let want = if version == 1 { 8 } else { 13 };
+    if f.len() != want {
+        return Err(format!("{BAD} ({} fields, not {want})", f.len()));
     }
-    out
-}
-
-fn unescape(field: &str) -> Option<PathBuf> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            let hex = std::str::from_utf8(bytes.get(i + 2..i + 4)?).ok()?;
-            if bytes.get(i + 1) != Some(&b'x') {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 4;
+    // Decimal, as rendered: digits with an optional leading minus, nothing else.
+    let num = |i: usize, what: &str| -> Result<i128, String> {
+        let text = f[i];
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{BAD} (bad {what} {text:?})"));
+        }
+        text.parse()
+            .map_err(|_| format!("{BAD} ({what} out of range)"))
+    };
+    let unsigned = |i: usize, max: u64, what: &str| -> Result<u64, String> {
+        u64::try_from(num(i, what)?)
+            .ok()
+            .filter(|&v| v <= max)
+            .ok_or_else(|| format!("{BAD} ({what} out of range)"))
+    };
+    let kind = match f[0] {
+        "d" => EntryKind::Directory,
+        "f" => EntryKind::File,
+        "l" => EntryKind::Symlink,
+        "o" => EntryKind::Other,
+        other => return Err(format!("{BAD} (unknown kind {other:?})")),
+    };
+    let mode = Some(f[1])
+        .filter(|m| !m.is_empty() && m.len() <= 4 && m.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .ok_or_else(|| format!("{BAD} (bad mode {:?})", f[1]))?;
+    let uid = unsigned(2, u32::MAX.into(), "uid")? as u32;
+    let gid = unsigned(3, u32::MAX.into(), "gid")? as u32;
+    let size = unsigned(4, u64::MAX, "size")?;
+    let mtime_ns = num(5, "mtime")?;
+    let (stamps, xattrs, rest) = if version == 1 {
+        (None, None, 6)
+    } else {
+        let unknown = |i: usize| f[i] == "-";
+        let stamps = if unknown(6) && unknown(7) && unknown(8) && unknown(9) {
+            None
         } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+            Some(Stamps {
+                ctime_ns: num(6, "ctime")?,
+                ino: unsigned(7, u64::MAX, "inode")?,
+                btime_ns: if unknown(8) {
+                    None
+                } else {
+                    Some(num(8, "birth time")?)
+                },
+                nlink: unsigned(9, u64::MAX, "link count")?,
+            })
+        };
+        let xattrs = if unknown(10) {
+            None
+        } else if (1..=16).contains(&f[10].len())
+            && f[10]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            u64::from_str_radix(f[10], 16).ok()
+        } else {
+            return Err(format!("{BAD} (bad xattrs {:?})", f[10]));
+        };
+        (stamps, xattrs, 11)
+    };
+    let path = unescape(f[rest]).ok_or_else(|| format!("{BAD} (bad escape in the path)"))?;
+    if !path.is_absolute() {
+        return Err(format!("{BAD} (the path {:?} is not absolute)", f[rest]));
     }
-    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
+    let target = match kind {
+        EntryKind::Symlink => {
+            Some(unescape(f[rest + 1]).ok_or_else(|| format!("{BAD} (bad escape in the target)"))?)
+        }
+        _ if f[rest + 1].is_empty() => None,
+        _ => return Err(format!("{BAD} (a link target on what is not a symlink)")),
+    };
+    let meta = Meta {
+        kind,
+        mode,
+        uid,
+        gid,
+        size: if kind == EntryKind::Directory {
+            0
+        } else {
+            size
+        },
+        mtime_ns,
+        target,
+        stamps,
+        xattrs,
+    };
+    Ok((path, meta))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::os::unix::ffi::OsStringExt;
 
     fn meta(kind: EntryKind, size: u64, mtime_ns: i128) -> Meta {
         Meta {
@@ -317,6 +764,21 @@ mod tests {
             size,
             mtime_ns,
             target: None,
+            stamps: None,
+            xattrs: None,
+        }
+    }
+
+    fn stamped(kind: EntryKind, ino: u64, ctime: i128) -> Meta {
+        Meta {
+            stamps: Some(Stamps {
+                ino,
+                btime_ns: Some(7),
+                ctime_ns: ctime,
+                nlink: 1,
+            }),
+            xattrs: Some(0),
+            ..meta(kind, if kind == EntryKind::Directory { 0 } else { 10 }, 100)
         }
     }
 
@@ -327,6 +789,8 @@ mod tests {
         ));
         let mut link = meta(EntryKind::Symlink, 0, 5);
         link.target = Some(PathBuf::from("/etc/static/x y"));
+        let mut file = stamped(EntryKind::File, 300, 5);
+        file.xattrs = Some(u64::MAX);
         let m = Manifest::new([
             (PathBuf::from("/etc"), meta(EntryKind::Directory, 0, 1)),
             (
@@ -334,11 +798,12 @@ mod tests {
                 meta(EntryKind::File, 12, 1_700_000_000_123_456_789),
             ),
             (PathBuf::from("/etc/localtime"), link),
+            (PathBuf::from("/etc/f"), file),
         ]);
         let text = m.render();
         assert_eq!(
             text.iter().filter(|&&b| b == b'\n').count(),
-            4,
+            5,
             "one line each"
         );
         assert_eq!(Manifest::parse(&text).unwrap(), m);
@@ -346,13 +811,79 @@ mod tests {
     }
 
     #[test]
-    fn bad_manifests_name_the_line() {
+    fn format_one_manifests_are_still_read() {
+        let m = Manifest::parse(
+            b"imperm-baseline 1\nf\t644\t0\t0\t3\t5\t/etc/a\t\nl\t777\t0\t0\t1\t5\t/etc/l\tx\n",
+        )
+        .unwrap();
         assert_eq!(
-            Manifest::parse(b"nope\n").unwrap_err(),
-            "line 1: expected \"imperm-baseline 1\""
+            m.get(Path::new("/etc/a")),
+            Some(&meta(EntryKind::File, 3, 5))
         );
-        let err = Manifest::parse(b"imperm-baseline 1\nf\t644\t0\t0\n").unwrap_err();
-        assert_eq!(err, "line 2: not a manifest entry");
+        assert_eq!(
+            m.get(Path::new("/etc/l")).unwrap().target.as_deref(),
+            Some(Path::new("x"))
+        );
+        assert!(!m.has_stamps(), "renames and ctime are not compared then");
+    }
+
+    #[test]
+    fn bad_manifests_name_the_line() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"nope\n",
+                "line 1: expected \"imperm-baseline 2\" (or \"imperm-baseline 1\")",
+            ),
+            (b"", "line 1: expected"),
+            (
+                b"imperm-baseline 1\nf\t644\t0\t0\n",
+                "line 2: not a manifest entry (4 fields, not 8)",
+            ),
+            (
+                b"imperm-baseline 2\n\n",
+                "line 2: not a manifest entry (1 fields, not 13)",
+            ),
+            (
+                b"imperm-baseline 1\nd\t755\t0\t0\t0\t1\t/a\t\nf\t644\t0\t0\t+3\t5\t/etc/a\t\n",
+                "line 3: not a manifest entry (bad size \"+3\")",
+            ),
+            (
+                b"imperm-baseline 1\nf\t644\t0\t0\t3\t5\tetc/a\t\n",
+                "line 2: not a manifest entry (the path \"etc/a\" is not absolute)",
+            ),
+            (
+                b"imperm-baseline 1\nf\t644\t0\t0\t3\t5\t/a\\q\t\n",
+                "line 2: not a manifest entry (bad escape in the path)",
+            ),
+            (
+                b"imperm-baseline 1\nf\t644\t0\t0\t3\t5\t/a\t\nd\t755\t0\t0\t0\t5\t/a\t\n",
+                "line 3: /a is listed twice",
+            ),
+            (
+                b"imperm-baseline 1\nf\t99644\t0\t0\t3\t5\t/a\t\n",
+                "line 2: not a manifest entry (bad mode \"99644\")",
+            ),
+            (
+                b"imperm-baseline 1\nf\t644\t4294967296\t0\t3\t5\t/a\t\n",
+                "line 2: not a manifest entry (uid out of range)",
+            ),
+            (
+                b"imperm-baseline 1\nf\t644\t0\t0\t3\t5\t/a\tx\n",
+                "line 2: not a manifest entry (a link target on what is not a symlink)",
+            ),
+            (
+                b"imperm-baseline 1\nf\t644\t0\t0\t3\t5\t/\xff\t\n",
+                "line 2: not a manifest entry (not UTF-8)",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Manifest::parse(text).unwrap_err();
+            assert!(
+                err.starts_with(want),
+                "{err:?} for {:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 
     #[test]
@@ -379,10 +910,239 @@ mod tests {
             (meta(EntryKind::Directory, 0, 100), vec!["type"]),
         ];
         for (new, want) in cases {
-            assert_eq!(differences(&base, &new), want, "{new:?}");
+            assert_eq!(differences(&base, &new, true), want, "{new:?}");
         }
         // A directory's mtime moves with its entries; that alone is no change.
         let dir = meta(EntryKind::Directory, 0, 1);
-        assert!(differences(&dir, &meta(EntryKind::Directory, 0, 2)).is_empty());
+        assert!(differences(&dir, &meta(EntryKind::Directory, 0, 2), true).is_empty());
+    }
+
+    /// ctime moves on every change; it means content only when nothing else explains it.
+    #[test]
+    fn a_moved_ctime_is_content_only_when_nothing_else_explains_it() {
+        let old = stamped(EntryKind::File, 300, 1);
+        let touched = stamped(EntryKind::File, 300, 2);
+        assert_eq!(differences(&old, &touched, true), ["content"], "touch -r");
+        assert!(
+            differences(&old, &touched, false).is_empty(),
+            "not by ctime"
+        );
+        let chmod = Meta {
+            mode: 0o600,
+            ..touched.clone()
+        };
+        assert_eq!(differences(&old, &chmod, true), ["mode"]);
+        let xattr = Meta {
+            xattrs: Some(42),
+            ..touched.clone()
+        };
+        assert_eq!(differences(&old, &xattr, true), ["xattr"]);
+        let mut linked = touched.clone();
+        linked.stamps.as_mut().unwrap().nlink = 2;
+        assert!(differences(&old, &linked, true).is_empty(), "a link added");
+        let dir = stamped(EntryKind::Directory, 300, 1);
+        assert!(differences(&dir, &stamped(EntryKind::Directory, 300, 9), true).is_empty());
+        // Another inode in its place: its content is new.
+        let other = stamped(EntryKind::File, 301, 1);
+        assert_eq!(replaced(&old, &other), ["content"]);
+        let mut link = stamped(EntryKind::Symlink, 300, 1);
+        link.target = Some("a".into());
+        let mut relinked = stamped(EntryKind::Symlink, 301, 3);
+        relinked.target = Some("b".into());
+        assert_eq!(replaced(&link, &relinked), ["target"]);
+    }
+
+    fn lines(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| {
+                let mut line = format!("{:?} {}", c.change, c.path.display());
+                if let Some(from) = &c.from {
+                    line += &format!(" from {}", from.display());
+                }
+                if !c.what.is_empty() {
+                    line += &format!(" {:?}", c.what);
+                }
+                line
+            })
+            .collect()
+    }
+
+    /// The pairing of inodes and paths, on two small states.
+    #[test]
+    fn renames_links_and_replacements_are_told_apart() {
+        use EntryKind::{Directory as D, File as F};
+        let old = Manifest::new([
+            ("/d".into(), stamped(D, 1, 1)),
+            ("/d/x".into(), stamped(F, 2, 1)),
+            ("/a".into(), stamped(F, 3, 1)),
+            ("/b".into(), stamped(F, 4, 1)),
+            ("/c".into(), stamped(F, 5, 1)),
+            ("/gone".into(), stamped(F, 6, 1)),
+            ("/over".into(), stamped(F, 7, 1)),
+            ("/src".into(), stamped(F, 8, 1)),
+        ]);
+        let mut x_chmod = stamped(F, 2, 2);
+        x_chmod.mode = 0o600;
+        let mut linked = stamped(F, 4, 2);
+        linked.stamps.as_mut().unwrap().nlink = 2;
+        let new = Manifest::new([
+            // /d renamed to /e, /d/x carried along and chmodded
+            ("/e".into(), stamped(D, 1, 2)),
+            ("/e/x".into(), x_chmod),
+            // /a renamed
+            ("/a2".into(), stamped(F, 3, 2)),
+            // /b hard-linked as /b2
+            ("/b".into(), linked.clone()),
+            ("/b2".into(), linked),
+            // /c replaced by a new file (rename-over from a temporary name)
+            ("/c".into(), stamped(F, 50, 2)),
+            // /src moved over /over
+            ("/over".into(), stamped(F, 8, 2)),
+            ("/new".into(), stamped(F, 51, 2)),
+        ]);
+        let compare = Compare {
+            old: &old,
+            new: &new,
+            same_history: true,
+            same_content: None,
+        };
+        assert_eq!(
+            lines(&compare.between(&old, &new)),
+            [
+                "Renamed /a2 from /a",
+                "Added /b2",
+                "Changed /c [\"content\"]",
+                "Renamed /e from /d",
+                "Changed /e/x [\"mode\"]",
+                "Removed /gone",
+                "Added /new",
+                "Renamed /over from /src",
+            ]
+        );
+        // Without a shared history (an old root a reset kept): by path, no renames.
+        let compare = Compare {
+            same_history: false,
+            ..compare
+        };
+        let got = lines(&compare.between(&old, &new));
+        assert!(got.contains(&"Removed /a".to_string()), "{got:?}");
+        assert!(got.contains(&"Added /a2".to_string()), "{got:?}");
+        assert!(!got.iter().any(|l| l.starts_with("Renamed")), "{got:?}");
+        assert!(
+            !got.iter().any(|l| l.contains("/b ")),
+            "ctime is not compared: {got:?}"
+        );
+    }
+
+    fn arbitrary_meta() -> impl Strategy<Value = Meta> {
+        let kind = prop::sample::select(vec![
+            EntryKind::Directory,
+            EntryKind::File,
+            EntryKind::Symlink,
+            EntryKind::Other,
+        ]);
+        let stamps = prop::option::of(
+            (
+                any::<u64>(),
+                prop::option::of(any::<i64>()),
+                any::<i64>(),
+                any::<u64>(),
+            )
+                .prop_map(|(ino, btime, ctime, nlink)| Stamps {
+                    ino,
+                    btime_ns: btime.map(i128::from),
+                    ctime_ns: i128::from(ctime),
+                    nlink,
+                }),
+        );
+        (
+            kind,
+            0u32..0o10000,
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<i64>(),
+            prop::collection::vec(any::<u8>(), 0..12),
+            stamps,
+            prop::option::of(any::<u64>()),
+        )
+            .prop_map(
+                |(kind, mode, uid, gid, size, mtime, target, stamps, xattrs)| Meta {
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    size: if kind == EntryKind::Directory {
+                        0
+                    } else {
+                        size
+                    },
+                    mtime_ns: i128::from(mtime) * 1000,
+                    target: (kind == EntryKind::Symlink)
+                        .then(|| PathBuf::from(std::ffi::OsString::from_vec(target))),
+                    stamps,
+                    xattrs,
+                },
+            )
+    }
+
+    fn arbitrary_path() -> impl Strategy<Value = PathBuf> {
+        prop::collection::vec(any::<u8>(), 0..16).prop_map(|mut bytes| {
+            bytes.insert(0, b'/');
+            PathBuf::from(std::ffi::OsString::from_vec(bytes))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_naming_the_line(data in prop::collection::vec(any::<u8>(), 0..300)) {
+            if let Err(e) = Manifest::parse(&data) {
+                prop_assert!(e.starts_with("line "), "{}", e);
+            }
+        }
+
+        #[test]
+        fn any_lines_after_a_header_parse_or_fail_naming_the_line(
+            header in prop::sample::select(vec![HEADER, HEADER_1]),
+            lines in prop::collection::vec(
+                prop::collection::vec(
+                    prop::sample::select(vec![
+                        &b"\t"[..], b"f", b"d", b"l", b"o", b"644", b"-", b"0", b"12", b"/a",
+                        b"/a\\x0a", b"\\", b"-1", b"00000000000000ff", b"\xff", b"99999999999999999999999",
+                    ]),
+                    0..16,
+                ),
+                0..6,
+            ),
+        ) {
+            let mut text = header.as_bytes().to_vec();
+            for line in &lines {
+                text.push(b'\n');
+                text.extend(line.concat());
+            }
+            text.push(b'\n');
+            match Manifest::parse(&text) {
+                Ok(m) => prop_assert!(m.len() <= lines.len()),
+                Err(e) => {
+                    let n: usize = e
+                        .strip_prefix("line ")
+                        .and_then(|r| r.split(':').next())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    prop_assert!((2..=lines.len() + 1).contains(&n), "{}", e);
+                }
+            }
+        }
+
+        #[test]
+        fn render_then_parse_is_the_same_manifest(
+            entries in prop::collection::vec((arbitrary_path(), arbitrary_meta()), 0..20),
+        ) {
+            let m = Manifest::new(entries);
+            let text = m.render();
+            prop_assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), m.len() + 1);
+            prop_assert_eq!(Manifest::parse(&text).unwrap(), m);
+        }
     }
 }

@@ -88,7 +88,10 @@ pub fn classify(
         if knowledge.is_generated_link(&resolved) {
             return Classification::new(
                 Verdict::Generated,
-                format!("a link to {} made by NixOS or systemd", target.display()),
+                format!(
+                    "a link to {} made by NixOS or systemd",
+                    crate::paths::escape(target)
+                ),
             );
         }
     }

@@ -43,7 +43,7 @@ impl Error {
 
 /// A filesystem operation that failed: what was being done, to which path, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {}", path.display(), describe(source))]
+#[error("{op} {}: {}", crate::paths::escape(path), describe(source))]
 pub struct FsError {
     pub op: String,
     pub path: PathBuf,
@@ -63,7 +63,7 @@ impl FsError {
 
 /// io::Error's Display adds "(os error N)"; the errno's own words are enough, except for
 /// the ones whose meaning here needs saying.
-fn describe(e: &io::Error) -> String {
+pub fn describe(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::ELOOP) => "a symlink is in the way (imperm never follows one)".to_string(),
         Some(libc::EXDEV) => "crosses into another mount".to_string(),

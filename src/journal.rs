@@ -301,6 +301,7 @@ pub const BAD_LINES_LISTED: usize = 20;
 /// One path that failures named.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub causes: BTreeSet<Cause>,
     pub units: BTreeSet<String>,

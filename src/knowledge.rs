@@ -286,9 +286,9 @@ impl Knowledge {
             .filter_map(|k| k.path.best_containing(path).map(|p| (k, p)))
             .max_by_key(|(_, p)| p.specificity())?;
         let service = match pattern.wildcard_match(path) {
-            Some(name) if known.service.contains('*') => {
-                known.service.replace('*', &name.to_string_lossy())
-            }
+            Some(name) if known.service.contains('*') => known
+                .service
+                .replace('*', &crate::paths::escape(Path::new(name))),
             _ => known.service.clone(),
         };
         Some(Match { known, service })

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod baseline;
+pub mod beneath;
 pub mod classify;
 pub mod cli;
 pub mod commands;

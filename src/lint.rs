@@ -10,7 +10,6 @@ use serde::Serialize;
 use crate::knowledge::Knowledge;
 use crate::mode::Mode;
 use crate::mountinfo::MountTable;
-use crate::output::count;
 use crate::paths::quoted;
 use crate::persisted::{Entry, Kind, PersistedSet};
 
@@ -50,9 +49,12 @@ impl Rule {
 /// A parent directory that would replace several bind mounts with one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Merge {
+    #[serde(serialize_with = "crate::paths::json")]
     pub parent: PathBuf,
+    #[serde(serialize_with = "crate::paths::json")]
     pub storage: PathBuf,
     /// The entries it would cover.
+    #[serde(serialize_with = "crate::paths::json_all")]
     pub covers: Vec<PathBuf>,
 }
 
@@ -61,6 +63,7 @@ pub struct Merge {
 pub struct Finding {
     pub rule: Rule,
     /// The path at fault (an entry, or a storage path).
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     /// What is wrong and what to do, as a sentence.
     pub message: String,

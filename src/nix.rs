@@ -57,16 +57,29 @@ pub fn attr_name(s: &str) -> String {
     if bare { s.to_string() } else { string(s) }
 }
 
-/// One list element.
-fn element(s: &Suggestion, path: &Path, style: Style) -> String {
-    let text = string(&path.to_string_lossy());
-    match (s.kind, s.mode, style) {
+/// The comment that names a path left out of a snippet; `left_out` finds it again.
+const LEFT_OUT: &str = "# imperm: left out ";
+
+/// The paths a snippet had to leave out, with why: for a warning on stderr.
+pub fn left_out(snippet: &str) -> impl Iterator<Item = &str> {
+    snippet
+        .lines()
+        .filter_map(|l| l.strip_prefix("# imperm: "))
+        .filter(|l| l.starts_with("left out "))
+}
+
+/// One list element; `None` for a path a Nix string cannot name (one that is not UTF-8:
+/// Nix strings have no escape for such bytes, and a replacement character would name a
+/// different path).
+fn element(s: &Suggestion, path: &Path, style: Style) -> Option<String> {
+    let text = string(path.to_str()?);
+    Some(match (s.kind, s.mode, style) {
         (Kind::Directory, Some(mode), _) => format!("{{ directory = {text}; mode = \"{mode}\"; }}"),
         (Kind::File, _, Style::Preservation) if s.in_initrd => {
             format!("{{ file = {text}; inInitrd = true; }}")
         }
         _ => text,
-    }
+    })
 }
 
 #[derive(Default)]
@@ -76,12 +89,13 @@ struct Lists {
 }
 
 impl Lists {
-    fn push(&mut self, s: &Suggestion, path: &Path, style: Style) {
+    /// Adds the entry; false when it cannot be written in Nix.
+    fn push(&mut self, s: &Suggestion, path: &Path, style: Style) -> bool {
         let list = match s.kind {
             Kind::Directory => &mut self.directories,
             Kind::File => &mut self.files,
         };
-        list.push(element(s, path, style));
+        element(s, path, style).map(|e| list.push(e)).is_some()
     }
 
     fn write(&self, out: &mut String, indent: &str) {
@@ -109,10 +123,14 @@ pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> Strin
     }
     let mut system = Lists::default();
     let mut users: BTreeMap<&str, Lists> = BTreeMap::new();
+    let mut left_out = Vec::new();
     for s in &persist {
-        match (&s.user, &s.relative) {
+        let written = match (&s.user, &s.relative) {
             (Some(user), Some(rel)) => users.entry(user).or_default().push(s, rel, style),
             _ => system.push(s, &s.path, style),
+        };
+        if !written {
+            left_out.push(&s.path);
         }
     }
     let head = match style {
@@ -120,14 +138,28 @@ pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> Strin
         Style::Preservation => "preservation.preserveAt",
     };
     let mut out = String::new();
+    let written = persist.len() - left_out.len();
     let _ = writeln!(
         out,
         "# imperm: {} to persist; paste into the host's configuration",
-        crate::output::count(persist.len(), "path", "paths")
+        crate::output::count(written, "path", "paths")
     );
+    for path in &left_out {
+        let _ = writeln!(
+            out,
+            "{LEFT_OUT}{}: its name is not UTF-8, which no Nix string can hold (rename it to persist it)",
+            crate::paths::escape(path)
+        );
+    }
+    if written == 0 {
+        return out;
+    }
     let _ = writeln!(out, "{head}.{} = {{", string(&storage.to_string_lossy()));
     system.write(&mut out, "  ");
-    for (user, lists) in &users {
+    for (user, lists) in users
+        .iter()
+        .filter(|(_, l)| !l.directories.is_empty() || !l.files.is_empty())
+    {
         let _ = writeln!(out, "  users.{} = {{", attr_name(user));
         lists.write(&mut out, "    ");
         let _ = writeln!(out, "  }};");

@@ -94,17 +94,24 @@ pub fn emit<R: Report>(report: &R, format: Format, color: ColorChoice) -> Result
     };
     match format {
         Format::Json => {
+            // Rendered whole before a byte is written: a failure leaves stdout empty, never
+            // half a document.
+            let mut text =
+                serde_json::to_vec_pretty(report).map_err(|e| Error::Output(e.into()))?;
+            text.push(b'\n');
             let mut out = io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, report)
-                .map_err(io::Error::from)
-                .and_then(|()| writeln!(out))
+            out.write_all(&text)
+                .and_then(|()| out.flush())
                 .map_err(Error::Output)
         }
         Format::Nix => {
             let text = report.nix().ok_or_else(unsupported)?;
-            io::stdout()
-                .lock()
-                .write_all(text.as_bytes())
+            for note in crate::nix::left_out(&text) {
+                eprintln!("imperm: warning: {note}");
+            }
+            let mut out = io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
                 .map_err(Error::Output)
         }
         Format::Human => {

@@ -2,8 +2,12 @@
 //! normalised, and how a host path is found under `--root`.
 //!
 //! Everything here is pure string/path manipulation; nothing touches the filesystem.
+//!
+//! It also holds the one escaped form every output uses for a path (JSON fields, human
+//! lines, the baseline manifest, messages): any path can be named, on one line, exactly.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 /// The longest path the kernel takes in a system call: PATH_MAX (4096) counts the
@@ -137,9 +141,119 @@ pub fn shown(raw: &str) -> String {
     }
 }
 
-/// Renders a path for a one-line message, quoted so that spaces and empty strings show.
+/// A path as text, exactly and on one line: a backslash, a control character and a byte
+/// that is not UTF-8 become `\xHH` (a multi-byte control character, byte by byte), every
+/// other character stays as it is. So a `\` always starts an escape, ordinary names are
+/// unchanged, and [`unescape`] gives back the same bytes.
+pub fn escape(path: &Path) -> String {
+    let bytes = path.as_os_str().as_bytes();
+    // Nearly every name is printable ASCII: copied whole.
+    if bytes
+        .iter()
+        .all(|&b| (b.is_ascii_graphic() || b == b' ') && b != b'\\')
+    {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' || c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// The path [`escape`] made `text` from; `None` when `text` holds a `\` that is not
+/// followed by `x` and two hex digits.
+pub fn unescape(text: &str) -> Option<PathBuf> {
+    let bytes = text.as_bytes();
+    if !bytes.contains(&b'\\') {
+        return Some(PathBuf::from(text));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) != Some(&b'x') {
+                return None;
+            }
+            let hex = bytes.get(i + 2..i + 4)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
+}
+
+/// The order of a tree listing: by component, a directory right before what is in it
+/// (`/a`, `/a/b`, `/a.conf`), as `Path`'s own order, but comparing bytes in bulk rather
+/// than component by component (paths of a deep tree share prefixes of many kilobytes).
+/// For paths without `//`, `.` or a trailing `/`, which are all a walk makes.
+pub fn tree_order(a: &Path, b: &Path) -> std::cmp::Ordering {
+    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    if a == b {
+        return std::cmp::Ordering::Equal;
+    }
+    // The length of the common prefix, found with whole-slice comparisons.
+    let (mut lo, mut hi) = (0, a.len().min(b.len()));
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if a[..mid] == b[..mid] {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    // A separator sorts before every other byte: a name ends there.
+    let rank = |x: Option<&u8>| x.map(|&c| if c == b'/' { 0 } else { u16::from(c) + 1 });
+    rank(a.get(lo)).cmp(&rank(b.get(lo)))
+}
+
+/// `#[serde(serialize_with = "crate::paths::json")]`: a path field in its [`escape`]d
+/// form, so that JSON output is whole and exact for any name.
+pub fn json<P: AsRef<Path>, S: serde::Serializer>(path: &P, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&escape(path.as_ref()))
+}
+
+/// [`json`] for an optional path.
+pub fn json_opt<P: AsRef<Path>, S: serde::Serializer>(
+    path: &Option<P>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => json(p, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// [`json`] for a list of paths.
+pub fn json_all<P: AsRef<Path>, S: serde::Serializer>(
+    paths: &[P],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(paths.iter().map(|p| escape(p.as_ref())))
+}
+
+/// Renders a path for a one-line message, quoted so that spaces and empty strings show,
+/// and [`escape`]d so that any name is exact and on one line.
 pub fn quoted(path: &Path) -> String {
-    format!("{:?}", path.to_string_lossy())
+    format!("\"{}\"", escape(path))
 }
 
 #[cfg(test)]
@@ -221,6 +335,69 @@ mod tests {
         assert_eq!(shown("a\nb"), "\"a\\nb\"");
         let long = "é".repeat(150);
         assert_eq!(shown(&long), format!("{:?}… (300 bytes)", "é".repeat(100)));
+    }
+
+    #[test]
+    fn escaped_paths_are_exact_and_one_line() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"/var/lib/forgejo", "/var/lib/forgejo"),
+            (
+                b"/with space/\xc3\xa9t\xc3\xa9",
+                "/with space/\u{e9}t\u{e9}",
+            ),
+            (b"/a\xff\xfeb", "/a\\xff\\xfeb"),
+            (b"/new\nline\ttab", "/new\\x0aline\\x09tab"),
+            (b"/back\\slash", "/back\\x5cslash"),
+            (b"/nel\xc2\x85", "/nel\\xc2\\x85"),
+            (b"/del\x7f", "/del\\x7f"),
+        ];
+        for (raw, want) in cases {
+            let path = Path::new(std::ffi::OsStr::from_bytes(raw));
+            let shown = escape(path);
+            assert_eq!(shown, *want);
+            assert!(!shown.contains('\n'));
+            assert_eq!(unescape(&shown).as_deref(), Some(path));
+        }
+        for bad in ["\\", "a\\x", "a\\x4", "a\\xzz", "\\n"] {
+            assert_eq!(unescape(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaping_is_exact_and_one_line(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let path = Path::new(std::ffi::OsStr::from_bytes(&bytes));
+            let shown = escape(path);
+            proptest::prop_assert!(!shown.chars().any(char::is_control));
+            let back = unescape(&shown);
+            proptest::prop_assert_eq!(back.as_deref(), Some(path));
+        }
+    }
+
+    #[test]
+    fn tree_order_is_the_order_of_components() {
+        let mut paths: Vec<PathBuf> = [
+            "/a.conf",
+            "/a/b",
+            "/a",
+            "/a b",
+            "/ab",
+            "/a/b/c",
+            "/",
+            "/a/b.x",
+            "/a/b/d",
+            "/b",
+            "/a-",
+            "/a/\u{e9}",
+            "/a/z",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let mut by_components = paths.clone();
+        by_components.sort();
+        paths.sort_by(|a, b| tree_order(a, b));
+        assert_eq!(paths, by_components);
     }
 
     #[test]

@@ -33,12 +33,15 @@ impl Kind {
 pub struct Entry {
     /// Absolute, normalised, as seen from the host's `/` (user entries already joined to
     /// their home directory).
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub kind: Kind,
     /// The persistent storage path that holds it (`/persist`).
+    #[serde(serialize_with = "crate::paths::json")]
     pub storage: PathBuf,
     /// The `users.<name>` block it came from, if any, and that user's home directory.
     pub user: Option<String>,
+    #[serde(serialize_with = "crate::paths::json_opt")]
     pub home: Option<PathBuf>,
     /// Owner, group and mode requested for the directory (or, for a file, its parent).
     pub owner: Option<String>,

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fmt::Write as _;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -26,6 +25,7 @@ use rustix::io::Errno;
 use rustix::process::{Gid, Uid};
 
 use crate::error::{Error, FsError};
+use crate::paths::escape;
 
 /// What one restore did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -163,7 +163,7 @@ pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
 pub fn foreign_leftover(shown: &Path) -> Error {
     Error::Usage(format!(
         "{} exists and is not a copy imperm left (it has no imperm marker): move it away to restore here; nothing was written",
-        shown_path(shown)
+        escape(shown)
     ))
 }
 
@@ -237,7 +237,7 @@ pub fn copy(job: &Job) -> Result<Prepared, Error> {
     if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
         return Err(Error::Usage(format!(
             "{} was replaced while restoring; nothing was written",
-            shown_path(&temp_shown)
+            escape(&temp_shown)
         )));
     }
     let mut copied = Copied {
@@ -323,13 +323,13 @@ impl Copied {
                 let kept = match &self.out.aside {
                     Some(aside) => format!(
                         "; what was there before is kept in {}",
-                        shown_path(&self.shown.with_file_name(aside))
+                        escape(&self.shown.with_file_name(aside))
                     ),
                     None => String::new(),
                 };
                 return Err(Error::Usage(format!(
                     "{} appeared while restoring: it was left as it is and the copy removed{kept}",
-                    shown_path(&self.shown)
+                    escape(&self.shown)
                 )));
             }
             Err(e) => {
@@ -441,11 +441,11 @@ fn not_a_directory(dir: &OwnedFd, name: &OsStr, shown: &Path, e: Errno) -> Error
     match (e, kind) {
         (Errno::LOOP | Errno::NOTDIR, Ok(FileType::Symlink)) => Error::Usage(format!(
             "a symlink stands in the way at {}; it was not followed",
-            shown_path(shown)
+            escape(shown)
         )),
         (Errno::NOTDIR, Ok(_)) => Error::Usage(format!(
             "{} is not a directory, so nothing can be restored below it",
-            shown_path(shown)
+            escape(shown)
         )),
         _ => FsError::new("open", shown, e.into()).into(),
     }
@@ -630,7 +630,7 @@ impl Walk<'_> {
                             if child.as_os_str().len() > DEPTH_MAX {
                                 return Err(Error::Usage(format!(
                                     "{} holds a tree deeper than imperm copies (a directory path longer than {DEPTH_MAX} bytes below it); nothing was restored",
-                                    shown_path(self.shown)
+                                    escape(self.shown)
                                 )));
                             }
                             rustix::fs::mkdirat(&to, &name, Mode::from_raw_mode(0o700))
@@ -815,7 +815,7 @@ impl Walk<'_> {
     }
 
     fn io_err(&self, op: &str, rel: &Path, e: io::Error) -> Error {
-        FsError::new(op, Path::new(&shown_path(&self.shown(rel))), e).into()
+        FsError::new(op, &self.shown(rel), e).into()
     }
 }
 
@@ -1014,46 +1014,6 @@ fn times(st: &Stat) -> Timestamps {
     }
 }
 
-/// A path for one line of text: as it is, except that control characters, backslashes and
-/// bytes that are not UTF-8 are written `\xHH`, so a newline cannot split the line and
-/// every name stays told apart.
-pub fn shown_path(path: &Path) -> String {
-    let bytes = path.as_os_str().as_bytes();
-    let text = String::from_utf8_lossy(bytes);
-    if !text.contains(|c: char| c.is_control() || c == '\u{fffd}') {
-        return text.into_owned();
-    }
-    let mut out = String::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let (valid, bad) = match std::str::from_utf8(rest) {
-            Ok(s) => (s, &[][..]),
-            Err(e) => {
-                let (ok, bad) = rest.split_at(e.valid_up_to());
-                (std::str::from_utf8(ok).unwrap_or_default(), bad)
-            }
-        };
-        for c in valid.chars() {
-            if c == '\\' || c.is_control() {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    let _ = write!(out, "\\x{b:02x}");
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        match bad.split_first() {
-            Some((b, tail)) => {
-                let _ = write!(out, "\\x{b:02x}");
-                rest = tail;
-            }
-            None => rest = &[],
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1250,18 +1210,5 @@ mod tests {
         assert_eq!(left, ["fits"]);
         remove_tree(dir(tmp.path()).as_fd(), OsStr::new("to")).unwrap();
         assert!(!to.exists());
-    }
-
-    #[test]
-    fn shown_paths_stay_on_one_line() {
-        for (raw, want) in [
-            (&b"/var/lib/app"[..], "/var/lib/app"),
-            (b"/srv/new\nline", "/srv/new\\x0aline"),
-            (b"/srv/caf\xe9", "/srv/caf\\xe9"),
-            (b"/srv/back\\slash\n", "/srv/back\\x5cslash\\x0a"),
-            (b"/srv/back\\slash", "/srv/back\\slash"),
-        ] {
-            assert_eq!(shown_path(Path::new(OsStr::from_bytes(raw))), want);
-        }
     }
 }

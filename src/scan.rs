@@ -2,34 +2,38 @@
 //! unpersisted part of a root into units of state (the directories and files a person
 //! would persist), with file counts and bytes.
 //!
-//! It never follows a symlink, never leaves the root's filesystem (other mounts and other
-//! btrfs subvolumes have another device number), never enters the paths NixOS makes anew
-//! or the persistent storage, and does not walk persisted subtrees at all. Directories are
-//! *split* (their children become separate units) while they are too broad to be one piece
-//! of state, hold persisted entries or known paths below them (statically, or a known path
-//! of another verdict that is really there), or lie in /etc; every other directory is one
-//! unit whose subtree is only counted. Nothing is kept per entry, so
-//! memory follows the number of units, not of files.
+//! It never follows a symlink, never leaves the root's mount (other filesystems and btrfs
+//! subvolumes have another device number; a bind mount of the same filesystem has another
+//! mount id), never enters the paths NixOS makes anew or the persistent storage, and does
+//! not walk persisted subtrees at all. Directories are *split* (their children become
+//! separate units) while they are too broad to be one piece of state, hold persisted
+//! entries or known paths below them (statically, or a known path of another verdict that
+//! is really there), or lie in /etc; every other directory is one unit whose subtree is
+//! only counted. Nothing is kept per entry, so memory follows the number of units, not of
+//! files.
+//!
+//! Each directory is a task of its own (rayon's scope), not a recursive call: a tree of
+//! any depth walks in constant stack, and a directory's descriptor is closed once its
+//! subdirectories have been opened, so a deep chain holds two descriptors, not one per
+//! level.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
-use std::io::IsTerminal;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::{CString, OsStr};
+use std::io::{self, IsTerminal};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use globset::GlobSet;
-use rayon::prelude::*;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Statx, StatxFlags};
 use serde::Serialize;
 
 use crate::baseline::{Manifest, Meta, Status};
 use crate::classify::{EntryKind, Facts};
 use crate::knowledge::Knowledge;
-use crate::paths::under_root;
 use crate::persisted::PersistedSet;
 
 /// What to walk and what to leave out.
@@ -46,6 +50,15 @@ pub struct Request<'a> {
     pub progress: bool,
 }
 
+/// Which entries a record reads the extended attributes of (one more system call each).
+#[derive(Clone, Copy)]
+pub enum Xattrs<'a> {
+    Every,
+    /// Those that are not in this manifest or whose ctime moved since: every change of an
+    /// extended attribute moves the ctime, so the others still have the recorded ones.
+    ChangedSince(&'a Manifest),
+}
+
 /// A unit of state found by the walk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unit {
@@ -55,9 +68,10 @@ pub struct Unit {
     pub bytes: u64,
 }
 
-/// A directory the walk did not enter, and why.
+/// A directory (or a file mounted over) the walk did not enter, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Skipped {
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub why: &'static str,
 }
@@ -75,73 +89,81 @@ pub struct Scan {
 }
 
 const MAX_ERRORS: usize = 50;
+pub const STATX: StatxFlags = StatxFlags::BASIC_STATS
+    .union(StatxFlags::BTIME)
+    .union(StatxFlags::MNT_ID);
+
+/// Counts of a unit's subtree, filled in by the tasks that walk it.
+#[derive(Debug, Default)]
+struct Acc {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    generated: AtomicU64,
+    /// With a baseline: whether anything in it is new or changed.
+    changed: AtomicBool,
+}
+
+/// What a task does with its directory.
+enum Job {
+    /// Its children are decided one by one.
+    Split,
+    /// A child of a split directory: split too, or one unit.
+    Decide,
+    /// Part of a unit: only counted.
+    Count(Arc<Acc>),
+    /// Every entry recorded.
+    Record,
+}
+
+/// A directory entry as read.
+struct Child {
+    name: Vec<u8>,
+    kind: FileType,
+}
+
+impl Child {
+    fn name(&self) -> &OsStr {
+        OsStr::from_bytes(&self.name)
+    }
+}
 
 struct Walker<'a> {
     req: &'a Request<'a>,
     root_dev: u64,
+    root_mnt: Option<u64>,
     /// Host paths never entered: `[scan] never_walk` and the storage paths.
     excluded: HashSet<PathBuf>,
     /// Files NixOS copied into /etc (from /etc/.clean).
     etc_copied: HashSet<PathBuf>,
+    /// Whether to read extended attributes, when recording.
+    xattrs: Option<Xattrs<'a>>,
     entries: AtomicU64,
     skipped: Mutex<Vec<Skipped>>,
     errors: Mutex<Vec<String>>,
-}
-
-/// Counts of a subtree.
-#[derive(Clone, Copy, Debug, Default)]
-struct Totals {
-    files: u64,
-    bytes: u64,
-    generated: u64,
-    /// With a baseline: whether anything in it is new or changed.
-    changed: bool,
-}
-
-impl std::ops::Add for Totals {
-    type Output = Totals;
-    fn add(self, o: Totals) -> Totals {
-        Totals {
-            files: self.files + o.files,
-            bytes: self.bytes + o.bytes,
-            generated: self.generated + o.generated,
-            changed: self.changed || o.changed,
-        }
-    }
-}
-
-/// One directory entry as the walk sees it.
-struct Child<'n> {
-    name: &'n OsStr,
-    kind: FileType,
+    units: Mutex<Vec<Unit>>,
+    /// Directory units: path, counts, whether the directory itself changed.
+    dir_units: Mutex<Vec<(PathBuf, Arc<Acc>, bool)>>,
+    records: Mutex<Vec<(PathBuf, Meta)>>,
 }
 
 /// Walks the root.
 pub fn scan(req: &Request) -> Result<Scan, crate::error::FsError> {
     let started = Instant::now();
-    let (walker, root_fd) = Walker::new(req)?;
-    let done = AtomicBool::new(false);
-    let units = std::thread::scope(|s| {
-        if req.progress && std::io::stderr().is_terminal() {
-            s.spawn(|| progress(&walker.entries, &done));
-        }
-        let units = walker.split_dir(root_fd.as_fd(), Path::new("/"));
-        done.store(true, Ordering::Relaxed);
-        units
-    });
-    Ok(walker.finish(units, started))
+    let (walker, root_fd) = Walker::new(req, None)?;
+    walker.walk(root_fd, Job::Split);
+    Ok(walker.finish(started).0)
 }
 
 /// Every entry of the root outside persisted paths, with its metadata: a baseline
 /// manifest, or one side of a diff. Excludes what `scan` excludes.
-pub fn record(req: &Request) -> Result<(Vec<(PathBuf, Meta)>, Scan), crate::error::FsError> {
+pub fn record(
+    req: &Request,
+    xattrs: Xattrs,
+) -> Result<(Vec<(PathBuf, Meta)>, Scan), crate::error::FsError> {
     let started = Instant::now();
-    let (walker, root_fd) = Walker::new(req)?;
-    let entries = Mutex::new(Vec::new());
-    walker.record_dir(root_fd.as_fd(), Path::new("/"), &entries);
-    let mut entries = entries.into_inner().unwrap_or_default();
-    entries.sort_by(|a: &(PathBuf, Meta), b| a.0.cmp(&b.0));
-    let scan = walker.finish(Vec::new(), started);
+    let (walker, root_fd) = Walker::new(req, Some(xattrs))?;
+    walker.walk(root_fd, Job::Record);
+    let (scan, entries) = walker.finish(started);
     Ok((entries, scan))
 }
 
@@ -170,20 +192,128 @@ fn progress(entries: &AtomicU64, done: &AtomicBool) {
     }
 }
 
-/// `/etc/.clean` lists, relative to /etc, the files NixOS copied there.
+/// `/etc/.clean` lists, relative to /etc, the files NixOS copied there. Read as the tree
+/// sees it (a symlink resolves inside the tree, never to the host's list); one path a line.
 fn read_etc_clean(root: &Path) -> HashSet<PathBuf> {
-    std::fs::read_to_string(under_root(root, Path::new("/etc/.clean")))
-        .map(|text| {
-            text.lines()
-                .filter(|l| !l.is_empty())
-                .map(|l| Path::new("/etc").join(l.trim_start_matches('/')))
-                .collect()
+    let data = crate::beneath::Tree::open(root)
+        .and_then(|t| t.read(Path::new("/etc/.clean")))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    data.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let l = OsStr::from_bytes(l);
+            let rel = Path::new(l).strip_prefix("/").unwrap_or(Path::new(l));
+            Path::new("/etc").join(rel)
         })
-        .unwrap_or_default()
+        .collect()
+}
+
+/// A deep tree held open in a wide walk can need more descriptors than the default soft
+/// limit of 1024; the hard limit is ours to take.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+fn dev_of(st: &Statx) -> u64 {
+    rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor)
+}
+
+fn mnt_of(st: &Statx) -> Option<u64> {
+    (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
+}
+
+/// FNV-1a, 64 bits: a digest that stays the same across builds and versions.
+fn fnv(hash: &mut u64, bytes: &[u8]) {
+    for &b in bytes {
+        *hash ^= u64::from(b);
+        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+/// A digest of the extended attributes (names and values) of `path`, following it or not;
+/// 0 when there are none, or the filesystem has none. `path` is usually a
+/// `/proc/self/fd/N[/NAME]` path, so that the entry is reached from a descriptor.
+pub fn xattr_digest(path: &CString, follow: bool) -> io::Result<u64> {
+    let list = |buf: &mut [u8]| {
+        if follow {
+            rustix::fs::listxattr(path.as_c_str(), buf)
+        } else {
+            rustix::fs::llistxattr(path.as_c_str(), buf)
+        }
+    };
+    let get = |name: &[u8], buf: &mut [u8]| {
+        if follow {
+            rustix::fs::getxattr(path.as_c_str(), name, buf)
+        } else {
+            rustix::fs::lgetxattr(path.as_c_str(), name, buf)
+        }
+    };
+    // Grows the buffer until the answer fits (it may grow between two calls).
+    let fill = |call: &dyn Fn(&mut [u8]) -> rustix::io::Result<usize>| -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 256];
+        loop {
+            match call(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 24 => {
+                    let want = call(&mut []).unwrap_or(0).max(buf.len() * 2);
+                    buf.resize(want, 0);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let names = match fill(&list) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<&[u8]> = names.split(|&b| b == 0).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    names.sort_unstable();
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for name in names {
+        let value = match fill(&|buf: &mut [u8]| get(name, buf)) {
+            Ok(v) => v,
+            // Removed since it was listed.
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        fnv(&mut hash, name);
+        fnv(&mut hash, &[0]);
+        fnv(&mut hash, &(value.len() as u64).to_le_bytes());
+        fnv(&mut hash, &value);
+    }
+    Ok(hash)
+}
+
+/// `/proc/self/fd/N`, and `/NAME` below it: a path that reaches an open directory (or what
+/// is in it) without resolving anything else.
+pub fn fd_path(fd: BorrowedFd, name: Option<&OsStr>) -> CString {
+    let mut bytes = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
+    if let Some(name) = name {
+        bytes.push(b'/');
+        bytes.extend_from_slice(name.as_bytes());
+    }
+    CString::new(bytes).unwrap_or_default()
 }
 
 impl<'a> Walker<'a> {
-    fn new(req: &'a Request<'a>) -> Result<(Walker<'a>, OwnedFd), crate::error::FsError> {
+    fn new(
+        req: &'a Request<'a>,
+        xattrs: Option<Xattrs<'a>>,
+    ) -> Result<(Walker<'a>, OwnedFd), crate::error::FsError> {
         let mut excluded: HashSet<PathBuf> =
             req.knowledge.scan.never_walk.iter().cloned().collect();
         excluded.extend(req.persisted.storages().into_iter().map(Path::to_path_buf));
@@ -193,82 +323,85 @@ impl<'a> Walker<'a> {
             Mode::empty(),
         )
         .map_err(|e| crate::error::FsError::new("open", req.root, e.into()))?;
-        let root_stat = rustix::fs::fstat(&root_fd)
+        let root_stat = rustix::fs::statx(&root_fd, "", AtFlags::EMPTY_PATH, STATX)
             .map_err(|e| crate::error::FsError::new("stat", req.root, e.into()))?;
+        raise_fd_limit();
         let walker = Walker {
             req,
-            root_dev: root_stat.st_dev,
+            root_dev: dev_of(&root_stat),
+            root_mnt: mnt_of(&root_stat),
             excluded,
             etc_copied: read_etc_clean(req.root),
+            xattrs,
             entries: AtomicU64::new(0),
             skipped: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
+            units: Mutex::new(Vec::new()),
+            dir_units: Mutex::new(Vec::new()),
+            records: Mutex::new(Vec::new()),
         };
         Ok((walker, root_fd))
     }
 
-    fn finish(self, mut units: Vec<Unit>, started: Instant) -> Scan {
+    /// Walks from the root, with a progress line when that takes long.
+    fn walk(&self, root_fd: OwnedFd, job: Job) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|threads| {
+            if self.req.progress && std::io::stderr().is_terminal() {
+                threads.spawn(|| progress(&self.entries, &done));
+            }
+            rayon::scope(|s| {
+                let children = self.read(root_fd.as_fd(), Path::new("/"));
+                self.children(s, Arc::new(root_fd), Path::new("/"), children, &job);
+            });
+            done.store(true, Ordering::Relaxed);
+        });
+    }
+
+    fn finish(self, started: Instant) -> (Scan, Vec<(PathBuf, Meta)>) {
         let mut skipped = self.skipped.into_inner().unwrap_or_default();
-        skipped.sort_by(|a, b| a.path.cmp(&b.path));
-        units.sort_by(|a, b| a.path.cmp(&b.path));
-        Scan {
+        skipped.sort_by(|a, b| crate::paths::tree_order(&a.path, &b.path));
+        let mut units = self.units.into_inner().unwrap_or_default();
+        let since = self.req.since.is_some();
+        for (path, acc, own_changed) in self.dir_units.into_inner().unwrap_or_default() {
+            if since && !own_changed && !acc.changed.load(Ordering::Relaxed) {
+                continue;
+            }
+            units.push(Unit {
+                facts: Facts {
+                    kind: Some(EntryKind::Directory),
+                    files: acc.files.load(Ordering::Relaxed),
+                    generated: acc.generated.load(Ordering::Relaxed),
+                    link_target: None,
+                    nixos_copied: false,
+                },
+                bytes: acc.bytes.load(Ordering::Relaxed),
+                path,
+            });
+        }
+        units.sort_by(|a, b| crate::paths::tree_order(&a.path, &b.path));
+        let scan = Scan {
             units,
             skipped,
             entries: self.entries.into_inner(),
             errors: self.errors.into_inner().unwrap_or_default(),
             elapsed: started.elapsed(),
-        }
+        };
+        (scan, self.records.into_inner().unwrap_or_default())
     }
 
-    /// Records every entry below a directory.
-    fn record_dir(&self, fd: BorrowedFd, path: &Path, out: &Mutex<Vec<(PathBuf, Meta)>>) {
-        let children = self.read(fd, path);
-        let mut mine = Vec::with_capacity(children.len());
-        let mut subdirs = Vec::new();
-        for (name, kind) in &children {
-            let name = OsStr::from_bytes(name);
-            let child = path.join(name);
-            if self.excluded.contains(&child) || self.req.persisted.contains(&child) {
-                continue;
-            }
-            let kind = match kind {
-                FileType::Unknown => {
-                    match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(st) => FileType::from_raw_mode(st.st_mode),
-                        Err(e) => {
-                            self.error(&child, e);
-                            continue;
-                        }
-                    }
-                }
-                k => *k,
-            };
-            if kind == FileType::Directory {
-                subdirs.push(child);
-                continue;
-            }
-            if let Some((meta, _)) = self.leaf(fd, name, &child, kind) {
-                mine.push((child, meta));
-            }
+    /// A failed call on an entry: an error to report, unless the entry is simply gone (it
+    /// vanished between the directory listing and the call: nothing of it is left to lose).
+    fn failed(&self, path: &Path, e: rustix::io::Errno) {
+        if e != rustix::io::Errno::NOENT {
+            self.error(path, crate::error::describe(&e.into()));
         }
-        let dirs: Vec<(PathBuf, Meta)> = subdirs
-            .par_iter()
-            .filter_map(|child| {
-                let name = child.file_name()?;
-                let (sub, stat) = self.open_subdir(fd, name, child)?;
-                self.record_dir(sub.as_fd(), child, out);
-                Some((child.clone(), Meta::from_stat(&stat, None)))
-            })
-            .collect();
-        let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-        out.extend(mine);
-        out.extend(dirs);
     }
 
     fn error(&self, path: &Path, e: impl std::fmt::Display) {
         let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if errors.len() < MAX_ERRORS {
-            errors.push(format!("{}: {e}", path.display()));
+            errors.push(format!("{}: {e}", crate::paths::escape(path)));
         }
     }
 
@@ -280,6 +413,18 @@ impl<'a> Walker<'a> {
                 path: path.to_path_buf(),
                 why,
             });
+    }
+
+    /// Why an entry (by its statx) is not the root's to walk: it is on another
+    /// filesystem or subvolume, or is (or is below) another mount of the same one.
+    fn foreign(&self, st: &Statx) -> Option<&'static str> {
+        if dev_of(st) != self.root_dev {
+            return Some("another filesystem or subvolume");
+        }
+        match (self.root_mnt, mnt_of(st)) {
+            (Some(root), Some(mine)) if root != mine => Some("another mount"),
+            _ => None,
+        }
     }
 
     /// Whether `dir` is not one unit but holds several.
@@ -297,12 +442,12 @@ impl<'a> Walker<'a> {
     }
 
     /// Reads a directory's entries (not `.`/`..`).
-    fn read(&self, fd: BorrowedFd, path: &Path) -> Vec<(Vec<u8>, FileType)> {
+    fn read(&self, fd: BorrowedFd, path: &Path) -> Vec<Child> {
         let mut out = Vec::new();
         let mut dir = match rustix::fs::Dir::read_from(fd) {
             Ok(dir) => dir,
             Err(e) => {
-                self.error(path, e);
+                self.failed(path, e);
                 return out;
             }
         };
@@ -311,11 +456,14 @@ impl<'a> Walker<'a> {
                 Ok(entry) => {
                     let name = entry.file_name().to_bytes();
                     if name != b"." && name != b".." {
-                        out.push((name.to_vec(), entry.file_type()));
+                        out.push(Child {
+                            name: name.to_vec(),
+                            kind: entry.file_type(),
+                        });
                     }
                 }
                 Err(e) => {
-                    self.error(path, e);
+                    self.failed(path, e);
                     break;
                 }
             }
@@ -324,13 +472,13 @@ impl<'a> Walker<'a> {
         out
     }
 
-    /// Opens a subdirectory, refusing to follow a symlink or leave the filesystem.
+    /// Opens a subdirectory, refusing to follow a symlink or leave the root's mount.
     fn open_subdir(
         &self,
         parent: BorrowedFd,
         name: &OsStr,
         path: &Path,
-    ) -> Option<(OwnedFd, rustix::fs::Stat)> {
+    ) -> Option<(OwnedFd, Statx)> {
         let fd = match rustix::fs::openat(
             parent,
             name,
@@ -339,25 +487,27 @@ impl<'a> Walker<'a> {
         ) {
             Ok(fd) => fd,
             Err(e) => {
-                self.error(path, e);
+                self.failed(path, e);
                 return None;
             }
         };
-        let stat = match rustix::fs::fstat(&fd) {
+        let stat = match rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, STATX) {
             Ok(stat) => stat,
             Err(e) => {
-                self.error(path, e);
+                self.failed(path, e);
                 return None;
             }
         };
-        if stat.st_dev != self.root_dev {
-            self.skip(path, "another filesystem or subvolume");
+        if let Some(why) = self.foreign(&stat) {
+            self.skip(path, why);
             return None;
         }
         Some((fd, stat))
     }
 
-    /// With a baseline, whether this entry is new or changed since.
+    /// With a baseline, whether this entry is new or changed since. Every change of an
+    /// extended attribute moves the ctime, which the baseline compares: no need to read
+    /// them here.
     fn changed(&self, path: &Path, meta: &Meta) -> bool {
         match self.req.since {
             None => true,
@@ -365,244 +515,301 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// A directory whose children are decided one by one.
-    fn split_dir(&self, fd: BorrowedFd, path: &Path) -> Vec<Unit> {
-        let children = self.read(fd, path);
-        self.split_children(fd, path, children)
+    /// Queues a subdirectory as a task of its own.
+    fn spawn<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        parent: Arc<OwnedFd>,
+        child: Child,
+        path: PathBuf,
+        job: Job,
+    ) {
+        s.spawn(move |s| {
+            let Some((fd, stat)) = self.open_subdir(parent.as_fd(), child.name(), &path) else {
+                return;
+            };
+            // The parent may close once its last subdirectory is open.
+            drop(parent);
+            self.dir(s, fd, stat, &path, job);
+        });
     }
 
-    fn split_children(
+    /// One directory, opened.
+    fn dir<'s>(&'s self, s: &rayon::Scope<'s>, fd: OwnedFd, stat: Statx, path: &Path, job: Job) {
+        match job {
+            Job::Split => {
+                let children = self.read(fd.as_fd(), path);
+                self.children(s, Arc::new(fd), path, children, &Job::Split);
+            }
+            Job::Decide => {
+                if self.splits(path) {
+                    return self.dir(s, fd, stat, path, Job::Split);
+                }
+                let children = self.read(fd.as_fd(), path);
+                let names = children.iter().map(Child::name);
+                if self.req.knowledge.differs_below(path, names) {
+                    return self.children(s, Arc::new(fd), path, children, &Job::Split);
+                }
+                let own_changed = self.changed(path, &Meta::from_statx(&stat, None));
+                let acc = Arc::new(Acc::default());
+                self.dir_units
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((path.to_path_buf(), acc.clone(), own_changed));
+                self.children(s, Arc::new(fd), path, children, &Job::Count(acc));
+            }
+            Job::Count(acc) => {
+                if self.req.since.is_some() && self.changed(path, &Meta::from_statx(&stat, None)) {
+                    acc.changed.store(true, Ordering::Relaxed);
+                }
+                let children = self.read(fd.as_fd(), path);
+                self.children(s, Arc::new(fd), path, children, &Job::Count(acc));
+            }
+            Job::Record => {
+                let mut meta = Meta::from_statx(&stat, None);
+                meta.xattrs = self.xattrs_of(path, &meta, || fd_path(fd.as_fd(), None), true);
+                self.records
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((path.to_path_buf(), meta));
+                let children = self.read(fd.as_fd(), path);
+                self.children(s, Arc::new(fd), path, children, &Job::Record);
+            }
+        }
+    }
+
+    /// The extended attributes' digest to record for an entry, when recording.
+    fn xattrs_of(
         &self,
-        fd: BorrowedFd,
         path: &Path,
-        children: Vec<(Vec<u8>, FileType)>,
-    ) -> Vec<Unit> {
-        children
-            .par_iter()
-            .flat_map_iter(|(name, kind)| {
-                let child = Child {
-                    name: OsStr::from_bytes(name),
-                    kind: *kind,
-                };
-                self.child_units(fd, path, &child)
-            })
-            .collect()
-    }
-
-    fn child_units(&self, parent: BorrowedFd, parent_path: &Path, child: &Child) -> Vec<Unit> {
-        let path = parent_path.join(child.name);
-        if self.excluded.contains(&path) {
-            return Vec::new();
-        }
-        if self.req.persisted.contains(&path) || self.ignored(&path) {
-            return Vec::new();
-        }
-        let kind = match child.kind {
-            FileType::Unknown => {
-                match rustix::fs::statat(parent, child.name, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => FileType::from_raw_mode(st.st_mode),
-                    Err(e) => {
-                        self.error(&path, e);
-                        return Vec::new();
-                    }
+        meta: &Meta,
+        at: impl FnOnce() -> CString,
+        follow: bool,
+    ) -> Option<u64> {
+        if let Some(Xattrs::ChangedSince(manifest)) = self.xattrs {
+            if let Some(old) = manifest.get(path) {
+                let unchanged = matches!((&old.stamps, &meta.stamps),
+                    (Some(a), Some(b)) if a.same_inode(b) && a.ctime_ns == b.ctime_ns);
+                if unchanged && old.xattrs.is_some() {
+                    return old.xattrs;
                 }
             }
-            kind => kind,
-        };
-        if kind == FileType::Directory {
-            let Some((fd, stat)) = self.open_subdir(parent, child.name, &path) else {
-                return Vec::new();
-            };
-            if self.splits(&path) {
-                return self.split_dir(fd.as_fd(), &path);
-            }
-            let children = self.read(fd.as_fd(), &path);
-            let names = children.iter().map(|(n, _)| OsStr::from_bytes(n));
-            if self.req.knowledge.differs_below(&path, names) {
-                return self.split_children(fd.as_fd(), &path, children);
-            }
-            let own = Meta::from_stat(&stat, None);
-            let own_changed = self.changed(&path, &own);
-            let totals = self.count_children(fd.as_fd(), &path, children);
-            if self.req.since.is_some() && !own_changed && !totals.changed {
-                return Vec::new();
-            }
-            return vec![Unit {
-                facts: Facts {
-                    kind: Some(EntryKind::Directory),
-                    files: totals.files,
-                    generated: totals.generated,
-                    link_target: None,
-                    nixos_copied: false,
-                },
-                bytes: totals.bytes,
-                path,
-            }];
         }
-        let Some((meta, target)) = self.leaf(parent, child.name, &path, kind) else {
-            return Vec::new();
-        };
-        if !self.changed(&path, &meta) {
-            return Vec::new();
+        self.xattrs?;
+        match xattr_digest(&at(), follow) {
+            Ok(digest) => Some(digest),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+            Err(e) => {
+                self.error(
+                    path,
+                    format!("extended attributes: {}", crate::error::describe(&e)),
+                );
+                None
+            }
         }
-        let generated = u64::from(target.as_ref().is_some_and(|t| {
-            self.req
-                .knowledge
-                .is_generated_link(&crate::classify::resolve_link(&path, t))
-        }));
-        vec![Unit {
-            facts: Facts {
-                kind: Some(meta.kind),
-                files: 1,
-                generated,
-                nixos_copied: self.etc_copied.contains(&path),
-                link_target: target,
-            },
-            bytes: meta.size,
-            path,
-        }]
     }
 
-    /// Stats a non-directory (and reads a symlink's target).
+    /// The children of a directory, by what the directory's job is.
+    fn children<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        fd: Arc<OwnedFd>,
+        path: &Path,
+        children: Vec<Child>,
+        job: &Job,
+    ) {
+        // Only a directory above a path never walked can hold one (they are few and
+        // shallow: no per-entry lookup in a deep tree).
+        let near_excluded =
+            !matches!(job, Job::Count(_)) && self.excluded.iter().any(|e| e.starts_with(path));
+        for child in children {
+            let child_path = path.join(child.name());
+            match job {
+                Job::Split | Job::Decide | Job::Record => {
+                    if (near_excluded && self.excluded.contains(&child_path))
+                        || self.req.persisted.contains(&child_path)
+                    {
+                        continue;
+                    }
+                }
+                Job::Count(_) => {}
+            }
+            if !matches!(job, Job::Record) && self.ignored(&child_path) {
+                continue;
+            }
+            let Some((kind, stat)) = self.kind(fd.as_fd(), &child, &child_path) else {
+                continue;
+            };
+            if kind == FileType::Directory {
+                let next = match job {
+                    Job::Split | Job::Decide => Job::Decide,
+                    Job::Count(acc) => Job::Count(acc.clone()),
+                    Job::Record => Job::Record,
+                };
+                self.spawn(s, fd.clone(), child, child_path, next);
+                continue;
+            }
+            self.leaf(fd.as_fd(), &child, child_path, kind, stat, job);
+        }
+    }
+
+    /// The kind of a child, asking the filesystem when the directory entry does not say;
+    /// the statx is kept when it had to be made.
+    fn kind(
+        &self,
+        dir: BorrowedFd,
+        child: &Child,
+        path: &Path,
+    ) -> Option<(FileType, Option<Statx>)> {
+        if child.kind != FileType::Unknown {
+            return Some((child.kind, None));
+        }
+        match rustix::fs::statx(dir, child.name(), AtFlags::SYMLINK_NOFOLLOW, STATX) {
+            Ok(st) => Some((FileType::from_raw_mode(u32::from(st.stx_mode)), Some(st))),
+            Err(e) => {
+                self.failed(path, e);
+                None
+            }
+        }
+    }
+
+    /// A file, symlink or special file.
     fn leaf(
         &self,
         dir: BorrowedFd,
-        name: &OsStr,
-        path: &Path,
+        child: &Child,
+        path: PathBuf,
         kind: FileType,
-    ) -> Option<(Meta, Option<PathBuf>)> {
-        let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => stat,
-            Err(e) => {
-                self.error(path, e);
-                return None;
-            }
+        stat: Option<Statx>,
+        job: &Job,
+    ) {
+        let stat = match stat {
+            Some(st) => st,
+            None => match rustix::fs::statx(dir, child.name(), AtFlags::SYMLINK_NOFOLLOW, STATX) {
+                Ok(st) => st,
+                Err(e) => return self.failed(&path, e),
+            },
         };
+        if let Some(why) = self.foreign(&stat) {
+            // A file mounted over this one.
+            return self.skip(&path, why);
+        }
+        if let Job::Count(acc) = job {
+            if self.req.since.is_none() && kind != FileType::Symlink {
+                // The common case, kept free of allocation.
+                acc.files.fetch_add(1, Ordering::Relaxed);
+                acc.bytes.fetch_add(stat.stx_size, Ordering::Relaxed);
+                return;
+            }
+        }
         let target = if kind == FileType::Symlink {
-            match rustix::fs::readlinkat(dir, name, Vec::new()) {
+            match rustix::fs::readlinkat(dir, child.name(), Vec::new()) {
                 Ok(t) => Some(PathBuf::from(OsStr::from_bytes(t.as_bytes()))),
                 Err(e) => {
-                    self.error(path, e);
+                    self.failed(&path, e);
                     None
                 }
             }
         } else {
             None
         };
-        let meta = Meta::from_stat(&stat, target.clone());
-        Some((meta, target))
-    }
-
-    /// Counts a unit's subtree.
-    fn count(&self, fd: BorrowedFd, path: &Path) -> Totals {
-        let children = self.read(fd, path);
-        self.count_children(fd, path, children)
-    }
-
-    fn count_children(
-        &self,
-        fd: BorrowedFd,
-        path: &Path,
-        children: Vec<(Vec<u8>, FileType)>,
-    ) -> Totals {
-        let needs_paths = self.req.since.is_some() || self.req.ignore.is_some();
-        let mut totals = Totals::default();
-        let mut subdirs = Vec::new();
-        for (name, kind) in &children {
-            let name = OsStr::from_bytes(name);
-            let kind = match kind {
-                FileType::Unknown => {
-                    match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(st) => FileType::from_raw_mode(st.st_mode),
-                        Err(e) => {
-                            self.error(&path.join(name), e);
-                            continue;
-                        }
-                    }
-                }
-                k => *k,
-            };
-            if kind == FileType::Directory {
-                subdirs.push(name);
-                continue;
-            }
-            if !needs_paths && kind != FileType::Symlink {
-                // The common case, kept free of allocation: one statat per file.
-                match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => {
-                        totals.files += 1;
-                        totals.bytes += st.st_size as u64;
-                    }
-                    Err(e) => self.error(&path.join(name), e),
-                }
-                continue;
-            }
-            let child = path.join(name);
-            if self.ignored(&child) {
-                continue;
-            }
-            let Some((meta, target)) = self.leaf(fd, name, &child, kind) else {
-                continue;
-            };
-            if !self.changed(&child, &meta) {
-                continue;
-            }
-            totals.changed = true;
-            totals.files += 1;
-            totals.bytes += meta.size;
-            if let Some(t) = target {
-                if self
-                    .req
-                    .knowledge
-                    .is_generated_link(&crate::classify::resolve_link(&child, &t))
-                {
-                    totals.generated += 1;
-                }
-            }
+        let mut meta = Meta::from_statx(&stat, target);
+        if let Job::Record = job {
+            meta.xattrs = self.xattrs_of(&path, &meta, || fd_path(dir, Some(child.name())), false);
+            self.records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((path, meta));
+            return;
         }
-        if self.req.since.is_none() && totals.files > 0 {
-            totals.changed = true;
+        if !self.changed(&path, &meta) {
+            return;
         }
-        let below = subdirs
-            .par_iter()
-            .map(|name| {
-                let child = path.join(name);
-                if self.ignored(&child) {
-                    return Totals::default();
-                }
-                let Some((sub, stat)) = self.open_subdir(fd, name, &child) else {
-                    return Totals::default();
-                };
-                let mut t = self.count(sub.as_fd(), &child);
-                if !t.changed
-                    && self.changed(&child, &Meta::from_stat(&stat, None))
-                    && self.req.since.is_some()
-                {
-                    t.changed = true;
-                }
-                t
-            })
-            .reduce(Totals::default, |a, b| a + b);
-        totals + below
+        let generated = meta.target.as_ref().is_some_and(|t| {
+            self.req
+                .knowledge
+                .is_generated_link(&crate::classify::resolve_link(&path, t))
+        });
+        match job {
+            Job::Count(acc) => {
+                acc.changed.store(true, Ordering::Relaxed);
+                acc.files.fetch_add(1, Ordering::Relaxed);
+                acc.bytes.fetch_add(meta.size, Ordering::Relaxed);
+                acc.generated
+                    .fetch_add(u64::from(generated), Ordering::Relaxed);
+            }
+            _ => self
+                .units
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Unit {
+                    facts: Facts {
+                        kind: Some(meta.kind),
+                        files: 1,
+                        generated: u64::from(generated),
+                        nixos_copied: self.etc_copied.contains(&path),
+                        link_target: meta.target.clone(),
+                    },
+                    bytes: meta.size,
+                    path,
+                }),
+        }
     }
 }
 
-/// Files and bytes below a directory, without following links.
+/// Files and bytes below a directory, without following links or leaving its filesystem;
+/// iterative, so any depth is fine.
 pub fn count_tree(dir: &Path) -> (u64, u64) {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::open(dir, flags, Mode::empty()).map_or((0, 0), count_tree_fd)
+}
+
+/// [`count_tree`] of an open directory.
+pub fn count_tree_fd(top: OwnedFd) -> (u64, u64) {
+    let Ok(dev) = rustix::fs::fstat(&top).map(|s| s.st_dev) else {
+        return (0, 0);
+    };
+    let open = |parent: BorrowedFd, name: &OsStr| {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(parent, name, flags, Mode::empty()).ok()
+    };
     let mut totals = (0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
+    // Directories still to read, each with the parent it is opened from.
+    let mut stack: Vec<(Arc<OwnedFd>, Vec<u8>)> = Vec::new();
+    let mut current = Some(top);
+    loop {
+        let fd = match current.take() {
+            Some(fd) => fd,
+            None => match stack.pop() {
+                Some((parent, name)) => match open(parent.as_fd(), OsStr::from_bytes(&name)) {
+                    Some(fd) => fd,
+                    None => continue,
+                },
+                None => break,
+            },
+        };
+        let Ok(mut entries) = rustix::fs::Dir::read_from(&fd) else {
             continue;
         };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => {
-                    totals.0 += 1;
-                    totals.1 += m.len();
-                }
-                Err(_) => {}
+        let fd = Arc::new(fd);
+        while let Some(Ok(entry)) = entries.read() {
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let Ok(st) =
+                rustix::fs::statat(&*fd, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            if st.st_dev != dev {
+                continue;
+            }
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                stack.push((fd.clone(), name.to_vec()));
+            } else {
+                totals.0 += 1;
+                totals.1 += st.st_size as u64;
             }
         }
     }

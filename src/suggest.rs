@@ -16,6 +16,7 @@ use crate::scan::Unit;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Suggestion {
     /// Absolute, as seen from the host's `/`.
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub kind: Kind,
     pub verdict: Verdict,
@@ -26,6 +27,7 @@ pub struct Suggestion {
     /// The user, for a path in a home directory.
     pub user: Option<String>,
     /// For a user's path: relative to the home directory, as `users.<name>` entries take it.
+    #[serde(serialize_with = "crate::paths::json_opt")]
     pub relative: Option<PathBuf>,
     /// A file that must be in place before stage 2 (preservation's `inInitrd`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -49,7 +51,9 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// The user a path belongs to, and the path relative to the home directory.
+    /// The user a path belongs to, and the path relative to the home directory. A name
+    /// under /home that is not UTF-8 is no user name (`users.<name>` could not name it):
+    /// such a path stays absolute.
     pub fn user_of(&self, path: &Path) -> Option<(String, PathBuf)> {
         for (user, home) in &self.homes {
             if let Ok(rel) = path.strip_prefix(home) {
@@ -65,7 +69,7 @@ impl Context<'_> {
         }
         let rel = path.strip_prefix("/home").ok()?;
         let mut parts = rel.components();
-        let user = parts.next()?.as_os_str().to_string_lossy().into_owned();
+        let user = parts.next()?.as_os_str().to_str()?.to_string();
         let rest = parts.as_path();
         (!rest.as_os_str().is_empty()).then(|| (user, rest.to_path_buf()))
     }

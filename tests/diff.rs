@@ -1,6 +1,6 @@
-//! `imperm diff` on real btrfs (loop devices made by the tests): additions, deletions,
-//! renames, chmod, new empty files and new directories, through the send stream and
-//! through the walk; and `--against` an old root a reset kept.
+//! `imperm diff` on real btrfs (loop devices made by the tests): one set of edits with every
+//! kind of change, through the generation search and through the walk, which must agree;
+//! odd names; and `--against` an old root a reset kept.
 
 mod common;
 
@@ -63,43 +63,128 @@ fn changes(v: &Value) -> Vec<String> {
 
 fn populate(fs: &LoopBtrfs) {
     fs.subvolume("@root");
-    fs.write("@root/etc/keep.conf", "keep");
-    fs.write("@root/etc/gone.conf", "gone");
-    fs.write("@root/etc/moveme.conf", "move");
-    fs.write("@root/etc/chmodme.conf", "chmod");
-    fs.write("@root/var/lib/olddir/db", "old");
-    fs.write("@root/var/lib/renamedir/x", "x");
-    fs.write("@root/var/log/persisted.log", "log");
+    for (rel, content) in [
+        ("etc/keep.conf", "keep"),
+        ("etc/gone.conf", "gone"),
+        ("etc/moveme.conf", "move"),
+        ("etc/chmodme.conf", "chmod"),
+        ("etc/chownme.conf", "chown"),
+        ("etc/xattrme.conf", "xattr"),
+        ("etc/editme.conf", "v1"),
+        ("var/lib/gonedir/a", "a"),
+        ("var/lib/gonedir/sub/b", "b"),
+        ("var/lib/renamedir/x", "x"),
+        ("var/lib/samesize/db", "aaaa"),
+        ("var/lib/typechange", "file"),
+        ("var/lib/linked/orig", "one inode"),
+        ("var/lib/swapdir/f", "f"),
+        ("var/lib/swapdir/g", "g"),
+        ("var/log/persisted.log", "log"),
+    ] {
+        fs.write(&format!("@root/{rel}"), content);
+    }
+    std::os::unix::fs::symlink("a", fs.path("@root/etc/link")).unwrap();
 }
 
-/// After the baseline: one change of each kind.
+fn sh(cmd: &str, args: &[&std::path::Path]) {
+    common::check(Command::new(cmd).args(args));
+}
+
+/// After the baseline: one edit of every kind there is.
 fn change_everything(fs: &LoopBtrfs) {
-    fs::remove_file(fs.path("@root/etc/gone.conf")).unwrap();
-    fs::rename(
-        fs.path("@root/etc/moveme.conf"),
-        fs.path("@root/etc/moved.conf"),
-    )
-    .unwrap();
-    fs::set_permissions(
-        fs.path("@root/etc/chmodme.conf"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    fs.write("@root/etc/empty.conf", "");
-    fs::create_dir_all(fs.path("@root/var/lib/newdir/sub")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    // Additions: a file, a directory with a file, an empty file, an empty directory, a
+    // symlink, a hard link.
     fs.write("@root/var/lib/newsvc/state.db", "new state");
-    fs.write("@root/var/lib/olddir/db", "old, then more");
-    fs::rename(
-        fs.path("@root/var/lib/renamedir"),
-        fs.path("@root/var/lib/renamed"),
-    )
-    .unwrap();
+    fs.write("@root/etc/empty.conf", "");
+    fs::create_dir(p("var/lib/emptydir")).unwrap();
+    std::os::unix::fs::symlink("/nix/store/abc-x/x", p("etc/newlink")).unwrap();
+    fs::hard_link(p("var/lib/linked/orig"), p("var/lib/linked/second")).unwrap();
+    // Removals: a file, a directory tree.
+    fs::remove_file(p("etc/gone.conf")).unwrap();
+    fs::remove_dir_all(p("var/lib/gonedir")).unwrap();
+    // Renames: a file, a directory.
+    fs::rename(p("etc/moveme.conf"), p("etc/moved.conf")).unwrap();
+    fs::rename(p("var/lib/renamedir"), p("var/lib/renamed")).unwrap();
+    // Metadata: chmod, chown, an extended attribute.
+    fs::set_permissions(p("etc/chmodme.conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(p("etc/chownme.conf"), Some(1000), Some(100)).unwrap();
+    sh(
+        "setfattr",
+        &[
+            "-n".as_ref(),
+            "user.imperm".as_ref(),
+            "-v".as_ref(),
+            "1".as_ref(),
+            &p("etc/xattrme.conf"),
+        ],
+    );
+    // Content with the same size and the old mtime put back (`touch -r`).
+    let db = p("var/lib/samesize/db");
+    let mtime = fs::metadata(&db).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&db, "bbbb").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    // A symlink retargeted (`ln -sfn` replaces it by a new one).
+    sh("ln", &["-sfn".as_ref(), "b".as_ref(), &p("etc/link")]);
+    // Replaced by rename-over, as editors save.
+    fs.write("@root/etc/.editme.conf.tmp", "v2");
+    fs::rename(p("etc/.editme.conf.tmp"), p("etc/editme.conf")).unwrap();
+    // A file that became a directory.
+    fs::remove_file(p("var/lib/typechange")).unwrap();
+    fs::create_dir(p("var/lib/typechange")).unwrap();
+    // A directory moved away, a file in it removed and one changed, and a symlink out of
+    // the tree put in its place (which neither method may follow).
+    fs::rename(p("var/lib/swapdir"), p("var/lib/swapped")).unwrap();
+    fs::remove_file(p("var/lib/swapped/g")).unwrap();
+    fs.write("@root/var/lib/swapped/f", "f, changed");
+    std::os::unix::fs::symlink("/etc", p("var/lib/swapdir")).unwrap();
+    // A nested subvolume (systemd makes /var/lib/machines one): not walked, not reported.
+    fs.subvolume("@root/var/lib/machines");
+    fs.write("@root/var/lib/machines/inside", "x");
+    // Persisted: never reported.
     fs.write("@root/var/log/persisted.log", "log, then more");
 }
 
+/// Every kind of change, as both methods must report it.
+const EVERY_CHANGE: &[&str] = &[
+    "changed /etc/chmodme.conf [mode]",
+    "changed /etc/chownme.conf [owner]",
+    "changed /etc/editme.conf [content]",
+    "added /etc/empty.conf",
+    "removed /etc/gone.conf",
+    "changed /etc/link [target]",
+    "renamed /etc/moved.conf from /etc/moveme.conf",
+    "added /etc/newlink",
+    "changed /etc/xattrme.conf [xattr]",
+    "added /var/lib/emptydir",
+    "removed /var/lib/gonedir",
+    "removed /var/lib/gonedir/a",
+    "removed /var/lib/gonedir/sub",
+    "removed /var/lib/gonedir/sub/b",
+    "added /var/lib/linked/second",
+    "added /var/lib/newsvc",
+    "added /var/lib/newsvc/state.db",
+    "renamed /var/lib/renamed from /var/lib/renamedir",
+    "changed /var/lib/samesize/db [content]",
+    "changed /var/lib/swapdir [type]",
+    "removed /var/lib/swapdir/g",
+    "renamed /var/lib/swapped from /var/lib/swapdir",
+    "changed /var/lib/swapped/f [content]",
+    "changed /var/lib/typechange [type]",
+];
+
+/// One set of edits covering every kind of change, through the generation search and
+/// through the walk: both report exactly the same changes and suggestions.
 #[test]
-fn the_generation_diff_sees_every_kind_of_change() {
-    let Some(fs) = btrfs("diff_generation") else {
+fn both_methods_report_every_kind_of_change_alike() {
+    let Some(fs) = btrfs("diff_every_change") else {
         return;
     };
     populate(&fs);
@@ -113,25 +198,15 @@ fn the_generation_diff_sees_every_kind_of_change() {
         String::from_utf8_lossy(&out.stdout).contains("read-only snapshot: @snapshots/.baseline")
     );
     change_everything(&fs);
-    let v = json(&imperm(&fs, &["diff", "--format", "json"]));
-    assert_eq!(v["method"], "btrfs-generation");
-    assert_eq!(
-        changes(&v),
-        [
-            "changed /etc/chmodme.conf [mode]",
-            "added /etc/empty.conf",
-            "removed /etc/gone.conf",
-            "renamed /etc/moved.conf from /etc/moveme.conf",
-            "added /var/lib/newdir",
-            "added /var/lib/newdir/sub",
-            "added /var/lib/newsvc",
-            "added /var/lib/newsvc/state.db",
-            "changed /var/lib/olddir/db [content]",
-            "renamed /var/lib/renamed from /var/lib/renamedir",
-        ],
-        "/var/log is persisted by the built-in template and left out"
-    );
-    let persist: Vec<&str> = v["suggestions"]
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "btrfs-generation");
+    let walk = json(&imperm(&fs, &["diff", "--walk", "--format", "json"]));
+    assert_eq!(walk["method"], "walk");
+    assert_eq!(changes(&search), EVERY_CHANGE, "generation search");
+    assert_eq!(changes(&walk), EVERY_CHANGE, "walk");
+    assert_eq!(search["changes"], walk["changes"]);
+    assert_eq!(search["suggestions"], walk["suggestions"]);
+    let persist: Vec<&str> = search["suggestions"]
         .as_array()
         .unwrap()
         .iter()
@@ -141,42 +216,140 @@ fn the_generation_diff_sees_every_kind_of_change() {
     // A renamed service directory is state at a path that is not persisted either.
     assert_eq!(
         persist,
-        ["/var/lib/newsvc", "/var/lib/olddir", "/var/lib/renamed"]
+        [
+            "/var/lib/linked",
+            "/var/lib/newsvc",
+            "/var/lib/renamed",
+            "/var/lib/samesize",
+            "/var/lib/swapdir",
+            "/var/lib/swapped"
+        ]
     );
     let leftovers: Vec<String> = fs::read_dir(fs.path("@snapshots"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(leftovers, [".baseline"], "the temporary snapshot is gone");
+    assert_eq!(leftovers, [".baseline"], "no temporary snapshot is left");
 }
 
+/// Names that are not UTF-8 or hold a newline, through both methods and every format.
 #[test]
-fn the_walk_diff_sees_the_same_changes_with_renames_as_remove_and_add() {
-    let Some(fs) = btrfs("diff_walk") else { return };
-    populate(&fs);
+fn odd_names_through_both_methods_and_every_format() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(fs) = btrfs("diff_odd_names") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/etc/keep.conf", "keep");
+    fs::create_dir_all(fs.path("@root/var/lib")).unwrap();
     assert!(imperm(&fs, &["baseline"]).status.success());
-    change_everything(&fs);
-    let v = json(&imperm(&fs, &["diff", "--walk", "--format", "json"]));
-    assert_eq!(v["method"], "walk");
-    assert_eq!(
-        changes(&v),
-        [
-            "changed /etc/chmodme.conf [mode]",
-            "added /etc/empty.conf",
-            "removed /etc/gone.conf",
-            "added /etc/moved.conf",
-            "removed /etc/moveme.conf",
-            "added /var/lib/newdir",
-            "added /var/lib/newdir/sub",
-            "added /var/lib/newsvc",
-            "added /var/lib/newsvc/state.db",
-            "changed /var/lib/olddir/db [content]",
-            "added /var/lib/renamed",
-            "added /var/lib/renamed/x",
-            "removed /var/lib/renamedir",
-            "removed /var/lib/renamedir/x",
-        ]
-    );
+    for name in [&b"a\xff\xfeb"[..], b"new\nline"] {
+        let dir = fs
+            .path("@root/var/lib")
+            .join(std::ffi::OsStr::from_bytes(name));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("db"), "x").unwrap();
+    }
+    let want = [
+        "added /var/lib/a\\xff\\xfeb",
+        "added /var/lib/a\\xff\\xfeb/db",
+        "added /var/lib/new\\x0aline",
+        "added /var/lib/new\\x0aline/db",
+    ];
+    for method in [&[][..], &["--walk"][..]] {
+        let mut args = vec!["diff", "--format", "json"];
+        args.extend(method);
+        let v = json(&imperm(&fs, &args));
+        assert_eq!(changes(&v), want, "{method:?}");
+
+        let mut args = vec!["diff", "--color", "never"];
+        args.extend(method);
+        let out = imperm(&fs, &args);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().take(4).collect();
+        assert_eq!(
+            lines,
+            [
+                "+ /var/lib/a\\xff\\xfeb",
+                "+ /var/lib/a\\xff\\xfeb/db",
+                "+ /var/lib/new\\x0aline",
+                "+ /var/lib/new\\x0aline/db",
+            ],
+            "{text}"
+        );
+
+        let mut args = vec!["diff", "--format", "nix"];
+        args.extend(method);
+        let out = imperm(&fs, &args);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("    \"/var/lib/new\\nline\"\n"), "{text}");
+        assert!(!text.contains('\u{fffd}'), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("# ") && l.contains("/var/lib/a\\xff\\xfeb")),
+            "{text}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("/var/lib/a\\xff\\xfeb"),
+            "a warning on stderr"
+        );
+    }
+}
+
+/// Paths far longer than PATH_MAX (a chain of long names added after the baseline, and one
+/// changed at the bottom of an old chain): both methods name them whole and agree.
+#[test]
+fn deep_paths_through_both_methods() {
+    use rustix::fs::{Mode, OFlags};
+    let Some(fs) = btrfs("diff_deep") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let name = "d".repeat(200);
+    let chain = |base: &str, depth: usize, leaf: &str, content: &[u8]| {
+        let path = fs.path(base);
+        fs::create_dir_all(&path).unwrap();
+        let mut fd =
+            rustix::fs::open(&path, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            match rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => panic!("{e}"),
+            }
+            fd = rustix::fs::openat(
+                &fd,
+                name.as_str(),
+                OFlags::DIRECTORY | OFlags::RDONLY,
+                Mode::empty(),
+            )
+            .unwrap();
+        }
+        let file = rustix::fs::openat(
+            &fd,
+            leaf,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&file, content).unwrap();
+    };
+    chain("@root/var/lib/old", 40, "db", b"one");
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    chain("@root/var/lib/old", 40, "db", b"two!");
+    chain("@root/var/lib/new", 30, "db", b"new");
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "btrfs-generation");
+    let walk = json(&imperm(&fs, &["diff", "--walk", "--format", "json"]));
+    assert_eq!(search["changes"], walk["changes"]);
+    let lines = changes(&search);
+    assert_eq!(lines.len(), 1 + 1 + 30 + 1, "{lines:?}");
+    let deep = format!("/{name}").repeat(40);
+    assert_eq!(lines[0], "added /var/lib/new");
+    assert!(lines.contains(&format!("changed /var/lib/old{deep}/db [content]")));
+    assert!(lines.iter().all(|l| l.len() < 12_000));
+    assert!(lines.iter().any(|l| l.len() > 8_000), "past PATH_MAX");
 }
 
 /// "What did the last reset wipe?": the old root's state, gone from the fresh root.
@@ -189,6 +362,8 @@ fn diff_against_the_snapshot_a_reset_kept_shows_what_it_wiped() {
     fs.write("@root/var/lib/forgejo/data/forgejo.db", "repos");
     fs.write("@root/var/cache/nginx/page", "cached");
     fs.write("@root/etc/machine-id", "persisted by the template");
+    fs.write("@root/etc/sudoers", "old!");
+    fs.write("@root/etc/same.conf", "same");
     let out = imperm(&fs, &["reset"]);
     assert!(
         out.status.success(),
@@ -196,6 +371,21 @@ fn diff_against_the_snapshot_a_reset_kept_shows_what_it_wiped() {
         String::from_utf8_lossy(&out.stderr)
     );
     fs.write("@root/var/lib/fresh/x", "new this boot");
+    // Made anew with the old size and mtime: one differs in content, one does not. (Inode
+    // numbers and ctimes of a fresh root say nothing about the old one.)
+    for (rel, content) in [("etc/sudoers", "new!"), ("etc/same.conf", "same")] {
+        fs.write(&format!("@root/{rel}"), content);
+        let old = fs::metadata(fs.path(&format!("@snapshots/20260115T063000Z/{rel}")))
+            .unwrap()
+            .modified()
+            .unwrap();
+        fs::File::options()
+            .write(true)
+            .open(fs.path(&format!("@root/{rel}")))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
     for extra in [&[][..], &["--walk"][..]] {
         let mut args = vec!["diff", "--against", "20260115T063000Z", "--format", "json"];
         args.extend(extra);
@@ -207,6 +397,7 @@ fn diff_against_the_snapshot_a_reset_kept_shows_what_it_wiped() {
             "removed /var/lib/forgejo/data/forgejo.db",
             "removed /var/cache/nginx/page",
             "added /var/lib/fresh/x",
+            "changed /etc/sudoers [content]",
         ] {
             assert!(
                 lines.contains(&want.to_string()),
@@ -216,6 +407,21 @@ fn diff_against_the_snapshot_a_reset_kept_shows_what_it_wiped() {
         assert!(
             !lines.iter().any(|l| l.contains("machine-id")),
             "persisted: {lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("same.conf")),
+            "the same content: {lines:?}"
+        );
+        let forgejo = v["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["path"] == "/var/lib/forgejo")
+            .unwrap();
+        assert_eq!(
+            (&forgejo["files"], &forgejo["bytes"]),
+            (&1.into(), &5.into()),
+            "counted in the old root, where the files are"
         );
         let verdicts = common::path_verdicts(&v);
         assert!(

@@ -569,3 +569,527 @@ fn human_output_groups_by_verdict_with_sizes() {
         "{text}"
     );
 }
+
+/// A name from raw bytes.
+fn raw(bytes: &[u8]) -> &std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+}
+
+/// Whether nix-instantiate is here; under CI it must be.
+fn have_nix() -> bool {
+    let found = Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("nix-instantiate is needed in CI (Debian: nix-bin)");
+    }
+    found
+}
+
+/// The `directories` a snippet persists, as Nix evaluates them (exact bytes).
+fn nix_directories(snippet: &str) -> Vec<String> {
+    let expr =
+        format!("let m = {{\n{snippet}}}; in m.environment.persistence.\"/persist\".directories");
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{expr}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Names that are not UTF-8, hold a newline or a backslash: JSON stays one whole document
+/// with every path escaped losslessly, human output keeps one line per entry, and the Nix
+/// snippet names each path exactly or leaves it out with a warning, never another path.
+#[test]
+fn odd_names_are_exact_in_json_human_and_nix() {
+    let t = Tree::new();
+    let names: [&[u8]; 3] = [b"a\xff\xfeb", b"back\\slash", b"new\nline"];
+    for name in names {
+        let dir = t.root().join("var/lib").join(raw(name));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("state"), "x").unwrap();
+    }
+    let escaped = [
+        "/var/lib/a\\xff\\xfeb",
+        "/var/lib/back\\x5cslash",
+        "/var/lib/new\\x0aline",
+    ];
+    for command in ["audit", "check"] {
+        let out = t.imperm(&[command, "--format", "json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{command}: not one JSON document ({e})"));
+        let persist: Vec<&str> = v["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["verdict"] == "persist")
+            .map(|s| s["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(persist, escaped, "{command}");
+        for (shown, name) in escaped.iter().zip(names) {
+            let back = imperm::paths::unescape(shown).unwrap();
+            assert_eq!(back, Path::new("/var/lib").join(raw(name)), "lossless");
+            assert!(t.root().join(back.strip_prefix("/").unwrap()).is_dir());
+        }
+
+        let out = t.imperm(&[command, "--color", "never"]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8(out.stdout).expect("human output is text");
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with("persist: a reset loses this (3)"))
+            .unwrap_or_else(|| panic!("{text}"));
+        for (line, shown) in lines[at + 1..at + 4].iter().zip(escaped) {
+            assert!(
+                line.starts_with(&format!("  {shown} ")),
+                "{line:?} in\n{text}"
+            );
+        }
+
+        let out = t.imperm(&[command, "--format", "nix"]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8(out.stdout).expect("the snippet is text");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!text.contains('\u{fffd}'), "{text}");
+        assert!(
+            stderr.contains("warning") && stderr.contains("/var/lib/a\\xff\\xfeb"),
+            "{stderr}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("# ")
+                && l.contains("/var/lib/a\\xff\\xfeb")
+                && l.contains("UTF-8")),
+            "{text}"
+        );
+        if have_nix() {
+            assert_eq!(
+                nix_directories(&text),
+                ["/var/lib/back\\slash", "/var/lib/new\nline"],
+                "{text}"
+            );
+        }
+    }
+}
+
+/// On a machine that is not NixOS the audit says so before anything else.
+#[test]
+fn a_root_that_does_not_look_like_nixos_says_so_first() {
+    let dir = TempDir::new().unwrap();
+    for (rel, content) in [
+        ("usr/lib/libc.so.6", "elf"),
+        ("var/lib/dpkg/status", "Package: bash"),
+        ("opt/thing/bin", "elf"),
+        ("etc/debian_version", "12.8"),
+    ] {
+        let path = dir.path().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["audit", "--color", "never"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with("note: ")
+            && first.contains("does not look like NixOS")
+            && first.contains("/etc/NIXOS")
+            && first.contains("/nix/store"),
+        "{text}"
+    );
+    let v: Value = serde_json::from_slice(&run(&["audit", "--format", "json"]).stdout).unwrap();
+    assert_eq!(v["not_nixos"], true);
+    assert!(
+        v["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("does not look like NixOS"),
+        "{v}"
+    );
+    // A NixOS tree carries no such note.
+    let t = Tree::new();
+    t.file("var/lib/forgejo/db", "x");
+    let (_, v) = t.json(&["audit", "--format", "json"]);
+    assert_eq!(v["not_nixos"], false);
+    assert_eq!(v["notes"], serde_json::json!([]));
+    let text = String::from_utf8(t.imperm(&["audit"]).stdout).unwrap();
+    assert!(!text.contains("NixOS ("), "{text}");
+    assert!(text.starts_with("persist: "), "{text}");
+}
+
+/// Whether root-only tests can run; under CI they must.
+fn as_root(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: must run as root in CI");
+    }
+    eprintln!("SKIPPED {test}: not running as root");
+    false
+}
+
+/// A bind mount of a directory of the tree onto another inside it shares the device
+/// number; the walk must still stop at it, and say so. The mounts live in a private
+/// mount namespace that ends with the command.
+#[test]
+fn bind_mounts_inside_the_tree_are_not_walked_twice() {
+    if !as_root("bind_mounts_inside_the_tree_are_not_walked_twice") {
+        return;
+    }
+    let t = Tree::new();
+    t.file("var/lib/svc/db", "data");
+    t.dir("srv/mirror");
+    t.file("etc/bound.conf", "");
+    let script = r#"set -e
+mount --bind "$1/var/lib/svc" "$1/srv/mirror"
+mount --bind "$1/var/lib/svc/db" "$1/etc/bound.conf"
+exec "$2" --root "$1" audit --format json"#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(t.root())
+        .arg(env!("CARGO_BIN_EXE_imperm"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with("/srv") || *p == "/etc/bound.conf"),
+        "the bind mounts are not state of this root: {paths:?}"
+    );
+    let svc = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/svc")
+        .unwrap();
+    assert_eq!(svc["files"], 1);
+    let skipped: Vec<(&str, &str)> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["path"].as_str().unwrap(), s["why"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("/etc/bound.conf", "another mount"),
+            ("/srv/mirror", "another mount")
+        ]
+    );
+    // Nothing leaked out of the namespace.
+    assert_eq!(
+        fs::read_dir(t.root().join("srv/mirror")).unwrap().count(),
+        0
+    );
+}
+
+/// Creates a chain of `depth` directories named `d` below `base`, with `leaf` written at
+/// the bottom; fd-relative, since the path is far longer than PATH_MAX.
+fn deep_chain(base: &Path, depth: usize, leaf: &str) {
+    use rustix::fs::{Mode, OFlags};
+    let mut fd = rustix::fs::open(base, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+    for _ in 0..depth {
+        match rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => panic!("{e}"),
+        }
+        fd = rustix::fs::openat(&fd, "d", OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+            .unwrap();
+    }
+    let file = rustix::fs::openat(
+        &fd,
+        leaf,
+        OFlags::CREATE | OFlags::WRONLY,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    rustix::io::write(&file, b"deep").unwrap();
+}
+
+/// A chain 10,000 directories deep: the walk must neither overflow its stack nor run out
+/// of file descriptors, and must count what is at the bottom, in audit, baseline, check
+/// and the walk-based diff.
+#[test]
+fn a_tree_ten_thousand_deep_is_walked_whole() {
+    let t = Tree::new();
+    let base = t.root().join("var/lib/deep");
+    fs::create_dir_all(&base).unwrap();
+    deep_chain(&base, 10_000, "bottom");
+    struct Cleanup<'a>(&'a Path);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            // std's remove_dir_all on a chain this deep is not to be relied on.
+            let _ = Command::new("rm").arg("-rf").arg(self.0).status();
+        }
+    }
+    let _cleanup = Cleanup(&base);
+    let (code, v) = t.json(&["audit", "--format", "json"]);
+    assert_eq!(code, 1, "{v}");
+    let deep = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/deep")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(deep["files"], 1);
+    assert_eq!(deep["bytes"], 4);
+    assert_eq!(v["errors"], serde_json::json!([]));
+
+    let out = t.imperm(&["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    deep_chain(&base, 10_000, "new");
+    let (code, v) = t.json(&["check", "--format", "json"]);
+    assert_eq!(code, 1);
+    let deep = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/deep")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(deep["files"], 1, "only the new file counts");
+    let (_, v) = t.json(&["diff", "--format", "json"]);
+    let changes = v["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{v}");
+    assert_eq!(changes[0]["change"], "added");
+    assert!(changes[0]["path"].as_str().unwrap().ends_with("/d/d/new"));
+}
+
+/// `baseline` writes only beneath --root and never through a symlink in the tree; reads
+/// under --root (the manifest, /etc/.clean) never follow one out of it.
+#[test]
+fn baseline_and_check_never_follow_a_symlink_out_of_the_tree() {
+    let outside = TempDir::new().unwrap();
+    // `run` itself a symlink, then `run/imperm`.
+    for planted in ["run", "run/imperm"] {
+        let t = Tree::new();
+        t.link(planted, outside.path().to_str().unwrap());
+        let out = t.imperm(&["baseline"]);
+        assert_eq!(out.status.code(), Some(2), "{planted}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("symlink"), "{stderr}");
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "{planted}: nothing written outside the tree"
+        );
+    }
+    // The manifest itself a symlink: it is replaced, not written through.
+    let t = Tree::new();
+    let victim = outside.path().join("victim");
+    fs::write(&victim, "precious").unwrap();
+    t.link("run/imperm/baseline", victim.to_str().unwrap());
+    assert!(t.imperm(&["baseline"]).status.success());
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!t.root().join("run/imperm/baseline").is_symlink());
+    fs::remove_file(&victim).unwrap();
+
+    // A manifest reached through an absolute symlink is the host's, not the tree's.
+    let t = Tree::new();
+    t.file("var/lib/svc/db", "x");
+    let host = TempDir::new().unwrap();
+    let other = Tree::new();
+    other.file("var/lib/svc/db", "x");
+    assert!(other.imperm(&["baseline"]).status.success());
+    fs::create_dir_all(host.path().join("imperm")).unwrap();
+    fs::copy(
+        other.root().join("run/imperm/baseline"),
+        host.path().join("imperm/baseline"),
+    )
+    .unwrap();
+    t.link("run", host.path().to_str().unwrap());
+    let (code, v) = t.json(&["check", "--format", "json"]);
+    assert_eq!(v["baseline"], Value::Null, "{v}");
+    assert_eq!(code, 1);
+
+    // /etc/.clean through an absolute symlink is not the tree's list either.
+    let t = Tree::new();
+    fs::remove_file(t.root().join("etc/.clean")).unwrap();
+    let list = host.path().join("clean");
+    fs::write(&list, "custom.conf\n").unwrap();
+    t.link("etc/.clean", list.to_str().unwrap());
+    t.file("etc/custom.conf", "mine");
+    let (_, v) = t.json(&["audit", "--format", "json"]);
+    assert!(
+        verdicts(&v).contains(&("/etc/custom.conf".into(), "review".into(), None)),
+        "{v}"
+    );
+}
+
+/// Run as a user who cannot read part of the tree: what cannot be read is named (JSON and
+/// human), the rest is walked, and the exit code says the answer is not complete.
+#[test]
+fn what_cannot_be_read_is_named_and_the_rest_walked() {
+    use std::os::unix::fs::PermissionsExt;
+    if !as_root("what_cannot_be_read_is_named_and_the_rest_walked") {
+        return;
+    }
+    let t = Tree::new();
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    t.file("var/lib/secret/key", "k");
+    fs::set_permissions(
+        t.root().join("var/lib/secret"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    t.file("var/cache/open/x", "x");
+    let run = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(t.root())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["audit", "--format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an incomplete answer is not a clean one: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["errors"],
+        serde_json::json!(["/var/lib/secret: Permission denied"])
+    );
+    assert_eq!(verdicts(&v), own(&[("/var/cache/open", "ephemeral", None)]));
+    let text = String::from_utf8(run(&["audit", "--color", "never"]).stdout).unwrap();
+    assert!(
+        text.contains("could not read 1 path:\n  /var/lib/secret: Permission denied\n"),
+        "{text}"
+    );
+}
+
+/// Directories made and removed while the walk runs: every run ends with one whole
+/// answer, and what vanished is not an error (nothing of it is left to lose).
+#[test]
+fn a_tree_changing_under_the_walk_is_walked_without_failing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = Tree::new();
+    t.file("var/lib/steady/x", "x");
+    let churn = t.root().join("var/lib/churn");
+    fs::create_dir_all(&churn).unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let dir = churn.join(format!("d{}", i % 50));
+                let _ = fs::create_dir_all(dir.join("a/b/c"));
+                let _ = fs::write(dir.join("a/b/c/f"), "f");
+                let _ = fs::remove_dir_all(churn.join(format!("d{}", (i + 25) % 50)));
+                i += 1;
+            }
+        });
+        // Stops the churn also when an assertion below fails (else the scope waits forever).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        for _ in 0..15 {
+            for command in ["audit", "baseline", "check"] {
+                let out = t.imperm(&[command, "--format", "json"]);
+                let code = out.status.code();
+                assert!(
+                    matches!(code, Some(0 | 1)),
+                    "{command}: {code:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let v: Value = serde_json::from_slice(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{command}: not one JSON document ({e})"));
+                if command != "baseline" {
+                    assert_eq!(v["errors"], serde_json::json!([]), "{command}");
+                }
+            }
+        }
+    });
+}
+
+/// Every command that can run on a plain tree prints one whole JSON document when the
+/// paths it reports (here the root itself) are not UTF-8.
+#[test]
+fn every_json_document_is_whole_with_a_root_that_is_not_utf8() {
+    let base = TempDir::new().unwrap();
+    let root = base.path().join(raw(b"host\xff\nroot"));
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/NIXOS"), "").unwrap();
+    fs::create_dir_all(root.join("var/lib/svc")).unwrap();
+    fs::write(root.join("var/lib/svc/db"), "x").unwrap();
+    for args in [
+        &["status"][..],
+        &["lint"],
+        &["audit"],
+        &["check"],
+        &["baseline"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e})"));
+        let text = v.to_string();
+        if args != ["lint"] {
+            assert!(text.contains("host\\\\xff\\\\x0aroot"), "{args:?}: {text}");
+        }
+        assert!(!text.contains('\u{fffd}'), "{args:?}: {text}");
+    }
+}

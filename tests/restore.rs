@@ -812,15 +812,10 @@ fn odd_names_are_restored_exactly_and_reported_losslessly() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json(&out);
-    // A name that is not UTF-8 is its bytes, as journalctl writes such fields.
-    let bytes: Vec<u8> = v["restored"][0]["path"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{v}"))
-        .iter()
-        .map(|b| b.as_u64().unwrap() as u8)
-        .collect();
-    assert_eq!(bytes, path.as_bytes());
-    assert_eq!(v["restored"][1]["path"], "/srv/odd/new\nline");
+    // Paths are in the one escaped form of every command's JSON (README, "Paths in
+    // output"): the byte that is not UTF-8 and the newline as \xHH, exactly.
+    assert_eq!(v["restored"][0]["path"], "/srv/odd/caf\\xe9", "{v}");
+    assert_eq!(v["restored"][1]["path"], "/srv/odd/new\\x0aline", "{v}");
     assert_eq!(
         fs::read_to_string(host.live("/srv/odd").join(latin1)).unwrap(),
         "latin1"

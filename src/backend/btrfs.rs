@@ -6,7 +6,7 @@
 
 use std::ffi::{CStr, OsStr};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -121,8 +121,16 @@ struct InoLookupArgs {
 const TREE_SEARCH_V2: u32 = opcode::read_write::<SearchArgsV2Head>(MAGIC, 17);
 const INO_LOOKUP: u32 = opcode::read_write::<InoLookupArgs>(MAGIC, 18);
 const INODE_ITEM_KEY: u32 = 1;
+const INODE_REF_KEY: u32 = 12;
+const INODE_EXTREF_KEY: u32 = 13;
+/// `sizeof(struct btrfs_inode_item)`.
+const INODE_ITEM_SIZE: usize = 160;
 /// Bytes of results asked for per TREE_SEARCH_V2 call.
 const SEARCH_BUFFER: usize = 1 << 20;
+/// For the names of one inode: a few items, seldom more than one.
+const NAMES_BUFFER: usize = 1 << 17;
+/// No item is larger than a tree block (64 KiB at most), plus its search header.
+const MAX_ITEM: usize = (64 << 10) + 32;
 
 /// An inode whose item was written since some transaction, with its metadata.
 #[derive(Clone, Debug)]
@@ -325,49 +333,35 @@ impl Backend for Btrfs {
 }
 
 impl Btrfs {
-    /// Inodes of subvolume `rel` whose item was written in transaction `since` or later.
-    ///
-    /// A tree search with a minimum transid skips every tree block older than that, so the
-    /// cost follows the blocks written since, not the size of the tree. Any change to an
-    /// inode (content, mode, owner, a rename, an entry added to or removed from a
-    /// directory) rewrites its inode item with the new transid.
-    pub fn changed_inodes(
+    /// Runs a `TREE_SEARCH_V2` for `key` on the filesystem of `fd` and hands every item
+    /// found to `visit` (objectid, type, offset, data), in key order.
+    fn search(
         &self,
-        top: &TopLevel,
-        rel: &Path,
-        since: u64,
-    ) -> Result<Vec<ChangedInode>> {
-        let fd = self.open(top, "search", rel)?;
+        fd: BorrowedFd,
+        what: &Path,
+        mut key: SearchKey,
+        size: usize,
+        mut visit: impl FnMut(u64, u32, u64, &[u8]),
+    ) -> Result<()> {
         let head = std::mem::size_of::<SearchArgsV2Head>();
-        let mut buf = vec![0u64; (head + SEARCH_BUFFER).div_ceil(8)];
-        let mut key = SearchKey {
-            tree_id: 0,
-            min_objectid: FIRST_FREE_OBJECTID,
-            max_objectid: u64::MAX,
-            max_offset: u64::MAX,
-            min_transid: since,
-            max_transid: u64::MAX,
-            max_type: u32::MAX,
-            ..SearchKey::default()
-        };
-        let mut out = Vec::new();
+        let mut buf = vec![0u64; (head + size).div_ceil(8)];
         loop {
             key.nr_items = u32::MAX;
             let args = SearchArgsV2Head {
                 key,
-                buf_size: SEARCH_BUFFER as u64,
+                buf_size: size as u64,
             };
-            // SAFETY: `buf` is 8-byte aligned and holds the head plus SEARCH_BUFFER bytes,
-            // which is what the head's buf_size tells the kernel it may write.
+            // SAFETY: `buf` is 8-byte aligned and holds the head plus `size` bytes, which is
+            // what the head's buf_size tells the kernel it may write.
             unsafe {
                 std::ptr::write(buf.as_mut_ptr().cast::<SearchArgsV2Head>(), args);
                 let rc = libc::ioctl(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    fd.as_raw_fd(),
                     TREE_SEARCH_V2 as libc::c_ulong,
                     buf.as_mut_ptr(),
                 );
                 if rc < 0 {
-                    return Err(FsError::new("search", rel, io::Error::last_os_error()));
+                    return Err(FsError::new("search", what, io::Error::last_os_error()));
                 }
                 key = std::ptr::read(buf.as_ptr().cast::<SearchArgsV2Head>()).key;
             }
@@ -376,48 +370,24 @@ impl Btrfs {
             }
             let bytes: &[u8] = unsafe {
                 // SAFETY: a view of the same allocation as bytes.
-                std::slice::from_raw_parts(buf.as_ptr().cast::<u8>().add(head), SEARCH_BUFFER)
+                std::slice::from_raw_parts(buf.as_ptr().cast::<u8>().add(head), size)
             };
             let mut at = 0;
             let mut last = (0u64, 0u32, 0u64);
             for _ in 0..key.nr_items {
-                let le64 =
-                    |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
-                let le32 =
-                    |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+                let header = bytes.get(at..at + 32).ok_or_else(|| short(what))?;
                 let (objectid, offset, ty, len) = (
-                    le64(at + 8),
-                    le64(at + 16),
-                    le32(at + 24),
-                    le32(at + 28) as usize,
+                    le64(header, 8),
+                    le64(header, 16),
+                    le32(header, 24),
+                    le32(header, 28) as usize,
                 );
                 last = (objectid, ty, offset);
-                let item = &bytes[at + 32..at + 32 + len];
+                let item = bytes
+                    .get(at + 32..at + 32 + len)
+                    .ok_or_else(|| short(what))?;
                 at += 32 + len;
-                if ty != INODE_ITEM_KEY || item.len() < 148 {
-                    continue;
-                }
-                let i64_at =
-                    |o: usize| u64::from_le_bytes(item[o..o + 8].try_into().expect("8 bytes"));
-                let i32_at =
-                    |o: usize| u32::from_le_bytes(item[o..o + 4].try_into().expect("4 bytes"));
-                if i64_at(8) < since {
-                    continue;
-                }
-                let mtime_ns =
-                    i128::from(i64_at(136) as i64) * 1_000_000_000 + i128::from(i32_at(144));
-                out.push(ChangedInode {
-                    ino: objectid,
-                    created: i64_at(0),
-                    meta: crate::baseline::Meta::from_parts(
-                        i32_at(52),
-                        i32_at(44),
-                        i32_at(48),
-                        i64_at(16),
-                        mtime_ns,
-                        None,
-                    ),
-                });
+                visit(objectid, ty, offset, item);
             }
             // Continue right after the last key returned.
             let (objectid, ty, offset) = last;
@@ -441,7 +411,141 @@ impl Btrfs {
                     }
                 },
             }
+            // The kernel fills the buffer while items fit; with room left for the largest
+            // item there is (one tree block), the range is done: no second call to learn so.
+            if size - at >= MAX_ITEM
+                || (key.min_objectid, key.min_type, key.min_offset)
+                    > (key.max_objectid, key.max_type, key.max_offset)
+            {
+                break;
+            }
         }
+        Ok(())
+    }
+
+    /// Inodes of subvolume `rel` whose item was written in transaction `since` or later.
+    ///
+    /// A tree search with a minimum transid skips every tree block older than that, so the
+    /// cost follows the blocks written since, not the size of the tree. Any change to an
+    /// inode (content, mode, owner, extended attributes, a rename, a link added or
+    /// removed, an entry added to or removed from a directory) rewrites its inode item
+    /// with the new transid.
+    pub fn changed_inodes(
+        &self,
+        top: &TopLevel,
+        rel: &Path,
+        since: u64,
+    ) -> Result<Vec<ChangedInode>> {
+        let fd = self.open(top, "search", rel)?;
+        let key = SearchKey {
+            tree_id: 0,
+            min_objectid: FIRST_FREE_OBJECTID,
+            max_objectid: u64::MAX,
+            max_offset: u64::MAX,
+            min_transid: since,
+            max_transid: u64::MAX,
+            max_type: u32::MAX,
+            ..SearchKey::default()
+        };
+        let mut out = Vec::new();
+        self.search(
+            fd.as_fd(),
+            rel,
+            key,
+            SEARCH_BUFFER,
+            |objectid, ty, _, item| {
+                if ty != INODE_ITEM_KEY || item.len() < INODE_ITEM_SIZE {
+                    return;
+                }
+                // struct btrfs_inode_item (little endian): generation 0, transid 8, size 16,
+                // nlink 40, uid 44, gid 48, mode 52, ctime 124, mtime 136, otime 148 (each a
+                // u64 of seconds and a u32 of nanoseconds).
+                if le64(item, 8) < since {
+                    return;
+                }
+                let time = |o: usize| {
+                    i128::from(le64(item, o) as i64) * 1_000_000_000 + i128::from(le32(item, o + 8))
+                };
+                let mut meta = crate::baseline::Meta::from_parts(
+                    le32(item, 52),
+                    le32(item, 44),
+                    le32(item, 48),
+                    le64(item, 16),
+                    time(136),
+                    None,
+                );
+                meta.stamps = Some(crate::baseline::Stamps {
+                    ino: objectid,
+                    btime_ns: Some(time(148)),
+                    ctime_ns: time(124),
+                    nlink: u64::from(le32(item, 40)),
+                });
+                out.push(ChangedInode {
+                    ino: objectid,
+                    created: le64(item, 0),
+                    meta,
+                });
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// The names of inode `ino` in subvolume `tree`: each as (parent directory's inode,
+    /// name), from its `INODE_REF` and `INODE_EXTREF` items. Every hard link has one; a
+    /// directory has exactly one. Empty when the inode is not in the subvolume.
+    pub fn inode_names(
+        &self,
+        top: &TopLevel,
+        tree: u64,
+        ino: u64,
+    ) -> Result<Vec<(u64, std::ffi::OsString)>> {
+        use std::os::unix::ffi::OsStringExt;
+        let key = SearchKey {
+            tree_id: tree,
+            min_objectid: ino,
+            max_objectid: ino,
+            min_type: INODE_REF_KEY,
+            max_type: INODE_EXTREF_KEY,
+            min_offset: 0,
+            max_offset: u64::MAX,
+            min_transid: 0,
+            max_transid: u64::MAX,
+            ..SearchKey::default()
+        };
+        let mut out = Vec::new();
+        self.search(
+            top.dir().as_fd(),
+            top.path(),
+            key,
+            NAMES_BUFFER,
+            |_, ty, offset, item| {
+                // INODE_REF (key offset: the parent): { u64 index; u16 name_len; name }*.
+                // INODE_EXTREF: { u64 parent; u64 index; u16 name_len; name }*.
+                let (fixed, parent_at) = if ty == INODE_REF_KEY {
+                    (10, None)
+                } else if ty == INODE_EXTREF_KEY {
+                    (18, Some(0))
+                } else {
+                    return;
+                };
+                let mut at = 0;
+                while at + fixed <= item.len() {
+                    let len = usize::from(u16::from_le_bytes([
+                        item[at + fixed - 2],
+                        item[at + fixed - 1],
+                    ]));
+                    let Some(name) = item.get(at + fixed..at + fixed + len) else {
+                        break;
+                    };
+                    let parent = match parent_at {
+                        Some(p) => le64(item, at + p),
+                        None => offset,
+                    };
+                    out.push((parent, std::ffi::OsString::from_vec(name.to_vec())));
+                    at += fixed + len;
+                }
+            },
+        )?;
         Ok(out)
     }
 
@@ -471,6 +575,25 @@ impl Btrfs {
             )),
         }
     }
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn short(what: &Path) -> FsError {
+    FsError::new(
+        "search",
+        what,
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a search result that ends early",
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -7,15 +7,22 @@
 //! Otherwise (an old root a reset kept shares no history with the fresh root; other
 //! filesystems; `--walk`) both trees are walked and compared entry by entry.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rustix::fs::{AtFlags, OFlags, ResolveFlags};
 
 use serde::Serialize;
 
 use super::discover::{self, write_suggestions};
 use crate::backend::{self, Backend, Btrfs, Kind};
-use crate::baseline::{self, Change, ChangeKind, Manifest, Meta, differences};
+use crate::baseline::{self, Change, ChangeKind, Compare, Group, Manifest, Meta, Side};
+use crate::beneath;
 use crate::classify::{EntryKind, Facts};
 use crate::cli::{DiffArgs, GlobalArgs};
 use crate::config::{Config, FilesystemConfig, FsType};
@@ -24,8 +31,8 @@ use crate::exit::ExitStatus;
 use crate::knowledge;
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, count};
-use crate::paths::under_root;
-use crate::scan::{self, Unit};
+use crate::paths::{escape, under_root};
+use crate::scan::{self, Unit, Xattrs};
 use crate::suggest::{self, Suggestion};
 use crate::toplevel::TopLevel;
 
@@ -55,7 +62,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let (method, raw) = match (&args.against, fs.as_ref()) {
         (None, _) => {
             let snapshot_diff = match (searchable, fs.as_ref()) {
-                (true, Some(fs)) => generation_if_baseline_snapshot(fs, args)?,
+                (true, Some(fs)) => generation_if_baseline_snapshot(&config, fs, args)?,
                 _ => None,
             };
             match snapshot_diff {
@@ -64,7 +71,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
                     let (_, manifest) = discover::load_manifest(&config.root)?.ok_or_else(|| {
                         Error::Usage(format!(
                             "no baseline in {}: run `imperm baseline` right after boot (the NixOS module does), or pass --against SNAP",
-                            under_root(&config.root, Path::new(baseline::MANIFEST)).display()
+                            escape(&under_root(&config.root, Path::new(baseline::MANIFEST)))
                         ))
                     })?;
                     ("walk", walk_diff(&config, &manifest)?)
@@ -103,21 +110,27 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     Ok(ExitStatus::Clean)
 }
 
-/// A changed path relative to a subvolume, as seen from the host's `/`.
+/// A path relative to a subvolume, as seen from the host's `/`.
 fn host(rel: &Path) -> PathBuf {
     Path::new("/").join(rel)
 }
 
-fn as_host(mut changes: Vec<Change>) -> Vec<Change> {
-    for c in &mut changes {
-        c.path = host(&c.path);
-        c.from = c.from.as_deref().map(host);
+/// Whether a path is in the part of the root the walk compares: not `/` itself, not
+/// persisted, not in a storage path or a path never walked. The generation search keeps
+/// to the same part, so that both methods pair the same entries.
+fn walked<'a>(config: &'a Config) -> impl Fn(&Path) -> bool + 'a {
+    let k = knowledge::builtin();
+    move |p: &Path| {
+        p != Path::new("/")
+            && !config.persisted.contains(p)
+            && !config.persisted.storages().iter().any(|s| p.starts_with(s))
+            && !k.scan.never_walk.iter().any(|n| p.starts_with(n))
     }
-    changes
 }
 
 /// With a `.baseline` snapshot of the current root: the changes since, by generation.
 fn generation_if_baseline_snapshot(
+    config: &Config,
     fs: &FilesystemConfig,
     args: &DiffArgs,
 ) -> Result<Option<Vec<Change>>, Error> {
@@ -126,7 +139,7 @@ fn generation_if_baseline_snapshot(
     if Btrfs.kind(&top, &parent)? != Kind::Subvolume || !taken_of_root(&top, fs, &parent)? {
         return Ok(None);
     }
-    Ok(Some(generation_diff(&top, fs, &parent)?))
+    Ok(Some(generation_diff(config, &top, fs, &parent)?))
 }
 
 /// Whether `snap` was taken of the current root subvolume. Only then do the two share the
@@ -139,11 +152,213 @@ fn taken_of_root(top: &TopLevel, fs: &FilesystemConfig, snap: &Path) -> Result<b
     Ok(root.uuid.is_some() && snap.parent_uuid == root.uuid)
 }
 
+/// Resolution below the top level: no symlink, no other mount.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_XDEV);
+
+/// One subvolume (the baseline snapshot, or the root now) as a side of the comparison:
+/// each path looked up in it when asked, without following any symlink.
+struct Subvolume<'a> {
+    top: &'a TopLevel,
+    /// Relative to the top level.
+    rel: PathBuf,
+    walked: &'a dyn Fn(&Path) -> bool,
+    cache: Mutex<HashMap<PathBuf, Option<Meta>>>,
+    /// The first lookup that failed otherwise than by a missing path.
+    failed: Mutex<Option<FsError>>,
+}
+
+impl<'a> Subvolume<'a> {
+    fn new(top: &'a TopLevel, rel: &Path, walked: &'a dyn Fn(&Path) -> bool) -> Subvolume<'a> {
+        Subvolume {
+            top,
+            rel: rel.to_path_buf(),
+            walked,
+            cache: Mutex::new(HashMap::new()),
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// Where `path` is, for messages.
+    fn shown(&self, path: &Path) -> PathBuf {
+        self.top.join(&self.on_disk(path))
+    }
+
+    fn on_disk(&self, path: &Path) -> PathBuf {
+        self.rel.join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    fn open(&self, path: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        beneath::openat2_long(self.top.dir().as_fd(), &self.on_disk(path), flags, BENEATH)
+    }
+
+    fn lookup(&self, path: &Path) -> Result<Option<Meta>, FsError> {
+        let err = |e: rustix::io::Errno| FsError::new("inspect", &self.shown(path), e.into());
+        let fd = match self.open(path, OFlags::PATH | OFlags::NOFOLLOW) {
+            Ok(fd) => fd,
+            // Not there; or reached through a symlink, which the walk never follows: not
+            // an entry of this tree either.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, scan::STATX).map_err(err)?;
+        let kind = baseline::kind_of(u32::from(st.stx_mode));
+        let target = if kind == EntryKind::Symlink {
+            let t = rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(err)?;
+            Some(PathBuf::from(std::ffi::OsStr::from_bytes(t.as_bytes())))
+        } else {
+            None
+        };
+        let mut meta = Meta::from_statx(&st, target);
+        meta.xattrs = Some(
+            scan::xattr_digest(&scan::fd_path(fd.as_fd(), None), true)
+                .map_err(|e| FsError::new("read extended attributes of", &self.shown(path), e))?,
+        );
+        Ok(Some(meta))
+    }
+
+    /// Names and inode numbers in directory `path`.
+    fn list(&self, path: &Path) -> Result<Vec<(std::ffi::OsString, u64)>, FsError> {
+        let fd = match self.open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+                return Ok(Vec::new());
+            }
+            Err(e) => {
+                return Err(FsError::new("list", &self.shown(path), e.into()));
+            }
+        };
+        let mut out = Vec::new();
+        let mut dir = rustix::fs::Dir::read_from(&fd)
+            .map_err(|e| FsError::new("list", &self.shown(path), e.into()))?;
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(|e| FsError::new("list", &self.shown(path), e.into()))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                out.push((
+                    std::ffi::OsStr::from_bytes(name).to_os_string(),
+                    entry.ino(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        match self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Side for Subvolume<'_> {
+    fn get(&self, path: &Path) -> Option<Cow<'_, Meta>> {
+        if !(self.walked)(path) {
+            return None;
+        }
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
+            return hit.clone().map(Cow::Owned);
+        }
+        let meta = match self.lookup(path) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+                None
+            }
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_path_buf(), meta.clone());
+        meta.map(Cow::Owned)
+    }
+}
+
+/// Paths of inodes in one subvolume, from their inode references; directories' paths are
+/// remembered (a directory has one name).
+struct Namer<'a> {
+    top: &'a TopLevel,
+    tree: u64,
+    dirs: HashMap<u64, Option<PathBuf>>,
+}
+
+/// The inode number of every subvolume's root directory.
+const SUBVOLUME_ROOT: u64 = 256;
+
+impl<'a> Namer<'a> {
+    fn new(top: &'a TopLevel, tree: u64) -> Namer<'a> {
+        Namer {
+            top,
+            tree,
+            dirs: HashMap::new(),
+        }
+    }
+
+    /// The path of directory `ino` relative to the subvolume, `None` when it is not there.
+    fn dir(&mut self, ino: u64) -> Result<Option<PathBuf>, Error> {
+        // Up the chain of parents to one already known (iteratively: any depth).
+        let mut chain = Vec::new();
+        let mut at = ino;
+        let base = loop {
+            if at == SUBVOLUME_ROOT {
+                break Some(PathBuf::new());
+            }
+            if let Some(known) = self.dirs.get(&at) {
+                break known.clone();
+            }
+            let Some((parent, name)) = Btrfs
+                .inode_names(self.top, self.tree, at)?
+                .into_iter()
+                .next()
+            else {
+                break None;
+            };
+            if chain.len() > 1 << 20 {
+                break None; // not a tree: a damaged filesystem
+            }
+            chain.push((at, name));
+            at = parent;
+        };
+        let mut path = base;
+        for (dir, name) in chain.into_iter().rev() {
+            path = path.map(|p| p.join(name));
+            self.dirs.insert(dir, path.clone());
+        }
+        Ok(path)
+    }
+
+    /// Every path (hard link) of inode `ino`, as seen from the host's `/`.
+    fn paths(&mut self, ino: u64) -> Result<Vec<PathBuf>, Error> {
+        let mut out = Vec::new();
+        for (parent, name) in Btrfs.inode_names(self.top, self.tree, ino)? {
+            if let Some(dir) = self.dir(parent)? {
+                out.push(host(&dir.join(name)));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The changes from `base` (a snapshot taken of the root) to the root now, from the inodes
-/// written since `base` was taken: a tree search that skips unchanged tree blocks, then a
-/// path lookup for each changed inode in both trees. Entries removed from a changed
-/// directory are found by comparing its names in both trees.
+/// written since `base` was taken: a tree search that skips unchanged tree blocks, then
+/// the names of each changed inode in both trees (all of its hard links), and, for each
+/// changed directory, the entries gone from it. The comparison itself is the walk's
+/// (`baseline::Compare`), so both methods report alike.
 fn generation_diff(
+    config: &Config,
     top: &TopLevel,
     fs: &FilesystemConfig,
     base: &Path,
@@ -157,142 +372,81 @@ fn generation_diff(
     // Everything the root wrote from the transaction the snapshot was taken in on. (The
     // snapshot's own generation moves on after it is taken.)
     let since = before.created.unwrap_or(0);
-    let base_dir = top.join(base);
-    let now_dir = top.join(&fs.root_subvolume);
-    let mut out = Vec::new();
-    for inode in Btrfs.changed_inodes(top, &fs.root_subvolume, since)? {
-        let Some(now) = Btrfs.inode_path(top, root.id, inode.ino)? else {
-            continue;
-        };
-        // The snapshot is taken when transaction `since` commits, so an inode made after it
-        // belongs to a later one; an inode of `since` itself may be in the snapshot.
-        let old = if inode.created > since {
-            None
-        } else {
-            Btrfs.inode_path(top, before.id, inode.ino)?
-        };
-        let kind = Some(inode.meta.kind);
-        let Some(old) = old else {
-            out.push(Change {
-                path: now,
-                change: ChangeKind::Added,
-                kind,
-                from: None,
-                what: Vec::new(),
-            });
-            continue;
-        };
-        let what = match std::fs::symlink_metadata(base_dir.join(&old)) {
-            Ok(m) => {
-                use std::os::unix::fs::MetadataExt;
-                let then = Meta::from_parts(
-                    m.mode(),
-                    m.uid(),
-                    m.gid(),
-                    m.size(),
-                    i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-                    None,
-                );
-                differences(&then, &inode.meta)
+    let walked = walked(config);
+    let then = Subvolume::new(top, base, &walked);
+    let now = Subvolume::new(top, &fs.root_subvolume, &walked);
+    let mut names_then = Namer::new(top, before.id);
+    let mut names_now = Namer::new(top, root.id);
+    let changed = Btrfs.changed_inodes(top, &fs.root_subvolume, since)?;
+    let is_changed: HashSet<u64> = changed.iter().map(|i| i.ino).collect();
+    let mut groups: HashMap<u64, Group> = HashMap::new();
+    for inode in &changed {
+        // The snapshot is taken when transaction `since` commits, so an inode made after
+        // it belongs to a later one; an inode of `since` itself may be in the snapshot.
+        let existed = inode.created <= since;
+        if inode.ino != SUBVOLUME_ROOT {
+            let new: Vec<PathBuf> = names_now
+                .paths(inode.ino)?
+                .into_iter()
+                .filter(|p| walked(p))
+                .collect();
+            let old: Vec<PathBuf> = if existed {
+                names_then
+                    .paths(inode.ino)?
+                    .into_iter()
+                    .filter(|p| walked(p))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !old.is_empty() || !new.is_empty() {
+                groups.insert(inode.ino, Group { old, new });
             }
-            Err(e) => return Err(FsError::new("inspect", &base_dir.join(&old), e).into()),
-        };
-        if moved(&base_dir, &old, &now_dir, &now) {
-            out.push(Change {
-                path: now.clone(),
-                change: ChangeKind::Renamed,
-                kind,
-                from: Some(old.clone()),
-                what,
-            });
-        } else if !what.is_empty() {
-            out.push(Change {
-                path: now.clone(),
-                change: ChangeKind::Changed,
-                kind,
-                from: None,
-                what,
-            });
         }
-        if inode.meta.kind == EntryKind::Directory {
-            removed_from(top, root.id, &base_dir, &old, &now_dir.join(&now), &mut out)?;
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path).then(a.change.cmp(&b.change)));
-    Ok(as_host(out))
-}
-
-/// Whether an entry itself was renamed or moved, not merely carried along by a renamed
-/// directory above it: its name or its parent directory (by inode) differs.
-fn moved(base_dir: &Path, old: &Path, now_dir: &Path, now: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if old.file_name() != now.file_name() {
-        return true;
-    }
-    let parent_ino = |dir: &Path, rel: &Path| {
-        std::fs::symlink_metadata(dir.join(rel.parent().unwrap_or(Path::new(""))))
-            .map(|m| m.ino())
-            .ok()
-    };
-    parent_ino(base_dir, old) != parent_ino(now_dir, now)
-}
-
-/// Entries of directory `old` (in the base snapshot) that are no longer in `now` and whose
-/// inode is nowhere in the root now: removed, with everything below them.
-fn removed_from(
-    top: &TopLevel,
-    root_id: u64,
-    base_dir: &Path,
-    old: &Path,
-    now: &Path,
-    out: &mut Vec<Change>,
-) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt;
-    let names = |dir: &Path| -> Result<std::collections::BTreeSet<std::ffi::OsString>, Error> {
-        match std::fs::read_dir(dir) {
-            Ok(entries) => Ok(entries
-                .filter_map(|e| e.ok().map(|e| e.file_name()))
-                .collect()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Default::default()),
-            Err(e) => Err(FsError::new("list", dir, e).into()),
-        }
-    };
-    let present = names(now)?;
-    for name in names(&base_dir.join(old))? {
-        if present.contains(&name) {
+        if inode.meta.kind != EntryKind::Directory || !existed {
             continue;
         }
-        let rel = old.join(&name);
-        let meta = std::fs::symlink_metadata(base_dir.join(&rel))
-            .map_err(|e| FsError::new("inspect", &base_dir.join(&rel), e))?;
-        if Btrfs.inode_path(top, root_id, meta.ino())?.is_some() {
-            continue; // moved elsewhere: reported where it is now
-        }
-        let mut stack = vec![(rel, meta.is_dir())];
-        while let Some((rel, is_dir)) = stack.pop() {
-            if is_dir {
-                for child in names(&base_dir.join(&rel))? {
-                    let path = rel.join(&child);
-                    let dir =
-                        std::fs::symlink_metadata(base_dir.join(&path)).is_ok_and(|m| m.is_dir());
-                    stack.push((path, dir));
+        // Entries gone from a directory that was there: an inode that is not changed
+        // itself is gone with them (a rename or a new link would have changed it).
+        let Some(dir_then) = names_then.dir(inode.ino)? else {
+            continue;
+        };
+        let present: HashMap<std::ffi::OsString, u64> = match names_now.dir(inode.ino)? {
+            Some(dir_now) => now.list(&host(&dir_now))?.into_iter().collect(),
+            None => HashMap::new(),
+        };
+        let mut stack: Vec<(PathBuf, u64)> = then
+            .list(&host(&dir_then))?
+            .into_iter()
+            .filter(|(name, ino)| present.get(name) != Some(ino))
+            .map(|(name, ino)| (host(&dir_then.join(name)), ino))
+            .collect();
+        while let Some((path, ino)) = stack.pop() {
+            // Nested subvolumes are not walked; a changed inode has its own group.
+            if ino == SUBVOLUME_ROOT || is_changed.contains(&ino) || !walked(&path) {
+                continue;
+            }
+            groups.entry(ino).or_default().old.push(path.clone());
+            if then
+                .get(&path)
+                .is_some_and(|m| m.kind == EntryKind::Directory)
+            {
+                for (name, child) in then.list(&path)? {
+                    stack.push((path.join(name), child));
                 }
             }
-            let kind = Some(if is_dir {
-                EntryKind::Directory
-            } else {
-                EntryKind::File
-            });
-            out.push(Change {
-                path: rel,
-                change: ChangeKind::Removed,
-                kind,
-                from: None,
-                what: Vec::new(),
-            });
         }
     }
-    Ok(())
+    let compare = Compare {
+        old: &then,
+        new: &now,
+        same_history: true,
+        same_content: None,
+    };
+    let out = compare.changes(groups.into_values());
+    then.check()?;
+    now.check()?;
+    Ok(out)
 }
 
 /// `--against SNAP`.
@@ -312,44 +466,72 @@ fn against(
     let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
     let (_, rel) = super::old_root(backend.as_ref(), &top, fs, Some(snap))?;
     if searchable && taken_of_root(&top, fs, &rel)? {
-        return Ok((GENERATION, generation_diff(&top, fs, &rel)?));
+        return Ok((GENERATION, generation_diff(config, &top, fs, &rel)?));
     }
-    let old = discover::record(config, &top.join(&rel))?;
-    Ok(("walk", walk_diff(config, &old)?))
+    // A fresh root shares no history with the old one: its inode numbers and ctimes say
+    // nothing about it. A file with the old size and mtime is compared byte for byte
+    // (NixOS copies files out of the store with their mtime of 1, and a restore keeps
+    // times): the cost is bounded by what the fresh root holds with the old size and
+    // mtime, which a boot makes little of.
+    let old_dir = top.join(&rel);
+    let old = discover::record(config, &old_dir, Xattrs::Every)?;
+    let now = discover::record(config, &config.root, Xattrs::Every)?;
+    let old_tree = beneath::Tree::open(&old_dir)?;
+    let now_tree = beneath::Tree::open(&config.root)?;
+    let same = |path: &Path| same_content(&old_tree, &now_tree, path);
+    let compare = Compare {
+        old: &old,
+        new: &now,
+        same_history: false,
+        same_content: Some(&same),
+    };
+    Ok(("walk", compare.between(&old, &now)))
 }
 
-/// Compares the root now with `old`, entry by entry.
+/// Whether a file holds the same bytes in two trees; `None` when either cannot be read.
+fn same_content(a: &beneath::Tree, b: &beneath::Tree, path: &Path) -> Option<bool> {
+    let mut a = a.open_file(path).ok()??;
+    let mut b = b.open_file(path).ok()??;
+    let mut x = vec![0u8; 1 << 16];
+    let mut y = vec![0u8; 1 << 16];
+    loop {
+        let n = read_full(&mut a, &mut x).ok()?;
+        let m = read_full(&mut b, &mut y).ok()?;
+        if x[..n] != y[..m] {
+            return Some(false);
+        }
+        if n == 0 {
+            return Some(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match io::Read::read(file, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Compares the root now with the baseline manifest `old`. Renames are paired and ctime
+/// counts when the manifest has inode numbers and times (format 2).
 fn walk_diff(config: &Config, old: &Manifest) -> Result<Vec<Change>, Error> {
-    let now = discover::record(config, &config.root)?;
-    let mut out = Vec::new();
-    for (path, meta) in now.iter() {
-        match old.get(path) {
-            None => out.push(change(path, ChangeKind::Added, meta, Vec::new())),
-            Some(before) => {
-                let what = differences(before, meta);
-                if !what.is_empty() {
-                    out.push(change(path, ChangeKind::Changed, meta, what));
-                }
-            }
-        }
-    }
-    for (path, meta) in old.iter() {
-        if now.get(path).is_none() {
-            out.push(change(path, ChangeKind::Removed, meta, Vec::new()));
-        }
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path).then(a.change.cmp(&b.change)));
-    Ok(out)
-}
-
-fn change(path: &Path, change: ChangeKind, meta: &Meta, what: Vec<&'static str>) -> Change {
-    Change {
-        path: path.to_path_buf(),
-        change,
-        kind: Some(meta.kind),
-        from: None,
-        what,
-    }
+    let same_history = old.has_stamps();
+    let now = discover::record(config, &config.root, Xattrs::ChangedSince(old))?;
+    let compare = Compare {
+        old,
+        new: &now,
+        same_history,
+        same_content: None,
+    };
+    Ok(compare.between(old, &now))
 }
 
 /// Drops changes in persisted paths, in the paths never walked, and in the ignore globs.
@@ -373,6 +555,7 @@ fn outside_persisted(changes: Vec<Change>, config: &Config) -> Vec<Change> {
 /// against an old root, what it had that is gone or different now (what the reset wiped).
 fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<Unit> {
     let k = knowledge::builtin();
+    let tree = beneath::Tree::open(&config.root).ok();
     let mut units: BTreeMap<PathBuf, Unit> = BTreeMap::new();
     for c in changes {
         let counts = match c.change {
@@ -385,17 +568,17 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
         }
         let unit = suggest::unit_of(&c.path, k, &config.persisted);
         let is_dir = c.kind == Some(EntryKind::Directory);
-        let on_disk = under_root(&config.root, &c.path);
         // A directory moved whole carries its files, which are listed nowhere else.
         let (files, size) = match (is_dir, c.change) {
-            (true, ChangeKind::Renamed) => scan::count_tree(&on_disk),
+            (true, ChangeKind::Renamed) => tree
+                .as_ref()
+                .and_then(|t| t.open_dir(&c.path))
+                .map_or((0, 0), scan::count_tree_fd),
             (true, _) => (0, 0),
-            (false, _) => (
-                1,
-                std::fs::symlink_metadata(&on_disk)
-                    .map(|m| m.len())
-                    .unwrap_or(0),
-            ),
+            // What the old root had is what a reset wiped; since the baseline, what is
+            // there now is the state.
+            (false, _) if against_snapshot => (1, c.bytes_then),
+            (false, _) => (1, c.bytes_now),
         };
         let entry = units.entry(unit.clone()).or_insert_with(|| Unit {
             facts: Facts {
@@ -429,7 +612,7 @@ impl Report for DiffReport {
             let from = c
                 .from
                 .as_ref()
-                .map(|f| format!(" (from {})", f.display()))
+                .map(|f| format!(" (from {})", escape(f)))
                 .unwrap_or_default();
             let what = if c.what.is_empty() {
                 String::new()
@@ -439,7 +622,7 @@ impl Report for DiffReport {
             writeln!(
                 out,
                 "{style}{mark}{style:#} {}{from}{what}",
-                c.path.display()
+                escape(&c.path)
             )?;
         }
         if !self.suggestions.is_empty() {

@@ -8,14 +8,15 @@ use serde::Serialize;
 
 use crate::backend;
 use crate::baseline::{self, Manifest};
+use crate::beneath;
 use crate::cli::{DiscoverArgs, FsArgs, GlobalArgs};
 use crate::config::Config;
-use crate::error::{Error, FsError};
+use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::knowledge::{self, Verdict};
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, bytes, count};
-use crate::paths::under_root;
+use crate::paths::escape;
 use crate::scan::{self, Skipped};
 use crate::suggest::{self, Context, Suggestion};
 use crate::toplevel::TopLevel;
@@ -24,11 +25,17 @@ use crate::toplevel::TopLevel;
 #[derive(Debug, Serialize)]
 pub struct DiscoveryReport {
     pub command: &'static str,
+    #[serde(serialize_with = "crate::paths::json")]
     pub root: PathBuf,
     /// The baseline manifest `check` compared with, if any.
+    #[serde(serialize_with = "crate::paths::json_opt")]
     pub baseline: Option<PathBuf>,
     pub entries: u64,
     pub elapsed_ms: u64,
+    /// The root has no /etc/NIXOS and no /nix/store.
+    pub not_nixos: bool,
+    /// What the reader must know before the rest (human output prints them first).
+    pub notes: Vec<String>,
     pub suggestions: Vec<Suggestion>,
     pub skipped: Vec<Skipped>,
     pub errors: Vec<String>,
@@ -54,16 +61,36 @@ pub fn audit(global: &GlobalArgs, args: &DiscoverArgs) -> Result<ExitStatus, Err
     run(global, args, "audit")
 }
 
-/// The baseline manifest of this boot under the root, if one was recorded.
+/// The baseline manifest of this boot under the root, if one was recorded. It is read as
+/// the tree sees it: a symlink on the way resolves inside the tree, never to the host's.
 pub fn load_manifest(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> {
-    let file = under_root(root, Path::new(baseline::MANIFEST));
-    match std::fs::read(&file) {
-        Ok(data) => Manifest::parse(&data)
+    let tree = beneath::Tree::open(root)?;
+    let abs = Path::new(baseline::MANIFEST);
+    let file = tree.on_disk(abs);
+    match tree.read(abs)? {
+        Some(data) => Manifest::parse(&data)
             .map(|m| Some((file.clone(), m)))
-            .map_err(|e| Error::Usage(format!("{}: {e}", file.display()))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(FsError::new("read", &file, e).into()),
+            .map_err(|e| Error::Usage(format!("{}: {e}", escape(&file)))),
+        None => Ok(None),
     }
+}
+
+/// Why the tree at `root` does not look like NixOS (no `/etc/NIXOS`, no `/nix/store`),
+/// or `None` when it does.
+fn not_nixos(root: &Path) -> Result<Option<String>, Error> {
+    let tree = beneath::Tree::open(root)?;
+    let marker = tree.kind(Path::new("/etc/NIXOS"))?;
+    let store = tree.kind(Path::new("/nix/store"))?;
+    if marker.is_some() || store == Some(rustix::fs::FileType::Directory) {
+        return Ok(None);
+    }
+    Ok(Some(
+        "this root does not look like NixOS (no /etc/NIXOS, no /nix/store): what follows is \
+         everything a wipe would lose here, including what its distribution installed (/usr, \
+         /opt, /var/lib/dpkg, …), which NixOS would make anew from its configuration; the \
+         verdicts are written for NixOS"
+            .into(),
+    ))
 }
 
 /// The suggestion context for a configuration: its rules, and the homes its users have.
@@ -117,10 +144,13 @@ fn run(
         progress: true,
     };
     let found = scan::scan(&request)?;
+    let not_nixos = not_nixos(&config.root)?;
     let report = DiscoveryReport {
         command,
         root: config.root.clone(),
         baseline: since.map(|(file, _)| file),
+        not_nixos: not_nixos.is_some(),
+        notes: not_nixos.into_iter().collect(),
         entries: found.entries,
         elapsed_ms: found.elapsed.as_millis() as u64,
         suggestions: suggest::suggest(found.units, &context(&config)),
@@ -130,7 +160,8 @@ fn run(
         style: args.style,
     };
     output::emit(&report, global.format, global.color)?;
-    Ok(if report.has_persist() {
+    // What could not be read may hold state: the answer is not a clean one.
+    Ok(if report.has_persist() || !report.errors.is_empty() {
         ExitStatus::Findings
     } else {
         ExitStatus::Clean
@@ -141,13 +172,16 @@ impl Report for DiscoveryReport {
     const COMMAND: &'static str = "check";
 
     fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
+        for note in &self.notes {
+            writeln!(out, "{}note: {note}{:#}", s.problem, s.problem)?;
+        }
         write_suggestions(out, s, &self.suggestions)?;
         for skip in &self.skipped {
             writeln!(
                 out,
                 "{}skipped {}: {}{:#}",
                 s.dim,
-                skip.path.display(),
+                escape(&skip.path),
                 skip.why,
                 s.dim
             )?;
@@ -165,7 +199,7 @@ impl Report for DiscoveryReport {
             }
         }
         let since = match (&self.baseline, self.command) {
-            (Some(file), _) => format!("since the baseline {}", file.display()),
+            (Some(file), _) => format!("since the baseline {}", escape(file)),
             (None, "check") => "no baseline: everything not persisted and not made by NixOS".into(),
             (None, _) => "everything not persisted and not made by NixOS".into(),
         };
@@ -206,8 +240,8 @@ pub fn write_suggestions(
         (Verdict::Ephemeral, "ephemeral: safe to lose", s.good),
     ];
     let shown = |s: &Suggestion| match (&s.user, &s.relative) {
-        (Some(u), Some(r)) => format!("users.{u}: {}", r.display()),
-        _ => s.path.display().to_string(),
+        (Some(u), Some(r)) => format!("users.{}: {}", escape(Path::new(u)), escape(r)),
+        _ => escape(&s.path),
     };
     let width = suggestions
         .iter()
@@ -264,9 +298,11 @@ pub fn write_suggestions(
 /// What `baseline` recorded.
 #[derive(Debug, Serialize)]
 struct BaselineReport {
+    #[serde(serialize_with = "crate::paths::json")]
     manifest: PathBuf,
     entries: usize,
     /// The read-only snapshot, where one was taken.
+    #[serde(serialize_with = "crate::paths::json_opt")]
     snapshot: Option<PathBuf>,
     /// Why no snapshot was taken.
     snapshot_note: Option<String>,
@@ -275,9 +311,8 @@ struct BaselineReport {
 pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, BaselineReport::COMMAND)?;
     let config = super::load_config(global)?;
-    let manifest = record(&config, &config.root)?;
-    let file = under_root(&config.root, Path::new(baseline::MANIFEST));
-    write_manifest(&file, &manifest)?;
+    let manifest = record(&config, &config.root, scan::Xattrs::Every)?;
+    let file = write_manifest(&config.root, &manifest)?;
     let (snapshot, snapshot_note) = match baseline_snapshot(&config, args) {
         Ok(path) => (Some(path), None),
         Err(note) => (None, Some(note)),
@@ -293,7 +328,7 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
 }
 
 /// Every entry of the tree at `root` outside persisted paths, as a manifest.
-pub fn record(config: &Config, root: &Path) -> Result<Manifest, Error> {
+pub fn record(config: &Config, root: &Path, xattrs: scan::Xattrs) -> Result<Manifest, Error> {
     let request = scan::Request {
         root,
         persisted: &config.persisted,
@@ -302,17 +337,18 @@ pub fn record(config: &Config, root: &Path) -> Result<Manifest, Error> {
         since: None,
         progress: true,
     };
-    let (entries, _) = scan::record(&request)?;
+    let (entries, _) = scan::record(&request, xattrs)?;
     Ok(Manifest::new(entries))
 }
 
-fn write_manifest(file: &Path, manifest: &Manifest) -> Result<(), Error> {
-    let dir = file.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|e| FsError::new("create", dir, e))?;
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, manifest.render()).map_err(|e| FsError::new("write", &tmp, e))?;
-    std::fs::rename(&tmp, file).map_err(|e| FsError::new("write", file, e))?;
-    Ok(())
+/// Writes the manifest beneath the root with no symlink on the way (a `run` planted as a
+/// symlink is refused, not written through), atomically. Readable by root only: it names
+/// every file, also those in directories other users cannot list.
+fn write_manifest(root: &Path, manifest: &Manifest) -> Result<PathBuf, Error> {
+    let tree = beneath::Tree::open(root)?;
+    let abs = Path::new(baseline::MANIFEST);
+    tree.write_atomic(abs, &manifest.render(), 0o600)?;
+    Ok(tree.on_disk(abs))
 }
 
 /// Takes the read-only `.baseline` snapshot of the root subvolume, replacing the last one.
@@ -344,7 +380,7 @@ fn baseline_snapshot(config: &Config, args: &FsArgs) -> Result<PathBuf, String> 
     } else if kind != backend::Kind::Missing {
         return Err(format!(
             "{} is in the way and is not a subvolume",
-            snap.display()
+            escape(&snap)
         ));
     }
     backend
@@ -361,10 +397,10 @@ impl Report for BaselineReport {
             out,
             "baseline: {} in {}",
             count(self.entries, "entry", "entries"),
-            self.manifest.display()
+            escape(&self.manifest)
         )?;
         match (&self.snapshot, &self.snapshot_note) {
-            (Some(snap), _) => writeln!(out, "read-only snapshot: {}", snap.display()),
+            (Some(snap), _) => writeln!(out, "read-only snapshot: {}", escape(snap)),
             (None, Some(note)) => writeln!(out, "no snapshot: {note}"),
             (None, None) => Ok(()),
         }

@@ -28,6 +28,7 @@ use crate::toplevel::TopLevel;
 /// One path a failure named.
 #[derive(Debug, Serialize)]
 struct Failure {
+    #[serde(serialize_with = "crate::paths::json")]
     path: PathBuf,
     causes: BTreeSet<Cause>,
     units: BTreeSet<String>,
@@ -59,6 +60,7 @@ struct JournalReport {
     failures: Vec<Failure>,
     failed_units: Vec<FailedUnit>,
     /// Persisted paths that failures named anyway (a bind mount problem, not a wipe).
+    #[serde(serialize_with = "crate::paths::json_all")]
     persisted: Vec<PathBuf>,
     suggestions: Vec<Suggestion>,
     #[serde(skip)]

@@ -97,7 +97,7 @@ fn filesystem(config: &Config, args: &FsArgs) -> Result<FilesystemConfig, Error>
     let fs_type = args.fs_type.or(base.map(|f| f.fs_type)).ok_or_else(|| {
         Error::Usage(format!(
             "no filesystem configured: add [filesystem] to {} or pass --fs",
-            config.config_file.path.display()
+            crate::paths::escape(&config.config_file.path)
         ))
     })?;
     let name = |flag: &str, given: &Option<String>, configured: Option<&Path>, default: &str| {

@@ -24,6 +24,7 @@ use crate::paths::{normalize_absolute, normalize_relative, quoted};
 
 #[derive(Debug, Serialize)]
 struct AddReport {
+    #[serde(serialize_with = "crate::paths::json")]
     file: PathBuf,
     changed: bool,
     dry_run: bool,

@@ -18,7 +18,9 @@ struct ResetReport {
     /// `null` on a tmpfs root, where there is nothing to reset.
     #[serde(flatten)]
     outcome: Option<reset::Outcome>,
+    #[serde(serialize_with = "crate::paths::json")]
     root_subvolume: std::path::PathBuf,
+    #[serde(serialize_with = "crate::paths::json")]
     snapshot_dir: std::path::PathBuf,
 }
 

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use super::discover;
 use crate::backend;
@@ -21,34 +21,35 @@ use crate::knowledge::Verdict;
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, bytes, count};
 use crate::paths::PathProblem;
+use crate::paths::{escape, quoted};
 use crate::persisted::Kind;
-use crate::restore::{self, Job, Leftover, Prepared, shown_path};
+use crate::restore::{self, Job, Leftover, Prepared};
 use crate::suggest::Suggestion;
 use crate::toplevel::TopLevel;
 
 #[derive(Debug, Serialize)]
 struct Restored {
-    #[serde(serialize_with = "path_json")]
+    #[serde(serialize_with = "crate::paths::json")]
     path: PathBuf,
     /// Where it went, as seen from the host's `/`.
-    #[serde(serialize_with = "path_json")]
+    #[serde(serialize_with = "crate::paths::json")]
     target: PathBuf,
     kind: Kind,
     /// The storage it went into (`--into persist`).
-    #[serde(serialize_with = "option_path_json")]
+    #[serde(serialize_with = "crate::paths::json_opt")]
     storage: Option<PathBuf>,
     /// Where the entry that persists it is declared; null when none does.
     declared: Option<String>,
     files: u64,
     bytes: u64,
     /// Where an existing target was put aside (`--force`).
-    #[serde(serialize_with = "option_path_json")]
+    #[serde(serialize_with = "crate::paths::json_opt")]
     replaced: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
 struct NotRestored {
-    #[serde(serialize_with = "path_json")]
+    #[serde(serialize_with = "crate::paths::json")]
     path: PathBuf,
     reason: &'static str,
 }
@@ -138,7 +139,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
     let mut not_restored = Vec::new();
     for raw in &args.paths {
         let path =
-            normalize(raw.as_os_str()).map_err(|p| refuse(format!("{:?} {p}", shown_path(raw))))?;
+            normalize(raw.as_os_str()).map_err(|p| refuse(format!("{} {p}", quoted(raw))))?;
         let rel = path.strip_prefix("/").expect("absolute").to_path_buf();
         let (kind, cannot) = source_kind(&top, &snap, &rel, &path, &from)?;
         if let Some(reason) = cannot {
@@ -189,8 +190,8 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
             if let Some(first) = below.next() {
                 return Err(refuse(format!(
                     "{} holds mount points ({}{}), which moving it aside would carry along: restore what is below them instead",
-                    shown_path(&target),
-                    shown_path(first),
+                    escape(&target),
+                    escape(first),
                     if below.next().is_some() { ", …" } else { "" }
                 )));
             }
@@ -255,8 +256,8 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
             };
             eprintln!(
                 "imperm restore: {} -> {}",
-                shown_path(&item.path),
-                shown_path(&target)
+                escape(&item.path),
+                escape(&target)
             );
             restored_items.push(item);
             for (below, reason) in out.not_restored {
@@ -339,13 +340,13 @@ fn source_kind(
         .open_beneath(&in_snapshot, OFlags::PATH | OFlags::NOFOLLOW)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => {
-                refuse(format!("{:?} is not in snapshot {from}", shown_path(path)))
+                refuse(format!("{} is not in snapshot {from}", quoted(path)))
             }
             Some(libc::ELOOP) | Some(libc::EXDEV) => refuse(format!(
-                "{:?} is reached through a symlink in snapshot {from}, which could lead out of it",
-                shown_path(path)
+                "{} is reached through a symlink in snapshot {from}, which could lead out of it",
+                quoted(path)
             )),
-            _ => refuse(format!("{:?}: {e}", shown_path(path))),
+            _ => refuse(format!("{}: {e}", quoted(path))),
         })?;
     let st = rustix::fs::fstat(&fd)
         .map_err(|e| FsError::new("stat", &top.join(&in_snapshot), e.into()))?;
@@ -364,7 +365,7 @@ fn source_kind(
 /// would wipe (it lies on the root) and one reached through a symlink.
 fn open_storage(root: BorrowedFd, storage: &Path) -> Result<OwnedFd, Error> {
     let rel = storage.strip_prefix("/").unwrap_or(storage);
-    let shown = shown_path(storage);
+    let shown = escape(storage);
     let fd = match rustix::fs::openat2(
         root,
         rel,
@@ -433,7 +434,7 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
     let symlink = || {
         refuse(format!(
             "a symlink stands in the way of {}, and restore never writes through one",
-            shown_path(target)
+            escape(target)
         ))
     };
     let exists = match rustix::fs::openat2(
@@ -447,7 +448,7 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
             if !force {
                 return Err(refuse(format!(
                     "{} exists; pass --force to keep it aside and restore anyway",
-                    shown_path(target)
+                    escape(target)
                 )));
             }
             let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::empty())
@@ -457,7 +458,7 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
             {
                 return Err(refuse(format!(
                     "{} is a mount point, which cannot be moved aside: restore what is below it, or into the storage it comes from",
-                    shown_path(target)
+                    escape(target)
                 )));
             }
             true
@@ -486,8 +487,8 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
                     _ => {
                         return Err(refuse(format!(
                             "{} is not a directory, so {} cannot be restored below it",
-                            shown_path(above.unwrap_or(target)),
-                            shown_path(target)
+                            escape(above.unwrap_or(target)),
+                            escape(target)
                         )));
                     }
                 }
@@ -545,13 +546,13 @@ fn without_overlaps(items: Vec<Item>) -> Vec<Item> {
             if items[c].rel == items[i].rel {
                 eprintln!(
                     "imperm restore: {} is given twice; restored once",
-                    shown_path(&items[i].path)
+                    escape(&items[i].path)
                 );
             } else {
                 eprintln!(
                     "imperm restore: {} is restored with {}",
-                    shown_path(&items[i].path),
-                    shown_path(&items[c].path)
+                    escape(&items[i].path),
+                    escape(&items[c].path)
                 );
             }
         } else {
@@ -574,7 +575,7 @@ fn entries(items: &[&Item]) -> String {
         if item.path.to_str().is_none() {
             unnamed.push_str(&format!(
                 "# imperm: {} is not UTF-8, which a Nix string cannot hold: declare it by hand\n",
-                shown_path(&item.path)
+                escape(&item.path)
             ));
             continue;
         }
@@ -603,22 +604,6 @@ fn entries(items: &[&Item]) -> String {
     out
 }
 
-/// A path in JSON: a string when it is UTF-8, else its bytes (as journalctl writes fields
-/// that are not UTF-8), so that no name is ever changed.
-fn path_json<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
-    match path.to_str() {
-        Some(text) => s.serialize_str(text),
-        None => s.collect_seq(path.as_os_str().as_bytes()),
-    }
-}
-
-fn option_path_json<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-    match path {
-        Some(path) => path_json(path, s),
-        None => s.serialize_none(),
-    }
-}
-
 impl Report for RestoreReport {
     const COMMAND: &'static str = "restore";
 
@@ -628,10 +613,10 @@ impl Report for RestoreReport {
                 out,
                 "restored {}{}{:#} from {} to {} ({}, {})",
                 s.path,
-                shown_path(&r.path),
+                escape(&r.path),
                 s.path,
                 self.from,
-                shown_path(&r.target),
+                escape(&r.target),
                 count(r.files as usize, "file", "files"),
                 bytes(r.bytes)
             )?;
@@ -639,18 +624,18 @@ impl Report for RestoreReport {
                 (Some(storage), Some(origin)) => writeln!(
                     out,
                     "  into {}, the storage that declares it ({origin})",
-                    shown_path(storage)
+                    escape(storage)
                 )?,
                 (Some(storage), None) => writeln!(
                     out,
                     "  into {}, the default storage: no entry declares {}",
-                    shown_path(storage),
-                    shown_path(&r.path)
+                    escape(storage),
+                    escape(&r.path)
                 )?,
                 (None, _) => {}
             }
             if let Some(aside) = &r.replaced {
-                writeln!(out, "  what was there is kept in {}", shown_path(aside))?;
+                writeln!(out, "  what was there is kept in {}", escape(aside))?;
             }
         }
         for n in &self.not_restored {
@@ -659,7 +644,7 @@ impl Report for RestoreReport {
                 "{}not restored{:#}: {}: {}",
                 s.problem,
                 s.problem,
-                shown_path(&n.path),
+                escape(&n.path),
                 n.reason
             )?;
         }

@@ -43,6 +43,7 @@ struct Row {
 #[derive(Debug, Serialize)]
 struct SnapshotsReport {
     filesystem: &'static str,
+    #[serde(serialize_with = "crate::paths::json")]
     snapshot_dir: std::path::PathBuf,
     /// `null` for ls; for gc whether it was a dry run.
     dry_run: Option<bool>,

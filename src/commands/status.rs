@@ -27,6 +27,7 @@ pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
+    #[serde(serialize_with = "crate::paths::json")]
     root: PathBuf,
     config: ConfigFileState,
     persistence: PersistenceSource,
@@ -44,7 +45,9 @@ struct FilesystemStatus {
     /// "config" or "mount table"; null when neither says.
     from: Option<&'static str>,
     device: Option<String>,
+    #[serde(serialize_with = "crate::paths::json_opt")]
     root_subvolume: Option<PathBuf>,
+    #[serde(serialize_with = "crate::paths::json_opt")]
     snapshot_dir: Option<PathBuf>,
 }
 
@@ -57,10 +60,12 @@ struct PersistedSummary {
 
 #[derive(Debug, Serialize)]
 struct StorageStatus {
+    #[serde(serialize_with = "crate::paths::json")]
     path: PathBuf,
     /// Whether it lies on a filesystem of its own; null without a mount table.
     separate: Option<bool>,
     /// The mount that holds it.
+    #[serde(serialize_with = "crate::paths::json_opt")]
     mount_point: Option<PathBuf>,
     fs_type: Option<String>,
 }

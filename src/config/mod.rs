@@ -91,8 +91,11 @@ pub struct FilesystemConfig {
     pub fs_type: FsType,
     pub device: Option<String>,
     /// Relative to the filesystem's top level.
+    #[serde(serialize_with = "crate::paths::json")]
     pub root_subvolume: PathBuf,
+    #[serde(serialize_with = "crate::paths::json")]
     pub snapshot_dir: PathBuf,
+    #[serde(serialize_with = "crate::paths::json_opt")]
     pub blank_snapshot: Option<PathBuf>,
 }
 
@@ -279,9 +282,9 @@ impl CheckConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "file", rename_all = "kebab-case")]
 pub enum PersistenceSource {
-    ConfigFile(PathBuf),
-    NixJson(PathBuf),
-    MountTable(PathBuf),
+    ConfigFile(#[serde(serialize_with = "crate::paths::json")] PathBuf),
+    NixJson(#[serde(serialize_with = "crate::paths::json")] PathBuf),
+    MountTable(#[serde(serialize_with = "crate::paths::json")] PathBuf),
     Template,
 }
 
@@ -301,6 +304,7 @@ impl std::fmt::Display for PersistenceSource {
 /// What the configuration file source was.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConfigFileState {
+    #[serde(serialize_with = "crate::paths::json")]
     pub path: PathBuf,
     pub loaded: bool,
 }

@@ -1,0 +1,312 @@
+//! Files of the tree a command works on (`--root DIR`, `/` by default), reached without
+//! leaving it.
+//!
+//! Two rules, one for each direction:
+//! - **Writes** resolve every component beneath the tree with no symlink at all
+//!   (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, then `*at` calls on the directory
+//!   found), and replace the file atomically (a temporary file, fsync, rename). A symlink
+//!   planted anywhere on the way (`run -> /elsewhere`) is refused, never written through.
+//! - **Reads** of the tree's own files (its baseline manifest, `/etc/.clean`) resolve as a
+//!   process chrooted into the tree would (`RESOLVE_IN_ROOT`): an absolute symlink names a
+//!   file of the tree, never the host's file of the same name.
+//!
+//! Mounts inside the tree are crossed (on a live host `/run` is a tmpfs of its own).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+
+use crate::error::FsError;
+use crate::paths::under_root;
+
+/// An open tree.
+#[derive(Debug)]
+pub struct Tree {
+    root: PathBuf,
+    fd: OwnedFd,
+}
+
+const NO_SYMLINKS: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+/// `abs` (as seen from the tree's `/`) relative to the tree, `.` for the tree itself.
+fn relative(abs: &Path) -> PathBuf {
+    let rel: PathBuf = abs
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    }
+}
+
+impl Tree {
+    pub fn open(root: &Path) -> Result<Tree, FsError> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| FsError::new("open", root, e.into()))?;
+        Ok(Tree {
+            root: root.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// Where `abs` is on disk, for messages.
+    pub fn on_disk(&self, abs: &Path) -> PathBuf {
+        under_root(&self.root, abs)
+    }
+
+    fn err(&self, op: &str, abs: &Path, e: impl Into<io::Error>) -> FsError {
+        FsError::new(op, &self.on_disk(abs), e.into())
+    }
+
+    /// The tree's file `abs`, read as the tree sees it; `None` when it does not exist.
+    pub fn read(&self, abs: &Path) -> Result<Option<Vec<u8>>, FsError> {
+        let fd = match rustix::fs::openat2(
+            &self.fd,
+            relative(abs),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(self.err("read", abs, e)),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| self.err("read", abs, e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(self.err(
+                "read",
+                abs,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            ));
+        }
+        let mut data = Vec::new();
+        File::from(fd)
+            .read_to_end(&mut data)
+            .map_err(|e| self.err("read", abs, e))?;
+        Ok(Some(data))
+    }
+
+    /// What the tree's `abs` is (a final symlink is not followed), `None` when missing.
+    pub fn kind(&self, abs: &Path) -> Result<Option<FileType>, FsError> {
+        match rustix::fs::openat2(
+            &self.fd,
+            relative(abs),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => {
+                let stat = rustix::fs::fstat(&fd).map_err(|e| self.err("inspect", abs, e))?;
+                Ok(Some(FileType::from_raw_mode(stat.st_mode)))
+            }
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(self.err("inspect", abs, e)),
+        }
+    }
+
+    /// The directory `abs`, every component a real directory beneath the tree (created
+    /// with `mode` when missing); a symlink anywhere on the way is an error (ELOOP).
+    fn dir_for_writing(&self, abs: &Path, mode: u32) -> Result<OwnedFd, FsError> {
+        let mut dir = rustix::fs::openat2(
+            &self.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            NO_SYMLINKS,
+        )
+        .map_err(|e| self.err("open", Path::new("/"), e))?;
+        let mut so_far = PathBuf::from("/");
+        for name in relative(abs).components() {
+            let Component::Normal(name) = name else {
+                continue;
+            };
+            so_far.push(name);
+            let open = |parent: &OwnedFd| {
+                rustix::fs::openat2(
+                    parent,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    NO_SYMLINKS,
+                )
+            };
+            dir = match open(&dir) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(self.err("create", &so_far, e)),
+                    }
+                    open(&dir).map_err(|e| self.err("open", &so_far, e))?
+                }
+                // O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR: say which it is.
+                Err(rustix::io::Errno::NOTDIR)
+                    if rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(
+                        |st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink,
+                    ) =>
+                {
+                    return Err(self.err("open", &so_far, rustix::io::Errno::LOOP));
+                }
+                Err(e) => return Err(self.err("open", &so_far, e)),
+            };
+        }
+        Ok(dir)
+    }
+
+    /// Replaces the tree's file `abs` with `data`, atomically and durably, with `mode`.
+    /// Missing directories are made with mode 0755. A symlink at `abs` itself is replaced,
+    /// not followed.
+    pub fn write_atomic(&self, abs: &Path, data: &[u8], mode: u32) -> Result<(), FsError> {
+        let parent = abs.parent().unwrap_or(Path::new("/"));
+        let name = abs.file_name().ok_or_else(|| {
+            self.err(
+                "write",
+                abs,
+                io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
+            )
+        })?;
+        let dir = self.dir_for_writing(parent, 0o755)?;
+        let tmp = temporary_name(name);
+        let fd = rustix::fs::openat(
+            &dir,
+            &tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(|e| self.err("write", &parent.join(&tmp), e))?;
+        let written = (|| -> io::Result<()> {
+            let mut file = File::from(fd);
+            file.write_all(data)?;
+            // The mode asked for, whatever the umask.
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
+            file.sync_all()?;
+            rustix::fs::renameat(&dir, &tmp, &dir, name)?;
+            rustix::fs::fsync(&dir)?;
+            Ok(())
+        })();
+        written.map_err(|e| {
+            let _ = rustix::fs::unlinkat(&dir, &tmp, AtFlags::empty());
+            self.err("write", abs, e)
+        })
+    }
+}
+
+/// A name beside `name` that no other writer uses: `.NAME.PID.NANOS.tmp`.
+fn temporary_name(name: &OsStr) -> std::ffi::OsString {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{}.{nanos}.tmp", std::process::id()));
+    tmp
+}
+
+/// `openat2` of a path of any length: one call per stretch of at most 2048 bytes, each
+/// resolved with `resolve` from the directory the one before found. (A single call fails
+/// with ENAMETOOLONG past PATH_MAX, and a deep tree's paths go far past it.)
+pub fn openat2_long(
+    dir: BorrowedFd,
+    rel: &Path,
+    flags: OFlags,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
+    const STRETCH: usize = 2048;
+    let parts: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        return rustix::fs::openat2(dir, ".", flags | OFlags::CLOEXEC, Mode::empty(), resolve);
+    }
+    let mut current: Option<OwnedFd> = None;
+    let mut stretch = PathBuf::new();
+    for (i, part) in parts.iter().enumerate() {
+        stretch.push(part);
+        let last = i + 1 == parts.len();
+        if !last && stretch.as_os_str().len() < STRETCH {
+            continue;
+        }
+        let from = current.as_ref().map_or(dir, |fd| fd.as_fd());
+        let how = if last {
+            flags | OFlags::CLOEXEC
+        } else {
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
+        };
+        current = Some(rustix::fs::openat2(
+            from,
+            &stretch,
+            how,
+            Mode::empty(),
+            resolve,
+        )?);
+        stretch = PathBuf::new();
+    }
+    current.ok_or(rustix::io::Errno::NOENT)
+}
+
+impl Tree {
+    /// The tree's directory `abs`, every component a real directory beneath the tree;
+    /// `None` when it is not there as such.
+    pub fn open_dir(&self, abs: &Path) -> Option<OwnedFd> {
+        openat2_long(
+            self.fd.as_fd(),
+            &relative(abs),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            NO_SYMLINKS,
+        )
+        .ok()
+    }
+
+    /// The tree's regular file `abs` for reading, every component a real directory beneath
+    /// the tree and no symlink anywhere; `None` when it is missing, reached through a
+    /// symlink, or not a regular file. It is looked at before it is opened: a device or a
+    /// FIFO put in its place is never opened.
+    pub fn open_file(&self, abs: &Path) -> Result<Option<File>, FsError> {
+        let fd = match openat2_long(
+            self.fd.as_fd(),
+            &relative(abs),
+            OFlags::PATH | OFlags::NOFOLLOW,
+            NO_SYMLINKS,
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.err("read", abs, e)),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| self.err("read", abs, e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Ok(None);
+        }
+        // Reopened from the descriptor (open takes no empty path: through its /proc
+        // entry): the same inode, whatever the path holds by now.
+        let file = rustix::fs::open(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .map_err(|e| self.err("read", abs, e))?;
+        Ok(Some(File::from(file)))
+    }
+}
