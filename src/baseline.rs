@@ -956,9 +956,9 @@ mod tests {
         changes
             .iter()
             .map(|c| {
-                let mut line = format!("{:?} {}", c.change, c.path.display());
+                let mut line = format!("{:?} {}", c.change, escape(&c.path));
                 if let Some(from) = &c.from {
-                    line += &format!(" from {}", from.display());
+                    line += &format!(" from {}", escape(from));
                 }
                 if !c.what.is_empty() {
                     line += &format!(" {:?}", c.what);

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Kind};
 use crate::error::{Error, FsError};
+use crate::paths::escape;
 use crate::snapshot::{self, Log};
 use crate::toplevel::TopLevel;
 
@@ -157,8 +158,8 @@ fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Resu
     if let Some(at) = crate::toplevel::mounted_at(&top.mounts(), &layout.root) {
         return refuse(format!(
             "the root subvolume {} is mounted at {}: a reset replaces it before it is mounted (in the initrd)",
-            layout.root.display(),
-            at.display()
+            escape(&layout.root),
+            escape(&at)
         ));
     }
     match backend.kind(top, &layout.root)? {
@@ -234,7 +235,7 @@ pub fn reset(
             // under any name: its own if it is free or ours, else the next free one.
             let name = match backend.kind(top, &snap)? {
                 Kind::Subvolume => {
-                    log(format!("deleting {} to take it again", snap.display()));
+                    log(format!("deleting {} to take it again", escape(&snap)));
                     snapshot::delete_tree(backend, top, &snap)?;
                     name
                 }
@@ -243,7 +244,7 @@ pub fn reset(
                     let free = snapshot::free_name(top, &layout.snapshot_dir, now)?;
                     log(format!(
                         "{} is {} now, not this reset's: taking {free} instead",
-                        snap.display(),
+                        escape(&snap),
                         describe(other)
                     ));
                     free
@@ -281,7 +282,7 @@ pub fn reset(
                 )));
             }
             if root_exists && Some(backend.info(top, &layout.root)?.id) == old_root {
-                log(format!("deleting the old root {}", layout.root.display()));
+                log(format!("deleting the old root {}", escape(&layout.root)));
                 snapshot::delete_tree(backend, top, &layout.root)?;
                 failpoint("root-deleted", log);
             }
@@ -291,14 +292,14 @@ pub fn reset(
             if !root_exists {
                 log(format!(
                     "no root subvolume {}: creating it",
-                    layout.root.display()
+                    escape(&layout.root)
                 ));
                 return finish_new_root(backend, top, layout, "", false, Action::CreatedRoot, log);
             }
             if untouched(backend, top, layout, done.as_ref())? {
                 log(format!(
                     "{} is still the fresh root of the last reset: nothing to do",
-                    layout.root.display()
+                    escape(&layout.root)
                 ));
                 return Ok(Outcome {
                     action: Action::Unchanged,
@@ -312,7 +313,7 @@ pub fn reset(
             if backend.kind(top, &layout.snapshot_dir)? == Kind::Missing {
                 log(format!(
                     "creating snapshot directory {}",
-                    layout.snapshot_dir.display()
+                    escape(&layout.snapshot_dir)
                 ));
                 backend.create(top, &layout.snapshot_dir)?;
             }
@@ -325,11 +326,11 @@ pub fn reset(
 fn complete_alone(backend: &dyn Backend, top: &TopLevel, snap: &Path) -> Result<(), String> {
     match backend.kind(top, snap).map_err(|e| e.to_string())? {
         Kind::Subvolume => {}
-        kind => return Err(format!("{} is {}", snap.display(), describe(kind))),
+        kind => return Err(format!("{} is {}", escape(snap), describe(kind))),
     }
     match backend.is_readonly(top, snap).map_err(|e| e.to_string())? {
         true => Ok(()),
-        false => Err(format!("{} is not read-only", snap.display())),
+        false => Err(format!("{} is not read-only", escape(snap))),
     }
 }
 
@@ -386,8 +387,8 @@ fn replace(
     )?;
     log(format!(
         "snapshotting {} to {}",
-        layout.root.display(),
-        snap.display()
+        escape(&layout.root),
+        escape(&snap)
     ));
     snapshot::snapshot_tree(backend, top, &layout.root, &snap, log)?;
     failpoint("snapshot-taken", log);
@@ -408,7 +409,7 @@ fn replace(
             generation: None,
         },
     )?;
-    log(format!("deleting the old root {}", layout.root.display()));
+    log(format!("deleting the old root {}", escape(&layout.root)));
     snapshot::delete_tree(backend, top, &layout.root)?;
     failpoint("root-deleted", log);
     finish_new_root(backend, top, layout, name, resumed, Action::Reset, log)
@@ -430,13 +431,13 @@ fn finish_new_root(
             Some(blank) => {
                 log(format!(
                     "creating {} from {}",
-                    layout.root.display(),
-                    blank.display()
+                    escape(&layout.root),
+                    escape(blank)
                 ));
                 backend.snapshot(top, blank, &layout.root, false)?;
             }
             None => {
-                log(format!("creating an empty {}", layout.root.display()));
+                log(format!("creating an empty {}", escape(&layout.root)));
                 backend.create(top, &layout.root)?;
             }
         }

@@ -13,6 +13,7 @@ use jiff::tz::TimeZone;
 
 use crate::backend::{Backend, Kind};
 use crate::error::{Error, FsError};
+use crate::paths::escape;
 use crate::reset::{Layout, Phase, State};
 use crate::retention::{Candidate, Stamp};
 use crate::toplevel::TopLevel;
@@ -139,7 +140,7 @@ pub fn free_name(top: &TopLevel, dir: &Path, now: Timestamp) -> Result<String, E
     Err(Error::Usage(format!(
         "no free snapshot name for {} in {}; nothing was done",
         name_for(now),
-        dir.display()
+        escape(dir)
     )))
 }
 
@@ -251,7 +252,7 @@ pub fn survey(
                 stamp: f.time.map(|(s, _)| s),
                 held: held(f, &rel, layout, state.as_ref()),
                 protected: crate::toplevel::mounted_at(&mounts, &rel)
-                    .map(|at| format!("mounted at {}", at.display()))
+                    .map(|at| format!("mounted at {}", escape(&at)))
                     .into_iter()
                     .collect(),
             }
@@ -393,8 +394,8 @@ pub fn snapshot_tree(
         for child in nested {
             log(format!(
                 "nested subvolume {} is not in snapshot {} ({} cannot add it to a read-only snapshot)",
-                child.display(),
-                dst.display(),
+                escape(&child),
+                escape(dst),
                 backend.fs_type().as_str()
             ));
         }
@@ -405,8 +406,8 @@ pub fn snapshot_tree(
         let inside = child.strip_prefix(src).map_err(|_| {
             Error::Usage(format!(
                 "nested subvolume {} is outside {}",
-                child.display(),
-                src.display()
+                escape(&child),
+                escape(src)
             ))
         })?;
         let target = dst.join(inside);
@@ -448,7 +449,7 @@ pub fn verify(
     src: &Path,
     snap: &Path,
 ) -> Result<(), String> {
-    let fail = |what: String| format!("snapshot {} of {} {what}", snap.display(), src.display());
+    let fail = |what: String| format!("snapshot {} of {} {what}", escape(snap), escape(src));
     match backend.kind(top, snap) {
         Ok(Kind::Subvolume) => {}
         Ok(other) => return Err(fail(format!("is not a subvolume ({other:?})"))),

@@ -15,6 +15,7 @@ use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, ResolveFlags};
 
 use crate::config::{FilesystemConfig, FsType};
 use crate::error::{Error, FsError};
+use crate::paths::escape;
 
 /// What a path below the top level is, without following a symlink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +95,7 @@ impl TopLevel {
     /// `rel on DEVICE` for one imperm mounted itself.
     pub fn name(&self, rel: &Path) -> String {
         match &self.mount {
-            None => self.path.join(rel).display().to_string(),
+            None => escape(&self.path.join(rel)).to_string(),
             Some(m) => on_device(rel, &m.device),
         }
     }
@@ -307,7 +308,7 @@ pub fn split(rel: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
         (Some(parent), Some(name)) => Ok((parent, name)),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} has no parent directory", rel.display()),
+            format!("{} has no parent directory", escape(rel)),
         )),
     }
 }
@@ -338,7 +339,7 @@ fn on_device(rel: &Path, device: &str) -> String {
     if rel.as_os_str().is_empty() {
         format!("the top level of {device}")
     } else {
-        format!("{} on {device}", rel.display())
+        format!("{} on {device}", escape(rel))
     }
 }
 

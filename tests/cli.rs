@@ -132,6 +132,34 @@ fn each_bad_configuration_is_exit_2_with_one_line_naming_file_place_and_cause() 
     }
 }
 
+/// A file whose name holds a newline is named on the one line, escaped (README, "Paths
+/// in output"), in an error and in `status`.
+#[test]
+fn odd_file_names_stay_on_one_line_in_messages_and_status() {
+    let (line, _file, dir) = config_error("odd\nname.toml", "[filesystem]\ntype = 3\n");
+    assert!(line.contains("odd\\x0aname.toml"), "{line}");
+    let good = dir.path().join("ok\nconfig.toml");
+    fs::write(&good, "").unwrap();
+    let r = run(imperm()
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&good)
+        .arg("status"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let config_row: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("config"))
+        .collect();
+    assert_eq!(config_row.len(), 1, "{}", r.stdout);
+    assert!(
+        config_row[0].ends_with("ok\\x0aconfig.toml"),
+        "{}",
+        r.stdout
+    );
+}
+
 #[test]
 fn a_missing_configuration_file_is_exit_2_naming_it() {
     let dir = TempDir::new().unwrap();

@@ -17,6 +17,7 @@ use rustix::fs::{Mode, StatxFlags};
 use super::{Backend, Kind, Result, SubvolumeInfo, node_kind, not_a_subvolume};
 use crate::config::FsType;
 use crate::error::FsError;
+use crate::paths::escape;
 use crate::toplevel::{TopLevel, statx};
 
 /// `STATX_SUBVOL` (Linux 6.10): ask for `stx_subvol`.
@@ -147,7 +148,7 @@ impl Backend for Bcachefs {
         }
         args.push(source.as_os_str());
         args.push(dest.as_os_str());
-        self.run(&format!("snapshot {} to", src.display()), dst, &args)
+        self.run(&format!("snapshot {} to", escape(src)), dst, &args)
     }
 
     fn delete(&self, top: &TopLevel, rel: &Path) -> Result<()> {

@@ -15,6 +15,7 @@ use rustix::ioctl::{Getter, Setter, Updater, ioctl, opcode};
 use super::{Backend, Kind, Result, SubvolumeInfo, node_kind, not_a_subvolume};
 use crate::config::FsType;
 use crate::error::FsError;
+use crate::paths::escape;
 use crate::toplevel::{TopLevel, split};
 
 /// The inode number of every subvolume's root directory.
@@ -241,7 +242,7 @@ impl Backend for Btrfs {
         put_name(&mut args.name, name, dst)?;
         // SAFETY: SNAP_CREATE_V2 reads a btrfs_ioctl_vol_args_v2; `source` outlives the call.
         unsafe { ioctl(&dir, Setter::<SNAP_CREATE_V2, VolArgsV2>::new(*args)) }
-            .map_err(|e| FsError::new(&format!("snapshot {} to", src.display()), dst, e.into()))
+            .map_err(|e| FsError::new(&format!("snapshot {} to", escape(src)), dst, e.into()))
     }
 
     fn delete(&self, top: &TopLevel, rel: &Path) -> Result<()> {

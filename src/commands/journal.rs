@@ -19,6 +19,7 @@ use crate::journal::{self, Cause, FailedUnit};
 use crate::knowledge::{self, Verdict};
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, bytes, count};
+use crate::paths::escape;
 use crate::paths::under_root;
 use crate::scan::Unit;
 use crate::snapshot::{self, Existed};
@@ -210,7 +211,7 @@ fn read(config: &Config, args: &JournalArgs) -> Result<(String, journal::Finding
             let f = std::fs::File::open(file).map_err(|e| FsError::new("read", file, e))?;
             let found =
                 journal::scan(BufReader::new(f)).map_err(|e| FsError::new("read", file, e))?;
-            Ok((file.display().to_string(), found))
+            Ok((escape(file), found))
         }
         None => {
             let mut cmd = Command::new("journalctl");
@@ -399,7 +400,7 @@ impl Report for JournalReport {
                 out,
                 "{}{}{:#}  {} ({}, {})",
                 s.path,
-                f.path.display(),
+                escape(&f.path),
                 s.path,
                 escaped(&units.join(", ")),
                 causes.join(", "),
@@ -434,7 +435,7 @@ impl Report for JournalReport {
                 out,
                 "{}persisted, yet a failure named it (check its bind mount): {}{:#}",
                 s.dim,
-                p.display(),
+                escape(p),
                 s.dim
             )?;
         }

@@ -8,6 +8,7 @@ use crate::exit::ExitStatus;
 use crate::knowledge;
 use crate::lint::{LintReport, lint};
 use crate::output::{self, Report, Styles, count};
+use crate::paths::escape;
 
 pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, LintReport::COMMAND)?;
@@ -50,12 +51,12 @@ impl Report for LintReport {
                     out,
                     "  {}{}{:#} covers {}",
                     s.path,
-                    merge.parent.display(),
+                    escape(&merge.parent),
                     s.path,
                     merge
                         .covers
                         .iter()
-                        .map(|p| p.display().to_string())
+                        .map(|p| escape(p))
                         .collect::<Vec<_>>()
                         .join(", ")
                 )?;

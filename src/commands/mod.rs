@@ -23,6 +23,7 @@ use crate::config::{
 };
 use crate::error::Error;
 use crate::exit::ExitStatus;
+use crate::paths::escape;
 
 /// Runs the command the user asked for.
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
@@ -142,7 +143,7 @@ fn filesystem(config: &Config, args: &FsArgs) -> Result<FilesystemConfig, Error>
             format!(
                 "filesystem.{} in {}",
                 key.config_key(),
-                config.config_file.path.display()
+                escape(&config.config_file.path)
             )
         };
         return Err(Error::Usage(format!(
@@ -191,7 +192,7 @@ fn old_root(
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
                 return Err(Error::Usage(format!(
                     "{name:?} is not a snapshot's name in {}",
-                    fs.snapshot_dir.display()
+                    escape(&fs.snapshot_dir)
                 )));
             }
             name.to_string()

@@ -20,6 +20,7 @@ use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
 use crate::nixedit::{self, List, Outcome, Request};
 use crate::output::{self, Format, Report, Styles, count};
+use crate::paths::escape;
 use crate::paths::{normalize_absolute, normalize_relative, quoted};
 
 #[derive(Debug, Serialize)]
@@ -55,7 +56,7 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
     let target = open(file, args.force || args.dry_run)?;
     let text = read(file, &target)?;
     let outcome = nixedit::add(&text, &request)
-        .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
+        .map_err(|e| Error::Usage(format!("{}: {e}", escape(file))))?;
     let mut report = AddReport {
         file: file.clone(),
         changed: false,
@@ -90,7 +91,7 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
             }
             return Err(Error::Usage(format!(
                 "{}: {reason}; nothing changed: add the snippet on stdout by hand",
-                file.display()
+                escape(file)
             )));
         }
         Outcome::Unchanged { present } => report.present = present,
@@ -107,7 +108,7 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
                 report.diff = Some(
                     similar::TextDiff::from_lines(&text, &edited)
                         .unified_diff()
-                        .header(&file.display().to_string(), &file.display().to_string())
+                        .header(&escape(file), &escape(file))
                         .to_string(),
                 );
             } else {
@@ -186,12 +187,12 @@ fn open(file: &Path, force: bool) -> Result<Target, Error> {
     }
     Err(Error::Usage(format!(
         "{}: replaced again and again while imperm tried to lock it; nothing changed",
-        file.display()
+        escape(file)
     )))
 }
 
 fn open_once(file: &Path, force: bool) -> Result<Target, Error> {
-    let refuse = |what: &str| Error::Usage(format!("{}: {what}; nothing changed", file.display()));
+    let refuse = |what: &str| Error::Usage(format!("{}: {what}; nothing changed", escape(file)));
     let meta = fs::symlink_metadata(file).map_err(|e| FsError::new("read", file, e))?;
     let kind = meta.file_type();
     if kind.is_symlink() {
@@ -271,8 +272,8 @@ fn leftovers(file: &Path) -> Result<(), Error> {
         if name.starts_with(&orig) {
             return Err(Error::Usage(format!(
                 "{}: an edit of it in place was interrupted and left its old text in {}; compare the two, keep the right one and remove {}; nothing changed",
-                file.display(),
-                entry.path().display(),
+                escape(file),
+                escape(&entry.path()),
                 name
             )));
         }
@@ -312,7 +313,7 @@ fn same_file(file: &Path, meta: &fs::Metadata) -> Result<(), Error> {
     if now.dev() != meta.dev() || now.ino() != meta.ino() {
         return Err(Error::Usage(format!(
             "{}: replaced by another program while imperm was editing it; nothing changed",
-            file.display()
+            escape(file)
         )));
     }
     Ok(())
@@ -327,14 +328,14 @@ fn read(file: &Path, target: &Target) -> Result<String, Error> {
     if bytes.len() > nixedit::MAX_BYTES {
         return Err(Error::Usage(format!(
             "{}: grew past {} bytes while being read; nothing changed",
-            file.display(),
+            escape(file),
             nixedit::MAX_BYTES
         )));
     }
     String::from_utf8(bytes).map_err(|e| {
         Error::Usage(format!(
             "{}: not UTF-8 (at byte {}), so not a Nix file; nothing changed",
-            file.display(),
+            escape(file),
             e.utf8_error().valid_up_to()
         ))
     })
@@ -371,7 +372,7 @@ fn write_atomically(file: &Path, target: &Target, text: &str) -> Result<(), Erro
         .map_err(|e| {
             Error::Usage(format!(
                 "{}: cannot keep its owner {}:{} ({}); nothing changed",
-                file.display(),
+                escape(file),
                 meta.uid(),
                 meta.gid(),
                 io::Error::from(e)
@@ -409,7 +410,7 @@ fn copy_xattrs(from: &fs::File, to: &fs::File, file: &Path) -> Result<(), Error>
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let name = std::ffi::CStr::from_bytes_with_nul(&[name, b"\0"].concat())
             .map(|c| c.to_owned())
-            .map_err(|_| Error::Usage(format!("{}: a malformed xattr name", file.display())))?;
+            .map_err(|_| Error::Usage(format!("{}: a malformed xattr name", escape(file))))?;
         let len = rustix::fs::fgetxattr_query(from, &name)
             .map_err(|e| FsError::new("read xattr of", file, e.into()))?;
         let mut value = vec![0u8; len];
@@ -419,7 +420,7 @@ fn copy_xattrs(from: &fs::File, to: &fs::File, file: &Path) -> Result<(), Error>
             |e| {
                 Error::Usage(format!(
                     "{}: cannot keep its extended attribute {} ({}); nothing changed",
-                    file.display(),
+                    escape(file),
                     name.to_string_lossy(),
                     io::Error::from(e)
                 ))
@@ -468,8 +469,8 @@ fn write_in_place(file: &Path, target: &Target, text: &str) -> Result<(), Error>
         let kept = backup.keep().map(|(_, path)| path).unwrap_or(backup_path);
         return Err(Error::Usage(format!(
             "{}: writing it in place failed ({e}); its old text is in {}",
-            file.display(),
-            kept.display()
+            escape(file),
+            escape(&kept)
         )));
     }
     drop(backup);
@@ -486,7 +487,7 @@ impl Report for AddReport {
                 out,
                 "{}dry run: {} not written{:#}",
                 s.dim,
-                self.file.display(),
+                escape(&self.file),
                 s.dim
             );
         }
@@ -501,11 +502,11 @@ impl Report for AddReport {
                 out,
                 "added {} to {}: {}",
                 count(self.added.len(), "entry", "entries"),
-                self.file.display(),
+                escape(&self.file),
                 self.added.join(", ")
             )
         } else {
-            writeln!(out, "{} is unchanged", self.file.display())
+            writeln!(out, "{} is unchanged", escape(&self.file))
         }
     }
 }

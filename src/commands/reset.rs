@@ -9,6 +9,7 @@ use crate::cli::{FsArgs, GlobalArgs};
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::output::{self, Report, Styles};
+use crate::paths::escape;
 use crate::reset::{self, Action, Layout};
 use crate::toplevel::TopLevel;
 
@@ -57,7 +58,7 @@ impl Report for ResetReport {
     const COMMAND: &'static str = "reset";
 
     fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
-        let root = self.root_subvolume.display();
+        let root = escape(&self.root_subvolume);
         let Some(outcome) = &self.outcome else {
             return writeln!(
                 out,
@@ -74,7 +75,7 @@ impl Report for ResetReport {
                 out,
                 "old root kept in {}{}/{name}{:#}; {root} is fresh{resumed}",
                 s.path,
-                self.snapshot_dir.display(),
+                escape(&self.snapshot_dir),
                 s.path
             ),
             (Action::CreatedRoot, _) => {

@@ -13,6 +13,7 @@ use crate::config::FilesystemConfig;
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::output::{self, Report, Styles};
+use crate::paths::escape;
 use crate::reset::Layout;
 use crate::retention::{self, Stamp};
 use crate::snapshot::{self, NameStyle};
@@ -183,7 +184,7 @@ fn delete_unkept(
     for row in rows.iter_mut().rev().filter(|r| !r.keep) {
         let path = fs.snapshot_dir.join(&row.os_name);
         snapshot::delete_tree(backend, top, &path)?;
-        eprintln!("imperm gc: deleted {}", path.display());
+        eprintln!("imperm gc: deleted {}", escape(&path));
         row.deleted = true;
     }
     Ok(())
@@ -230,7 +231,7 @@ impl Report for SnapshotsReport {
             );
         }
         if self.snapshots.is_empty() {
-            return writeln!(out, "no snapshots in {}", self.snapshot_dir.display());
+            return writeln!(out, "no snapshots in {}", escape(&self.snapshot_dir));
         }
         let action = |r: &Row| match (self.dry_run, r.keep, r.deleted) {
             (None, _, _) => None,

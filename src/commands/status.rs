@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigFileState, PersistenceSource};
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::output::{self, Report, Styles, count};
+use crate::paths::escape;
 use crate::persisted::Kind;
 use crate::reset::Layout;
 use crate::retention::Policy;
@@ -219,11 +220,11 @@ impl Report for StatusReport {
         let row = |out: &mut dyn Write, name: &str, value: String| {
             writeln!(out, "{h}{name:<12}{h:#} {value}")
         };
-        row(out, "root", self.root.display().to_string())?;
+        row(out, "root", escape(&self.root))?;
         let config = if self.config.loaded {
-            self.config.path.display().to_string()
+            escape(&self.config.path)
         } else {
-            format!("{} (not found: defaults)", self.config.path.display())
+            format!("{} (not found: defaults)", escape(&self.config.path))
         };
         row(out, "config", config)?;
         row(out, "persistence", self.persistence.to_string())?;
@@ -235,11 +236,7 @@ impl Report for StatusReport {
                     text += &format!(" on {device}");
                 }
                 if let (Some(root), Some(snaps)) = (&fs.root_subvolume, &fs.snapshot_dir) {
-                    text += &format!(
-                        ", root {}, snapshots in {}",
-                        root.display(),
-                        snaps.display()
-                    );
+                    text += &format!(", root {}, snapshots in {}", escape(root), escape(snaps));
                 }
                 format!("{text} (from the {from})")
             }
@@ -252,16 +249,16 @@ impl Report for StatusReport {
                     format!(
                         "{}{}{:#}: {} mount at {}",
                         s.path,
-                        storage.path.display(),
+                        escape(&storage.path),
                         s.path,
                         t,
-                        mp.display()
+                        escape(mp)
                     )
                 }
                 (Some(false), _, Some(t)) => format!(
                     "{}{}{:#}: {}not a separate filesystem{:#} (on the root, {t}); the reset would wipe it",
                     s.path,
-                    storage.path.display(),
+                    escape(&storage.path),
                     s.path,
                     s.problem,
                     s.problem
@@ -269,7 +266,7 @@ impl Report for StatusReport {
                 _ => format!(
                     "{}{}{:#}: no mount table to check",
                     s.path,
-                    storage.path.display(),
+                    escape(&storage.path),
                     s.path
                 ),
             };

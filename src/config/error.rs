@@ -1,6 +1,7 @@
 //! The one error every configuration source reports: which file, where in it, and what is
 //! wrong, on one line.
 
+use crate::paths::escape;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -37,7 +38,7 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        write!(f, "{}", escape(&self.file))?;
         if let Some((line, col)) = self.line_col {
             write!(f, ":{line}:{col}")?;
         }
@@ -67,8 +68,8 @@ impl Location {
     /// Renders the location for an entry's `origin`: `FILE:LINE` or `FILE: KEY`.
     pub fn origin(&self, file: &Path) -> String {
         match self.line_col {
-            Some((line, _)) => format!("{}:{line}", file.display()),
-            None => format!("{}: {}", file.display(), self.key),
+            Some((line, _)) => format!("{}:{line}", escape(file)),
+            None => format!("{}: {}", escape(file), self.key),
         }
     }
 }

@@ -28,6 +28,7 @@ pub use error::{ConfigError, Location, one_line};
 pub use file::{FileConfig, subvolume_name};
 
 use crate::mountinfo::{self, MountTable};
+use crate::paths::escape;
 use crate::paths::under_root;
 use crate::persisted::{Entry, Kind, PersistedSet};
 use crate::retention::Policy;
@@ -291,10 +292,10 @@ pub enum PersistenceSource {
 impl std::fmt::Display for PersistenceSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PersistenceSource::ConfigFile(p) => write!(f, "{}", p.display()),
-            PersistenceSource::NixJson(p) => write!(f, "{} (Nix JSON)", p.display()),
+            PersistenceSource::ConfigFile(p) => write!(f, "{}", escape(p)),
+            PersistenceSource::NixJson(p) => write!(f, "{} (Nix JSON)", escape(p)),
             PersistenceSource::MountTable(p) => {
-                write!(f, "bind mounts from {DEFAULT_STORAGE} in {}", p.display())
+                write!(f, "bind mounts from {DEFAULT_STORAGE} in {}", escape(p))
             }
             PersistenceSource::Template => f.write_str(TEMPLATE_LABEL),
         }
@@ -439,8 +440,8 @@ fn entries_from_mounts(root: &Path, table: &MountTable) -> Vec<Entry> {
             let mut entry = Entry::new(bind.target, kind, DEFAULT_STORAGE);
             entry.origin = format!(
                 "{}: bind mount of {}",
-                table.file.display(),
-                bind.source.display()
+                escape(&table.file),
+                escape(&bind.source)
             );
             entry
         })

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::declared::{self, DeclaredEntry, UserBlock};
 use super::error::{ConfigError, Location};
 use super::file::toml_key;
+use crate::paths::escape;
 use crate::persisted::{Entry, Kind};
 
 const STORAGE_KEYS: &[&str] = &[
@@ -67,7 +68,7 @@ pub fn parse(file: &Path, text: &str) -> Result<(Vec<Entry>, Vec<String>), Confi
     if reader.unlisted > 0 {
         warnings.push(format!(
             "{}: {} more unknown attributes ignored",
-            file.display(),
+            escape(file),
             reader.unlisted
         ));
     }
@@ -130,7 +131,7 @@ impl Reader<'_> {
             // Quoted and cut like a key: a name may hold a newline or be megabytes long.
             self.warnings.push(format!(
                 "{}: {key}: unknown attribute {} ignored",
-                self.file.display(),
+                escape(self.file),
                 toml_key(name)
             ));
         }
@@ -317,7 +318,7 @@ mod tests {
                 format!(
                     "{} {} {}",
                     e.kind.as_str(),
-                    e.path.display(),
+                    escape(&e.path),
                     e.user.as_deref().unwrap_or("-")
                 )
             })
