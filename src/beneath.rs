@@ -51,6 +51,52 @@ fn relative(abs: &Path) -> PathBuf {
     }
 }
 
+/// Reads a whole input that must be a regular file of at most `limit` bytes, from a file
+/// opened with O_NONBLOCK. A FIFO would block until some writer came (forever, for a stray
+/// `mkfifo`), and a device such as `/dev/zero` never ends: both are refused before a byte
+/// is read, on the open descriptor, so nothing can be swapped in between the check and the
+/// read. procfs files (the mount table) are regular files of size 0, so the limit is also
+/// enforced while reading.
+pub fn read_regular(file: File, limit: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = file.metadata()?;
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        None
+    } else if ft.is_dir() {
+        Some("is a directory, not a file")
+    } else if ft.is_fifo() {
+        Some(
+            "is a FIFO, not a regular file (to read a pipe, give `-` and pipe it to standard input)",
+        )
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Some("is a device, not a regular file")
+    } else {
+        Some("is not a regular file")
+    };
+    if let Some(kind) = kind {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, kind));
+    }
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "is larger than {} MiB, the most imperm reads of it",
+                limit >> 20
+            ),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 impl Tree {
     pub fn open(root: &Path) -> Result<Tree, FsError> {
         let fd = rustix::fs::open(
@@ -100,6 +146,23 @@ impl Tree {
             .read_to_end(&mut data)
             .map_err(|e| self.err("read", abs, e))?;
         Ok(Some(data))
+    }
+
+    /// The tree's file `abs` as [`read_regular`] reads it, resolved as the tree sees it (an
+    /// absolute symlink in the tree names the tree's file, never the host's); `None` when
+    /// it does not exist.
+    pub fn read_bounded(&self, abs: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        match rustix::fs::openat2(
+            &self.fd,
+            relative(abs),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => read_regular(File::from(fd), limit).map(Some),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// What the tree's `abs` is (a final symlink is not followed), `None` when missing.

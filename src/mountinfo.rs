@@ -43,13 +43,14 @@ pub struct ParseError {
 /// `Ok(None)` when there is none (a plain directory tree or an unmounted snapshot has no
 /// `/proc`), so callers can tell "no mount table" from "no such mount".
 pub fn read(root: &Path) -> io::Result<Option<MountTable>> {
-    let file = under_root(root, Path::new("/proc/self/mountinfo"));
-    // Under --root this is any file the tree holds: a FIFO or an endless device there
-    // must not hang or exhaust the run.
-    let text = match crate::config::read_input(&file, MAX_BYTES) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let abs = Path::new("/proc/self/mountinfo");
+    let file = under_root(root, abs);
+    // Under --root this is any file the tree holds, read as the tree sees it (a symlink in
+    // it never names the host's table): a FIFO or an endless device there must not hang
+    // or exhaust the run.
+    let tree = crate::beneath::Tree::open(root).map_err(|e| e.source)?;
+    let Some(text) = tree.read_bounded(abs, MAX_BYTES)? else {
+        return Ok(None);
     };
     let mounts = parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok(Some(MountTable { file, mounts }))
@@ -322,7 +323,17 @@ mod tests {
         let err = read(dir.path()).unwrap_err();
         assert!(err.to_string().contains("is a FIFO"), "{err}");
         std::fs::remove_file(&fifo).unwrap();
+        // A link to /dev/zero names the tree's /dev/zero, which is not there.
         std::os::unix::fs::symlink("/dev/zero", &fifo).unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+        // The tree's own /dev/zero (making a device node needs root, as the tests do).
+        std::fs::create_dir(dir.path().join("dev")).unwrap();
+        let zero =
+            std::ffi::CString::new(dir.path().join("dev/zero").as_os_str().as_encoded_bytes())
+                .unwrap();
+        let made =
+            unsafe { libc::mknod(zero.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 5)) };
+        assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
         let err = read(dir.path()).unwrap_err();
         assert!(err.to_string().contains("is a device"), "{err}");
     }

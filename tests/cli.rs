@@ -160,6 +160,47 @@ fn odd_file_names_stay_on_one_line_in_messages_and_status() {
     );
 }
 
+/// Under --root, the tree's files are read as the tree sees them: on NixOS
+/// /etc/imperm/config.toml is a symlink into /etc/static, and an absolute link must name
+/// the tree's file, never the host's (which may not exist, or be another host's).
+#[test]
+fn absolute_symlinks_in_the_tree_name_the_trees_own_files() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path();
+    let only_in_tree = "/imperm-test-static-e7f1";
+    assert!(!Path::new(only_in_tree).exists());
+    fs::create_dir_all(root.join(&only_in_tree[1..]).join("imperm")).unwrap();
+    fs::write(
+        root.join(&only_in_tree[1..]).join("imperm/config.toml"),
+        "[retention]\nkeep_last = 7\n",
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("etc/imperm")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("{only_in_tree}/imperm/config.toml"),
+        root.join("etc/imperm/config.toml"),
+    )
+    .unwrap();
+    // The mount table behind an absolute link too: /proc -> /imperm-test-static-e7f1/proc.
+    fs::create_dir_all(root.join(&only_in_tree[1..]).join("proc/self")).unwrap();
+    fs::copy(
+        host().join("proc/self/mountinfo"),
+        root.join(&only_in_tree[1..]).join("proc/self/mountinfo"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(format!("{only_in_tree}/proc"), root.join("proc")).unwrap();
+    let r = run(imperm()
+        .arg("--root")
+        .arg(root)
+        .args(["--format", "json", "status"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["config"]["loaded"], true, "{v}");
+    assert_eq!(v["retention"]["keep_last"], 7, "{v}");
+    assert_eq!(v["filesystem"]["from"], "mount table", "{v}");
+    assert_eq!(v["filesystem"]["device"], "/dev/vda2", "{v}");
+}
+
 #[test]
 fn a_missing_configuration_file_is_exit_2_naming_it() {
     let dir = TempDir::new().unwrap();

@@ -20,7 +20,6 @@ use crate::knowledge::{self, Verdict};
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, bytes, count};
 use crate::paths::escape;
-use crate::paths::under_root;
 use crate::scan::Unit;
 use crate::snapshot::{self, Existed};
 use crate::suggest::{self, Suggestion};
@@ -314,15 +313,12 @@ fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) ->
                 .as_ref()
                 .map(|e| e.kind)
                 .or_else(|| {
-                    std::fs::symlink_metadata(under_root(&config.root, &unit))
-                        .ok()
-                        .map(|m| {
-                            if m.is_dir() {
-                                EntryKind::Directory
-                            } else {
-                                EntryKind::File
-                            }
-                        })
+                    // As the tree sees it: a symlink on the way must not name a host file.
+                    let tree = crate::beneath::Tree::open(&config.root).ok()?;
+                    Some(match tree.kind(&unit).ok()?? {
+                        rustix::fs::FileType::Directory => EntryKind::Directory,
+                        _ => EntryKind::File,
+                    })
                 })
                 .unwrap_or(EntryKind::File)
         } else {

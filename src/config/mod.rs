@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use error::{ConfigError, Location, one_line};
 pub use file::{FileConfig, subvolume_name};
 
+use crate::beneath;
 use crate::mountinfo::{self, MountTable};
 use crate::paths::escape;
 use crate::paths::under_root;
@@ -356,14 +357,17 @@ impl Config {
                 (path.clone(), Some(file::parse(path, &text)?))
             }
             None => {
+                // The tree's own file, as the tree sees it: on NixOS it is a symlink into
+                // /etc/static, which under --root must not name the host's file.
                 let path = under_root(root, Path::new(DEFAULT_CONFIG));
-                match read_input(&path, MAX_INPUT_BYTES) {
-                    Ok(bytes) => {
+                let tree = beneath::Tree::open(root).map_err(|e| io_error(root, &e.source))?;
+                match tree.read_bounded(Path::new(DEFAULT_CONFIG), MAX_INPUT_BYTES) {
+                    Ok(Some(bytes)) => {
                         let text = utf8(&path, bytes)?;
                         (path.clone(), Some(file::parse(&path, &text)?))
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => (path, None),
-                    Err(e) => return Err(io_error(&path, &e)),
+                    Ok(None) => (path, None),
+                    Err(e) => return Err(io_error(&path, &as_config_input(e))),
                 }
             }
         };
@@ -428,14 +432,16 @@ pub fn template_entries() -> Vec<Entry> {
 /// does not say whether it is of a file or a directory, so the mounted path (or, when that
 /// is not there, its source in storage) is looked at; directories are the default.
 fn entries_from_mounts(root: &Path, table: &MountTable) -> Vec<Entry> {
+    let tree = beneath::Tree::open(root).ok();
     table
         .bind_mounts_from(Path::new(DEFAULT_STORAGE))
         .into_iter()
         .map(|bind| {
+            // As the tree sees it: a symlink on the way must not name a host file.
             let is_file = [&bind.target, &bind.source]
                 .iter()
-                .find_map(|p| fs::symlink_metadata(under_root(root, p)).ok())
-                .is_some_and(|m| m.is_file());
+                .find_map(|p| tree.as_ref()?.kind(p).ok().flatten())
+                == Some(rustix::fs::FileType::RegularFile);
             let kind = if is_file { Kind::File } else { Kind::Directory };
             let mut entry = Entry::new(bind.target, kind, DEFAULT_STORAGE);
             entry.origin = format!(
@@ -493,46 +499,24 @@ fn too_large() -> io::Error {
     )
 }
 
-/// Reads a whole input file that must be a regular file of at most `limit` bytes. A FIFO
-/// would block until some writer came (forever, for a stray `mkfifo`), and a device such as
-/// `/dev/zero` never ends: both are refused before a byte is read. The file is opened
-/// without blocking and checked on the open descriptor, so nothing can be swapped in
-/// between the check and the read. procfs files (the mount table) are regular files of
-/// size 0, so the limit is also enforced while reading.
+/// Reads a whole input file the user named (following symlinks, as any program does with
+/// a path it is given): a regular file of at most `limit` bytes, see
+/// [`beneath::read_regular`].
 pub fn read_input(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    let meta = file.metadata()?;
-    let ft = meta.file_type();
-    let kind = if ft.is_file() {
-        None
-    } else if ft.is_dir() {
-        Some("is a directory, not a file")
-    } else if ft.is_fifo() {
-        Some(
-            "is a FIFO, not a regular file (to read a pipe, give `-` and pipe it to standard input)",
-        )
-    } else if ft.is_char_device() || ft.is_block_device() {
-        Some("is a device, not a regular file")
-    } else {
-        Some("is not a regular file")
-    };
-    if let Some(kind) = kind {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, kind));
+    beneath::read_regular(file, limit).map_err(as_config_input)
+}
+
+/// A too-large input is named as a configuration input, whichever reader found it.
+fn as_config_input(e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::FileTooLarge => too_large(),
+        _ => e,
     }
-    if meta.len() > limit {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large());
-    }
-    Ok(bytes)
 }
 
 fn io_error(path: &Path, e: &io::Error) -> ConfigError {
