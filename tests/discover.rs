@@ -2,6 +2,8 @@
 //! finds, how it classifies it, and that `--format nix` is Nix that persists exactly the
 //! `persist` suggestions.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -575,18 +577,6 @@ fn raw(bytes: &[u8]) -> &std::ffi::OsStr {
     std::os::unix::ffi::OsStrExt::from_bytes(bytes)
 }
 
-/// Whether nix-instantiate is here; under CI it must be.
-fn have_nix() -> bool {
-    let found = Command::new("nix-instantiate")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("nix-instantiate is needed in CI (Debian: nix-bin)");
-    }
-    found
-}
-
 /// The `directories` a snippet persists, as Nix evaluates them (exact bytes).
 fn nix_directories(snippet: &str) -> Vec<String> {
     let expr =
@@ -674,7 +664,7 @@ fn odd_names_are_exact_in_json_human_and_nix() {
                 && l.contains("UTF-8")),
             "{text}"
         );
-        if have_nix() {
+        if common::nix_available("odd_names_are_exact_in_json_human_and_nix") {
             assert_eq!(
                 nix_directories(&text),
                 ["/var/lib/back\\slash", "/var/lib/new\nline"],

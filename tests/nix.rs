@@ -6,6 +6,8 @@
 //! Nix (Debian's nix-bin) is installed by .ci/run; without it these tests say so and skip,
 //! except under CI=true, where that fails the run.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,20 +18,6 @@ use tempfile::TempDir;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn nix_available(test: &str) -> bool {
-    let found = Command::new("nix-instantiate")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: nix-instantiate is needed in CI (Debian: nix-bin)");
-        }
-        eprintln!("SKIPPED {test}: nix-instantiate is not installed (Debian: nix-bin)");
-    }
-    found
 }
 
 /// Evaluates a Nix expression to JSON.
@@ -79,7 +67,7 @@ fn every_nix_file_parses() {
             parsed.errors()
         );
     }
-    if nix_available("every_nix_file_parses") {
+    if common::nix_available("every_nix_file_parses") {
         for file in &files {
             let out = Command::new("nix-instantiate")
                 .arg("--parse")
@@ -113,7 +101,7 @@ fn load(toml: &str) -> (TempDir, Config) {
 
 #[test]
 fn the_module_template_is_imperms_built_in_template() {
-    if !nix_available("the_module_template_is_imperms_built_in_template") {
+    if !common::nix_available("the_module_template_is_imperms_built_in_template") {
         return;
     }
     let v = eval("(import ./nix/lib.nix).serverTemplate");
@@ -135,7 +123,7 @@ fn the_module_template_is_imperms_built_in_template() {
 
 #[test]
 fn the_rendered_configuration_reads_back_as_written() {
-    if !nix_available("the_rendered_configuration_reads_back_as_written") {
+    if !common::nix_available("the_rendered_configuration_reads_back_as_written") {
         return;
     }
     let toml = eval(
@@ -202,7 +190,7 @@ fn the_rendered_configuration_reads_back_as_written() {
 /// imperm loads and finds nothing wrong with.
 #[test]
 fn example_hosts_render_clean_configurations() {
-    if !nix_available("example_hosts_render_clean_configurations") {
+    if !common::nix_available("example_hosts_render_clean_configurations") {
         return;
     }
     let hosts = ["h001", "h003", "juni", "l001", "o001"];

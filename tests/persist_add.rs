@@ -9,6 +9,8 @@
 //! (`nix-instantiate`, through `_eval/eval.nix`) to exactly the entries in its
 //! `eval.json`, with no name defined twice and no entry declared twice.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -152,20 +154,6 @@ fn every_golden_case_with_crlf() {
     }
 }
 
-fn nix_available(test: &str) -> bool {
-    let found = Command::new("nix-instantiate")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: nix-instantiate is needed in CI (Debian: nix-bin)");
-        }
-        eprintln!("SKIPPED {test}: nix-instantiate is not installed (Debian: nix-bin)");
-    }
-    found
-}
-
 /// What `_eval/eval.nix` makes of `file` (with the case's `select.nix`, `config.nix`).
 fn evaluate(file: &Path, case: Option<&Path>) -> Result<serde_json::Value, String> {
     let mut expr = format!(
@@ -197,7 +185,7 @@ fn evaluate(file: &Path, case: Option<&Path>) -> Result<serde_json::Value, Strin
 /// it, and nothing is declared twice.
 #[test]
 fn golden_edits_evaluate() {
-    if !nix_available("golden_edits_evaluate") {
+    if !common::nix_available("golden_edits_evaluate") {
         return;
     }
     let mut evaluated = 0;
@@ -259,7 +247,7 @@ fn example_hosts_take_entries_in_services_imperm() {
         assert_eq!(out.status.code(), Some(0), "{}", host.display());
         let text = fs::read_to_string(&host).unwrap();
         assert!(!text.contains("environment.persistence"), "{text}");
-        if nix_available("example_hosts_take_entries_in_services_imperm") {
+        if common::nix_available("example_hosts_take_entries_in_services_imperm") {
             let got = evaluate(&host, None).unwrap_or_else(|e| panic!("{}: {e}", host.display()));
             let imperm = &got["imperm"];
             let has =
@@ -709,7 +697,7 @@ fn odd_names_are_written_as_they_are() {
     );
     let text = fs::read_to_string(&file).unwrap();
     assert!(parses(&text), "{text}");
-    if nix_available("odd_names_are_written_as_they_are") {
+    if common::nix_available("odd_names_are_written_as_they_are") {
         let got = evaluate(&file, None).unwrap();
         let want: Vec<&str> = names.to_vec();
         assert_eq!(

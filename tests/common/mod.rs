@@ -229,10 +229,31 @@ impl LoopBtrfs {
 impl Drop for LoopBtrfs {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = Command::new("umount").arg(&self.top).status();
+            // Recursive and lazy: a test that mounted something below the top level and
+            // failed before unmounting it must not leave the loop device attached.
+            let _ = Command::new("umount")
+                .args(["--recursive", "--lazy"])
+                .arg(&self.top)
+                .status();
         }
         let _ = Command::new("losetup").args(["-d", &self.device]).status();
     }
+}
+
+/// Whether `nix-instantiate` is here, for tests that evaluate Nix. Outside CI a machine
+/// without it skips them with a printed reason; under `CI=true` that is a failure.
+pub fn nix_available(test: &str) -> bool {
+    let found = Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: nix-instantiate is needed in CI (Debian: nix-bin)");
+        }
+        eprintln!("SKIPPED {test}: nix-instantiate is not installed (Debian: nix-bin)");
+    }
+    found
 }
 
 /// `(path, verdict)` of every suggestion in a command's JSON output.
