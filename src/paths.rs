@@ -6,6 +6,7 @@
 //! It also holds the one escaped form every output uses for a path (JSON fields, human
 //! lines, the baseline manifest, messages): any path can be named, on one line, exactly.
 
+use std::ffi::OsStr;
 use std::fmt::{self, Write as _};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
@@ -79,14 +80,21 @@ pub fn check_text(raw: &str) -> Result<(), PathProblem> {
 /// name a different directory than the one a symlink-following kernel would.
 pub fn normalize_absolute(raw: &str) -> Result<PathBuf, PathProblem> {
     check_text(raw)?;
+    normalize_given(OsStr::new(raw))
+}
+
+/// [`normalize_absolute`] for a path that names a file as it is on disk (`restore`'s
+/// arguments): any bytes but `/` and NUL can be in a name there, so nothing is refused
+/// but what cannot be a normalised absolute path.
+pub fn normalize_given(raw: &OsStr) -> Result<PathBuf, PathProblem> {
     if raw.is_empty() {
         return Err(PathProblem::Empty);
     }
-    if !raw.starts_with('/') {
+    if !raw.as_bytes().starts_with(b"/") {
         return Err(PathProblem::NotAbsolute);
     }
     let mut out = PathBuf::from("/");
-    push_components(&mut out, raw)?;
+    push_components(&mut out, Path::new(raw))?;
     if out.as_os_str() == "/" {
         return Err(PathProblem::IsRoot);
     }
@@ -103,15 +111,15 @@ pub fn normalize_relative(raw: &str) -> Result<PathBuf, PathProblem> {
         return Err(PathProblem::NotRelative);
     }
     let mut out = PathBuf::new();
-    push_components(&mut out, raw)?;
+    push_components(&mut out, Path::new(raw))?;
     if out.as_os_str().is_empty() {
         return Err(PathProblem::Empty);
     }
     Ok(out)
 }
 
-fn push_components(out: &mut PathBuf, raw: &str) -> Result<(), PathProblem> {
-    for component in Path::new(raw).components() {
+fn push_components(out: &mut PathBuf, raw: &Path) -> Result<(), PathProblem> {
+    for component in raw.components() {
         match component {
             Component::Normal(part) => out.push(part),
             Component::ParentDir => return Err(PathProblem::ParentComponent),
@@ -287,6 +295,25 @@ mod tests {
         for (raw, want) in cases {
             let got = normalize_absolute(raw);
             assert_eq!(got, want.map(PathBuf::from), "input {raw:?}");
+        }
+    }
+
+    #[test]
+    fn paths_given_are_normalised_byte_for_byte() {
+        type Case<'a> = (&'a [u8], Result<&'a [u8], PathProblem>);
+        let cases: &[Case] = &[
+            (b"/var/lib/", Ok(b"/var/lib")),
+            (b"//srv/./caf\xe9", Ok(b"/srv/caf\xe9")),
+            (b"/srv/new\nline", Ok(b"/srv/new\nline")),
+            (b"", Err(PathProblem::Empty)),
+            (b"srv", Err(PathProblem::NotAbsolute)),
+            (b"/srv/../etc", Err(PathProblem::ParentComponent)),
+            (b"/.", Err(PathProblem::IsRoot)),
+        ];
+        for (raw, want) in cases {
+            let got = normalize_given(OsStr::from_bytes(raw));
+            let want = want.map(|w| PathBuf::from(OsStr::from_bytes(w)));
+            assert_eq!(got, want, "{raw:?}");
         }
     }
 

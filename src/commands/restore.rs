@@ -2,11 +2,9 @@
 //! persistent storage that declares them, and prints the persistence entries to add.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
 use rustix::io::Errno;
@@ -20,8 +18,7 @@ use crate::exit::ExitStatus;
 use crate::knowledge::Verdict;
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, bytes, count};
-use crate::paths::PathProblem;
-use crate::paths::{escape, quoted};
+use crate::paths::{escape, normalize_given, quoted};
 use crate::persisted::Kind;
 use crate::restore::{self, Job, Leftover, Prepared};
 use crate::suggest::Suggestion;
@@ -139,7 +136,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
     let mut not_restored = Vec::new();
     for raw in &args.paths {
         let path =
-            normalize(raw.as_os_str()).map_err(|p| refuse(format!("{} {p}", quoted(raw))))?;
+            normalize_given(raw.as_os_str()).map_err(|p| refuse(format!("{} {p}", quoted(raw))))?;
         let rel = path.strip_prefix("/").expect("absolute").to_path_buf();
         let (kind, cannot) = source_kind(&top, &snap, &rel, &path, &from)?;
         if let Some(reason) = cannot {
@@ -301,29 +298,6 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
     } else {
         ExitStatus::Findings
     })
-}
-
-/// Normalises an absolute path given on the command line, bytes as they are (a name need
-/// not be UTF-8): `//` and `.` collapse, a trailing `/` goes, `..` is refused.
-fn normalize(raw: &OsStr) -> Result<PathBuf, PathProblem> {
-    if raw.is_empty() {
-        return Err(PathProblem::Empty);
-    }
-    if !raw.as_bytes().starts_with(b"/") {
-        return Err(PathProblem::NotAbsolute);
-    }
-    let mut out = PathBuf::from("/");
-    for component in Path::new(raw).components() {
-        match component {
-            Component::Normal(part) => out.push(part),
-            Component::ParentDir => return Err(PathProblem::ParentComponent),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    if out.as_os_str() == "/" {
-        return Err(PathProblem::IsRoot);
-    }
-    Ok(out)
 }
 
 /// What `rel` is in the snapshot, reached without a symlink, and why it cannot be
@@ -660,29 +634,5 @@ impl Report for RestoreReport {
         };
         writeln!(out, "{note}")?;
         out.write_all(self.entries.as_bytes())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_given_are_normalised_byte_for_byte() {
-        type Case<'a> = (&'a [u8], Result<&'a [u8], PathProblem>);
-        let cases: &[Case] = &[
-            (b"/var/lib/", Ok(b"/var/lib")),
-            (b"//srv/./caf\xe9", Ok(b"/srv/caf\xe9")),
-            (b"/srv/new\nline", Ok(b"/srv/new\nline")),
-            (b"", Err(PathProblem::Empty)),
-            (b"srv", Err(PathProblem::NotAbsolute)),
-            (b"/srv/../etc", Err(PathProblem::ParentComponent)),
-            (b"/.", Err(PathProblem::IsRoot)),
-        ];
-        for (raw, want) in cases {
-            let got = normalize(OsStr::from_bytes(raw));
-            let want = want.map(|w| PathBuf::from(OsStr::from_bytes(w)));
-            assert_eq!(got, want, "{raw:?}");
-        }
     }
 }
