@@ -373,8 +373,20 @@ struct Known {
     conditional: bool,
     /// Declared through an option of the host's own (its path), not a known one.
     through: Option<String>,
-    /// Where, for messages.
-    at: String,
+    /// Where, for messages: the item, or `None` for imperm's server template. Its line is
+    /// counted only when a message names it (counting for every entry would take time
+    /// quadratic in the file's size).
+    at: Option<SyntaxNode>,
+}
+
+impl Known {
+    /// "line 7", "imperm's server template".
+    fn at(&self, text: &str) -> String {
+        match &self.at {
+            Some(node) => format!("line {}", line_of(text, node)),
+            None => "imperm's server template".to_string(),
+        }
+    }
 }
 
 /// A requested entry as an absolute path (a user's joined to the home directory).
@@ -408,13 +420,7 @@ fn inside(path: &str, dir: &str) -> bool {
 /// A storage's path: its `persistentStoragePath` when it has one, else its name.
 /// `None` when that cannot be known.
 fn storage_path(found: &Found, group: usize, family: Family, key: &Key) -> Option<String> {
-    let own = found.scalars.iter().find(|s| {
-        s.group == group
-            && s.path.len() == 4
-            && Family::of(&s.path) == Some(family)
-            && s.path[2] == *key
-    });
-    match own {
+    match found.storage_path_of(group, family, key) {
         Some(s) => s
             .value
             .as_deref()
@@ -429,12 +435,7 @@ fn storage_path(found: &Found, group: usize, family: Family, key: &Key) -> Optio
 /// The home directory of a user of a storage: its `home`, else NixOS's default (`/root`
 /// for root, `/home/NAME` for others).
 fn home_of(found: &Found, storage: Option<(Family, &Key)>, user: &str) -> Option<String> {
-    let own = found.scalars.iter().find(|s| {
-        s.path.len() == 6
-            && storage.is_some_and(|(f, k)| Family::of(&s.path) == Some(f) && s.path[2] == *k)
-            && s.path[4].name.as_deref() == Some(user)
-    });
-    match own {
+    match storage.and_then(|(f, k)| found.home_of(f, k, user)) {
         Some(s) => s.value.clone(),
         None if user == "root" => Some("/root".to_string()),
         None => Some(format!("/home/{user}")),
@@ -474,7 +475,7 @@ fn imperm_template(found: &Found, group: usize) -> bool {
 }
 
 /// The entries of one list definition, as [`Known`]s.
-fn entries_of(text: &str, found: &Found, def: &ListDef, out: &mut Vec<Known>) {
+fn entries_of(found: &Found, def: &ListDef, out: &mut Vec<Known>) {
     let Some(place) = place_of(&def.path) else {
         return;
     };
@@ -505,7 +506,7 @@ fn entries_of(text: &str, found: &Found, def: &ListDef, out: &mut Vec<Known>) {
                 storage: storage.clone(),
                 conditional: entry.conditional,
                 through: None,
-                at: format!("line {}", line_of(text, &entry.at)),
+                at: Some(entry.at.clone()),
             });
         }
     }
@@ -513,20 +514,12 @@ fn entries_of(text: &str, found: &Found, def: &ListDef, out: &mut Vec<Known>) {
 
 /// Every entry the host declares, in any of the file's modules (not other systems'), in
 /// any storage or user, in imperm's template, and in lists of the host's own options.
-fn known_entries(text: &str, found: &Found, group: usize) -> Vec<Known> {
+fn known_entries(found: &Found, group: usize) -> Vec<Known> {
     let mut out = Vec::new();
-    for def in found
-        .lists
-        .iter()
-        .filter(|d| found.other(d.group).is_none())
-    {
-        entries_of(text, found, def, &mut out);
+    for def in found.lists.iter().filter(|d| !found.is_other(d.group)) {
+        entries_of(found, def, &mut out);
     }
-    for f in found
-        .foreign
-        .iter()
-        .filter(|f| found.other(f.group).is_none())
-    {
+    for f in found.foreign.iter().filter(|f| !found.is_other(f.group)) {
         let Some(list) = f.list else { continue };
         for entry in &f.entries {
             if let Some(path) = normal_abs(&entry.path) {
@@ -536,7 +529,7 @@ fn known_entries(text: &str, found: &Found, group: usize) -> Vec<Known> {
                     storage: None,
                     conditional: entry.conditional,
                     through: Some(dotted(&f.path)),
-                    at: format!("line {}", line_of(text, &entry.at)),
+                    at: Some(entry.at.clone()),
                 });
             }
         }
@@ -552,7 +545,7 @@ fn known_entries(text: &str, found: &Found, group: usize) -> Vec<Known> {
                 storage: imperm_storage(found, group),
                 conditional: false,
                 through: None,
-                at: "imperm's server template".to_string(),
+                at: None,
             });
         }
     }
@@ -561,13 +554,15 @@ fn known_entries(text: &str, found: &Found, group: usize) -> Vec<Known> {
 
 /// Specialisations built on the host's configuration that declare persistence.
 fn inheriting_specialisations(found: &Found) -> Vec<&Other> {
-    found
+    let specs = found
         .other
         .iter()
-        .filter(|o| {
-            o.kind == OtherKind::Specialisation { inherits: true } && found.declares(o.group)
-        })
-        .collect()
+        .filter(|o| o.kind == OtherKind::Specialisation { inherits: true });
+    if specs.clone().next().is_none() {
+        return Vec::new();
+    }
+    let declaring = found.declaring();
+    specs.filter(|o| declaring[o.group]).collect()
 }
 
 /// Which module group of the file to edit: the top-level module when it declares
@@ -583,27 +578,30 @@ fn group_to_edit(text: &str, found: &Found, storage: &str) -> Result<usize, Stri
         ));
     }
     let home_manager = |g: usize| found.home_manager.iter().find(|(h, _)| *h == g);
-    let chosen = if found.declares(0) {
+    let declaring = found.declaring();
+    let chosen = if declaring[0] {
         0
     } else {
         let candidates: Vec<usize> = (1..found.groups)
-            .filter(|&g| found.declares(g) && home_manager(g).is_none() && found.other(g).is_none())
+            .filter(|&g| declaring[g] && !found.is_other(g) && home_manager(g).is_none())
             .collect();
-        let matching: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&g| {
-                found.lists.iter().any(|d| {
-                    d.group == g
-                        && place_of(&d.path).is_some_and(|p| match &p.storage {
-                            Some(k) => {
-                                storage_path(found, g, p.family, k).as_deref() == Some(storage)
-                            }
-                            None => imperm_storage(found, g).as_deref() == Some(storage),
-                        })
-                })
-            })
-            .collect();
+        // Candidates with a list of this storage, in one pass over the lists.
+        let mut is_candidate = vec![false; found.groups];
+        for &g in &candidates {
+            is_candidate[g] = true;
+        }
+        let mut matches = vec![false; found.groups];
+        for d in &found.lists {
+            let g = d.group;
+            if g >= found.groups || !is_candidate[g] || matches[g] {
+                continue;
+            }
+            matches[g] = place_of(&d.path).is_some_and(|p| match &p.storage {
+                Some(k) => storage_path(found, g, p.family, k).as_deref() == Some(storage),
+                None => imperm_storage(found, g).as_deref() == Some(storage),
+            });
+        }
+        let matching: Vec<usize> = candidates.iter().copied().filter(|&g| matches[g]).collect();
         let wrapper = found
             .flake
             .as_ref()
@@ -644,8 +642,8 @@ fn group_to_edit(text: &str, found: &Found, storage: &str) -> Result<usize, Stri
     // What is not the host's own: a container's configuration is another system, with
     // modules of its own (the host may not have impermanence at all), so its persistence
     // says nothing about the host's; a specialisation's is built on the host's.
-    if !found.declares(chosen) && inheriting_specialisations(found).is_empty() {
-        if let Some(other) = found.other.iter().find(|o| found.declares(o.group)) {
+    if !declaring[chosen] && inheriting_specialisations(found).is_empty() {
+        if let Some(other) = found.other.iter().find(|o| declaring[o.group]) {
             let what = match other.kind {
                 OtherKind::Container => "a NixOS container's own configuration",
                 OtherKind::Specialisation { .. } => {
@@ -702,52 +700,50 @@ fn new_family(text: &str, found: &Found, group: usize) -> Result<Family, String>
     }
 }
 
-/// The storages a group declares (their paths), and whether one cannot be known.
-fn declared_storages(found: &Found, group: usize) -> (Vec<String>, bool) {
-    let mut out: Vec<String> = Vec::new();
+/// The storages the groups `pick` accepts declare (their paths, each with the first group
+/// that declares it), and whether one cannot be known. One pass over what was found.
+fn declared_storages(found: &Found, pick: impl Fn(usize) -> bool) -> (Vec<(String, usize)>, bool) {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut unknown = false;
+    let mut add = |p: String, g: usize| {
+        if seen.insert(p.clone()) {
+            out.push((p, g));
+        }
+    };
     let paths = found
         .lists
         .iter()
-        .filter(|d| d.group == group)
-        .map(|d| &d.path)
-        .chain(
-            found
-                .sites
-                .iter()
-                .filter(|s| s.group == group)
-                .map(|s| &s.path),
-        )
-        .chain(
-            found
-                .scalars
-                .iter()
-                .filter(|s| s.group == group)
-                .map(|s| &s.path),
-        );
-    let opaque = found
-        .opaque
-        .iter()
-        .filter(|o| o.group == group)
-        .map(|o| &o.path);
-    for (path, computed) in paths.map(|p| (p, false)).chain(opaque.map(|p| (p, true))) {
-        let Some(family) = Family::of(path).filter(|f| f.has_storages()) else {
+        .map(|d| (d.group, &d.path, false))
+        .chain(found.sites.iter().map(|s| (s.group, &s.path, false)))
+        .chain(found.scalars.iter().map(|s| (s.group, &s.path, false)))
+        .chain(found.opaque.iter().map(|o| (o.group, &o.path, true)));
+    let mut imperm_groups: Vec<usize> = Vec::new();
+    for (group, path, computed) in paths {
+        if !pick(group) {
+            continue;
+        }
+        let Some(family) = Family::of(path) else {
             continue;
         };
+        if !family.has_storages() {
+            if !imperm_groups.contains(&group) {
+                imperm_groups.push(group);
+            }
+            continue;
+        }
         match path.get(2) {
             // `environment.persistence = something computed`: its storages are hidden.
             None => unknown |= computed,
             Some(key) => match storage_path(found, group, family, key) {
-                Some(p) if !out.contains(&p) => out.push(p),
-                Some(_) => {}
+                Some(p) => add(p, group),
                 None => unknown = true,
             },
         }
     }
-    if uses_imperm(found, group) {
+    for group in imperm_groups {
         match imperm_storage(found, group) {
-            Some(p) if !out.contains(&p) => out.push(p),
-            Some(_) => {}
+            Some(p) => add(p, group),
             None => unknown = true,
         }
     }
@@ -767,7 +763,7 @@ fn storage_for(
     if let Some(s) = &req.storage {
         return Ok((s.clone(), None));
     }
-    let (declared, unknown) = declared_storages(found, group);
+    let (declared, unknown) = declared_storages(found, |g| g == group);
     if unknown {
         // What a computed name stands for is not known: /persist, and the edit refuses
         // to add it beside a name that may be the same.
@@ -782,25 +778,24 @@ fn storage_for(
         });
         Ok((s.to_string(), note))
     };
+    let declared: Vec<String> = declared.into_iter().map(|(s, _)| s).collect();
     match declared.as_slice() {
         [] => {
-            let mut theirs: Vec<(String, &Other)> = Vec::new();
-            for spec in inheriting_specialisations(found) {
-                let (storages, unknown) = declared_storages(found, spec.group);
-                if unknown {
-                    return Ok((DEFAULT_STORAGE.to_string(), None));
-                }
-                for s in storages {
-                    if !theirs.iter().any(|(t, _)| *t == s) {
-                        theirs.push((s, spec));
-                    }
-                }
+            let specs = inheriting_specialisations(found);
+            let mut spec_of: Vec<Option<&Other>> = vec![None; found.groups];
+            for spec in &specs {
+                spec_of[spec.group] = Some(spec);
             }
-            match theirs.as_slice() {
-                [(one, spec)] => chosen(
-                    one,
-                    format!(", in `{}` (line {})", spec.name, line_of(text, &spec.at)),
-                ),
+            let (theirs, unknown) =
+                declared_storages(found, |g| spec_of.get(g).is_some_and(|s| s.is_some()));
+            match (theirs.as_slice(), unknown) {
+                ([(one, g)], false) => {
+                    let spec = spec_of[*g].expect("picked");
+                    chosen(
+                        one,
+                        format!(", in `{}` (line {})", spec.name, line_of(text, &spec.at)),
+                    )
+                }
                 _ => Ok((DEFAULT_STORAGE.to_string(), None)),
             }
         }
@@ -808,10 +803,18 @@ fn storage_for(
         many if many.iter().any(|s| s == DEFAULT_STORAGE) => {
             Ok((DEFAULT_STORAGE.to_string(), None))
         }
-        many => Err(format!(
-            "the file declares several storages ({}), none of them {DEFAULT_STORAGE}, and --storage was not given: name the one to add to; nothing changed",
-            many.iter().map(|s| shown(s)).collect::<Vec<_>>().join(", ")
-        )),
+        many => {
+            // Named in one line: the first few, and how many more.
+            const SHOWN: usize = 5;
+            let mut named: Vec<String> = many.iter().take(SHOWN).map(|s| shown(s)).collect();
+            if many.len() > SHOWN {
+                named.push(format!("and {} more", many.len() - SHOWN));
+            }
+            Err(format!(
+                "the file declares several storages ({}), none of them {DEFAULT_STORAGE}, and --storage was not given: name the one to add to; nothing changed",
+                named.join(", ")
+            ))
+        }
     }
 }
 
@@ -831,27 +834,29 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
             wanted.push(e.clone());
         }
     }
-    let refuse = |reason: String, family: Family, storage: &str, entries: &[String]| {
-        let items: Vec<String> = entries
-            .iter()
-            .map(|e| item(family, req.list, e, e))
-            .collect();
-        Plan::Refuse {
-            reason,
-            snippet: snippet(&req.path(family, storage), &items),
-            present: vec![],
-        }
-    };
+    let refuse =
+        |reason: String, family: Family, storage: &str, entries: &[String], present: &[String]| {
+            let items: Vec<String> = entries
+                .iter()
+                .map(|e| item(family, req.list, e, e))
+                .collect();
+            Plan::Refuse {
+                reason,
+                snippet: snippet(&req.path(family, storage), &items),
+                present: present.to_vec(),
+            }
+        };
     let asked = req.storage.as_deref().unwrap_or(DEFAULT_STORAGE);
     let group = match group_to_edit(text, found, asked) {
         Ok(g) => g,
         Err(reason) => {
+            let declaring = found.declaring();
             let family = (0..found.groups)
-                .find(|&g| found.declares(g) && found.other(g).is_none())
+                .find(|&g| declaring[g] && !found.is_other(g))
                 .map_or(Family::Impermanence, |g| {
                     snippet_family(text, found, g, asked)
                 });
-            return Ok(refuse(reason, family, asked, &wanted));
+            return Ok(refuse(reason, family, asked, &wanted, &[]));
         }
     };
     let mut notes: Vec<String> = Vec::new();
@@ -868,21 +873,28 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
     notes.extend(said);
 
     // Entries declared anywhere already, or declared as the other kind.
-    let known = known_entries(text, found, group);
+    let known = known_entries(found, group);
     let mut in_specialisations: Vec<(&Other, Known)> = Vec::new();
-    for spec in inheriting_specialisations(found) {
-        let mut theirs = Vec::new();
-        for def in found.lists.iter().filter(|d| d.group == spec.group) {
-            entries_of(text, found, def, &mut theirs);
+    let specs = inheriting_specialisations(found);
+    if !specs.is_empty() {
+        let mut spec_of: Vec<Option<&Other>> = vec![None; found.groups];
+        for spec in specs {
+            spec_of[spec.group] = Some(spec);
         }
-        in_specialisations.extend(theirs.into_iter().map(|k| (spec, k)));
+        for def in &found.lists {
+            if let Some(spec) = spec_of.get(def.group).copied().flatten() {
+                let mut theirs = Vec::new();
+                entries_of(found, def, &mut theirs);
+                in_specialisations.extend(theirs.into_iter().map(|k| (spec, k)));
+            }
+        }
     }
     let home = match &req.user {
         Some(user) => {
             let storage_key = found
                 .lists
                 .iter()
-                .filter(|d| found.other(d.group).is_none())
+                .filter(|d| !found.is_other(d.group))
                 .filter_map(|d| place_of(&d.path).map(|p| (d.group, p)))
                 .find_map(|(g, p)| {
                     p.storage
@@ -896,6 +908,7 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
         None => String::new(),
     };
     let (mut present, mut missing) = (Vec::new(), Vec::new());
+    let mut conflict: Option<String> = None;
     for e in wanted {
         let abs = normal_abs(&absolute(req, &home, &e)).unwrap_or_default();
         if let Some(k) = known.iter().find(|k| k.path == abs) {
@@ -903,19 +916,19 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
                 return Err(format!(
                     "{abs} is declared already as {} ({}), not added as {}; nothing changed",
                     k.list.noun(),
-                    k.at,
+                    k.at(text),
                     req.list.noun()
                 ));
             }
             if let Some(through) = &k.through {
                 notes.push(format!(
                     "{abs} is declared already through `{through}` ({}), an option of the host's own",
-                    k.at
+                    k.at(text)
                 ));
             } else if k.conditional {
                 notes.push(format!(
                     "{abs} is declared already, under a condition ({}): not added again",
-                    k.at
+                    k.at(text)
                 ));
             }
             present.push(e);
@@ -932,27 +945,35 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
                 "{abs} is inside {}, which {} persists already ({}{}): not added as a bind mount inside that one",
                 k.path,
                 shown(&storage),
-                k.at,
+                k.at(text),
                 if k.conditional { ", under a condition" } else { "" }
             ));
             present.push(e);
             continue;
         }
-        if let Some((spec, k)) = in_specialisations.iter().find(|(_, k)| k.path == abs) {
-            let family = snippet_family(text, found, group, &storage);
-            let mut plan = refuse(
-                format!(
-                    "{abs} is declared in `{}` ({}), a specialisation built on this configuration: declaring it here as well would declare it twice there; move it by hand",
-                    spec.name, k.at
-                ),
-                family,
-                &storage,
-                std::slice::from_ref(&e),
-            );
-            if let Plan::Refuse { present: p, .. } = &mut plan {
-                p.clone_from(&present);
-            }
-            return Ok(plan);
+        // What a specialisation built on this configuration declares: the same entry
+        // here would be declared twice there, one inside a directory it persists nested.
+        let theirs = in_specialisations.iter().find_map(|(spec, k)| {
+            let (what, result) = if k.path == abs {
+                (format!("is declared in `{}`", spec.name), "declare it twice")
+            } else if k.list == List::Directories
+                && k.storage.as_deref() == Some(storage.as_str())
+                && inside(&abs, &k.path)
+            {
+                (
+                    format!("is inside {}, which `{}` persists", k.path, spec.name),
+                    "nest a bind mount inside that one",
+                )
+            } else {
+                return None;
+            };
+            Some(format!(
+                "{abs} {what} ({}), a specialisation built on this configuration: adding it here would {result} there; add it to the specialisation by hand if it is for it",
+                k.at(text)
+            ))
+        });
+        if let Some(theirs) = theirs {
+            conflict.get_or_insert(theirs);
         }
         missing.push(e);
     }
@@ -963,6 +984,10 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
             notes,
         });
     }
+    if let Some(reason) = conflict {
+        let family = snippet_family(text, found, group, &storage);
+        return Ok(refuse(reason, family, &storage, &missing, &present));
+    }
 
     // Lists under an option of the host's own: where its entries go, unseen.
     let own_lists = found
@@ -972,7 +997,7 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
     if let Some(f) = found.foreign.iter().find(|f| f.group == group) {
         if !own_lists {
             let family = snippet_family(text, found, group, &storage);
-            let mut plan = refuse(
+            return Ok(refuse(
                 format!(
                     "the host declares its entries through `{}` ({}), an option of its own that imperm does not know: add them there by hand",
                     dotted(&f.path),
@@ -981,11 +1006,8 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
                 family,
                 &storage,
                 &missing,
-            );
-            if let Plan::Refuse { present: p, .. } = &mut plan {
-                p.clone_from(&present);
-            }
-            return Ok(plan);
+                &present,
+            ));
         }
         notes.push(format!(
             "the host also declares entries through `{}` ({}), an option of its own that imperm cannot see into: make sure it does not hold {} too",

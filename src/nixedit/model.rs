@@ -10,7 +10,7 @@
 //! containers and specialisations (other systems), and lists under an option of the host's
 //! own making whose name says persistence (a wrapper imperm cannot see through).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rnix::SyntaxNode;
 use rnix::ast::{self, BinOpKind, HasEntry};
@@ -20,7 +20,7 @@ use super::List;
 use super::resolve;
 
 /// A name in an attribute path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     /// What it evaluates to; `None` when that cannot be known.
     pub name: Option<String>,
@@ -43,7 +43,7 @@ impl Key {
 }
 
 /// The module a definition is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     /// nix-community/impermanence: `environment.persistence.STORAGE…`
     Impermanence,
@@ -209,10 +209,26 @@ pub struct Found {
     pub groups: usize,
     /// The groups that are other systems' configurations.
     pub other: Vec<Other>,
+    /// By group: whether it is another system's.
+    pub is_other: Vec<bool>,
     /// Lists under the host's own persistence-like options.
     pub foreign: Vec<Foreign>,
     /// An item of `imports` that names impermanence or preservation (its module), by group.
     pub imported: Vec<(usize, Family, SyntaxNode)>,
+    /// The first `persistentStoragePath` of each storage (group, family, name), and the
+    /// first `home` of each user (family, storage, user), as indices into `scalars`: looked
+    /// up for every list, so not searched for.
+    storage_paths: HashMap<(usize, Family, Key), usize>,
+    homes: HashMap<(Family, Key, String), usize>,
+}
+
+/// Whether a path is of a family `pick` accepts (`preservation.enable` is preservation's).
+fn persistence_path(path: &[Key], pick: &dyn Fn(Family) -> bool) -> bool {
+    let family = Family::of(path).or_else(|| {
+        (path.len() == 2 && path[0].is("preservation") && path[1].is("enable"))
+            .then_some(Family::Preservation)
+    });
+    family.is_some_and(pick)
 }
 
 impl Found {
@@ -225,14 +241,8 @@ impl Found {
     /// Whether a group defines anything of a family `pick` accepts (`preservation.enable`
     /// counts for preservation).
     pub fn uses(&self, group: usize, pick: impl Fn(Family) -> bool) -> bool {
-        let persistence = |p: &[Key]| {
-            let family = Family::of(p).or_else(|| {
-                (p.len() == 2 && p[0].is("preservation") && p[1].is("enable"))
-                    .then_some(Family::Preservation)
-            });
-            family.is_some_and(&pick)
-        };
-        self.definitions(group).any(|(p, _)| persistence(p))
+        self.definitions(group)
+            .any(|(p, _)| persistence_path(p, &pick))
     }
 
     /// Every path a group defines, with where: lists, the sets on the way, single
@@ -253,9 +263,65 @@ impl Found {
             .map(|(_, p, at)| (p, at))
     }
 
-    /// The other system a group is the configuration of.
-    pub fn other(&self, group: usize) -> Option<&Other> {
-        self.other.iter().find(|o| o.group == group)
+    /// A storage's own `persistentStoragePath` definition.
+    pub fn storage_path_of(&self, group: usize, family: Family, key: &Key) -> Option<&Scalar> {
+        self.storage_paths
+            .get(&(group, family, key.clone()))
+            .map(|&i| &self.scalars[i])
+    }
+
+    /// A user's own `home` definition under a storage (in any group).
+    pub fn home_of(&self, family: Family, storage: &Key, user: &str) -> Option<&Scalar> {
+        self.homes
+            .get(&(family, storage.clone(), user.to_string()))
+            .map(|&i| &self.scalars[i])
+    }
+
+    fn index(&mut self) {
+        for (i, s) in self.scalars.iter().enumerate() {
+            let Some(family) = Family::of(&s.path).filter(|f| f.has_storages()) else {
+                continue;
+            };
+            match s.path.len() {
+                4 => {
+                    self.storage_paths
+                        .entry((s.group, family, s.path[2].clone()))
+                        .or_insert(i);
+                }
+                6 => {
+                    if let Some(user) = &s.path[4].name {
+                        self.homes
+                            .entry((family, s.path[2].clone(), user.clone()))
+                            .or_insert(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a group is another system's configuration.
+    pub fn is_other(&self, group: usize) -> bool {
+        self.is_other.get(group).copied().unwrap_or(false)
+    }
+
+    /// The groups that define anything in `environment.persistence`, `preservation` or
+    /// `services.imperm`, by group: [`Found::declares`] for all of them in one pass.
+    pub fn declaring(&self) -> Vec<bool> {
+        let mut out = vec![false; self.groups];
+        let all = self
+            .lists
+            .iter()
+            .map(|d| (d.group, &d.path))
+            .chain(self.sites.iter().map(|s| (s.group, &s.path)))
+            .chain(self.scalars.iter().map(|s| (s.group, &s.path)))
+            .chain(self.opaque.iter().map(|o| (o.group, &o.path)));
+        for (group, path) in all {
+            if group < out.len() && persistence_path(path, &|_| true) {
+                out[group] = true;
+            }
+        }
+        out
     }
 }
 
@@ -377,26 +443,31 @@ pub fn find(root: &ast::Root) -> Found {
     if !walker.found.declares(0) {
         walker.nested_modules(root);
     }
+    walker.found.index();
     walker.found
 }
 
 /// The names of the bindings a binding is written in, outermost first, and its own: where
 /// it is in the file's sets (through functions, `let`, `lib.mkIf`…, which do not name).
-fn names_to(apv: &ast::AttrpathValue) -> Vec<Option<String>> {
-    let mut chain: Vec<ast::AttrpathValue> = apv
+/// At least the last `want` of them when there are that many (`usize::MAX`: all): a
+/// check of a path's end does not walk up a deep file.
+fn names_to(apv: &ast::AttrpathValue, want: usize) -> Vec<Option<String>> {
+    let mut out: Vec<Option<String>> = Vec::new();
+    for a in apv
         .syntax()
         .ancestors()
         .filter_map(ast::AttrpathValue::cast)
-        .collect();
-    chain.reverse();
-    chain
-        .iter()
-        .flat_map(|a| {
-            a.attrpath()
-                .map(|p| p.attrs().map(|k| key(k).name).collect::<Vec<_>>())
-                .unwrap_or_default()
-        })
-        .collect()
+    {
+        let keys: Vec<Option<String>> = a
+            .attrpath()
+            .map(|p| p.attrs().map(|k| key(k).name).collect())
+            .unwrap_or_default();
+        out.splice(0..0, keys);
+        if out.len() >= want {
+            break;
+        }
+    }
+    out
 }
 
 /// Whether names end with another system's configuration: `containers.NAME.config`,
@@ -576,7 +647,18 @@ impl Walker {
             let Some(apv) = ast::AttrpathValue::cast(node) else {
                 continue;
             };
-            let names = names_to(&apv);
+            // Only the bindings that can be one (the full path is built only for them).
+            let last = apv
+                .attrpath()
+                .and_then(|p| p.attrs().last())
+                .and_then(|a| key(a).name);
+            if !matches!(
+                last.as_deref(),
+                Some("config" | "configuration" | "inheritParentConfig")
+            ) {
+                continue;
+            }
+            let names = names_to(&apv, 4);
             if names.len() >= 3
                 && names[names.len() - 3].as_deref() == Some("specialisation")
                 && names[names.len() - 1].as_deref() == Some("inheritParentConfig")
@@ -584,19 +666,28 @@ impl Walker {
                     .value()
                     .is_some_and(|v| v.syntax().text().to_string().trim() == "false")
             {
-                no_inherit.push(names[..names.len() - 1].to_vec());
+                let mut names = names_to(&apv, usize::MAX);
+                names.pop();
+                no_inherit.push(names);
             }
             let Some(kind) = other_system_at(&names) else {
                 continue;
             };
+            // Met in the order of the text, the outermost first: one inside another is
+            // inside the last one found.
             if found
-                .iter()
-                .any(|(n, ..)| apv.syntax().ancestors().any(|a| a == *n))
+                .last()
+                .is_some_and(|(n, ..)| n.text_range().contains_range(apv.syntax().text_range()))
             {
                 continue;
             }
             let Some(value) = apv.value() else { continue };
-            found.push((apv.syntax().clone(), kind, value, names));
+            found.push((
+                apv.syntax().clone(),
+                kind,
+                value,
+                names_to(&apv, usize::MAX),
+            ));
         }
         for (at, kind, value, names) in found {
             let kind = match kind {
@@ -612,6 +703,8 @@ impl Walker {
                 .map(|n| n.as_deref().map_or("?".to_string(), crate::nix::attr_name))
                 .collect::<Vec<_>>()
                 .join(".");
+            self.found.is_other.resize(self.found.groups, false);
+            self.found.is_other[self.group] = true;
             self.found.other.push(Other {
                 group: self.group,
                 kind,
@@ -632,6 +725,7 @@ impl Walker {
             ast::Expr::Lambda(l) => Some(l.syntax().clone()),
             _ => None,
         });
+        let others: HashSet<SyntaxNode> = self.found.other.iter().map(|o| o.at.clone()).collect();
         let mut modules: Vec<(SyntaxNode, bool)> = Vec::new();
         for node in root.syntax().descendants() {
             let Some(apv) = ast::AttrpathValue::cast(node) else {
@@ -640,12 +734,7 @@ impl Walker {
             if self.visited.contains(apv.syntax()) || !defines_persistence(&apv) {
                 continue;
             }
-            let other = &self.found.other;
-            if apv
-                .syntax()
-                .ancestors()
-                .any(|a| other.iter().any(|o| o.at == a))
-            {
+            if apv.syntax().ancestors().any(|a| others.contains(&a)) {
                 continue;
             }
             let lambda = apv
@@ -685,17 +774,24 @@ impl Walker {
                     }
                 }
             };
-            // A module inside another one found already is that one's.
-            if modules
-                .iter()
-                .any(|(m, _)| module.0.ancestors().any(|a| a == *m))
-            {
-                continue;
-            }
-            modules.retain(|(m, _)| !m.ancestors().any(|a| a == module.0));
             modules.push(module);
         }
-        for (node, sure) in modules {
+        // A module inside another one is that one's: outermost first (a node's range holds
+        // those of the nodes inside it), then each one inside the last kept is dropped.
+        modules.sort_by_key(|(m, _)| {
+            let r = m.text_range();
+            (r.start(), std::cmp::Reverse(r.end()))
+        });
+        let mut kept: Vec<(SyntaxNode, bool)> = Vec::new();
+        for module in modules {
+            let inside = kept
+                .last()
+                .is_some_and(|(k, _)| k.text_range().contains_range(module.0.text_range()));
+            if !inside {
+                kept.push(module);
+            }
+        }
+        for (node, sure) in kept {
             let Some(expr) = ast::Expr::cast(node) else {
                 continue;
             };
@@ -1127,20 +1223,32 @@ impl Walker {
     /// (`environment.global-persistence.directories`), or the host's own storage scheme.
     /// Other systems' configurations and home-manager's are not the host's.
     fn foreign(&mut self, path: Vec<Key>, value: ast::Expr, ctx: Ctx, at: &SyntaxNode) {
-        let elsewhere = |k: &Key| {
-            matches!(
-                k.name.as_deref(),
-                Some("home-manager" | "containers" | "specialisation" | "microvm")
-            )
-        };
         if Family::of(&path).is_some()
             || path.first().is_some_and(|k| k.is("imports"))
             || path.iter().any(elsewhere)
         {
             return;
         }
+        let n = path.len();
+        let under = n > 1 && path[..n - 1].iter().any(persistence_like);
+        let all = under || path.last().is_some_and(persistence_like);
+        let mut path = path;
+        self.foreign_at(&mut path, under, all, value, ctx, at);
+    }
+
+    /// [`Walker::foreign`] at `path`; `under`: a name before its last one says persistence,
+    /// `all`: one of its names does. The path grows and shrinks in place: a deep set is
+    /// walked in time linear in its size.
+    fn foreign_at(
+        &mut self,
+        path: &mut Vec<Key>,
+        under: bool,
+        all: bool,
+        value: ast::Expr,
+        ctx: Ctx,
+        at: &SyntaxNode,
+    ) {
         let last = path.last().and_then(|k| k.name.as_deref());
-        let under = path.len() > 1 && path[..path.len() - 1].iter().any(persistence_like);
         let list = match last {
             Some("directories" | "dirs") => Some(Some(List::Directories)),
             Some("files") => Some(Some(List::Files)),
@@ -1153,7 +1261,7 @@ impl Walker {
             let def = self.list(path.clone(), value, ctx, at);
             let entries = def.entries.into_iter().filter(|_| list.is_some()).collect();
             self.found.foreign.push(Foreign {
-                path,
+                path: path.clone(),
                 list,
                 entries,
                 group: self.group,
@@ -1171,34 +1279,40 @@ impl Walker {
                         continue;
                     };
                     let Some(value) = apv.value() else { continue };
-                    let mut full = path.clone();
-                    full.extend(keys);
-                    self.foreign(full, value, ctx, apv.syntax());
+                    if keys.is_empty() || keys.iter().any(elsewhere) {
+                        continue;
+                    }
+                    let under = all || keys[..keys.len() - 1].iter().any(persistence_like);
+                    let all = under || keys.last().is_some_and(persistence_like);
+                    let len = path.len();
+                    path.extend(keys);
+                    self.foreign_at(path, under, all, value, ctx, apv.syntax());
+                    path.truncate(len);
                 }
             }
             ast::Expr::Paren(p) => {
                 if let Some(inner) = p.expr() {
-                    self.foreign(path, inner, ctx, at);
+                    self.foreign_at(path, under, all, inner, ctx, at);
                 }
             }
             ast::Expr::LetIn(l) => {
                 if let Some(inner) = l.body() {
-                    self.foreign(path, inner, ctx, at);
+                    self.foreign_at(path, under, all, inner, ctx, at);
                 }
             }
             ast::Expr::With(w) => {
                 if let Some(inner) = w.body() {
-                    self.foreign(path, inner, ctx, at);
+                    self.foreign_at(path, under, all, inner, ctx, at);
                 }
             }
             ast::Expr::Apply(apply) => match wrapper(&apply) {
                 Some(Wrapper::If(inner) | Wrapper::Priority(inner)) => {
-                    self.foreign(path, inner, ctx, at)
+                    self.foreign_at(path, under, all, inner, ctx, at)
                 }
                 Some(Wrapper::Merge(items)) => {
-                    for (item, ctx) in merged_items(items, ctx) {
+                    for (item, ctx) in merged_items(items, ctx).into_iter() {
                         if let Some(item) = item {
-                            self.foreign(path.clone(), item, ctx, at);
+                            self.foreign_at(path, under, all, item, ctx, at);
                         }
                     }
                 }
@@ -1207,6 +1321,14 @@ impl Walker {
             _ => {}
         }
     }
+}
+
+/// Names under which a configuration is not the host's: home-manager's, other systems'.
+fn elsewhere(key: &Key) -> bool {
+    matches!(
+        key.name.as_deref(),
+        Some("home-manager" | "containers" | "specialisation" | "microvm")
+    )
 }
 
 /// A name that says persistence: `global-persistence`, `perpetual`, `preserve`,
