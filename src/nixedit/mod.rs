@@ -497,6 +497,10 @@ fn entries_of(found: &Found, def: &ListDef, out: &mut Vec<Known>) {
     for entry in &def.entries {
         let path = match &home {
             None => normal_abs(&entry.path),
+            // `"."` (or `"./"`) is the home directory itself.
+            Some(home) if entry.path.split('/').all(|c| c.is_empty() || c == ".") => {
+                Some(home.clone())
+            }
             Some(home) => normal_rel(&entry.path).map(|rel| format!("{home}/{rel}")),
         };
         if let Some(path) = path.and_then(|p| normal_abs(&p)) {
