@@ -295,14 +295,20 @@ pub struct FsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PersistCommand {
-    /// Add entries to environment.persistence in a .nix file, keeping everything else as is
+    /// Add entries to a host's persistence in a .nix file, keeping everything else as is
     ///
-    /// Finds `environment.persistence."STORAGE"` however it is written (nested sets or
-    /// dotted paths, in any order) and inserts the entries into its `directories` or
-    /// `files` (or `users.NAME.…`), creating the list or the set when missing. Entries
-    /// already there change nothing. A computed list (`++`, `lib.mkIf`, `mkMerge`, a
-    /// variable) is left alone: the snippet to add by hand is printed and the exit code is 2.
-    /// The result is parsed again before it is written, atomically.
+    /// Finds every place the host declares persistence, however it is written:
+    /// impermanence's `environment.persistence."STORAGE"`, preservation's
+    /// `preservation.preserveAt."STORAGE"`, imperm's `services.imperm` (nested sets or
+    /// dotted paths, behind `lib.mkIf`/`mkMerge`, under `config`). The entries go into the
+    /// host's own literal `directories` or `files` (or `users.NAME.…`) of the storage,
+    /// created when missing. Entries already declared, or inside a directory the storage
+    /// persists, change nothing. Without --storage: the storage the file declares when it
+    /// declares exactly one (said so), else /persist. What cannot be seen without
+    /// evaluating (a computed list, an unresolved name, an option of the host's own,
+    /// another system's configuration) is left alone: the snippet to add by hand is
+    /// printed and the exit code is 2. The result is parsed again before it is written,
+    /// atomically.
     Add(PersistAddArgs),
 }
 
@@ -314,9 +320,10 @@ pub struct PersistAddArgs {
     /// The host configuration to edit
     #[arg(long, value_name = "FILE")]
     pub nix_file: PathBuf,
-    /// Persistent storage path
-    #[arg(long, default_value = "/persist")]
-    pub storage: PathBuf,
+    /// Persistent storage path [default: the one storage the file declares (in
+    /// environment.persistence, preservation.preserveAt or services.imperm), else /persist]
+    #[arg(long, value_name = "PATH")]
+    pub storage: Option<PathBuf>,
     /// Add to users.NAME (paths relative to the home directory)
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,

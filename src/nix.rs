@@ -72,14 +72,34 @@ pub fn left_out(snippet: &str) -> impl Iterator<Item = &str> {
 /// Nix strings have no escape for such bytes, and a replacement character would name a
 /// different path).
 fn element(s: &Suggestion, path: &Path, style: Style) -> Option<String> {
-    let text = string(path.to_str()?);
-    Some(match (s.kind, s.mode, style) {
+    Some(list_item(
+        path.to_str()?,
+        s.kind,
+        s.mode,
+        s.in_initrd,
+        style,
+    ))
+}
+
+/// One list element, as every Nix imperm writes spells it (`--format nix` and `persist
+/// add`): a directory that needs a mode as a set with `mode`; for preservation, a file that
+/// must be in place before stage 2 (`/etc/machine-id`) with `inInitrd = true`; else the
+/// path alone.
+pub fn list_item(
+    path: &str,
+    kind: Kind,
+    mode: Option<crate::mode::Mode>,
+    in_initrd: bool,
+    style: Style,
+) -> String {
+    let text = string(path);
+    match (kind, mode, style) {
         (Kind::Directory, Some(mode), _) => format!("{{ directory = {text}; mode = \"{mode}\"; }}"),
-        (Kind::File, _, Style::Preservation) if s.in_initrd => {
+        (Kind::File, _, Style::Preservation) if in_initrd => {
             format!("{{ file = {text}; inInitrd = true; }}")
         }
         _ => text,
-    })
+    }
 }
 
 #[derive(Default)]

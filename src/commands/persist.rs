@@ -29,6 +29,8 @@ struct AddReport {
     file: PathBuf,
     changed: bool,
     dry_run: bool,
+    /// The storage the entries were added to (or found in); given, or the file's own.
+    storage: Option<String>,
     added: Vec<String>,
     /// Entries that were there already.
     present: Vec<String>,
@@ -61,6 +63,7 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
         file: file.clone(),
         changed: false,
         dry_run: args.dry_run,
+        storage: None,
         added: Vec::new(),
         present: Vec::new(),
         diff: None,
@@ -94,15 +97,25 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
                 escape(file)
             )));
         }
-        Outcome::Unchanged { present } => report.present = present,
+        Outcome::Unchanged {
+            present,
+            storage,
+            notes,
+        } => {
+            report.present = present;
+            report.storage = Some(storage);
+            report.notes = notes;
+        }
         Outcome::Edited {
             text: edited,
             added,
             present,
+            storage,
             notes,
         } => {
             report.added = added;
             report.present = present;
+            report.storage = Some(storage);
             report.notes = notes;
             if args.dry_run {
                 report.diff = Some(
@@ -132,12 +145,17 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
 
 /// The request, from the command line, or a one-line refusal.
 fn request(args: &PersistAddArgs) -> Result<Request, Error> {
-    let storage = normalize_absolute(&args.storage.to_string_lossy()).map_err(|p| {
-        Error::Usage(format!(
-            "--storage {} {p}; nothing changed",
-            quoted(&args.storage)
-        ))
-    })?;
+    let storage = match &args.storage {
+        Some(given) => Some(
+            normalize_absolute(&given.to_string_lossy())
+                .map_err(|p| {
+                    Error::Usage(format!("--storage {} {p}; nothing changed", quoted(given)))
+                })?
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        None => None,
+    };
     if let Some(user) = &args.user {
         if user.is_empty() || user.contains('/') || user.chars().any(char::is_control) {
             return Err(Error::Usage(format!(
@@ -161,7 +179,7 @@ fn request(args: &PersistAddArgs) -> Result<Request, Error> {
         entries.push(path.to_string_lossy().into_owned());
     }
     Ok(Request {
-        storage: storage.to_string_lossy().into_owned(),
+        storage,
         user: args.user.clone(),
         list: if args.file {
             List::Files

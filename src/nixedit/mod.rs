@@ -22,10 +22,12 @@ use rnix::SyntaxNode;
 use rnix::ast::{self, HasEntry};
 use rowan::ast::AstNode;
 
-use crate::nix::{attr_name, string};
-use crate::paths::{normalize_absolute, normalize_relative};
+use std::path::Path;
+
+use crate::nix::{Style, attr_name, string};
+use crate::paths::{escape, normalize_absolute, normalize_relative};
 use crate::persisted::Kind;
-use model::{Found, Key, ListDef, Site};
+use model::{Family, Found, Key, ListDef, Other, OtherKind, Site};
 
 pub use bounds::{MAX_BYTES, MAX_NESTING};
 
@@ -70,69 +72,91 @@ impl List {
 /// What to add.
 #[derive(Clone, Debug)]
 pub struct Request {
-    pub storage: String,
+    /// The storage path asked for; `None` when not given: the one storage the host
+    /// declares, else [`DEFAULT_STORAGE`].
+    pub storage: Option<String>,
     pub user: Option<String>,
     pub list: List,
     /// Absolute paths, or for a user paths relative to the home directory, normalised.
     pub entries: Vec<String>,
 }
 
+/// The storage used when none is given and the host declares none, or several with this
+/// one among them.
+pub const DEFAULT_STORAGE: &str = "/persist";
+
 impl Request {
     /// The snippet a person adds to a host configuration by hand: `entries` in
     /// `environment.persistence`.
     pub fn snippet(&self) -> String {
-        snippet(&self.env_path(&self.storage), &self.entries)
+        let storage = self.storage.as_deref().unwrap_or(DEFAULT_STORAGE);
+        let items: Vec<String> = self.entries.iter().map(|e| string(e)).collect();
+        snippet(&self.path(Family::Impermanence, storage), &items)
     }
 
-    /// `environment.persistence."<storage>"[.users.NAME].<list>`, with the storage
-    /// spelled `storage`.
-    fn env_path(&self, storage: &str) -> Vec<String> {
-        let mut p = vec![
-            "environment".to_string(),
-            "persistence".to_string(),
-            storage.to_string(),
-        ];
-        self.tail(&mut p);
-        p
-    }
-
-    /// `services.imperm[.users.NAME].<list>`.
-    fn imperm_path(&self) -> Vec<String> {
-        let mut p = vec!["services".to_string(), "imperm".to_string()];
-        self.tail(&mut p);
-        p
-    }
-
-    fn tail(&self, p: &mut Vec<String>) {
+    /// Where the list is: `environment.persistence."<storage>"[.users.NAME].<list>`,
+    /// `preservation.preserveAt.…` alike, or `services.imperm[.users.NAME].<list>`.
+    fn path(&self, family: Family, storage: &str) -> Vec<String> {
+        let mut p: Vec<String> = family.root().iter().map(|s| s.to_string()).collect();
+        if family.has_storages() {
+            p.push(storage.to_string());
+        }
         if let Some(user) = &self.user {
             p.push("users".into());
             p.push(user.clone());
         }
         p.push(self.list.name().into());
+        p
     }
 }
 
-/// `a.b."c" = [ … ];` for a person to paste.
-fn snippet(path: &[String], entries: &[String]) -> String {
+/// `a.b."c" = [ … ];` for a person to paste; `items` are Nix expressions.
+fn snippet(path: &[String], items: &[String]) -> String {
     let keys: Vec<String> = path.iter().map(|k| attr_name(k)).collect();
-    let items: String = entries
-        .iter()
-        .map(|e| format!("  {}\n", string(e)))
-        .collect();
+    let items: String = items.iter().map(|e| format!("  {e}\n")).collect();
     format!("{} = [\n{items}];\n", keys.join("."))
+}
+
+/// An entry as a list item of `family`, spelled as `--format nix` spells it: for
+/// preservation, a file that must be in place before stage 2 (`/etc/machine-id`) gets
+/// `inInitrd = true` (preservation mounts it too late otherwise).
+fn item(family: Family, list: List, abs: &str, entry: &str) -> String {
+    let (kind, style) = (
+        match list {
+            List::Directories => Kind::Directory,
+            List::Files => Kind::File,
+        },
+        match family {
+            Family::Preservation => Style::Preservation,
+            _ => Style::Impermanence,
+        },
+    );
+    let in_initrd = crate::knowledge::builtin()
+        .paths
+        .iter()
+        .any(|k| k.in_initrd && k.path.matches(Path::new(abs)));
+    crate::nix::list_item(entry, kind, None, in_initrd, style)
 }
 
 /// What an edit came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every entry is declared already.
-    Unchanged { present: Vec<String> },
+    /// Every entry is declared already (or inside a directory the storage persists).
+    Unchanged {
+        present: Vec<String>,
+        /// The storage the entries were looked for in.
+        storage: String,
+        notes: Vec<String>,
+    },
     Edited {
         text: String,
         added: Vec<String>,
         present: Vec<String>,
-        /// What the person should know (a computed part of the list, which may hold an
-        /// entry imperm cannot see).
+        /// The storage the entries were added to.
+        storage: String,
+        /// What the person should know (the storage chosen when none was given, a
+        /// computed part of the list, which may hold an entry imperm cannot see, an entry
+        /// declared conditionally or covered by a persisted directory).
         notes: Vec<String>,
     },
     /// The entries cannot be added safely; `reason` says why (one line, naming the line of
@@ -150,8 +174,9 @@ pub enum Outcome {
 /// rnix's own bound; measured, see the README): sixteen times that.
 const STACK: usize = 32 << 20;
 
-/// Adds the entries. `Err` (one line) when the file is not Nix, is beyond the bounds, or
-/// an entry is declared already as the other kind.
+/// Adds the entries. `Err` (one line) when the file is not Nix, is beyond the bounds, an
+/// entry is declared already as the other kind, or no storage was given and the host
+/// declares several.
 pub fn add(text: &str, req: &Request) -> Result<Outcome, String> {
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
@@ -175,7 +200,15 @@ fn add_here(text: &str, req: &Request) -> Result<Outcome, String> {
     let found = model::find(&root);
     let plan = plan(text, &found, req)?;
     Ok(match plan {
-        Plan::Unchanged { present } => Outcome::Unchanged { present },
+        Plan::Unchanged {
+            present,
+            storage,
+            notes,
+        } => Outcome::Unchanged {
+            present,
+            storage,
+            notes,
+        },
         Plan::Refuse {
             reason,
             snippet,
@@ -187,12 +220,13 @@ fn add_here(text: &str, req: &Request) -> Result<Outcome, String> {
         },
         Plan::Edit {
             edit,
+            items,
             added,
             present,
+            storage,
             notes,
         } => {
             let eol = insert::eol(text);
-            let items: Vec<String> = added.iter().map(|e| string(e)).collect();
             let edited = match edit {
                 Edit::List(list) => insert::into_list(text, &list, &items, eol),
                 Edit::Binding { set, key } => insert::binding(text, &set, &key, &items, eol),
@@ -209,6 +243,7 @@ fn add_here(text: &str, req: &Request) -> Result<Outcome, String> {
                 text: edited,
                 added,
                 present,
+                storage,
                 notes,
             }
         }
@@ -256,6 +291,20 @@ fn place(text: &str, node: &SyntaxNode) -> String {
     format!("line {}: `{}`", line_of(text, node), model::excerpt(node))
 }
 
+/// A path found in the file as written for a person: `a.b.c`, `?` for a name that cannot
+/// be known.
+fn dotted(path: &[Key]) -> String {
+    path.iter()
+        .map(|k| k.name.as_deref().map_or("?".to_string(), attr_name))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A path from the file in a message: the one escaped form.
+fn shown(path: &str) -> String {
+    escape(Path::new(path))
+}
+
 enum Edit {
     List(ast::List),
     Binding { set: ast::AttrSet, key: String },
@@ -264,11 +313,16 @@ enum Edit {
 enum Plan {
     Unchanged {
         present: Vec<String>,
+        storage: String,
+        notes: Vec<String>,
     },
     Edit {
         edit: Edit,
+        /// The entries added, as list items.
+        items: Vec<String>,
         added: Vec<String>,
         present: Vec<String>,
+        storage: String,
         notes: Vec<String>,
     },
     Refuse {
@@ -281,18 +335,19 @@ enum Plan {
 /// Where a list definition is: whose, which user's, which list.
 #[derive(Clone, Debug)]
 struct Place {
-    /// `None`: `services.imperm`; else the storage's name as written.
+    family: Family,
+    /// The storage's name as written; `None` for `services.imperm`.
     storage: Option<Key>,
     user: Option<Key>,
     list: List,
 }
 
 fn place_of(path: &[Key]) -> Option<Place> {
-    let name = |i: usize| path.get(i).and_then(|k| k.name.as_deref());
-    let (storage, rest) = match (name(0), name(1)) {
-        (Some("environment"), Some("persistence")) => (Some(path.get(2)?.clone()), &path[3..]),
-        (Some("services"), Some("imperm")) => (None, &path[2..]),
-        _ => return None,
+    let family = Family::of(path)?;
+    let (storage, rest) = if family.has_storages() {
+        (Some(path.get(2)?.clone()), &path[3..])
+    } else {
+        (None, &path[2..])
     };
     let (user, list) = match rest {
         [list] => (None, list),
@@ -300,6 +355,7 @@ fn place_of(path: &[Key]) -> Option<Place> {
         _ => return None,
     };
     Some(Place {
+        family,
         storage,
         user,
         list: List::from_name(list.name.as_deref()?),
@@ -311,8 +367,26 @@ struct Known {
     /// Absolute (user entries joined to the home directory), normalised.
     path: String,
     list: List,
-    /// Where, for messages.
-    at: String,
+    /// The storage's path, when it is known.
+    storage: Option<String>,
+    /// Under a condition of its own.
+    conditional: bool,
+    /// Declared through an option of the host's own (its path), not a known one.
+    through: Option<String>,
+    /// Where, for messages: the item, or `None` for imperm's server template. Its line is
+    /// counted only when a message names it (counting for every entry would take time
+    /// quadratic in the file's size).
+    at: Option<SyntaxNode>,
+}
+
+impl Known {
+    /// "line 7", "imperm's server template".
+    fn at(&self, text: &str) -> String {
+        match &self.at {
+            Some(node) => format!("line {}", line_of(text, node)),
+            None => "imperm's server template".to_string(),
+        }
+    }
 }
 
 /// A requested entry as an absolute path (a user's joined to the home directory).
@@ -335,16 +409,18 @@ fn normal_rel(s: &str) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// Whether `path` is below the directory `dir` (both normalised).
+fn inside(path: &str, dir: &str) -> bool {
+    dir == "/" && path != "/"
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// A storage's path: its `persistentStoragePath` when it has one, else its name.
 /// `None` when that cannot be known.
-fn storage_path(found: &Found, group: usize, key: &Key) -> Option<String> {
-    let own = found.scalars.iter().find(|s| {
-        s.group == group
-            && s.path.len() == 4
-            && s.path[0].name.as_deref() == Some("environment")
-            && s.path[2] == *key
-    });
-    match own {
+fn storage_path(found: &Found, group: usize, family: Family, key: &Key) -> Option<String> {
+    match found.storage_path_of(group, family, key) {
         Some(s) => s
             .value
             .as_deref()
@@ -358,11 +434,8 @@ fn storage_path(found: &Found, group: usize, key: &Key) -> Option<String> {
 
 /// The home directory of a user of a storage: its `home`, else NixOS's default (`/root`
 /// for root, `/home/NAME` for others).
-fn home_of(found: &Found, storage: Option<&Key>, user: &str) -> Option<String> {
-    let own = found.scalars.iter().find(|s| {
-        s.path.len() == 6 && Some(&s.path[2]) == storage && s.path[4].name.as_deref() == Some(user)
-    });
-    match own {
+fn home_of(found: &Found, storage: Option<(Family, &Key)>, user: &str) -> Option<String> {
+    match storage.and_then(|(f, k)| found.home_of(f, k, user)) {
         Some(s) => s.value.clone(),
         None if user == "root" => Some("/root".to_string()),
         None => Some(format!("/home/{user}")),
@@ -370,23 +443,7 @@ fn home_of(found: &Found, storage: Option<&Key>, user: &str) -> Option<String> {
 }
 
 fn uses_imperm(found: &Found, group: usize) -> bool {
-    let imperm = |p: &[Key]| {
-        p.len() >= 2
-            && p[0].name.as_deref() == Some("services")
-            && p[1].name.as_deref() == Some("imperm")
-    };
-    found
-        .lists
-        .iter()
-        .any(|d| d.group == group && imperm(&d.path))
-        || found
-            .scalars
-            .iter()
-            .any(|s| s.group == group && imperm(&s.path))
-        || found
-            .sites
-            .iter()
-            .any(|s| s.group == group && imperm(&s.path))
+    found.uses(group, |f| f == Family::Imperm)
 }
 
 /// imperm's `persistentStoragePath` (default `/persist`), or `None` when it cannot be known.
@@ -402,7 +459,7 @@ fn imperm_storage(found: &Found, group: usize) -> Option<String> {
             .value
             .as_deref()
             .map(|v| normal_abs(v).unwrap_or(v.to_string())),
-        None => Some("/persist".to_string()),
+        None => Some(DEFAULT_STORAGE.to_string()),
     }
 }
 
@@ -417,30 +474,66 @@ fn imperm_template(found: &Found, group: usize) -> bool {
     })
 }
 
-/// Every entry the file declares, in any group, storage or user, and imperm's template.
-fn known_entries(text: &str, found: &Found, group: usize) -> Vec<Known> {
+/// The entries of one list definition, as [`Known`]s.
+fn entries_of(found: &Found, def: &ListDef, out: &mut Vec<Known>) {
+    let Some(place) = place_of(&def.path) else {
+        return;
+    };
+    let storage = match &place.storage {
+        Some(k) => storage_path(found, def.group, place.family, k),
+        None => imperm_storage(found, def.group),
+    };
+    let home = match &place.user {
+        None => None,
+        Some(user) => match user.name.as_deref() {
+            Some(name) => home_of(
+                found,
+                place.storage.as_ref().map(|k| (place.family, k)),
+                name,
+            ),
+            None => return,
+        },
+    };
+    for entry in &def.entries {
+        let path = match &home {
+            None => normal_abs(&entry.path),
+            // `"."` (or `"./"`) is the home directory itself.
+            Some(home) if entry.path.split('/').all(|c| c.is_empty() || c == ".") => {
+                Some(home.clone())
+            }
+            Some(home) => normal_rel(&entry.path).map(|rel| format!("{home}/{rel}")),
+        };
+        if let Some(path) = path.and_then(|p| normal_abs(&p)) {
+            out.push(Known {
+                path,
+                list: place.list,
+                storage: storage.clone(),
+                conditional: entry.conditional,
+                through: None,
+                at: Some(entry.at.clone()),
+            });
+        }
+    }
+}
+
+/// Every entry the host declares, in any of the file's modules (not other systems'), in
+/// any storage or user, in imperm's template, and in lists of the host's own options.
+fn known_entries(found: &Found, group: usize) -> Vec<Known> {
     let mut out = Vec::new();
-    for def in &found.lists {
-        let Some(place) = place_of(&def.path) else {
-            continue;
-        };
-        let home = match &place.user {
-            None => None,
-            Some(user) => match user.name.as_deref() {
-                Some(name) => home_of(found, place.storage.as_ref(), name),
-                None => continue,
-            },
-        };
-        for entry in &def.entries {
-            let path = match &home {
-                None => normal_abs(entry),
-                Some(home) => normal_rel(entry).map(|rel| format!("{home}/{rel}")),
-            };
-            if let Some(path) = path.and_then(|p| normal_abs(&p)) {
+    for def in found.lists.iter().filter(|d| !found.is_other(d.group)) {
+        entries_of(found, def, &mut out);
+    }
+    for f in found.foreign.iter().filter(|f| !found.is_other(f.group)) {
+        let Some(list) = f.list else { continue };
+        for entry in &f.entries {
+            if let Some(path) = normal_abs(&entry.path) {
                 out.push(Known {
                     path,
-                    list: place.list,
-                    at: format!("line {}", line_of(text, &def.at)),
+                    list,
+                    storage: None,
+                    conditional: entry.conditional,
+                    through: Some(dotted(&f.path)),
+                    at: Some(entry.at.clone()),
                 });
             }
         }
@@ -453,18 +546,35 @@ fn known_entries(text: &str, found: &Found, group: usize) -> Vec<Known> {
                     Kind::Directory => List::Directories,
                     Kind::File => List::Files,
                 },
-                at: "imperm's server template".to_string(),
+                storage: imperm_storage(found, group),
+                conditional: false,
+                through: None,
+                at: None,
             });
         }
     }
     out
 }
 
+/// Specialisations built on the host's configuration that declare persistence.
+fn inheriting_specialisations(found: &Found) -> Vec<&Other> {
+    let specs = found
+        .other
+        .iter()
+        .filter(|o| o.kind == OtherKind::Specialisation { inherits: true });
+    if specs.clone().next().is_none() {
+        return Vec::new();
+    }
+    let declaring = found.declaring();
+    specs.filter(|o| declaring[o.group]).collect()
+}
+
 /// Which module group of the file to edit: the top-level module when it declares
 /// persistence; else the one module nested in the file that does (a flake-parts
 /// `flake.modules.nixos.*`, a wrapper's `….nixos = { … }`), or the one of those that
 /// declares this storage; else the top-level module, unless it is not a NixOS module.
-fn group_to_edit(text: &str, found: &Found, req: &Request) -> Result<usize, String> {
+/// Other systems' configurations (containers, specialisations) are never the host's.
+fn group_to_edit(text: &str, found: &Found, storage: &str) -> Result<usize, String> {
     if let Some(at) = &found.no_module {
         return Err(format!(
             "no attribute set to edit: the file's value is not a module ({})",
@@ -472,25 +582,30 @@ fn group_to_edit(text: &str, found: &Found, req: &Request) -> Result<usize, Stri
         ));
     }
     let home_manager = |g: usize| found.home_manager.iter().find(|(h, _)| *h == g);
-    let chosen = if found.declares(0) {
+    let declaring = found.declaring();
+    let chosen = if declaring[0] {
         0
     } else {
         let candidates: Vec<usize> = (1..found.groups)
-            .filter(|&g| found.declares(g) && home_manager(g).is_none())
+            .filter(|&g| declaring[g] && !found.is_other(g) && home_manager(g).is_none())
             .collect();
-        let matching: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&g| {
-                found.lists.iter().any(|d| {
-                    d.group == g
-                        && place_of(&d.path).is_some_and(|p| match &p.storage {
-                            Some(k) => storage_path(found, g, k).as_deref() == Some(&req.storage),
-                            None => imperm_storage(found, g).as_deref() == Some(&req.storage),
-                        })
-                })
-            })
-            .collect();
+        // Candidates with a list of this storage, in one pass over the lists.
+        let mut is_candidate = vec![false; found.groups];
+        for &g in &candidates {
+            is_candidate[g] = true;
+        }
+        let mut matches = vec![false; found.groups];
+        for d in &found.lists {
+            let g = d.group;
+            if g >= found.groups || !is_candidate[g] || matches[g] {
+                continue;
+            }
+            matches[g] = place_of(&d.path).is_some_and(|p| match &p.storage {
+                Some(k) => storage_path(found, g, p.family, k).as_deref() == Some(storage),
+                None => imperm_storage(found, g).as_deref() == Some(storage),
+            });
+        }
+        let matching: Vec<usize> = candidates.iter().copied().filter(|&g| matches[g]).collect();
         let wrapper = found
             .flake
             .as_ref()
@@ -528,7 +643,192 @@ fn group_to_edit(text: &str, found: &Found, req: &Request) -> Result<usize, Stri
             "persistence is declared inside a function that may not be a module ({at})"
         ));
     }
+    // What is not the host's own: a container's configuration is another system, with
+    // modules of its own (the host may not have impermanence at all), so its persistence
+    // says nothing about the host's; a specialisation's is built on the host's.
+    if !declaring[chosen] && inheriting_specialisations(found).is_empty() {
+        if let Some(other) = found.other.iter().find(|o| declaring[o.group]) {
+            let what = match other.kind {
+                OtherKind::Container => "a NixOS container's own configuration",
+                OtherKind::Specialisation { .. } => {
+                    "a specialisation with `inheritParentConfig = false`, a configuration of its own"
+                }
+            };
+            return Err(format!(
+                "the only persistence in the file is in `{}` (line {}), {what}: nothing is written there, and the host's own is not in this file",
+                other.name,
+                line_of(text, &other.at)
+            ));
+        }
+    }
     Ok(chosen)
+}
+
+/// The module a host's new definitions are for: the one the group defines, or failing
+/// that imports (`inputs.preservation.nixosModules.default`); impermanence when neither
+/// says. Both: not clear.
+fn new_family(text: &str, found: &Found, group: usize) -> Result<Family, String> {
+    let first = |family: Family| -> Option<SyntaxNode> {
+        found
+            .definitions(group)
+            .find(|(p, _)| {
+                Family::of(p) == Some(family)
+                    || family == Family::Preservation
+                        && p.len() == 2
+                        && p[0].name.as_deref() == Some("preservation")
+            })
+            .map(|(_, at)| binding_of(at))
+    };
+    let imported = |family: Family| {
+        found
+            .imported
+            .iter()
+            .find(|(g, f, _)| *g == group && *f == family)
+            .map(|(_, _, at)| at.clone())
+    };
+    let (imp, pres) = match (first(Family::Impermanence), first(Family::Preservation)) {
+        (None, None) => (
+            imported(Family::Impermanence),
+            imported(Family::Preservation),
+        ),
+        both => both,
+    };
+    match (imp, pres) {
+        (Some(a), Some(b)) => Err(format!(
+            "the module persists with both impermanence ({}) and preservation ({}), and neither has this storage, so which one to add it to is not clear",
+            place(text, &a),
+            place(text, &b)
+        )),
+        (None, Some(_)) => Ok(Family::Preservation),
+        _ => Ok(Family::Impermanence),
+    }
+}
+
+/// The storages the groups `pick` accepts declare (their paths, each with the first group
+/// that declares it), and whether one cannot be known. One pass over what was found.
+fn declared_storages(found: &Found, pick: impl Fn(usize) -> bool) -> (Vec<(String, usize)>, bool) {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut unknown = false;
+    let mut add = |p: String, g: usize| {
+        if seen.insert(p.clone()) {
+            out.push((p, g));
+        }
+    };
+    let paths = found
+        .lists
+        .iter()
+        .map(|d| (d.group, &d.path, false))
+        .chain(found.sites.iter().map(|s| (s.group, &s.path, false)))
+        .chain(found.scalars.iter().map(|s| (s.group, &s.path, false)))
+        .chain(found.opaque.iter().map(|o| (o.group, &o.path, true)));
+    let mut imperm_groups: Vec<usize> = Vec::new();
+    for (group, path, computed) in paths {
+        if !pick(group) {
+            continue;
+        }
+        let Some(family) = Family::of(path) else {
+            continue;
+        };
+        if !family.has_storages() {
+            if !imperm_groups.contains(&group) {
+                imperm_groups.push(group);
+            }
+            continue;
+        }
+        match path.get(2) {
+            // `environment.persistence = something computed`: its storages are hidden.
+            None => unknown |= computed,
+            Some(key) => match storage_path(found, group, family, key) {
+                Some(p) => add(p, group),
+                None => unknown = true,
+            },
+        }
+    }
+    for group in imperm_groups {
+        match imperm_storage(found, group) {
+            Some(p) => add(p, group),
+            None => unknown = true,
+        }
+    }
+    (out, unknown)
+}
+
+/// The storage to write to: the one asked for; else the host's own when it declares
+/// exactly one (or, declaring none, when the specialisations built on it declare exactly
+/// one), with a note saying so; else /persist, unless the host declares several and not
+/// that one.
+fn storage_for(
+    text: &str,
+    found: &Found,
+    group: usize,
+    req: &Request,
+) -> Result<(String, Option<String>), String> {
+    if let Some(s) = &req.storage {
+        return Ok((s.clone(), None));
+    }
+    let (declared, unknown) = declared_storages(found, |g| g == group);
+    if unknown {
+        // What a computed name stands for is not known: /persist, and the edit refuses
+        // to add it beside a name that may be the same.
+        return Ok((DEFAULT_STORAGE.to_string(), None));
+    }
+    let chosen = |s: &str, whose: String| {
+        let note = (s != DEFAULT_STORAGE).then(|| {
+            format!(
+                "storage {} (--storage was not given): the only one the file declares{whose}",
+                shown(s)
+            )
+        });
+        Ok((s.to_string(), note))
+    };
+    let declared: Vec<String> = declared.into_iter().map(|(s, _)| s).collect();
+    match declared.as_slice() {
+        [] => {
+            let specs = inheriting_specialisations(found);
+            let mut spec_of: Vec<Option<&Other>> = vec![None; found.groups];
+            for spec in &specs {
+                spec_of[spec.group] = Some(spec);
+            }
+            let (theirs, unknown) =
+                declared_storages(found, |g| spec_of.get(g).is_some_and(|s| s.is_some()));
+            match (theirs.as_slice(), unknown) {
+                ([(one, g)], false) => {
+                    let spec = spec_of[*g].expect("picked");
+                    chosen(
+                        one,
+                        format!(", in `{}` (line {})", spec.name, line_of(text, &spec.at)),
+                    )
+                }
+                _ => Ok((DEFAULT_STORAGE.to_string(), None)),
+            }
+        }
+        [one] => chosen(one, String::new()),
+        many if many.iter().any(|s| s == DEFAULT_STORAGE) => {
+            Ok((DEFAULT_STORAGE.to_string(), None))
+        }
+        many => {
+            // Named in one line: the first few, and how many more.
+            const SHOWN: usize = 5;
+            let mut named: Vec<String> = many.iter().take(SHOWN).map(|s| shown(s)).collect();
+            if many.len() > SHOWN {
+                named.push(format!("and {} more", many.len() - SHOWN));
+            }
+            Err(format!(
+                "the file declares several storages ({}), none of them {DEFAULT_STORAGE}, and --storage was not given: name the one to add to; nothing changed",
+                named.join(", ")
+            ))
+        }
+    }
+}
+
+/// Which family a refusal's snippet is for: the one the group persists with, else
+/// impermanence.
+fn snippet_family(text: &str, found: &Found, group: usize, storage: &str) -> Family {
+    if uses_imperm(found, group) && imperm_storage(found, group).as_deref() == Some(storage) {
+        return Family::Imperm;
+    }
+    new_family(text, found, group).unwrap_or(Family::Impermanence)
 }
 
 fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
@@ -538,105 +838,269 @@ fn plan(text: &str, found: &Found, req: &Request) -> Result<Plan, String> {
             wanted.push(e.clone());
         }
     }
-    let refuse = |reason: String, snippet: String, present: Vec<String>| Plan::Refuse {
-        reason,
-        snippet,
-        present,
-    };
-    let group = match group_to_edit(text, found, req) {
+    let refuse =
+        |reason: String, family: Family, storage: &str, entries: &[String], present: &[String]| {
+            let items: Vec<String> = entries
+                .iter()
+                .map(|e| item(family, req.list, e, e))
+                .collect();
+            Plan::Refuse {
+                reason,
+                snippet: snippet(&req.path(family, storage), &items),
+                present: present.to_vec(),
+            }
+        };
+    let asked = req.storage.as_deref().unwrap_or(DEFAULT_STORAGE);
+    let group = match group_to_edit(text, found, asked) {
         Ok(g) => g,
         Err(reason) => {
-            return Ok(refuse(
-                reason,
-                snippet(&req.env_path(&req.storage), &wanted),
-                vec![],
-            ));
+            let declaring = found.declaring();
+            let family = (0..found.groups)
+                .find(|&g| declaring[g] && !found.is_other(g))
+                .map_or(Family::Impermanence, |g| {
+                    snippet_family(text, found, g, asked)
+                });
+            return Ok(refuse(reason, family, asked, &wanted, &[]));
         }
     };
+    let mut notes: Vec<String> = Vec::new();
+    if !found.declares(group) {
+        if let Some(spec) = inheriting_specialisations(found).first() {
+            notes.push(format!(
+                "written at the host's level, not in `{}` (line {}): that is the specialisation's own configuration, built on this one",
+                spec.name,
+                line_of(text, &spec.at)
+            ));
+        }
+    }
+    let (storage, said) = storage_for(text, found, group, req)?;
+    notes.extend(said);
 
     // Entries declared anywhere already, or declared as the other kind.
-    let known = known_entries(text, found, group);
+    let known = known_entries(found, group);
+    let mut in_specialisations: Vec<(&Other, Known)> = Vec::new();
+    let specs = inheriting_specialisations(found);
+    if !specs.is_empty() {
+        let mut spec_of: Vec<Option<&Other>> = vec![None; found.groups];
+        for spec in specs {
+            spec_of[spec.group] = Some(spec);
+        }
+        for def in &found.lists {
+            if let Some(spec) = spec_of.get(def.group).copied().flatten() {
+                let mut theirs = Vec::new();
+                entries_of(found, def, &mut theirs);
+                in_specialisations.extend(theirs.into_iter().map(|k| (spec, k)));
+            }
+        }
+    }
     let home = match &req.user {
         Some(user) => {
-            let storage = found
+            let storage_key = found
                 .lists
                 .iter()
-                .filter_map(|d| place_of(&d.path))
-                .find_map(|p| {
+                .filter(|d| !found.is_other(d.group))
+                .filter_map(|d| place_of(&d.path).map(|p| (d.group, p)))
+                .find_map(|(g, p)| {
                     p.storage
-                        .filter(|k| storage_path(found, group, k).as_deref() == Some(&req.storage))
+                        .filter(|k| {
+                            storage_path(found, g, p.family, k).as_deref() == Some(&storage)
+                        })
+                        .map(|k| (p.family, k))
                 });
-            home_of(found, storage.as_ref(), user).unwrap_or_default()
+            home_of(found, storage_key.as_ref().map(|(f, k)| (*f, k)), user).unwrap_or_default()
         }
         None => String::new(),
     };
     let (mut present, mut missing) = (Vec::new(), Vec::new());
+    let mut conflict: Option<String> = None;
     for e in wanted {
         let abs = normal_abs(&absolute(req, &home, &e)).unwrap_or_default();
-        match known.iter().find(|k| k.path == abs) {
-            Some(k) if k.list == req.list => present.push(e),
-            Some(k) => {
+        if let Some(k) = known.iter().find(|k| k.path == abs) {
+            if k.list != req.list {
                 return Err(format!(
                     "{abs} is declared already as {} ({}), not added as {}; nothing changed",
                     k.list.noun(),
-                    k.at,
+                    k.at(text),
                     req.list.noun()
                 ));
             }
-            None => missing.push(e),
+            if let Some(through) = &k.through {
+                notes.push(format!(
+                    "{abs} is declared already through `{through}` ({}), an option of the host's own",
+                    k.at(text)
+                ));
+            } else if k.conditional {
+                notes.push(format!(
+                    "{abs} is declared already, under a condition ({}): not added again",
+                    k.at(text)
+                ));
+            }
+            present.push(e);
+            continue;
         }
+        // Inside a directory this storage persists: a second bind mount inside the first
+        // (what `lint` reports as nested).
+        if let Some(k) = known.iter().find(|k| {
+            k.list == List::Directories
+                && k.storage.as_deref() == Some(storage.as_str())
+                && inside(&abs, &k.path)
+        }) {
+            notes.push(format!(
+                "{abs} is inside {}, which {} persists already ({}{}): not added as a bind mount inside that one",
+                k.path,
+                shown(&storage),
+                k.at(text),
+                if k.conditional { ", under a condition" } else { "" }
+            ));
+            present.push(e);
+            continue;
+        }
+        // What a specialisation built on this configuration declares: the same entry
+        // here would be declared twice there, one inside a directory it persists nested.
+        let theirs = in_specialisations.iter().find_map(|(spec, k)| {
+            let (what, result) = if k.path == abs {
+                (format!("is declared in `{}`", spec.name), "declare it twice")
+            } else if k.list == List::Directories
+                && k.storage.as_deref() == Some(storage.as_str())
+                && inside(&abs, &k.path)
+            {
+                (
+                    format!("is inside {}, which `{}` persists", k.path, spec.name),
+                    "nest a bind mount inside that one",
+                )
+            } else {
+                return None;
+            };
+            Some(format!(
+                "{abs} {what} ({}), a specialisation built on this configuration: adding it here would {result} there; add it to the specialisation by hand if it is for it",
+                k.at(text)
+            ))
+        });
+        if let Some(theirs) = theirs {
+            conflict.get_or_insert(theirs);
+        }
+        missing.push(e);
     }
     if missing.is_empty() {
-        return Ok(Plan::Unchanged { present });
+        return Ok(Plan::Unchanged {
+            present,
+            storage,
+            notes,
+        });
+    }
+    if let Some(reason) = conflict {
+        let family = snippet_family(text, found, group, &storage);
+        return Ok(refuse(reason, family, &storage, &missing, &present));
     }
 
-    let target = target(text, found, group, req);
-    match target {
-        Target::List(list, computed) => {
-            let notes = computed
-                .map(|at| {
-                    format!(
-                        "the list also has a computed part ({}) that imperm cannot see into: make sure it does not hold {} too",
-                        place(text, &at),
-                        missing.join(", ")
-                    )
-                })
-                .into_iter()
+    // Lists under an option of the host's own: where its entries go, unseen.
+    let own_lists = found
+        .lists
+        .iter()
+        .any(|d| d.group == group && place_of(&d.path).is_some());
+    if let Some(f) = found.foreign.iter().find(|f| f.group == group) {
+        if !own_lists {
+            let family = snippet_family(text, found, group, &storage);
+            return Ok(refuse(
+                format!(
+                    "the host declares its entries through `{}` ({}), an option of its own that imperm does not know: add them there by hand",
+                    dotted(&f.path),
+                    place(text, &f.at)
+                ),
+                family,
+                &storage,
+                &missing,
+                &present,
+            ));
+        }
+        notes.push(format!(
+            "the host also declares entries through `{}` ({}), an option of its own that imperm cannot see into: make sure it does not hold {} too",
+            dotted(&f.path),
+            place(text, &f.at),
+            missing.join(", ")
+        ));
+    }
+
+    let home_abs = |e: &String| normal_abs(&absolute(req, &home, e)).unwrap_or_default();
+    match target(text, found, group, req, &storage) {
+        Target::List {
+            list,
+            computed,
+            family,
+        } => {
+            notes.extend(computed.map(|at| {
+                format!(
+                    "the list also has a computed part ({}) that imperm cannot see into: make sure it does not hold {} too",
+                    place(text, &at),
+                    missing.join(", ")
+                )
+            }));
+            let items = missing
+                .iter()
+                .map(|e| item(family, req.list, &home_abs(e), e))
                 .collect();
             Ok(Plan::Edit {
                 edit: Edit::List(list),
+                items,
                 added: missing,
                 present,
+                storage,
                 notes,
             })
         }
-        Target::Create { site, keys } => {
+        Target::Create { site, keys, family } => {
             let key = keys
                 .iter()
                 .map(|k| attr_name(k))
                 .collect::<Vec<_>>()
                 .join(".");
+            let items = missing
+                .iter()
+                .map(|e| item(family, req.list, &home_abs(e), e))
+                .collect();
             Ok(Plan::Edit {
                 edit: Edit::Binding { set: site.set, key },
+                items,
                 added: missing,
                 present,
-                notes: Vec::new(),
+                storage,
+                notes,
             })
         }
-        Target::Refuse { reason, path } => Ok(refuse(reason, snippet(&path, &missing), present)),
+        Target::Refuse {
+            reason,
+            path,
+            family,
+        } => {
+            let items: Vec<String> = missing
+                .iter()
+                .map(|e| item(family, req.list, &home_abs(e), e))
+                .collect();
+            Ok(Plan::Refuse {
+                reason,
+                snippet: snippet(&path, &items),
+                present,
+            })
+        }
     }
 }
 
 enum Target {
-    /// A literal list, and the computed part of its definition if it has one.
-    List(ast::List, Option<SyntaxNode>),
+    /// A literal list, the computed part of its definition if it has one, and whose.
+    List {
+        list: ast::List,
+        computed: Option<SyntaxNode>,
+        family: Family,
+    },
     Create {
         site: Site,
         keys: Vec<String>,
+        family: Family,
     },
     Refuse {
         reason: String,
         path: Vec<String>,
+        family: Family,
     },
 }
 
@@ -654,11 +1118,12 @@ fn is_prefix(prefix: &[Key], of: &[Key]) -> bool {
 }
 
 /// A list to edit, or the set to write a new one into, for the request in `group`.
-fn target(text: &str, found: &Found, group: usize, req: &Request) -> Target {
+fn target(text: &str, found: &Found, group: usize, req: &Request, storage: &str) -> Target {
     let imperm = uses_imperm(found, group);
     let imperm_store = imperm_storage(found, group);
-    // The storages of this file that are the requested one (however spelled).
-    let mut storages: Vec<Key> = Vec::new();
+    // The storages of this group that are the requested one (however spelled), in
+    // impermanence or preservation.
+    let mut storages: Vec<(Family, Key)> = Vec::new();
     let mut unknown: Option<SyntaxNode> = None;
     let site_places: Vec<(&Vec<Key>, SyntaxNode)> = found
         .sites
@@ -691,16 +1156,17 @@ fn target(text: &str, found: &Found, group: usize, req: &Request) -> Target {
                 .map(|s| (&s.path, &s.at)),
         );
     for (path, at) in storage_keys {
-        if path.len() < 3
-            || path[0].name.as_deref() != Some("environment")
-            || path[1].name.as_deref() != Some("persistence")
-        {
+        let Some(family) = Family::of(path).filter(|f| f.has_storages()) else {
+            continue;
+        };
+        if path.len() < 3 {
             continue;
         }
-        match storage_path(found, group, &path[2]) {
-            Some(p) if p == req.storage => {
-                if !storages.contains(&path[2]) {
-                    storages.push(path[2].clone());
+        match storage_path(found, group, family, &path[2]) {
+            Some(p) if p == storage => {
+                let this = (family, path[2].clone());
+                if !storages.contains(&this) {
+                    storages.push(this);
                 }
             }
             Some(_) => {}
@@ -710,24 +1176,31 @@ fn target(text: &str, found: &Found, group: usize, req: &Request) -> Target {
         }
     }
     let keyed = |names: &[String]| -> Vec<Key> { names.iter().map(|n| Key::name(n)).collect() };
-    let imperm_path = req.imperm_path();
-    let to_imperm = imperm && imperm_store.as_deref() == Some(req.storage.as_str());
-    let env_storage = storages
+    let imperm_path = req.path(Family::Imperm, storage);
+    let to_imperm = imperm && imperm_store.as_deref() == Some(storage);
+    // A storage declared already: its family, and its name as written (a literal one
+    // rather than a `${…}` one).
+    let declared = storages
         .iter()
-        .find(|k| !k.dynamic)
+        .find(|(_, k)| !k.dynamic)
         .or(storages.first())
-        .and_then(|k| k.name.clone())
-        .unwrap_or(req.storage.clone());
-    let env_path = req.env_path(&env_storage);
+        .map(|(f, k)| (*f, k.name.clone().unwrap_or(storage.to_string())));
+    let fresh = new_family(text, found, group);
+    let (family, name) = declared.clone().unwrap_or((
+        fresh.clone().unwrap_or(Family::Impermanence),
+        storage.to_string(),
+    ));
+    let list_path = req.path(family, &name);
     // The snippet: where this host declares its own.
-    let snippet_path = if to_imperm {
-        imperm_path.clone()
+    let (snippet_path, snippet_family) = if to_imperm {
+        (imperm_path.clone(), Family::Imperm)
     } else {
-        env_path.clone()
+        (list_path.clone(), family)
     };
     let refuse = |reason: String| Target::Refuse {
         reason,
         path: snippet_path.clone(),
+        family: snippet_family,
     };
     if imperm && imperm_store.is_none() {
         let at = found
@@ -743,19 +1216,16 @@ fn target(text: &str, found: &Found, group: usize, req: &Request) -> Target {
         ));
     }
 
-    // Candidate list paths, in order of preference.
-    let mut wanted: Vec<Vec<Key>> = Vec::new();
+    // Candidate list paths, in order of preference, with their family.
+    let mut wanted: Vec<(Vec<Key>, Family)> = Vec::new();
     if to_imperm {
-        wanted.push(keyed(&imperm_path));
+        wanted.push((keyed(&imperm_path), Family::Imperm));
     }
-    for k in &storages {
-        let mut p = vec![
-            Key::name("environment"),
-            Key::name("persistence"),
-            k.clone(),
-        ];
-        p.extend(keyed(&env_path[3..]));
-        wanted.push(p);
+    for (f, k) in &storages {
+        let mut p: Vec<Key> = f.root().iter().map(|n| Key::name(n)).collect();
+        p.push(k.clone());
+        p.extend(keyed(&list_path[3..]));
+        wanted.push((p, *f));
     }
     let defs = |want: &[Key]| -> Vec<&ListDef> {
         found
@@ -764,15 +1234,28 @@ fn target(text: &str, found: &Found, group: usize, req: &Request) -> Target {
             .filter(|d| d.group == group && same_path(&d.path, want))
             .collect()
     };
-    // 1. A literal list that is there already (the host's own first).
-    for want in &wanted {
-        if let Some(def) = defs(want).into_iter().find(|d| d.target.is_some()) {
-            return Target::List(def.target.clone().expect("checked"), def.computed.clone());
-        }
+    // 1. A literal list that is there already: the host's own first, then the one behind
+    //    the fewest conditions (an entry there holds on every host the file is for).
+    let literal = wanted
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (want, f))| {
+            defs(want)
+                .into_iter()
+                .filter(|d| d.target.is_some())
+                .map(move |d| (i, d, *f))
+        })
+        .min_by_key(|(i, d, _)| (d.ctx.gates, *i));
+    if let Some((_, def, family)) = literal {
+        return Target::List {
+            list: def.target.clone().expect("checked"),
+            computed: def.computed.clone(),
+            family,
+        };
     }
     // 2. Only computed definitions of the list, or ones seen through a name or `//`:
     //    not edited.
-    for want in &wanted {
+    for (want, _) in &wanted {
         if let Some(def) = defs(want).first() {
             if let Some(at) = &def.computed {
                 return refuse(format!("the list is computed ({})", place(text, at)));
@@ -790,26 +1273,26 @@ fn target(text: &str, found: &Found, group: usize, req: &Request) -> Target {
         }
     }
     // 3. A new definition: unless something on the way is computed or unknown.
-    let create: Vec<Key> = match (to_imperm, storages.first()) {
-        (true, _) => keyed(&imperm_path),
-        (false, Some(k)) => {
-            let mut p = vec![
-                Key::name("environment"),
-                Key::name("persistence"),
-                k.clone(),
-            ];
-            p.extend(keyed(&env_path[3..]));
-            p
+    let (create, family): (Vec<Key>, Family) = match (to_imperm, storages.first()) {
+        (true, _) => (keyed(&imperm_path), Family::Imperm),
+        (false, Some((f, k))) => {
+            let mut p: Vec<Key> = f.root().iter().map(|n| Key::name(n)).collect();
+            p.push(k.clone());
+            p.extend(keyed(&list_path[3..]));
+            (p, *f)
         }
         (false, None) => {
             if let Some(at) = &unknown {
                 return refuse(format!(
                     "a storage is named by something imperm cannot resolve without evaluating ({}); it may be {}",
                     place(text, at),
-                    req.storage
+                    shown(storage)
                 ));
             }
-            keyed(&env_path)
+            match fresh {
+                Ok(f) => (keyed(&req.path(f, storage)), f),
+                Err(reason) => return refuse(reason),
+            }
         }
     };
     if let Some(o) = found
@@ -859,7 +1342,7 @@ fn target(text: &str, found: &Found, group: usize, req: &Request) -> Target {
                 std::cmp::Reverse(s.path.len()),
                 // `config = lib.mkIf … { … }` before a new `config.…` beside it.
                 !s.prefix.is_empty(),
-                s.ctx.gated,
+                s.ctx.gates,
                 s.set.syntax().text_range().start(),
             )
         });
@@ -889,6 +1372,7 @@ fn target(text: &str, found: &Found, group: usize, req: &Request) -> Target {
     Target::Create {
         site: site.clone(),
         keys,
+        family,
     }
 }
 
@@ -945,7 +1429,7 @@ mod tests {
 
     fn req(list: List, user: Option<&str>, entries: &[&str]) -> Request {
         Request {
-            storage: "/persist".into(),
+            storage: Some("/persist".into()),
             user: user.map(str::to_string),
             list,
             entries: entries.iter().map(|e| e.to_string()).collect(),

@@ -1,12 +1,16 @@
 //! What a file declares about persistence, wherever it declares it: every definition of
-//! `environment.persistence…` and `services.imperm…` (imperm's own module) in every NixOS
-//! module the file holds, however it is written (nested sets, dotted paths, `${…}` names
-//! bound in a `let`, under `config`, behind `lib.mkIf`/`mkMerge`, in inline `imports`, in
-//! a flake-parts `flake.modules.nixos.*` or another wrapper's nested module), with the
-//! literal lists that can be edited, the attribute sets a missing definition can be
-//! written into, and what cannot be seen (computed values, names that cannot be resolved).
+//! `environment.persistence…` (nix-community/impermanence), `preservation.preserveAt…`
+//! (nix-community/preservation, the same shape) and `services.imperm…` (imperm's own
+//! module) in every NixOS module the file holds, however it is written (nested sets, dotted
+//! paths, `${…}` names bound in a `let`, under `config`, behind `lib.mkIf`/`mkMerge`, in
+//! inline `imports`, in a flake-parts `flake.modules.nixos.*` or another wrapper's nested
+//! module), with the literal lists that can be edited, the attribute sets a missing
+//! definition can be written into, and what cannot be seen (computed values, names that
+//! cannot be resolved). Also what is not the host's own: the configurations of NixOS
+//! containers and specialisations (other systems), and lists under an option of the host's
+//! own making whose name says persistence (a wrapper imperm cannot see through).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rnix::SyntaxNode;
 use rnix::ast::{self, BinOpKind, HasEntry};
@@ -16,7 +20,7 @@ use super::List;
 use super::resolve;
 
 /// A name in an attribute path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     /// What it evaluates to; `None` when that cannot be known.
     pub name: Option<String>,
@@ -38,15 +42,70 @@ impl Key {
     }
 }
 
+/// The module a definition is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// nix-community/impermanence: `environment.persistence.STORAGE…`
+    Impermanence,
+    /// nix-community/preservation: `preservation.preserveAt.STORAGE…`, the same shape.
+    Preservation,
+    /// imperm's own module: `services.imperm…`, one storage (`persistentStoragePath`).
+    Imperm,
+}
+
+impl Family {
+    /// The two names every definition of it starts with.
+    pub fn root(self) -> [&'static str; 2] {
+        match self {
+            Family::Impermanence => ["environment", "persistence"],
+            Family::Preservation => ["preservation", "preserveAt"],
+            Family::Imperm => ["services", "imperm"],
+        }
+    }
+
+    /// The family a path belongs to.
+    pub fn of(path: &[Key]) -> Option<Family> {
+        let (a, b) = (path.first()?, path.get(1)?);
+        [Family::Impermanence, Family::Preservation, Family::Imperm]
+            .into_iter()
+            .find(|f| a.is(f.root()[0]) && b.is(f.root()[1]))
+    }
+
+    /// Whether its third name is a storage (impermanence, preservation).
+    pub fn has_storages(self) -> bool {
+        self != Family::Imperm
+    }
+}
+
 /// How a definition may be used.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ctx {
     /// Seen through `//` or through a name: its text is not edited, since it may not be
     /// what Nix evaluates (or not only there).
     pub readonly: bool,
-    /// It is behind `lib.mkIf` (or `optionalAttrs`): new definitions go elsewhere when
-    /// there is a choice.
-    pub gated: bool,
+    /// How many `lib.mkIf` (or `optionalAttrs`) it is behind: new entries go where there
+    /// are fewest when there is a choice, so that they hold on every host the file is for.
+    pub gates: u8,
+}
+
+impl Ctx {
+    fn gated(self) -> Ctx {
+        Ctx {
+            gates: self.gates.saturating_add(1),
+            ..self
+        }
+    }
+}
+
+/// One entry of a list, as written (`"/var/lib/x/"` stays so).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub path: String,
+    /// The item, for messages.
+    pub at: SyntaxNode,
+    /// Declared under a condition of its own (`lib.mkIf c "/x"` in the list,
+    /// `lib.optionals c [ … ]` beside it).
+    pub conditional: bool,
 }
 
 /// A `directories` or `files` list definition.
@@ -55,8 +114,8 @@ pub struct ListDef {
     pub path: Vec<Key>,
     /// The literal list new entries can go into (the first literal part of a `++`).
     pub target: Option<ast::List>,
-    /// The entries it is known to hold, as written (`"/var/lib/x/"` stays so).
-    pub entries: Vec<String>,
+    /// The entries it is known to hold.
+    pub entries: Vec<Entry>,
     /// A part that is computed (a name, a function call, `inherit`).
     pub computed: Option<SyntaxNode>,
     pub ctx: Ctx,
@@ -94,6 +153,40 @@ pub struct Scalar {
     pub at: SyntaxNode,
 }
 
+/// A list under an option of the host's own making whose name says persistence
+/// (`environment.global-persistence.directories`, `environment.perpetual.default.dirs`):
+/// imperm cannot know what it feeds.
+#[derive(Clone, Debug)]
+pub struct Foreign {
+    pub path: Vec<Key>,
+    /// Which kind its entries are, when its name says (`directories`, `dirs`, `files`).
+    pub list: Option<List>,
+    pub entries: Vec<Entry>,
+    pub group: usize,
+    pub at: SyntaxNode,
+}
+
+/// Another system's configuration in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtherKind {
+    /// `containers.NAME.config` (or `microvm.vms.NAME.config`): a system of its own, with
+    /// its own modules.
+    Container,
+    /// `specialisation.NAME.configuration`: the host's configuration with this on top,
+    /// unless `inheritParentConfig = false`.
+    Specialisation { inherits: bool },
+}
+
+/// A module group that is another system's configuration.
+#[derive(Clone, Debug)]
+pub struct Other {
+    pub group: usize,
+    pub kind: OtherKind,
+    /// Where it is, as written for a person: `containers.wiki.config`.
+    pub name: String,
+    pub at: SyntaxNode,
+}
+
 /// Everything found.
 #[derive(Debug, Default)]
 pub struct Found {
@@ -110,42 +203,125 @@ pub struct Found {
     /// The top level is not a module imperm can read (a function call, a number…).
     pub no_module: Option<SyntaxNode>,
     /// How many module groups: the top-level module is 0, each module nested elsewhere
-    /// in the file (a flake-parts `flake.modules.nixos.*`, a wrapper's `….nixos = …`)
-    /// another; inline `imports` belong to the group that imports them.
+    /// in the file (a flake-parts `flake.modules.nixos.*`, a wrapper's `….nixos = …`, a
+    /// container's or a specialisation's configuration) another; inline `imports` belong
+    /// to the group that imports them.
     pub groups: usize,
+    /// The groups that are other systems' configurations.
+    pub other: Vec<Other>,
+    /// By group: whether it is another system's.
+    pub is_other: Vec<bool>,
+    /// Lists under the host's own persistence-like options.
+    pub foreign: Vec<Foreign>,
+    /// An item of `imports` that names impermanence or preservation (its module), by group.
+    pub imported: Vec<(usize, Family, SyntaxNode)>,
+    /// The first `persistentStoragePath` of each storage (group, family, name), and the
+    /// first `home` of each user (family, storage, user), as indices into `scalars`: looked
+    /// up for every list, so not searched for.
+    storage_paths: HashMap<(usize, Family, Key), usize>,
+    homes: HashMap<(Family, Key, String), usize>,
+}
+
+/// Whether a path is of a family `pick` accepts (`preservation.enable` is preservation's).
+fn persistence_path(path: &[Key], pick: &dyn Fn(Family) -> bool) -> bool {
+    let family = Family::of(path).or_else(|| {
+        (path.len() == 2 && path[0].is("preservation") && path[1].is("enable"))
+            .then_some(Family::Preservation)
+    });
+    family.is_some_and(pick)
 }
 
 impl Found {
-    /// Whether a group defines anything in `environment.persistence` or `services.imperm`.
+    /// Whether a group defines anything in `environment.persistence`,
+    /// `preservation` or `services.imperm`.
     pub fn declares(&self, group: usize) -> bool {
-        let persistence = |p: &[Key]| {
-            p.len() >= 2
-                && (p[0].is("environment") && p[1].is("persistence")
-                    || p[0].is("services") && p[1].is("imperm"))
-        };
-        self.lists
+        self.uses(group, |_| true)
+    }
+
+    /// Whether a group defines anything of a family `pick` accepts (`preservation.enable`
+    /// counts for preservation).
+    pub fn uses(&self, group: usize, pick: impl Fn(Family) -> bool) -> bool {
+        self.definitions(group)
+            .any(|(p, _)| persistence_path(p, &pick))
+    }
+
+    /// Every path a group defines, with where: lists, the sets on the way, single
+    /// values, what cannot be seen.
+    pub fn definitions(&self, group: usize) -> impl Iterator<Item = (&Vec<Key>, &SyntaxNode)> {
+        let lists = self.lists.iter().map(|d| (d.group, &d.path, &d.at));
+        let sites = self
+            .sites
             .iter()
-            .filter(|d| d.group == group)
-            .map(|d| &d.path)
-            .chain(
-                self.sites
-                    .iter()
-                    .filter(|s| s.group == group)
-                    .map(|s| &s.path),
-            )
-            .chain(
-                self.scalars
-                    .iter()
-                    .filter(|s| s.group == group)
-                    .map(|s| &s.path),
-            )
-            .chain(
-                self.opaque
-                    .iter()
-                    .filter(|o| o.group == group)
-                    .map(|o| &o.path),
-            )
-            .any(|p| persistence(p))
+            .map(|s| (s.group, &s.path, s.set.syntax()));
+        let scalars = self.scalars.iter().map(|s| (s.group, &s.path, &s.at));
+        let opaque = self.opaque.iter().map(|o| (o.group, &o.path, &o.at));
+        lists
+            .chain(sites)
+            .chain(scalars)
+            .chain(opaque)
+            .filter(move |(g, ..)| *g == group)
+            .map(|(_, p, at)| (p, at))
+    }
+
+    /// A storage's own `persistentStoragePath` definition.
+    pub fn storage_path_of(&self, group: usize, family: Family, key: &Key) -> Option<&Scalar> {
+        self.storage_paths
+            .get(&(group, family, key.clone()))
+            .map(|&i| &self.scalars[i])
+    }
+
+    /// A user's own `home` definition under a storage (in any group).
+    pub fn home_of(&self, family: Family, storage: &Key, user: &str) -> Option<&Scalar> {
+        self.homes
+            .get(&(family, storage.clone(), user.to_string()))
+            .map(|&i| &self.scalars[i])
+    }
+
+    fn index(&mut self) {
+        for (i, s) in self.scalars.iter().enumerate() {
+            let Some(family) = Family::of(&s.path).filter(|f| f.has_storages()) else {
+                continue;
+            };
+            match s.path.len() {
+                4 => {
+                    self.storage_paths
+                        .entry((s.group, family, s.path[2].clone()))
+                        .or_insert(i);
+                }
+                6 => {
+                    if let Some(user) = &s.path[4].name {
+                        self.homes
+                            .entry((family, s.path[2].clone(), user.clone()))
+                            .or_insert(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a group is another system's configuration.
+    pub fn is_other(&self, group: usize) -> bool {
+        self.is_other.get(group).copied().unwrap_or(false)
+    }
+
+    /// The groups that define anything in `environment.persistence`, `preservation` or
+    /// `services.imperm`, by group: [`Found::declares`] for all of them in one pass.
+    pub fn declaring(&self) -> Vec<bool> {
+        let mut out = vec![false; self.groups];
+        let all = self
+            .lists
+            .iter()
+            .map(|d| (d.group, &d.path))
+            .chain(self.sites.iter().map(|s| (s.group, &s.path)))
+            .chain(self.scalars.iter().map(|s| (s.group, &s.path)))
+            .chain(self.opaque.iter().map(|o| (o.group, &o.path)));
+        for (group, path) in all {
+            if group < out.len() && persistence_path(path, &|_| true) {
+                out[group] = true;
+            }
+        }
+        out
     }
 }
 
@@ -167,23 +343,26 @@ fn interest(path: &[Key]) -> Interest {
     let name = |i: usize| path.get(i).and_then(|k| k.name.as_deref());
     // Fixed names must be known; the names of storages and users may not be.
     match (name(0), name(1)) {
-        (Some("environment"), _) if path.len() == 1 => Walk,
-        (Some("environment"), Some("persistence")) => match path.len() {
-            2 | 3 => Walk,
-            4 => match name(3) {
-                Some("directories" | "files") => List,
-                Some("persistentStoragePath") => Scalar,
-                Some("users") => Walk,
+        (Some("environment" | "preservation"), _) if path.len() == 1 => Walk,
+        (Some("preservation"), Some("enable")) if path.len() == 2 => Scalar,
+        (Some("environment"), Some("persistence")) | (Some("preservation"), Some("preserveAt")) => {
+            match path.len() {
+                2 | 3 => Walk,
+                4 => match name(3) {
+                    Some("directories" | "files") => List,
+                    Some("persistentStoragePath") => Scalar,
+                    Some("users") => Walk,
+                    _ => Ignore,
+                },
+                5 if name(3) == Some("users") => Walk,
+                6 if name(3) == Some("users") => match name(5) {
+                    Some("directories" | "files") => List,
+                    Some("home") => Scalar,
+                    _ => Ignore,
+                },
                 _ => Ignore,
-            },
-            5 if name(3) == Some("users") => Walk,
-            6 if name(3) == Some("users") => match name(5) {
-                Some("directories" | "files") => List,
-                Some("home") => Scalar,
-                _ => Ignore,
-            },
-            _ => Ignore,
-        },
+            }
+        }
         (Some("services"), _) if path.len() == 1 => Walk,
         (Some("services"), Some("imperm")) => match path.len() {
             2 => Walk,
@@ -209,11 +388,13 @@ fn interest(path: &[Key]) -> Interest {
 /// where `persistence`, `users` or `directories` would be hides what it defines.
 fn unknown_hides(path: &[Key]) -> bool {
     let storage_or_user = |i: usize| {
-        i == 2 && path[1].is("persistence")
+        i == 2 && (path[1].is("persistence") || path[1].is("preserveAt"))
             || i == 4 && path[3].is("users")
             || i == 3 && path[1].is("imperm") && path[2].is("users")
     };
-    path.first().is_some_and(|k| k.is("environment")) && !storage_or_user(path.len() - 1)
+    path.first()
+        .is_some_and(|k| k.is("environment") || k.is("preservation"))
+        && !storage_or_user(path.len() - 1)
         || path.len() > 2 && path[1].is("imperm") && !storage_or_user(path.len() - 1)
 }
 
@@ -258,10 +439,54 @@ pub fn find(root: &ast::Root) -> Found {
     if let Some(expr) = root.expr() {
         walker.module(expr, Ctx::default(), true);
     }
+    walker.other_systems(root);
     if !walker.found.declares(0) {
         walker.nested_modules(root);
     }
+    walker.found.index();
     walker.found
+}
+
+/// The names of the bindings a binding is written in, outermost first, and its own: where
+/// it is in the file's sets (through functions, `let`, `lib.mkIf`…, which do not name).
+/// At least the last `want` of them when there are that many (`usize::MAX`: all): a
+/// check of a path's end does not walk up a deep file.
+fn names_to(apv: &ast::AttrpathValue, want: usize) -> Vec<Option<String>> {
+    let mut out: Vec<Option<String>> = Vec::new();
+    for a in apv
+        .syntax()
+        .ancestors()
+        .filter_map(ast::AttrpathValue::cast)
+    {
+        let keys: Vec<Option<String>> = a
+            .attrpath()
+            .map(|p| p.attrs().map(|k| key(k).name).collect())
+            .unwrap_or_default();
+        out.splice(0..0, keys);
+        if out.len() >= want {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether names end with another system's configuration: `containers.NAME.config`,
+/// `microvm.vms.NAME.config`, `specialisation.NAME.configuration`.
+fn other_system_at(names: &[Option<String>]) -> Option<OtherKind> {
+    let is = |i: usize, want: &str| {
+        names
+            .len()
+            .checked_sub(i)
+            .and_then(|at| names[at].as_deref())
+            == Some(want)
+    };
+    if is(1, "config") && (is(3, "containers") || is(3, "vms") && is(4, "microvm")) {
+        Some(OtherKind::Container)
+    } else if is(1, "configuration") && is(3, "specialisation") {
+        Some(OtherKind::Specialisation { inherits: true })
+    } else {
+        None
+    }
 }
 
 struct Walker {
@@ -290,7 +515,9 @@ fn defines_persistence(apv: &ast::AttrpathValue) -> bool {
         }
         [] => false,
     };
-    pair("environment", "persistence") || pair("services", "imperm")
+    pair("environment", "persistence")
+        || pair("preservation", "preserveAt")
+        || pair("services", "imperm")
 }
 
 /// `expr` with what stands between a module and its attribute set taken away: the module
@@ -411,6 +638,85 @@ fn merged_items(arg: ast::Expr, ctx: Ctx) -> Vec<(Option<ast::Expr>, Ctx)> {
 }
 
 impl Walker {
+    /// Other systems' configurations anywhere in the file (the outermost of nested ones),
+    /// each a group of its own: what they declare is theirs, not the host's.
+    fn other_systems(&mut self, root: &ast::Root) {
+        let mut found: Vec<(SyntaxNode, OtherKind, ast::Expr, Vec<Option<String>>)> = Vec::new();
+        let mut no_inherit: Vec<Vec<Option<String>>> = Vec::new();
+        for node in root.syntax().descendants() {
+            let Some(apv) = ast::AttrpathValue::cast(node) else {
+                continue;
+            };
+            // Only the bindings that can be one (the full path is built only for them).
+            let last = apv
+                .attrpath()
+                .and_then(|p| p.attrs().last())
+                .and_then(|a| key(a).name);
+            if !matches!(
+                last.as_deref(),
+                Some("config" | "configuration" | "inheritParentConfig")
+            ) {
+                continue;
+            }
+            let names = names_to(&apv, 4);
+            if names.len() >= 3
+                && names[names.len() - 3].as_deref() == Some("specialisation")
+                && names[names.len() - 1].as_deref() == Some("inheritParentConfig")
+                && apv
+                    .value()
+                    .is_some_and(|v| v.syntax().text().to_string().trim() == "false")
+            {
+                let mut names = names_to(&apv, usize::MAX);
+                names.pop();
+                no_inherit.push(names);
+            }
+            let Some(kind) = other_system_at(&names) else {
+                continue;
+            };
+            // Met in the order of the text, the outermost first: one inside another is
+            // inside the last one found.
+            if found
+                .last()
+                .is_some_and(|(n, ..)| n.text_range().contains_range(apv.syntax().text_range()))
+            {
+                continue;
+            }
+            let Some(value) = apv.value() else { continue };
+            found.push((
+                apv.syntax().clone(),
+                kind,
+                value,
+                names_to(&apv, usize::MAX),
+            ));
+        }
+        for (at, kind, value, names) in found {
+            let kind = match kind {
+                OtherKind::Specialisation { .. } => OtherKind::Specialisation {
+                    inherits: !no_inherit.iter().any(|p| names.starts_with(p)),
+                },
+                other => other,
+            };
+            self.found.groups += 1;
+            let outer = std::mem::replace(&mut self.group, self.found.groups - 1);
+            let name = names
+                .iter()
+                .map(|n| n.as_deref().map_or("?".to_string(), crate::nix::attr_name))
+                .collect::<Vec<_>>()
+                .join(".");
+            self.found.is_other.resize(self.found.groups, false);
+            self.found.is_other[self.group] = true;
+            self.found.other.push(Other {
+                group: self.group,
+                kind,
+                name,
+                at: at.clone(),
+            });
+            self.visited.insert(at);
+            self.module(value, Ctx::default(), false);
+            self.group = outer;
+        }
+    }
+
     /// Modules the walk from the top did not reach: the nearest module function (or,
     /// failing one, the nearest attribute set given as a value) around each definition of
     /// persistence that was not seen. Each is a group of its own.
@@ -419,12 +725,16 @@ impl Walker {
             ast::Expr::Lambda(l) => Some(l.syntax().clone()),
             _ => None,
         });
+        let others: HashSet<SyntaxNode> = self.found.other.iter().map(|o| o.at.clone()).collect();
         let mut modules: Vec<(SyntaxNode, bool)> = Vec::new();
         for node in root.syntax().descendants() {
             let Some(apv) = ast::AttrpathValue::cast(node) else {
                 continue;
             };
             if self.visited.contains(apv.syntax()) || !defines_persistence(&apv) {
+                continue;
+            }
+            if apv.syntax().ancestors().any(|a| others.contains(&a)) {
                 continue;
             }
             let lambda = apv
@@ -464,17 +774,24 @@ impl Walker {
                     }
                 }
             };
-            // A module inside another one found already is that one's.
-            if modules
-                .iter()
-                .any(|(m, _)| module.0.ancestors().any(|a| a == *m))
-            {
-                continue;
-            }
-            modules.retain(|(m, _)| !m.ancestors().any(|a| a == module.0));
             modules.push(module);
         }
-        for (node, sure) in modules {
+        // A module inside another one is that one's: outermost first (a node's range holds
+        // those of the nodes inside it), then each one inside the last kept is dropped.
+        modules.sort_by_key(|(m, _)| {
+            let r = m.text_range();
+            (r.start(), std::cmp::Reverse(r.end()))
+        });
+        let mut kept: Vec<(SyntaxNode, bool)> = Vec::new();
+        for module in modules {
+            let inside = kept
+                .last()
+                .is_some_and(|(k, _)| k.text_range().contains_range(module.0.text_range()));
+            if !inside {
+                kept.push(module);
+            }
+        }
+        for (node, sure) in kept {
             let Some(expr) = ast::Expr::cast(node) else {
                 continue;
             };
@@ -513,7 +830,7 @@ impl Walker {
             // module's settings through mkIf, mkMerge and priorities too.
             Some(ast::Expr::Apply(apply)) if wrapper(&apply).is_some() => {
                 match wrapper(&apply).expect("checked") {
-                    Wrapper::If(inner) => self.module(inner, Ctx { gated: true, ..ctx }, top),
+                    Wrapper::If(inner) => self.module(inner, ctx.gated(), top),
                     Wrapper::Priority(inner) => self.module(inner, ctx, top),
                     Wrapper::Merge(items) => {
                         for (item, ctx) in merged_items(items, ctx) {
@@ -595,10 +912,22 @@ impl Walker {
         }
     }
 
-    /// Inline modules in `imports = [ … ]`.
+    /// Inline modules in `imports = [ … ]`, and the items that name impermanence's or
+    /// preservation's module (`inputs.preservation.nixosModules.default`).
     fn imports(&mut self, value: ast::Expr, ctx: Ctx) {
         if let Some(list) = resolve::list(&value) {
             for item in list.items() {
+                let text = item.syntax().text().to_string().to_ascii_lowercase();
+                for (word, family) in [
+                    ("impermanence", Family::Impermanence),
+                    ("preservation", Family::Preservation),
+                ] {
+                    if text.contains(word) {
+                        self.found
+                            .imported
+                            .push((self.group, family, item.syntax().clone()));
+                    }
+                }
                 if matches!(
                     module_body(item.clone()),
                     Some(ast::Expr::AttrSet(_) | ast::Expr::BinOp(_))
@@ -645,7 +974,7 @@ impl Walker {
             return;
         }
         match interest(&path) {
-            Interest::Ignore => {}
+            Interest::Ignore => self.foreign(path, value, ctx, at),
             Interest::Scalar => {
                 let value = resolve::string(&value);
                 self.found.scalars.push(Scalar {
@@ -705,10 +1034,7 @@ impl Walker {
                 }
             }
             ast::Expr::Apply(apply) => match wrapper(&apply) {
-                Some(Wrapper::If(inner)) => {
-                    let gated = Ctx { gated: true, ..ctx };
-                    self.walk(path, inner, gated);
-                }
+                Some(Wrapper::If(inner)) => self.walk(path, inner, ctx.gated()),
                 Some(Wrapper::Priority(inner)) => self.walk(path, inner, ctx),
                 Some(Wrapper::Merge(items)) => {
                     for (item, ctx) in merged_items(items, ctx) {
@@ -769,7 +1095,7 @@ impl Walker {
             }
             match interest(prefix) {
                 Interest::Walk => {}
-                Interest::Ignore => return,
+                Interest::Ignore => return self.foreign(keys, value, ctx, at),
                 Interest::List | Interest::Scalar => return self.opaque(prefix.to_vec(), at),
             }
         }
@@ -834,7 +1160,8 @@ impl Walker {
             _ => List::Directories.field(),
         };
         // The parts of `a ++ b ++ …` (right-nested), through wrappers; a stack, not
-        // recursion, since a chain may be long.
+        // recursion, since a chain may be long. New entries go into the first literal
+        // list behind the fewest conditions.
         let mut parts = vec![(value, ctx)];
         while let Some((part, ctx)) = parts.pop() {
             match part {
@@ -847,7 +1174,8 @@ impl Walker {
                             }
                         }
                     }
-                    if def.target.is_none() && !ctx.readonly {
+                    let fewer = def.target.is_none() || ctx.gates < def.ctx.gates;
+                    if fewer && !ctx.readonly {
                         def.target = Some(list);
                         def.ctx = ctx;
                     }
@@ -859,18 +1187,21 @@ impl Walker {
                     parts.extend(op.lhs().map(|e| (e, ctx)));
                 }
                 ast::Expr::Apply(apply) => match wrapper(&apply) {
-                    Some(Wrapper::If(inner)) => parts.push((inner, Ctx { gated: true, ..ctx })),
+                    Some(Wrapper::If(inner)) => parts.push((inner, ctx.gated())),
                     Some(Wrapper::Priority(inner)) => parts.push((inner, ctx)),
                     Some(Wrapper::Merge(ast::Expr::List(items))) => {
                         let items: Vec<_> = items.items().collect();
                         parts.extend(items.into_iter().rev().map(|e| (e, ctx)));
                     }
                     _ => {
-                        // `lib.optionals cond [ … ]`: its entries count as there, but
-                        // the list is computed.
-                        if let Some(ast::Expr::List(list)) = apply.argument() {
-                            def.entries
-                                .extend(list.items().filter_map(|i| entry(&i, field)));
+                        // `lib.optionals cond [ … ]`, `lib.optional cond "/x"`: its
+                        // entries count as there (conditionally), but the list is computed.
+                        match apply.argument() {
+                            Some(ast::Expr::List(list)) => def
+                                .entries
+                                .extend(list.items().filter_map(|i| conditional(&i, field))),
+                            Some(item) => def.entries.extend(conditional(&item, field)),
+                            None => {}
                         }
                         def.computed.get_or_insert(apply.syntax().clone());
                     }
@@ -886,24 +1217,171 @@ impl Walker {
         }
         def
     }
+
+    /// Lists under an option of the host's own whose name says persistence, in a binding
+    /// `path = value` that is not about imperm's known options: a wrapper around them
+    /// (`environment.global-persistence.directories`), or the host's own storage scheme.
+    /// Other systems' configurations and home-manager's are not the host's.
+    fn foreign(&mut self, path: Vec<Key>, value: ast::Expr, ctx: Ctx, at: &SyntaxNode) {
+        if Family::of(&path).is_some()
+            || path.first().is_some_and(|k| k.is("imports"))
+            || path.iter().any(elsewhere)
+        {
+            return;
+        }
+        let n = path.len();
+        let under = n > 1 && path[..n - 1].iter().any(persistence_like);
+        let all = under || path.last().is_some_and(persistence_like);
+        let mut path = path;
+        self.foreign_at(&mut path, under, all, value, ctx, at);
+    }
+
+    /// [`Walker::foreign`] at `path`; `under`: a name before its last one says persistence,
+    /// `all`: one of its names does. The path grows and shrinks in place: a deep set is
+    /// walked in time linear in its size.
+    fn foreign_at(
+        &mut self,
+        path: &mut Vec<Key>,
+        under: bool,
+        all: bool,
+        value: ast::Expr,
+        ctx: Ctx,
+        at: &SyntaxNode,
+    ) {
+        let last = path.last().and_then(|k| k.name.as_deref());
+        let list = match last {
+            Some("directories" | "dirs") => Some(Some(List::Directories)),
+            Some("files") => Some(Some(List::Files)),
+            // A list of user names (`….user.users = [ "root" ]`); a set of users is
+            // looked into.
+            Some("users") if resolve::list(&value).is_some() => Some(None),
+            _ => None,
+        };
+        if let (true, Some(list)) = (under, list) {
+            let def = self.list(path.clone(), value, ctx, at);
+            let entries = def.entries.into_iter().filter(|_| list.is_some()).collect();
+            self.found.foreign.push(Foreign {
+                path: path.clone(),
+                list,
+                entries,
+                group: self.group,
+                at: at.clone(),
+            });
+            return;
+        }
+        match value {
+            ast::Expr::AttrSet(set) => {
+                for apv in set.attrpath_values() {
+                    let Some(keys) = apv
+                        .attrpath()
+                        .map(|p| p.attrs().map(key).collect::<Vec<_>>())
+                    else {
+                        continue;
+                    };
+                    let Some(value) = apv.value() else { continue };
+                    if keys.is_empty() || keys.iter().any(elsewhere) {
+                        continue;
+                    }
+                    let under = all || keys[..keys.len() - 1].iter().any(persistence_like);
+                    let all = under || keys.last().is_some_and(persistence_like);
+                    let len = path.len();
+                    path.extend(keys);
+                    self.foreign_at(path, under, all, value, ctx, apv.syntax());
+                    path.truncate(len);
+                }
+            }
+            ast::Expr::Paren(p) => {
+                if let Some(inner) = p.expr() {
+                    self.foreign_at(path, under, all, inner, ctx, at);
+                }
+            }
+            ast::Expr::LetIn(l) => {
+                if let Some(inner) = l.body() {
+                    self.foreign_at(path, under, all, inner, ctx, at);
+                }
+            }
+            ast::Expr::With(w) => {
+                if let Some(inner) = w.body() {
+                    self.foreign_at(path, under, all, inner, ctx, at);
+                }
+            }
+            ast::Expr::Apply(apply) => match wrapper(&apply) {
+                Some(Wrapper::If(inner) | Wrapper::Priority(inner)) => {
+                    self.foreign_at(path, under, all, inner, ctx, at)
+                }
+                Some(Wrapper::Merge(items)) => {
+                    for (item, ctx) in merged_items(items, ctx).into_iter() {
+                        if let Some(item) = item {
+                            self.foreign_at(path, under, all, item, ctx, at);
+                        }
+                    }
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
 }
 
-/// The path of one list item: `"/x"` or `{ directory = "/x"; … }` (`file` for files).
-fn entry(item: &ast::Expr, field: &str) -> Option<String> {
+/// Names under which a configuration is not the host's: home-manager's, other systems'.
+fn elsewhere(key: &Key) -> bool {
+    matches!(
+        key.name.as_deref(),
+        Some("home-manager" | "containers" | "specialisation" | "microvm")
+    )
+}
+
+/// A name that says persistence: `global-persistence`, `perpetual`, `preserve`,
+/// `impermanence`. A storage's name (`"/persist"`, `fileSystems."/persist"`) is a path,
+/// not an option's name.
+fn persistence_like(key: &Key) -> bool {
+    key.name.as_deref().is_some_and(|n| {
+        let n = n.to_ascii_lowercase();
+        !n.starts_with('/')
+            && ["persist", "perpetual", "preserv", "impermanen"]
+                .iter()
+                .any(|w| n.contains(w))
+    })
+}
+
+/// The path of one list item: `"/x"` or `{ directory = "/x"; … }` (`file` for files), also
+/// under `lib.mkIf cond …` (conditionally) or a priority.
+fn entry(item: &ast::Expr, field: &str) -> Option<Entry> {
+    let plain = |path: String| Entry {
+        path,
+        at: item.syntax().clone(),
+        conditional: false,
+    };
     match item {
-        ast::Expr::Str(s) => resolve::str_value(s),
+        ast::Expr::Str(s) => resolve::str_value(s).map(plain),
         ast::Expr::Paren(p) => entry(&p.expr()?, field),
-        ast::Expr::AttrSet(set) => set.attrpath_values().find_map(|apv| {
-            let mut attrs = apv.attrpath()?.attrs();
-            let first = key(attrs.next()?);
-            if attrs.next().is_some() || !first.is(field) {
-                return None;
-            }
-            resolve::string(&apv.value()?)
-        }),
-        ast::Expr::Ident(_) => resolve::string(item),
+        ast::Expr::AttrSet(set) => set
+            .attrpath_values()
+            .find_map(|apv| {
+                let mut attrs = apv.attrpath()?.attrs();
+                let first = key(attrs.next()?);
+                if attrs.next().is_some() || !first.is(field) {
+                    return None;
+                }
+                resolve::string(&apv.value()?)
+            })
+            .map(plain),
+        ast::Expr::Ident(_) => resolve::string(item).map(plain),
+        ast::Expr::Apply(apply) => match wrapper(apply)? {
+            Wrapper::If(inner) => conditional(&inner, field),
+            Wrapper::Priority(inner) => entry(&inner, field),
+            Wrapper::Merge(_) => None,
+        },
         _ => None,
     }
+}
+
+fn conditional(item: &ast::Expr, field: &str) -> Option<Entry> {
+    entry(item, field).map(|e| Entry {
+        conditional: true,
+        at: item.syntax().clone(),
+        ..e
+    })
 }
 
 /// The first line of a node's text, shortened, for a one-line message.
