@@ -203,9 +203,10 @@ fn storage_overlap(set: &PersistedSet) -> Vec<Finding> {
         });
     }
     for entry in distinct_paths(set.entries()) {
+        // An entry at a storage's own path is the case above.
         let Some(storage) = storages
             .iter()
-            .find(|s| entry.path.starts_with(s) && **s != entry.storage)
+            .find(|s| entry.path.starts_with(s) && **s != entry.storage && **s != entry.path)
         else {
             continue;
         };
@@ -693,6 +694,53 @@ mod tests {
         assert_eq!(found[0].path, PathBuf::from("/persist"));
         assert!(lint(&set, Some(&separate), None, k).findings.is_empty());
         assert!(lint(&set, None, None, k).findings.is_empty());
+    }
+
+    /// Each overlap of a storage and an entry is one finding, whichever way round.
+    #[test]
+    fn storages_and_entries_that_overlap() {
+        let in_storage = |path: &str, storage: &str| {
+            let mut e = dir(path);
+            e.storage = PathBuf::from(storage);
+            e
+        };
+        type Case = (&'static str, Vec<Entry>, Vec<(Rule, &'static str)>);
+        let cases: Vec<Case> = vec![
+            (
+                "a storage inside a persisted directory",
+                vec![dir("/var/lib/x"), in_storage("/srv", "/var/lib/x/store")],
+                vec![(Rule::StorageOverlap, "/var/lib/x/store")],
+            ),
+            (
+                "a storage persisted as a directory of another",
+                vec![
+                    in_storage("/state", "/persist"),
+                    in_storage("/srv", "/state"),
+                ],
+                vec![(Rule::StorageOverlap, "/state")],
+            ),
+            (
+                "an entry inside another storage",
+                vec![dir("/state/sub"), in_storage("/srv", "/state")],
+                vec![(Rule::StorageOverlap, "/state/sub")],
+            ),
+            (
+                "storages side by side",
+                vec![dir("/var/lib/x"), in_storage("/srv", "/state")],
+                vec![],
+            ),
+            (
+                "a name that only begins like the storage",
+                vec![dir("/stateful"), in_storage("/srv", "/state")],
+                vec![],
+            ),
+        ];
+        for (what, entries, want) in cases {
+            let got = rules(entries);
+            let want: Vec<(Rule, String)> =
+                want.into_iter().map(|(r, p)| (r, p.to_string())).collect();
+            assert_eq!(got, want, "{what}");
+        }
     }
 
     #[test]

@@ -100,13 +100,19 @@ pub fn read(root: &Path) -> io::Result<Option<MountTable>> {
 /// mounted now, for decisions about writes (a rename carries along the mounts below it).
 /// Unlike [`read`], never the tree's own declaration.
 pub fn live(root: &Path) -> io::Result<MountTable> {
-    let abs = Path::new(SELF_MOUNTINFO);
-    let file = {
-        use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The calling thread's: a mount namespace is a thread's (imperm unshares one to mount
+    // the top level privately), and /proc/self names the main thread's.
+    let open = |abs: &Path| {
         std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
-            .open(abs)?
+            .open(abs)
+    };
+    let thread = Path::new("/proc/thread-self/mountinfo");
+    let (abs, file) = match open(thread) {
+        Ok(file) => (thread, file),
+        Err(_) => (Path::new(SELF_MOUNTINFO), open(Path::new(SELF_MOUNTINFO))?),
     };
     let text = crate::beneath::read_regular(file, MAX_BYTES)?;
     let mounts = parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
