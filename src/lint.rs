@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::knowledge::Knowledge;
 use crate::mode::Mode;
-use crate::mountinfo::MountTable;
-use crate::paths::quoted;
+use crate::mountinfo::{MountTable, Wiped};
+use crate::paths::{escape, quoted};
 use crate::persisted::{Entry, Kind, PersistedSet};
 
 /// Above this many bind mounts boot slows down noticeably (seed, "Slow Boot").
@@ -24,6 +24,7 @@ const DEFAULT_MODE: Mode = Mode::from_bits(0o755);
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
     StorageOnRoot,
+    StorageOverlap,
     Duplicate,
     Nested,
     FileInDirectory,
@@ -36,6 +37,7 @@ impl Rule {
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::StorageOnRoot => "storage-on-root",
+            Rule::StorageOverlap => "storage-overlap",
             Rule::Duplicate => "duplicate",
             Rule::Nested => "nested",
             Rule::FileInDirectory => "file-in-directory",
@@ -83,13 +85,20 @@ pub struct LintReport {
     pub findings: Vec<Finding>,
 }
 
-/// Runs every check.
-pub fn lint(set: &PersistedSet, mounts: Option<&MountTable>, knowledge: &Knowledge) -> LintReport {
+/// Runs every check. `root_subvolume` is `[filesystem]`'s, when the root is a subvolume:
+/// a storage mounted from inside it is wiped by a reset too.
+pub fn lint(
+    set: &PersistedSet,
+    mounts: Option<&MountTable>,
+    root_subvolume: Option<&Path>,
+    knowledge: &Knowledge,
+) -> LintReport {
     let entries = set.entries();
     let mut findings = Vec::new();
     if let Some(table) = mounts {
-        findings.extend(storage_on_root(set, table));
+        findings.extend(storage_on_root(set, table, root_subvolume));
     }
+    findings.extend(storage_overlap(set));
     findings.extend(duplicates(entries));
     findings.extend(nesting(set));
     findings.extend(modes(entries, knowledge));
@@ -133,25 +142,88 @@ fn distinct_paths(entries: &[Entry]) -> Vec<&Entry> {
     entries.iter().filter(|e| seen.insert(&e.path)).collect()
 }
 
-fn storage_on_root(set: &PersistedSet, table: &MountTable) -> Vec<Finding> {
+fn storage_on_root(
+    set: &PersistedSet,
+    table: &MountTable,
+    root_subvolume: Option<&Path>,
+) -> Vec<Finding> {
     set.storages()
         .into_iter()
         .filter_map(|storage| {
-            let holder = table.containing(storage)?;
-            (holder.mount_point == Path::new("/")).then(|| Finding {
-                rule: Rule::StorageOnRoot,
-                path: storage.to_path_buf(),
-                message: format!(
+            let place = table.storage(storage, root_subvolume)?;
+            let holder = place.holder;
+            let message = match place.wiped? {
+                Wiped::OnRoot => format!(
                     "persistent storage {} is not a separate filesystem: it lies on the root filesystem ({} {}), which the reset wipes; mount a subvolume or filesystem there with neededForBoot = true",
                     quoted(storage),
                     holder.fs_type,
                     holder.source
                 ),
+                Wiped::InsideRoot { tree } => format!(
+                    "persistent storage {} is mounted from {}, inside the root subvolume {} ({} {}), which the reset deletes with the old root; make the storage a subvolume or filesystem outside the root and mount it there with neededForBoot = true",
+                    quoted(storage),
+                    escape(&holder.root),
+                    escape(&tree),
+                    holder.fs_type,
+                    holder.source
+                ),
+            };
+            Some(Finding {
+                rule: Rule::StorageOnRoot,
+                path: storage.to_path_buf(),
+                message,
                 declared_at: Vec::new(),
                 merges: Vec::new(),
             })
         })
         .collect()
+}
+
+/// A storage inside a persisted directory: the directory's bind mount and the storage's
+/// own mount cover each other, so one of them shows the wrong files. And an entry inside
+/// another storage: it would be bind mounted over part of that storage. (An entry inside
+/// its own storage is refused when the configuration is loaded.)
+fn storage_overlap(set: &PersistedSet) -> Vec<Finding> {
+    let storages = set.storages();
+    let mut findings = Vec::new();
+    for storage in &storages {
+        let Some(outer) = set.lookup(storage).filter(|e| e.kind == Kind::Directory) else {
+            continue;
+        };
+        findings.push(Finding {
+            rule: Rule::StorageOverlap,
+            path: storage.to_path_buf(),
+            message: format!(
+                "persistent storage {} lies inside the persisted directory {}: that directory's bind mount and the storage's mount cover each other, so one of them shows the wrong files; move the storage out of every persisted directory",
+                quoted(storage),
+                quoted(&outer.path)
+            ),
+            declared_at: vec![outer.origin.clone()],
+            merges: Vec::new(),
+        });
+    }
+    for entry in distinct_paths(set.entries()) {
+        // An entry at a storage's own path is the case above.
+        let Some(storage) = storages
+            .iter()
+            .find(|s| entry.path.starts_with(s) && **s != entry.storage && **s != entry.path)
+        else {
+            continue;
+        };
+        findings.push(Finding {
+            rule: Rule::StorageOverlap,
+            path: entry.path.clone(),
+            message: format!(
+                "{} lies inside the persistent storage {} and is persisted from {}: it would be bind mounted over part of that storage; remove the entry (what is in a storage persists already)",
+                quoted(&entry.path),
+                quoted(storage),
+                quoted(&entry.storage)
+            ),
+            declared_at: vec![entry.origin.clone()],
+            merges: Vec::new(),
+        });
+    }
+    findings
 }
 
 fn duplicates(entries: &[Entry]) -> Vec<Finding> {
@@ -473,7 +545,7 @@ mod tests {
 
     fn rules(entries: Vec<Entry>) -> Vec<(Rule, String)> {
         let set = PersistedSet::new(entries);
-        lint(&set, None, knowledge::builtin())
+        lint(&set, None, None, knowledge::builtin())
             .findings
             .into_iter()
             .map(|f| (f.rule, f.path.to_string_lossy().into_owned()))
@@ -596,7 +668,7 @@ mod tests {
     #[test]
     fn duplicates_name_every_declaration() {
         let set = PersistedSet::new(vec![dir("/var/log"), dir("/var/lib/x"), dir("/var/log")]);
-        let report = lint(&set, None, knowledge::builtin());
+        let report = lint(&set, None, None, knowledge::builtin());
         assert_eq!(report.findings[0].declared_at, ["t:/var/log", "t:/var/log"]);
         assert_eq!(report.bind_mounts, 2);
     }
@@ -616,12 +688,59 @@ mod tests {
         };
         let set = PersistedSet::new(vec![dir("/var/log")]);
         let k = knowledge::builtin();
-        let found = lint(&set, Some(&on_root), k).findings;
+        let found = lint(&set, Some(&on_root), None, k).findings;
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].rule, Rule::StorageOnRoot);
         assert_eq!(found[0].path, PathBuf::from("/persist"));
-        assert!(lint(&set, Some(&separate), k).findings.is_empty());
-        assert!(lint(&set, None, k).findings.is_empty());
+        assert!(lint(&set, Some(&separate), None, k).findings.is_empty());
+        assert!(lint(&set, None, None, k).findings.is_empty());
+    }
+
+    /// Each overlap of a storage and an entry is one finding, whichever way round.
+    #[test]
+    fn storages_and_entries_that_overlap() {
+        let in_storage = |path: &str, storage: &str| {
+            let mut e = dir(path);
+            e.storage = PathBuf::from(storage);
+            e
+        };
+        type Case = (&'static str, Vec<Entry>, Vec<(Rule, &'static str)>);
+        let cases: Vec<Case> = vec![
+            (
+                "a storage inside a persisted directory",
+                vec![dir("/var/lib/x"), in_storage("/srv", "/var/lib/x/store")],
+                vec![(Rule::StorageOverlap, "/var/lib/x/store")],
+            ),
+            (
+                "a storage persisted as a directory of another",
+                vec![
+                    in_storage("/state", "/persist"),
+                    in_storage("/srv", "/state"),
+                ],
+                vec![(Rule::StorageOverlap, "/state")],
+            ),
+            (
+                "an entry inside another storage",
+                vec![dir("/state/sub"), in_storage("/srv", "/state")],
+                vec![(Rule::StorageOverlap, "/state/sub")],
+            ),
+            (
+                "storages side by side",
+                vec![dir("/var/lib/x"), in_storage("/srv", "/state")],
+                vec![],
+            ),
+            (
+                "a name that only begins like the storage",
+                vec![dir("/stateful"), in_storage("/srv", "/state")],
+                vec![],
+            ),
+        ];
+        for (what, entries, want) in cases {
+            let got = rules(entries);
+            let want: Vec<(Rule, String)> =
+                want.into_iter().map(|(r, p)| (r, p.to_string())).collect();
+            assert_eq!(got, want, "{what}");
+        }
     }
 
     #[test]
@@ -631,7 +750,7 @@ mod tests {
         entries.extend((0..4).map(|i| dir(&format!("/srv/media/lib{i}"))));
         entries.extend((0..5).map(|i| file(&format!("/etc/ssh/key{i}"))));
         let set = PersistedSet::new(entries);
-        let report = lint(&set, None, knowledge::builtin());
+        let report = lint(&set, None, None, knowledge::builtin());
         assert_eq!(report.bind_mounts, 35);
         let finding = report
             .findings

@@ -1,10 +1,23 @@
-//! The live mount table (`/proc/self/mountinfo`): parsing, and the two questions imperm asks
-//! of it: which mount holds a path, and which bind mounts come from persistent storage.
+//! The mount table (`/proc/self/mountinfo`): parsing, and the questions imperm asks of it:
+//! which mount holds a path, which bind mounts come from persistent storage, whether a
+//! reset wipes a storage, and which mounts lie below a directory.
+//!
+//! Two tables, for two purposes:
+//! - [`read`]: the table the tree declares (`DIR/proc/self/mountinfo`), for reports
+//!   (`lint`, `status`, the persisted set from bind mounts). A plain file there is taken
+//!   as it is: a fixture, or a copy from the host the tree belongs to. When `DIR/proc` is
+//!   the live procfs (the installer's and chroot's `mount --bind /proc DIR/proc`), the file
+//!   is this process's own table, with host paths (`DIR/persist`): it is mapped to the tree.
+//! - [`live`]: the kernel's table of this process, mapped to the tree, for write safety
+//!   (`restore`): what a rename really carries along is what is mounted now, whatever the
+//!   tree declares, and also when it declares nothing.
 
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::paths::under_root;
 
@@ -39,21 +52,75 @@ pub struct ParseError {
     pub what: String,
 }
 
-/// Reads the mount table of the tree at `root`: `/proc/self/mountinfo` below it.
-/// `Ok(None)` when there is none (a plain directory tree or an unmounted snapshot has no
-/// `/proc`), so callers can tell "no mount table" from "no such mount".
+/// The kernel's own table file.
+const SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// `f_type` of procfs (linux/magic.h).
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// Reads the mount table the tree at `root` declares: `/proc/self/mountinfo` below it,
+/// resolved as the tree sees it. `Ok(None)` when there is none (a plain directory tree or
+/// an unmounted snapshot has no `/proc`), so callers can tell "no mount table" from "no
+/// such mount". When that file is on the live procfs it is this process's table, which
+/// names mount points as this process sees them: they are mapped to the tree (see
+/// [`MountTable::seen_from`]).
 pub fn read(root: &Path) -> io::Result<Option<MountTable>> {
-    let abs = Path::new("/proc/self/mountinfo");
+    let abs = Path::new(SELF_MOUNTINFO);
     let file = under_root(root, abs);
     // Under --root this is any file the tree holds, read as the tree sees it (a symlink in
     // it never names the host's table): a FIFO or an endless device there must not hang
     // or exhaust the run.
-    let tree = crate::beneath::Tree::open(root).map_err(|e| e.source)?;
-    let Some(text) = tree.read_bounded(abs, MAX_BYTES)? else {
-        return Ok(None);
+    let dir = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = match rustix::fs::openat2(
+        &dir,
+        "proc/self/mountinfo",
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
+    // Asked of the descriptor that is read, so nothing can be swapped in between.
+    // `f_type`'s integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let live = rustix::fs::fstatfs(&fd).is_ok_and(|st| st.f_type as i64 == PROC_SUPER_MAGIC);
+    let text = crate::beneath::read_regular(std::fs::File::from(fd), MAX_BYTES)?;
     let mounts = parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(Some(MountTable { file, mounts }))
+    let table = MountTable { file, mounts };
+    Ok(Some(if live { table.seen_from(root)? } else { table }))
+}
+
+/// The kernel's mount table of this process, as the tree at `root` sees it: what is
+/// mounted now, for decisions about writes (a rename carries along the mounts below it).
+/// Unlike [`read`], never the tree's own declaration.
+pub fn live(root: &Path) -> io::Result<MountTable> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // The calling thread's: a mount namespace is a thread's (imperm unshares one to mount
+    // the top level privately), and /proc/self names the main thread's.
+    let open = |abs: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(abs)
+    };
+    let thread = Path::new("/proc/thread-self/mountinfo");
+    let (abs, file) = match open(thread) {
+        Ok(file) => (thread, file),
+        Err(_) => (Path::new(SELF_MOUNTINFO), open(Path::new(SELF_MOUNTINFO))?),
+    };
+    let text = crate::beneath::read_regular(file, MAX_BYTES)?;
+    let mounts = parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    MountTable {
+        file: abs.to_path_buf(),
+        mounts,
+    }
+    .seen_from(root)
 }
 
 /// A mount table larger than this is not one (10,000 mounts take about 2 MB).
@@ -205,6 +272,114 @@ impl MountTable {
         }
         found
     }
+
+    /// This table as the tree at `root` sees it, when the table names mount points as this
+    /// process sees them (its own table): mounts at or below `root` become tree paths
+    /// (`DIR/persist` is `/persist`), the others are dropped. When nothing is mounted at
+    /// `root` itself (a directory of a larger mount, such as a subvolume reached through the
+    /// top level), the mount that holds it becomes the tree's `/`, showing the directory's
+    /// path inside its filesystem: that is the filesystem the tree's files are on.
+    pub fn seen_from(self, root: &Path) -> io::Result<MountTable> {
+        let root = std::fs::canonicalize(root)?;
+        if root == Path::new("/") {
+            return Ok(self);
+        }
+        let holder = self.containing(&root).cloned();
+        let mut mounts: Vec<Mount> = self
+            .mounts
+            .into_iter()
+            .filter_map(|mut m| {
+                let inside = m.mount_point.strip_prefix(&root).ok()?;
+                m.mount_point = Path::new("/").join(inside);
+                Some(m)
+            })
+            .collect();
+        if !mounts.iter().any(|m| m.mount_point == Path::new("/")) {
+            if let Some(mut holder) = holder {
+                let inside = root.strip_prefix(&holder.mount_point).unwrap_or(&root);
+                holder.root = holder.root.join(inside);
+                holder.mount_point = PathBuf::from("/");
+                mounts.insert(0, holder);
+            }
+        }
+        Ok(MountTable {
+            file: self.file,
+            mounts,
+        })
+    }
+
+    /// Mounts strictly below `dir`, in mount order: what moving `dir` would carry along.
+    pub fn below<'a>(&'a self, dir: &'a Path) -> impl Iterator<Item = &'a Mount> + 'a {
+        self.mounts
+            .iter()
+            .filter(move |m| m.mount_point.starts_with(dir) && m.mount_point != dir)
+    }
+
+    /// The mount the tree's `/` is on.
+    pub fn root_mount(&self) -> Option<&Mount> {
+        self.containing(Path::new("/"))
+    }
+
+    /// Where the persistent storage `storage` lies, and whether a reset wipes it; `None`
+    /// when no mount holds it (a table without `/`). See [`MountTable::wiped_by_reset`].
+    pub fn storage(&self, storage: &Path, root_subvolume: Option<&Path>) -> Option<Storage<'_>> {
+        let holder = self.containing(storage)?;
+        Some(Storage {
+            holder,
+            wiped: self.wiped_by_reset(holder, root_subvolume),
+        })
+    }
+
+    /// Whether a reset of the root wipes what is on `holder` (the mount a storage lies on),
+    /// and why. The one answer `lint`, `status` and `restore` give:
+    ///
+    /// - the root's own mount (a plain directory of the root, or a subvolume nested in it
+    ///   without a mount of its own) is wiped;
+    /// - so is another mount of the same filesystem that shows a path inside the root's
+    ///   tree: a bind mount of a directory of the root, a second mount of the root
+    ///   subvolume, or a subvolume nested in the root and mounted apart
+    ///   (`/@root/nestedpersist` inside `/@root`), which a reset deletes with the old root.
+    ///   The root's tree is the path the root mount shows, and `root_subvolume` (from
+    ///   `[filesystem]`) when given. A btrfs or bcachefs root mount that shows the top
+    ///   level (`/`) is not reset, so there only its own mount counts;
+    /// - anything on another filesystem is not.
+    pub fn wiped_by_reset(&self, holder: &Mount, root_subvolume: Option<&Path>) -> Option<Wiped> {
+        let root_mount = self.root_mount()?;
+        if holder.mount_point == Path::new("/") {
+            return Some(Wiped::OnRoot);
+        }
+        if holder.device != root_mount.device {
+            return None;
+        }
+        let top_level = matches!(root_mount.fs_type.as_str(), "btrfs" | "bcachefs")
+            && root_mount.root == Path::new("/");
+        let own = (!top_level).then(|| root_mount.root.clone());
+        let configured = root_subvolume
+            .filter(|s| !s.as_os_str().is_empty())
+            .map(|s| Path::new("/").join(s));
+        own.into_iter()
+            .chain(configured)
+            .find(|tree| holder.root.starts_with(tree))
+            .map(|tree| Wiped::InsideRoot { tree })
+    }
+}
+
+/// Where a persistent storage lies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Storage<'a> {
+    /// The mount that holds it.
+    pub holder: &'a Mount,
+    /// Whether a reset wipes it, and why; `None` when it does not.
+    pub wiped: Option<Wiped>,
+}
+
+/// Why a reset wipes a storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wiped {
+    /// It lies on the root's own mount.
+    OnRoot,
+    /// It is mounted apart, from inside the root's tree (`tree`, such as `/@root`).
+    InsideRoot { tree: PathBuf },
 }
 
 #[cfg(test)]
@@ -356,6 +531,213 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(table.bind_mounts_from(Path::new("/persist")).len(), 20_000);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    fn table(text: &str) -> MountTable {
+        MountTable {
+            file: PathBuf::new(),
+            mounts: parse(text).unwrap(),
+        }
+    }
+
+    /// Every layout of a storage against the root, and what a reset does to it.
+    #[test]
+    fn whether_a_reset_wipes_a_storage() {
+        let inside = |tree: &str| {
+            Some(Wiped::InsideRoot {
+                tree: PathBuf::from(tree),
+            })
+        };
+        type Case = (
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+            Option<Wiped>,
+        );
+        let btrfs = "1 0 0:30 /@root / rw - btrfs /dev/vda2 rw\n";
+        let cases: Vec<Case> = vec![
+            (
+                "a plain directory of the root",
+                "",
+                None,
+                Some(Wiped::OnRoot),
+            ),
+            (
+                "a subvolume beside the root",
+                "2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n",
+                None,
+                None,
+            ),
+            (
+                "a subvolume nested in the root, mounted apart",
+                "2 1 0:30 /@root/nestedpersist /persist rw - btrfs /dev/vda2 rw\n",
+                None,
+                inside("/@root"),
+            ),
+            (
+                "a bind mount of a directory of the root",
+                "2 1 0:30 /@root/data /persist rw - btrfs /dev/vda2 rw\n",
+                None,
+                inside("/@root"),
+            ),
+            (
+                "a second mount of the root subvolume",
+                "2 1 0:30 /@root /persist rw - btrfs /dev/vda2 rw\n",
+                None,
+                inside("/@root"),
+            ),
+            (
+                "a name that only begins like the root",
+                "2 1 0:30 /@rootkeep /persist rw - btrfs /dev/vda2 rw\n",
+                Some("@root"),
+                None,
+            ),
+            (
+                "another filesystem",
+                "2 1 8:3 / /persist rw - ext4 /dev/vda3 rw\n",
+                None,
+                None,
+            ),
+            (
+                "the whole top level mounted at the storage",
+                "2 1 0:30 / /persist rw - btrfs /dev/vda2 rw\n",
+                Some("@root"),
+                None,
+            ),
+        ];
+        for (what, storage, sub, want) in cases {
+            let t = table(&format!("{btrfs}{storage}"));
+            let got = t
+                .storage(Path::new("/persist"), sub.map(Path::new))
+                .unwrap();
+            assert_eq!(got.wiped, want, "{what}");
+        }
+
+        // The root mount shows the top level: not a root a reset replaces, so only its own
+        // mount counts, and the configured root subvolume.
+        let top = "1 0 0:30 / / rw - btrfs /dev/vda2 rw\n\
+                   2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n\
+                   3 1 0:30 /@root/state /state rw - btrfs /dev/vda2 rw\n";
+        let t = table(top);
+        assert_eq!(t.storage(Path::new("/persist"), None).unwrap().wiped, None);
+        assert_eq!(t.storage(Path::new("/state"), None).unwrap().wiped, None);
+        assert_eq!(
+            t.storage(Path::new("/state"), Some(Path::new("@root")))
+                .unwrap()
+                .wiped,
+            inside("/@root")
+        );
+        assert_eq!(
+            t.storage(Path::new("/plain"), None).unwrap().wiped,
+            Some(Wiped::OnRoot)
+        );
+
+        // ext4 or tmpfs roots: a bind mount of one of their directories is the root.
+        for root in [
+            "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 8:1 /data /persist rw - ext4 /dev/sda1 rw\n",
+            "1 0 0:20 / / rw - tmpfs none rw\n2 1 0:20 /data /persist rw - tmpfs none rw\n",
+        ] {
+            let t = table(root);
+            assert_eq!(
+                t.storage(Path::new("/persist"), None).unwrap().wiped,
+                inside("/"),
+                "{root}"
+            );
+        }
+        // No root in the table: nothing to say.
+        let t = table("2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n");
+        assert!(t.storage(Path::new("/elsewhere"), None).is_none());
+    }
+
+    /// This process's own table names mount points as it sees them: seen from a tree at
+    /// DIR, mounts below DIR become tree paths and the rest go; a DIR that is not a mount
+    /// point itself gets the mount holding it as its `/`.
+    #[test]
+    fn a_table_seen_from_a_tree() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let live = dir.path().join("live");
+        std::fs::create_dir(&live).unwrap();
+        let d = std::fs::canonicalize(&live).unwrap();
+        let d = d.to_str().unwrap();
+        let t = table(&format!(
+            "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+             2 1 0:30 /@root {d} rw - btrfs /dev/vda2 rw\n\
+             3 2 0:30 /@root/nested {d}/persist rw - btrfs /dev/vda2 rw\n\
+             4 1 0:30 /@persist {d}2 rw - btrfs /dev/vda2 rw\n\
+             5 1 0:22 / /proc rw - proc proc rw\n\
+             6 2 0:22 / {d}/proc rw - proc proc rw\n"
+        ));
+        let seen = t.clone().seen_from(&live).unwrap();
+        let points: Vec<(u64, &Path)> = seen
+            .mounts
+            .iter()
+            .map(|m| (m.id, m.mount_point.as_path()))
+            .collect();
+        assert_eq!(
+            points,
+            [
+                (2, Path::new("/")),
+                (3, Path::new("/persist")),
+                (6, Path::new("/proc")),
+            ]
+        );
+        assert_eq!(
+            seen.storage(Path::new("/persist"), None).unwrap().wiped,
+            Some(Wiped::InsideRoot {
+                tree: PathBuf::from("/@root")
+            })
+        );
+        // Through a symlink to it, the same tree.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&live, &link).unwrap();
+        assert_eq!(t.clone().seen_from(&link).unwrap().mounts, seen.mounts);
+        // `/` is the table as it is.
+        assert_eq!(
+            t.clone().seen_from(Path::new("/")).unwrap().mounts,
+            t.mounts
+        );
+
+        // A directory inside a mount: that mount, showing the directory, is the tree's `/`.
+        let sub = live.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let seen = t.seen_from(&sub).unwrap();
+        assert_eq!(seen.mounts.len(), 1);
+        assert_eq!(seen.mounts[0].mount_point, Path::new("/"));
+        assert_eq!(seen.mounts[0].root, Path::new("/@root/sub"));
+    }
+
+    /// The live procfs under a tree is this process's table: mapped; a file is as it is.
+    #[test]
+    fn the_trees_table_is_mapped_only_when_it_is_the_live_procfs() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let proc = dir.path().join("proc/self");
+        std::fs::create_dir_all(&proc).unwrap();
+        std::fs::write(
+            proc.join("mountinfo"),
+            "1 0 0:30 /@root / rw - btrfs /dev/vda2 rw\n",
+        )
+        .unwrap();
+        let fixture = read(dir.path()).unwrap().unwrap();
+        assert_eq!(fixture.mounts[0].mount_point, Path::new("/"));
+        assert_eq!(fixture.mounts[0].root, Path::new("/@root"));
+        // This machine's / through its own /proc: the live table, as it is at `/`.
+        let own = read(Path::new("/")).unwrap().unwrap();
+        assert!(own.mounts.iter().any(|m| m.fs_type == "proc"));
+        let live = live(Path::new("/")).unwrap();
+        assert!(live.root_mount().is_some());
+    }
+
+    #[test]
+    fn mounts_below_a_directory() {
+        let t = table(
+            "1 0 0:30 /@root / rw - btrfs /dev/vda2 rw\n\
+             2 1 0:30 /@persist/var/lib/x /var/lib/x rw - btrfs /dev/vda2 rw\n\
+             3 1 0:30 /@persist/var/lib2 /var/lib2 rw - btrfs /dev/vda2 rw\n",
+        );
+        let below = |dir: &str| -> Vec<u64> { t.below(Path::new(dir)).map(|m| m.id).collect() };
+        assert_eq!(below("/var/lib"), [2]);
+        assert_eq!(below("/var"), [2, 3]);
+        assert!(below("/var/lib/x").is_empty());
     }
 
     #[test]

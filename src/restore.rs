@@ -1,14 +1,20 @@
 //! Restoring files from an old-root snapshot: an exact copy (owner, mode, timestamps,
 //! xattrs, symlinks as symlinks, FIFOs and device nodes, hard links linked, holes kept)
-//! made beside the target in a private temporary directory and renamed into place.
+//! made beside the target in a private temporary directory and put into place.
 //!
-//! Nothing is ever renamed onto an existing name (`RENAME_NOREPLACE`), and nothing is
-//! reached through a path string: every call works on directory descriptors opened
-//! without following symlinks, so a symlink planted in the target tree after the checks is
-//! never followed. The temporary directory (`.NAME.imperm-restore`) is owned by root with
-//! mode 0700 until the copy is complete, so nobody else can reach into it meanwhile, and it
-//! carries a marker that only root can set: a leftover of a killed restore is recognised as
-//! ours and removed, anything else of that name is left alone and refused.
+//! Nothing is ever renamed onto an existing name: a new target is renamed into place with
+//! `RENAME_NOREPLACE`, and an existing one is swapped with the finished copy in one step
+//! (`RENAME_EXCHANGE`), so the target's name always holds either what was there or the
+//! copy; what was there, now in the temporary directory, is then renamed aside with
+//! `RENAME_NOREPLACE`. Nothing is reached through a path string: every call works on
+//! directory descriptors opened without following symlinks, so a symlink planted in the
+//! target tree after the checks is never followed. The temporary directory
+//! (`.NAME.imperm-restore`) is owned by root with mode 0700, so nobody else can reach into
+//! it, and it carries a marker that only root can set: a leftover of a killed restore is
+//! recognised as ours, anything else of that name is left alone and refused. Once the copy
+//! is complete, the directory also records which inode the copy is; so a leftover holding
+//! anything else holds what a killed restore swapped out of the target, which the next run
+//! keeps aside instead of removing.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -50,8 +56,11 @@ pub struct Job<'a> {
     pub name: &'a OsStr,
     /// The target as the user knows it, for messages.
     pub shown: &'a Path,
-    /// When the target exists: the time stamp of the name it is kept aside under.
-    pub replace: Option<&'a str>,
+    /// Whether the target exists (checked, with `--force`): it is swapped with the copy
+    /// and kept aside.
+    pub replace: bool,
+    /// The time stamp of the names things are kept aside under.
+    pub stamp: &'a str,
 }
 
 const SOCKET: &str =
@@ -71,9 +80,14 @@ pub fn cannot_copy(kind: FileType) -> Option<&'static str> {
 /// cannot make a directory of their own look like a leftover that imperm may remove.
 const MARKER: &str = "trusted.imperm-restore";
 const MARKER_VALUE: &[u8] = b"a copy in progress, removed by the next restore";
+/// Set on the temporary directory once the copy in it is complete: the copy's `dev:ino`.
+/// Anything else found there by a later run is what a swap took out of the target.
+const COPY: &str = "trusted.imperm-restore-copy";
 
-/// Test hook: abort right after the named step, like a kill -9 there.
-const FAILPOINTS: [&str; 3] = ["restore-copied", "restore-aside", "restore-placed"];
+/// Test hook: abort right after the named step, like a kill -9 there: the copy synced;
+/// the copy in place (swapped with an existing target, which is then in the temporary
+/// directory); what was at the target renamed aside.
+const FAILPOINTS: [&str; 3] = ["restore-copied", "restore-placed", "restore-aside"];
 
 const BENEATH: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
@@ -120,21 +134,25 @@ fn fitted(prefix: &str, name: &OsStr, suffix: &str) -> OsString {
     OsString::from_vec(out)
 }
 
-/// What stands at the temporary name.
+/// What stands at the temporary name of a target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leftover {
     None,
-    /// A copy a killed restore left: ours to remove.
-    Ours,
+    /// A copy (or part of one) a killed restore left: ours to remove; the snapshot still
+    /// has it.
+    Copy,
+    /// What a restore killed right after the swap took out of the target: ours, and kept
+    /// aside by the next restore of that target, never removed.
+    Kept,
     /// Something else: never touched.
     Foreign,
 }
 
-/// What stands at `dir/name` (a temporary name).
+/// What stands at the temporary name of the target `dir/name`.
 pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
     let fd = match rustix::fs::openat(
         dir,
-        name,
+        temp_name(name),
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
@@ -144,18 +162,47 @@ pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
         Err(e) => return Err(e.into()),
     };
     let st = rustix::fs::fstat(&fd)?;
-    let mut value = [0u8; 64];
-    let marked = match rustix::fs::fgetxattr(&fd, MARKER, &mut value[..]) {
-        Ok(n) => &value[..n] == MARKER_VALUE,
-        Err(Errno::NODATA | Errno::NOTSUP | Errno::RANGE) => false,
+    let marked = xattr(&fd, MARKER)?.is_some_and(|v| v == MARKER_VALUE);
+    if !marked || st.st_uid != rustix::process::geteuid().as_raw() {
+        return Ok(Leftover::Foreign);
+    }
+    let inside = match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        // Nothing in it: a copy not begun, or what was swapped out is aside already.
+        Err(Errno::NOENT) => return Ok(Leftover::Copy),
         Err(e) => return Err(e.into()),
     };
-    Ok(
-        if marked && st.st_uid == rustix::process::geteuid().as_raw() {
-            Leftover::Ours
-        } else {
-            Leftover::Foreign
-        },
+    // Before the copy was complete nothing was recorded, and nothing was swapped: the
+    // swap comes only after the record is on disk.
+    Ok(match xattr(&fd, COPY)? {
+        Some(copy) if copy != identity(&inside).as_bytes() => Leftover::Kept,
+        _ => Leftover::Copy,
+    })
+}
+
+/// An extended attribute's value, `None` when it is not set (or cannot be, here).
+fn xattr(fd: &OwnedFd, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let mut value = [0u8; 64];
+    match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
+        Ok(n) => Ok(Some(value[..n].to_vec())),
+        Err(Errno::NODATA | Errno::NOTSUP | Errno::RANGE) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Which inode an entry is, as recorded in [`COPY`].
+fn identity(st: &Stat) -> String {
+    format!("{}:{}", st.st_dev, st.st_ino)
+}
+
+/// The note for a temporary directory that holds what a killed restore swapped out of
+/// `shown` (see [`Leftover::Kept`]).
+pub fn kept_note(shown: &Path) -> String {
+    let name = shown.file_name().unwrap_or_default();
+    format!(
+        "{} holds what was at {} before a restore was killed, and the next restore of it with --force keeps that aside",
+        escape(&shown.with_file_name(temp_name(name)).join(name)),
+        escape(shown)
     )
 }
 
@@ -167,9 +214,10 @@ pub fn foreign_leftover(shown: &Path) -> Error {
     ))
 }
 
-/// Copies `job.name` from the snapshot beside its target and renames it into place, after
-/// moving an existing target aside when `job.replace` says so. A target that appears while
-/// this runs is left alone: the copy is removed and the restore refused.
+/// Copies `job.name` from the snapshot beside its target and puts it into place: renamed
+/// there, or swapped with the existing target (which is then kept aside) when
+/// `job.replace` says so. A target that appears while this runs is left alone: the copy
+/// is removed and the restore refused.
 pub fn restore(job: &Job) -> Result<Restored, Error> {
     match copy(job)? {
         Prepared::Nothing(out) => Ok(out),
@@ -198,7 +246,11 @@ pub struct Copied {
     target_dir: OwnedFd,
     name: OsString,
     shown: PathBuf,
-    replace: Option<String>,
+    replace: bool,
+    stamp: String,
+    /// Set once the temporary directory holds what was at the target: from then on it
+    /// must never be removed (Drop leaves it to the next run).
+    swapped: bool,
     out: Restored,
 }
 
@@ -216,10 +268,44 @@ pub fn copy(job: &Job) -> Result<Prepared, Error> {
     let temp = temp_name(job.name);
     let temp_shown = job.shown.with_file_name(&temp);
     let fs_err = |op: &str, e: Errno| -> Error { FsError::new(op, &temp_shown, e.into()).into() };
-    match leftover(job.target_dir, &temp).map_err(|e| FsError::new("inspect", &temp_shown, e))? {
+    match leftover(job.target_dir, job.name).map_err(|e| FsError::new("inspect", &temp_shown, e))? {
         Leftover::None => {}
-        Leftover::Ours => remove_tree(job.target_dir, &temp)
+        Leftover::Copy => remove_tree(job.target_dir, &temp)
             .map_err(|e| FsError::new("remove the leftover", &temp_shown, e))?,
+        Leftover::Kept => {
+            // Kept aside like a target replaced now, then the rest removed as a copy.
+            let temp_dir = rustix::fs::openat(
+                job.target_dir,
+                &temp,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| fs_err("open", e))?;
+            let aside = move_aside(
+                temp_dir.as_fd(),
+                job.name,
+                job.target_dir,
+                job.name,
+                job.stamp,
+            )
+            .map_err(|e| {
+                FsError::new(
+                    "keep aside what a killed restore left of",
+                    job.shown,
+                    e.into(),
+                )
+            })?;
+            if let Some(aside) = aside {
+                eprintln!(
+                    "imperm restore: kept what a killed restore left of {} in {}",
+                    escape(job.shown),
+                    escape(&job.shown.with_file_name(aside))
+                );
+            }
+            sync([(job.target_dir, job.shown)])?;
+            remove_tree(job.target_dir, &temp)
+                .map_err(|e| FsError::new("remove the leftover", &temp_shown, e))?;
+        }
         Leftover::Foreign => return Err(foreign_leftover(&temp_shown)),
     }
     rustix::fs::mkdirat(job.target_dir, &temp, Mode::from_raw_mode(0o700))
@@ -246,7 +332,9 @@ pub fn copy(job: &Job) -> Result<Prepared, Error> {
         temp,
         name: job.name.to_os_string(),
         shown: job.shown.to_path_buf(),
-        replace: job.replace.map(str::to_string),
+        replace: job.replace,
+        stamp: job.stamp.to_string(),
+        swapped: false,
         out: Restored::default(),
     };
     // From here on, an error drops `copied`, which removes it.
@@ -267,6 +355,21 @@ pub fn copy(job: &Job) -> Result<Prepared, Error> {
     };
     walk.run()?;
     copied.out = walk.out;
+    // Which inode the finished copy is, recorded before `sync_all` makes it last and so
+    // before any swap: a later run tells the copy from what a swap left (see `leftover`).
+    if xattr(&copied.temp_dir, MARKER).map_err(|e| FsError::new("inspect", &temp_shown, e))?
+        == Some(MARKER_VALUE.to_vec())
+    {
+        let st = rustix::fs::statat(&copied.temp_dir, job.name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| fs_err("inspect", e))?;
+        rustix::fs::fsetxattr(
+            &copied.temp_dir,
+            COPY,
+            identity(&st).as_bytes(),
+            XattrFlags::empty(),
+        )
+        .map_err(|e| fs_err("mark", e))?;
+    }
     Ok(Prepared::Copied(copied))
 }
 
@@ -303,40 +406,16 @@ pub struct Placed {
 }
 
 impl Copied {
-    /// Moves an existing target aside (when asked) and renames the copy into place, never
-    /// onto an existing name. Call `sync_all` first.
+    /// Puts the copy into place, never onto an existing name: renamed there when the
+    /// target did not exist; swapped with it in one step when it did, what was there then
+    /// being renamed aside. Call `sync_all` first.
     pub fn place(mut self) -> Result<Placed, Error> {
-        if let Some(stamp) = &self.replace {
-            self.out.aside = move_aside(self.target_dir.as_fd(), &self.name, stamp)
-                .map_err(|e| FsError::new("move aside", &self.shown, e.into()))?;
+        if self.replace {
+            self.swap()?;
+        } else {
+            self.rename_into_place()?;
+            failpoint(FAILPOINTS[1]);
         }
-        failpoint(FAILPOINTS[1]);
-        match rustix::fs::renameat_with(
-            &self.temp_dir,
-            &self.name,
-            &self.target_dir,
-            &self.name,
-            RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => {}
-            Err(Errno::EXIST) => {
-                let kept = match &self.out.aside {
-                    Some(aside) => format!(
-                        "; what was there before is kept in {}",
-                        escape(&self.shown.with_file_name(aside))
-                    ),
-                    None => String::new(),
-                };
-                return Err(Error::Usage(format!(
-                    "{} appeared while restoring: it was left as it is and the copy removed{kept}",
-                    escape(&self.shown)
-                )));
-            }
-            Err(e) => {
-                return Err(FsError::new("rename into place", &self.shown, e.into()).into());
-            }
-        }
-        failpoint(FAILPOINTS[2]);
         rustix::fs::unlinkat(&self.target_dir, &self.temp, AtFlags::REMOVEDIR).map_err(|e| {
             FsError::new("remove", &self.shown.with_file_name(&self.temp), e.into())
         })?;
@@ -348,11 +427,95 @@ impl Copied {
             out: std::mem::take(&mut self.out),
         })
     }
+
+    /// Swaps the copy with the existing target, then renames what was there aside. The
+    /// target's name holds one or the other at every moment, also if killed in between.
+    fn swap(&mut self) -> Result<(), Error> {
+        match rustix::fs::renameat_with(
+            &self.temp_dir,
+            &self.name,
+            &self.target_dir,
+            &self.name,
+            RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => {}
+            // Gone meanwhile: nothing to keep aside.
+            Err(Errno::NOENT) => {
+                self.rename_into_place()?;
+                failpoint(FAILPOINTS[1]);
+                return Ok(());
+            }
+            // A filesystem without RENAME_EXCHANGE: the two steps it allows, with the
+            // moment between them where the target's name is free.
+            Err(Errno::INVAL) => {
+                self.out.aside = move_aside(
+                    self.target_dir.as_fd(),
+                    &self.name,
+                    self.target_dir.as_fd(),
+                    &self.name,
+                    &self.stamp,
+                )
+                .map_err(|e| FsError::new("move aside", &self.shown, e.into()))?;
+                failpoint(FAILPOINTS[2]);
+                self.rename_into_place()?;
+                failpoint(FAILPOINTS[1]);
+                return Ok(());
+            }
+            Err(e) => return Err(FsError::new("swap into place", &self.shown, e.into()).into()),
+        }
+        // The temporary directory now holds what was at the target.
+        self.swapped = true;
+        failpoint(FAILPOINTS[1]);
+        self.out.aside = move_aside(
+            self.temp_dir.as_fd(),
+            &self.name,
+            self.target_dir.as_fd(),
+            &self.name,
+            &self.stamp,
+        )
+        .map_err(|e| {
+            Error::Usage(format!(
+                "{} is restored, but what was there could not be renamed aside ({}): {}",
+                escape(&self.shown),
+                std::io::Error::from(e),
+                kept_note(&self.shown)
+            ))
+        })?;
+        failpoint(FAILPOINTS[2]);
+        Ok(())
+    }
+
+    /// Renames the copy to the target's name, which must be free.
+    fn rename_into_place(&self) -> Result<(), Error> {
+        match rustix::fs::renameat_with(
+            &self.temp_dir,
+            &self.name,
+            &self.target_dir,
+            &self.name,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => {
+                let kept = match &self.out.aside {
+                    Some(aside) => format!(
+                        "; what was there before is kept in {}",
+                        escape(&self.shown.with_file_name(aside))
+                    ),
+                    None => String::new(),
+                };
+                Err(Error::Usage(format!(
+                    "{} appeared while restoring: it was left as it is and the copy removed{kept}",
+                    escape(&self.shown)
+                )))
+            }
+            Err(e) => Err(FsError::new("rename into place", &self.shown, e.into()).into()),
+        }
+    }
 }
 
 impl Drop for Copied {
     fn drop(&mut self) {
-        if self.temp.is_empty() {
+        if self.temp.is_empty() || self.swapped {
             return;
         }
         // Best effort: what remains is a marked leftover the next restore removes.
@@ -363,11 +526,18 @@ impl Drop for Copied {
     }
 }
 
-/// Renames `name` to the first free aside name; `None` when `name` is gone.
-fn move_aside(dir: BorrowedFd, name: &OsStr, stamp: &str) -> Result<Option<OsString>, Errno> {
+/// Renames `from_dir/from` to the first free aside name of `name` in `to_dir`; `None`
+/// when `from` is gone.
+fn move_aside(
+    from_dir: BorrowedFd,
+    from: &OsStr,
+    to_dir: BorrowedFd,
+    name: &OsStr,
+    stamp: &str,
+) -> Result<Option<OsString>, Errno> {
     for n in 0..10_000 {
         let aside = aside_name(name, stamp, n);
-        match rustix::fs::renameat_with(dir, name, dir, &aside, RenameFlags::NOREPLACE) {
+        match rustix::fs::renameat_with(from_dir, from, to_dir, &aside, RenameFlags::NOREPLACE) {
             Ok(()) => return Ok(Some(aside)),
             Err(Errno::EXIST) => continue,
             Err(Errno::NOENT) => return Ok(None),
@@ -376,7 +546,6 @@ fn move_aside(dir: BorrowedFd, name: &OsStr, stamp: &str) -> Result<Option<OsStr
     }
     Err(Errno::EXIST)
 }
-
 fn failpoint(name: &str) {
     if std::env::var(crate::reset::FAILPOINT_ENV).is_ok_and(|v| v == name) {
         eprintln!("imperm: failpoint {name}: aborting");
@@ -1059,7 +1228,8 @@ mod tests {
             target_dir: target.as_fd(),
             name: OsStr::new(name),
             shown,
-            replace: None,
+            replace: false,
+            stamp: "20260115T063000Z",
         }
     }
 

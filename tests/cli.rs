@@ -2,6 +2,8 @@
 //! completions and man print. Every run points `--root` at a tree the test controls, so no
 //! test depends on this machine's own /etc or mounts unless it says so.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -108,7 +110,7 @@ fn each_bad_configuration_is_exit_2_with_one_line_naming_file_place_and_cause() 
         (
             "newline in a storage path",
             "[persistence.\"/per\\nsist\"]\ndirectories = [\"/var/log\"]\n",
-            ":2:16: persistence.\"/per\\nsist\".directories[0]: persistent storage path \"/per\\nsist\" contains a newline",
+            ":1:1: persistence.\"/per\\nsist\": persistent storage path \"/per\\nsist\" contains a newline",
         ),
         (
             "newline in a subvolume",
@@ -861,4 +863,360 @@ fn a_configuration_of_50000_entries_loads_in_seconds() {
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["persisted"]["directories"], 50_000);
     assert!(took < std::time::Duration::from_secs(40), "{took:?}");
+}
+
+// Configuration neighbours of issue 9's items 10 and 18.
+
+/// A duplicate key in the Nix JSON: serde_json keeps the last value without a word, so
+/// half of a storage (or a whole one) would vanish. Refused, naming the key and where.
+#[test]
+fn persistence_json_with_a_duplicate_key_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"/persist": {"directories": ["/a"]}, "/persist": {"directories": ["/b"]}}"#,
+            ":1:48: duplicate attribute \"/persist\"",
+        ),
+        (
+            "{\"/persist\": {\"directories\": [\"/a\"],\n \"files\": [], \"directories\": [\"/b\"]}}",
+            ":2:27: duplicate attribute \"directories\"",
+        ),
+        (
+            r#"{"/persist": {"directories": [{"directory": "/a", "mode": "0700", "mode": "0755"}]}}"#,
+            ":1:72: duplicate attribute \"mode\"",
+        ),
+    ];
+    for (json, want) in cases {
+        let file = dir.path().join("persistence.json");
+        fs::write(&file, json).unwrap();
+        let r = run(imperm()
+            .arg("--root")
+            .arg(dir.path())
+            .arg("--persistence-json")
+            .arg(&file)
+            .arg("lint"));
+        assert_eq!(r.code, 2, "{json}: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        let want = format!("imperm: {}{want}", file.display());
+        assert!(r.stderr.starts_with(&want), "got: {}want: {want}", r.stderr);
+    }
+}
+
+/// The storage path is checked whether or not the storage declares any entries: a
+/// relative one used to pass unseen until an entry was added.
+#[test]
+fn a_bad_storage_path_is_refused_even_without_entries() {
+    for (text, want) in [
+        (
+            "[persistence.\"persist\"]\ndirectories = []\n",
+            ":1:1: persistence.persist: persistent storage path \"persist\" is not an absolute path",
+        ),
+        (
+            "[persistence.\"/persist\"]\npersistentStoragePath = \"state\"\n",
+            ":2:25: persistence.\"/persist\".persistentStoragePath: persistent storage path \"state\" is not an absolute path",
+        ),
+        (
+            "[persistence.\"/per\\nsist\"]\n",
+            ":1:1: persistence.\"/per\\nsist\": persistent storage path \"/per\\nsist\" contains a newline; control characters are not accepted in paths",
+        ),
+    ] {
+        let (err, file, _dir) = config_error("c.toml", text);
+        let want = format!("imperm: {}{want}", file.display());
+        assert_eq!(err, want);
+    }
+    // JSON likewise.
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("p.json");
+    fs::write(&file, r#"{"persist": {"directories": []}}"#).unwrap();
+    let r = run(imperm()
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--persistence-json")
+        .arg(&file)
+        .arg("status"));
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "imperm: {}: persist: persistent storage path \"persist\" is not an absolute path\n",
+            file.display()
+        )
+    );
+}
+
+fn lint_json(root: &Path, config: &str) -> Value {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("c.toml");
+    fs::write(&file, config).unwrap();
+    let r = run(imperm()
+        .arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(&file)
+        .args(["lint", "--format", "json"]));
+    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+fn rules(v: &Value) -> Vec<(String, String)> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap().to_string(),
+                f["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// "/persist" and "/persist/" are one storage: entries across the two spellings are
+/// duplicates and nest like entries of one storage, and status lists it once.
+#[test]
+fn storage_names_are_compared_normalised() {
+    let dir = TempDir::new().unwrap();
+    let v = lint_json(
+        dir.path(),
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\"]\n\
+         [persistence.\"/persist/\"]\ndirectories = [\"/var/lib/x\", \"/var/lib/x/sub\"]\n\
+         [persistence.\"//persist/.\"]\nfiles = [\"/var/lib/x/f\"]\n",
+    );
+    assert_eq!(
+        rules(&v),
+        [
+            ("duplicate".to_string(), "/var/lib/x".to_string()),
+            // In declaration order: "//persist/." sorts first.
+            ("file-in-directory".to_string(), "/var/lib/x/f".to_string()),
+            ("nested".to_string(), "/var/lib/x/sub".to_string()),
+        ]
+    );
+    let r = run(imperm()
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--persistence-json")
+        .arg({
+            let f = dir.path().join("p.json");
+            fs::write(
+                &f,
+                r#"{"/persist": {"directories": ["/a"]}, "/persist/": {"directories": ["/a"]}, "x": {"persistentStoragePath": "/persist//", "files": ["/b"]}}"#,
+            )
+            .unwrap();
+            f
+        })
+        .args(["--format", "json", "status"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["storage"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["storage"][0]["path"], "/persist");
+}
+
+/// A storage inside a persisted directory is hidden by that directory's bind mount (or
+/// hides it), and an entry inside another storage bind mounts the storage onto itself.
+#[test]
+fn a_storage_and_a_persisted_directory_that_overlap_are_found() {
+    let dir = TempDir::new().unwrap();
+    let v = lint_json(
+        dir.path(),
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\", \"/state/sub\"]\n\
+         [persistence.\"/var/lib/x/store\"]\ndirectories = [\"/srv/y\"]\n\
+         [persistence.\"/state\"]\nfiles = [\"/etc/z\"]\n",
+    );
+    assert_eq!(
+        rules(&v),
+        [
+            (
+                "storage-overlap".to_string(),
+                "/var/lib/x/store".to_string()
+            ),
+            ("storage-overlap".to_string(), "/state/sub".to_string()),
+        ],
+        "{v}"
+    );
+    let messages: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages[0].contains(
+            "persistent storage \"/var/lib/x/store\" lies inside the persisted directory \"/var/lib/x\""
+        ),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("\"/state/sub\" lies inside the persistent storage \"/state\""),
+        "{messages:?}"
+    );
+}
+
+/// A live root mounted from a loop btrfs at a directory outside it, as an installer or a
+/// chroot has it (`/mnt`), with whatever the test mounts below; unmounted in reverse.
+struct Chroot {
+    mounts: Vec<PathBuf>,
+    live: PathBuf,
+    fs: common::LoopBtrfs,
+}
+
+impl Chroot {
+    /// `@root` (the root subvolume) mounted at a directory next to the image.
+    fn new(test: &str) -> Option<Chroot> {
+        let fs = common::btrfs(test)?;
+        fs.subvolume("@root");
+        let live = fs.scratch().join("live");
+        fs::create_dir(&live).unwrap();
+        let mut chroot = Chroot {
+            mounts: Vec::new(),
+            live,
+            fs,
+        };
+        chroot.mount(&["-o", "subvol=@root"], None, "/");
+        Some(chroot)
+    }
+
+    /// `mount ARGS [DEVICE] LIVE/AT`, the device being the loop device unless given.
+    fn mount(&mut self, args: &[&str], device: Option<&Path>, at: &str) {
+        let dir = self.live.join(at.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap();
+        let device = device.map_or_else(|| PathBuf::from(&self.fs.device), Path::to_path_buf);
+        common::check(
+            std::process::Command::new("mount")
+                .args(args)
+                .arg(device)
+                .arg(&dir),
+        );
+        self.mounts.push(dir);
+    }
+
+    fn imperm(&self, config: &str, args: &[&str]) -> Run {
+        let file = self.fs.scratch().join("c.toml");
+        fs::write(&file, config).unwrap();
+        run(imperm()
+            .arg("--root")
+            .arg(&self.live)
+            .arg("--config")
+            .arg(&file)
+            .args(args))
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .status();
+        }
+    }
+}
+
+const NESTED_CONFIG: &str = "[filesystem]\ntype = \"btrfs\"\nroot_subvolume = \"@root\"\n\
+                             [persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\"]\n";
+
+/// `btrfs subvolume create /persist` on a btrfs root makes the storage a subvolume inside
+/// the root subvolume; mounted apart at /persist it looks like a storage of its own, but a
+/// reset deletes it with the old root. lint and status must say so, from the mount table
+/// the tree declares (here a copy, as the booted host shows it).
+#[test]
+fn a_storage_nested_in_the_root_subvolume_is_wiped_by_a_reset() {
+    let Some(mut chroot) = Chroot::new("cli_nested_storage") else {
+        return;
+    };
+    chroot.fs.subvolume("@root/nestedpersist");
+    chroot.mount(&["-o", "subvol=@root/nestedpersist"], None, "/persist");
+    // The tree's own table: what the booted host would show.
+    fs::create_dir_all(chroot.live.join("proc/self")).unwrap();
+    fs::write(
+        chroot.live.join("proc/self/mountinfo"),
+        "49 27 0:212 /@root / rw,relatime - btrfs /dev/loop3 rw,subvol=/@root\n\
+         48 49 0:212 /@root/nestedpersist /persist rw,relatime - btrfs /dev/loop3 rw,subvol=/@root/nestedpersist\n",
+    )
+    .unwrap();
+    let r = chroot.imperm(NESTED_CONFIG, &["lint", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        rules(&v),
+        [("storage-on-root".to_string(), "/persist".to_string())]
+    );
+    let message = v["findings"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("is mounted from /@root/nestedpersist, inside the root subvolume /@root"),
+        "{message}"
+    );
+    let r = chroot.imperm(NESTED_CONFIG, &["status", "--color", "never"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "storage      /persist: btrfs mount at /persist of /@root/nestedpersist, inside the root subvolume /@root: the reset would wipe it"
+        ),
+        "{}",
+        r.stdout
+    );
+    let r = chroot.imperm(NESTED_CONFIG, &["status", "--format", "json"]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["storage"][0]["wiped_by_reset"], true, "{v}");
+    assert_eq!(v["storage"][0]["separate"], true, "{v}");
+
+    // Without [filesystem], the root mount's own subvolume tells the same.
+    let bare = "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\"]\n";
+    let r = chroot.imperm(bare, &["lint"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.starts_with("storage-on-root: "), "{}", r.stdout);
+}
+
+/// The installer's layout: the new root at DIR, its /persist mounted, and the host's /proc
+/// bound at DIR/proc. DIR/proc/self/mountinfo is then imperm's own table, with host
+/// paths (DIR/persist): read as it is, /persist looked like a directory of the host's
+/// root. It is mapped to the tree; a storage nested in the root is still found.
+#[test]
+fn the_live_proc_under_root_is_read_as_the_trees_mount_table() {
+    let Some(mut chroot) = Chroot::new("cli_bound_proc") else {
+        return;
+    };
+    chroot.fs.subvolume("@persist");
+    chroot.fs.subvolume("@root/nestedstate");
+    chroot.mount(&["-o", "subvol=@persist"], None, "/persist");
+    chroot.mount(&["-o", "subvol=@root/nestedstate"], None, "/state");
+    chroot.mount(&["--bind"], Some(Path::new("/proc")), "/proc");
+    let config = "[filesystem]\ntype = \"btrfs\"\nroot_subvolume = \"@root\"\n\
+                  [persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\"]\n\
+                  [persistence.\"/state\"]\ndirectories = [\"/var/lib/y\"]\n\
+                  [persistence.\"/plain\"]\ndirectories = [\"/var/lib/z\"]\n";
+    let r = chroot.imperm(config, &["lint", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        rules(&v),
+        [
+            ("storage-on-root".to_string(), "/plain".to_string()),
+            ("storage-on-root".to_string(), "/state".to_string()),
+        ],
+        "{v}"
+    );
+    assert_eq!(v["mount_table"], true);
+    let r = chroot.imperm(config, &["status", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let storage = |i: usize, key: &str| v["storage"][i][key].clone();
+    assert_eq!(storage(0, "path"), "/persist");
+    assert_eq!(storage(0, "mount_point"), "/persist", "{v}");
+    assert_eq!(storage(0, "fs_type"), "btrfs");
+    assert_eq!(storage(0, "wiped_by_reset"), false);
+    assert_eq!(storage(1, "path"), "/plain");
+    assert_eq!(storage(1, "mount_point"), "/", "{v}");
+    assert_eq!(storage(1, "wiped_by_reset"), true);
+    assert_eq!(storage(2, "path"), "/state");
+    assert_eq!(storage(2, "wiped_by_reset"), true);
+    // The root's own filesystem, as the tree has it.
+    let r = chroot.imperm(
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\"]\n",
+        &["status", "--format", "json"],
+    );
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["filesystem"]["type"], "btrfs", "{v}");
+    assert_eq!(v["filesystem"]["from"], "mount table");
 }

@@ -341,6 +341,13 @@ fn a_restore_killed_after_any_step_loses_nothing() {
                 stderr(&killed)
             );
             assert!(stderr(&killed).contains(&format!("failpoint {failpoint}: aborting")));
+            // Killed at any step, the target is there: as it was, or restored. (It used to be
+            // missing between moving it aside and placing the copy.)
+            let now = fs::read_to_string(format!("{}{file}", target.display()));
+            assert!(
+                matches!(now.as_deref(), Ok("live") | Ok("old")),
+                "{failpoint} {path}: the target is {now:?}"
+            );
 
             let out = host.imperm(&["restore", path, "--force"]);
             assert!(out.status.success(), "{failpoint} {path}: {}", stderr(&out));
@@ -991,4 +998,186 @@ fn restore_refusals_write_nothing() {
         let err = stderr(&host.imperm(args));
         assert!(err.contains("nothing was written"), "{args:?}: {err}");
     }
+}
+
+/// After a kill between the swap and the move aside, what was at the target waits in the
+/// temporary directory: a restore without --force (refused, since the target exists) says
+/// where, and the next --force run keeps it aside; it is never removed as a stale copy.
+#[test]
+fn what_a_killed_swap_left_in_the_temporary_directory_is_kept() {
+    let Some(host) = Host::new("restore_killed_swap", ONE_STORAGE, &[], |root| {
+        write(root, "var/lib/app/data", "old");
+    }) else {
+        return;
+    };
+    write(&host.live("/"), "var/lib/app/data", "live");
+    let killed = common::run(
+        host.command()
+            .env(imperm::reset::FAILPOINT_ENV, "restore-placed")
+            .args([
+                "restore",
+                "/var/lib/app",
+                "--force",
+                "--fs",
+                "btrfs",
+                "--mounted",
+            ])
+            .arg(host.fs.top()),
+    );
+    assert_eq!(killed.status.code(), None, "{}", stderr(&killed));
+    assert_eq!(host.fs.read("@root/var/lib/app/data"), "old");
+    assert_eq!(
+        host.fs.read("@root/var/lib/.app.imperm-restore/app/data"),
+        "live"
+    );
+    let out = host.imperm(&["restore", "/var/lib/app"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "/var/lib/.app.imperm-restore/app holds what was at /var/lib/app before a restore was killed"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        host.fs.read("@root/var/lib/.app.imperm-restore/app/data"),
+        "live"
+    );
+    let out = host.imperm(&["restore", "/var/lib/app", "--force", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "kept what a killed restore left of /var/lib/app in /var/lib/app.imperm-replaced-{SNAP}"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        host.fs
+            .read(&format!("@root/var/lib/app.imperm-replaced-{SNAP}/data")),
+        "live"
+    );
+    // The restored copy placed before the kill is kept aside too, under the next name.
+    assert_eq!(
+        host.fs
+            .read(&format!("@root/var/lib/app.imperm-replaced-{SNAP}.1/data")),
+        "old"
+    );
+    assert_eq!(host.fs.read("@root/var/lib/app/data"), "old");
+    assert!(!host.live("/var/lib/.app.imperm-restore").exists());
+}
+
+/// Item 5's neighbour: moving aside a directory that has mount points below it carries
+/// them along. What counts is the kernel's live table, not the tree's declared one (here
+/// the tree has none at all).
+#[test]
+fn a_directory_with_live_mounts_below_is_never_moved_aside() {
+    let Some(mut host) = Host::new("restore_live_mounts", ONE_STORAGE, &["/persist"], |root| {
+        write(root, "var/lib/declared/state", "old");
+        write(root, "var/lib/other/data", "old");
+    }) else {
+        return;
+    };
+    write(
+        &host.fs.path("@persist"),
+        "var/lib/declared/state",
+        "persisted",
+    );
+    fs::create_dir_all(host.live("/var/lib/declared")).unwrap();
+    let (from, at) = (
+        host.fs.path("@persist/var/lib/declared"),
+        host.live("/var/lib/declared"),
+    );
+    host.bind(&from, &at);
+    assert!(
+        !host.live("/proc").exists(),
+        "the tree declares no mount table"
+    );
+    for path in ["/var/lib", "/var"] {
+        assert_refused(
+            &host,
+            &["restore", path, "--force"],
+            &format!(
+                "{path} holds mount points (/var/lib/declared), which moving it aside would carry along"
+            ),
+        );
+    }
+    // What is not above a mount is restored as ever.
+    let out = host.imperm(&["restore", "/var/lib/other"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.fs.read("@root/var/lib/declared/state"), "persisted");
+}
+
+/// Item 2's neighbour: `btrfs subvolume create /persist` on a btrfs root makes the storage
+/// a subvolume nested in the root; mounted apart at /persist it has a mount of its own,
+/// but the next reset deletes it with the old root.
+#[test]
+fn into_persist_refuses_a_storage_nested_in_the_root_subvolume() {
+    let Some(mut host) = Host::new("restore_nested_storage", ONE_STORAGE, &[], |root| {
+        write(root, "var/lib/app/data", "app");
+    }) else {
+        return;
+    };
+    host.fs.subvolume("@root/nestedpersist");
+    host.mount_subvolume("@root/nestedpersist", "/persist");
+    assert_refused(
+        &host,
+        &["restore", "/var/lib/app", "--into", "persist"],
+        "storage /persist is not a filesystem of its own: it is mounted from /@root/nestedpersist, inside the root subvolume /@root, which the next reset deletes",
+    );
+    // A storage beside the root is fine.
+    common::check(Command::new("umount").arg(host.live("/persist")));
+    host.fs.subvolume("@persist");
+    host.mount_subvolume("@persist", "/persist");
+    let out = host.imperm(&["restore", "/var/lib/app", "--into", "persist"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.fs.read("@persist/var/lib/app/data"), "app");
+}
+
+/// The entries restore prints follow the rule every other command keeps: never `/var`,
+/// `/var/lib`, `/etc` or a home directory as a whole. Such a path gets no entry, and the
+/// output says what to do instead.
+#[test]
+fn restore_never_suggests_a_directory_too_broad_to_persist() {
+    let Some(host) = Host::new("restore_too_broad", ONE_STORAGE, &[], |root| {
+        write(root, "var/lib/app/data", "app");
+        write(root, "etc/app.conf", "conf");
+        write(root, "home/josh/notes", "notes");
+        write(root, "srv/share/f", "f");
+    }) else {
+        return;
+    };
+    let out = host.imperm(&[
+        "restore",
+        "/var",
+        "/etc",
+        "/home/josh",
+        "/srv/share",
+        "--color",
+        "never",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("\"/var\""), "{text}");
+    assert!(!text.contains("\"/etc\""), "{text}");
+    assert!(!text.contains("\"/home/josh\""), "{text}");
+    assert!(text.contains("\"/srv/share\""), "{text}");
+    for path in ["/var", "/etc", "/home/josh"] {
+        assert!(
+            text.contains(&format!(
+                "# imperm: {path} is too broad to persist whole: run `imperm check` to see what in it holds state, and persist those directories"
+            )),
+            "{path}: {text}"
+        );
+    }
+    // Only too-broad paths: no entry at all, and no promise of a bind mount.
+    let out = host.imperm(&["restore", "/var/lib", "--force", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let entries = v["entries"].as_str().unwrap();
+    assert!(!entries.contains("environment.persistence"), "{entries}");
+    assert!(
+        entries.contains("# imperm: /var/lib is too broad"),
+        "{entries}"
+    );
 }

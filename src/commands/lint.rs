@@ -16,6 +16,7 @@ pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
     let report = lint(
         &config.persisted,
         config.mount_table.as_ref(),
+        config.root_subvolume(),
         knowledge::builtin(),
     );
     output::emit(&report, global.format, global.color)?;

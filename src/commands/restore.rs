@@ -16,6 +16,7 @@ use crate::cli::{GlobalArgs, RestoreArgs, RestoreInto};
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
 use crate::knowledge::Verdict;
+use crate::mountinfo::{self, MountTable, Wiped};
 use crate::nix::{self, Style};
 use crate::output::{self, Report, Styles, bytes, count};
 use crate::paths::{escape, normalize_given, quoted};
@@ -58,8 +59,12 @@ struct RestoreReport {
     restored: Vec<Restored>,
     /// What could not be restored, each with why (exit 1 when any).
     not_restored: Vec<NotRestored>,
-    /// The persistence entries to add, as Nix (empty when every path is declared).
+    /// The persistence entries to add, as Nix (empty when every path is declared), with a
+    /// comment for each path left out.
     entries: String,
+    /// Whether `entries` declares anything (or is only comments).
+    #[serde(skip)]
+    to_add: bool,
 }
 
 /// One path, checked.
@@ -97,9 +102,6 @@ const BENEATH: ResolveFlags = ResolveFlags::BENEATH
 /// Paths copied before one flush to disk and their renames into place.
 const BATCH: usize = 64;
 
-/// `STATX_SUBVOL` (Linux 6.10): the subvolume id, on btrfs and bcachefs.
-const STATX_SUBVOL: StatxFlags = StatxFlags::from_bits_retain(0x8000);
-
 fn refuse(what: String) -> Error {
     Error::Usage(format!("{what}; nothing was written"))
 }
@@ -115,6 +117,12 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         ));
     }
     let top = TopLevel::open(&fs, args.fs.mounted.as_deref())?;
+    // What is mounted now decides what a write may do, whatever the tree declares (and
+    // also when it declares nothing). Read after the top level is open: that may have
+    // moved this process into a mount namespace of its own, whose mount ids the checks
+    // below compare.
+    let live = mountinfo::live(&config.root)
+        .map_err(|e| FsError::new("read the mount table", Path::new("/proc/self/mountinfo"), e))?;
     let (from, snap) = super::old_root(backend.as_ref(), &top, &fs, args.from.as_deref())
         .map_err(|e| Error::Usage(format!("{e}; nothing was written")))?;
     let root = rustix::fs::open(
@@ -152,7 +160,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 Some(&i) => i,
                 None => {
                     bases.push(Base {
-                        fd: open_storage(root.as_fd(), &storage)?,
+                        fd: open_storage(root.as_fd(), &storage, &live, &fs.root_subvolume)?,
                         shown: storage.clone(),
                     });
                     storage_base.insert(storage.clone(), bases.len() - 1);
@@ -177,13 +185,10 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         let target = base.target(&item.rel);
         item.exists = check_target(base.fd.as_fd(), &item.rel, &target, args.force)?;
         // Moving a directory aside would carry the mounts below it along (bind mounts out
-        // of the storage, say) to a name nobody expects them at.
-        if let Some(table) = config.mount_table.as_ref().filter(|_| item.exists) {
-            let mut below = table
-                .mounts
-                .iter()
-                .map(|m| &m.mount_point)
-                .filter(|m| m.starts_with(&target) && **m != target);
+        // of the storage, say) to a name nobody expects them at, and what is written there
+        // from then on would land in the new, unmounted directory.
+        if item.exists {
+            let mut below = live.below(&target).map(|m| &m.mount_point);
             if let Some(first) = below.next() {
                 return Err(refuse(format!(
                     "{} holds mount points ({}{}), which moving it aside would carry along: restore what is below them instead",
@@ -220,7 +225,8 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 target_dir: target_dir.as_fd(),
                 name: item.rel.file_name().expect("a normal path has a name"),
                 shown: &base.target(&item.rel),
-                replace: item.exists.then_some(stamp.as_str()),
+                replace: item.exists,
+                stamp: &stamp,
             })? {
                 Prepared::Nothing(out) => done.push((item, Some(out))),
                 Prepared::Copied(copy) => {
@@ -282,6 +288,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 .map(|(dir, shown)| (dir.as_fd(), shown.as_path())),
         )?;
     }
+    let entries = entries(&restored_items);
     let report = RestoreReport {
         from,
         into: match args.into {
@@ -289,7 +296,8 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
             RestoreInto::Persist => "persist",
         },
         restored,
-        entries: entries(&restored_items),
+        entries: entries.0,
+        to_add: entries.1,
         not_restored,
     };
     output::emit(&report, global.format, global.color)?;
@@ -336,8 +344,13 @@ fn source_kind(
 }
 
 /// Opens a persistent storage for writing below it, refusing one that the next reset
-/// would wipe (it lies on the root) and one reached through a symlink.
-fn open_storage(root: BorrowedFd, storage: &Path) -> Result<OwnedFd, Error> {
+/// would wipe (see [`MountTable::wiped_by_reset`]) and one reached through a symlink.
+fn open_storage(
+    root: BorrowedFd,
+    storage: &Path,
+    live: &MountTable,
+    root_subvolume: &Path,
+) -> Result<OwnedFd, Error> {
     let rel = storage.strip_prefix("/").unwrap_or(storage);
     let shown = escape(storage);
     let fd = match rustix::fs::openat2(
@@ -372,33 +385,29 @@ fn open_storage(root: BorrowedFd, storage: &Path) -> Result<OwnedFd, Error> {
         }
         Err(e) => return Err(FsError::new("open the storage", storage, e.into()).into()),
     };
-    let on_root = on_the_root(root, fd.as_fd())
-        .map_err(|e| FsError::new("inspect the storage", storage, e))?;
-    if on_root {
-        return Err(refuse(format!(
+    // The mount the descriptor is on (by its id, so it is the mount written to, whatever
+    // the path names by now), judged by the table's one rule.
+    let holder = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+        .ok()
+        .filter(|st| st.stx_mask & StatxFlags::MNT_ID.bits() != 0)
+        .and_then(|st| live.mounts.iter().find(|m| m.id == st.stx_mnt_id))
+        .or_else(|| live.containing(storage))
+        .ok_or_else(|| {
+            refuse(format!(
+                "storage {shown} is on no mount in /proc/self/mountinfo, so whether the next reset wipes it cannot be told"
+            ))
+        })?;
+    match live.wiped_by_reset(holder, Some(root_subvolume)) {
+        None => Ok(fd),
+        Some(Wiped::OnRoot) => Err(refuse(format!(
             "storage {shown} is not a filesystem of its own: it lies on the root, which the next reset wipes (mount the persistent storage there first)"
-        )));
+        ))),
+        Some(Wiped::InsideRoot { tree }) => Err(refuse(format!(
+            "storage {shown} is not a filesystem of its own: it is mounted from {}, inside the root subvolume {}, which the next reset deletes with the old root (make the storage a subvolume or filesystem outside the root)",
+            escape(&holder.root),
+            escape(&tree)
+        ))),
     }
-    Ok(fd)
-}
-
-/// Whether `dir` lies on the root filesystem `root`: the same mount (a plain directory, or
-/// a subvolume nested in the root and not mounted apart, which a reset deletes too), or
-/// another mount of the same subvolume (a bind mount of a directory of the root).
-fn on_the_root(root: BorrowedFd, dir: BorrowedFd) -> io::Result<bool> {
-    let mask = StatxFlags::MNT_ID | StatxFlags::BASIC_STATS | STATX_SUBVOL;
-    let a = rustix::fs::statx(root, "", AtFlags::EMPTY_PATH, mask)?;
-    let b = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, mask)?;
-    let both = |flag: StatxFlags| a.stx_mask & b.stx_mask & flag.bits() != 0;
-    if both(StatxFlags::MNT_ID) && a.stx_mnt_id == b.stx_mnt_id {
-        return Ok(true);
-    }
-    if (a.stx_dev_major, a.stx_dev_minor) != (b.stx_dev_major, b.stx_dev_minor) {
-        return Ok(false);
-    }
-    // Same device: btrfs gives each subvolume a device of its own, bcachefs tells them
-    // apart by subvolume id; without an id the same device is the same tree.
-    Ok(!both(STATX_SUBVOL) || a.stx_subvol == b.stx_subvol)
 }
 
 /// Whether the target exists, after checking that nothing stands in the way: no symlink
@@ -420,10 +429,9 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
     ) {
         Ok(fd) => {
             if !force {
-                return Err(refuse(format!(
-                    "{} exists; pass --force to keep it aside and restore anyway",
-                    escape(target)
-                )));
+                // Refused after the temporary name is looked at (below), which may hold
+                // what a killed restore took out of this target.
+                return Err(refuse_existing(base, rel, target));
             }
             let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, StatxFlags::empty())
                 .map_err(|e| FsError::new("inspect", target, e.into()))?;
@@ -473,8 +481,19 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
         }
     }
     // A temporary name holding something that is not ours is never removed.
+    if leftover(base, rel, target)? == Leftover::Foreign {
+        let name = rel.file_name().expect("a normal path has a name");
+        return Err(restore::foreign_leftover(
+            &target.with_file_name(restore::temp_name(name)),
+        ));
+    }
+    Ok(exists)
+}
+
+/// What stands at the temporary name of the target `base/rel`.
+fn leftover(base: BorrowedFd, rel: &Path, target: &Path) -> Result<Leftover, Error> {
     let name = rel.file_name().expect("a normal path has a name");
-    let temp = restore::temp_name(name);
+    let parent = rel.parent().unwrap_or(Path::new(""));
     let dir = if parent.as_os_str().is_empty() {
         rustix::io::dup(base).map(Some)
     } else {
@@ -491,16 +510,30 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
         }
     }
     .map_err(|e| FsError::new("open", target.parent().unwrap_or(target), e.into()))?;
-    if let Some(dir) = dir {
-        let temp_shown = target.with_file_name(&temp);
-        match restore::leftover(dir.as_fd(), &temp)
-            .map_err(|e| FsError::new("inspect", &temp_shown, e))?
-        {
-            Leftover::None | Leftover::Ours => {}
-            Leftover::Foreign => return Err(restore::foreign_leftover(&temp_shown)),
-        }
-    }
-    Ok(exists)
+    let Some(dir) = dir else {
+        return Ok(Leftover::None);
+    };
+    restore::leftover(dir.as_fd(), name).map_err(|e| {
+        FsError::new(
+            "inspect",
+            &target.with_file_name(restore::temp_name(name)),
+            e,
+        )
+        .into()
+    })
+}
+
+/// The refusal of an existing target without `--force`, saying where a killed restore
+/// left what it took out of it, if it did.
+fn refuse_existing(base: BorrowedFd, rel: &Path, target: &Path) -> Error {
+    let kept = match leftover(base, rel, target) {
+        Ok(Leftover::Kept) => format!("; {}", restore::kept_note(target)),
+        _ => String::new(),
+    };
+    refuse(format!(
+        "{} exists; pass --force to keep it aside and restore anyway{kept}",
+        escape(target)
+    ))
 }
 
 /// The items to restore, each once: a path given twice, or below another given path that
@@ -541,11 +574,21 @@ fn without_overlaps(items: Vec<Item>) -> Vec<Item> {
 }
 
 /// The persistence entries to add for what was restored: none for a declared path; per
-/// storage otherwise. A path Nix cannot name exactly (not UTF-8) is left out, saying so.
-fn entries(items: &[&Item]) -> String {
+/// storage otherwise. Left out, each with a comment saying why: a path Nix cannot name
+/// exactly (not UTF-8), and one too broad to persist whole (`/var`, `/etc`, a home
+/// directory: the rule every suggestion keeps). Also whether any entry is left.
+fn entries(items: &[&Item]) -> (String, bool) {
+    let knowledge = crate::knowledge::builtin();
     let mut by_storage: BTreeMap<&Path, Vec<Suggestion>> = BTreeMap::new();
     let mut unnamed = String::new();
     for item in items.iter().filter(|i| i.declared.is_none()) {
+        if knowledge.too_broad(&item.path) {
+            unnamed.push_str(&format!(
+                "# imperm: {} is too broad to persist whole: run `imperm check` to see what in it holds state, and persist those directories\n",
+                escape(&item.path)
+            ));
+            continue;
+        }
         if item.path.to_str().is_none() {
             unnamed.push_str(&format!(
                 "# imperm: {} is not UTF-8, which a Nix string cannot hold: declare it by hand\n",
@@ -571,11 +614,12 @@ fn entries(items: &[&Item]) -> String {
             });
     }
     let mut out = String::new();
+    let any = !by_storage.is_empty();
     for (storage, suggestions) in by_storage {
         out.push_str(&nix::render(&suggestions, storage, Style::Impermanence));
     }
     out.push_str(&unnamed);
-    out
+    (out, any)
 }
 
 impl Report for RestoreReport {
@@ -627,6 +671,9 @@ impl Report for RestoreReport {
         }
         if self.entries.is_empty() {
             return writeln!(out, "each path is declared already: nothing to add");
+        }
+        if !self.to_add {
+            return out.write_all(self.entries.as_bytes());
         }
         let note = match self.into {
             "persist" => "add the entry so that it is bind mounted at the next boot:",

@@ -11,6 +11,7 @@ use crate::cli::GlobalArgs;
 use crate::config::{Config, ConfigFileState, PersistenceSource};
 use crate::error::Error;
 use crate::exit::ExitStatus;
+use crate::mountinfo::Wiped;
 use crate::output::{self, Report, Styles, count};
 use crate::paths::escape;
 use crate::persisted::Kind;
@@ -63,11 +64,21 @@ struct PersistedSummary {
 struct StorageStatus {
     #[serde(serialize_with = "crate::paths::json")]
     path: PathBuf,
-    /// Whether it lies on a filesystem of its own; null without a mount table.
+    /// Whether it has a mount of its own (not the root's); null without a mount table.
     separate: Option<bool>,
+    /// Whether a reset of the root wipes it: it lies on the root's mount, or is mounted
+    /// from inside the root's tree (a subvolume nested in the root); null without a mount
+    /// table.
+    wiped_by_reset: Option<bool>,
     /// The mount that holds it.
     #[serde(serialize_with = "crate::paths::json_opt")]
     mount_point: Option<PathBuf>,
+    /// The path inside its filesystem that mount shows (`/@persist`).
+    #[serde(serialize_with = "crate::paths::json_opt")]
+    mount_root: Option<PathBuf>,
+    /// The root's tree it lies inside, when it is mounted apart from there (`/@root`).
+    #[serde(serialize_with = "crate::paths::json_opt")]
+    inside: Option<PathBuf>,
     fs_type: Option<String>,
 }
 
@@ -187,11 +198,18 @@ fn build(config: &Config) -> StatusReport {
         .storages()
         .into_iter()
         .map(|path| {
-            let holder = table.and_then(|t| t.containing(path));
+            let place = table.and_then(|t| t.storage(path, config.root_subvolume()));
+            let holder = place.as_ref().map(|p| p.holder);
             StorageStatus {
                 path: path.to_path_buf(),
                 separate: holder.map(|m| m.mount_point != Path::new("/")),
+                wiped_by_reset: place.as_ref().map(|p| p.wiped.is_some()),
                 mount_point: holder.map(|m| m.mount_point.clone()),
+                mount_root: holder.map(|m| m.root.clone()),
+                inside: place.and_then(|p| match p.wiped {
+                    Some(Wiped::InsideRoot { tree }) => Some(tree),
+                    _ => None,
+                }),
                 fs_type: holder.map(|m| m.fs_type.clone()),
             }
         })
@@ -245,6 +263,19 @@ impl Report for StatusReport {
         row(out, "filesystem", filesystem)?;
         for storage in &self.storage {
             let text = match (storage.separate, &storage.mount_point, &storage.fs_type) {
+                (Some(true), Some(mp), Some(t)) if storage.wiped_by_reset == Some(true) => {
+                    format!(
+                        "{}{}{:#}: {t} mount at {} of {}, {}inside the root subvolume {}: the reset would wipe it{:#}",
+                        s.path,
+                        escape(&storage.path),
+                        s.path,
+                        escape(mp),
+                        escape(storage.mount_root.as_deref().unwrap_or(Path::new("?"))),
+                        s.problem,
+                        escape(storage.inside.as_deref().unwrap_or(Path::new("?"))),
+                        s.problem
+                    )
+                }
                 (Some(true), Some(mp), Some(t)) => {
                     format!(
                         "{}{}{:#}: {} mount at {}",

@@ -1,7 +1,7 @@
 //! Entries as a source wrote them, before validation; and the one validation every source
 //! (TOML file, Nix JSON, built-in template) goes through to become persisted entries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, Location};
 use crate::mode::Mode;
@@ -39,6 +39,15 @@ pub fn default_home(user: &str) -> String {
     } else {
         format!("/home/{user}")
     }
+}
+
+/// A persistent storage path as written (an attribute name or `persistentStoragePath`),
+/// normalised (`/persist/` is `/persist`), or the error naming it at `at`. Every storage a
+/// source declares goes through this, whether or not it has entries.
+pub fn storage_path(file: &Path, raw: &str, at: &Location) -> Result<PathBuf, ConfigError> {
+    normalize_absolute(raw).map_err(|p| {
+        ConfigError::new(file, format!("persistent storage path {} {p}", shown(raw))).at(at)
+    })
 }
 
 /// Validates and resolves declared entries into absolute persisted entries. The first

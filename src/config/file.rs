@@ -24,7 +24,7 @@ use crate::retention::{Keep, Policy};
 struct RawConfig {
     filesystem: Option<Spanned<RawFilesystem>>,
     #[serde(default)]
-    persistence: BTreeMap<String, RawStorage>,
+    persistence: BTreeMap<String, Spanned<RawStorage>>,
     retention: Option<Spanned<RawRetention>>,
     check: Option<RawCheck>,
 }
@@ -285,17 +285,31 @@ impl Cx<'_> {
         })
     }
 
-    fn persistence(&self, raw: BTreeMap<String, RawStorage>) -> Result<Vec<Entry>, ConfigError> {
+    fn persistence(
+        &self,
+        raw: BTreeMap<String, Spanned<RawStorage>>,
+    ) -> Result<Vec<Entry>, ConfigError> {
         let mut declared = Vec::new();
         for (name, storage) in raw {
+            let base = format!("persistence.{}", toml_key(&name));
+            let table_at = self.loc(base.clone(), &storage);
+            let storage = storage.into_inner();
             if storage.enable == Some(false) {
                 continue;
             }
-            let base = format!("persistence.{}", toml_key(&name));
-            let storage_path = storage
-                .persistent_storage_path
-                .map(Spanned::into_inner)
-                .unwrap_or(name);
+            // Checked here, not only with each entry: a storage without entries is still
+            // declared, and what it names must be a storage path.
+            let storage_path = match storage.persistent_storage_path {
+                Some(p) => {
+                    let at = self.loc(format!("{base}.persistentStoragePath"), &p);
+                    declared::storage_path(self.file, p.as_ref(), &at)?;
+                    p.into_inner()
+                }
+                None => {
+                    declared::storage_path(self.file, &name, &table_at)?;
+                    name
+                }
+            };
             let lists = [
                 (Kind::Directory, "directories", storage.directories),
                 (Kind::File, "files", storage.files),

@@ -419,6 +419,17 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The root subvolume a reset replaces (relative to the top level), when
+    /// `[filesystem]` names a filesystem with subvolumes.
+    pub fn root_subvolume(&self) -> Option<&Path> {
+        self.filesystem
+            .as_ref()
+            .filter(|fs| fs.fs_type != FsType::Tmpfs)
+            .map(|fs| fs.root_subvolume.as_path())
+    }
+}
+
 /// The built-in template's entries. It is compiled in and covered by a test, so a parse
 /// failure here is a build defect, not a user error.
 pub fn template_entries() -> Vec<Entry> {

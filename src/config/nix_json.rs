@@ -50,12 +50,14 @@ const ENTRY_KEYS: &[&str] = &[
 
 /// Parses persistence JSON. Returns the entries and any warnings about unknown keys.
 pub fn parse(file: &Path, text: &str) -> Result<(Vec<Entry>, Vec<String>), ConfigError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        let full = e.to_string();
-        let suffix = format!(" at line {} column {}", e.line(), e.column());
-        let what = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
-        ConfigError::new(file, what).with_line_col(Some((e.line(), e.column())))
-    })?;
+    let value: Value = serde_json::from_str::<Unique>(text)
+        .map(|u| u.0)
+        .map_err(|e| {
+            let full = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let what = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+            ConfigError::new(file, what).with_line_col(Some((e.line(), e.column())))
+        })?;
     let mut reader = Reader {
         file,
         warnings: Vec::new(),
@@ -73,6 +75,84 @@ pub fn parse(file: &Path, text: &str) -> Result<(Vec<Entry>, Vec<String>), Confi
         ));
     }
     Ok((entries, warnings))
+}
+
+/// A JSON value read like `serde_json::Value`, except that an object with a key twice is an
+/// error: serde_json keeps the last one without a word, so a storage or a list written
+/// twice would silently lose the first. `nix eval` never prints one (attribute names are
+/// unique), so a duplicate means the file was edited or put together by hand.
+/// serde_json's nesting limit still applies: it counts in its own `deserialize_any`.
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Unique(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate attribute {}",
+                    crate::paths::shown(&key)
+                )));
+            }
+            let Unique(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// How many unknown attributes are named one by one; the rest are counted.
@@ -158,9 +238,19 @@ impl Reader<'_> {
         if obj.get("enable") == Some(&Value::Bool(false)) {
             return Ok(());
         }
-        let storage = self
-            .optional_string(&base, obj, "persistentStoragePath")?
-            .unwrap_or_else(|| name.to_string());
+        // Checked here, not only with each entry: a storage without entries is still
+        // declared, and what it names must be a storage path.
+        let storage = match self.optional_string(&base, obj, "persistentStoragePath")? {
+            Some(path) => {
+                let at = Location::key(format!("{base}.persistentStoragePath"));
+                declared::storage_path(self.file, &path, &at)?;
+                path
+            }
+            None => {
+                declared::storage_path(self.file, name, &Location::key(base.clone()))?;
+                name.to_string()
+            }
+        };
 
         // User blocks first, so the copies the module puts into the top-level lists are
         // recognised as already declared.
