@@ -230,6 +230,21 @@ impl Backend for Bcachefs {
         false
     }
 
+    /// bcachefs mounts only whole filesystems: its top level is a mount that shows the
+    /// filesystem's root `/`. A subvolume reached through `X-mount.subdir=` or a bind
+    /// mount shows its own path there (`/@root`), and a directory inside a mount is no
+    /// mount's root at all.
+    fn check_top_level(&self, top: &TopLevel) -> std::result::Result<(), String> {
+        let shows = top.mount_shows()?;
+        if shows != Path::new("/") {
+            return Err(format!(
+                "is a mount of {} of its filesystem, not of the top level (mount the device itself)",
+                escape(&shows)
+            ));
+        }
+        Ok(())
+    }
+
     fn set_readonly(&self, _top: &TopLevel, rel: &Path, _readonly: bool) -> Result<()> {
         Err(FsError::new(
             "set read-only",
