@@ -328,9 +328,13 @@ pub fn survey(
             continue;
         };
         let rel = layout.snapshot_dir.join(&found[i].os_name);
-        if found[i].kind != Kind::Subvolume || found[i].readonly || !d.is(&backend.info(top, &rel)?)
-        {
-            // Gone, replaced, or made writable by nothing of gc's: not this deletion.
+        if found[i].kind != Kind::Subvolume || found[i].readonly || found[i].time.is_none() {
+            continue;
+        }
+        let info = backend.info(top, &rel)?;
+        // Gone, replaced, made writable by nothing of gc's, or (where snapshots record
+        // lineage) not a snapshot at all: not this deletion.
+        if !d.is(&info) || (backend.has_lineage() && info.parent_uuid.is_none()) {
             continue;
         }
         half_deleted.push(i);
@@ -1174,7 +1178,16 @@ mod tests {
             let printed = escape(Path::new(name));
             assert_eq!(given_name(&printed).as_deref(), Ok(name), "{printed}");
         }
-        for bad in ["", ".", "..", "a/b", "a\\x2fb", "x\\x00y", "back\\slash", "a\\xZZ"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\x2fb",
+            "x\\x00y",
+            "back\\slash",
+            "a\\xZZ",
+        ] {
             assert!(given_name(bad).is_err(), "{bad:?}");
         }
     }

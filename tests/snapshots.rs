@@ -1124,3 +1124,71 @@ fn snapshot_names_are_escaped_and_can_be_given_back() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("\"bad\\\\name\""), "{}", stderr(&out));
 }
+
+/// The uuid of a subvolume, as gc records it (hex, no dashes).
+fn uuid_hex(fs: &LoopBtrfs, rel: &str) -> String {
+    common::check(
+        Command::new("btrfs")
+            .args(["subvolume", "show"])
+            .arg(fs.path(rel)),
+    )
+    .lines()
+    .find_map(|l| l.trim().strip_prefix("UUID:"))
+    .unwrap()
+    .trim()
+    .replace('-', "")
+}
+
+fn subvolume_id(fs: &LoopBtrfs, rel: &str) -> String {
+    common::check(
+        Command::new("btrfs")
+            .args(["inspect-internal", "rootid"])
+            .arg(fs.path(rel)),
+    )
+    .trim()
+    .to_string()
+}
+
+/// gc's record is believed only as far as the filesystem confirms it: a record naming a
+/// writable subvolume that is no snapshot (someone's own), or naming a subvolume by the
+/// wrong id or uuid (stale: another one took the name), finishes nothing; gc drops the
+/// spent entries and keeps what they name.
+#[test]
+fn a_stale_or_foreign_gc_record_deletes_nothing() {
+    let Some(fs) = btrfs("gc_record_foreign") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.subvolume("@snapshots");
+    fs.subvolume("@snapshots/20200101T000000Z");
+    fs.write("@snapshots/20200101T000000Z/f", "mine\n");
+    fs.snapshot("@root", "@snapshots/20200102T000000Z", false);
+    fs.write("@snapshots/20200102T000000Z/g", "mine too\n");
+    fs.snapshot("@root", "@snapshots/20200103T000000Z", true);
+    let record = format!(
+        r#"{{"deleting": [
+            {{"name": "20200101T000000Z", "id": {}, "uuid": "{}"}},
+            {{"name": "20200102T000000Z", "id": {}, "uuid": "00000000000000000000000000000000"}}
+        ]}}"#,
+        subvolume_id(&fs, "@snapshots/20200101T000000Z"),
+        uuid_hex(&fs, "@snapshots/20200101T000000Z"),
+        subvolume_id(&fs, "@snapshots/20200102T000000Z"),
+    );
+    let record_path = format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE);
+    fs.write(&record_path, &record);
+    let config = "[retention]\nkeep_last = 1\n";
+    let out = imperm_with(
+        &fs,
+        config,
+        "2025-01-01T00:00:00Z",
+        &["gc", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(reasons(&v, "20200101T000000Z"), ["read-write"]);
+    assert_eq!(reasons(&v, "20200102T000000Z"), ["read-write"]);
+    assert!(names_where(&v, |s| s["deleted"] == true).is_empty());
+    assert_eq!(fs.read("@snapshots/20200101T000000Z/f"), "mine\n");
+    assert_eq!(fs.read("@snapshots/20200102T000000Z/g"), "mine too\n");
+    assert!(!fs.path(&record_path).exists(), "spent entries are dropped");
+}
