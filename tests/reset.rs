@@ -1534,13 +1534,17 @@ fn mounted_must_be_the_top_level_for_every_command() {
     );
     let live = fs.scratch().join("live");
     fs::create_dir(&live).unwrap();
-    let commands: [&[&str]; 7] = [
+    // diff and journal without --against look at the newest snapshot only when they can;
+    // a wrong --mounted is still a mistake to refuse, not a lookup to skip.
+    let commands: [&[&str]; 9] = [
         &["reset"],
         &["snapshots", "ls"],
         &["gc"],
         &["gc", "--dry-run"],
         &["restore", "/etc/machine-id", "--from", "20260101T000000Z"],
         &["diff", "--against", "20260101T000000Z"],
+        &["diff"],
+        &["journal", "--file", "/dev/null"],
         &[
             "journal",
             "--file",
