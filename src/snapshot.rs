@@ -308,7 +308,7 @@ pub fn survey(
         let mut held = held(f, &rel, layout, state.as_ref());
         // Only an old root is looked into: what is held already is kept whatever it holds.
         if held.is_empty() {
-            if let Some(why) = foreign_nested(backend, top, &rel)? {
+            if let Some(why) = foreign_nested(backend, top, &rel, &[])? {
                 held.push(why);
             }
         }
@@ -340,7 +340,7 @@ pub fn survey(
         half_deleted.push(i);
         // Still only what a reset put there, read-only: gc may finish it.
         if candidates[i].held == ["read-write"] {
-            match foreign_nested(backend, top, &rel)? {
+            match foreign_nested(backend, top, &rel, &d.opened)? {
                 Some(why) => candidates[i].held.push(why),
                 None => {
                     candidates[i].held.clear();
@@ -370,11 +370,14 @@ pub fn survey(
 /// root's nested subvolumes, so a read-write subvolume, or (where snapshots record
 /// lineage) one that is no snapshot, is someone's own. `None` when it holds nothing else.
 /// Where the read-only flag is set only when a snapshot is taken (bcachefs), a read-only
-/// snapshot cannot hold another subvolume at all: nothing to look for.
+/// snapshot cannot hold another subvolume at all: nothing to look for. `opened` are the
+/// nested subvolumes a gc recorded before it made them writable (its own doing, not
+/// someone's): those may be writable.
 pub fn foreign_nested(
     backend: &dyn Backend,
     top: &TopLevel,
     rel: &Path,
+    opened: &[Opened],
 ) -> Result<Option<String>, Error> {
     if !backend.can_set_readonly() {
         return Ok(None);
@@ -382,10 +385,13 @@ pub fn foreign_nested(
     let mut stack = backend.nested(top, rel)?;
     while let Some(child) = stack.pop() {
         let inside = escape(child.strip_prefix(rel).unwrap_or(&child));
-        if !backend.is_readonly(top, &child)? {
+        let info = || backend.info(top, &child);
+        if !backend.is_readonly(top, &child)?
+            && (opened.is_empty() || !opened.contains(&Opened::of(&info()?)))
+        {
             return Ok(Some(format!("holds read-write subvolume {inside}")));
         }
-        if backend.has_lineage() && backend.info(top, &child)?.parent_uuid.is_none() {
+        if backend.has_lineage() && info()?.parent_uuid.is_none() {
             return Ok(Some(format!(
                 "holds subvolume {inside}, which is not a snapshot"
             )));
@@ -555,6 +561,7 @@ pub fn delete_tree(backend: &dyn Backend, top: &TopLevel, rel: &Path) -> Result<
     let nested = backend.nested(top, rel)?;
     if !nested.is_empty() && backend.can_set_readonly() && backend.is_readonly(top, rel)? {
         backend.set_readonly(top, rel, false)?;
+        crate::reset::failpoint("nested-flag-cleared", &mut |line| eprintln!("{line}"));
     }
     for child in nested {
         delete_tree(backend, top, &child)?;
@@ -720,14 +727,28 @@ pub struct Deleting {
     /// Its uuid in hex, where the filesystem has one.
     #[serde(default)]
     pub uuid: Option<String>,
+    /// The subvolumes nested in it that gc makes writable too, to delete what is nested in
+    /// them: a kill leaves them writable, and they are still part of this deletion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opened: Vec<Opened>,
+}
+
+/// A nested subvolume gc may make writable while it deletes a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Opened {
+    pub id: u64,
+    #[serde(default)]
+    pub uuid: Option<String>,
 }
 
 impl Deleting {
-    fn of(name: &str, info: &SubvolumeInfo) -> Deleting {
+    fn of(name: &str, info: &SubvolumeInfo, opened: Vec<Opened>) -> Deleting {
         Deleting {
             name: name.to_string(),
             id: info.id,
             uuid: info.uuid.map(hex),
+            opened,
         }
     }
 
@@ -735,6 +756,30 @@ impl Deleting {
     fn is(&self, info: &SubvolumeInfo) -> bool {
         self.id == info.id && self.uuid == info.uuid.map(hex)
     }
+}
+
+impl Opened {
+    fn of(info: &SubvolumeInfo) -> Opened {
+        Opened {
+            id: info.id,
+            uuid: info.uuid.map(hex),
+        }
+    }
+}
+
+/// The subvolumes nested (at any depth) in `rel` that hold others: the ones
+/// [`delete_tree`] makes writable.
+fn to_open(backend: &dyn Backend, top: &TopLevel, rel: &Path) -> Result<Vec<Opened>, Error> {
+    let mut opened = Vec::new();
+    let mut stack = backend.nested(top, rel)?;
+    while let Some(child) = stack.pop() {
+        let inner = backend.nested(top, &child)?;
+        if !inner.is_empty() {
+            opened.push(Opened::of(&backend.info(top, &child)?));
+        }
+        stack.extend(inner);
+    }
+    Ok(opened)
 }
 
 fn hex(uuid: [u8; 16]) -> String {
@@ -867,7 +912,12 @@ pub fn delete_old_root(
             escape(&at)
         ))));
     }
-    match foreign_nested(backend, top, &rel) {
+    let opened = record
+        .deleting
+        .iter()
+        .find(|d| d.name == found.name)
+        .map_or(&[][..], |d| &d.opened[..]);
+    match foreign_nested(backend, top, &rel, opened) {
         Ok(None) => {}
         Ok(Some(why)) => {
             return Err(Skipped(Error::Usage(format!(
@@ -883,7 +933,10 @@ pub fn delete_old_root(
     if flips {
         if !recorded {
             let info = backend.info(top, &rel).map_err(|e| Stopped(e.into()))?;
-            record.deleting.push(Deleting::of(&found.name, &info));
+            let opened = to_open(backend, top, &rel).map_err(Stopped)?;
+            record
+                .deleting
+                .push(Deleting::of(&found.name, &info, opened));
             write_gc_state(top, layout, record).map_err(Stopped)?;
         }
         if backend

@@ -818,6 +818,74 @@ fn a_gc_killed_after_making_a_snapshot_writable_is_finished_by_the_next() {
     );
 }
 
+/// The same one level down: to delete a nested snapshot that holds another, gc makes it
+/// writable too. Killed right after that, the snapshot holds a writable subvolume; it is
+/// still the deletion gc recorded (ls names it partly deleted), and the next gc finishes
+/// the whole tree instead of keeping it as someone's writable subvolume for good.
+#[test]
+fn a_gc_killed_after_making_a_nested_snapshot_writable_is_finished_by_the_next() {
+    let Some(fs) = btrfs("gc_killed_nested_flag") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.subvolume("@snapshots");
+    fs.subvolume("@m");
+    fs.subvolume("@inner");
+    let half = "20250203T080000Z";
+    for name in [half, "20250204T080000Z"] {
+        let snap = format!("@snapshots/{name}");
+        fs.snapshot("@root", &snap, false);
+        fs.snapshot("@m", &format!("{snap}/m"), false);
+        fs.snapshot("@inner", &format!("{snap}/m/inner"), true);
+        set_ro(&fs, &format!("{snap}/m"), true);
+        set_ro(&fs, &snap, true);
+    }
+    let config = "[retention]\nkeep_last = 1\n";
+    let path = fs.scratch().join("config-with.toml");
+    fs::write(&path, format!("[filesystem]\ntype = \"btrfs\"\n{config}")).unwrap();
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
+            .env(imperm::reset::FAILPOINT_ENV, "nested-flag-cleared")
+            .arg("--root")
+            .arg(fs.scratch())
+            .arg("--config")
+            .arg(&path)
+            .arg("gc")
+            .arg("--mounted")
+            .arg(fs.top()),
+    );
+    assert_eq!(out.status.code(), None, "aborted: {}", stderr(&out));
+    let nested = format!("@snapshots/{half}/m");
+    assert!(!fs.is_readonly(&nested), "made writable");
+    assert!(fs.path(&format!("{nested}/inner")).exists());
+    let ls = |args: &[&str]| json(&imperm_with(&fs, config, "2025-03-08T00:00:00Z", args));
+    let v = ls(&["ls", "--format", "json"]);
+    assert_eq!(reasons(&v, half), ["partly deleted by an earlier gc"]);
+    assert_eq!(row(&v, half)["keep"], false);
+
+    let out = imperm_with(
+        &fs,
+        config,
+        "2025-03-08T00:00:00Z",
+        &["gc", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(names_where(&json(&out), |s| s["deleted"] == true), [half]);
+    assert_eq!(
+        snapshots_on_disk(&fs),
+        [
+            "20250204T080000Z",
+            "20250204T080000Z/m",
+            "20250204T080000Z/m/inner"
+        ]
+    );
+    assert!(
+        !fs.path(&format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE))
+            .exists()
+    );
+}
+
 /// kill -9 at arbitrary moments of gc runs over snapshots that each hold nested ones: in
 /// the end every snapshot the policy does not keep is gone, and none is left writable.
 #[test]
@@ -837,6 +905,10 @@ fn gc_killed_at_arbitrary_moments_leaks_no_writable_snapshot() {
         for nested in ["a", "b"] {
             fs.snapshot("@src", &format!("{snap}/{nested}"), true);
         }
+        // One level deeper: `a` holds one too, so gc must make `a` writable as well.
+        set_ro(&fs, &format!("{snap}/a"), false);
+        fs.snapshot("@src", &format!("{snap}/a/inner"), true);
+        set_ro(&fs, &format!("{snap}/a"), true);
         set_ro(&fs, &snap, true);
     }
     let config = "[retention]\nkeep_last = 1\n";
@@ -1104,7 +1176,9 @@ fn snapshot_names_are_escaped_and_can_be_given_back() {
         String::from_utf8_lossy(b"bad\xffname").as_bytes()
     );
     let out = with(&["diff", "--against", &given, "--format", "json"]);
-    assert_ne!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+    let diff: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(diff["against"], "bad\\xffname");
     let export = fs.scratch().join("boot.json");
     fs::write(&export, "").unwrap();
     let out = with(&[
@@ -1116,7 +1190,7 @@ fn snapshot_names_are_escaped_and_can_be_given_back() {
         "--format",
         "json",
     ]);
-    assert_ne!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
     let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(journal["snapshot"], "bad\\xffname");
     // A backslash that starts no escape is refused, naming what was given.
