@@ -1398,8 +1398,30 @@ fn a_state_file_that_is_a_fifo_a_device_or_huge_is_refused_at_once() {
         assert!(stderr(&out).contains(want), "{want} ls: {}", stderr(&out));
         assert_eq!((fs.subvolumes(), fs.tree("@root")), before, "{want}");
     }
-    // status mounts the top level itself.
+    // gc's own record is read the same way (reset does not read it).
     let _ = fs::remove_file(&state);
+    let gc_state = fs.path(&format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE));
+    fifo(&gc_state);
+    for args in [&["gc"][..], &["gc", "--dry-run"], &["ls"]] {
+        let out = run_bounded(
+            imperm()
+                .arg("--root")
+                .arg(fs.scratch())
+                .args(args)
+                .args(["--fs", "btrfs", "--mounted"])
+                .arg(fs.top()),
+        );
+        let err = stderr(&out);
+        let code = if args == ["ls"] { 0 } else { 2 };
+        assert_eq!(out.status.code(), Some(code), "gc state {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "gc state {args:?}: {err}");
+        assert!(
+            err.contains(".imperm-gc.json") && err.contains("is a FIFO"),
+            "gc state {args:?}: {err}"
+        );
+    }
+    fs::remove_file(&gc_state).unwrap();
+    // status mounts the top level itself.
     fifo(&state);
     let config = fs.scratch().join("status.toml");
     fs::write(
@@ -1469,6 +1491,86 @@ fn the_state_files_temporary_name_is_never_a_fifo_opened_for_writing() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_reset_once(&fs, &before);
     assert!(!tmp.exists());
+}
+
+/// A state file, or its temporary name, planted as a symlink to a file elsewhere is never
+/// followed, read or written through: reset and gc refuse (exit 2, one line naming it),
+/// the file it points to is untouched, and nothing is deleted or made writable.
+#[test]
+fn state_files_planted_as_symlinks_are_never_followed() {
+    let Some(fs) = btrfs("reset_state_symlink") else {
+        return;
+    };
+    populate(&fs);
+    assert!(reset(&fs, &[]).status.success());
+    fs.write("@root/etc/dirty", "used\n");
+    let out = reset_at(&fs, "2026-01-16T06:30:00Z");
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs.write("@root/etc/dirty", "used again\n");
+    let config = fs.scratch().join("gc.toml");
+    fs::write(
+        &config,
+        "[filesystem]\ntype = \"btrfs\"\n[retention]\nkeep_last = 1\n",
+    )
+    .unwrap();
+    // A well-formed state elsewhere: following the link would believe it.
+    let victim = fs.scratch().join("victim.json");
+    let planted = r#"{"phase": "snapshot", "snapshot": "20260115T063000Z"}"#;
+    let run = |args: &[&str]| {
+        run_bounded(
+            imperm()
+                .env(imperm::commands::NOW_ENV, "2026-01-17T06:30:00Z")
+                .arg("--root")
+                .arg(fs.scratch().join("empty-root"))
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .arg("--mounted")
+                .arg(fs.top()),
+        )
+    };
+    let state = imperm::reset::STATE_FILE;
+    let gc_state = imperm::snapshot::GC_STATE_FILE;
+    let cases: [(String, &[&str], &str); 6] = [
+        (state.into(), &["reset"], "is a symlink"),
+        (state.into(), &["gc"], "is a symlink"),
+        (gc_state.into(), &["gc"], "is a symlink"),
+        (gc_state.into(), &["gc", "--dry-run"], "is a symlink"),
+        (format!("{state}.tmp"), &["reset"], "is a symlink"),
+        // The old root 20260115T063000Z holds nested snapshots: gc records before it
+        // makes it writable, and that write is refused.
+        (format!("{gc_state}.tmp"), &["gc"], "is a symlink"),
+    ];
+    for (name, args, want) in cases {
+        fs::write(&victim, planted).unwrap();
+        let link = fs.path(&format!("@snapshots/{name}"));
+        let aside = fs.path("@snapshots/aside"); // the same subvolume: rename works
+        let moved = fs::rename(&link, &aside).is_ok();
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let before = (fs.subvolumes(), fs.tree(""));
+        let out = run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("imperm: ")).collect();
+        assert_eq!(errors.len(), 1, "{name} {args:?}: {err}");
+        assert!(
+            errors[0].contains(&name) && errors[0].contains(want),
+            "{name} {args:?}: {err}"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), planted, "{name}");
+        assert_eq!((fs.subvolumes(), fs.tree("")), before, "{name} {args:?}");
+        assert!(fs.is_readonly(SNAP), "{name} {args:?}");
+        fs::remove_file(&link).unwrap();
+        if moved {
+            fs::rename(&aside, &link).unwrap();
+        }
+    }
+    // With the links gone, both go on.
+    let out = run(&["reset"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["gc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!fs.path(SNAP).exists());
 }
 
 /// Log lines name paths as the user knows them, like errors do: `@root on DEVICE` when
