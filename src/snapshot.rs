@@ -1237,6 +1237,7 @@ mod tests {
             "..",
             "a/b",
             "a\\x2fb",
+            "\\x2e\\x2e",
             "x\\x00y",
             "back\\slash",
             "a\\xZZ",
