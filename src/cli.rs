@@ -250,8 +250,9 @@ pub enum SnapshotsCommand {
     ///
     /// The policy is `[retention]` (default: the last 5, one a week for 4 weeks, one a
     /// month). Never deleted: the newest snapshot, snapshots dated in the future, names
-    /// imperm does not recognise, the snapshot of an interrupted reset. Deletes one at a time
-    /// and stops at the first error; --dry-run shows every decision and deletes nothing.
+    /// imperm does not recognise, the snapshot of an interrupted reset. Deletes one at a time;
+    /// a snapshot whose deletion is refused is skipped and named at the end (exit 2), the
+    /// others still go; --dry-run shows every decision and deletes nothing.
     Gc(GcArgs),
 }
 

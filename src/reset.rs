@@ -8,11 +8,15 @@
 //! | state on disk            | meaning                                  | a re-run…                                   |
 //! |--------------------------|------------------------------------------|---------------------------------------------|
 //! | none, or `done`          | no reset in progress                     | starts a new reset                          |
-//! | `snapshot`, name N       | N may exist and be incomplete            | deletes N (it is ours) and takes it again   |
-//! | `replace`, N, old root id| N is complete and verified               | deletes the old root if still there, creates the new one |
+//! | `snapshot`, name N       | N may exist and be incomplete            | deletes N if it is evidently ours, and takes it again; else leaves it and takes a free name |
+//! | `replace`, N, old root id| N is complete and verified               | deletes the old root if still there (N checked again: taken of it), creates the new one |
 //!
 //! So at every instant the old root's content is in the root, in the snapshot, or in both,
 //! and a re-run always ends with exactly one root and one snapshot of the old root.
+//!
+//! The state file is believed only as far as the filesystem confirms it: a resumed reset
+//! deletes nothing a stale or forged state names unless it is evidently the reset's own
+//! (see [`own_partial`] and [`snapshot::taken_of`]).
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +52,10 @@ pub struct State {
     /// The id of the root that is being replaced (`replace`).
     #[serde(default)]
     pub old_root: Option<u64>,
+    /// The id of the snapshot verified to hold it (`replace`): the same subvolume is
+    /// looked for on resume, not only the same name.
+    #[serde(default)]
+    pub snapshot_id: Option<u64>,
     /// The fresh root's id and generation (`done`), to recognise an untouched root.
     #[serde(default)]
     pub new_root: Option<u64>,
@@ -90,31 +98,52 @@ pub struct Outcome {
     pub resumed: bool,
 }
 
+/// The most imperm reads of a state file it keeps in the snapshot directory: it writes a
+/// few hundred bytes.
+pub const MAX_STATE_BYTES: u64 = 64 << 10;
+
 /// Reads the state file, if any.
 pub fn read_state(top: &TopLevel, layout: &Layout) -> Result<Option<State>, Error> {
-    let path = layout.state_file();
-    let Some(bytes) = top
-        .read_file(&path)
-        .map_err(|e| FsError::new("read", &path, e))?
-    else {
-        return Ok(None);
+    read_json(top, &layout.state_file(), "reset state", State::check)
+}
+
+/// Reads one of imperm's JSON state files below the top level, if it exists: a regular
+/// file (never waited on: see [`TopLevel::read_file`]) that parses and passes `check`.
+/// Anything else stops the caller with one line naming the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    top: &TopLevel,
+    path: &Path,
+    what: &str,
+    check: fn(&T) -> Result<(), String>,
+) -> Result<Option<T>, Error> {
+    let unusable = |why: String| {
+        Error::Usage(format!(
+            "{}: unreadable {what} ({why}); inspect the snapshot directory and remove the file to go on",
+            top.name(path)
+        ))
     };
-    let state: State = serde_json::from_slice(&bytes)
-        .map_err(|e| e.to_string())
-        .and_then(|state: State| state.check().map(|()| state))
-        .map_err(|e| {
-            Error::Usage(format!(
-                "{}: unreadable reset state ({e}); inspect the snapshot directory and remove the file to go on",
-                top.name(&path)
-            ))
-        })?;
-    Ok(Some(state))
+    let bytes = match top.read_file(path, MAX_STATE_BYTES) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::FileTooLarge
+            ) =>
+        {
+            return Err(unusable(e.to_string()));
+        }
+        Err(e) => return Err(FsError::new("read", path, e).into()),
+    };
+    let value: T = serde_json::from_slice(&bytes).map_err(|e| unusable(e.to_string()))?;
+    check(&value).map_err(unusable)?;
+    Ok(Some(value))
 }
 
 impl State {
-    /// The snapshot must be one plain name in the snapshot directory (a resumed reset
-    /// deletes it: `..` or an empty name would make that another subvolume, or the whole
-    /// directory); only a finished reset may name none.
+    /// The snapshot must be a name a reset gives (a resumed reset may delete it: `..`, a
+    /// path or an empty name would make that another subvolume, or the whole directory);
+    /// only a finished reset may name none.
     fn check(&self) -> Result<(), String> {
         let name = &self.snapshot;
         if name.is_empty() {
@@ -123,11 +152,12 @@ impl State {
                 _ => Err("an unfinished reset names no snapshot".into()),
             };
         }
-        let plain = !name.contains('/') && !name.starts_with('.') && !name.contains('\0');
-        if plain {
-            Ok(())
-        } else {
-            Err(format!("{name:?} is not a snapshot's name"))
+        match snapshot::parse_name(name, &jiff::tz::TimeZone::UTC) {
+            Some((_, snapshot::NameStyle::Utc)) => Ok(()),
+            _ => Err(format!(
+                "{} is not a snapshot name a reset gives",
+                crate::paths::shown(name)
+            )),
         }
     }
 }
@@ -139,7 +169,8 @@ fn write_state(top: &TopLevel, layout: &Layout, state: &State) -> Result<(), Err
         .map_err(|e| FsError::new("write", &path, e).into())
 }
 
-fn failpoint(name: &str, log: Log) {
+/// Aborts (as kill -9 would end it) when the failpoint `name` is set, for the crash tests.
+pub(crate) fn failpoint(name: &str, log: Log) {
     if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
         log(format!("failpoint {name}: aborting"));
         std::process::abort();
@@ -232,23 +263,25 @@ pub fn reset(
             ));
             let snap = layout.snapshot_dir.join(&name);
             // The old root is still whole in this phase, so the snapshot can be taken
-            // under any name: its own if it is free or ours, else the next free one.
+            // under any name: its own if it is free or evidently ours (a partial snapshot
+            // of this root), else the next free one, leaving whatever has the name alone.
             let name = match backend.kind(top, &snap)? {
-                Kind::Subvolume => {
-                    log(format!("deleting {} to take it again", escape(&snap)));
-                    snapshot::delete_tree(backend, top, &snap)?;
-                    name
-                }
                 Kind::Missing => name,
-                other => {
-                    let free = snapshot::free_name(top, &layout.snapshot_dir, now)?;
-                    log(format!(
-                        "{} is {} now, not this reset's: taking {free} instead",
-                        escape(&snap),
-                        describe(other)
-                    ));
-                    free
-                }
+                kind => match own_partial(backend, top, layout, &snap, kind, root_exists) {
+                    Ok(()) => {
+                        log(format!("deleting {} to take it again", top.name(&snap)));
+                        snapshot::delete_tree(backend, top, &snap)?;
+                        name
+                    }
+                    Err(why) => {
+                        let free = snapshot::free_name(top, &layout.snapshot_dir, now)?;
+                        log(format!(
+                            "{} {why}: not this reset's, left alone; taking {free} instead",
+                            top.name(&snap)
+                        ));
+                        free
+                    }
+                },
             };
             if !root_exists {
                 return finish_new_root(
@@ -267,22 +300,39 @@ pub fn reset(
             phase: Phase::Replace,
             snapshot: name,
             old_root,
+            snapshot_id,
             ..
         }) => {
             log(format!(
                 "resuming an interrupted reset: root was being replaced, old root in {name}"
             ));
             let snap = layout.snapshot_dir.join(&name);
-            // It was verified against the old root before this phase was recorded; the root
-            // may since be half deleted or already the new one, so only the snapshot itself
-            // is checked again.
-            if let Err(why) = complete_alone(backend, top, &snap) {
-                return Err(Error::Usage(format!(
+            let refuse = |why: String| {
+                Err(Error::Usage(format!(
                     "the reset state says {name} holds the old root, but {why}; nothing was done"
-                )));
+                )))
+            };
+            // It was verified against the old root before this phase was recorded. The
+            // root may since be half deleted or already the new one, so what is checked
+            // again is what still holds: the snapshot is the read-only subvolume recorded,
+            // and, before the root is deleted, that it was taken of this root.
+            if let Err(why) = complete_alone(backend, top, &snap) {
+                return refuse(why);
+            }
+            if let Some(id) = snapshot_id {
+                let now_id = backend.info(top, &snap)?.id;
+                if now_id != id {
+                    return refuse(format!(
+                        "{} is not the snapshot the reset recorded (subvolume {id}; it is {now_id} now)",
+                        top.name(&snap)
+                    ));
+                }
             }
             if root_exists && Some(backend.info(top, &layout.root)?.id) == old_root {
-                log(format!("deleting the old root {}", escape(&layout.root)));
+                if let Err(why) = snapshot::taken_of(backend, top, &layout.root, &snap) {
+                    return refuse(why);
+                }
+                log(format!("deleting the old root {}", top.name(&layout.root)));
                 snapshot::delete_tree(backend, top, &layout.root)?;
                 failpoint("root-deleted", log);
             }
@@ -292,14 +342,14 @@ pub fn reset(
             if !root_exists {
                 log(format!(
                     "no root subvolume {}: creating it",
-                    escape(&layout.root)
+                    top.name(&layout.root)
                 ));
                 return finish_new_root(backend, top, layout, "", false, Action::CreatedRoot, log);
             }
             if untouched(backend, top, layout, done.as_ref())? {
                 log(format!(
                     "{} is still the fresh root of the last reset: nothing to do",
-                    escape(&layout.root)
+                    top.name(&layout.root)
                 ));
                 return Ok(Outcome {
                     action: Action::Unchanged,
@@ -313,7 +363,7 @@ pub fn reset(
             if backend.kind(top, &layout.snapshot_dir)? == Kind::Missing {
                 log(format!(
                     "creating snapshot directory {}",
-                    escape(&layout.snapshot_dir)
+                    top.name(&layout.snapshot_dir)
                 ));
                 backend.create(top, &layout.snapshot_dir)?;
             }
@@ -322,15 +372,55 @@ pub fn reset(
     }
 }
 
+/// Whether `snap` (of `kind`), found under the name a reset in its `snapshot` phase
+/// recorded, is evidently that reset's own partial snapshot, which it may delete and take
+/// again; the error says why not. It must be a subvolume taken of this root (with each
+/// nested one taken of the root's subvolume at its place), not the blank snapshot, nothing
+/// of it mounted. Where snapshots record no lineage (bcachefs) nothing is evidently the
+/// reset's own: such a snapshot is taken read-only in one step, so a resumed reset never
+/// needs to delete one, and it takes a free name instead.
+fn own_partial(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    snap: &Path,
+    kind: Kind,
+    root_exists: bool,
+) -> Result<(), String> {
+    if kind != Kind::Subvolume {
+        return Err(format!("is {}", describe(kind)));
+    }
+    match &layout.blank {
+        Some(blank) if blank == snap => return Err("is the blank snapshot".into()),
+        Some(blank) if blank.starts_with(snap) => {
+            return Err("holds the blank snapshot".into());
+        }
+        _ => {}
+    }
+    if let Some(at) = crate::toplevel::mounted_at(&top.mounts(), snap) {
+        return Err(format!("is mounted at {}", escape(&at)));
+    }
+    if !backend.has_lineage() {
+        return Err(format!(
+            "cannot be told to be a snapshot of the root ({} records no lineage)",
+            backend.fs_type().as_str()
+        ));
+    }
+    if !root_exists {
+        return Err("cannot be told to be a snapshot of the root: there is no root".into());
+    }
+    snapshot::partial_of(backend, top, &layout.root, snap)
+}
+
 /// A snapshot on its own can still be checked to be a read-only subvolume.
 fn complete_alone(backend: &dyn Backend, top: &TopLevel, snap: &Path) -> Result<(), String> {
     match backend.kind(top, snap).map_err(|e| e.to_string())? {
         Kind::Subvolume => {}
-        kind => return Err(format!("{} is {}", escape(snap), describe(kind))),
+        kind => return Err(format!("{} is {}", top.name(snap), describe(kind))),
     }
     match backend.is_readonly(top, snap).map_err(|e| e.to_string())? {
         true => Ok(()),
-        false => Err(format!("{} is not read-only", escape(snap))),
+        false => Err(format!("{} is not read-only", top.name(snap))),
     }
 }
 
@@ -381,14 +471,15 @@ fn replace(
             phase: Phase::Snapshot,
             snapshot: name.to_string(),
             old_root: None,
+            snapshot_id: None,
             new_root: None,
             generation: None,
         },
     )?;
     log(format!(
         "snapshotting {} to {}",
-        escape(&layout.root),
-        escape(&snap)
+        top.name(&layout.root),
+        top.name(&snap)
     ));
     snapshot::snapshot_tree(backend, top, &layout.root, &snap, log)?;
     failpoint("snapshot-taken", log);
@@ -398,6 +489,7 @@ fn replace(
         ))
     })?;
     let old_root = backend.info(top, &layout.root)?.id;
+    let snapshot_id = backend.info(top, &snap)?.id;
     write_state(
         top,
         layout,
@@ -405,11 +497,12 @@ fn replace(
             phase: Phase::Replace,
             snapshot: name.to_string(),
             old_root: Some(old_root),
+            snapshot_id: Some(snapshot_id),
             new_root: None,
             generation: None,
         },
     )?;
-    log(format!("deleting the old root {}", escape(&layout.root)));
+    log(format!("deleting the old root {}", top.name(&layout.root)));
     snapshot::delete_tree(backend, top, &layout.root)?;
     failpoint("root-deleted", log);
     finish_new_root(backend, top, layout, name, resumed, Action::Reset, log)
@@ -431,13 +524,13 @@ fn finish_new_root(
             Some(blank) => {
                 log(format!(
                     "creating {} from {}",
-                    escape(&layout.root),
-                    escape(blank)
+                    top.name(&layout.root),
+                    top.name(blank)
                 ));
                 backend.snapshot(top, blank, &layout.root, false)?;
             }
             None => {
-                log(format!("creating an empty {}", escape(&layout.root)));
+                log(format!("creating an empty {}", top.name(&layout.root)));
                 backend.create(top, &layout.root)?;
             }
         }
@@ -459,6 +552,7 @@ fn finish_new_root(
                     Action::CreatedRoot | Action::Unchanged => String::new(),
                 },
                 old_root: None,
+                snapshot_id: None,
                 new_root: Some(info.id),
                 generation: info.generation,
             },
@@ -481,6 +575,7 @@ mod tests {
             phase: Phase::Replace,
             snapshot: "20250307T080000Z".into(),
             old_root: Some(256),
+            snapshot_id: Some(262),
             new_root: None,
             generation: None,
         };
@@ -499,11 +594,25 @@ mod tests {
             phase,
             snapshot: snapshot.into(),
             old_root: None,
+            snapshot_id: None,
             new_root: None,
             generation: None,
         };
         for phase in [Phase::Snapshot, Phase::Replace, Phase::Done] {
-            for bad in ["..", ".", "../@persist", "a/b", "/", ".hidden", "x\0y"] {
+            for bad in [
+                "..",
+                ".",
+                "../@persist",
+                "a/b",
+                "/",
+                ".hidden",
+                "x\0y",
+                // Plain names, but none a reset gives: a resumed reset must not delete them.
+                "@persist",
+                "manual-backup",
+                "2025-03-07_09-00-00",
+                "20250307T080000Z-0",
+            ] {
                 assert!(state(phase, bad).check().is_err(), "{phase:?} {bad:?}");
             }
             assert!(state(phase, "20260115T063000Z-1").check().is_ok());

@@ -258,6 +258,10 @@ pub struct Candidate {
     /// Why it must be kept although it is an old root like the others (`mounted at …`,
     /// `last reset`): it takes part in the rules, and is kept whatever they say.
     pub protected: Vec<String>,
+    /// Why it is to be deleted whatever the rules say: an earlier gc began to (it is no
+    /// longer a whole old root, and takes no part in the rules). Still kept when
+    /// `protected` (mounted).
+    pub finish: Option<String>,
 }
 
 /// [`plan`] over the entries that are old-root snapshots, with every other entry kept
@@ -269,7 +273,7 @@ pub fn plan_entries(
     now: Timestamp,
 ) -> Vec<Decision> {
     let part: Vec<usize> = (0..entries.len())
-        .filter(|&i| entries[i].held.is_empty())
+        .filter(|&i| entries[i].held.is_empty() && entries[i].finish.is_none())
         .collect();
     let stamps: Vec<Option<Stamp>> = part.iter().map(|&i| entries[i].stamp).collect();
     let mut planned = plan(&stamps, policy, tz, now).into_iter();
@@ -284,6 +288,15 @@ pub fn plan_entries(
         decisions[i] = planned.next().expect("one decision per planned entry");
     }
     for (d, e) in decisions.iter_mut().zip(entries) {
+        if let Some(why) = &e.finish {
+            *d = Decision {
+                keep: !e.protected.is_empty(),
+                reasons: std::iter::once(why.clone())
+                    .chain(e.protected.iter().cloned())
+                    .collect(),
+            };
+            continue;
+        }
         d.reasons.extend(e.protected.iter().cloned());
         d.keep = !d.reasons.is_empty();
     }
@@ -549,6 +562,7 @@ mod tests {
                 stamp: at("2025-06-03 00:00"),
                 held: vec!["blank snapshot".into()],
                 protected: vec![],
+                finish: None,
             },
             Candidate {
                 stamp: at("2025-06-02 00:00"),
@@ -558,6 +572,7 @@ mod tests {
                 stamp: at("2025-06-01 00:00"),
                 held: vec![],
                 protected: vec!["last reset".into()],
+                finish: None,
             },
             Candidate {
                 stamp: at("2025-05-01 00:00"),
@@ -567,6 +582,7 @@ mod tests {
                 stamp: at("2025-04-01 00:00"),
                 held: vec!["read-write".into()],
                 protected: vec!["mounted at /mnt".into()],
+                finish: None,
             },
         ];
         let p = policy(
@@ -591,6 +607,40 @@ mod tests {
         assert_eq!(
             d.iter().map(|d| d.keep).collect::<Vec<_>>(),
             [true, true, true, false, true]
+        );
+    }
+
+    /// A snapshot an earlier gc left half deleted is deleted whatever the rules say, takes
+    /// no part in them (the newest whole one is still "newest"), and is kept only while
+    /// something of it is mounted.
+    #[test]
+    fn half_deleted_entries_are_finished_unless_mounted() {
+        let at = |s: &str| Some(Stamp::at(ts(s)));
+        let half = |protected: Vec<String>| Candidate {
+            stamp: at("2025-06-03 00:00"),
+            held: vec![],
+            protected,
+            finish: Some("partly deleted by an earlier gc".into()),
+        };
+        let entries = vec![
+            half(vec![]),
+            Candidate {
+                stamp: at("2025-06-02 00:00"),
+                ..Candidate::default()
+            },
+            half(vec!["mounted at /mnt".into()]),
+        ];
+        let p = policy(Keep::All, Keep::None, Keep::None, Keep::None, Keep::None);
+        let d = plan_entries(&entries, &p, &TimeZone::UTC, ts("2025-07-01 00:00"));
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        assert_eq!(d[0].reasons, ["partly deleted by an earlier gc"]);
+        assert_eq!(d[1].reasons, ["newest", "last"]);
+        assert_eq!(
+            d[2].reasons,
+            ["partly deleted by an earlier gc", "mounted at /mnt"]
         );
     }
 

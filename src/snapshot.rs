@@ -3,15 +3,22 @@
 //! snapshot directory (what each entry is, what gc must never delete, which snapshot the
 //! last reset took), and taking and deleting a snapshot together with the subvolumes
 //! nested in it.
+//!
+//! gc records a deletion that makes a snapshot writable (to delete what is nested in it)
+//! in `SNAPSHOT_DIR/.imperm-gc.json` before it changes anything, so that one killed or
+//! failing half-way leaves a snapshot the next gc recognises and finishes, not a writable
+//! subvolume nobody deletes.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
-use crate::backend::{Backend, Kind};
+use crate::backend::{Backend, Kind, SubvolumeInfo};
 use crate::error::{Error, FsError};
 use crate::paths::escape;
 use crate::reset::{Layout, Phase, State};
@@ -144,11 +151,40 @@ pub fn free_name(top: &TopLevel, dir: &Path, now: Timestamp) -> Result<String, E
     )))
 }
 
+/// A snapshot named on the command line (`--from`, `--against`), in the escaped form
+/// `snapshots ls` prints (`\xHH` for a backslash, a control character or a byte that is
+/// not UTF-8; any other name as it is): the name in the directory, exactly. It must be one
+/// plain name there.
+pub fn given_name(raw: &str) -> Result<OsString, String> {
+    let name = crate::paths::unescape(raw)
+        .ok_or_else(|| {
+            format!(
+                "{} holds a `\\` that is not `\\xHH` (names are given as `snapshots ls` prints them)",
+                crate::paths::shown(raw)
+            )
+        })?
+        .into_os_string();
+    let bytes = name.as_encoded_bytes();
+    if bytes.is_empty()
+        || bytes.contains(&b'/')
+        || bytes.contains(&0)
+        || name == "."
+        || name == ".."
+    {
+        return Err(format!(
+            "{} is not a snapshot's name",
+            crate::paths::shown(raw)
+        ));
+    }
+    Ok(name)
+}
+
 /// An entry of the snapshot directory: every subvolume, and whatever else carries a
 /// snapshot's name (so that it can be reported, never deleted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
-    /// For display (lossy for a name that is not UTF-8).
+    /// For display and JSON, in the one escaped form of paths in output (exact for any
+    /// name; [`given_name`] reads it back).
     pub name: String,
     /// Exactly as in the directory.
     pub os_name: OsString,
@@ -187,7 +223,7 @@ pub fn list(
         }
         let rel = dir.join(&os_name);
         let kind = backend.kind(top, &rel)?;
-        let name = os_name.to_string_lossy().into_owned();
+        let name = escape(Path::new(&os_name));
         let time = os_name.to_str().and_then(|n| parse_name(n, local));
         if kind != Kind::Subvolume && time.is_none() {
             continue;
@@ -215,8 +251,15 @@ pub struct Survey {
     pub last_reset: Option<usize>,
     /// Whether the last reset recorded it (else it is the newest not in the future).
     pub recorded: bool,
-    /// The reset state file could not be read: nothing is known of a pending reset.
+    /// A state file (the reset's or gc's) could not be read: nothing is known of a
+    /// pending reset, or of a deletion gc left half done.
     pub state_problem: Option<String>,
+    /// gc's record of deletions under way, as read (empty when there is none).
+    pub gc_record: GcState,
+    /// Indexes into `found` of the snapshots the record names that an earlier gc made
+    /// writable to delete, and left there (killed, or a deletion failed): still the same
+    /// subvolume (id and uuid), still writable.
+    pub half_deleted: Vec<usize>,
 }
 
 impl Survey {
@@ -224,6 +267,10 @@ impl Survey {
         self.last_reset.map(|i| self.found[i].name.as_str())
     }
 }
+
+/// Why a snapshot is neither an old root nor anything else gc must keep: gc began to
+/// delete it, and finishes that.
+pub const HALF_DELETED: &str = "partly deleted by an earlier gc";
 
 /// What is in the snapshot directory: each entry, what gc must never delete and why, and
 /// the last reset's snapshot. `local` reads legacy names; `now` tells the future apart.
@@ -235,29 +282,73 @@ pub fn survey(
     now: Timestamp,
 ) -> Result<Survey, Error> {
     let found = list(backend, top, &layout.snapshot_dir, local)?;
-    let (state, state_problem) = match crate::reset::read_state(top, layout) {
-        Ok(state) => (state, None),
-        Err(e) => (None, Some(top.locate(e).to_string())),
+    let mut state_problem = None;
+    let state = match crate::reset::read_state(top, layout) {
+        Ok(state) => state,
+        Err(e) => {
+            state_problem = Some(top.locate(e).to_string());
+            None
+        }
+    };
+    let gc_record = match read_gc_state(top, layout) {
+        Ok(record) => record.unwrap_or_default(),
+        Err(e) => {
+            state_problem.get_or_insert(top.locate(e).to_string());
+            GcState::default()
+        }
     };
     let mounts = if found.is_empty() {
         Vec::new()
     } else {
         top.mounts()
     };
-    let mut candidates: Vec<Candidate> = found
-        .iter()
-        .map(|f| {
-            let rel = layout.snapshot_dir.join(&f.os_name);
-            Candidate {
-                stamp: f.time.map(|(s, _)| s),
-                held: held(f, &rel, layout, state.as_ref()),
-                protected: crate::toplevel::mounted_at(&mounts, &rel)
-                    .map(|at| format!("mounted at {}", escape(&at)))
-                    .into_iter()
-                    .collect(),
+    let mut candidates = Vec::with_capacity(found.len());
+    for f in &found {
+        let rel = layout.snapshot_dir.join(&f.os_name);
+        let mut held = held(f, &rel, layout, state.as_ref());
+        // Only an old root is looked into: what is held already is kept whatever it holds.
+        if held.is_empty() {
+            if let Some(why) = foreign_nested(backend, top, &rel, &[])? {
+                held.push(why);
             }
-        })
-        .collect();
+        }
+        candidates.push(Candidate {
+            stamp: f.time.map(|(s, _)| s),
+            held,
+            protected: crate::toplevel::mounted_at(&mounts, &rel)
+                .map(|at| format!("mounted at {}", escape(&at)))
+                .into_iter()
+                .collect(),
+            finish: None,
+        });
+    }
+    let mut half_deleted = Vec::new();
+    for d in &gc_record.deleting {
+        let Some(i) = found.iter().position(|f| f.name == d.name) else {
+            continue;
+        };
+        let rel = layout.snapshot_dir.join(&found[i].os_name);
+        if found[i].kind != Kind::Subvolume || found[i].readonly || found[i].time.is_none() {
+            continue;
+        }
+        let info = backend.info(top, &rel)?;
+        // Gone, replaced, made writable by nothing of gc's, or (where snapshots record
+        // lineage) not a snapshot at all: not this deletion.
+        if !d.is(&info) || (backend.has_lineage() && info.parent_uuid.is_none()) {
+            continue;
+        }
+        half_deleted.push(i);
+        // Still only what a reset put there, read-only: gc may finish it.
+        if candidates[i].held == ["read-write"] {
+            match foreign_nested(backend, top, &rel, &d.opened)? {
+                Some(why) => candidates[i].held.push(why),
+                None => {
+                    candidates[i].held.clear();
+                    candidates[i].finish = Some(HALF_DELETED.into());
+                }
+            }
+        }
+    }
     let recorded_name = state.as_ref().and_then(recorded);
     let (last_reset, recorded) = last_reset(&found, &candidates, recorded_name, now);
     if let Some(i) = last_reset {
@@ -269,7 +360,45 @@ pub fn survey(
         last_reset,
         recorded,
         state_problem,
+        gc_record,
+        half_deleted,
     })
+}
+
+/// Why old-root snapshot `rel` holds something a reset did not put there, which deleting
+/// it would lose along with it: a reset's snapshot holds only read-only snapshots of the
+/// root's nested subvolumes, so a read-write subvolume, or (where snapshots record
+/// lineage) one that is no snapshot, is someone's own. `None` when it holds nothing else.
+/// Where the read-only flag is set only when a snapshot is taken (bcachefs), a read-only
+/// snapshot cannot hold another subvolume at all: nothing to look for. `opened` are the
+/// nested subvolumes a gc recorded before it made them writable (its own doing, not
+/// someone's): those may be writable.
+pub fn foreign_nested(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    rel: &Path,
+    opened: &[Opened],
+) -> Result<Option<String>, Error> {
+    if !backend.can_set_readonly() {
+        return Ok(None);
+    }
+    let mut stack = backend.nested(top, rel)?;
+    while let Some(child) = stack.pop() {
+        let inside = escape(child.strip_prefix(rel).unwrap_or(&child));
+        let info = || backend.info(top, &child);
+        if !backend.is_readonly(top, &child)?
+            && (opened.is_empty() || !opened.contains(&Opened::of(&info()?)))
+        {
+            return Ok(Some(format!("holds read-write subvolume {inside}")));
+        }
+        if backend.has_lineage() && info()?.parent_uuid.is_none() {
+            return Ok(Some(format!(
+                "holds subvolume {inside}, which is not a snapshot"
+            )));
+        }
+        stack.extend(backend.nested(top, &child)?);
+    }
+    Ok(None)
 }
 
 /// The snapshot the last reset recorded: only a finished reset that took one (a reset
@@ -394,8 +523,8 @@ pub fn snapshot_tree(
         for child in nested {
             log(format!(
                 "nested subvolume {} is not in snapshot {} ({} cannot add it to a read-only snapshot)",
-                escape(&child),
-                escape(dst),
+                top.name(&child),
+                top.name(dst),
                 backend.fs_type().as_str()
             ));
         }
@@ -432,6 +561,7 @@ pub fn delete_tree(backend: &dyn Backend, top: &TopLevel, rel: &Path) -> Result<
     let nested = backend.nested(top, rel)?;
     if !nested.is_empty() && backend.can_set_readonly() && backend.is_readonly(top, rel)? {
         backend.set_readonly(top, rel, false)?;
+        crate::reset::failpoint("nested-flag-cleared", &mut |line| eprintln!("{line}"));
     }
     for child in nested {
         delete_tree(backend, top, &child)?;
@@ -470,26 +600,9 @@ pub fn verify(
             return Err(fail("was taken of another subvolume".into()));
         }
     }
-    let nested = backend.nested(top, src).map_err(|e| fail(e.to_string()))?;
-    let names = |rel: &Path| top.list_dir(rel).map_err(|e| fail(e.to_string()));
-    let mut expected = names(src)?;
-    let actual = names(snap)?;
-    if !backend.can_set_readonly() {
-        // Nested subvolumes directly in the root vanish from a bcachefs snapshot.
-        expected.retain(|n| {
-            !nested
-                .iter()
-                .any(|c| c.parent() == Some(src) && c.file_name() == Some(n))
-        });
-    }
-    if expected != actual {
-        return Err(fail(format!(
-            "has {} top-level entries where the source has {}",
-            actual.len(),
-            expected.len()
-        )));
-    }
+    same_entries(backend, top, src, snap).map_err(fail)?;
     if backend.can_set_readonly() {
+        let nested = backend.nested(top, src).map_err(|e| fail(e.to_string()))?;
         for child in nested {
             let Ok(inside) = child.strip_prefix(src) else {
                 continue;
@@ -500,10 +613,354 @@ pub fn verify(
     Ok(())
 }
 
+/// Whether `snap` has the same top-level entries as `src` (leaving out, where a snapshot
+/// cannot hold nested subvolumes, those directly in `src`, which vanish from it).
+fn same_entries(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    src: &Path,
+    snap: &Path,
+) -> Result<(), String> {
+    let names = |rel: &Path| top.list_dir(rel).map_err(|e| e.to_string());
+    let mut expected = names(src)?;
+    let actual = names(snap)?;
+    if !backend.can_set_readonly() {
+        let nested = backend.nested(top, src).map_err(|e| e.to_string())?;
+        expected.retain(|n| {
+            !nested
+                .iter()
+                .any(|c| c.parent() == Some(src) && c.file_name() == Some(n))
+        });
+    }
+    if expected != actual {
+        return Err(format!(
+            "has {} top-level entries where the source has {}",
+            actual.len(),
+            expected.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `snap` is (what is left of) a snapshot of `src` as [`snapshot_tree`] takes it,
+/// where snapshots record lineage: taken of `src` (its parent uuid is `src`'s uuid), and
+/// each subvolume nested in it taken of the subvolume of `src` at the same place. A reset
+/// killed while taking its snapshot leaves such a one; the error says why `snap` is not.
+pub fn partial_of(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    src: &Path,
+    snap: &Path,
+) -> Result<(), String> {
+    let io = |e: crate::error::FsError| top.locate(e.into()).to_string();
+    let (a, b) = (
+        backend.info(top, src).map_err(io)?,
+        backend.info(top, snap).map_err(io)?,
+    );
+    match (a.uuid, b.parent_uuid) {
+        (Some(uuid), Some(parent)) if uuid == parent => {}
+        _ => return Err(format!("was not taken of {}", top.name(src))),
+    }
+    for child in backend.nested(top, snap).map_err(io)? {
+        let inside = child.strip_prefix(snap).unwrap_or(&child);
+        let from = src.join(inside);
+        let which = |why: String| format!("holds {}, which {why}", top.name(&child));
+        if backend.kind(top, &from).map_err(io)? != Kind::Subvolume {
+            return Err(which(format!(
+                "has no subvolume at its place in {}",
+                top.name(src)
+            )));
+        }
+        partial_of(backend, top, &from, &child).map_err(which)?;
+    }
+    Ok(())
+}
+
+/// Whether read-only snapshot `snap` was taken of `src`, the root a resumed reset is about
+/// to delete: where snapshots record lineage, `src`'s uuid is `snap`'s parent uuid (an id
+/// given again after a remount, or an older snapshot of something else, fails this);
+/// elsewhere (bcachefs, whose subvolume ids are never given again) the two have the same
+/// top-level entries, which deleting nested subvolumes first leaves true.
+pub fn taken_of(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    src: &Path,
+    snap: &Path,
+) -> Result<(), String> {
+    let io = |e: crate::error::FsError| top.locate(e.into()).to_string();
+    if backend.has_lineage() {
+        let (a, b) = (
+            backend.info(top, src).map_err(io)?,
+            backend.info(top, snap).map_err(io)?,
+        );
+        return match (a.uuid, b.parent_uuid) {
+            (Some(uuid), Some(parent)) if uuid == parent => Ok(()),
+            _ => Err(format!(
+                "{} was not taken of {}",
+                top.name(snap),
+                top.name(src)
+            )),
+        };
+    }
+    same_entries(backend, top, src, snap)
+        .map_err(|why| format!("{} {why} ({})", top.name(snap), top.name(src)))
+}
+
+/// gc's record of deletions under way: `SNAPSHOT_DIR/.imperm-gc.json`.
+pub const GC_STATE_FILE: &str = ".imperm-gc.json";
+
+/// What gc records before it makes a snapshot writable to delete it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcState {
+    pub deleting: Vec<Deleting>,
+}
+
+/// One snapshot gc is deleting, and how to know it is still the same subvolume (a frozen
+/// clock can give a later snapshot the same name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deleting {
+    /// Its name, in the escaped form of output ([`Found::name`]).
+    pub name: String,
+    pub id: u64,
+    /// Its uuid in hex, where the filesystem has one.
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// The subvolumes nested in it that gc makes writable too, to delete what is nested in
+    /// them: a kill leaves them writable, and they are still part of this deletion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opened: Vec<Opened>,
+}
+
+/// A nested subvolume gc may make writable while it deletes a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Opened {
+    pub id: u64,
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+impl Deleting {
+    fn of(name: &str, info: &SubvolumeInfo, opened: Vec<Opened>) -> Deleting {
+        Deleting {
+            name: name.to_string(),
+            id: info.id,
+            uuid: info.uuid.map(hex),
+            opened,
+        }
+    }
+
+    /// Whether `info` is this subvolume.
+    fn is(&self, info: &SubvolumeInfo) -> bool {
+        self.id == info.id && self.uuid == info.uuid.map(hex)
+    }
+}
+
+impl Opened {
+    fn of(info: &SubvolumeInfo) -> Opened {
+        Opened {
+            id: info.id,
+            uuid: info.uuid.map(hex),
+        }
+    }
+}
+
+/// The subvolumes nested (at any depth) in `rel` that hold others: the ones
+/// [`delete_tree`] makes writable.
+fn to_open(backend: &dyn Backend, top: &TopLevel, rel: &Path) -> Result<Vec<Opened>, Error> {
+    let mut opened = Vec::new();
+    let mut stack = backend.nested(top, rel)?;
+    while let Some(child) = stack.pop() {
+        let inner = backend.nested(top, &child)?;
+        if !inner.is_empty() {
+            opened.push(Opened::of(&backend.info(top, &child)?));
+        }
+        stack.extend(inner);
+    }
+    Ok(opened)
+}
+
+fn hex(uuid: [u8; 16]) -> String {
+    uuid.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl GcState {
+    fn check(&self) -> Result<(), String> {
+        for d in &self.deleting {
+            given_name(&d.name)?;
+        }
+        Ok(())
+    }
+}
+
+fn gc_state_file(layout: &Layout) -> PathBuf {
+    layout.snapshot_dir.join(GC_STATE_FILE)
+}
+
+/// Reads gc's record, if any; one that cannot be read stops gc (exit 2, naming it).
+pub fn read_gc_state(top: &TopLevel, layout: &Layout) -> Result<Option<GcState>, Error> {
+    crate::reset::read_json(top, &gc_state_file(layout), "gc state", GcState::check)
+}
+
+/// Writes gc's record durably (removes it when nothing is under way).
+pub fn write_gc_state(top: &TopLevel, layout: &Layout, record: &GcState) -> Result<(), Error> {
+    let path = gc_state_file(layout);
+    let result = if record.deleting.is_empty() {
+        top.remove_file(&path)
+    } else {
+        top.write_file_atomic(
+            &path,
+            &serde_json::to_vec_pretty(record).expect("gc state serialises"),
+        )
+    };
+    result.map_err(|e| FsError::new("write", &path, e).into())
+}
+
+/// Keeps in gc's record only the deletions the survey found half done (a record of one
+/// that finished, of a subvolume that is gone, or of one that was never made writable, is
+/// spent), and writes it back when that changed. Returns the record to go on with.
+pub fn settle_gc_record(
+    top: &TopLevel,
+    layout: &Layout,
+    survey: &Survey,
+) -> Result<GcState, Error> {
+    let mut record = survey.gc_record.clone();
+    record.deleting.retain(|d| {
+        survey
+            .half_deleted
+            .iter()
+            .any(|&i| survey.found[i].name == d.name)
+    });
+    if record != survey.gc_record {
+        write_gc_state(top, layout, &record)?;
+    }
+    Ok(record)
+}
+
+/// Why gc did not delete a snapshot.
+#[derive(Debug)]
+pub enum NotDeleted {
+    /// A failure of this snapshot alone (its deletion was refused: immutable, busy, a
+    /// default subvolume, not permitted…; or it holds what gc must keep): gc goes on with
+    /// the others and reports it.
+    Skipped(Error),
+    /// Something gc did not expect (the entry is no longer what it planned on, its own
+    /// record cannot be written, the filesystem fails): nothing after it is touched.
+    Stopped(Error),
+}
+
+/// Whether a failed deletion concerns only the snapshot it was about: the kernel (or the
+/// `bcachefs` program, which reports no errno) refused that operation. Anything else (an
+/// I/O error, a read-only or full filesystem, an entry that vanished) is a surprise.
+fn only_this_one(e: &Error) -> bool {
+    let Error::Fs(f) = e else {
+        return false;
+    };
+    match f.source.raw_os_error() {
+        Some(errno) => [
+            libc::EPERM,
+            libc::EACCES,
+            libc::EBUSY,
+            libc::ENOTEMPTY,
+            libc::EAGAIN,
+            libc::ETXTBSY,
+        ]
+        .contains(&errno),
+        None => f.source.kind() == std::io::ErrorKind::Other,
+    }
+}
+
+/// Deletes old-root snapshot `found` (with every subvolume nested in it), for gc. What the
+/// survey found is checked again first (still a subvolume, nothing of it mounted, nothing
+/// nested that a reset did not put there). When it must be made writable to delete what is
+/// nested in it, that is recorded first in `record` (written to disk), and the record is
+/// cleared once it is gone.
+pub fn delete_old_root(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    found: &Found,
+    record: &mut GcState,
+    log: Log,
+) -> Result<(), NotDeleted> {
+    use NotDeleted::{Skipped, Stopped};
+    let rel = layout.snapshot_dir.join(&found.os_name);
+    let classify = |e: Error| {
+        if only_this_one(&e) {
+            Skipped(e)
+        } else {
+            Stopped(e)
+        }
+    };
+    match backend.kind(top, &rel) {
+        Ok(Kind::Subvolume) => {}
+        Ok(kind) => {
+            return Err(Stopped(Error::Usage(format!(
+                "{} is {} now, not the subvolume gc planned to delete",
+                top.name(&rel),
+                crate::reset::describe(kind)
+            ))));
+        }
+        Err(e) => return Err(Stopped(e.into())),
+    }
+    if let Some(at) = crate::toplevel::mounted_at(&top.mounts(), &rel) {
+        return Err(Skipped(Error::Usage(format!(
+            "{} is mounted at {} now: kept",
+            top.name(&rel),
+            escape(&at)
+        ))));
+    }
+    let opened = record
+        .deleting
+        .iter()
+        .find(|d| d.name == found.name)
+        .map_or(&[][..], |d| &d.opened[..]);
+    match foreign_nested(backend, top, &rel, opened) {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            return Err(Skipped(Error::Usage(format!(
+                "{} {why}: kept",
+                top.name(&rel)
+            ))));
+        }
+        Err(e) => return Err(Stopped(e)),
+    }
+    let nested = backend.nested(top, &rel).map_err(|e| Stopped(e.into()))?;
+    let recorded = record.deleting.iter().any(|d| d.name == found.name);
+    let flips = !nested.is_empty() && backend.can_set_readonly();
+    if flips {
+        if !recorded {
+            let info = backend.info(top, &rel).map_err(|e| Stopped(e.into()))?;
+            let opened = to_open(backend, top, &rel).map_err(Stopped)?;
+            record
+                .deleting
+                .push(Deleting::of(&found.name, &info, opened));
+            write_gc_state(top, layout, record).map_err(Stopped)?;
+        }
+        if backend
+            .is_readonly(top, &rel)
+            .map_err(|e| Stopped(e.into()))?
+        {
+            backend
+                .set_readonly(top, &rel, false)
+                .map_err(|e| classify(e.into()))?;
+            crate::reset::failpoint("gc-flag-cleared", log);
+        }
+    }
+    delete_tree(backend, top, &rel).map_err(classify)?;
+    if flips || recorded {
+        record.deleting.retain(|d| d.name != found.name);
+        write_gc_state(top, layout, record).map_err(Stopped)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use std::ffi::OsStr;
 
     #[test]
     fn names_round_trip_and_sort_by_time() {
@@ -646,6 +1103,7 @@ mod tests {
             phase: Phase::Snapshot,
             snapshot: "20250101T000000Z".into(),
             old_root: None,
+            snapshot_id: None,
             new_root: None,
             generation: None,
         };
@@ -721,6 +1179,7 @@ mod tests {
                     None,
                 ),
                 protected: vec![],
+                finish: None,
             })
             .collect();
         // The last one is the blank snapshot.
@@ -755,12 +1214,45 @@ mod tests {
         assert_eq!(last_reset(&[], &[], None, now), (None, false));
     }
 
+    /// Every name `ls` prints is given back exactly; what is not one plain name is not.
+    #[test]
+    fn names_are_given_back_as_ls_prints_them() {
+        use std::os::unix::ffi::OsStrExt;
+        for name in [
+            &b"20260115T063000Z-1"[..],
+            b"odd\nname",
+            b"bad\xffname",
+            b"esc\x1b[31mred",
+            b"back\\slash",
+            b"caf\xc3\xa9",
+            b"..x",
+        ] {
+            let name = OsStr::from_bytes(name);
+            let printed = escape(Path::new(name));
+            assert_eq!(given_name(&printed).as_deref(), Ok(name), "{printed}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\x2fb",
+            "\\x2e\\x2e",
+            "x\\x00y",
+            "back\\slash",
+            "a\\xZZ",
+        ] {
+            assert!(given_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn only_a_finished_reset_that_took_a_snapshot_records_one() {
         let state = |phase, snapshot: &str| State {
             phase,
             snapshot: snapshot.into(),
             old_root: None,
+            snapshot_id: None,
             new_root: None,
             generation: None,
         };

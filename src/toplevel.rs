@@ -50,14 +50,32 @@ const BENEATH: ResolveFlags = ResolveFlags::BENEATH
 impl TopLevel {
     /// Uses `mounted` when given, else mounts the configured device privately.
     /// Every check happens before anything is mounted.
+    ///
+    /// `mounted` must be the filesystem's top level, where the root subvolume and the
+    /// snapshot directory are named from: a subvolume mounted on its own (`subvol=@persist`)
+    /// or a directory inside the top level would have a reset create a root inside it, and
+    /// `ls` or `gc` answer about a snapshot directory that is not the one. Anything else is
+    /// refused, before anything is done.
     pub fn open(fs: &FilesystemConfig, mounted: Option<&Path>) -> Result<TopLevel, Error> {
         match mounted {
-            Some(dir) => TopLevel::existing(dir),
+            Some(dir) => {
+                let top = TopLevel::existing(dir)?;
+                crate::backend::for_type(fs.fs_type)
+                    .check_top_level(&top)
+                    .map_err(|why| {
+                        Error::Usage(format!(
+                            "--mounted {}: {why}; nothing was done",
+                            escape(dir)
+                        ))
+                    })?;
+                Ok(top)
+            }
             None => TopLevel::mount_private(fs),
         }
     }
 
-    /// A top level that is already mounted at `dir`.
+    /// A top level that is already mounted at `dir`, taken as it is (the library's own
+    /// callers and tests; commands go through [`TopLevel::open`], which checks it).
     pub fn existing(dir: &Path) -> Result<TopLevel, Error> {
         let fd = rustix::fs::open(
             dir,
@@ -164,6 +182,40 @@ impl TopLevel {
             .collect()
     }
 
+    /// What of its filesystem the mount whose root is the top level's directory shows:
+    /// `/` for the whole filesystem, `/@persist` for a subvolume (or a directory) mounted on
+    /// its own. An error says why that cannot be told: the directory is not the root of a
+    /// mount (it is a directory inside one), or the mount table cannot be read.
+    pub fn mount_shows(&self) -> Result<PathBuf, String> {
+        use rustix::fs::{StatxAttributes, StatxFlags};
+        let st = rustix::fs::statx(&self.dir, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+            .map_err(|e| format!("statx: {e}"))?;
+        if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+            || st.stx_mask & StatxFlags::MNT_ID.bits() == 0
+        {
+            return Err(
+                "the kernel does not say where mounts begin (statx, Linux 5.8), so it cannot be told to be the top level".into(),
+            );
+        }
+        if !st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT) {
+            return Err("is a directory inside a mounted filesystem, not where one is mounted, so not the filesystem's top level".into());
+        }
+        let table = match crate::mountinfo::read(Path::new("/")) {
+            Ok(Some(table)) => table,
+            Ok(None) => return Err("no mount table (/proc/self/mountinfo) to tell whether it is the filesystem's top level".into()),
+            Err(e) => return Err(format!("the mount table cannot be read ({e}) to tell whether it is the filesystem's top level")),
+        };
+        table
+            .mounts
+            .iter()
+            .find(|m| m.id == st.stx_mnt_id)
+            .map(|m| m.root.clone())
+            .ok_or_else(|| {
+                "is not in the mount table, so it cannot be told to be the filesystem's top level"
+                    .into()
+            })
+    }
+
     /// Takes the exclusive lock `reset` and `gc` share (held until the top level is
     /// dropped). Refuses instead of waiting: at boot a stuck lock must not hang the initrd.
     pub fn lock(&self) -> Result<(), Error> {
@@ -245,36 +297,70 @@ impl TopLevel {
         Ok(names)
     }
 
-    /// Reads a small file below the top level; `None` when it does not exist.
-    pub fn read_file(&self, rel: &Path) -> io::Result<Option<Vec<u8>>> {
-        match self.open_beneath(rel, OFlags::RDONLY | OFlags::NOFOLLOW) {
-            Ok(fd) => {
-                let mut data = Vec::new();
-                io::Read::read_to_end(&mut File::from(fd), &mut data)?;
-                Ok(Some(data))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// Reads one of imperm's own small files below the top level (the reset and gc state
+    /// files); `None` when it does not exist. It must be a regular file of at most `limit`
+    /// bytes: what is there is looked at (without following a symlink) before it is opened,
+    /// and again on the descriptor, opened with O_NONBLOCK, before a byte is read. A FIFO
+    /// would block until a writer came (at boot: forever), a device such as /dev/zero never
+    /// ends, and opening some devices does something; each is an error whose text says
+    /// what it is (`ErrorKind::InvalidInput`, or `FileTooLarge` for the size).
+    pub fn read_file(&self, rel: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        let look = match self.open_beneath(rel, OFlags::PATH | OFlags::NOFOLLOW) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        regular(&rustix::fs::fstat(&look)?, limit)?;
+        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK)?;
+        regular(&rustix::fs::fstat(&fd)?, limit)?;
+        crate::beneath::read_regular(File::from(fd), limit)
+            .map(Some)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::FileTooLarge => too_large(limit),
+                _ => e,
+            })
     }
 
-    /// Replaces a file atomically and durably: a temporary file, fsync, rename, fsync of
-    /// the directory. A crash leaves either the old or the new content.
+    /// Replaces a file atomically and durably: a temporary file `NAME.tmp`, fsync, rename,
+    /// fsync of the directory. A crash leaves either the old or the new content.
+    ///
+    /// The temporary file is created anew (O_EXCL), never opened as it is: a regular file
+    /// of that name is what a killed run left, and is removed first; anything else there
+    /// (a FIFO, which opening for writing would wait on forever, a directory, a symlink, a
+    /// device) is refused, untouched.
     pub fn write_file_atomic(&self, rel: &Path, data: &[u8]) -> io::Result<()> {
         let (parent, name) = split(rel)?;
         let dir = self.open_dir(parent)?;
         let mut tmp_name = name.to_os_string();
         tmp_name.push(".tmp");
+        let tmp = tmp_name.as_os_str();
+        match rustix::fs::statat(&dir, tmp, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                rustix::fs::unlinkat(&dir, tmp, AtFlags::empty())?;
+            }
+            Ok(st) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "its temporary file {} {}, not a file imperm left there; remove it to go on",
+                        escape(Path::new(tmp)),
+                        what_it_is(st.st_mode)
+                    ),
+                ));
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
         let fd = rustix::fs::openat(
             &dir,
-            tmp_name.as_os_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )?;
         let mut file = File::from(fd);
         file.write_all(data)?;
         file.sync_all()?;
-        rustix::fs::renameat(&dir, tmp_name.as_os_str(), &dir, name)?;
+        rustix::fs::renameat(&dir, tmp, &dir, name)?;
         rustix::fs::fsync(&dir)?;
         Ok(())
     }
@@ -290,6 +376,43 @@ impl TopLevel {
         rustix::fs::fsync(&dir)?;
         Ok(())
     }
+}
+
+/// What a file of mode `mode` is, in a message: "is a FIFO", "is a directory"…
+fn what_it_is(mode: u32) -> &'static str {
+    match FileType::from_raw_mode(mode) {
+        FileType::RegularFile => "is a regular file",
+        FileType::Directory => "is a directory",
+        FileType::Symlink => "is a symlink",
+        FileType::Fifo => "is a FIFO",
+        FileType::CharacterDevice | FileType::BlockDevice => "is a device",
+        FileType::Socket => "is a socket",
+        FileType::Unknown => "is not a regular file",
+    }
+}
+
+/// Refuses what is not a regular file of at most `limit` bytes.
+fn regular(st: &rustix::fs::Stat, limit: u64) -> io::Result<()> {
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}, not a regular file", what_it_is(st.st_mode)),
+        ));
+    }
+    if st.st_size as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(())
+}
+
+fn too_large(limit: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!(
+            "is larger than {} KiB, more than a state file imperm writes ever is",
+            limit >> 10
+        ),
+    )
 }
 
 /// Where `rel` (relative to the top level), or anything inside it, is mounted, among

@@ -97,13 +97,15 @@ fn reset_keeps_the_old_root_with_nested_subvolumes_and_makes_a_fresh_one() {
         "old root kept in @snapshots/20260115T063000Z; @root is fresh\n"
     );
     let log = stderr(&out);
+    // With --mounted DIR, paths are named DIR/… (see reset_log_lines_name_paths_on_the_device).
+    let top = fs.top().display();
     for step in [
-        "imperm reset: creating snapshot directory @snapshots",
-        "imperm reset: snapshotting @root to @snapshots/20260115T063000Z",
-        "imperm reset: deleting the old root @root",
-        "imperm reset: creating an empty @root",
+        format!("imperm reset: creating snapshot directory {top}/@snapshots"),
+        format!("imperm reset: snapshotting {top}/@root to {top}/@snapshots/20260115T063000Z"),
+        format!("imperm reset: deleting the old root {top}/@root"),
+        format!("imperm reset: creating an empty {top}/@root"),
     ] {
-        assert!(log.contains(step), "missing {step:?} in\n{log}");
+        assert!(log.contains(&step), "missing {step:?} in\n{log}");
     }
 }
 
@@ -1069,4 +1071,643 @@ fn a_reset_killed_after_any_step_with_a_frozen_clock_is_completed() {
             .count();
         assert_eq!(snapshots, 2, "{failpoint}");
     }
+}
+
+/// Runs `cmd` and fails the test if it has not ended within 20 s: a FIFO where a file is
+/// expected must be refused at once, never waited on.
+fn run_bounded(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    panic!("{cmd:?} hung (killed after 20 s): {}", stderr(&out));
+}
+
+/// A subvolume's uuid and parent uuid: it is the same subvolume (its tree tells whether
+/// its content changed; taking a snapshot of it moves its generation).
+fn identity(fs: &LoopBtrfs, rel: &str) -> String {
+    common::check(
+        Command::new("btrfs")
+            .args(["subvolume", "show"])
+            .arg(fs.path(rel)),
+    )
+    .lines()
+    .filter(|l| l.contains("UUID:"))
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+fn write_state(fs: &LoopBtrfs, json: &str) {
+    fs.write(&format!("@snapshots/{}", imperm::reset::STATE_FILE), json);
+}
+
+/// A resumed `snapshot` phase deletes the subvolume of the recorded name only when it is
+/// evidently what a snapshot of this root left (its parent uuid is the root's, it is not
+/// the blank snapshot, nothing of it is mounted). Anything else of that name is left
+/// alone, exactly as it was, and the old root goes into a snapshot of a free name.
+#[test]
+fn a_resumed_reset_deletes_only_its_own_partial_snapshot() {
+    struct Case {
+        what: &'static str,
+        name: &'static str,
+        setup: fn(&LoopBtrfs),
+        blank: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            what: "a read-write subvolume someone made",
+            name: "20200102T000000Z",
+            setup: |fs| {
+                fs.subvolume("@snapshots/20200102T000000Z");
+                fs.write("@snapshots/20200102T000000Z/marker", "mine\n");
+            },
+            blank: None,
+        },
+        Case {
+            what: "the configured blank snapshot",
+            name: "20200105T000000Z",
+            setup: |fs| {
+                fs.subvolume("@blank-src");
+                fs.write("@blank-src/etc/.keep", "");
+                fs.snapshot("@blank-src", "@snapshots/20200105T000000Z", true);
+            },
+            blank: Some("@snapshots/20200105T000000Z"),
+        },
+        Case {
+            what: "a read-only snapshot of another subvolume",
+            name: "20200103T000000Z",
+            setup: |fs| {
+                fs.subvolume("@other");
+                fs.write("@other/precious", "keep me\n");
+                fs.snapshot("@other", "@snapshots/20200103T000000Z", true);
+            },
+            blank: None,
+        },
+        Case {
+            what: "a read-write snapshot of another subvolume",
+            name: "20200104T000000Z",
+            setup: |fs| {
+                fs.subvolume("@other");
+                fs.write("@other/precious", "keep me\n");
+                fs.snapshot("@other", "@snapshots/20200104T000000Z", false);
+            },
+            blank: None,
+        },
+    ];
+    for case in cases {
+        let Some(fs) = btrfs("reset_resume_own") else {
+            return;
+        };
+        let before = populate(&fs);
+        fs.subvolume("@snapshots");
+        (case.setup)(&fs);
+        let rel = format!("@snapshots/{}", case.name);
+        let (kept, kept_tree) = (identity(&fs, &rel), fs.tree(&rel));
+        write_state(
+            &fs,
+            &format!(r#"{{"phase": "snapshot", "snapshot": "{}"}}"#, case.name),
+        );
+        let out = match case.blank {
+            Some(blank) => reset(&fs, &["--blank-snapshot", blank]),
+            None => reset(&fs, &[]),
+        };
+        assert!(out.status.success(), "{}: {}", case.what, stderr(&out));
+        assert_eq!(
+            identity(&fs, &rel),
+            kept,
+            "{}: left exactly as it was",
+            case.what
+        );
+        assert_eq!(fs.tree(&rel), kept_tree, "{}", case.what);
+        assert_eq!(fs.tree(SNAP), before, "{}: the old root is kept", case.what);
+        assert!(fs.is_readonly(SNAP), "{}", case.what);
+        let fresh = match case.blank {
+            Some(_) => vec!["etc/".to_string(), "etc/.keep = ".to_string()],
+            None => vec![],
+        };
+        assert_eq!(fs.tree("@root"), fresh, "{}: a fresh root", case.what);
+    }
+}
+
+/// The same for a partial snapshot of this very root that is mounted (someone is looking
+/// at it): never deleted. And one that is not mounted is deleted and taken again, whole.
+#[test]
+fn a_resumed_reset_retakes_its_own_partial_snapshot_unless_it_is_mounted() {
+    let Some(fs) = btrfs("reset_resume_mounted") else {
+        return;
+    };
+    let before = populate(&fs);
+    fs.subvolume("@snapshots");
+    // A partial snapshot as a killed reset leaves it: read-write, nested ones missing.
+    fs.snapshot("@root", "@snapshots/20260115T062900Z", false);
+    let look = fs.scratch().join("look");
+    fs::create_dir(&look).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-o", "ro,subvol=@snapshots/20260115T062900Z", &fs.device])
+            .arg(&look),
+    );
+    let kept = identity(&fs, "@snapshots/20260115T062900Z");
+    write_state(
+        &fs,
+        r#"{"phase": "snapshot", "snapshot": "20260115T062900Z"}"#,
+    );
+    let out = reset(&fs, &[]);
+    common::check(Command::new("umount").arg(&look));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        identity(&fs, "@snapshots/20260115T062900Z"),
+        kept,
+        "mounted: kept"
+    );
+    assert_eq!(fs.tree(SNAP), before);
+
+    // Not mounted: it is this reset's own, deleted and taken again under its name.
+    let Some(fs) = btrfs("reset_resume_retake") else {
+        return;
+    };
+    let before = populate(&fs);
+    fs.subvolume("@snapshots");
+    fs.snapshot("@root", "@snapshots/20260115T062900Z", false);
+    write_state(
+        &fs,
+        r#"{"phase": "snapshot", "snapshot": "20260115T062900Z"}"#,
+    );
+    let out = reset(&fs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(fs.tree("@snapshots/20260115T062900Z"), before);
+    assert!(fs.is_readonly("@snapshots/20260115T062900Z"));
+    assert!(fs.is_readonly("@snapshots/20260115T062900Z/var/lib/machines"));
+    assert!(!fs.path(SNAP).exists(), "no second snapshot");
+}
+
+/// With no root left to compare it with, nothing can be told to be the reset's own: a
+/// snapshot of the recorded name is kept (it may be the only copy), and a root is made.
+#[test]
+fn a_resumed_snapshot_phase_without_a_root_deletes_nothing() {
+    let Some(fs) = btrfs("reset_resume_no_root") else {
+        return;
+    };
+    let before = populate(&fs);
+    fs.subvolume("@snapshots");
+    fs.snapshot("@root", "@snapshots/20260115T062900Z", true);
+    for nested in [
+        "@root/var/lib/machines/nested",
+        "@root/var/lib/machines",
+        "@root",
+    ] {
+        common::check(
+            Command::new("btrfs")
+                .args(["-q", "subvolume", "delete"])
+                .arg(fs.path(nested)),
+        );
+    }
+    let kept = identity(&fs, "@snapshots/20260115T062900Z");
+    write_state(
+        &fs,
+        r#"{"phase": "snapshot", "snapshot": "20260115T062900Z"}"#,
+    );
+    let out = reset(&fs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(identity(&fs, "@snapshots/20260115T062900Z"), kept);
+    assert_eq!(
+        fs.tree("@snapshots/20260115T062900Z"),
+        before
+            .iter()
+            .filter(|e| !e.starts_with("var/lib/machines/") || *e == "var/lib/machines/")
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(fs.tree("@root"), Vec::<String>::new());
+}
+
+/// A resumed `replace` phase deletes the root only when the recorded snapshot is a
+/// read-only snapshot taken of this root: a state naming another subvolume's snapshot,
+/// with the root's id, is refused (exit 2, one line) and changes nothing.
+#[test]
+fn a_resumed_replace_never_deletes_a_root_its_snapshot_was_not_taken_of() {
+    let Some(fs) = btrfs("reset_resume_replace") else {
+        return;
+    };
+    populate(&fs);
+    fs.subvolume("@snapshots");
+    fs.subvolume("@other");
+    fs.write("@other/precious", "keep me\n");
+    fs.snapshot("@other", "@snapshots/20200105T000000Z-6", true);
+    let root_id = common::check(
+        Command::new("btrfs")
+            .args(["inspect-internal", "rootid"])
+            .arg(fs.path("@root")),
+    );
+    let root_id = root_id.trim();
+    for (state, want) in [
+        (
+            format!(
+                r#"{{"phase": "replace", "snapshot": "20200105T000000Z-6", "old_root": {root_id}}}"#
+            ),
+            "was not taken of",
+        ),
+        // A snapshot of this root, but not the one the state recorded.
+        (
+            format!(
+                r#"{{"phase": "replace", "snapshot": "20260115T062900Z", "old_root": {root_id}, "snapshot_id": 4}}"#
+            ),
+            "is not the snapshot the reset recorded",
+        ),
+    ] {
+        if !fs.path("@snapshots/20260115T062900Z").exists() {
+            fs.snapshot("@root", "@snapshots/20260115T062900Z", true);
+        }
+        write_state(&fs, &state);
+        let before = (fs.subvolumes(), fs.tree(""));
+        let out = reset(&fs, &[]);
+        assert_eq!(out.status.code(), Some(2), "{state}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(want), "{state}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("imperm: ")).count(),
+            1,
+            "{state}: {err}"
+        );
+        assert!(
+            err.trim_end().ends_with("nothing was done"),
+            "{state}: {err}"
+        );
+        assert_eq!((fs.subvolumes(), fs.tree("")), before, "{state}");
+    }
+}
+
+/// The reset's state file is read with O_NONBLOCK and must be a small regular file: a
+/// FIFO, a device or a huge file there is refused at once (exit 2, one line naming it),
+/// never waited on at boot; the same by gc; ls and status warn and go on.
+#[test]
+fn a_state_file_that_is_a_fifo_a_device_or_huge_is_refused_at_once() {
+    let Some(fs) = btrfs("reset_state_fifo") else {
+        return;
+    };
+    populate(&fs);
+    fs.subvolume("@snapshots");
+    let state = fs.path(&format!("@snapshots/{}", imperm::reset::STATE_FILE));
+    let fifo = |p: &std::path::Path| {
+        common::check(Command::new("mkfifo").arg(p));
+    };
+    for want in ["is a FIFO", "is a device", "is larger than 64 KiB"] {
+        let _ = fs::remove_file(&state);
+        match want {
+            "is a FIFO" => fifo(&state),
+            "is a device" => {
+                common::check(Command::new("mknod").arg(&state).args(["c", "1", "5"]));
+            }
+            _ => fs::write(&state, vec![b' '; 100 << 10]).unwrap(),
+        }
+        let before = (fs.subvolumes(), fs.tree("@root"));
+        for args in [&["reset"][..], &["gc"], &["gc", "--dry-run"]] {
+            let out = run_bounded(
+                imperm()
+                    .arg("--root")
+                    .arg(fs.scratch())
+                    .args(args)
+                    .args(["--fs", "btrfs", "--mounted"])
+                    .arg(fs.top()),
+            );
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{want} {args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{want} {args:?}: {err}");
+            assert!(
+                err.contains(".imperm-reset.json") && err.contains(want),
+                "{want} {args:?}: {err}"
+            );
+        }
+        let out = run_bounded(
+            imperm()
+                .arg("--root")
+                .arg(fs.scratch())
+                .args(["ls", "--fs", "btrfs", "--mounted"])
+                .arg(fs.top()),
+        );
+        assert_eq!(out.status.code(), Some(0), "{want} ls: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{want} ls: {}", stderr(&out));
+        assert_eq!((fs.subvolumes(), fs.tree("@root")), before, "{want}");
+    }
+    // gc's own record is read the same way (reset does not read it).
+    let _ = fs::remove_file(&state);
+    let gc_state = fs.path(&format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE));
+    fifo(&gc_state);
+    for args in [&["gc"][..], &["gc", "--dry-run"], &["ls"]] {
+        let out = run_bounded(
+            imperm()
+                .arg("--root")
+                .arg(fs.scratch())
+                .args(args)
+                .args(["--fs", "btrfs", "--mounted"])
+                .arg(fs.top()),
+        );
+        let err = stderr(&out);
+        let code = if args == ["ls"] { 0 } else { 2 };
+        assert_eq!(out.status.code(), Some(code), "gc state {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "gc state {args:?}: {err}");
+        assert!(
+            err.contains(".imperm-gc.json") && err.contains("is a FIFO"),
+            "gc state {args:?}: {err}"
+        );
+    }
+    fs::remove_file(&gc_state).unwrap();
+    // status mounts the top level itself.
+    fifo(&state);
+    let config = fs.scratch().join("status.toml");
+    fs::write(
+        &config,
+        format!(
+            "[filesystem]\ntype = \"btrfs\"\ndevice = \"{}\"\n",
+            fs.device
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        imperm()
+            .arg("--root")
+            .arg(fs.scratch())
+            .arg("--config")
+            .arg(&config)
+            .args(["status", "--format", "json"]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["snapshots"]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is a FIFO"),
+        "{v}"
+    );
+}
+
+/// The state file is replaced through `NAME.tmp`, created with O_EXCL: a leftover regular
+/// file there is removed first; a FIFO (or anything else) there is refused, never opened
+/// for writing (which would wait for a reader forever).
+#[test]
+fn the_state_files_temporary_name_is_never_a_fifo_opened_for_writing() {
+    let Some(fs) = btrfs("reset_state_tmp") else {
+        return;
+    };
+    let before = populate(&fs);
+    fs.subvolume("@snapshots");
+    let tmp = fs.path(&format!("@snapshots/{}.tmp", imperm::reset::STATE_FILE));
+    common::check(Command::new("mkfifo").arg(&tmp));
+    let subvolumes = fs.subvolumes();
+    let out = run_bounded(
+        imperm()
+            .arg("--root")
+            .arg(fs.scratch())
+            .args(["reset", "--fs", "btrfs", "--mounted"])
+            .arg(fs.top()),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(".imperm-reset.json.tmp") && err.contains("FIFO"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("imperm: ")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(fs.subvolumes(), subvolumes, "nothing was done");
+
+    // A leftover regular file (a run killed while writing it) is replaced.
+    fs::remove_file(&tmp).unwrap();
+    fs::write(&tmp, "{\"phase\": \"sna").unwrap();
+    let out = reset(&fs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_reset_once(&fs, &before);
+    assert!(!tmp.exists());
+}
+
+/// A state file, or its temporary name, planted as a symlink to a file elsewhere is never
+/// followed, read or written through: reset and gc refuse (exit 2, one line naming it),
+/// the file it points to is untouched, and nothing is deleted or made writable.
+#[test]
+fn state_files_planted_as_symlinks_are_never_followed() {
+    let Some(fs) = btrfs("reset_state_symlink") else {
+        return;
+    };
+    populate(&fs);
+    assert!(reset(&fs, &[]).status.success());
+    fs.write("@root/etc/dirty", "used\n");
+    let out = reset_at(&fs, "2026-01-16T06:30:00Z");
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs.write("@root/etc/dirty", "used again\n");
+    let config = fs.scratch().join("gc.toml");
+    fs::write(
+        &config,
+        "[filesystem]\ntype = \"btrfs\"\n[retention]\nkeep_last = 1\n",
+    )
+    .unwrap();
+    // A well-formed state elsewhere: following the link would believe it.
+    let victim = fs.scratch().join("victim.json");
+    let planted = r#"{"phase": "snapshot", "snapshot": "20260115T063000Z"}"#;
+    let run = |args: &[&str]| {
+        run_bounded(
+            imperm()
+                .env(imperm::commands::NOW_ENV, "2026-01-17T06:30:00Z")
+                .arg("--root")
+                .arg(fs.scratch().join("empty-root"))
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .arg("--mounted")
+                .arg(fs.top()),
+        )
+    };
+    let state = imperm::reset::STATE_FILE;
+    let gc_state = imperm::snapshot::GC_STATE_FILE;
+    let cases: [(String, &[&str], &str); 6] = [
+        (state.into(), &["reset"], "is a symlink"),
+        (state.into(), &["gc"], "is a symlink"),
+        (gc_state.into(), &["gc"], "is a symlink"),
+        (gc_state.into(), &["gc", "--dry-run"], "is a symlink"),
+        (format!("{state}.tmp"), &["reset"], "is a symlink"),
+        // The old root 20260115T063000Z holds nested snapshots: gc records before it
+        // makes it writable, and that write is refused.
+        (format!("{gc_state}.tmp"), &["gc"], "is a symlink"),
+    ];
+    for (name, args, want) in cases {
+        fs::write(&victim, planted).unwrap();
+        let link = fs.path(&format!("@snapshots/{name}"));
+        let aside = fs.path("@snapshots/aside"); // the same subvolume: rename works
+        let moved = fs::rename(&link, &aside).is_ok();
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let before = (fs.subvolumes(), fs.tree(""));
+        let out = run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("imperm: ")).collect();
+        assert_eq!(errors.len(), 1, "{name} {args:?}: {err}");
+        assert!(
+            errors[0].contains(&name) && errors[0].contains(want),
+            "{name} {args:?}: {err}"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), planted, "{name}");
+        assert_eq!((fs.subvolumes(), fs.tree("")), before, "{name} {args:?}");
+        assert!(fs.is_readonly(SNAP), "{name} {args:?}");
+        fs::remove_file(&link).unwrap();
+        if moved {
+            fs::rename(&aside, &link).unwrap();
+        }
+    }
+    // With the links gone, both go on.
+    let out = run(&["reset"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["gc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!fs.path(SNAP).exists());
+}
+
+/// Log lines name paths as the user knows them, like errors do: `@root on DEVICE` when
+/// imperm mounted the top level itself, `DIR/@root` with `--mounted DIR`.
+#[test]
+fn reset_log_lines_name_paths_on_the_device() {
+    let Some(fs) = btrfs("reset_log_names") else {
+        return;
+    };
+    populate(&fs);
+    let empty = fs.scratch().join("empty-root");
+    fs::create_dir_all(&empty).unwrap();
+    let out = common::run(
+        imperm()
+            .arg("--root")
+            .arg(&empty)
+            .args(["reset", "--fs", "btrfs", "--device", &fs.device]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let device = &fs.device;
+    let log = stderr(&out);
+    for step in [
+        format!("imperm reset: creating snapshot directory @snapshots on {device}\n"),
+        format!(
+            "imperm reset: snapshotting @root on {device} to @snapshots/20260115T063000Z on {device}\n"
+        ),
+        format!("imperm reset: deleting the old root @root on {device}\n"),
+        format!("imperm reset: creating an empty @root on {device}\n"),
+    ] {
+        assert!(log.contains(&step), "missing {step:?} in\n{log}");
+    }
+    fs.write("@root/etc/boot", "2\n");
+    let out = reset_at(&fs, "2026-01-15T06:31:00Z");
+    let top = fs.top().display().to_string();
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!(
+            "imperm reset: snapshotting {top}/@root to {top}/@snapshots/20260115T063100Z\n"
+        )),
+        "{log}"
+    );
+}
+
+/// `--mounted DIR` must be the filesystem's top level (btrfs: the root of subvolume 5).
+/// Another subvolume's mount, or a directory inside the top level, is refused by every
+/// command that takes it (exit 2, one line naming DIR), and nothing is created or deleted.
+#[test]
+fn mounted_must_be_the_top_level_for_every_command() {
+    let Some(fs) = btrfs("mounted_top_level") else {
+        return;
+    };
+    populate(&fs);
+    fs.subvolume("@snapshots");
+    fs.subvolume("@persist");
+    fs.snapshot("@root", "@snapshots/20260101T000000Z", true);
+    fs::create_dir(fs.path("plain")).unwrap();
+    let px = fs.scratch().join("px");
+    fs::create_dir(&px).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-o", "subvol=@persist", &fs.device])
+            .arg(&px),
+    );
+    let live = fs.scratch().join("live");
+    fs::create_dir(&live).unwrap();
+    // diff and journal without --against look at the newest snapshot only when they can;
+    // a wrong --mounted is still a mistake to refuse, not a lookup to skip.
+    let commands: [&[&str]; 9] = [
+        &["reset"],
+        &["snapshots", "ls"],
+        &["gc"],
+        &["gc", "--dry-run"],
+        &["restore", "/etc/machine-id", "--from", "20260101T000000Z"],
+        &["diff", "--against", "20260101T000000Z"],
+        &["diff"],
+        &["journal", "--file", "/dev/null"],
+        &[
+            "journal",
+            "--file",
+            "/dev/null",
+            "--against",
+            "20260101T000000Z",
+        ],
+    ];
+    let plain = fs.path("plain");
+    let mut failures = Vec::new();
+    for dir in [px.as_path(), plain.as_path()] {
+        for args in commands {
+            let before = fs.subvolumes();
+            let out = common::run(
+                imperm()
+                    .arg("--root")
+                    .arg(&live)
+                    .args(args)
+                    .args(["--fs", "btrfs", "--mounted"])
+                    .arg(dir),
+            );
+            let err = stderr(&out);
+            let want = format!("--mounted {}: ", dir.display());
+            let ok = out.status.code() == Some(2)
+                && err.lines().filter(|l| l.starts_with("imperm: ")).count() == 1
+                && err.contains(&want)
+                && err.contains("not the top level")
+                && fs.subvolumes() == before;
+            if !ok {
+                failures.push(format!(
+                    "{} {args:?}: {:?} {err}",
+                    dir.display(),
+                    out.status.code()
+                ));
+            }
+        }
+    }
+    // baseline takes its snapshot only when it can: the manifest alone is a baseline.
+    for dir in [px.as_path(), plain.as_path()] {
+        let before = fs.subvolumes();
+        let out = common::run(
+            imperm()
+                .arg("--root")
+                .arg(&live)
+                .args(["baseline", "--fs", "btrfs", "--mounted"])
+                .arg(dir),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.code() != Some(0)
+            || !text.contains(&format!("no snapshot: --mounted {}: ", dir.display()))
+            || fs.subvolumes() != before
+        {
+            failures.push(format!(
+                "{} baseline: {text}{}",
+                dir.display(),
+                stderr(&out)
+            ));
+        }
+    }
+    common::check(Command::new("umount").arg(&px));
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(!fs.path("@persist/@root").exists());
+    assert!(!fs.path("@persist/@snapshots").exists());
 }

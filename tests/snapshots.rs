@@ -59,12 +59,17 @@ fn imperm(fs: &LoopBtrfs, args: &[&str]) -> Output {
 fn example(fs: &LoopBtrfs) {
     fs.subvolume("@root");
     fs.subvolume("@snapshots");
+    fs.subvolume("@machines");
     for name in EXAMPLE {
         fs.write("@root/etc/hostname", name);
         if name == "20250203T080000Z" {
             fs.snapshot("@root", &format!("@snapshots/{name}"), false);
             fs::create_dir_all(fs.path(&format!("@snapshots/{name}/var/lib"))).unwrap();
-            fs.subvolume(&format!("@snapshots/{name}/var/lib/machines"));
+            fs.snapshot(
+                "@machines",
+                &format!("@snapshots/{name}/var/lib/machines"),
+                false,
+            );
             for rel in [
                 format!("@snapshots/{name}/var/lib/machines"),
                 format!("@snapshots/{name}"),
@@ -185,9 +190,10 @@ fn gc_deletes_exactly_what_the_policy_does_not_keep_oldest_first() {
         "the nested snapshot went with its parent"
     );
     let log = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("imperm gc: deleted {}/@snapshots/", fs.top().display());
     let order: Vec<&str> = log
         .lines()
-        .filter_map(|l| l.strip_prefix("imperm gc: deleted @snapshots/"))
+        .filter_map(|l| l.strip_prefix(&prefix))
         .collect();
     assert_eq!(order, DELETED, "oldest first");
 
@@ -197,8 +203,12 @@ fn gc_deletes_exactly_what_the_policy_does_not_keep_oldest_first() {
     assert_eq!(snapshots_on_disk(&fs), kept);
 }
 
+/// A snapshot whose deletion the kernel refuses (here the default subvolume) is skipped,
+/// not a stop: every other snapshot due is still deleted, and the run ends with exit 2 and
+/// one line naming the one left, as the user knows it (on the device, when imperm
+/// mounted the top level itself: the temporary mount point is gone when it is read).
 #[test]
-fn gc_stops_at_the_first_error_and_touches_nothing_after_it() {
+fn gc_skips_a_snapshot_it_cannot_delete_and_deletes_the_others() {
     let Some(fs) = btrfs("gc_error") else { return };
     example(&fs);
     // btrfs refuses to delete the default subvolume: the oldest deletion fails.
@@ -212,19 +222,33 @@ fn gc_stops_at_the_first_error_and_touches_nothing_after_it() {
             .args(["subvolume", "set-default", id.trim()])
             .arg(fs.top()),
     );
-    let before = snapshots_on_disk(&fs);
-    let out = imperm(&fs, &["gc"]);
+    let out = imperm(&fs, &["gc", "--format", "json"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!(
-            "imperm: delete subvolume {}/@snapshots/20250106T080000Z",
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("imperm: ")).collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "imperm: 1 snapshot was not deleted (the others were): delete subvolume {}/@snapshots/20250106T080000Z: Operation not permitted",
             fs.top().display()
-        )),
+        )],
         "{err}"
     );
-    // When imperm mounts the top level itself, the path is named on its device: the
-    // temporary mount point is gone when the message is read.
+    let v = json(&out);
+    let mut deleted = names_where(&v, |s| s["deleted"] == true);
+    deleted.sort();
+    assert_eq!(deleted, ["20250120T090000Z", "20250203T080000Z"]);
+    assert!(
+        row(&v, "20250106T080000Z")["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("Operation not permitted")
+    );
+    assert!(
+        fs.is_readonly("@snapshots/20250106T080000Z"),
+        "left as it was"
+    );
+
     let out = common::run(
         Command::new(env!("CARGO_BIN_EXE_imperm"))
             .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
@@ -232,27 +256,27 @@ fn gc_stops_at_the_first_error_and_touches_nothing_after_it() {
             .arg(fs.scratch())
             .arg("--config")
             .arg(config(&fs))
-            .args(["gc", "--device", &fs.device]),
+            .args(["gc", "--color", "never", "--device", &fs.device]),
     );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!(
-            "imperm: delete subvolume @snapshots/20250106T080000Z on {}: ",
+        err.ends_with(&format!(
+            "imperm: 1 snapshot was not deleted (the others were): delete subvolume @snapshots/20250106T080000Z on {}: Operation not permitted\n",
             fs.device
         )),
         "{err}"
     );
     assert!(!err.contains("imperm-top-"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("failed  20250106T080000Z"), "{text}");
     assert_eq!(
         snapshots_on_disk(&fs),
-        before,
-        "nothing after the failure was deleted"
-    );
-    assert_eq!(
-        before.len(),
-        EXAMPLE.len() + 1,
-        "13 snapshots and the nested one"
+        EXAMPLE
+            .iter()
+            .filter(|n| !DELETED.contains(n) || **n == "20250106T080000Z")
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
     );
 }
 
@@ -732,4 +756,513 @@ fn ls_shows_times_in_the_retention_time_zone() {
     let header = text.lines().next().unwrap();
     assert!(header.contains("Europe/Berlin"), "{text}");
     assert!(text.contains("2025-03-08T00:30:00+01:00"), "{text}");
+}
+
+fn set_ro(fs: &LoopBtrfs, rel: &str, ro: bool) {
+    common::check(
+        Command::new("btrfs")
+            .args(["property", "set", "-ts"])
+            .arg(fs.path(rel))
+            .args(["ro", if ro { "true" } else { "false" }]),
+    );
+}
+
+/// A gc killed right after it made a snapshot writable (to delete the subvolumes nested in
+/// it) leaves a record: `ls` names the snapshot as partly deleted, and the next gc
+/// finishes it, instead of taking it for someone's writable subvolume and keeping it for
+/// good.
+#[test]
+fn a_gc_killed_after_making_a_snapshot_writable_is_finished_by_the_next() {
+    let Some(fs) = btrfs("gc_killed_flag") else {
+        return;
+    };
+    example(&fs);
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
+            .env(imperm::reset::FAILPOINT_ENV, "gc-flag-cleared")
+            .arg("--root")
+            .arg(fs.scratch())
+            .arg("--config")
+            .arg(config(&fs))
+            .arg("gc")
+            .arg("--mounted")
+            .arg(fs.top()),
+    );
+    assert_eq!(out.status.code(), None, "aborted: {}", stderr(&out));
+    let half = "20250203T080000Z";
+    assert!(
+        !fs.is_readonly(&format!("@snapshots/{half}")),
+        "made writable"
+    );
+    let v = json(&imperm(&fs, &["ls", "--format", "json"]));
+    assert_eq!(reasons(&v, half), ["partly deleted by an earlier gc"]);
+    assert_eq!(row(&v, half)["keep"], false);
+    assert_eq!(row(&v, half)["readonly"], false);
+    let plan = json(&imperm(&fs, &["gc", "--dry-run", "--format", "json"]));
+    assert_eq!(row(&plan, half)["keep"], false);
+
+    let out = imperm(&fs, &["gc", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(names_where(&json(&out), |s| s["deleted"] == true), [half]);
+    let kept: Vec<&str> = EXAMPLE
+        .iter()
+        .copied()
+        .filter(|n| !DELETED.contains(n))
+        .collect();
+    assert_eq!(snapshots_on_disk(&fs), kept);
+    assert!(
+        !fs.path(&format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE))
+            .exists(),
+        "the record is gone with the deletion"
+    );
+}
+
+/// The same one level down: to delete a nested snapshot that holds another, gc makes it
+/// writable too. Killed right after that, the snapshot holds a writable subvolume; it is
+/// still the deletion gc recorded (ls names it partly deleted), and the next gc finishes
+/// the whole tree instead of keeping it as someone's writable subvolume for good.
+#[test]
+fn a_gc_killed_after_making_a_nested_snapshot_writable_is_finished_by_the_next() {
+    let Some(fs) = btrfs("gc_killed_nested_flag") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.subvolume("@snapshots");
+    fs.subvolume("@m");
+    fs.subvolume("@inner");
+    let half = "20250203T080000Z";
+    for name in [half, "20250204T080000Z"] {
+        let snap = format!("@snapshots/{name}");
+        fs.snapshot("@root", &snap, false);
+        fs.snapshot("@m", &format!("{snap}/m"), false);
+        fs.snapshot("@inner", &format!("{snap}/m/inner"), true);
+        set_ro(&fs, &format!("{snap}/m"), true);
+        set_ro(&fs, &snap, true);
+    }
+    let config = "[retention]\nkeep_last = 1\n";
+    let path = fs.scratch().join("config-with.toml");
+    fs::write(&path, format!("[filesystem]\ntype = \"btrfs\"\n{config}")).unwrap();
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
+            .env(imperm::reset::FAILPOINT_ENV, "nested-flag-cleared")
+            .arg("--root")
+            .arg(fs.scratch())
+            .arg("--config")
+            .arg(&path)
+            .arg("gc")
+            .arg("--mounted")
+            .arg(fs.top()),
+    );
+    assert_eq!(out.status.code(), None, "aborted: {}", stderr(&out));
+    let nested = format!("@snapshots/{half}/m");
+    assert!(!fs.is_readonly(&nested), "made writable");
+    assert!(fs.path(&format!("{nested}/inner")).exists());
+    let ls = |args: &[&str]| json(&imperm_with(&fs, config, "2025-03-08T00:00:00Z", args));
+    let v = ls(&["ls", "--format", "json"]);
+    assert_eq!(reasons(&v, half), ["partly deleted by an earlier gc"]);
+    assert_eq!(row(&v, half)["keep"], false);
+
+    let out = imperm_with(
+        &fs,
+        config,
+        "2025-03-08T00:00:00Z",
+        &["gc", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(names_where(&json(&out), |s| s["deleted"] == true), [half]);
+    assert_eq!(
+        snapshots_on_disk(&fs),
+        [
+            "20250204T080000Z",
+            "20250204T080000Z/m",
+            "20250204T080000Z/m/inner"
+        ]
+    );
+    assert!(
+        !fs.path(&format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE))
+            .exists()
+    );
+}
+
+/// kill -9 at arbitrary moments of gc runs over snapshots that each hold nested ones: in
+/// the end every snapshot the policy does not keep is gone, and none is left writable.
+#[test]
+fn gc_killed_at_arbitrary_moments_leaks_no_writable_snapshot() {
+    let Some(fs) = btrfs("gc_sigkill") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.subvolume("@snapshots");
+    fs.subvolume("@src");
+    let names: Vec<String> = (1..=40)
+        .map(|day| format!("202501{:02}T080000Z", day % 28 + 1) + &format!("-{day}"))
+        .collect();
+    for name in &names {
+        let snap = format!("@snapshots/{name}");
+        fs.snapshot("@root", &snap, false);
+        for nested in ["a", "b"] {
+            fs.snapshot("@src", &format!("{snap}/{nested}"), true);
+        }
+        // One level deeper: `a` holds one too, so gc must make `a` writable as well.
+        set_ro(&fs, &format!("{snap}/a"), false);
+        fs.snapshot("@src", &format!("{snap}/a/inner"), true);
+        set_ro(&fs, &format!("{snap}/a"), true);
+        set_ro(&fs, &snap, true);
+    }
+    let config = "[retention]\nkeep_last = 1\n";
+    let path = fs.scratch().join("config-with.toml");
+    fs::write(&path, format!("[filesystem]\ntype = \"btrfs\"\n{config}")).unwrap();
+    for delay_ms in [3u64, 9, 15, 22, 30, 41, 55, 70, 90, 120] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
+            .arg("--root")
+            .arg(fs.scratch())
+            .arg("--config")
+            .arg(&path)
+            .arg("gc")
+            .arg("--mounted")
+            .arg(fs.top())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = imperm_with(
+        &fs,
+        config,
+        "2025-03-08T00:00:00Z",
+        &["gc", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let left: Vec<String> = snapshots_on_disk(&fs)
+        .into_iter()
+        .filter(|n| !n.contains('/'))
+        .collect();
+    let newest = names.iter().max_by_key(|n| {
+        imperm::snapshot::parse_name(n, &jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .0
+    });
+    assert_eq!(left, [newest.unwrap().clone()]);
+}
+
+/// A deletion that fails half-way (a nested subvolume is immutable) is not a stop: gc goes
+/// on with the others, says which one failed (exit 2), and the snapshot it made writable
+/// is recorded, named partly deleted, and finished by a later gc once it can be.
+#[test]
+fn a_gc_that_fails_half_way_goes_on_and_a_later_gc_finishes() {
+    let Some(fs) = btrfs("gc_fail_half") else {
+        return;
+    };
+    example(&fs);
+    let nested = "@snapshots/20250203T080000Z/var/lib/machines";
+    set_ro(&fs, "@snapshots/20250203T080000Z", false);
+    set_ro(&fs, nested, false);
+    common::check(Command::new("chattr").arg("+i").arg(fs.path(nested)));
+    set_ro(&fs, nested, true);
+    set_ro(&fs, "@snapshots/20250203T080000Z", true);
+    // The failing one is not the last: 20250120 comes after it once 0203 is the oldest.
+    fs.snapshot("@root", "@snapshots/20250204T070000Z", true);
+    let out = imperm(&fs, &["gc", "--format", "json"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("imperm: 1 snapshot was not deleted (the others were): ")
+            && last.contains(&format!(
+                "{}/{nested}: Operation not permitted",
+                fs.top().display()
+            )),
+        "{err}"
+    );
+    let v = json(&out);
+    let mut deleted = names_where(&v, |s| s["deleted"] == true);
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        ["20250106T080000Z", "20250120T090000Z", "20250204T070000Z"]
+    );
+    assert!(row(&v, "20250203T080000Z")["error"].is_string(), "{v}");
+    let v = json(&imperm(&fs, &["ls", "--format", "json"]));
+    assert_eq!(
+        reasons(&v, "20250203T080000Z"),
+        ["partly deleted by an earlier gc"]
+    );
+    // Fixed by hand: the next gc finishes it.
+    set_ro(&fs, nested, false);
+    common::check(Command::new("chattr").arg("-i").arg(fs.path(nested)));
+    set_ro(&fs, nested, true);
+    let out = imperm(&fs, &["gc", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        names_where(&json(&out), |s| s["deleted"] == true),
+        ["20250203T080000Z"]
+    );
+    assert!(!fs.path("@snapshots/20250203T080000Z").exists());
+}
+
+/// A read-only snapshot holding a writable subvolume, or one that is no snapshot, holds
+/// what a reset never put there: not a gc candidate, kept with the reason.
+#[test]
+fn gc_keeps_a_snapshot_holding_what_a_reset_never_put_there() {
+    let Some(fs) = btrfs("gc_foreign_nested") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.subvolume("@snapshots");
+    fs.subvolume("@snapshots/20200101T000000Z");
+    fs.subvolume("@snapshots/20200101T000000Z/keep");
+    fs.write("@snapshots/20200101T000000Z/keep/f", "precious\n");
+    set_ro(&fs, "@snapshots/20200101T000000Z", true);
+    fs.snapshot("@root", "@snapshots/20200102T000000Z", false);
+    fs.subvolume("@snapshots/20200102T000000Z/mine");
+    fs.write("@snapshots/20200102T000000Z/mine/f", "mine\n");
+    set_ro(&fs, "@snapshots/20200102T000000Z/mine", true);
+    set_ro(&fs, "@snapshots/20200102T000000Z", true);
+    fs.snapshot("@root", "@snapshots/20200103T000000Z", true);
+    let config = "[retention]\nkeep_last = 1\n";
+    let out = imperm_with(
+        &fs,
+        config,
+        "2025-01-01T00:00:00Z",
+        &["gc", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        reasons(&v, "20200101T000000Z"),
+        ["holds read-write subvolume keep"]
+    );
+    assert_eq!(
+        reasons(&v, "20200102T000000Z"),
+        ["holds subvolume mine, which is not a snapshot"]
+    );
+    assert!(names_where(&v, |s| s["deleted"] == true).is_empty());
+    assert_eq!(fs.read("@snapshots/20200101T000000Z/keep/f"), "precious\n");
+    assert_eq!(fs.read("@snapshots/20200102T000000Z/mine/f"), "mine\n");
+}
+
+/// gc's own record of a deletion under way is written before anything changes: when it
+/// cannot be (here its temporary name is taken by a directory), that is a surprise that
+/// stops gc before the snapshot is touched, with what was deleted before it reported.
+#[test]
+fn gc_stops_before_touching_a_snapshot_when_its_record_cannot_be_written() {
+    let Some(fs) = btrfs("gc_record_stop") else {
+        return;
+    };
+    example(&fs);
+    fs::create_dir(fs.path(&format!(
+        "@snapshots/{}.tmp",
+        imperm::snapshot::GC_STATE_FILE
+    )))
+    .unwrap();
+    let out = imperm(&fs, &["gc", "--format", "json"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.contains(".imperm-gc.json.tmp is a directory")
+            && last.ends_with("gc stopped, nothing after it was deleted"),
+        "{err}"
+    );
+    let mut deleted = names_where(&json(&out), |s| s["deleted"] == true);
+    deleted.sort();
+    assert_eq!(deleted, ["20250106T080000Z", "20250120T090000Z"]);
+    assert!(fs.is_readonly("@snapshots/20250203T080000Z"));
+    assert!(fs.is_readonly("@snapshots/20250203T080000Z/var/lib/machines"));
+}
+
+/// Snapshot names in `ls` and `gc` are in the one escaped form of paths in output, in
+/// human and JSON output alike (never lossy), and `restore --from`, `diff --against` and
+/// `journal --against` take that form back. What has no read-only flag shows `-`.
+#[test]
+fn snapshot_names_are_escaped_and_can_be_given_back() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(fs) = btrfs("ls_odd_names") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.subvolume("@snapshots");
+    let odd: [&[u8]; 5] = [
+        b"odd\nname",
+        b"bad\xffname",
+        b"esc\x1b[31mred",
+        b"back\\slash",
+        b"tab\there",
+    ];
+    for name in odd {
+        fs.write("@root/etc/which", &String::from_utf8_lossy(name));
+        let dst = fs
+            .path("@snapshots")
+            .join(std::ffi::OsStr::from_bytes(name));
+        common::check(
+            Command::new("btrfs")
+                .args(["-q", "subvolume", "snapshot", "-r"])
+                .arg(fs.path("@root"))
+                .arg(dst),
+        );
+    }
+    fs::remove_file(fs.path("@root/etc/which")).unwrap();
+    fs::create_dir(fs.path("@snapshots/20200101T000000Z")).unwrap();
+    std::os::unix::fs::symlink("../@root", fs.path("@snapshots/20200102T000000Z")).unwrap();
+    let v = json(&imperm(&fs, &["ls", "--format", "json"]));
+    assert_eq!(
+        names_where(&v, |_| true),
+        [
+            "20200102T000000Z",
+            "20200101T000000Z",
+            "back\\x5cslash",
+            "bad\\xffname",
+            "esc\\x1b[31mred",
+            "odd\\x0aname",
+            "tab\\x09here",
+        ]
+    );
+    assert_eq!(row(&v, "20200101T000000Z")["readonly"], Value::Null);
+    assert_eq!(row(&v, "20200102T000000Z")["readonly"], Value::Null);
+    assert_eq!(row(&v, "bad\\xffname")["readonly"], true);
+    let text =
+        String::from_utf8_lossy(&imperm(&fs, &["ls", "--color", "never"]).stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 9, "{text}");
+    for name in [
+        "back\\x5cslash",
+        "bad\\xffname",
+        "esc\\x1b[31mred",
+        "odd\\x0aname",
+        "tab\\x09here",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{name} "))),
+            "{name}: {text}"
+        );
+    }
+    // NAME, TIME, UTC (a date and a time), AGE, RO.
+    let ro_column = |name: &str| {
+        let line = lines.iter().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(5).unwrap().to_string()
+    };
+    assert_eq!(ro_column("20200101T000000Z"), "-");
+    assert_eq!(ro_column("20200102T000000Z"), "-");
+
+    // Back through restore, diff and journal, as ls printed it.
+    let given = row(&v, "bad\\xffname")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let live = fs.path("@root");
+    let with = |args: &[&str]| {
+        common::run(
+            Command::new(env!("CARGO_BIN_EXE_imperm"))
+                .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
+                .arg("--root")
+                .arg(&live)
+                .arg("--config")
+                .arg(config(&fs))
+                .args(args)
+                .arg("--mounted")
+                .arg(fs.top()),
+        )
+    };
+    let out = with(&["restore", "/etc/which", "--from", &given, "--into", "root"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(fs.path("@root/etc/which")).unwrap(),
+        String::from_utf8_lossy(b"bad\xffname").as_bytes()
+    );
+    let out = with(&["diff", "--against", &given, "--format", "json"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+    let diff: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(diff["against"], "bad\\xffname");
+    let export = fs.scratch().join("boot.json");
+    fs::write(&export, "").unwrap();
+    let out = with(&[
+        "journal",
+        "--file",
+        export.to_str().unwrap(),
+        "--against",
+        &given,
+        "--format",
+        "json",
+    ]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+    let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(journal["snapshot"], "bad\\xffname");
+    // A backslash that starts no escape is refused, naming what was given.
+    let out = with(&["restore", "/etc/which", "--from", "bad\\name"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("\"bad\\\\name\""), "{}", stderr(&out));
+}
+
+/// The uuid of a subvolume, as gc records it (hex, no dashes).
+fn uuid_hex(fs: &LoopBtrfs, rel: &str) -> String {
+    common::check(
+        Command::new("btrfs")
+            .args(["subvolume", "show"])
+            .arg(fs.path(rel)),
+    )
+    .lines()
+    .find_map(|l| l.trim().strip_prefix("UUID:"))
+    .unwrap()
+    .trim()
+    .replace('-', "")
+}
+
+fn subvolume_id(fs: &LoopBtrfs, rel: &str) -> String {
+    common::check(
+        Command::new("btrfs")
+            .args(["inspect-internal", "rootid"])
+            .arg(fs.path(rel)),
+    )
+    .trim()
+    .to_string()
+}
+
+/// gc's record is believed only as far as the filesystem confirms it: a record naming a
+/// writable subvolume that is no snapshot (someone's own), or naming a subvolume by the
+/// wrong id or uuid (stale: another one took the name), finishes nothing; gc drops the
+/// spent entries and keeps what they name.
+#[test]
+fn a_stale_or_foreign_gc_record_deletes_nothing() {
+    let Some(fs) = btrfs("gc_record_foreign") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.subvolume("@snapshots");
+    fs.subvolume("@snapshots/20200101T000000Z");
+    fs.write("@snapshots/20200101T000000Z/f", "mine\n");
+    fs.snapshot("@root", "@snapshots/20200102T000000Z", false);
+    fs.write("@snapshots/20200102T000000Z/g", "mine too\n");
+    fs.snapshot("@root", "@snapshots/20200103T000000Z", true);
+    let record = format!(
+        r#"{{"deleting": [
+            {{"name": "20200101T000000Z", "id": {}, "uuid": "{}"}},
+            {{"name": "20200102T000000Z", "id": {}, "uuid": "00000000000000000000000000000000"}}
+        ]}}"#,
+        subvolume_id(&fs, "@snapshots/20200101T000000Z"),
+        uuid_hex(&fs, "@snapshots/20200101T000000Z"),
+        subvolume_id(&fs, "@snapshots/20200102T000000Z"),
+    );
+    let record_path = format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE);
+    fs.write(&record_path, &record);
+    let config = "[retention]\nkeep_last = 1\n";
+    let out = imperm_with(
+        &fs,
+        config,
+        "2025-01-01T00:00:00Z",
+        &["gc", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(reasons(&v, "20200101T000000Z"), ["read-write"]);
+    assert_eq!(reasons(&v, "20200102T000000Z"), ["read-write"]);
+    assert!(names_where(&v, |s| s["deleted"] == true).is_empty());
+    assert_eq!(fs.read("@snapshots/20200101T000000Z/f"), "mine\n");
+    assert_eq!(fs.read("@snapshots/20200102T000000Z/g"), "mine too\n");
+    assert!(!fs.path(&record_path).exists(), "spent entries are dropped");
 }

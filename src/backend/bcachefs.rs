@@ -214,20 +214,51 @@ impl Backend for Bcachefs {
         let dir = top
             .open_dir(rel)
             .map_err(|e| FsError::new("open", rel, e))?;
-        let probe = format!(".imperm-rw-probe-{}", std::process::id());
-        match rustix::fs::mkdirat(&dir, probe.as_str(), Mode::from_raw_mode(0o700)) {
-            Err(rustix::io::Errno::ROFS) => Ok(true),
-            Ok(()) => {
-                rustix::fs::unlinkat(&dir, probe.as_str(), rustix::fs::AtFlags::REMOVEDIR)
-                    .map_err(|e| FsError::new("remove probe in", rel, e.into()))?;
-                Ok(false)
+        // A name no other probe has: one a killed run left (same pid, later) would answer
+        // EEXIST, which the kernel gives before it looks whether the subvolume is writable.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        for attempt in 0..8u32 {
+            let probe = format!(
+                ".imperm-rw-probe-{}-{nanos:x}-{attempt}",
+                std::process::id()
+            );
+            match rustix::fs::mkdirat(&dir, probe.as_str(), Mode::from_raw_mode(0o700)) {
+                Err(rustix::io::Errno::ROFS) => return Ok(true),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Ok(()) => {
+                    rustix::fs::unlinkat(&dir, probe.as_str(), rustix::fs::AtFlags::REMOVEDIR)
+                        .map_err(|e| FsError::new("remove probe in", rel, e.into()))?;
+                    return Ok(false);
+                }
+                Err(e) => return Err(FsError::new("probe read-only", rel, e.into())),
             }
-            Err(e) => Err(FsError::new("probe read-only", rel, e.into())),
         }
+        Err(FsError::new(
+            "probe read-only",
+            rel,
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ))
     }
 
     fn can_set_readonly(&self) -> bool {
         false
+    }
+
+    /// bcachefs mounts only whole filesystems: its top level is a mount that shows the
+    /// filesystem's root `/`. A subvolume reached through `X-mount.subdir=` or a bind
+    /// mount shows its own path there (`/@root`), and a directory inside a mount is no
+    /// mount's root at all.
+    fn check_top_level(&self, top: &TopLevel) -> std::result::Result<(), String> {
+        let shows = top.mount_shows()?;
+        if shows != Path::new("/") {
+            return Err(format!(
+                "is a mount of {} of its filesystem, not of the top level (mount the device itself)",
+                escape(&shows)
+            ));
+        }
+        Ok(())
     }
 
     fn set_readonly(&self, _top: &TopLevel, rel: &Path, _readonly: bool) -> Result<()> {

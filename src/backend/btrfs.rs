@@ -20,6 +20,8 @@ use crate::toplevel::{TopLevel, split};
 
 /// The inode number of every subvolume's root directory.
 const FIRST_FREE_OBJECTID: u64 = 256;
+/// The id of the top-level subvolume (`BTRFS_FS_TREE_OBJECTID`).
+const FS_TREE_OBJECTID: u64 = 5;
 const SUBVOL_RDONLY: u64 = 1 << 1;
 const MAGIC: u8 = 0x94;
 
@@ -315,6 +317,34 @@ impl Backend for Btrfs {
 
     fn can_set_readonly(&self) -> bool {
         true
+    }
+
+    fn has_lineage(&self) -> bool {
+        true
+    }
+
+    /// The top level is the root directory (inode 256) of subvolume 5, whatever mounted it
+    /// (`subvolid=5`, `subvol=/`, or no option on a filesystem whose default is 5).
+    fn check_top_level(&self, top: &TopLevel) -> std::result::Result<(), String> {
+        let here = Path::new("");
+        let fd = top.open_dir(here).map_err(|e| e.to_string())?;
+        let statfs = rustix::fs::fstatfs(&fd).map_err(|e| e.to_string())?;
+        if statfs.f_type as i64 != libc::BTRFS_SUPER_MAGIC {
+            return Err("is not on btrfs, so not the top level of a btrfs filesystem".into());
+        }
+        let stat = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+        let id = self.info(top, here).map_err(|e| e.to_string())?.id;
+        if stat.st_ino != FIRST_FREE_OBJECTID {
+            return Err(format!(
+                "is a directory inside subvolume {id}, not the top level of the filesystem (mount it with -o subvolid={FS_TREE_OBJECTID})"
+            ));
+        }
+        if id != FS_TREE_OBJECTID {
+            return Err(format!(
+                "is subvolume {id}, not the top level of the filesystem (subvolume {FS_TREE_OBJECTID}: mount it with -o subvolid={FS_TREE_OBJECTID})"
+            ));
+        }
+        Ok(())
     }
 
     fn set_readonly(&self, top: &TopLevel, rel: &Path, readonly: bool) -> Result<()> {

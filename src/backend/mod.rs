@@ -79,6 +79,16 @@ pub trait Backend {
     fn can_set_readonly(&self) -> bool;
 
     fn set_readonly(&self, top: &TopLevel, rel: &Path, readonly: bool) -> Result<()>;
+
+    /// Whether a snapshot records the subvolume it was taken of (btrfs: `parent_uuid`),
+    /// so that "taken of this root" can be checked rather than guessed.
+    fn has_lineage(&self) -> bool {
+        false
+    }
+
+    /// Whether `top` is the filesystem's top level (where the root subvolume and the
+    /// snapshot directory are named from); the error says what it is instead.
+    fn check_top_level(&self, top: &TopLevel) -> std::result::Result<(), String>;
 }
 
 /// The backend for a filesystem type.

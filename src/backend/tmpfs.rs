@@ -64,4 +64,8 @@ impl Backend for Tmpfs {
     fn set_readonly(&self, _top: &TopLevel, rel: &Path, _readonly: bool) -> Result<()> {
         unsupported(rel)
     }
+
+    fn check_top_level(&self, _top: &TopLevel) -> std::result::Result<(), String> {
+        Err("a tmpfs root has no top level to use".into())
+    }
 }

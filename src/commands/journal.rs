@@ -291,7 +291,12 @@ fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, Pa
             "mounting the top level needs root (or pass --mounted DIR)".into(),
         )));
     }
-    let top = TopLevel::open(&fs, args.fs.mounted.as_deref()).map_err(fail)?;
+    // A --mounted that is not the top level is a mistake to refuse, not a lookup to skip.
+    let top =
+        TopLevel::open(&fs, args.fs.mounted.as_deref()).map_err(|e| match &args.fs.mounted {
+            Some(_) => Lookup::Refused(e),
+            None => fail(e),
+        })?;
     let (name, dir) = super::old_root(backend.as_ref(), &top, &fs, args.against.as_deref())
         .map_err(|e| match &args.against {
             Some(_) => Lookup::Refused(e),

@@ -178,9 +178,10 @@ fn now() -> Result<Timestamp, Error> {
 
 /// The old-root snapshot a command works with: `name`, or the last reset's snapshot
 /// (the one the last reset recorded, else the newest not in the future: the definition
-/// `snapshots ls` and `status` show). The name must be a plain name in the snapshot
-/// directory, and a subvolume there. Returns the name and its path relative to the top
-/// level.
+/// `snapshots ls` and `status` show). A name is given as `snapshots ls` prints it (the
+/// escaped form of paths in output, so that any name can be given), and must be a plain
+/// name in the snapshot directory, and a subvolume there. Returns the name in that form
+/// and the snapshot's path relative to the top level.
 fn old_root(
     backend: &dyn crate::backend::Backend,
     top: &crate::toplevel::TopLevel,
@@ -188,28 +189,23 @@ fn old_root(
     name: Option<&str>,
 ) -> Result<(String, std::path::PathBuf), Error> {
     let name = match name {
-        Some(name) => {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::Usage(format!(
-                    "{name:?} is not a snapshot's name in {}",
-                    escape(&fs.snapshot_dir)
-                )));
-            }
-            name.to_string()
-        }
+        Some(name) => name.to_string(),
         None => last_reset(backend, top, fs)?.ok_or_else(|| {
             Error::Usage(format!("no snapshots in {}", top.name(&fs.snapshot_dir)))
         })?,
     };
-    let rel = fs.snapshot_dir.join(&name);
+    let os_name = crate::snapshot::given_name(&name)
+        .map_err(|why| Error::Usage(format!("{why} in {}", escape(&fs.snapshot_dir))))?;
+    let rel = fs.snapshot_dir.join(&os_name);
     if backend.kind(top, &rel).map_err(|e| top.locate(e.into()))? != crate::backend::Kind::Subvolume
     {
         return Err(Error::Usage(format!(
-            "no snapshot {name:?} in {} (see `imperm snapshots ls`)",
+            "no snapshot {} in {} (see `imperm snapshots ls`)",
+            crate::paths::quoted(std::path::Path::new(&os_name)),
             top.name(&fs.snapshot_dir)
         )));
     }
-    Ok((name, rel))
+    Ok((escape(std::path::Path::new(&os_name)), rel))
 }
 
 /// The last reset's snapshot, as [`crate::snapshot::survey`] defines it.

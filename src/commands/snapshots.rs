@@ -7,21 +7,22 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Backend, Kind};
 use crate::cli::{FsArgs, GcArgs, GlobalArgs};
-use crate::config::FilesystemConfig;
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::output::{self, Report, Styles};
 use crate::paths::escape;
 use crate::reset::Layout;
 use crate::retention::{self, Stamp};
-use crate::snapshot::{self, NameStyle};
+use crate::snapshot::{self, NameStyle, NotDeleted};
 use crate::toplevel::TopLevel;
 
 /// One snapshot and what the policy says of it.
 #[derive(Debug, Serialize)]
 struct Row {
+    /// In the escaped form of paths in output: `restore --from`, `diff --against` and
+    /// `journal --against` take it as it is.
     name: String,
     /// UTC, RFC 3339; null for a name imperm does not recognise.
     time: Option<String>,
@@ -30,15 +31,19 @@ struct Row {
     local_time: Option<String>,
     age_seconds: Option<i64>,
     name_style: Option<NameStyle>,
-    readonly: bool,
+    /// Null for what has no read-only flag (a directory or symlink with a snapshot's name).
+    readonly: Option<bool>,
     keep: bool,
     reasons: Vec<String>,
     /// Whether this run deleted it (gc without --dry-run).
     deleted: bool,
+    /// Why this run could not delete it (gc went on with the others).
+    error: Option<String>,
     #[serde(skip)]
     stamp: Option<Stamp>,
+    /// Index into the survey's entries.
     #[serde(skip)]
-    os_name: std::ffi::OsString,
+    index: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,7 +123,13 @@ fn run(global: &GlobalArgs, args: &FsArgs, dry_run: Option<bool>) -> Result<Exit
         report.last_reset = survey.last_reset_name().map(str::to_string);
         report.snapshots = rows(&survey, policy, &zone, now);
         match dry_run {
-            Some(false) => delete_unkept(backend.as_ref(), &top, &fs, &mut report.snapshots),
+            Some(false) => delete_unkept(
+                backend.as_ref(),
+                &top,
+                &layout,
+                &survey,
+                &mut report.snapshots,
+            ),
             _ => Ok(()),
         }
     })()
@@ -143,7 +154,8 @@ fn rows(
         .found
         .iter()
         .zip(decisions)
-        .map(|(f, d)| {
+        .enumerate()
+        .map(|(index, (f, d))| {
             let time = f.time.map(|(s, _)| s.time);
             Row {
                 time: time.map(|t| t.to_string()),
@@ -154,13 +166,14 @@ fn rows(
                 }),
                 age_seconds: time.map(|t| now.duration_since(t).as_secs()),
                 name_style: f.time.map(|(_, s)| s),
-                readonly: f.readonly,
+                readonly: (f.kind == Kind::Subvolume).then_some(f.readonly),
                 keep: d.keep,
                 reasons: d.reasons,
                 deleted: false,
+                error: None,
                 stamp: f.time.map(|(s, _)| s),
                 name: f.name.clone(),
-                os_name: f.os_name.clone(),
+                index,
             }
         })
         .collect();
@@ -173,40 +186,61 @@ fn rows(
     rows
 }
 
-/// Deletes what the plan does not keep, oldest first, one at a time; stops at the first
-/// error so that nothing after a surprise is touched.
+/// Deletes what the plan does not keep, oldest first, one at a time. A snapshot whose
+/// deletion is refused (immutable, busy, holding what must be kept…) is skipped and
+/// reported, and the others are still deleted: one stuck snapshot must not let the disk
+/// fill. Anything unexpected (the directory changed under gc, its record cannot be
+/// written, the filesystem fails) stops it: nothing after a surprise is touched. Either
+/// way the run ends with exit 2 and one line naming every snapshot not deleted.
 fn delete_unkept(
     backend: &dyn Backend,
     top: &TopLevel,
-    fs: &FilesystemConfig,
+    layout: &Layout,
+    survey: &snapshot::Survey,
     rows: &mut [Row],
 ) -> Result<(), Error> {
+    let mut record = snapshot::settle_gc_record(top, layout, survey)?;
+    let mut log = |line: String| eprintln!("imperm gc: {line}");
+    let mut skipped = Vec::new();
     for row in rows.iter_mut().rev().filter(|r| !r.keep) {
-        let path = fs.snapshot_dir.join(&row.os_name);
-        snapshot::delete_tree(backend, top, &path)?;
-        eprintln!("imperm gc: deleted {}", escape(&path));
-        row.deleted = true;
-    }
-    Ok(())
-}
-
-/// A name as it can be shown on one line of a table: control characters (a newline
-/// would forge a row) and bytes that are not UTF-8 are escaped.
-fn shown(name: &std::ffi::OsStr) -> String {
-    let mut out = String::new();
-    for chunk in name.as_encoded_bytes().utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() || c == '\\' {
-                out.extend(c.escape_default());
-            } else {
-                out.push(c);
+        let found = &survey.found[row.index];
+        let path = layout.snapshot_dir.join(&found.os_name);
+        match snapshot::delete_old_root(backend, top, layout, found, &mut record, &mut log) {
+            Ok(()) => {
+                log(format!("deleted {}", top.name(&path)));
+                row.deleted = true;
+            }
+            Err(NotDeleted::Skipped(e)) => {
+                let e = top.locate(e).to_string();
+                log(format!("not deleted, going on: {e}"));
+                row.error = Some(e.clone());
+                skipped.push(e);
+            }
+            Err(NotDeleted::Stopped(e)) => {
+                let e = top.locate(e);
+                row.error = Some(e.to_string());
+                return Err(match skipped.len() {
+                    0 => Error::Usage(format!("{e}; gc stopped, nothing after it was deleted")),
+                    n => Error::Usage(format!(
+                        "{e}; gc stopped, nothing after it was deleted (and {n} not deleted before: {})",
+                        skipped.join("; ")
+                    )),
+                });
             }
         }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
     }
-    out
+    match skipped.len() {
+        0 => Ok(()),
+        n => Err(Error::Usage(format!(
+            "{n} {} not deleted (the others were): {}",
+            if n == 1 {
+                "snapshot was"
+            } else {
+                "snapshots were"
+            },
+            skipped.join("; ")
+        ))),
+    }
 }
 
 fn age(seconds: i64) -> String {
@@ -237,12 +271,13 @@ impl Report for SnapshotsReport {
             (None, _, _) => None,
             (_, true, _) => Some("keep"),
             (_, false, true) => Some("deleted"),
+            (_, false, false) if r.error.is_some() => Some("failed"),
             (_, false, false) => Some("delete"),
         };
         let width = self
             .snapshots
             .iter()
-            .map(|r| shown(&r.os_name).chars().count())
+            .map(|r| r.name.chars().count())
             .max()
             .unwrap_or(4)
             .max(4);
@@ -278,12 +313,16 @@ impl Report for SnapshotsReport {
                 out,
                 "{act}{}{:<width$}{:#}  {:<25}  {:<20}  {:>6}  {:<2}  {}",
                 s.path,
-                shown(&r.os_name),
+                r.name,
                 s.path,
                 r.local_time.as_deref().unwrap_or("-"),
                 utc.as_deref().unwrap_or("-"),
                 r.age_seconds.map(age).unwrap_or_else(|| "-".into()),
-                if r.readonly { "ro" } else { "rw" },
+                match r.readonly {
+                    Some(true) => "ro",
+                    Some(false) => "rw",
+                    None => "-",
+                },
                 r.reasons.join(", ")
             )?;
         }
@@ -304,17 +343,6 @@ impl Report for SnapshotsReport {
 #[cfg(test)]
 mod tests {
     use super::age;
-
-    #[test]
-    fn names_are_shown_on_one_line() {
-        use std::os::unix::ffi::OsStrExt;
-        let shown = |b: &[u8]| super::shown(std::ffi::OsStr::from_bytes(b));
-        assert_eq!(shown(b"20260115T063000Z-1"), "20260115T063000Z-1");
-        assert_eq!(shown(b"evil\nNAME"), "evil\\nNAME");
-        assert_eq!(shown(b"bad\xff"), "bad\\xff");
-        assert_eq!(shown(b"a\\b"), "a\\\\b");
-        assert_eq!(shown("caf\u{e9}".as_bytes()), "caf\u{e9}");
-    }
 
     #[test]
     fn ages_are_short() {
