@@ -722,7 +722,10 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
     };
     let path = unescape(f[rest]).ok_or_else(|| format!("{BAD} (bad escape in the path)"))?;
     if !path.is_absolute() {
-        return Err(format!("{BAD} (the path {:?} is not absolute)", f[rest]));
+        return Err(format!(
+            "{BAD} (the path {} is not absolute)",
+            crate::paths::quoted(&path)
+        ));
     }
     let target = match kind {
         EntryKind::Symlink => {

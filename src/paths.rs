@@ -139,13 +139,20 @@ pub fn under_root(root: &Path, abs: &Path) -> PathBuf {
     }
 }
 
-/// Renders a refused value for a one-line message, quoted like `{:?}`, and cut after 100
-/// characters: a 600 kB path is named by its start and its length, not echoed whole.
+/// Whether a name can be a user's: one path component (so its home is `/home/NAME`
+/// itself, never `/home` or its parent), no control characters.
+pub fn is_user_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains('/') && !name.chars().any(char::is_control)
+}
+
+/// Renders a refused value for a one-line message, quoted, in the one escaped form of
+/// [`escape`] (so a refused path reads as every other path imperm prints), and cut after
+/// 100 characters: a 600 kB path is named by its start and its length, not echoed whole.
 pub fn shown(raw: &str) -> String {
     const MAX: usize = 100;
     match raw.char_indices().nth(MAX) {
-        None => format!("{raw:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &raw[..cut], raw.len()),
+        None => quoted(Path::new(raw)),
+        Some((cut, _)) => format!("{}… ({} bytes)", quoted(Path::new(&raw[..cut])), raw.len()),
     }
 }
 
@@ -359,7 +366,8 @@ mod tests {
     #[test]
     fn long_values_are_shown_cut() {
         assert_eq!(shown("/var/lib"), "\"/var/lib\"");
-        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        assert_eq!(shown("a\nb"), "\"a\\x0ab\"");
+        assert_eq!(shown("a\\b\u{1b}"), "\"a\\x5cb\\x1b\"");
         let long = "é".repeat(150);
         assert_eq!(shown(&long), format!("{:?}… (300 bytes)", "é".repeat(100)));
     }

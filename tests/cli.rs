@@ -95,32 +95,32 @@ fn each_bad_configuration_is_exit_2_with_one_line_naming_file_place_and_cause() 
         (
             "NUL in a path",
             "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/a\\u0000b\"]\n",
-            ":2:16: persistence.\"/persist\".directories[0]: \"/var/lib/a\\0b\" contains a NUL byte",
+            ":2:16: persistence.\"/persist\".directories[0]: \"/var/lib/a\\x00b\" contains a NUL byte, which no path can hold",
         ),
         (
             "newline in a path",
             "[persistence.\"/persist\"]\nfiles = [\"/etc/a\\nb\"]\n",
-            ":2:10: persistence.\"/persist\".files[0]: \"/etc/a\\nb\" contains a newline",
+            ":2:10: persistence.\"/persist\".files[0]: \"/etc/a\\x0ab\" contains a newline",
         ),
         (
             "newline in a user entry",
             "[persistence.\"/persist\".users.josh]\ndirectories = [\".ssh\\n\"]\n",
-            ":2:16: persistence.\"/persist\".users.josh.directories[0]: \".ssh\\n\" contains a newline",
+            ":2:16: persistence.\"/persist\".users.josh.directories[0]: \".ssh\\x0a\" contains a newline",
         ),
         (
             "newline in a storage path",
             "[persistence.\"/per\\nsist\"]\ndirectories = [\"/var/log\"]\n",
-            ":1:1: persistence.\"/per\\nsist\": persistent storage path \"/per\\nsist\" contains a newline",
+            ":1:1: persistence.\"/per\\x0asist\": persistent storage path \"/per\\x0asist\" contains a newline",
         ),
         (
             "newline in a subvolume",
             "[filesystem]\ntype = \"btrfs\"\nroot_subvolume = \"@root\\n\"\n",
-            ":3:18: filesystem.root_subvolume: \"@root\\n\" contains a newline",
+            ":3:18: filesystem.root_subvolume: \"@root\\x0a\" contains a newline",
         ),
         (
             "tab in the device",
             "[filesystem]\ntype = \"btrfs\"\ndevice = \"/dev/sda\\t\"\n",
-            ":3:10: filesystem.device: \"/dev/sda\\t\" contains the control character U+0009",
+            ":3:10: filesystem.device: \"/dev/sda\\x09\" contains the control character U+0009",
         ),
     ];
     for (what, text, want) in cases {
@@ -236,15 +236,23 @@ fn bad_persistence_json_is_exit_2_naming_the_key() {
         ),
         (
             r#"{"/persist": {"directories": ["/var/lib/a\u0000b"]}}"#,
-            ": \"/persist\".directories[0]: \"/var/lib/a\\0b\" contains a NUL byte",
+            ": \"/persist\".directories[0]: \"/var/lib/a\\x00b\" contains a NUL byte, which no path can hold",
         ),
         (
             r#"{"/persist": {"files": [{"file": "/etc/a\nb"}]}}"#,
-            ": \"/persist\".files[0]: \"/etc/a\\nb\" contains a newline",
+            ": \"/persist\".files[0]: \"/etc/a\\x0ab\" contains a newline",
         ),
         (
             r#"{"/persist": {"users": {"jo\nsh": {"files": [".x"]}}}}"#,
-            ": \"/persist\".users.\"jo\\nsh\": \"jo\\nsh\" is not a user name",
+            ": \"/persist\".users.\"jo\\x0ash\": \"jo\\x0ash\" is not a user name",
+        ),
+        (
+            r#"{"/persist": {"users": {".": {"files": [".x"]}}}}"#,
+            ": \"/persist\".users.\".\": \".\" is not a user name",
+        ),
+        (
+            r#"{"/persist": {"users": {"..": {"files": [".x"]}}}}"#,
+            ": \"/persist\".users.\"..\": \"..\" is not a user name",
         ),
     ];
     for (json, want) in cases {
@@ -917,7 +925,7 @@ fn a_bad_storage_path_is_refused_even_without_entries() {
         ),
         (
             "[persistence.\"/per\\nsist\"]\n",
-            ":1:1: persistence.\"/per\\nsist\": persistent storage path \"/per\\nsist\" contains a newline; control characters are not accepted in paths",
+            ":1:1: persistence.\"/per\\x0asist\": persistent storage path \"/per\\x0asist\" contains a newline; control characters are not accepted in paths",
         ),
     ] {
         let (err, file, _dir) = config_error("c.toml", text);

@@ -308,6 +308,12 @@ fn bad_input_changes_nothing() {
             "user entries are relative",
         ),
         (vec!["--user", "jo/sh", ".ssh"], &file, "is not a user name"),
+        (
+            vec!["--user", ".", ".ssh"],
+            &file,
+            "--user \".\" is not a user name",
+        ),
+        (vec!["--user", "..", ".ssh"], &file, "is not a user name"),
         (vec!["/var/lib/x\nb"], &file, "newline"),
         (vec!["--storage", "persist", "/x"], &file, "--storage"),
         (vec!["/var/lib/x"], &link, "a symlink"),

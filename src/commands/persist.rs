@@ -157,9 +157,10 @@ fn request(args: &PersistAddArgs) -> Result<Request, Error> {
         None => None,
     };
     if let Some(user) = &args.user {
-        if user.is_empty() || user.contains('/') || user.chars().any(char::is_control) {
+        if !crate::paths::is_user_name(user) {
             return Err(Error::Usage(format!(
-                "--user {user:?} is not a user name; nothing changed"
+                "--user {} is not a user name; nothing changed",
+                crate::paths::shown(user)
             )));
         }
     }

@@ -71,10 +71,7 @@ fn resolve_one(file: &Path, d: DeclaredEntry) -> Result<Entry, ConfigError> {
             (path, None, None)
         }
         Some(block) => {
-            if block.name.is_empty()
-                || block.name.contains('/')
-                || block.name.chars().any(char::is_control)
-            {
+            if !crate::paths::is_user_name(&block.name) {
                 return Err(fail(
                     &block.at,
                     format!("{} is not a user name", shown(&block.name)),

@@ -29,8 +29,8 @@ pub use file::{FileConfig, subvolume_name};
 
 use crate::beneath;
 use crate::mountinfo::{self, MountTable};
-use crate::paths::escape;
 use crate::paths::under_root;
+use crate::paths::{escape, quoted};
 use crate::persisted::{Entry, Kind, PersistedSet};
 use crate::retention::Policy;
 
@@ -191,7 +191,8 @@ pub fn check_layout(
             return fail(
                 [key, other],
                 format!(
-                    "{path:?} is not a plain path below the top level (no `/` first, no `.` or `..`)"
+                    "{} is not a plain path below the top level (no `/` first, no `.` or `..`)",
+                    quoted(path)
                 ),
             );
         }
@@ -199,14 +200,16 @@ pub fn check_layout(
     if snapshot_dir == root {
         return fail(
             [SnapshotDir, RootSubvolume],
-            format!("{snapshot_dir:?} is the root subvolume itself"),
+            format!("{} is the root subvolume itself", quoted(snapshot_dir)),
         );
     }
     if snapshot_dir.starts_with(root) {
         return fail(
             [SnapshotDir, RootSubvolume],
             format!(
-                "{snapshot_dir:?} is inside the root subvolume {root:?}, which every reset replaces"
+                "{} is inside the root subvolume {}, which every reset replaces",
+                quoted(snapshot_dir),
+                quoted(root)
             ),
         );
     }
@@ -214,7 +217,9 @@ pub fn check_layout(
         return fail(
             [RootSubvolume, SnapshotDir],
             format!(
-                "{root:?} is inside the snapshot directory {snapshot_dir:?}, where gc would take it for an old root"
+                "{} is inside the snapshot directory {}, where gc would take it for an old root",
+                quoted(root),
+                quoted(snapshot_dir)
             ),
         );
     }
@@ -222,29 +227,39 @@ pub fn check_layout(
     let (keys, what) = if blank == root {
         (
             [BlankSnapshot, RootSubvolume],
-            format!("{blank:?} is the root subvolume itself"),
+            format!("{} is the root subvolume itself", quoted(blank)),
         )
     } else if blank.starts_with(root) {
         (
             [BlankSnapshot, RootSubvolume],
             format!(
-                "{blank:?} is inside the root subvolume {root:?}, which a reset deletes before it snapshots the blank"
+                "{} is inside the root subvolume {}, which a reset deletes before it snapshots the blank",
+                quoted(blank),
+                quoted(root)
             ),
         )
     } else if root.starts_with(blank) {
         (
             [BlankSnapshot, RootSubvolume],
-            format!("{blank:?} holds the root subvolume {root:?}"),
+            format!(
+                "{} holds the root subvolume {}",
+                quoted(blank),
+                quoted(root)
+            ),
         )
     } else if blank == snapshot_dir {
         (
             [BlankSnapshot, SnapshotDir],
-            format!("{blank:?} is the snapshot directory itself"),
+            format!("{} is the snapshot directory itself", quoted(blank)),
         )
     } else if snapshot_dir.starts_with(blank) {
         (
             [BlankSnapshot, SnapshotDir],
-            format!("{blank:?} holds the snapshot directory {snapshot_dir:?}"),
+            format!(
+                "{} holds the snapshot directory {}",
+                quoted(blank),
+                quoted(snapshot_dir)
+            ),
         )
     } else {
         return Ok(());

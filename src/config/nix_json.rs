@@ -50,6 +50,9 @@ const ENTRY_KEYS: &[&str] = &[
 
 /// Parses persistence JSON. Returns the entries and any warnings about unknown keys.
 pub fn parse(file: &Path, text: &str) -> Result<(Vec<Entry>, Vec<String>), ConfigError> {
+    // Editors on some systems start a file with a byte-order mark; TOML allows one, and
+    // serde_json would call it "expected value" at 1:1, which says nothing.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str::<Unique>(text)
         .map(|u| u.0)
         .map_err(|e| {
@@ -496,6 +499,16 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_allowed_as_in_toml() {
+        let (entries, _) = parse(
+            Path::new("p.json"),
+            "\u{feff}{\"/persist\": {\"directories\": [\"/var/lib/x\"]}}",
+        )
+        .unwrap();
+        assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
     fn unknown_attributes_are_named_on_one_line_and_capped() {
         let attrs: Vec<String> = (0..100).map(|i| format!("\"odd\\nname{i}\": 1")).collect();
         let json = format!(
@@ -506,7 +519,7 @@ mod tests {
         assert_eq!(warnings.len(), 21);
         assert_eq!(
             warnings[0],
-            "p.json: \"/persist\": unknown attribute \"odd\\nname0\" ignored"
+            "p.json: \"/persist\": unknown attribute \"odd\\x0aname0\" ignored"
         );
         assert_eq!(warnings[20], "p.json: 80 more unknown attributes ignored");
         assert!(warnings.iter().all(|w| !w.contains('\n')));
