@@ -80,7 +80,7 @@ pub struct Finding {
 pub struct LintReport {
     pub entries: usize,
     pub bind_mounts: usize,
-    /// Whether the live mount table was available for the storage check.
+    /// Whether a mount table with `/` in it was available for the storage check.
     pub mount_table: bool,
     pub findings: Vec<Finding>,
 }
@@ -131,7 +131,8 @@ pub fn lint(
     LintReport {
         entries: entries.len(),
         bind_mounts,
-        mount_table: mounts.is_some(),
+        // A table without `/` cannot say what a reset wipes: as good as none.
+        mount_table: mounts.is_some_and(|t| t.root_mount().is_some()),
         findings,
     }
 }
@@ -694,6 +695,16 @@ mod tests {
         assert_eq!(found[0].path, PathBuf::from("/persist"));
         assert!(lint(&set, Some(&separate), None, k).findings.is_empty());
         assert!(lint(&set, None, None, k).findings.is_empty());
+        // A table without `/` cannot tell what the root is: said as "not checked", never
+        // as a storage that is fine.
+        let rootless = MountTable {
+            file: PathBuf::from("mountinfo"),
+            mounts: parse("2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n").unwrap(),
+        };
+        let report = lint(&set, Some(&rootless), None, k);
+        assert!(report.findings.is_empty());
+        assert!(!report.mount_table);
+        assert!(lint(&set, Some(&separate), None, k).mount_table);
     }
 
     /// Each overlap of a storage and an entry is one finding, whichever way round.

@@ -321,8 +321,10 @@ impl MountTable {
     }
 
     /// Where the persistent storage `storage` lies, and whether a reset wipes it; `None`
-    /// when no mount holds it (a table without `/`). See [`MountTable::wiped_by_reset`].
+    /// when the table cannot tell: it has no mount at `/` (so nothing says what the root
+    /// is, and "not wiped" would be a guess). See [`MountTable::wiped_by_reset`].
     pub fn storage(&self, storage: &Path, root_subvolume: Option<&Path>) -> Option<Storage<'_>> {
+        self.root_mount()?;
         let holder = self.containing(storage)?;
         Some(Storage {
             holder,
@@ -644,9 +646,11 @@ mod tests {
                 "{root}"
             );
         }
-        // No root in the table: nothing to say.
+        // No root in the table: nothing to say, not even about a storage it does hold
+        // (what the root is, and so what a reset wipes, is unknown).
         let t = table("2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n");
         assert!(t.storage(Path::new("/elsewhere"), None).is_none());
+        assert!(t.storage(Path::new("/persist"), None).is_none());
     }
 
     /// This process's own table names mount points as it sees them: seen from a tree at

@@ -71,7 +71,7 @@ impl Report for LintReport {
         let table = if self.mount_table {
             ""
         } else {
-            " (no mount table: storage not checked)"
+            " (no mount table with `/`: storage not checked)"
         };
         writeln!(
             out,

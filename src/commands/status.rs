@@ -295,7 +295,7 @@ impl Report for StatusReport {
                     s.problem
                 ),
                 _ => format!(
-                    "{}{}{:#}: no mount table to check",
+                    "{}{}{:#}: not checked (no mount table, or none with a mount at /)",
                     s.path,
                     escape(&storage.path),
                     s.path
