@@ -38,6 +38,9 @@ pub struct DiscoveryReport {
     pub notes: Vec<String>,
     pub suggestions: Vec<Suggestion>,
     pub skipped: Vec<Skipped>,
+    /// Subvolumes nested in the root, walked as part of it: a reset deletes them with it.
+    #[serde(serialize_with = "crate::paths::json_all")]
+    pub subvolumes: Vec<PathBuf>,
     pub errors: Vec<String>,
     #[serde(skip)]
     pub storage: PathBuf,
@@ -190,6 +193,7 @@ fn run(
         elapsed_ms: found.elapsed.as_millis() as u64,
         suggestions: suggest::suggest(found.units, &context(&config)),
         skipped: found.skipped,
+        subvolumes: found.subvolumes,
         errors: found.errors,
         storage: storage(&config),
         style: args.style,
@@ -218,6 +222,17 @@ impl Report for DiscoveryReport {
                 s.dim,
                 escape(&skip.path),
                 skip.why,
+                s.dim
+            )?;
+        }
+        if !self.subvolumes.is_empty() {
+            let names: Vec<String> = self.subvolumes.iter().map(|p| escape(p)).collect();
+            writeln!(
+                out,
+                "{}walked {} nested in the root (a reset deletes them with it): {}{:#}",
+                s.dim,
+                count(names.len(), "subvolume", "subvolumes"),
+                names.join(", "),
                 s.dim
             )?;
         }
@@ -418,9 +433,16 @@ fn baseline_snapshot(config: &Config, args: &FsArgs) -> Result<PathBuf, String> 
             escape(&snap)
         ));
     }
-    backend
-        .snapshot(&top, &fs.root_subvolume, &snap, true)
-        .map_err(|e| e.to_string())?;
+    // With the subvolumes nested in the root snapshotted in place: their state at boot is
+    // part of the baseline the generation search compares with.
+    crate::snapshot::snapshot_tree(
+        backend.as_ref(),
+        &top,
+        &fs.root_subvolume,
+        &snap,
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string())?;
     Ok(snap)
 }
 
