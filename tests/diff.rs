@@ -147,7 +147,7 @@ fn change_everything(fs: &LoopBtrfs) {
     std::os::unix::fs::symlink("/etc", p("var/lib/swapdir")).unwrap();
     // A nested subvolume (systemd makes /var/lib/machines one): a reset deletes it with
     // the root, so it is reported like a directory made since.
-    subvolume(&fs, "@root/var/lib/machines");
+    subvolume(fs, "@root/var/lib/machines");
     fs.write("@root/var/lib/machines/inside", "x");
     // Persisted: never reported.
     fs.write("@root/var/log/persisted.log", "log, then more");
