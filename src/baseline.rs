@@ -23,9 +23,11 @@ pub const MANIFEST: &str = "/run/imperm/baseline";
 /// The read-only snapshot's name in the snapshot directory (a dot-name: never listed as
 /// an old root, never deleted by gc).
 pub const SNAPSHOT: &str = ".baseline";
-const HEADER: &str = "imperm-baseline 2";
+const HEADER: &str = "imperm-baseline 3";
 /// The first format, without stamps or extended attributes; still read.
 const HEADER_1: &str = "imperm-baseline 1";
+/// The second, without the subvolume; still read.
+const HEADER_2: &str = "imperm-baseline 2";
 
 /// The metadata a baseline keeps of one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,14 +57,30 @@ pub struct Stamps {
     /// mtime: `touch -r`).
     pub ctime_ns: i128,
     pub nlink: u64,
+    /// Which subvolume the inode is in (statx's subvolume id, else the device number):
+    /// inode numbers repeat across subvolumes, and a snapshot of a subvolume (a cloned
+    /// container) has the very same inode numbers and birth times. `None` where unknown.
+    pub subvol: Option<u64>,
+    /// The access time, as a live look shows it (never kept in a manifest: only the
+    /// state now is asked for it).
+    pub atime_ns: Option<i128>,
 }
 
 impl Stamps {
     /// Whether two stamps are of the same inode.
     pub fn same_inode(&self, other: &Stamps) -> bool {
-        self.ino == other.ino && self.btime_ns == other.btime_ns
+        self.ino == other.ino
+            && self.btime_ns == other.btime_ns
+            && match (self.subvol, other.subvol) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
     }
 }
+
+/// statx's `STATX_SUBVOL` (Linux 6.10), which rustix does not name; older kernels ignore
+/// the bit and leave `stx_subvol` unset.
+pub const STATX_SUBVOL: rustix::fs::StatxFlags = rustix::fs::StatxFlags::from_bits_retain(0x8000);
 
 fn ns(sec: i64, nsec: u32) -> i128 {
     i128::from(sec) * 1_000_000_000 + i128::from(nsec)
@@ -108,6 +126,13 @@ impl Meta {
                 .then(|| time(&st.stx_btime)),
             ctime_ns: time(&st.stx_ctime),
             nlink: u64::from(st.stx_nlink),
+            subvol: Some(if st.stx_mask & STATX_SUBVOL.bits() != 0 {
+                st.stx_subvol
+            } else {
+                rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor)
+            }),
+            atime_ns: (st.stx_mask & rustix::fs::StatxFlags::ATIME.bits() != 0)
+                .then(|| time(&st.stx_atime)),
         });
         meta
     }
@@ -188,8 +213,9 @@ pub struct Change {
 ///
 /// With `by_ctime` (the same inode, not moved, in the same history), a file whose size
 /// and mtime are as they were has still changed content when its ctime moved and nothing
-/// else explains that (mode, owner, extended attributes, link count): mtime can be put
-/// back (`touch -r`), ctime cannot.
+/// else explains that (mode, owner, extended attributes, link count, an access time set
+/// at that very moment as `touch -a` sets it): mtime can be put back (`touch -r`), ctime
+/// cannot.
 pub fn differences(old: &Meta, new: &Meta, by_ctime: bool) -> Vec<&'static str> {
     let mut what = Vec::new();
     if old.kind != new.kind {
@@ -215,7 +241,10 @@ pub fn differences(old: &Meta, new: &Meta, by_ctime: bool) -> Vec<&'static str> 
         EntryKind::File => {
             let unexplained_ctime = match (&old.stamps, &new.stamps) {
                 (Some(a), Some(b)) => {
-                    a.ctime_ns != b.ctime_ns && a.nlink == b.nlink && what.is_empty()
+                    a.ctime_ns != b.ctime_ns
+                        && a.nlink == b.nlink
+                        && what.is_empty()
+                        && b.atime_ns != Some(b.ctime_ns)
                 }
                 _ => false,
             };
@@ -316,11 +345,13 @@ impl Compare<'_> {
             .iter()
             .filter(|p| common.binary_search(p).is_err())
             .collect();
+        // A link added, removed or moved moves the inode's ctime: that explains it.
+        let links_moved = !rest_old.is_empty() || !rest_new.is_empty();
         for p in &common {
             let (Some(then), Some(now)) = (self.meta(self.old, p), self.meta(self.new, p)) else {
                 continue;
             };
-            let mut what = differences(&then, &now, self.same_history);
+            let mut what = differences(&then, &now, self.same_history && !links_moved);
             if what.is_empty() && !self.same_history && self.content_differs(p, &then, &now) {
                 what.push("content");
             }
@@ -451,14 +482,19 @@ impl Compare<'_> {
     pub fn between<'a>(&self, old: &'a Manifest, new: &'a Manifest) -> Vec<Change> {
         #[derive(Hash, PartialEq, Eq)]
         enum Key<'a> {
-            Inode(u64, Option<i128>),
+            Inode(Option<u64>, u64, Option<i128>),
             Path(&'a OsStr),
         }
         let key = |path: &'a Path, meta: &Meta| match (&meta.stamps, self.same_history) {
-            (Some(s), true) => Key::Inode(s.ino, s.btime_ns),
+            (Some(s), true) => Key::Inode(s.subvol, s.ino, s.btime_ns),
             _ => Key::Path(path.as_os_str()),
         };
-        let same_entry = |then: &Meta, now: &Meta| !self.same_history || !then.other_inode(now);
+        // An inode with several links is compared with all of its paths (see `group`): a
+        // link moved explains its ctime.
+        let linked = |m: &Meta| self.same_history && m.stamps.is_some_and(|s| s.nlink > 1);
+        let same_entry = |then: &Meta, now: &Meta| {
+            (!self.same_history || !then.other_inode(now)) && !linked(then) && !linked(now)
+        };
         let mut out = Vec::new();
         let mut rest: HashMap<Key, Group> = HashMap::new();
         for (path, now) in new.iter() {
@@ -576,9 +612,9 @@ impl Manifest {
     }
 
     /// The file format: a header line, then one tab-separated line per entry
-    /// (`kind mode uid gid size mtime_ns ctime_ns ino btime_ns nlink xattrs path target`;
-    /// `-` for what is unknown; the extended attributes' digest in lowercase hex, `0` for
-    /// none), paths escaped
+    /// (`kind mode uid gid size mtime_ns ctime_ns ino btime_ns nlink xattrs subvol path
+    /// target`; `-` for what is unknown; the extended attributes' digest in lowercase hex,
+    /// `0` for none), paths escaped
     /// so that any byte survives and each entry is one line.
     pub fn render(&self) -> Vec<u8> {
         let mut lines: Vec<(&Path, &Meta)> = self.iter().collect();
@@ -605,9 +641,13 @@ impl Manifest {
                 None => (unknown(), unknown(), unknown(), unknown()),
             };
             let xattrs = m.xattrs.map_or_else(unknown, |x| format!("{x:x}"));
+            let subvol = m
+                .stamps
+                .and_then(|s| s.subvol)
+                .map_or_else(unknown, |v| v.to_string());
             let _ = writeln!(
                 out,
-                "{kind}\t{:o}\t{}\t{}\t{}\t{}\t{ctime}\t{ino}\t{btime}\t{nlink}\t{xattrs}\t{}\t{target}",
+                "{kind}\t{:o}\t{}\t{}\t{}\t{}\t{ctime}\t{ino}\t{btime}\t{nlink}\t{xattrs}\t{subvol}\t{}\t{target}",
                 m.mode,
                 m.uid,
                 m.gid,
@@ -625,9 +665,14 @@ impl Manifest {
         let body = data.strip_suffix(b"\n").unwrap_or(data);
         let mut lines = body.split(|&b| b == b'\n');
         let version = match lines.next() {
-            Some(h) if h == HEADER.as_bytes() => 2,
+            Some(h) if h == HEADER.as_bytes() => 3,
+            Some(h) if h == HEADER_2.as_bytes() => 2,
             Some(h) if h == HEADER_1.as_bytes() => 1,
-            _ => return Err(format!("line 1: expected {HEADER:?} (or {HEADER_1:?})")),
+            _ => {
+                return Err(format!(
+                    "line 1: expected {HEADER:?} (or {HEADER_2:?}, {HEADER_1:?})"
+                ));
+            }
         };
         let mut entries = HashMap::new();
         for (i, line) in lines.enumerate() {
@@ -654,7 +699,11 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
     const BAD: &str = "not a manifest entry";
     let line = std::str::from_utf8(line).map_err(|_| format!("{BAD} (not UTF-8)"))?;
     let f: Vec<&str> = line.split('\t').collect();
-    let want = if version == 1 { 8 } else { 13 };
+    let want = match version {
+        1 => 8,
+        2 => 13,
+        _ => 14,
+    };
     if f.len() != want {
         return Err(format!("{BAD} ({} fields, not {want})", f.len()));
     }
@@ -693,6 +742,11 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
         (None, None, 6)
     } else {
         let unknown = |i: usize| f[i] == "-";
+        let subvol = if version < 3 || unknown(11) {
+            None
+        } else {
+            Some(unsigned(11, u64::MAX, "subvolume")?)
+        };
         let stamps = if unknown(6) && unknown(7) && unknown(8) && unknown(9) {
             None
         } else {
@@ -705,6 +759,8 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
                     Some(num(8, "birth time")?)
                 },
                 nlink: unsigned(9, u64::MAX, "link count")?,
+                subvol,
+                atime_ns: None,
             })
         };
         let xattrs = if unknown(10) {
@@ -718,7 +774,7 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
         } else {
             return Err(format!("{BAD} (bad xattrs {:?})", f[10]));
         };
-        (stamps, xattrs, 11)
+        (stamps, xattrs, if version == 2 { 11 } else { 12 })
     };
     let path = unescape(f[rest]).ok_or_else(|| format!("{BAD} (bad escape in the path)"))?;
     if !path.is_absolute() {
@@ -779,6 +835,8 @@ mod tests {
                 btime_ns: Some(7),
                 ctime_ns: ctime,
                 nlink: 1,
+                subvol: Some(5),
+                atime_ns: None,
             }),
             xattrs: Some(0),
             ..meta(kind, if kind == EntryKind::Directory { 0 } else { 10 }, 100)
@@ -835,7 +893,7 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (
                 b"nope\n",
-                "line 1: expected \"imperm-baseline 2\" (or \"imperm-baseline 1\")",
+                "line 1: expected \"imperm-baseline 3\" (or \"imperm-baseline 2\", \"imperm-baseline 1\")",
             ),
             (b"", "line 1: expected"),
             (
@@ -955,6 +1013,82 @@ mod tests {
         assert_eq!(replaced(&link, &relinked), ["target"]);
     }
 
+    /// What else explains a moved ctime, in a table: an access time set at that moment,
+    /// and (through `Compare`) a link of the inode added, removed or moved.
+    #[test]
+    fn what_explains_a_moved_ctime() {
+        let old = stamped(EntryKind::File, 300, 1);
+        let with = |atime: Option<i128>, ctime: i128| {
+            let mut m = stamped(EntryKind::File, 300, ctime);
+            m.stamps.as_mut().unwrap().atime_ns = atime;
+            m
+        };
+        let cases: &[(Meta, &[&str], &str)] = &[
+            (with(Some(9), 9), &[], "touch -a: atime set with the ctime"),
+            (with(Some(1), 9), &["content"], "rewritten, mtime put back"),
+            (with(None, 9), &["content"], "atime unknown"),
+            (with(Some(9), 1), &[], "nothing moved"),
+        ];
+        for (new, want, why) in cases {
+            assert_eq!(differences(&old, new, true), *want, "{why}");
+        }
+        // Two links, one moved: the ctime moved with it, the content did not.
+        let linked = |ctime: i128| {
+            let mut m = stamped(EntryKind::File, 300, ctime);
+            m.stamps.as_mut().unwrap().nlink = 2;
+            m
+        };
+        let before = Manifest::new([("/a".into(), linked(1)), ("/b".into(), linked(1))]);
+        let after = Manifest::new([("/a".into(), linked(2)), ("/c".into(), linked(2))]);
+        let compare = Compare {
+            old: &before,
+            new: &after,
+            same_history: true,
+            same_content: None,
+        };
+        assert_eq!(
+            lines(&compare.between(&before, &after)),
+            ["Renamed /c from /b"]
+        );
+        // The same links, the ctime moved: content.
+        let after = Manifest::new([("/a".into(), linked(2)), ("/b".into(), linked(2))]);
+        let compare = Compare {
+            new: &after,
+            ..compare
+        };
+        assert_eq!(
+            lines(&compare.between(&before, &after)),
+            ["Changed /a [\"content\"]", "Changed /b [\"content\"]"]
+        );
+    }
+
+    /// Inode numbers and birth times repeat across subvolumes (a snapshot of a subvolume
+    /// has the very same): the subvolume tells them apart.
+    #[test]
+    fn the_same_inode_in_another_subvolume_is_another_inode() {
+        let a = stamped(EntryKind::File, 257, 1);
+        let mut b = a.clone();
+        b.stamps.as_mut().unwrap().subvol = Some(6);
+        assert!(a.other_inode(&b));
+        b.stamps.as_mut().unwrap().subvol = None;
+        assert!(!a.other_inode(&b), "unknown: by number and birth time");
+        // A subvolume cloned since: its files are added, not renamed from the original's.
+        let before = Manifest::new([("/m/box/f".into(), a.clone())]);
+        let mut clone = a.clone();
+        clone.stamps.as_mut().unwrap().subvol = Some(6);
+        let after = Manifest::new([("/m/box/f".into(), a), ("/m/clone/f".into(), clone)]);
+        let compare = Compare {
+            old: &before,
+            new: &after,
+            same_history: true,
+            same_content: None,
+        };
+        assert_eq!(
+            lines(&compare.between(&before, &after)),
+            ["Added /m/clone/f"]
+        );
+    }
+
     fn lines(changes: &[Change]) -> Vec<String> {
         changes
             .iter()
@@ -1051,12 +1185,15 @@ mod tests {
                 prop::option::of(any::<i64>()),
                 any::<i64>(),
                 any::<u64>(),
+                prop::option::of(any::<u64>()),
             )
-                .prop_map(|(ino, btime, ctime, nlink)| Stamps {
+                .prop_map(|(ino, btime, ctime, nlink, subvol)| Stamps {
                     ino,
                     btime_ns: btime.map(i128::from),
                     ctime_ns: i128::from(ctime),
                     nlink,
+                    subvol,
+                    atime_ns: None,
                 }),
         );
         (

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::BufRead;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -186,25 +187,37 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
         })
 }
 
+/// What a message names: the paths it names exactly, and how many it names that cannot
+/// be named exactly (a bare path broken off by a control character: where it really ends
+/// is unknown, and cutting it there would name another path, often a parent like `/etc`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Named {
+    pub paths: Vec<PathBuf>,
+    pub unnamed: u64,
+}
+
 /// The absolute paths a message names. A path in double quotes (systemd's `"…"`, Go's
-/// `%q`, which escapes `"` and `\` with a backslash) or single quotes (`'…'`, `` `…' ``)
-/// runs to its closing quote, spaces and all; a bare path ends at white space, a control
-/// character, a quote, a comma, a colon followed by a space, or a bracket, and trailing dots
-/// and colons are not part of it.
-pub fn paths_in(message: &str) -> Vec<PathBuf> {
+/// `%q`, whose escapes are undone: `\"`, `\\`, `\n`, `\t`, `\xHH`, `\uHHHH`, …) or single
+/// quotes (`'…'`, `` `…' ``) runs to its closing quote, spaces and all; a bare path ends at
+/// white space, a quote, a comma, a colon followed by a space, or a bracket, and trailing
+/// dots and colons are not part of it. A bare path that a control character breaks off
+/// (other than a terminal colour sequence right before its end) cannot be named. `//` is
+/// one `/`, but `scheme://` is a URL, not a path.
+pub fn paths_in(message: &str) -> Named {
     let bytes = message.as_bytes();
-    let mut out = Vec::new();
+    let mut out = Named::default();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         if matches!(b, b'"' | b'\'' | b'`') && bytes.get(i + 1) == Some(&b'/') {
             let close = if b == b'`' { b'\'' } else { b };
-            if let Some((raw, end)) = quoted(message, i + 1, close) {
-                keep(&mut out, &raw);
+            if let Some((raw, end)) = quoted(bytes, i + 1, close) {
+                out.add(&raw, lossy(&bytes[i + 1..end]));
                 i = end + 1;
                 continue;
             }
         }
+        let after = |c: u8| i > 0 && bytes[i - 1] == c;
         let starts = b == b'/'
             && (i == 0
                 || matches!(
@@ -216,65 +229,169 @@ pub fn paths_in(message: &str) -> Vec<PathBuf> {
             continue;
         }
         let start = i;
+        if after(b':') && bytes.get(i + 1) == Some(&b'/') {
+            // `https://host/x`: not a path at all.
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            continue;
+        }
+        let mut broken = false;
         while i < bytes.len() {
             let b = bytes[i];
-            let ends = b.is_ascii_control()
-                || matches!(
-                    b,
-                    b' ' | b'"' | b'\'' | b'`' | b',' | b')' | b']' | b'>' | b';'
-                )
+            if b.is_ascii_control() && !b.is_ascii_whitespace() {
+                broken = !colour_then_end(bytes, i);
+                break;
+            }
+            let ends = b.is_ascii_whitespace()
+                || matches!(b, b'"' | b'\'' | b'`' | b',' | b')' | b']' | b'>' | b';')
                 || (b == b':' && bytes.get(i + 1).is_none_or(|n| *n == b' '));
             if ends {
                 break;
             }
             i += 1;
         }
-        keep(&mut out, message[start..i].trim_end_matches(['.', ':']));
+        let raw = message[start..i].trim_end_matches(['.', ':']);
+        if broken {
+            // The rest of the name is skipped; only what could be state is counted.
+            if raw.trim_end_matches('/').is_empty() {
+                out.unnamed += 1;
+            } else {
+                out.add(raw.as_bytes(), true);
+            }
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            continue;
+        }
+        out.add(raw.as_bytes(), lossy(raw.as_bytes()));
     }
-    out.sort();
-    out.dedup();
+    out.paths.sort();
+    out.paths.dedup();
     out
 }
 
-/// The quoted text from `start` to the closing `close`, with `\"` and `\\` undone inside
-/// double quotes, and the closing quote's index. `None` when the quote is not closed on
-/// this line (then the path is read as a bare one).
-fn quoted(message: &str, start: usize, close: u8) -> Option<(String, usize)> {
-    let bytes = message.as_bytes();
-    let mut out = String::new();
-    let mut run = start;
+impl Named {
+    /// A path as the message wrote it (quotes undone), or, when `unnamed`, one whose name
+    /// is not known exactly. Either way only a path that could be state counts.
+    fn add(&mut self, raw: &[u8], unnamed: bool) {
+        let mut kept = Vec::new();
+        keep(&mut kept, raw);
+        if unnamed {
+            self.unnamed += kept.len() as u64;
+        } else {
+            self.paths.extend(kept);
+        }
+    }
+}
+
+/// Whether the text of a path holds U+FFFD: a message that was not UTF-8 was read lossily
+/// (journalctl's byte arrays), and the lossy name is one that does not exist.
+fn lossy(text: &[u8]) -> bool {
+    text.windows(3).any(|w| w == "\u{fffd}".as_bytes())
+}
+
+/// Whether the control character at `at` starts a terminal colour sequence (`ESC [ … m`
+/// and the like) after which the bare path plainly ends: a name coloured in a log line.
+fn colour_then_end(bytes: &[u8], at: usize) -> bool {
+    if bytes.get(at) != Some(&0x1b) || bytes.get(at + 1) != Some(&b'[') {
+        return false;
+    }
+    let mut i = at + 2;
+    while bytes.get(i).is_some_and(|b| (0x20..=0x3f).contains(b)) {
+        i += 1;
+    }
+    if !bytes.get(i).is_some_and(|b| (0x40..=0x7e).contains(b)) {
+        return false;
+    }
+    match bytes.get(i + 1) {
+        None => true,
+        Some(&b) => {
+            b.is_ascii_whitespace()
+                || b == 0x1b
+                || matches!(b, b'"' | b'\'' | b'`' | b',' | b')' | b']' | b'>' | b';')
+                || (b == b':' && bytes.get(i + 2).is_none_or(|n| *n == b' '))
+        }
+    }
+}
+
+/// The quoted bytes from `start` to the closing `close`, with Go's `%q` escapes undone
+/// inside double quotes, and the closing quote's index. `None` when the quote is not
+/// closed on this line (then the path is read as a bare one). An escape Go never writes
+/// is kept as it is.
+fn quoted(bytes: &[u8], start: usize, close: u8) -> Option<(Vec<u8>, usize)> {
+    let mut out = Vec::new();
     let mut i = start;
     while i < bytes.len() {
         match bytes[i] {
-            b'\\' if close == b'"' && matches!(bytes.get(i + 1), Some(b'"' | b'\\')) => {
-                out.push_str(&message[run..i]);
-                out.push(char::from(bytes[i + 1]));
-                i += 2;
-                run = i;
-            }
-            b if b == close => {
-                out.push_str(&message[run..i]);
-                return Some((out, i));
-            }
+            b'\\' if close == b'"' => match go_escape(&bytes[i + 1..]) {
+                Some((decoded, used)) => {
+                    out.extend_from_slice(&decoded);
+                    i += 1 + used;
+                }
+                None => {
+                    out.push(b'\\');
+                    i += 1;
+                }
+            },
+            b if b == close => return Some((out, i)),
             b if b.is_ascii_control() => return None,
-            _ => i += 1,
+            b => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
     None
 }
 
+/// One escape of Go's `strconv.Quote` (what `%q` writes), after its backslash: the bytes
+/// it stands for and how many bytes it took; `None` when it is not one.
+fn go_escape(rest: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let hex = |n: usize| -> Option<u32> {
+        let digits = rest.get(1..1 + n)?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let simple = |b: u8| Some((vec![b], 1));
+    match *rest.first()? {
+        b'"' => simple(b'"'),
+        b'\\' => simple(b'\\'),
+        b'\'' => simple(b'\''),
+        b'a' => simple(0x07),
+        b'b' => simple(0x08),
+        b'f' => simple(0x0c),
+        b'n' => simple(b'\n'),
+        b'r' => simple(b'\r'),
+        b't' => simple(b'\t'),
+        b'v' => simple(0x0b),
+        // A byte, which need not be UTF-8 on its own (how Go writes invalid UTF-8).
+        b'x' => Some((vec![hex(2)? as u8], 3)),
+        b'u' | b'U' => {
+            let n = if rest[0] == b'u' { 4 } else { 8 };
+            let c = char::from_u32(hex(n)?)?;
+            Some((c.to_string().into_bytes(), 1 + n))
+        }
+        _ => None,
+    }
+}
+
 /// Adds a path a message named, unless it is not state.
-fn keep(out: &mut Vec<PathBuf>, raw: &str) {
+fn keep(out: &mut Vec<PathBuf>, raw: &[u8]) {
     // systemd names paths in a unit's mount namespace under its staging root.
     let raw = raw
-        .strip_prefix(UNIT_ROOT)
-        .filter(|r| r.starts_with('/'))
+        .strip_prefix(UNIT_ROOT.as_bytes())
+        .filter(|r| r.starts_with(b"/"))
         .unwrap_or(raw);
-    if raw.len() > 1 && !raw.contains("//") {
-        if let Ok(path) = crate::paths::normalize_absolute(raw) {
-            if !NOT_STATE.iter().any(|n| path.starts_with(n)) {
-                out.push(path);
-            }
+    if raw.is_empty() || raw.len() > crate::paths::MAX_PATH_BYTES || raw.contains(&0) {
+        return;
+    }
+    // `//` and `.` collapse, a trailing `/` goes; `..` and `/` itself are no answer.
+    if let Ok(path) = crate::paths::normalize_given(std::ffi::OsStr::from_bytes(raw)) {
+        if !NOT_STATE.iter().any(|n| path.starts_with(n)) {
+            out.push(path);
         }
     }
 }
@@ -443,12 +560,12 @@ impl Findings {
             let Some(cause) = cause(message, entry.errno.first()) else {
                 continue;
             };
-            for path in paths_in(message) {
-                if path.to_string_lossy().contains(char::REPLACEMENT_CHARACTER) {
-                    self.unnamed_paths += 1;
-                    self.unnamed_path_units.insert(unit.to_string());
-                    continue;
-                }
+            let named = paths_in(message);
+            if named.unnamed > 0 {
+                self.unnamed_paths += named.unnamed;
+                self.unnamed_path_units.insert(unit.to_string());
+            }
+            for path in named.paths {
                 let f = self.paths.entry(path.clone()).or_insert_with(|| Finding {
                     path,
                     message: cut(message, MESSAGE_CHARS),
@@ -552,14 +669,71 @@ mod tests {
             ),
             ("Failed to open /var/lib/a\nsecond line", &["/var/lib/a"]),
             ("Failed to open \"/var/lib/a\nb\"", &["/var/lib/a"]),
+            // Doubled slashes collapse; a URL is not a path.
+            ("stat //srv//bare/: no such file", &["/srv/bare"]),
+            ("open \"//var//lib//dbl\": no such file", &["/var/lib/dbl"]),
+            ("fetch file:///var/lib/x failed", &[]),
+            // Go's other escapes, inside double quotes only.
+            (
+                r#"open "/var/lib/a\tb\x41\u00e9\U0001F600": x"#,
+                &["/var/lib/a\tbA\u{e9}\u{1f600}"],
+            ),
+            (r#"open "/var/lib/a\qb": x"#, &[r"/var/lib/a\qb"]),
+            (r#"open '/var/lib/a\tb': x"#, &[r"/var/lib/a\tb"]),
         ];
         for (message, want) in cases {
-            let got: Vec<String> = paths_in(message)
+            let named = paths_in(message);
+            let got: Vec<String> = named
+                .paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect();
             assert_eq!(got, *want, "{message}");
+            assert_eq!(named.unnamed, 0, "{message}");
         }
+    }
+
+    /// A bare path a control character breaks off is counted, never cut into another.
+    #[test]
+    fn broken_paths_are_counted_not_cut() {
+        let cases: &[(&str, &[&str], u64)] = &[
+            ("cannot open /etc/\u{1b}[31mred: No such file", &[], 1),
+            ("cannot open /var/lib/a\u{7}b: No such file", &[], 1),
+            ("cannot open /\u{1b}x: No such file", &[], 1),
+            // A colour sequence that ends the name is no break.
+            ("open /var/lib/x\u{1b}[0m: No such file", &["/var/lib/x"], 0),
+            ("open /var/lib/x\u{1b}[0m", &["/var/lib/x"], 0),
+            // What could never be state is not counted either.
+            ("open /proc/\u{1b}[31mx: No such file", &[], 0),
+            (
+                "open /var/lib/a\u{1b}[1mb and /var/lib/c",
+                &["/var/lib/c"],
+                1,
+            ),
+        ];
+        for (message, want, unnamed) in cases {
+            let named = paths_in(message);
+            let got: Vec<String> = named
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            assert_eq!(
+                (got, named.unnamed),
+                (want.iter().map(|s| s.to_string()).collect(), *unnamed),
+                "{message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn go_escapes_make_any_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let named = paths_in(r#"open "/var/lib/nl\nname\xff": x"#);
+        assert_eq!(
+            named.paths[0].as_os_str().as_bytes(),
+            b"/var/lib/nl\nname\xff"
+        );
     }
 
     fn lines(input: &[u8], max: usize) -> Vec<(String, bool)> {

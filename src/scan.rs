@@ -2,9 +2,10 @@
 //! unpersisted part of a root into units of state (the directories and files a person
 //! would persist), with file counts and bytes.
 //!
-//! It never follows a symlink, never leaves the root's mount (other filesystems and btrfs
-//! subvolumes have another device number; a bind mount of the same filesystem has another
-//! mount id), never enters the paths NixOS makes anew or the persistent storage, and does
+//! It never follows a symlink, never leaves the root's mount (another mount has another
+//! mount id; without mount ids, another device number), but does walk the subvolumes
+//! nested in the root on the same mount (another device number, the same mount id): a
+//! reset deletes them with the root. It never enters the paths NixOS makes anew or the persistent storage, and does
 //! not walk persisted subtrees at all. Directories are *split* (their children become
 //! separate units) while they are too broad to be one piece of state, hold persisted
 //! entries or known paths below them (statically, or a known path of another verdict that
@@ -81,6 +82,8 @@ pub struct Skipped {
 pub struct Scan {
     pub units: Vec<Unit>,
     pub skipped: Vec<Skipped>,
+    /// The subvolumes nested in the root that the walk entered, in tree order.
+    pub subvolumes: Vec<PathBuf>,
     /// Entries looked at.
     pub entries: u64,
     /// Paths that could not be read (permission, vanished), with the error; at most 50.
@@ -91,7 +94,8 @@ pub struct Scan {
 const MAX_ERRORS: usize = 50;
 pub const STATX: StatxFlags = StatxFlags::BASIC_STATS
     .union(StatxFlags::BTIME)
-    .union(StatxFlags::MNT_ID);
+    .union(StatxFlags::MNT_ID)
+    .union(crate::baseline::STATX_SUBVOL);
 
 /// Counts of a unit's subtree, filled in by the tasks that walk it.
 #[derive(Debug, Default)]
@@ -139,6 +143,7 @@ struct Walker<'a> {
     xattrs: Option<Xattrs<'a>>,
     entries: AtomicU64,
     skipped: Mutex<Vec<Skipped>>,
+    subvolumes: Mutex<Vec<PathBuf>>,
     errors: Mutex<Vec<String>>,
     units: Mutex<Vec<Unit>>,
     /// Directory units: path, counts, whether the directory itself changed.
@@ -335,6 +340,7 @@ impl<'a> Walker<'a> {
             xattrs,
             entries: AtomicU64::new(0),
             skipped: Mutex::new(Vec::new()),
+            subvolumes: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
             units: Mutex::new(Vec::new()),
             dir_units: Mutex::new(Vec::new()),
@@ -352,7 +358,8 @@ impl<'a> Walker<'a> {
             }
             rayon::scope(|s| {
                 let children = self.read(root_fd.as_fd(), Path::new("/"));
-                self.children(s, Arc::new(root_fd), Path::new("/"), children, &job);
+                let dev = self.root_dev;
+                self.children(s, Arc::new(root_fd), dev, Path::new("/"), children, &job);
             });
             done.store(true, Ordering::Relaxed);
         });
@@ -361,6 +368,8 @@ impl<'a> Walker<'a> {
     fn finish(self, started: Instant) -> (Scan, Vec<(PathBuf, Meta)>) {
         let mut skipped = self.skipped.into_inner().unwrap_or_default();
         skipped.sort_by(|a, b| crate::paths::tree_order(&a.path, &b.path));
+        let mut subvolumes = self.subvolumes.into_inner().unwrap_or_default();
+        subvolumes.sort_by(|a, b| crate::paths::tree_order(a, b));
         let mut units = self.units.into_inner().unwrap_or_default();
         let since = self.req.since.is_some();
         for (path, acc, own_changed) in self.dir_units.into_inner().unwrap_or_default() {
@@ -383,6 +392,7 @@ impl<'a> Walker<'a> {
         let scan = Scan {
             units,
             skipped,
+            subvolumes,
             entries: self.entries.into_inner(),
             errors: self.errors.into_inner().unwrap_or_default(),
             elapsed: started.elapsed(),
@@ -415,14 +425,16 @@ impl<'a> Walker<'a> {
             });
     }
 
-    /// Why an entry (by its statx) is not the root's to walk: it is on another
-    /// filesystem or subvolume, or is (or is below) another mount of the same one.
+    /// Why an entry (by its statx) is not the root's to walk: it is (or is below) another
+    /// mount. A subvolume nested in the root has a device number of its own but the
+    /// root's mount: a reset deletes it with the root, so it is walked. Without mount ids
+    /// (Linux before 5.8) another device number is all there is to go by.
     fn foreign(&self, st: &Statx) -> Option<&'static str> {
-        if dev_of(st) != self.root_dev {
-            return Some("another filesystem or subvolume");
-        }
+        let other_dev = dev_of(st) != self.root_dev;
         match (self.root_mnt, mnt_of(st)) {
-            (Some(root), Some(mine)) if root != mine => Some("another mount"),
+            (Some(root), Some(mine)) if root == mine => None,
+            (Some(_), Some(_)) if !other_dev => Some("another mount"),
+            _ if other_dev => Some("another filesystem or subvolume"),
             _ => None,
         }
     }
@@ -476,6 +488,7 @@ impl<'a> Walker<'a> {
     fn open_subdir(
         &self,
         parent: BorrowedFd,
+        parent_dev: u64,
         name: &OsStr,
         path: &Path,
     ) -> Option<(OwnedFd, Statx)> {
@@ -502,6 +515,12 @@ impl<'a> Walker<'a> {
             self.skip(path, why);
             return None;
         }
+        if dev_of(&stat) != parent_dev {
+            self.subvolumes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(path.to_path_buf());
+        }
         Some((fd, stat))
     }
 
@@ -520,12 +539,15 @@ impl<'a> Walker<'a> {
         &'s self,
         s: &rayon::Scope<'s>,
         parent: Arc<OwnedFd>,
+        parent_dev: u64,
         child: Child,
         path: PathBuf,
         job: Job,
     ) {
         s.spawn(move |s| {
-            let Some((fd, stat)) = self.open_subdir(parent.as_fd(), child.name(), &path) else {
+            let Some((fd, stat)) =
+                self.open_subdir(parent.as_fd(), parent_dev, child.name(), &path)
+            else {
                 return;
             };
             // The parent may close once its last subdirectory is open.
@@ -536,10 +558,11 @@ impl<'a> Walker<'a> {
 
     /// One directory, opened.
     fn dir<'s>(&'s self, s: &rayon::Scope<'s>, fd: OwnedFd, stat: Statx, path: &Path, job: Job) {
+        let dev = dev_of(&stat);
         match job {
             Job::Split => {
                 let children = self.read(fd.as_fd(), path);
-                self.children(s, Arc::new(fd), path, children, &Job::Split);
+                self.children(s, Arc::new(fd), dev, path, children, &Job::Split);
             }
             Job::Decide => {
                 if self.splits(path) {
@@ -548,7 +571,7 @@ impl<'a> Walker<'a> {
                 let children = self.read(fd.as_fd(), path);
                 let names = children.iter().map(Child::name);
                 if self.req.knowledge.differs_below(path, names) {
-                    return self.children(s, Arc::new(fd), path, children, &Job::Split);
+                    return self.children(s, Arc::new(fd), dev, path, children, &Job::Split);
                 }
                 let own_changed = self.changed(path, &Meta::from_statx(&stat, None));
                 let acc = Arc::new(Acc::default());
@@ -556,14 +579,14 @@ impl<'a> Walker<'a> {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push((path.to_path_buf(), acc.clone(), own_changed));
-                self.children(s, Arc::new(fd), path, children, &Job::Count(acc));
+                self.children(s, Arc::new(fd), dev, path, children, &Job::Count(acc));
             }
             Job::Count(acc) => {
                 if self.req.since.is_some() && self.changed(path, &Meta::from_statx(&stat, None)) {
                     acc.changed.store(true, Ordering::Relaxed);
                 }
                 let children = self.read(fd.as_fd(), path);
-                self.children(s, Arc::new(fd), path, children, &Job::Count(acc));
+                self.children(s, Arc::new(fd), dev, path, children, &Job::Count(acc));
             }
             Job::Record => {
                 let mut meta = Meta::from_statx(&stat, None);
@@ -573,7 +596,7 @@ impl<'a> Walker<'a> {
                     .unwrap_or_else(|p| p.into_inner())
                     .push((path.to_path_buf(), meta));
                 let children = self.read(fd.as_fd(), path);
-                self.children(s, Arc::new(fd), path, children, &Job::Record);
+                self.children(s, Arc::new(fd), dev, path, children, &Job::Record);
             }
         }
     }
@@ -614,6 +637,7 @@ impl<'a> Walker<'a> {
         &'s self,
         s: &rayon::Scope<'s>,
         fd: Arc<OwnedFd>,
+        dev: u64,
         path: &Path,
         children: Vec<Child>,
         job: &Job,
@@ -646,7 +670,7 @@ impl<'a> Walker<'a> {
                     Job::Count(acc) => Job::Count(acc.clone()),
                     Job::Record => Job::Record,
                 };
-                self.spawn(s, fd.clone(), child, child_path, next);
+                self.spawn(s, fd.clone(), dev, child, child_path, next);
                 continue;
             }
             self.leaf(fd.as_fd(), &child, child_path, kind, stat, job);
@@ -757,7 +781,8 @@ impl<'a> Walker<'a> {
     }
 }
 
-/// Files and bytes below a directory, without following links or leaving its filesystem;
+/// Files and bytes below a directory, without following links or leaving its mount (the
+/// subvolumes nested in it on the same mount are counted, as the walk counts them);
 /// iterative, so any depth is fine.
 pub fn count_tree(dir: &Path) -> (u64, u64) {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -766,8 +791,12 @@ pub fn count_tree(dir: &Path) -> (u64, u64) {
 
 /// [`count_tree`] of an open directory.
 pub fn count_tree_fd(top: OwnedFd) -> (u64, u64) {
-    let Ok(dev) = rustix::fs::fstat(&top).map(|s| s.st_dev) else {
+    let Ok(top_st) = rustix::fs::statx(&top, "", AtFlags::EMPTY_PATH, STATX) else {
         return (0, 0);
+    };
+    let same_mount = |st: &Statx| match (mnt_of(&top_st), mnt_of(st)) {
+        (Some(a), Some(b)) => a == b,
+        _ => dev_of(st) == dev_of(&top_st),
     };
     let open = |parent: BorrowedFd, name: &OsStr| {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -797,19 +826,22 @@ pub fn count_tree_fd(top: OwnedFd) -> (u64, u64) {
             if name == b"." || name == b".." {
                 continue;
             }
-            let Ok(st) =
-                rustix::fs::statat(&*fd, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
-            else {
+            let Ok(st) = rustix::fs::statx(
+                &*fd,
+                OsStr::from_bytes(name),
+                AtFlags::SYMLINK_NOFOLLOW,
+                STATX,
+            ) else {
                 continue;
             };
-            if st.st_dev != dev {
+            if !same_mount(&st) {
                 continue;
             }
-            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            if FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Directory {
                 stack.push((fd.clone(), name.to_vec()));
             } else {
                 totals.0 += 1;
-                totals.1 += st.st_size as u64;
+                totals.1 += st.stx_size;
             }
         }
     }

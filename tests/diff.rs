@@ -145,8 +145,9 @@ fn change_everything(fs: &LoopBtrfs) {
     fs::remove_file(p("var/lib/swapped/g")).unwrap();
     fs.write("@root/var/lib/swapped/f", "f, changed");
     std::os::unix::fs::symlink("/etc", p("var/lib/swapdir")).unwrap();
-    // A nested subvolume (systemd makes /var/lib/machines one): not walked, not reported.
-    fs.subvolume("@root/var/lib/machines");
+    // A nested subvolume (systemd makes /var/lib/machines one): a reset deletes it with
+    // the root, so it is reported like a directory made since.
+    subvolume(fs, "@root/var/lib/machines");
     fs.write("@root/var/lib/machines/inside", "x");
     // Persisted: never reported.
     fs.write("@root/var/log/persisted.log", "log, then more");
@@ -169,6 +170,8 @@ const EVERY_CHANGE: &[&str] = &[
     "removed /var/lib/gonedir/sub",
     "removed /var/lib/gonedir/sub/b",
     "added /var/lib/linked/second",
+    "added /var/lib/machines",
+    "added /var/lib/machines/inside",
     "added /var/lib/newsvc",
     "added /var/lib/newsvc/state.db",
     "renamed /var/lib/renamed from /var/lib/renamedir",
@@ -457,4 +460,238 @@ fn diff_refuses_what_it_cannot_compare() {
         assert_eq!(out.status.code(), Some(2), "{snap}");
         assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
     }
+}
+
+/// Both methods' changes, which must be the same, as sorted lines.
+fn both_methods(fs: &LoopBtrfs) -> (Value, Value, Vec<String>) {
+    let search = json(&imperm(fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "btrfs-generation");
+    let walk = json(&imperm(fs, &["diff", "--walk", "--format", "json"]));
+    assert_eq!(walk["method"], "walk");
+    let mut lines = changes(&search);
+    let mut walked = changes(&walk);
+    lines.sort();
+    walked.sort();
+    assert_eq!(lines, walked, "the generation search and the walk disagree");
+    assert_eq!(search["suggestions"], walk["suggestions"]);
+    (search, walk, lines)
+}
+
+/// A subvolume at `rel`, its parent directories made first.
+fn subvolume(fs: &LoopBtrfs, rel: &str) {
+    fs::create_dir_all(fs.path(rel).parent().unwrap()).unwrap();
+    fs.subvolume(rel);
+}
+
+fn sorted(lines: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    out.sort();
+    out
+}
+
+/// A subvolume nested in the root is wiped by a reset like the rest of the root: changes
+/// in one that existed at the baseline (also nested twice), in one made after it, one
+/// deleted and one renamed are reported by both methods alike, and `check`/`audit` walk
+/// them instead of skipping them.
+#[test]
+fn nested_subvolumes_are_part_of_the_root_in_both_methods() {
+    let Some(fs) = btrfs("diff_nested_subvolumes") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs::create_dir_all(fs.path("@root/srv/sub")).unwrap();
+    subvolume(&fs, "@root/var/lib/machines");
+    fs.write("@root/var/lib/machines/box/var/db", "aaaa");
+    fs.write("@root/var/lib/machines/box/etc/hostname", "box");
+    fs.write("@root/var/lib/machines/gone", "gone");
+    subvolume(&fs, "@root/var/lib/machines/inner");
+    fs.write("@root/var/lib/machines/inner/f", "one");
+    subvolume(&fs, "@root/var/lib/portables");
+    fs.write("@root/var/lib/portables/p.raw", "image");
+    subvolume(&fs, "@root/var/lib/tomove");
+    fs.write("@root/var/lib/tomove/keep", "keep");
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    fs.write("@root/var/lib/machines/box/var/db", "bbbbbb");
+    fs.write("@root/var/lib/machines/box/new", "new");
+    fs::remove_file(p("var/lib/machines/gone")).unwrap();
+    fs::rename(
+        p("var/lib/machines/box/etc/hostname"),
+        p("var/lib/machines/box/etc/hostname2"),
+    )
+    .unwrap();
+    fs.write("@root/var/lib/machines/inner/f", "two!");
+    common::check(
+        Command::new("btrfs")
+            .args(["-q", "subvolume", "delete"])
+            .arg(p("var/lib/portables")),
+    );
+    subvolume(&fs, "@root/srv/sub/newsub");
+    fs.write("@root/srv/sub/newsub/f", "x");
+    fs::rename(p("var/lib/tomove"), p("var/lib/moved")).unwrap();
+    let (search, _, lines) = both_methods(&fs);
+    assert_eq!(
+        lines,
+        sorted(&[
+            "added /srv/sub/newsub",
+            "added /srv/sub/newsub/f",
+            "added /var/lib/machines/box/new",
+            "changed /var/lib/machines/box/var/db [content]",
+            "renamed /var/lib/machines/box/etc/hostname2 from /var/lib/machines/box/etc/hostname",
+            "removed /var/lib/machines/gone",
+            "changed /var/lib/machines/inner/f [content]",
+            "renamed /var/lib/moved from /var/lib/tomove",
+            "removed /var/lib/portables",
+            "removed /var/lib/portables/p.raw",
+        ]),
+        "{search}"
+    );
+    let units: Vec<(String, String)> = common::path_verdicts(&search);
+    assert!(
+        units.iter().any(|(p, _)| p == "/srv/sub"),
+        "the new subvolume's state is suggested: {units:?}"
+    );
+    assert!(
+        units.iter().any(|(p, _)| p == "/var/lib/machines"),
+        "{units:?}"
+    );
+    // `check` walks nested subvolumes (a reset deletes them with the root) and names them.
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(fs.path("@root"))
+            .args(["check", "--format", "json"]),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let skipped = v["skipped"].as_array().unwrap();
+    assert!(skipped.is_empty(), "{v}");
+    let sub = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/srv/sub")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!((&sub["files"], &sub["bytes"]), (&1.into(), &1.into()));
+    assert_eq!(
+        v["subvolumes"],
+        serde_json::json!([
+            "/srv/sub/newsub",
+            "/var/lib/machines",
+            "/var/lib/machines/inner",
+            "/var/lib/moved"
+        ]),
+        "{v}"
+    );
+}
+
+/// `diff --against` an old root whose nested subvolumes the reset snapshotted in place
+/// (read-only): what they held is part of what the reset wiped.
+#[test]
+fn diff_against_an_old_root_includes_its_nested_subvolumes() {
+    let Some(fs) = btrfs("diff_against_nested") else {
+        return;
+    };
+    fs.subvolume("@root");
+    subvolume(&fs, "@root/var/lib/machines");
+    fs.write("@root/var/lib/machines/box/os", "os");
+    subvolume(&fs, "@root/var/lib/machines/inner");
+    fs.write("@root/var/lib/machines/inner/f", "f!");
+    fs.write("@root/var/lib/plain/x", "x");
+    let out = imperm(&fs, &["reset"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs.is_readonly("@snapshots/20260115T063000Z/var/lib/machines/inner"));
+    for extra in [&[][..], &["--walk"][..]] {
+        let mut args = vec!["diff", "--against", "20260115T063000Z", "--format", "json"];
+        args.extend(extra);
+        let v = json(&imperm(&fs, &args));
+        let lines = changes(&v);
+        for want in [
+            "removed /var/lib/machines",
+            "removed /var/lib/machines/box/os",
+            "removed /var/lib/machines/inner",
+            "removed /var/lib/machines/inner/f",
+            "removed /var/lib/plain/x",
+        ] {
+            assert!(
+                lines.contains(&want.to_string()),
+                "{extra:?}: {want} in {lines:?}"
+            );
+        }
+        let machines = v["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["path"] == "/var/lib/machines")
+            .unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(
+            (&machines["files"], &machines["bytes"]),
+            (&2.into(), &4.into())
+        );
+    }
+}
+
+/// Counts and kinds of change where the trial found them wrong: a directory renamed with a
+/// file changed in it counts that file once; hard links relinked to the same count, and an
+/// access time set alone, are no content change; content rewritten behind a put-back
+/// mtime still is.
+#[test]
+fn no_double_counts_and_no_content_change_where_none_was_made() {
+    let Some(fs) = btrfs("diff_counts_and_ctime") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/srv/dirmv/inner/z", "zzz");
+    fs.write("@root/srv2/h2/a", "linked");
+    fs::hard_link(fs.path("@root/srv2/h2/a"), fs.path("@root/srv2/h2/b")).unwrap();
+    fs.write("@root/srv2/atime", "read me");
+    fs.write("@root/srv2/rewritten", "aaaa");
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    fs::rename(p("srv/dirmv"), p("srv/dirmv2")).unwrap();
+    fs.write("@root/srv/dirmv2/inner/z", "changed\n");
+    fs::hard_link(p("srv2/h2/a"), p("srv2/h2/c")).unwrap();
+    fs::remove_file(p("srv2/h2/b")).unwrap();
+    common::check(Command::new("touch").arg("-a").arg(p("srv2/atime")));
+    let db = p("srv2/rewritten");
+    let mtime = fs::metadata(&db).unwrap().modified().unwrap();
+    fs::write(&db, "bbbb").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let (search, _, lines) = both_methods(&fs);
+    assert_eq!(
+        lines,
+        sorted(&[
+            "renamed /srv/dirmv2 from /srv/dirmv",
+            "changed /srv/dirmv2/inner/z [content]",
+            "renamed /srv2/h2/c from /srv2/h2/b",
+            "changed /srv2/rewritten [content]",
+        ]),
+        "{search}"
+    );
+    let dirmv = search["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/srv/dirmv2")
+        .unwrap_or_else(|| panic!("{search}"));
+    assert_eq!(
+        (&dirmv["files"], &dirmv["bytes"]),
+        (&1.into(), &8.into()),
+        "{dirmv}"
+    );
 }

@@ -703,7 +703,7 @@ fn a_root_that_does_not_look_like_nixos_says_so_first() {
         first.starts_with("note: ")
             && first.contains("does not look like NixOS")
             && first.contains("/etc/NIXOS")
-            && first.contains("/nix/store"),
+            && first.contains("ID=nixos"),
         "{text}"
     );
     let v: Value = serde_json::from_slice(&run(&["audit", "--format", "json"]).stdout).unwrap();
@@ -724,6 +724,57 @@ fn a_root_that_does_not_look_like_nixos_says_so_first() {
     let text = String::from_utf8(t.imperm(&["audit"]).stdout).unwrap();
     assert!(!text.contains("NixOS ("), "{text}");
     assert!(text.starts_with("persist: "), "{text}");
+}
+
+/// Debian with Nix installed has a /nix/store: that does not make it NixOS. What decides is
+/// `/etc/NIXOS`, or `ID=nixos` in os-release (read as the tree sees it: on NixOS it is a
+/// link into /etc/static and the store).
+#[test]
+fn nix_on_another_distribution_is_not_nixos_and_os_release_can_say_it_is() {
+    let dir = TempDir::new().unwrap();
+    let write = |rel: &str, content: &str| {
+        let path = dir.path().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    };
+    write("nix/store/abc-hello/bin/hello", "elf");
+    write("var/lib/dpkg/status", "Package: nix-bin");
+    write(
+        "etc/os-release",
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nID_LIKE=\"nixos\"\n",
+    );
+    let audit = || -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(["audit", "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = audit();
+    assert_eq!(v["not_nixos"], true, "a store alone is not NixOS: {v}");
+    // NixOS's os-release, reached through links as on a real host (no /etc/NIXOS).
+    fs::remove_file(dir.path().join("etc/os-release")).unwrap();
+    write(
+        "nix/store/xyz-etc-os-release",
+        "NAME=NixOS\nID=\"nixos\"\nVERSION_ID=\"26.05\"\n",
+    );
+    symlink(
+        "/nix/store/xyz-etc-os-release",
+        dir.path().join("etc/static-os-release"),
+    )
+    .unwrap();
+    symlink("/etc/static-os-release", dir.path().join("etc/os-release")).unwrap();
+    let v = audit();
+    assert_eq!(v["not_nixos"], false, "{v}");
+    assert_eq!(v["notes"], serde_json::json!([]));
+    // Without /etc/os-release, /usr/lib/os-release is read (os-release(5)).
+    fs::remove_file(dir.path().join("etc/os-release")).unwrap();
+    write("usr/lib/os-release", "ID=nixos\n");
+    assert_eq!(audit()["not_nixos"], false);
+    write("usr/lib/os-release", "ID=debian\n");
+    assert_eq!(audit()["not_nixos"], true);
 }
 
 /// Whether root-only tests can run; under CI they must.

@@ -404,6 +404,172 @@ fn control_characters_in_messages_are_shown_escaped() {
     assert!(text.contains("\\u{1b}[2J"), "{text}");
 }
 
+/// The journal's suggestions keep to the audit's rules: never `/`, `/var`, `/var/lib`,
+/// `/etc`, a home directory; a path in a persistent storage is listed apart (the storage is
+/// not the root: a mount or migration problem, not a wipe); a bare path broken by a
+/// control character is not cut short into another path.
+#[test]
+fn journal_suggestions_keep_to_the_audit_rules() {
+    let input = [
+        entry(
+            "u.service",
+            "Failed to open /etc/: No such file or directory",
+        ),
+        entry("u.service", "could not open /var: Permission denied"),
+        entry(
+            "u.service",
+            "cannot stat /var/lib/: No such file or directory",
+        ),
+        entry(
+            "u.service",
+            "Failed to read /home/josh: No such file or directory",
+        ),
+        entry("u.service", "Failed to read /: No such file or directory"),
+        entry(
+            "u.service",
+            "open \"/persist/var/lib/foo\" failed: No such file or directory",
+        ),
+        entry("u.service", "open /persist: No such file or directory"),
+        entry(
+            "u.service",
+            "cannot open /etc/\u{1b}[31mred: No such file or directory",
+        ),
+        entry(
+            "v.service",
+            "open /var/lib/real/db: No such file or directory",
+        ),
+    ]
+    .join("\n");
+    let out = journal(&["--file", "-", "--format", "json"], Some(input.as_bytes()));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let suggested: Vec<&str> = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(suggested, ["/var/lib/real"], "{v}");
+    assert_eq!(
+        v["in_storage"],
+        serde_json::json!(["/persist", "/persist/var/lib/foo"]),
+        "{v}"
+    );
+    let failures: Vec<(&str, bool)> = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["too_broad"] == true))
+        .collect();
+    assert_eq!(
+        failures,
+        [
+            ("/etc", true),
+            ("/home/josh", true),
+            ("/var", true),
+            ("/var/lib", true),
+            ("/var/lib/real/db", false)
+        ],
+        "{v}"
+    );
+    // The ESC-broken name is counted as one that cannot be named, never shortened to /etc.
+    assert_eq!(v["unnamed_paths"], 1, "{v}");
+    let out = journal(&["--file", "-", "--color", "never"], Some(input.as_bytes()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("in the persistent storage") && text.contains("/persist/var/lib/foo"),
+        "{text}"
+    );
+    assert!(text.contains("too broad"), "{text}");
+    let nix = journal(&["--file", "-", "--format", "nix"], Some(input.as_bytes()));
+    let nix = String::from_utf8_lossy(&nix.stdout);
+    assert!(nix.contains("\"/var/lib/real\""), "{nix}");
+    // (`"/persist"` itself is the snippet's storage, `environment.persistence."/persist"`.)
+    for broad in [
+        "\"/etc\"",
+        "\"/var\"",
+        "\"/var/lib\"",
+        "\"/persist/",
+        "\"/persist\"\n",
+        "josh",
+    ] {
+        assert!(!nix.contains(broad), "{broad} in {nix}");
+    }
+}
+
+/// Go's `%q` escapes inside double quotes are undone, so a name with a newline, a tab or a
+/// byte that is not UTF-8 comes back exact; doubled slashes are normalised, not dropped.
+#[test]
+fn go_quoted_paths_come_back_exact() {
+    let input = [
+        entry(
+            "g.service",
+            r#"open "/var/lib/nl\nname": no such file or directory"#,
+        ),
+        entry(
+            "g.service",
+            r#"open "/var/lib/tab\there\x41\u00e9\xff": no such file or directory"#,
+        ),
+        entry(
+            "g.service",
+            r#"open "//var//lib//dbl": no such file or directory"#,
+        ),
+        entry("g.service", "stat //srv//bare/: no such file or directory"),
+    ]
+    .join("\n");
+    let out = journal(&["--file", "-", "--format", "json"], Some(input.as_bytes()));
+    let (paths, _) = summary(&out);
+    let paths: Vec<&str> = paths.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        [
+            "/srv/bare",
+            "/var/lib/dbl",
+            "/var/lib/nl\\x0aname",
+            "/var/lib/tab\\x09hereA\u{e9}\\xff",
+        ]
+    );
+}
+
+/// `--file` is read as a stream, so a device that never ends (or a directory) is refused at
+/// once; a FIFO is a pipe by design and is read until its writer closes it.
+#[test]
+fn journal_files_that_never_end_are_refused_and_fifos_read() {
+    let started = std::time::Instant::now();
+    for (file, why) in [("/dev/zero", "device"), ("/", "directory")] {
+        let out = journal(&["--file", file], None);
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(file) && err.contains(why), "{err}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("journal.fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let line = entry("w.service", "open /var/lib/w/x: No such file or directory");
+            fs::write(&fifo, format!("{line}\n")).unwrap();
+        })
+    };
+    let out = journal(
+        &["--file", fifo.to_str().unwrap(), "--format", "json"],
+        None,
+    );
+    writer.join().unwrap();
+    let (paths, _) = summary(&out);
+    assert!(paths.contains_key("/var/lib/w/x"), "{paths:?}");
+}
+
 #[test]
 fn two_inputs_on_standard_input_are_refused() {
     let (dir, _) = host();

@@ -510,6 +510,8 @@ impl Btrfs {
                     btime_ns: Some(time(148)),
                     ctime_ns: time(124),
                     nlink: u64::from(le32(item, 40)),
+                    subvol: None,
+                    atime_ns: None,
                 });
                 out.push(ChangedInode {
                     ino: objectid,

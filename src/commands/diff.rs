@@ -136,10 +136,14 @@ fn generation_if_baseline_snapshot(
 ) -> Result<Option<Vec<Change>>, Error> {
     let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
     let parent = fs.snapshot_dir.join(baseline::SNAPSHOT);
-    if Btrfs.kind(&top, &parent)? != Kind::Subvolume || !taken_of_root(&top, fs, &parent)? {
+    // Read-only only once complete (the nested subvolumes are snapshotted into it first).
+    if Btrfs.kind(&top, &parent)? != Kind::Subvolume
+        || !Btrfs.is_readonly(&top, &parent)?
+        || !taken_of_root(&top, fs, &parent)?
+    {
         return Ok(None);
     }
-    Ok(Some(generation_diff(config, &top, fs, &parent)?))
+    generation_diff(config, &top, fs, &parent)
 }
 
 /// Whether `snap` was taken of the current root subvolume. Only then do the two share the
@@ -214,6 +218,11 @@ impl<'a> Subvolume<'a> {
             None
         };
         let mut meta = Meta::from_statx(&st, target);
+        // The two sides are different subvolumes (a snapshot and its source) with the
+        // same inodes; which inode is which, the search says.
+        if let Some(stamps) = meta.stamps.as_mut() {
+            stamps.subvol = None;
+        }
         meta.xattrs = Some(
             scan::xattr_digest(&scan::fd_path(fd.as_fd(), None), true)
                 .map_err(|e| FsError::new("read extended attributes of", &self.shown(path), e))?,
@@ -292,6 +301,8 @@ impl Side for Subvolume<'_> {
 struct Namer<'a> {
     top: &'a TopLevel,
     tree: u64,
+    /// Where the subvolume's root is, as seen from the host's `/`.
+    at: PathBuf,
     dirs: HashMap<u64, Option<PathBuf>>,
 }
 
@@ -299,12 +310,18 @@ struct Namer<'a> {
 const SUBVOLUME_ROOT: u64 = 256;
 
 impl<'a> Namer<'a> {
-    fn new(top: &'a TopLevel, tree: u64) -> Namer<'a> {
+    fn new(top: &'a TopLevel, part: &Part) -> Namer<'a> {
         Namer {
             top,
-            tree,
+            tree: part.info.id,
+            at: part.at.clone(),
             dirs: HashMap::new(),
         }
+    }
+
+    /// Directory `ino` as seen from the host's `/`.
+    fn dir_path(&mut self, ino: u64) -> Result<Option<PathBuf>, Error> {
+        Ok(self.dir(ino)?.map(|rel| under(&self.at, &rel)))
     }
 
     /// The path of directory `ino` relative to the subvolume, `None` when it is not there.
@@ -344,46 +361,226 @@ impl<'a> Namer<'a> {
     fn paths(&mut self, ino: u64) -> Result<Vec<PathBuf>, Error> {
         let mut out = Vec::new();
         for (parent, name) in Btrfs.inode_names(self.top, self.tree, ino)? {
-            if let Some(dir) = self.dir(parent)? {
-                out.push(host(&dir.join(name)));
+            if let Some(dir) = self.dir_path(parent)? {
+                out.push(dir.join(name));
             }
         }
         Ok(out)
     }
 }
 
-/// The changes from `base` (a snapshot taken of the root) to the root now, from the inodes
-/// written since `base` was taken: a tree search that skips unchanged tree blocks, then
-/// the names of each changed inode in both trees (all of its hard links), and, for each
-/// changed directory, the entries gone from it. The comparison itself is the walk's
-/// (`baseline::Compare`), so both methods report alike.
+/// `rel` (relative to a subvolume) below `at`, without a trailing `/` for an empty `rel`.
+fn under(at: &Path, rel: &Path) -> PathBuf {
+    if rel.as_os_str().is_empty() {
+        at.to_path_buf()
+    } else {
+        at.join(rel)
+    }
+}
+
+/// One subvolume of a tree the search compares: its root, or one nested in it.
+struct Part {
+    /// Relative to the top level.
+    rel: PathBuf,
+    /// Where its root directory is, as seen from the host's `/`.
+    at: PathBuf,
+    info: backend::SubvolumeInfo,
+}
+
+/// Subvolume `rel` and every subvolume nested in it (any depth), each with its place.
+fn parts(top: &TopLevel, rel: &Path) -> Result<Vec<Part>, Error> {
+    let mut out = vec![Part {
+        rel: rel.to_path_buf(),
+        at: PathBuf::from("/"),
+        info: Btrfs.info(top, rel)?,
+    }];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i].rel.clone();
+        for child in Btrfs.nested(top, &parent)? {
+            let Ok(inside) = child.strip_prefix(rel) else {
+                continue;
+            };
+            out.push(Part {
+                at: host(inside),
+                info: Btrfs.info(top, &child)?,
+                rel: child,
+            });
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Whether `at` (as seen from the host's `/`) is reached from the root tree only across
+/// another mount: a nested subvolume mounted apart, which the walk does not enter either.
+fn mounted_apart(root: &Path, at: &Path) -> bool {
+    let Ok(dir) = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) else {
+        return false;
+    };
+    let rel = at.strip_prefix("/").unwrap_or(at);
+    matches!(
+        beneath::openat2_long(dir.as_fd(), rel, OFlags::PATH | OFlags::DIRECTORY, BENEATH),
+        Err(rustix::io::Errno::XDEV)
+    )
+}
+
+/// Whether an entry is the root of a subvolume: its own inode 256, or the empty stand-in
+/// btrfs shows in a snapshot where a nested subvolume was not snapshotted in.
+fn subvolume_root(meta: &Meta) -> bool {
+    /// BTRFS_EMPTY_SUBVOL_DIR_OBJECTID.
+    const EMPTY_SUBVOLUME: u64 = 2;
+    meta.kind == EntryKind::Directory
+        && meta
+            .stamps
+            .is_some_and(|s| s.ino == SUBVOLUME_ROOT || s.ino == EMPTY_SUBVOLUME)
+}
+
+/// The changes from `base` (a snapshot taken of the root, with the subvolumes nested in it
+/// snapshotted in place) to the root now, from the inodes written since `base` was taken:
+/// per subvolume (the root and each nested one, paired with its snapshot in `base` by
+/// lineage), a tree search that skips unchanged tree blocks, then the names of each
+/// changed inode in both trees (all of its hard links), and, for each changed directory,
+/// the entries gone from it. A nested subvolume made since is added whole, one gone is
+/// removed whole, one moved is renamed. The comparison itself is the walk's
+/// (`baseline::Compare`), so both methods report alike. `None` when `base` cannot answer:
+/// a subvolume that was there when it was taken is not in it.
 fn generation_diff(
     config: &Config,
     top: &TopLevel,
     fs: &FilesystemConfig,
     base: &Path,
-) -> Result<Vec<Change>, Error> {
+) -> Result<Option<Vec<Change>>, Error> {
     // Inode items reach the tree when delayed items are flushed; commit so that the
     // search sees every change made so far.
     top.sync()
         .map_err(|e| FsError::new("sync", top.path(), e))?;
-    let root = Btrfs.info(top, &fs.root_subvolume)?;
-    let before = Btrfs.info(top, base)?;
+    let now_parts = parts(top, &fs.root_subvolume)?;
+    let then_parts = parts(top, base)?;
     // Everything the root wrote from the transaction the snapshot was taken in on. (The
     // snapshot's own generation moves on after it is taken.)
-    let since = before.created.unwrap_or(0);
+    let since_root = then_parts[0].info.created.unwrap_or(0);
+    let mut pairs: Vec<(Option<&Part>, Option<&Part>)> =
+        vec![(Some(&then_parts[0]), Some(&now_parts[0]))];
+    let mut paired = HashSet::new();
+    for n in &now_parts[1..] {
+        let snapshot = then_parts[1..]
+            .iter()
+            .position(|b| b.info.parent_uuid.is_some() && b.info.parent_uuid == n.info.uuid);
+        match snapshot {
+            Some(i) => {
+                paired.insert(i);
+                pairs.push((Some(&then_parts[1 + i]), Some(n)));
+            }
+            None if n.info.created.is_none_or(|c| c <= since_root) => return Ok(None),
+            None => pairs.push((None, Some(n))),
+        }
+    }
+    for (i, b) in then_parts[1..].iter().enumerate() {
+        if !paired.contains(&i) {
+            pairs.push((Some(b), None));
+        }
+    }
     let walked = walked(config);
     let then = Subvolume::new(top, base, &walked);
     let now = Subvolume::new(top, &fs.root_subvolume, &walked);
-    let mut names_then = Namer::new(top, before.id);
-    let mut names_now = Namer::new(top, root.id);
-    let changed = Btrfs.changed_inodes(top, &fs.root_subvolume, since)?;
+    let mut groups: Vec<Group> = Vec::new();
+    for (b, n) in pairs {
+        let nested = b.or(n).is_some_and(|p| p.at != Path::new("/"));
+        if nested {
+            if n.is_some_and(|n| !walked(&n.at) || mounted_apart(&config.root, &n.at))
+                || b.is_some_and(|b| !walked(&b.at))
+            {
+                continue;
+            }
+            // The subvolume's own root: where it is in each state.
+            groups.push(Group {
+                old: b.map(|b| vec![b.at.clone()]).unwrap_or_default(),
+                new: n.map(|n| vec![n.at.clone()]).unwrap_or_default(),
+            });
+        }
+        let found = match (b, n) {
+            (Some(b), Some(n)) => changed_since(top, &then, &now, b, n, &walked)?,
+            (None, Some(n)) => whole(top, n, &walked)?
+                .into_iter()
+                .map(|new| Group {
+                    old: Vec::new(),
+                    new,
+                })
+                .collect(),
+            (Some(b), None) => whole(top, b, &walked)?
+                .into_iter()
+                .map(|old| Group {
+                    old,
+                    new: Vec::new(),
+                })
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        groups.extend(found);
+    }
+    let compare = Compare {
+        old: &then,
+        new: &now,
+        same_history: true,
+        same_content: None,
+    };
+    let out = compare.changes(groups);
+    then.check()?;
+    now.check()?;
+    Ok(Some(out))
+}
+
+/// The paths of every inode of subvolume `part` but its root: a subvolume made or gone
+/// whole.
+fn whole(
+    top: &TopLevel,
+    part: &Part,
+    walked: &dyn Fn(&Path) -> bool,
+) -> Result<Vec<Vec<PathBuf>>, Error> {
+    let mut names = Namer::new(top, part);
+    let mut out = Vec::new();
+    for inode in Btrfs.changed_inodes(top, &part.rel, 0)? {
+        if inode.ino == SUBVOLUME_ROOT {
+            continue;
+        }
+        let paths: Vec<PathBuf> = names
+            .paths(inode.ino)?
+            .into_iter()
+            .filter(|p| walked(p))
+            .collect();
+        if !paths.is_empty() {
+            out.push(paths);
+        }
+    }
+    Ok(out)
+}
+
+/// The entries of subvolume `n` that differ from its snapshot `b`, each as the group of
+/// its paths in both.
+fn changed_since(
+    top: &TopLevel,
+    then: &Subvolume,
+    now: &Subvolume,
+    b: &Part,
+    n: &Part,
+    walked: &dyn Fn(&Path) -> bool,
+) -> Result<Vec<Group>, Error> {
+    let since = b.info.created.unwrap_or(0);
+    let mut names_then = Namer::new(top, b);
+    let mut names_now = Namer::new(top, n);
+    let changed = Btrfs.changed_inodes(top, &n.rel, since)?;
     let is_changed: HashSet<u64> = changed.iter().map(|i| i.ino).collect();
     let mut groups: HashMap<u64, Group> = HashMap::new();
     for inode in &changed {
         // The snapshot is taken when transaction `since` commits, so an inode made after
         // it belongs to a later one; an inode of `since` itself may be in the snapshot.
         let existed = inode.created <= since;
+        // The root's place is the pair's to report.
         if inode.ino != SUBVOLUME_ROOT {
             let new: Vec<PathBuf> = names_now
                 .paths(inode.ino)?
@@ -408,45 +605,39 @@ fn generation_diff(
         }
         // Entries gone from a directory that was there: an inode that is not changed
         // itself is gone with them (a rename or a new link would have changed it).
-        let Some(dir_then) = names_then.dir(inode.ino)? else {
+        let Some(dir_then) = names_then.dir_path(inode.ino)? else {
             continue;
         };
-        let present: HashMap<std::ffi::OsString, u64> = match names_now.dir(inode.ino)? {
-            Some(dir_now) => now.list(&host(&dir_now))?.into_iter().collect(),
+        let present: HashMap<std::ffi::OsString, u64> = match names_now.dir_path(inode.ino)? {
+            Some(dir_now) => now.list(&dir_now)?.into_iter().collect(),
             None => HashMap::new(),
         };
         let mut stack: Vec<(PathBuf, u64)> = then
-            .list(&host(&dir_then))?
+            .list(&dir_then)?
             .into_iter()
             .filter(|(name, ino)| present.get(name) != Some(ino))
-            .map(|(name, ino)| (host(&dir_then.join(name)), ino))
+            .map(|(name, ino)| (dir_then.join(name), ino))
             .collect();
         while let Some((path, ino)) = stack.pop() {
-            // Nested subvolumes are not walked; a changed inode has its own group.
-            if ino == SUBVOLUME_ROOT || is_changed.contains(&ino) || !walked(&path) {
+            // A changed inode has its own group; a nested subvolume is a pair of its own.
+            if is_changed.contains(&ino) || !walked(&path) {
+                continue;
+            }
+            let Some(meta) = then.get(&path) else {
+                continue;
+            };
+            if subvolume_root(&meta) {
                 continue;
             }
             groups.entry(ino).or_default().old.push(path.clone());
-            if then
-                .get(&path)
-                .is_some_and(|m| m.kind == EntryKind::Directory)
-            {
+            if meta.kind == EntryKind::Directory {
                 for (name, child) in then.list(&path)? {
                     stack.push((path.join(name), child));
                 }
             }
         }
     }
-    let compare = Compare {
-        old: &then,
-        new: &now,
-        same_history: true,
-        same_content: None,
-    };
-    let out = compare.changes(groups.into_values());
-    then.check()?;
-    now.check()?;
-    Ok(out)
+    Ok(groups.into_values().collect())
 }
 
 /// `--against SNAP`.
@@ -466,7 +657,9 @@ fn against(
     let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
     let (_, rel) = super::old_root(backend.as_ref(), &top, fs, Some(snap))?;
     if searchable && taken_of_root(&top, fs, &rel)? {
-        return Ok((GENERATION, generation_diff(config, &top, fs, &rel)?));
+        if let Some(changes) = generation_diff(config, &top, fs, &rel)? {
+            return Ok((GENERATION, changes));
+        }
     }
     // A fresh root shares no history with the old one: its inode numbers and ctimes say
     // nothing about it. A file with the old size and mtime is compared byte for byte
@@ -557,6 +750,17 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
     let k = knowledge::builtin();
     let tree = beneath::Tree::open(&config.root).ok();
     let mut units: BTreeMap<PathBuf, Unit> = BTreeMap::new();
+    // Directories moved whole are counted whole, with every file in them now: a change
+    // below one is in that count already.
+    let moved: Vec<&Path> = changes
+        .iter()
+        .filter(|c| {
+            !against_snapshot
+                && c.change == ChangeKind::Renamed
+                && c.kind == Some(EntryKind::Directory)
+        })
+        .map(|c| c.path.as_path())
+        .collect();
     for c in changes {
         let counts = match c.change {
             ChangeKind::Added | ChangeKind::Renamed => !against_snapshot,
@@ -564,6 +768,11 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
             ChangeKind::Changed => true,
         };
         if !counts {
+            continue;
+        }
+        if c.change != ChangeKind::Removed
+            && moved.iter().any(|m| c.path != *m && c.path.starts_with(m))
+        {
             continue;
         }
         let unit = suggest::unit_of(&c.path, k, &config.persisted);

@@ -32,12 +32,15 @@ pub struct DiscoveryReport {
     pub baseline: Option<PathBuf>,
     pub entries: u64,
     pub elapsed_ms: u64,
-    /// The root has no /etc/NIXOS and no /nix/store.
+    /// The root has no /etc/NIXOS and its os-release does not say `ID=nixos`.
     pub not_nixos: bool,
     /// What the reader must know before the rest (human output prints them first).
     pub notes: Vec<String>,
     pub suggestions: Vec<Suggestion>,
     pub skipped: Vec<Skipped>,
+    /// Subvolumes nested in the root, walked as part of it: a reset deletes them with it.
+    #[serde(serialize_with = "crate::paths::json_all")]
+    pub subvolumes: Vec<PathBuf>,
     pub errors: Vec<String>,
     #[serde(skip)]
     pub storage: PathBuf,
@@ -75,22 +78,57 @@ pub fn load_manifest(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> 
     }
 }
 
-/// Why the tree at `root` does not look like NixOS (no `/etc/NIXOS`, no `/nix/store`),
-/// or `None` when it does.
+/// Why the tree at `root` does not look like NixOS, or `None` when it does. What decides
+/// is `/etc/NIXOS`, or `ID=nixos` in os-release (`/etc/os-release`, else
+/// `/usr/lib/os-release`, as os-release(5) says), each read as the tree sees it: on NixOS
+/// os-release is a link into /etc/static and the store, which must resolve in the tree.
+/// A `/nix/store` decides nothing: Nix installs one on any distribution.
 fn not_nixos(root: &Path) -> Result<Option<String>, Error> {
     let tree = beneath::Tree::open(root)?;
-    let marker = tree.kind(Path::new("/etc/NIXOS"))?;
-    let store = tree.kind(Path::new("/nix/store"))?;
-    if marker.is_some() || store == Some(rustix::fs::FileType::Directory) {
+    if tree.kind(Path::new("/etc/NIXOS"))?.is_some() {
         return Ok(None);
     }
+    for file in ["/etc/os-release", "/usr/lib/os-release"] {
+        // Unreadable (a directory, a device, a loop of links) counts as absent: the note
+        // is a hint, not a refusal.
+        if let Ok(Some(data)) = tree.read_bounded(Path::new(file), OS_RELEASE_MAX) {
+            if os_release_id(&data).as_deref() == Some("nixos") {
+                return Ok(None);
+            }
+            break;
+        }
+    }
     Ok(Some(
-        "this root does not look like NixOS (no /etc/NIXOS, no /nix/store): what follows is \
-         everything a wipe would lose here, including what its distribution installed (/usr, \
-         /opt, /var/lib/dpkg, …), which NixOS would make anew from its configuration; the \
-         verdicts are written for NixOS"
+        "this root does not look like NixOS (no /etc/NIXOS, no ID=nixos in os-release): what \
+         follows is everything a wipe would lose here, including what its distribution \
+         installed (/usr, /opt, /var/lib/dpkg, …), which NixOS would make anew from its \
+         configuration; the verdicts are written for NixOS"
             .into(),
     ))
+}
+
+/// os-release is a few hundred bytes; more is not one.
+const OS_RELEASE_MAX: u64 = 64 << 10;
+
+/// The `ID=` of an os-release file (os-release(5): shell-style assignments, the value
+/// optionally in single or double quotes), `None` when there is none. `ID_LIKE` is not
+/// `ID`: a distribution like NixOS is not NixOS.
+fn os_release_id(data: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(data);
+    let mut id = None;
+    for line in text.lines() {
+        let Some(value) = line.trim().strip_prefix("ID=") else {
+            continue;
+        };
+        let value = value.trim();
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        // The last assignment wins, as in a shell.
+        id = Some(unquoted.to_string());
+    }
+    id
 }
 
 /// The suggestion context for a configuration: its rules, and the homes its users have.
@@ -155,6 +193,7 @@ fn run(
         elapsed_ms: found.elapsed.as_millis() as u64,
         suggestions: suggest::suggest(found.units, &context(&config)),
         skipped: found.skipped,
+        subvolumes: found.subvolumes,
         errors: found.errors,
         storage: storage(&config),
         style: args.style,
@@ -183,6 +222,17 @@ impl Report for DiscoveryReport {
                 s.dim,
                 escape(&skip.path),
                 skip.why,
+                s.dim
+            )?;
+        }
+        if !self.subvolumes.is_empty() {
+            let names: Vec<String> = self.subvolumes.iter().map(|p| escape(p)).collect();
+            writeln!(
+                out,
+                "{}walked {} nested in the root (a reset deletes them with it): {}{:#}",
+                s.dim,
+                count(names.len(), "subvolume", "subvolumes"),
+                names.join(", "),
                 s.dim
             )?;
         }
@@ -383,9 +433,16 @@ fn baseline_snapshot(config: &Config, args: &FsArgs) -> Result<PathBuf, String> 
             escape(&snap)
         ));
     }
-    backend
-        .snapshot(&top, &fs.root_subvolume, &snap, true)
-        .map_err(|e| e.to_string())?;
+    // With the subvolumes nested in the root snapshotted in place: their state at boot is
+    // part of the baseline the generation search compares with.
+    crate::snapshot::snapshot_tree(
+        backend.as_ref(),
+        &top,
+        &fs.root_subvolume,
+        &snap,
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string())?;
     Ok(snap)
 }
 
@@ -403,6 +460,30 @@ impl Report for BaselineReport {
             (Some(snap), _) => writeln!(out, "read-only snapshot: {}", escape(snap)),
             (None, Some(note)) => writeln!(out, "no snapshot: {note}"),
             (None, None) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::os_release_id;
+
+    #[test]
+    fn the_id_of_an_os_release() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("NAME=NixOS\nID=nixos\n", Some("nixos")),
+            ("ID=\"nixos\"\n", Some("nixos")),
+            ("ID='nixos'\n", Some("nixos")),
+            ("  ID=nixos  \n", Some("nixos")),
+            ("ID=debian\nID_LIKE=\"nixos\"\n", Some("debian")),
+            ("ID_LIKE=nixos\n", None),
+            ("# ID=nixos\n", None),
+            ("VARIANT_ID=nixos\n", None),
+            ("ID=debian\nID=nixos\n", Some("nixos")),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(os_release_id(text.as_bytes()).as_deref(), *want, "{text:?}");
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufReader, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -34,6 +35,9 @@ struct Failure {
     units: BTreeSet<String>,
     count: u64,
     message: String,
+    /// Too broad to persist as a whole (`/etc`, `/var`, `/var/lib`, a home directory):
+    /// never suggested; what in it the unit needs is.
+    too_broad: bool,
     /// What it was in the old root, when it was there.
     existed: Option<Existed>,
     /// The command that brings it back.
@@ -62,6 +66,10 @@ struct JournalReport {
     /// Persisted paths that failures named anyway (a bind mount problem, not a wipe).
     #[serde(serialize_with = "crate::paths::json_all")]
     persisted: Vec<PathBuf>,
+    /// Paths in a persistent storage that failures named: the storage is not the root, so
+    /// a reset did not wipe them (a mount or migration problem); never suggested.
+    #[serde(serialize_with = "crate::paths::json_all")]
+    in_storage: Vec<PathBuf>,
     suggestions: Vec<Suggestion>,
     #[serde(skip)]
     storage: PathBuf,
@@ -99,13 +107,23 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
     let (source, found) = read(&config, args)?;
     let mut failures = Vec::new();
     let mut persisted = Vec::new();
+    let mut in_storage = Vec::new();
+    let storages = config.persisted.storages();
+    let k = knowledge::builtin();
     for (path, f) in found.paths {
+        if storages.iter().any(|s| path.starts_with(s)) {
+            in_storage.push(path);
+            continue;
+        }
         if config.persisted.contains(&path) {
             persisted.push(path);
             continue;
         }
+        let too_broad = k.too_broad(&path);
+        // A too-broad path is never brought back whole either.
         let existed = lookup
             .as_ref()
+            .filter(|_| !too_broad)
             .and_then(|(top, dir)| snapshot::existed(top, dir, &path));
         let restore = match (&existed, &snapshot) {
             (Some(_), Some(snap)) => Some(format!(
@@ -120,6 +138,7 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
             units: f.units,
             count: f.count,
             message: f.message,
+            too_broad,
             existed,
             restore,
         });
@@ -137,6 +156,7 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         snapshot_note,
         failed_units: found.failed_units.into_values().collect(),
         persisted,
+        in_storage,
         suggestions,
         failures,
         storage: discover::storage(&config),
@@ -148,7 +168,9 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         .iter()
         .any(|s| matches!(s.verdict, Verdict::Persist | Verdict::Review))
         || !report.failed_units.is_empty()
-        || report.unnamed_paths > 0;
+        || report.unnamed_paths > 0
+        || report.failures.iter().any(|f| f.too_broad)
+        || !report.in_storage.is_empty();
     Ok(if findings {
         ExitStatus::Findings
     } else {
@@ -208,6 +230,22 @@ fn read(config: &Config, args: &JournalArgs) -> Result<(String, journal::Finding
         }
         Some(file) => {
             let f = std::fs::File::open(file).map_err(|e| FsError::new("read", file, e))?;
+            // Read as a stream to its end: a device may never end (/dev/zero) and a
+            // directory has no lines. A FIFO is a pipe by design, read until it closes.
+            let ft = f
+                .metadata()
+                .map_err(|e| FsError::new("read", file, e))?
+                .file_type();
+            let refused = if ft.is_dir() {
+                Some("is a directory, not a journal export")
+            } else if ft.is_char_device() || ft.is_block_device() {
+                Some("is a device, not a journal export (give a file, a FIFO, or - for stdin)")
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                return Err(Error::Usage(format!("--file {}: {why}", escape(file))));
+            }
             let found =
                 journal::scan(BufReader::new(f)).map_err(|e| FsError::new("read", file, e))?;
             Ok((escape(file), found))
@@ -311,7 +349,7 @@ fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, Pa
 fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) -> Vec<Suggestion> {
     let k = knowledge::builtin();
     let mut units: BTreeMap<PathBuf, (Unit, Option<&Existed>)> = BTreeMap::new();
-    for f in failures {
+    for f in failures.iter().filter(|f| !f.too_broad) {
         let unit = suggest::unit_of(&f.path, k, &config.persisted);
         let kind = if unit == f.path {
             f.existed
@@ -408,6 +446,19 @@ impl Report for JournalReport {
                 count(f.count as usize, "time", "times")
             )?;
             writeln!(out, "  {}{}{:#}", s.dim, escaped(&f.message), s.dim)?;
+            if f.too_broad {
+                writeln!(
+                    out,
+                    "  {}too broad to persist as a whole{:#}: persist what in it {} needs",
+                    s.problem,
+                    s.problem,
+                    if f.units.len() == 1 {
+                        "the unit"
+                    } else {
+                        "the units"
+                    }
+                )?;
+            }
             if let (Some(e), Some(restore)) = (&f.existed, &f.restore) {
                 writeln!(
                     out,
@@ -438,6 +489,15 @@ impl Report for JournalReport {
                 s.dim,
                 escape(p),
                 s.dim
+            )?;
+        }
+        for p in &self.in_storage {
+            writeln!(
+                out,
+                "{}in the persistent storage, yet a failure named it (a mount or migration problem, not a wipe): {}{:#}",
+                s.problem,
+                escape(p),
+                s.problem
             )?;
         }
         if !self.suggestions.is_empty() {
