@@ -1181,3 +1181,56 @@ fn restore_never_suggests_a_directory_too_broad_to_persist() {
         "{entries}"
     );
 }
+
+/// Trial 2, finding 1: two names that only differ past what a temporary name can hold
+/// once cut to 255 bytes. A restore of one never touches what a killed restore of the
+/// other left beside it; both run together restore both.
+#[test]
+fn long_sibling_names_never_share_a_temporary_directory() {
+    let common = "p".repeat(250);
+    let (a, b) = (format!("{common}aaaaa"), format!("{common}bbbbb"));
+    let (ra, rb) = (format!("srv/long/{a}"), format!("srv/long/{b}"));
+    let Some(host) = Host::new("restore_long_siblings", ONE_STORAGE, &[], |root| {
+        write(root, &format!("{ra}/f"), "AAA");
+        write(root, &format!("{rb}/f"), "BBB");
+    }) else {
+        return;
+    };
+    write(&host.live("/"), &format!("{ra}/o"), "origA");
+    write(&host.live("/"), &format!("{rb}/o"), "origB");
+    let (pa, pb) = (format!("/{ra}"), format!("/{rb}"));
+    let killed = common::run(
+        host.command()
+            .env(imperm::reset::FAILPOINT_ENV, "restore-placed")
+            .args(["restore", &pa, "--force", "--fs", "btrfs", "--mounted"])
+            .arg(host.fs.top()),
+    );
+    assert_eq!(killed.status.code(), None, "{}", stderr(&killed));
+    let out = host.imperm(&["restore", &pb, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.fs.read(&format!("@root/{rb}/f")), "BBB");
+    // A's original, swapped out by the killed run, is still in A's temporary directory;
+    // the next restore of A keeps it aside.
+    let out = host.imperm(&["restore", &pa, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.fs.read(&format!("@root/{ra}/f")), "AAA");
+    let names: Vec<String> = fs::read_dir(host.live("/srv/long"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let kept: Vec<String> = names
+        .iter()
+        .filter(|n| n.contains(".imperm-replaced-"))
+        .map(|n| fs::read_to_string(host.live("/srv/long").join(n).join("o")).unwrap_or_default())
+        .collect();
+    assert!(kept.contains(&"origA".to_string()), "{names:?} {kept:?}");
+    assert!(kept.contains(&"origB".to_string()), "{names:?} {kept:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with(".imperm-restore")),
+        "{names:?}"
+    );
+
+    // Both in one run.
+    let out = host.imperm(&["restore", &pa, &pb, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

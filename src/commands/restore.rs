@@ -481,10 +481,11 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
         }
     }
     // A temporary name holding something that is not ours is never removed.
-    if leftover(base, rel, target)? == Leftover::Foreign {
+    if let Leftover::Foreign(why) = leftover(base, rel, target)? {
         let name = rel.file_name().expect("a normal path has a name");
         return Err(restore::foreign_leftover(
             &target.with_file_name(restore::temp_name(name)),
+            why,
         ));
     }
     Ok(exists)
