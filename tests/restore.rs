@@ -1234,3 +1234,137 @@ fn long_sibling_names_never_share_a_temporary_directory() {
     let out = host.imperm(&["restore", &pa, &pb, "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Trial 2, finding 2: what a rename carries along is judged on the filesystem, not by
+/// the paths the mount table names. (a) The tree reached through the top level while the
+/// same root is mounted elsewhere with a bind mount below the target; (b) the target
+/// reached through a bind mount of its parent; (c) a mount only another mount namespace
+/// has. Each refused, nothing written, the mounts where they were.
+#[test]
+fn mounts_below_the_target_are_found_by_filesystem_not_by_name() {
+    let Some(mut host) = Host::new("restore_mount_alias", ONE_STORAGE, &["/persist"], |root| {
+        write(root, "var/lib/big/sub/f", "old");
+        write(root, "srv2/data/f", "old");
+        write(root, "var/lib/ns/sub/f", "old");
+    }) else {
+        return;
+    };
+    for dir in ["var/lib/big/sub", "m", "ns"] {
+        fs::create_dir_all(host.fs.path("@persist").join(dir)).unwrap();
+    }
+    for dir in [
+        "/var/lib/big/sub",
+        "/srv/data/m",
+        "/srv2",
+        "/var/lib/ns/sub",
+    ] {
+        fs::create_dir_all(host.live(dir)).unwrap();
+    }
+    // (a) `@root` mounted a second time, as the running system has it, with a bind mount
+    // at its /var/lib/big/sub: this tree (through the top level) does not name it.
+    let live = host.fs.scratch().join("live");
+    fs::create_dir_all(&live).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-o", "subvol=@root", &host.fs.device])
+            .arg(&live),
+    );
+    host.mounts.push(live.clone());
+    host.bind(
+        &host.fs.path("@persist/var/lib/big/sub"),
+        &live.join("var/lib/big/sub"),
+    );
+    assert_refused(
+        &host,
+        &["restore", "/var/lib/big", "--force"],
+        "/var/lib/big holds mount points (/var/lib/big/sub), which moving it aside would carry along",
+    );
+    // (b) /srv2 is /srv; the mount at /srv/data/m is below /srv2/data.
+    host.bind(&host.live("/srv"), &host.live("/srv2"));
+    host.bind(&host.fs.path("@persist/m"), &host.live("/srv/data/m"));
+    assert_refused(
+        &host,
+        &["restore", "/srv2/data", "--force"],
+        "/srv2/data holds mount points (/srv2/data/m), which moving it aside would carry along",
+    );
+    // (c) A bind mount only a private mount namespace has.
+    let (from, at) = (host.fs.path("@persist/ns"), host.live("/var/lib/ns/sub"));
+    let mut other = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{}' '{}' && exec sleep 60",
+            from.display(),
+            at.display()
+        ))
+        .spawn()
+        .unwrap();
+    let mounted = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::read_to_string(format!("/proc/{}/mountinfo", other.id()))
+            .is_ok_and(|t| t.contains("/var/lib/ns/sub"))
+    });
+    let out = host.imperm(&["restore", "/var/lib/ns", "--force"]);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(mounted, "the other namespace never mounted");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "/var/lib/ns holds mount points (/var/lib/ns/sub, in the mount namespace of process {})",
+            other.id()
+        )),
+        "{err}"
+    );
+    let names: Vec<_> = fs::read_dir(host.live("/var/lib"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.to_string_lossy().contains("imperm")),
+        "{names:?}"
+    );
+    // Once nothing is mounted below it, it is restored.
+    let out = host.imperm(&["restore", "/var/lib/ns", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Trial 2, finding 3: a directory in the storage that a live bind mount shows elsewhere
+/// is not swapped out from under it (the mount would go on showing the kept-aside copy,
+/// and new writes would land there); what is inside it is restored, and shows at once.
+#[test]
+fn a_storage_directory_shown_by_a_live_mount_is_not_swapped_out() {
+    let config =
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\"]\nfiles = [\"/etc/id\"]\n";
+    let Some(mut host) = Host::new("restore_shown_elsewhere", config, &["/persist"], |root| {
+        write(root, "var/lib/x/xf", "snapshot");
+        write(root, "etc/id", "snapshot");
+    }) else {
+        return;
+    };
+    write(&host.fs.path("@persist"), "var/lib/x/xf", "persist-current");
+    write(&host.fs.path("@persist"), "etc/id", "persist-current");
+    write(&host.live("/"), "var/lib/x/.keep", "");
+    write(&host.live("/"), "etc/id", "");
+    host.bind(
+        &host.fs.path("@persist/var/lib/x"),
+        &host.live("/var/lib/x"),
+    );
+    host.bind(&host.fs.path("@persist/etc/id"), &host.live("/etc/id"));
+    assert_refused(
+        &host,
+        &["restore", "/var/lib/x", "--into", "persist", "--force"],
+        "/persist/var/lib/x is mounted at /var/lib/x now, which would go on showing what was there, and what is written there would land in the kept-aside copy: restore the paths inside it instead",
+    );
+    assert_refused(
+        &host,
+        &["restore", "/etc/id", "--into", "persist", "--force"],
+        "/persist/etc/id is mounted at /etc/id now",
+    );
+    let out = host.imperm(&["restore", "/var/lib/x/xf", "--into", "persist", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(host.live("/var/lib/x/xf")).unwrap(),
+        "snapshot"
+    );
+}

@@ -121,8 +121,12 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
     // also when it declares nothing). Read after the top level is open: that may have
     // moved this process into a mount namespace of its own, whose mount ids the checks
     // below compare.
-    let live = mountinfo::live(&config.root)
+    let own = mountinfo::own()
         .map_err(|e| FsError::new("read the mount table", Path::new("/proc/self/mountinfo"), e))?;
+    let live = own
+        .clone()
+        .seen_from(&config.root)
+        .map_err(|e| FsError::new("open", &config.root, e))?;
     let (from, snap) = super::old_root(backend.as_ref(), &top, &fs, args.from.as_deref())
         .map_err(|e| Error::Usage(format!("{e}; nothing was written")))?;
     let root = rustix::fs::open(
@@ -180,24 +184,22 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         });
     }
     let mut items = without_overlaps(items);
+    let mut tables: Option<Tables> = None;
     for item in &mut items {
         let base = &bases[item.base];
         let target = base.target(&item.rel);
-        item.exists = check_target(base.fd.as_fd(), &item.rel, &target, args.force)?;
-        // Moving a directory aside would carry the mounts below it along (bind mounts out
-        // of the storage, say) to a name nobody expects them at, and what is written there
-        // from then on would land in the new, unmounted directory.
-        if item.exists {
-            let mut below = live.below(&target).map(|m| &m.mount_point);
-            if let Some(first) = below.next() {
-                return Err(refuse(format!(
-                    "{} holds mount points ({}{}), which moving it aside would carry along: restore what is below them instead",
-                    escape(&target),
-                    escape(first),
-                    if below.next().is_some() { ", …" } else { "" }
-                )));
-            }
+        let existing = check_target(base.fd.as_fd(), &item.rel, &target, args.force)?;
+        if let Some(fd) = existing {
+            let tables = tables.get_or_insert_with(|| Tables::read(own.clone(), &config.root));
+            no_mount_in_the_way(&fd, &target, tables)?;
+            item.exists = true;
         }
+    }
+    if let Some(t) = tables.as_ref().filter(|t| t.unreadable > 0) {
+        eprintln!(
+            "imperm restore: the mount namespaces of {} could not be read: mounts only they hold were not checked",
+            count(t.unreadable, "process", "processes")
+        );
     }
 
     top.lock()?;
@@ -410,10 +412,127 @@ fn open_storage(
     }
 }
 
-/// Whether the target exists, after checking that nothing stands in the way: no symlink
-/// between the base and it (a write must not follow one out of the tree), no file where a
-/// directory must be, no mount point to move aside, no foreign temporary name.
-fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Result<bool, Error> {
+/// The mount tables a target to move aside is checked against: this thread's, and those
+/// of the other mount namespaces.
+struct Tables {
+    own: MountTable,
+    others: Vec<(u32, MountTable)>,
+    unreadable: usize,
+    /// The tree's root as this thread names it, to show this thread's mount points as
+    /// tree paths.
+    root: PathBuf,
+}
+
+impl Tables {
+    fn read(own: MountTable, root: &Path) -> Tables {
+        let (others, unreadable) = mountinfo::other_namespaces();
+        Tables {
+            own,
+            others,
+            unreadable,
+            root: std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+        }
+    }
+
+    /// Every table, with the process whose namespace it is (`None`: this thread's).
+    fn all(&self) -> impl Iterator<Item = (Option<u32>, &MountTable)> {
+        std::iter::once((None, &self.own)).chain(self.others.iter().map(|(p, t)| (Some(*p), t)))
+    }
+
+    /// A mount point as the user knows it: a tree path for one of this thread's inside
+    /// the tree, else as the namespace names it, saying which.
+    fn shown(&self, pid: Option<u32>, point: &Path) -> String {
+        match pid {
+            None => match point.strip_prefix(&self.root) {
+                Ok(inside) if self.root != Path::new("/") => escape(&Path::new("/").join(inside)),
+                _ => escape(point),
+            },
+            Some(pid) => format!("{}, in the mount namespace of process {pid}", escape(point)),
+        }
+    }
+}
+
+/// Refuses a target that moving aside would harm, judged on its filesystem (not by the
+/// paths the mount tables name) in every mount namespace: a mount on it or below it goes
+/// along with the rename (bind mounts out of the storage, say), and what is written there
+/// from then on lands in the new, unmounted directory; a mount that shows it, or something
+/// in it, elsewhere (its bind mount from the storage) goes on showing what was there, so
+/// what a service writes lands in the kept-aside copy.
+fn no_mount_in_the_way(fd: &OwnedFd, target: &Path, tables: &Tables) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    let cannot = |why: String| {
+        refuse(format!(
+            "{} cannot be moved aside safely: which mounts lie below it cannot be told ({why})",
+            escape(target)
+        ))
+    };
+    let named = std::fs::read_link(format!("/proc/thread-self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| cannot(e.to_string()))?;
+    let holder = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+        .ok()
+        .filter(|st| st.stx_mask & StatxFlags::MNT_ID.bits() != 0)
+        .map(|st| st.stx_mnt_id)
+        .or_else(|| tables.own.containing(&named).map(|m| m.id))
+        .ok_or_else(|| cannot("it is on no mount of /proc/self/mountinfo".into()))?;
+    let dir = tables
+        .own
+        .in_filesystem(holder, &named)
+        .ok_or_else(|| cannot(format!("its mount does not hold {}", escape(&named))))?;
+    for (pid, table) in tables.all() {
+        let mut below = table.mounted_at_or_below(&dir);
+        if let Some((m, rel)) = below.next() {
+            let more = if below.next().is_some() { ", …" } else { "" };
+            return Err(refuse(if rel.as_os_str().is_empty() {
+                format!(
+                    "{} is a mount point ({}{more}), which cannot be moved aside: restore what is below it, or into the storage it comes from",
+                    escape(target),
+                    tables.shown(pid, &m.mount_point)
+                )
+            } else {
+                format!(
+                    "{} holds mount points ({}{}{more}), which moving it aside would carry along: restore what is below them instead",
+                    escape(target),
+                    escape(&target.join(&rel)),
+                    pid.map_or(String::new(), |pid| format!(
+                        ", in the mount namespace of process {pid}"
+                    ))
+                )
+            }));
+        }
+    }
+    let is_dir = rustix::fs::fstat(fd)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+    for (pid, table) in tables.all() {
+        if let Some((m, rel)) = table.showing(&dir).next() {
+            let what = if rel.as_os_str().is_empty() {
+                escape(target)
+            } else {
+                format!("{} (in {})", escape(&target.join(&rel)), escape(target))
+            };
+            return Err(refuse(format!(
+                "{what} is mounted at {} now, which would go on showing what was there, and what is written there would land in the kept-aside copy: {}",
+                tables.shown(pid, &m.mount_point),
+                if is_dir {
+                    "restore the paths inside it instead, or stop what uses that mount and unmount it first"
+                } else {
+                    "stop what uses that mount and unmount it first"
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The target, opened as a path, when it exists, after checking that nothing stands in
+/// the way: no symlink between the base and it (a write must not follow one out of the
+/// tree), no file where a directory must be, no mount point to move aside, no foreign
+/// temporary name.
+fn check_target(
+    base: BorrowedFd,
+    rel: &Path,
+    target: &Path,
+    force: bool,
+) -> Result<Option<OwnedFd>, Error> {
     let symlink = || {
         refuse(format!(
             "a symlink stands in the way of {}, and restore never writes through one",
@@ -443,9 +562,9 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
                     escape(target)
                 )));
             }
-            true
+            Some(fd)
         }
-        Err(Errno::NOENT | Errno::NOTDIR) => false,
+        Err(Errno::NOENT | Errno::NOTDIR) => None,
         Err(Errno::LOOP | Errno::XDEV) => return Err(symlink()),
         Err(e) => return Err(FsError::new("inspect", target, e.into()).into()),
     };
