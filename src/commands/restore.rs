@@ -255,7 +255,9 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 }
                 None => {
                     let p = copies.next().expect("one copy per item copied").place()?;
+                    let wiped = wiped_by_reset(p.dir.as_fd(), &live, &fs.root_subvolume);
                     placed.push((p.dir, target.clone()));
+                    restored_items.push((item, wiped));
                     p.out
                 }
             };
@@ -264,7 +266,6 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 escape(&item.path),
                 escape(&target)
             );
-            restored_items.push(item);
             for (below, reason) in out.not_restored {
                 let path = if below.as_os_str().is_empty() {
                     item.path.clone()
@@ -290,7 +291,9 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 .map(|(dir, shown)| (dir.as_fd(), shown.as_path())),
         )?;
     }
-    let entries = entries(&restored_items);
+    let mut storages: Vec<&Path> = config.persisted.storages().into_iter().collect();
+    storages.push(&default_storage);
+    let entries = entries(&restored_items, &storages);
     let report = RestoreReport {
         from,
         into: match args.into {
@@ -693,45 +696,115 @@ fn without_overlaps(items: Vec<Item>) -> Vec<Item> {
         .collect()
 }
 
-/// The persistence entries to add for what was restored: none for a declared path; per
-/// storage otherwise. Left out, each with a comment saying why: a path Nix cannot name
-/// exactly (not UTF-8), and one too broad to persist whole (`/var`, `/etc`, a home
-/// directory: the rule every suggestion keeps). Also whether any entry is left.
-fn entries(items: &[&Item]) -> (String, bool) {
+/// Whether the next reset wipes what is in `dir`, judged like a storage on the mount the
+/// descriptor is on (see [`MountTable::wiped_by_reset`]); `None` when that cannot be told.
+fn wiped_by_reset(dir: BorrowedFd, live: &MountTable, root_subvolume: &Path) -> Option<bool> {
+    let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok()?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return None;
+    }
+    let holder = live.mounts.iter().find(|m| m.id == st.stx_mnt_id)?;
+    live.root_mount()?;
+    Some(live.wiped_by_reset(holder, Some(root_subvolume)).is_some())
+}
+
+/// The persistence entries to add for what was restored (each with whether its target is
+/// on a mount the next reset wipes), by the rules every suggestion keeps, so that the
+/// snippet loads and passes `lint`: per storage, a directory that must have a mode with it
+/// (`/var/lib/private`: 0700; a path below it is persisted with it). No entry but a
+/// comment saying why for a declared path (a comment only when it went into the root and
+/// its bind mount is not there), a path inside a storage, in a tree NixOS does not persist
+/// by bind mount (`/nix`, `/boot`, `/tmp`, `/run` …: what the audit never walks), on a
+/// mount the reset does not wipe, too broad to persist whole (`/var`, `/etc`, a home
+/// directory), or that Nix cannot name exactly (not UTF-8). Also whether any entry is
+/// left.
+fn entries(items: &[(&Item, Option<bool>)], storages: &[&Path]) -> (String, bool) {
     let knowledge = crate::knowledge::builtin();
     let mut by_storage: BTreeMap<&Path, Vec<Suggestion>> = BTreeMap::new();
     let mut unnamed = String::new();
-    for item in items.iter().filter(|i| i.declared.is_none()) {
+    let mut note = |text: String| unnamed.push_str(&format!("# imperm: {text}\n"));
+    for &(item, wiped) in items {
+        let shown = escape(&item.path);
+        if let Some(origin) = &item.declared {
+            if item.base == 0 && wiped == Some(true) {
+                note(format!(
+                    "{shown} is declared ({origin}) but not bind-mounted here: the restored copy is in the root, which the next reset wipes; restore it with --into persist"
+                ));
+            }
+            continue;
+        }
+        if let Some(storage) = storages.iter().find(|s| item.path.starts_with(s)) {
+            note(format!(
+                "{shown} is inside the persistent storage {}, which the reset does not wipe: nothing to declare",
+                escape(storage)
+            ));
+            continue;
+        }
+        if let Some(tree) = knowledge
+            .scan
+            .never_walk
+            .iter()
+            .find(|t| item.path.starts_with(t))
+        {
+            note(format!(
+                "{shown} is in {}, which is never persisted by a bind mount (another filesystem, or made anew at every boot): nothing to declare",
+                escape(tree)
+            ));
+            continue;
+        }
         if knowledge.too_broad(&item.path) {
-            unnamed.push_str(&format!(
-                "# imperm: {} is too broad to persist whole: run `imperm check` to see what in it holds state, and persist those directories\n",
-                escape(&item.path)
+            note(format!(
+                "{shown} is too broad to persist whole: run `imperm check` to see what in it holds state, and persist those directories"
+            ));
+            continue;
+        }
+        if item.base == 0 && wiped == Some(false) {
+            note(format!(
+                "{shown} is on a mount the reset does not wipe: nothing to declare"
             ));
             continue;
         }
         if item.path.to_str().is_none() {
-            unnamed.push_str(&format!(
-                "# imperm: {} is not UTF-8, which a Nix string cannot hold: declare it by hand\n",
-                escape(&item.path)
+            note(format!(
+                "{shown} is not UTF-8, which a Nix string cannot hold: declare it by hand"
             ));
             continue;
         }
-        by_storage
-            .entry(&item.storage)
-            .or_default()
-            .push(Suggestion {
-                path: item.path.clone(),
-                kind: item.kind,
-                verdict: Verdict::Persist,
-                reason: String::new(),
-                service: None,
-                files: 0,
-                bytes: 0,
-                user: item.user.as_ref().map(|(u, _)| u.clone()),
-                relative: item.user.as_ref().map(|(_, r)| r.clone()),
-                in_initrd: false,
-                mode: None,
-            });
+        // A directory that must have a mode is declared with it; a path below it with it,
+        // since impermanence would make it with its default mode (what `lint` reports).
+        let (mut path, mut kind, mut mode) = (item.path.clone(), item.kind, None);
+        for known in knowledge.paths.iter().filter(|k| k.mode.is_some()) {
+            if let Some(dir) = item.path.ancestors().find(|a| known.path.matches(a)) {
+                if dir != item.path {
+                    note(format!(
+                        "{shown} is persisted with {}, which must have mode {}: {}",
+                        escape(dir),
+                        known.mode.expect("filtered"),
+                        known.reason
+                    ));
+                }
+                (path, kind, mode) = (dir.to_path_buf(), Kind::Directory, known.mode);
+                break;
+            }
+        }
+        let list = by_storage.entry(&item.storage).or_default();
+        if list.iter().any(|s| s.path == path) {
+            continue;
+        }
+        let user = (path == item.path).then(|| item.user.clone()).flatten();
+        list.push(Suggestion {
+            path,
+            kind,
+            verdict: Verdict::Persist,
+            reason: String::new(),
+            service: None,
+            files: 0,
+            bytes: 0,
+            user: user.as_ref().map(|(u, _)| u.clone()),
+            relative: user.as_ref().map(|(_, r)| r.clone()),
+            in_initrd: false,
+            mode,
+        });
     }
     let mut out = String::new();
     let any = !by_storage.is_empty();
