@@ -491,6 +491,8 @@ mod tests {
             "/home/josh",
             "/root",
             "/home/josh/.local",
+            "/srv",
+            "/opt",
         ] {
             assert!(k.too_broad(Path::new(p)), "{p}");
         }

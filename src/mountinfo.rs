@@ -100,27 +100,79 @@ pub fn read(root: &Path) -> io::Result<Option<MountTable>> {
 /// mounted now, for decisions about writes (a rename carries along the mounts below it).
 /// Unlike [`read`], never the tree's own declaration.
 pub fn live(root: &Path) -> io::Result<MountTable> {
-    use std::os::unix::fs::OpenOptionsExt;
+    own()?.seen_from(root)
+}
+
+/// The kernel's mount table of the calling thread, as it is (mount points as this thread
+/// sees them).
+pub fn own() -> io::Result<MountTable> {
     // The calling thread's: a mount namespace is a thread's (imperm unshares one to mount
     // the top level privately), and /proc/self names the main thread's.
-    let open = |abs: &Path| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(abs)
-    };
     let thread = Path::new("/proc/thread-self/mountinfo");
-    let (abs, file) = match open(thread) {
-        Ok(file) => (thread, file),
-        Err(_) => (Path::new(SELF_MOUNTINFO), open(Path::new(SELF_MOUNTINFO))?),
-    };
+    match read_kernel_table(thread) {
+        Ok(table) => Ok(table),
+        Err(_) => read_kernel_table(Path::new(SELF_MOUNTINFO)),
+    }
+}
+
+fn read_kernel_table(abs: &Path) -> io::Result<MountTable> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(abs)?;
     let text = crate::beneath::read_regular(file, MAX_BYTES)?;
     let mounts = parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    MountTable {
+    Ok(MountTable {
         file: abs.to_path_buf(),
         mounts,
+    })
+}
+
+/// The mount tables of the other mount namespaces this process can see (one process's
+/// table for each: a service's private namespace, a container, `unshare -m`), and how
+/// many processes' namespaces could not be read (a process that ends meanwhile is not
+/// counted). A namespace no process of this PID namespace is in is not seen.
+pub fn other_namespaces() -> (Vec<(u32, MountTable)>, usize) {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let mut seen: std::collections::HashSet<PathBuf> = ns("thread-self")
+        .or_else(|| ns("self"))
+        .into_iter()
+        .collect();
+    let mut tables = Vec::new();
+    let mut unreadable = 0;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return (tables, 1);
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let link = match std::fs::read_link(format!("/proc/{pid}/ns/mnt")) {
+            Ok(link) => link,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // A kernel thread has no mount namespace to show.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(_) => {
+                unreadable += 1;
+                continue;
+            }
+        };
+        if !seen.insert(link) {
+            continue;
+        }
+        match read_kernel_table(Path::new(&format!("/proc/{pid}/mountinfo"))) {
+            Ok(table) => tables.push((pid, table)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(_) => unreadable += 1,
+        }
     }
-    .seen_from(root)
+    (tables, unreadable)
 }
 
 /// A mount table larger than this is not one (10,000 mounts take about 2 MB).
@@ -308,11 +360,55 @@ impl MountTable {
         })
     }
 
-    /// Mounts strictly below `dir`, in mount order: what moving `dir` would carry along.
-    pub fn below<'a>(&'a self, dir: &'a Path) -> impl Iterator<Item = &'a Mount> + 'a {
-        self.mounts
-            .iter()
-            .filter(move |m| m.mount_point.starts_with(dir) && m.mount_point != dir)
+    /// Where `path`, reached through the mount `mount_id` at the path `path` as this table
+    /// names it, lies in its filesystem; `None` when no such mount holds it.
+    pub fn in_filesystem(&self, mount_id: u64, path: &Path) -> Option<FsPath> {
+        let m = self.mounts.iter().find(|m| m.id == mount_id)?;
+        let rest = path.strip_prefix(&m.mount_point).ok()?;
+        Some(FsPath {
+            device: m.device,
+            path: join_inside(&m.root, rest),
+        })
+    }
+
+    /// Mounts whose mount point is `dir` or lies below it, judged by the filesystem, not
+    /// by the names this table gives: a rename of `dir` moves its dentry, and every mount
+    /// on a dentry inside it goes along, whatever path reaches it (another mount of the
+    /// same filesystem, a bind mount of a parent, the top level). A mount point's dentry
+    /// is on its parent mount's filesystem, at the parent's `root` joined with the rest of
+    /// the path. Each with where it lies relative to `dir` (empty: on `dir` itself).
+    pub fn mounted_at_or_below<'a>(
+        &'a self,
+        dir: &'a FsPath,
+    ) -> impl Iterator<Item = (&'a Mount, PathBuf)> + 'a {
+        let by_id: std::collections::HashMap<u64, &Mount> =
+            self.mounts.iter().map(|m| (m.id, m)).collect();
+        self.mounts.iter().filter_map(move |m| {
+            let parent = by_id.get(&m.parent).filter(|p| p.id != m.id)?;
+            if parent.device != dir.device {
+                return None;
+            }
+            let rest = m.mount_point.strip_prefix(&parent.mount_point).ok()?;
+            let at = join_inside(&parent.root, rest);
+            let below = at.strip_prefix(&dir.path).ok()?.to_path_buf();
+            Some((m, below))
+        })
+    }
+
+    /// Mounts that show `dir`, or something inside it, elsewhere: their `root` is `dir`
+    /// or below it on its filesystem (a bind mount out of it). Moving `dir` aside leaves
+    /// them showing what was there. Each with where its root lies relative to `dir`.
+    pub fn showing<'a>(
+        &'a self,
+        dir: &'a FsPath,
+    ) -> impl Iterator<Item = (&'a Mount, PathBuf)> + 'a {
+        self.mounts.iter().filter_map(move |m| {
+            if m.device != dir.device {
+                return None;
+            }
+            let below = m.root.strip_prefix(&dir.path).ok()?.to_path_buf();
+            Some((m, below))
+        })
     }
 
     /// The mount the tree's `/` is on.
@@ -363,6 +459,25 @@ impl MountTable {
             .chain(configured)
             .find(|tree| holder.root.starts_with(tree))
             .map(|tree| Wiped::InsideRoot { tree })
+    }
+}
+
+/// A path inside a filesystem: its device, as mountinfo names it (`major:minor`, shared
+/// by every mount of the filesystem, bind mounts and subvolumes alike), and the path from
+/// the filesystem's root (`/@root/var/lib`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsPath {
+    pub device: (u32, u32),
+    pub path: PathBuf,
+}
+
+/// `root` joined with `rest`, never replacing it (`rest` is relative; `/` joins nothing).
+fn join_inside(root: &Path, rest: &Path) -> PathBuf {
+    let rest = rest.strip_prefix("/").unwrap_or(rest);
+    if rest.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rest)
     }
 }
 
@@ -731,17 +846,126 @@ mod tests {
         assert!(live.root_mount().is_some());
     }
 
+    /// Trial 2, finding 2: what moving a directory carries along is judged on its
+    /// filesystem. Each case: the table, the mount and path the directory is reached
+    /// through, and the ids of the mounts at or below it.
     #[test]
-    fn mounts_below_a_directory() {
+    fn mounts_at_or_below_a_directory_by_filesystem() {
+        let host = "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    2 1 0:30 /@root /live rw - btrfs /dev/vda2 rw\n\
+                    3 2 0:30 /@persist /live/persist rw - btrfs /dev/vda2 rw\n";
+        type Case = (&'static str, String, u64, &'static str, Vec<u64>);
+        let cases: Vec<Case> = vec![
+            (
+                "named below it",
+                format!(
+                    "{host}4 2 0:30 /@persist/big/sub /live/var/lib/big/sub rw - btrfs /dev/vda2 rw\n"
+                ),
+                2,
+                "/live/var/lib/big",
+                vec![4],
+            ),
+            (
+                "a name that only begins like it",
+                format!(
+                    "{host}4 2 0:30 /@persist/b /live/var/lib/bigger/sub rw - btrfs /dev/vda2 rw\n"
+                ),
+                2,
+                "/live/var/lib/big",
+                vec![],
+            ),
+            (
+                "reached through the top level",
+                format!(
+                    "{host}4 2 0:30 /@persist/big/sub /live/var/lib/big/sub rw - btrfs /dev/vda2 rw\n\
+                     5 1 0:30 / /top rw - btrfs /dev/vda2 rw\n"
+                ),
+                5,
+                "/top/@root/var/lib/big",
+                vec![4],
+            ),
+            (
+                "reached through a bind mount of a parent",
+                format!(
+                    "{host}4 2 0:30 /@root/srv /live/srv2 rw - btrfs /dev/vda2 rw\n\
+                     5 2 0:30 /@persist/m /live/srv/data/m rw - btrfs /dev/vda2 rw\n"
+                ),
+                4,
+                "/live/srv2/data",
+                vec![5],
+            ),
+            (
+                "mounted on it (in another namespace)",
+                format!("{host}4 2 0:30 /@persist/big /live/var/lib/big rw - btrfs /dev/vda2 rw\n"),
+                2,
+                "/live/var/lib/big",
+                vec![4],
+            ),
+            (
+                "below it, on top of a mount below it",
+                format!(
+                    "{host}4 2 8:1 /x /live/var/lib/big/a rw - ext4 /dev/sda1 rw\n\
+                     5 4 0:40 / /live/var/lib/big/a/b rw - tmpfs none rw\n"
+                ),
+                2,
+                "/live/var/lib/big",
+                vec![4],
+            ),
+            (
+                "another filesystem's same path",
+                format!("{host}4 1 8:1 /@root/var/lib/big/x /mnt rw - ext4 /dev/sda1 rw\n"),
+                2,
+                "/live/var/lib/big",
+                vec![],
+            ),
+            (
+                "in the storage",
+                format!(
+                    "{host}4 3 0:30 /@persist/var/lib/x/s /live/persist/var/lib/x/s rw - btrfs /dev/vda2 rw\n"
+                ),
+                3,
+                "/live/persist/var/lib/x",
+                vec![4],
+            ),
+        ];
+        for (what, text, via, path, want) in cases {
+            let t = table(&text);
+            let dir = t.in_filesystem(via, Path::new(path)).unwrap();
+            let got: Vec<u64> = t.mounted_at_or_below(&dir).map(|(m, _)| m.id).collect();
+            assert_eq!(got, want, "{what}");
+        }
+        // Where it lies relative to the directory.
+        let t = table(&format!(
+            "{host}4 2 0:30 /@persist/x /live/var/lib/big/a/b rw - btrfs /dev/vda2 rw\n"
+        ));
+        let dir = t.in_filesystem(2, Path::new("/live/var/lib/big")).unwrap();
+        assert_eq!(dir.path, Path::new("/@root/var/lib/big"));
+        let below: Vec<PathBuf> = t.mounted_at_or_below(&dir).map(|(_, b)| b).collect();
+        assert_eq!(below, [PathBuf::from("a/b")]);
+        // Not held by the mount named: no answer.
+        assert!(t.in_filesystem(3, Path::new("/live/var")).is_none());
+        assert!(t.in_filesystem(99, Path::new("/live")).is_none());
+    }
+
+    /// Trial 2, finding 3: a mount whose root is the directory, or inside it, shows it
+    /// elsewhere, and would keep showing what is moved aside.
+    #[test]
+    fn mounts_showing_a_directory_elsewhere() {
         let t = table(
             "1 0 0:30 /@root / rw - btrfs /dev/vda2 rw\n\
-             2 1 0:30 /@persist/var/lib/x /var/lib/x rw - btrfs /dev/vda2 rw\n\
-             3 1 0:30 /@persist/var/lib2 /var/lib2 rw - btrfs /dev/vda2 rw\n",
+             2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n\
+             3 1 0:30 /@persist/var/lib/x /var/lib/x rw - btrfs /dev/vda2 rw\n\
+             4 1 0:30 /@persist/var/lib/xy /var/lib/xy rw - btrfs /dev/vda2 rw\n\
+             5 1 0:30 /@persist/var/lib/x/sub /srv/sub rw - btrfs /dev/vda2 rw\n\
+             6 1 8:1 /@persist/var/lib/x /mnt rw - ext4 /dev/sda1 rw\n",
         );
-        let below = |dir: &str| -> Vec<u64> { t.below(Path::new(dir)).map(|m| m.id).collect() };
-        assert_eq!(below("/var/lib"), [2]);
-        assert_eq!(below("/var"), [2, 3]);
-        assert!(below("/var/lib/x").is_empty());
+        let dir = t.in_filesystem(2, Path::new("/persist/var/lib/x")).unwrap();
+        let got: Vec<(u64, PathBuf)> = t.showing(&dir).map(|(m, b)| (m.id, b)).collect();
+        assert_eq!(got, [(3, PathBuf::new()), (5, PathBuf::from("sub"))]);
+        let file = t
+            .in_filesystem(2, Path::new("/persist/var/lib/xy"))
+            .unwrap();
+        assert_eq!(t.showing(&file).map(|(m, _)| m.id).collect::<Vec<_>>(), [4]);
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //! `RENAME_NOREPLACE`. Nothing is reached through a path string: every call works on
 //! directory descriptors opened without following symlinks, so a symlink planted in the
 //! target tree after the checks is never followed. The temporary directory
-//! (`.NAME.imperm-restore`) is owned by root with mode 0700, so nobody else can reach into
-//! it, and it carries a marker that only root can set: a leftover of a killed restore is
-//! recognised as ours, anything else of that name is left alone and refused. Once the copy
+//! (`.NAME.imperm-restore`; a NAME too long for that is cut and followed by a hash of the
+//! whole, so that two long siblings never share one) is owned by root with mode 0700, so
+//! nobody else can reach into it, and it carries a marker that only root can set, naming
+//! its target: a leftover of a killed restore of this target is recognised as ours,
+//! anything else of that name (another target's, or holding anything but the target's
+//! name) is left alone and refused. Once the copy
 //! is complete, the directory also records which inode the copy is; so a leftover holding
 //! anything else holds what a killed restore swapped out of the target, which the next run
 //! keeps aside instead of removing.
@@ -80,6 +83,9 @@ pub fn cannot_copy(kind: FileType) -> Option<&'static str> {
 /// cannot make a directory of their own look like a leftover that imperm may remove.
 const MARKER: &str = "trusted.imperm-restore";
 const MARKER_VALUE: &[u8] = b"a copy in progress, removed by the next restore";
+/// Set on the temporary directory before [`MARKER`]: the full name of the target it is
+/// for. A cut temporary name can be any long sibling's; this tells whose it is.
+const TARGET: &str = "trusted.imperm-restore-target";
 /// Set on the temporary directory once the copy in it is complete: the copy's `dev:ino`.
 /// Anything else found there by a later run is what a swap took out of the target.
 const COPY: &str = "trusted.imperm-restore-copy";
@@ -115,23 +121,37 @@ pub fn aside_name(name: &OsStr, stamp: &str, n: u32) -> OsString {
     fitted("", name, &suffix)
 }
 
-/// `prefix NAME suffix`, with NAME shortened (at a character boundary when it is text) so
-/// that the whole stays a valid name.
+/// `prefix NAME suffix`; when that is longer than a name can be, NAME is cut (at a
+/// character boundary when it is text) and followed by `~` and a hash of the whole NAME,
+/// so that names differing only in what is cut off still get different results.
 fn fitted(prefix: &str, name: &OsStr, suffix: &str) -> OsString {
-    let room = NAME_MAX - prefix.len() - suffix.len();
-    let mut bytes = name.as_bytes();
-    if bytes.len() > room {
-        bytes = &bytes[..room];
+    let whole = name.as_bytes();
+    let mut out = prefix.as_bytes().to_vec();
+    if prefix.len() + whole.len() + suffix.len() <= NAME_MAX {
+        out.extend_from_slice(whole);
+    } else {
+        let hash = format!("~{:016x}", fnv1a(whole));
+        let room = NAME_MAX - prefix.len() - suffix.len() - hash.len();
+        let mut bytes = &whole[..room];
         if let Err(e) = std::str::from_utf8(bytes) {
-            if std::str::from_utf8(name.as_bytes()).is_ok() {
+            if std::str::from_utf8(whole).is_ok() {
                 bytes = &bytes[..e.valid_up_to()];
             }
         }
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(hash.as_bytes());
     }
-    let mut out = prefix.as_bytes().to_vec();
-    out.extend_from_slice(bytes);
     out.extend_from_slice(suffix.as_bytes());
     OsString::from_vec(out)
+}
+
+/// FNV-1a, 64 bits: a hash that never changes between builds (a leftover must be found
+/// under the same name by the next version). A collision is caught by the [`TARGET`]
+/// record, so it costs a refusal, never a removal.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What stands at the temporary name of a target.
@@ -144,9 +164,13 @@ pub enum Leftover {
     /// What a restore killed right after the swap took out of the target: ours, and kept
     /// aside by the next restore of that target, never removed.
     Kept,
-    /// Something else: never touched.
-    Foreign,
+    /// Something else: never touched. Why it is not ours.
+    Foreign(&'static str),
 }
+
+const NO_MARKER: &str = "it has no imperm marker";
+const OTHER_TARGET: &str = "its marker names another path";
+const OTHER_ENTRIES: &str = "it holds more than the path it was made for";
 
 /// What stands at the temporary name of the target `dir/name`.
 pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
@@ -158,13 +182,27 @@ pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
     ) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(Leftover::None),
-        Err(Errno::NOTDIR | Errno::LOOP) => return Ok(Leftover::Foreign),
+        Err(Errno::NOTDIR | Errno::LOOP) => return Ok(Leftover::Foreign(NO_MARKER)),
         Err(e) => return Err(e.into()),
     };
     let st = rustix::fs::fstat(&fd)?;
     let marked = xattr(&fd, MARKER)?.is_some_and(|v| v == MARKER_VALUE);
     if !marked || st.st_uid != rustix::process::geteuid().as_raw() {
-        return Ok(Leftover::Foreign);
+        return Ok(Leftover::Foreign(NO_MARKER));
+    }
+    match xattr(&fd, TARGET)? {
+        Some(target) if target != name.as_bytes() => return Ok(Leftover::Foreign(OTHER_TARGET)),
+        Some(_) => {}
+        // Made before targets were recorded: ours only when the name was not cut (then it
+        // cannot be another target's).
+        None if temp_name(name).len() != 1 + name.len() + ".imperm-restore".len() => {
+            return Ok(Leftover::Foreign(OTHER_TARGET));
+        }
+        None => {}
+    }
+    // Whatever it holds besides its target's name is not a copy of ours: never removed.
+    if names(&fd)?.iter().any(|n| n.as_os_str() != name) {
+        return Ok(Leftover::Foreign(OTHER_ENTRIES));
     }
     let inside = match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
@@ -182,7 +220,8 @@ pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
 
 /// An extended attribute's value, `None` when it is not set (or cannot be, here).
 fn xattr(fd: &OwnedFd, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let mut value = [0u8; 64];
+    // Room for the longest value imperm sets: a name (the [`TARGET`] record).
+    let mut value = [0u8; NAME_MAX + 1];
     match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
         Ok(n) => Ok(Some(value[..n].to_vec())),
         Err(Errno::NODATA | Errno::NOTSUP | Errno::RANGE) => Ok(None),
@@ -206,10 +245,10 @@ pub fn kept_note(shown: &Path) -> String {
     )
 }
 
-/// The refusal for a temporary name that holds something not ours.
-pub fn foreign_leftover(shown: &Path) -> Error {
+/// The refusal for a temporary name that holds something not ours, and why it is not.
+pub fn foreign_leftover(shown: &Path, why: &str) -> Error {
     Error::Usage(format!(
-        "{} exists and is not a copy imperm left (it has no imperm marker): move it away to restore here; nothing was written",
+        "{} exists and is not a copy imperm left ({why}): move it away to restore here; nothing was written",
         escape(shown)
     ))
 }
@@ -306,7 +345,7 @@ pub fn copy(job: &Job) -> Result<Prepared, Error> {
             remove_tree(job.target_dir, &temp)
                 .map_err(|e| FsError::new("remove the leftover", &temp_shown, e))?;
         }
-        Leftover::Foreign => return Err(foreign_leftover(&temp_shown)),
+        Leftover::Foreign(why) => return Err(foreign_leftover(&temp_shown, why)),
     }
     rustix::fs::mkdirat(job.target_dir, &temp, Mode::from_raw_mode(0o700))
         .map_err(|e| fs_err("create", e))?;
@@ -337,9 +376,18 @@ pub fn copy(job: &Job) -> Result<Prepared, Error> {
         swapped: false,
         out: Restored::default(),
     };
-    // From here on, an error drops `copied`, which removes it.
-    match rustix::fs::fsetxattr(&copied.temp_dir, MARKER, MARKER_VALUE, XattrFlags::CREATE) {
-        // Without the marker a leftover is refused, not removed: still safe.
+    // From here on, an error drops `copied`, which removes it. The target first: a marked
+    // directory always names its target. Without the marker a leftover is refused, not
+    // removed: still safe.
+    match rustix::fs::fsetxattr(
+        &copied.temp_dir,
+        TARGET,
+        job.name.as_bytes(),
+        XattrFlags::CREATE,
+    )
+    .and_then(|()| {
+        rustix::fs::fsetxattr(&copied.temp_dir, MARKER, MARKER_VALUE, XattrFlags::CREATE)
+    }) {
         Ok(()) | Err(Errno::NOTSUP | Errno::PERM) => {}
         Err(e) => return Err(fs_err("mark", e)),
     }
@@ -1211,6 +1259,72 @@ mod tests {
         }
         let bytes = OsStr::from_bytes(&[0xff; 255]);
         assert_eq!(temp_name(bytes).len(), NAME_MAX);
+    }
+
+    /// Trial 2, finding 1: names that differ only past the cut get different temporary
+    /// and aside names, which still fit; a name that fits is kept whole.
+    #[test]
+    fn long_siblings_get_their_own_temporary_names() {
+        let common = "p".repeat(250);
+        let (a, b) = (format!("{common}aaaaa"), format!("{common}bbbbb"));
+        let (a, b) = (OsStr::new(&a), OsStr::new(&b));
+        assert_ne!(temp_name(a), temp_name(b));
+        assert_ne!(
+            aside_name(a, "20260115T063000Z", 0),
+            aside_name(b, "20260115T063000Z", 0)
+        );
+        for name in [temp_name(a), aside_name(b, "20260115T063000Z", 12)] {
+            assert!(name.len() <= NAME_MAX, "{}", name.len());
+        }
+        assert!(temp_name(a).to_str().unwrap().ends_with(".imperm-restore"));
+        // The longest name that fits whole is not hashed.
+        let fits = "f".repeat(NAME_MAX - 16);
+        assert_eq!(
+            temp_name(OsStr::new(&fits)),
+            OsString::from(format!(".{fits}.imperm-restore"))
+        );
+    }
+
+    fn set(dir: &Path, key: &str, value: &[u8]) {
+        let fd = self::dir(dir);
+        rustix::fs::fsetxattr(&fd, key, value, XattrFlags::empty()).unwrap();
+    }
+
+    /// A marked temporary directory is ours to remove only when it names this target and
+    /// holds nothing but that name.
+    #[test]
+    fn another_targets_temporary_directory_is_foreign() {
+        let tmp = tempfile::tempdir().unwrap();
+        let name = OsStr::new("app");
+        let temp = tmp.path().join(temp_name(name));
+        std::fs::create_dir(&temp).unwrap();
+        set(&temp, MARKER, MARKER_VALUE);
+        let parent = dir(tmp.path());
+        let Ok(Leftover::Copy) = leftover(parent.as_fd(), name) else {
+            // trusted.* xattrs need root and a filesystem that keeps them.
+            return;
+        };
+        set(&temp, TARGET, b"other");
+        assert_eq!(
+            leftover(parent.as_fd(), name).unwrap(),
+            Leftover::Foreign(OTHER_TARGET)
+        );
+        set(&temp, TARGET, b"app");
+        assert_eq!(leftover(parent.as_fd(), name).unwrap(), Leftover::Copy);
+        std::fs::write(temp.join("else"), "someone's").unwrap();
+        assert_eq!(
+            leftover(parent.as_fd(), name).unwrap(),
+            Leftover::Foreign(OTHER_ENTRIES)
+        );
+        // A cut name without a record of its target may be any long sibling's.
+        let long = OsString::from("l".repeat(250));
+        let temp = tmp.path().join(temp_name(&long));
+        std::fs::create_dir(&temp).unwrap();
+        set(&temp, MARKER, MARKER_VALUE);
+        assert_eq!(
+            leftover(parent.as_fd(), &long).unwrap(),
+            Leftover::Foreign(OTHER_TARGET)
+        );
     }
 
     fn dir(path: &Path) -> OwnedFd {

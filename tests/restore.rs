@@ -1181,3 +1181,361 @@ fn restore_never_suggests_a_directory_too_broad_to_persist() {
         "{entries}"
     );
 }
+
+/// Trial 2, finding 1: two names that only differ past what a temporary name can hold
+/// once cut to 255 bytes. A restore of one never touches what a killed restore of the
+/// other left beside it; both run together restore both.
+#[test]
+fn long_sibling_names_never_share_a_temporary_directory() {
+    let common = "p".repeat(250);
+    let (a, b) = (format!("{common}aaaaa"), format!("{common}bbbbb"));
+    let (ra, rb) = (format!("srv/long/{a}"), format!("srv/long/{b}"));
+    let Some(host) = Host::new("restore_long_siblings", ONE_STORAGE, &[], |root| {
+        write(root, &format!("{ra}/f"), "AAA");
+        write(root, &format!("{rb}/f"), "BBB");
+    }) else {
+        return;
+    };
+    write(&host.live("/"), &format!("{ra}/o"), "origA");
+    write(&host.live("/"), &format!("{rb}/o"), "origB");
+    let (pa, pb) = (format!("/{ra}"), format!("/{rb}"));
+    let killed = common::run(
+        host.command()
+            .env(imperm::reset::FAILPOINT_ENV, "restore-placed")
+            .args(["restore", &pa, "--force", "--fs", "btrfs", "--mounted"])
+            .arg(host.fs.top()),
+    );
+    assert_eq!(killed.status.code(), None, "{}", stderr(&killed));
+    let out = host.imperm(&["restore", &pb, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.fs.read(&format!("@root/{rb}/f")), "BBB");
+    // A's original, swapped out by the killed run, is still in A's temporary directory;
+    // the next restore of A keeps it aside.
+    let out = host.imperm(&["restore", &pa, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(host.fs.read(&format!("@root/{ra}/f")), "AAA");
+    let names: Vec<String> = fs::read_dir(host.live("/srv/long"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let kept: Vec<String> = names
+        .iter()
+        .filter(|n| n.contains(".imperm-replaced-"))
+        .map(|n| fs::read_to_string(host.live("/srv/long").join(n).join("o")).unwrap_or_default())
+        .collect();
+    assert!(kept.contains(&"origA".to_string()), "{names:?} {kept:?}");
+    assert!(kept.contains(&"origB".to_string()), "{names:?} {kept:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with(".imperm-restore")),
+        "{names:?}"
+    );
+
+    // Both in one run.
+    let out = host.imperm(&["restore", &pa, &pb, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Trial 2, finding 2: what a rename carries along is judged on the filesystem, not by
+/// the paths the mount table names. (a) The tree reached through the top level while the
+/// same root is mounted elsewhere with a bind mount below the target; (b) the target
+/// reached through a bind mount of its parent; (c) a mount only another mount namespace
+/// has. Each refused, nothing written, the mounts where they were.
+#[test]
+fn mounts_below_the_target_are_found_by_filesystem_not_by_name() {
+    let Some(mut host) = Host::new("restore_mount_alias", ONE_STORAGE, &["/persist"], |root| {
+        write(root, "var/lib/big/sub/f", "old");
+        write(root, "srv2/data/f", "old");
+        write(root, "var/lib/ns/sub/f", "old");
+    }) else {
+        return;
+    };
+    for dir in ["var/lib/big/sub", "m", "ns"] {
+        fs::create_dir_all(host.fs.path("@persist").join(dir)).unwrap();
+    }
+    for dir in [
+        "/var/lib/big/sub",
+        "/srv/data/m",
+        "/srv2",
+        "/var/lib/ns/sub",
+    ] {
+        fs::create_dir_all(host.live(dir)).unwrap();
+    }
+    // (a) `@root` mounted a second time, as the running system has it, with a bind mount
+    // at its /var/lib/big/sub: this tree (through the top level) does not name it.
+    let live = host.fs.scratch().join("live");
+    fs::create_dir_all(&live).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-o", "subvol=@root", &host.fs.device])
+            .arg(&live),
+    );
+    host.mounts.push(live.clone());
+    host.bind(
+        &host.fs.path("@persist/var/lib/big/sub"),
+        &live.join("var/lib/big/sub"),
+    );
+    assert_refused(
+        &host,
+        &["restore", "/var/lib/big", "--force"],
+        "/var/lib/big holds mount points (/var/lib/big/sub), which moving it aside would carry along",
+    );
+    // (b) /srv2 is /srv; the mount at /srv/data/m is below /srv2/data.
+    host.bind(&host.live("/srv"), &host.live("/srv2"));
+    host.bind(&host.fs.path("@persist/m"), &host.live("/srv/data/m"));
+    assert_refused(
+        &host,
+        &["restore", "/srv2/data", "--force"],
+        "/srv2/data holds mount points (/srv2/data/m), which moving it aside would carry along",
+    );
+    // (c) A bind mount only a private mount namespace has.
+    let (from, at) = (host.fs.path("@persist/ns"), host.live("/var/lib/ns/sub"));
+    let mut other = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind '{}' '{}' && exec sleep 60",
+            from.display(),
+            at.display()
+        ))
+        .spawn()
+        .unwrap();
+    let mounted = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fs::read_to_string(format!("/proc/{}/mountinfo", other.id()))
+            .is_ok_and(|t| t.contains("/var/lib/ns/sub"))
+    });
+    let out = host.imperm(&["restore", "/var/lib/ns", "--force"]);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(mounted, "the other namespace never mounted");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "/var/lib/ns holds mount points (/var/lib/ns/sub, in the mount namespace of process {})",
+            other.id()
+        )),
+        "{err}"
+    );
+    let names: Vec<_> = fs::read_dir(host.live("/var/lib"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.to_string_lossy().contains("imperm")),
+        "{names:?}"
+    );
+    // Once nothing is mounted below it, it is restored.
+    let out = host.imperm(&["restore", "/var/lib/ns", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Trial 2, finding 3: a directory in the storage that a live bind mount shows elsewhere
+/// is not swapped out from under it (the mount would go on showing the kept-aside copy,
+/// and new writes would land there); what is inside it is restored, and shows at once.
+#[test]
+fn a_storage_directory_shown_by_a_live_mount_is_not_swapped_out() {
+    let config =
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\"]\nfiles = [\"/etc/id\"]\n";
+    let Some(mut host) = Host::new("restore_shown_elsewhere", config, &["/persist"], |root| {
+        write(root, "var/lib/x/xf", "snapshot");
+        write(root, "etc/id", "snapshot");
+    }) else {
+        return;
+    };
+    write(&host.fs.path("@persist"), "var/lib/x/xf", "persist-current");
+    write(&host.fs.path("@persist"), "etc/id", "persist-current");
+    write(&host.live("/"), "var/lib/x/.keep", "");
+    write(&host.live("/"), "etc/id", "");
+    host.bind(
+        &host.fs.path("@persist/var/lib/x"),
+        &host.live("/var/lib/x"),
+    );
+    host.bind(&host.fs.path("@persist/etc/id"), &host.live("/etc/id"));
+    assert_refused(
+        &host,
+        &["restore", "/var/lib/x", "--into", "persist", "--force"],
+        "/persist/var/lib/x is mounted at /var/lib/x now, which would go on showing what was there, and what is written there would land in the kept-aside copy: restore the paths inside it instead",
+    );
+    assert_refused(
+        &host,
+        &["restore", "/etc/id", "--into", "persist", "--force"],
+        "/persist/etc/id is mounted at /etc/id now",
+    );
+    let out = host.imperm(&["restore", "/var/lib/x/xf", "--into", "persist", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(host.live("/var/lib/x/xf")).unwrap(),
+        "snapshot"
+    );
+}
+
+/// Trial 2, finding 4: a declared path restored into the root while its bind mount is not
+/// active lands in the root, which the next reset wipes: the output says so, and points to
+/// `--into persist`; with the bind mount active it is declared and persisted.
+#[test]
+fn a_declared_path_restored_without_its_bind_mount_says_where_it_went() {
+    let config = "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/x\"]\n";
+    let Some(mut host) = Host::new(
+        "restore_declared_unmounted",
+        config,
+        &["/persist"],
+        |root| {
+            write(root, "var/lib/x/xf", "snapshot");
+            write(root, "var/lib/x/yf", "snapshot");
+        },
+    ) else {
+        return;
+    };
+    let out = host.imperm(&["restore", "/var/lib/x/xf", "--color", "never"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("declared already"), "{text}");
+    assert!(
+        text.contains(
+            "# imperm: /var/lib/x/xf is declared (/persist: /var/lib/x) but not bind-mounted here: the restored copy is in the root, which the next reset wipes; restore it with --into persist"
+        ) || text.contains("is declared (") && text.contains("but not bind-mounted here"),
+        "{text}"
+    );
+    assert!(text.contains("--into persist"), "{text}");
+    let v = json(&host.imperm(&["restore", "/var/lib/x/xf", "--force", "--format", "json"]));
+    assert!(
+        v["entries"]
+            .as_str()
+            .unwrap()
+            .contains("but not bind-mounted here"),
+        "{v}"
+    );
+    // Mounted as at boot: declared, and persisted.
+    fs::create_dir_all(host.fs.path("@persist/var/lib/x")).unwrap();
+    host.bind(
+        &host.fs.path("@persist/var/lib/x"),
+        &host.live("/var/lib/x"),
+    );
+    let out = host.imperm(&["restore", "/var/lib/x/yf", "--color", "never"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("each path is declared already: nothing to add"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(host.fs.read("@persist/var/lib/x/yf"), "snapshot");
+}
+
+/// Trial 2, finding 5: the snippet restore prints loads and passes `lint`: the mode
+/// `/var/lib/private` needs, no entry for a path inside a storage or in a tree NixOS does
+/// not persist by bind mount (/nix, /boot, /tmp, /run …), none for a too-broad path.
+#[test]
+fn the_restore_snippet_loads_and_lints_clean() {
+    let Some(host) = Host::new(
+        "restore_snippet_lints",
+        ONE_STORAGE,
+        &["/persist"],
+        |root| {
+            for dir in [
+                "var/lib/private/svc",
+                "var/lib/private/other",
+                "nix/var/nix/profiles",
+                "boot/efi",
+                "tmp/t",
+                "run/r",
+                "opt/tool",
+                "srv/app",
+                "persist/foo",
+            ] {
+                write(root, &format!("{dir}/f"), "x");
+            }
+        },
+    ) else {
+        return;
+    };
+    let out = host.imperm(&[
+        "restore",
+        "/var/lib/private/svc",
+        "/var/lib/private/other",
+        "/persist/foo",
+        "/nix/var/nix/profiles",
+        "/boot/efi",
+        "/tmp/t",
+        "/run/r",
+        "/opt",
+        "/srv/app",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = json(&out)["entries"].as_str().unwrap().to_string();
+    for (path, why) in [
+        ("/persist/foo", "inside the persistent storage /persist"),
+        ("/nix/var/nix/profiles", "never persisted by a bind mount"),
+        ("/boot/efi", "never persisted by a bind mount"),
+        ("/tmp/t", "never persisted by a bind mount"),
+        ("/run/r", "never persisted by a bind mount"),
+        ("/opt", "too broad"),
+    ] {
+        assert!(
+            entries.contains(&format!("# imperm: {path} ")) && entries.contains(why),
+            "{path}: {entries}"
+        );
+        assert!(
+            !entries.contains(&format!("\"{path}\"")),
+            "{path}: {entries}"
+        );
+    }
+    assert!(
+        entries.contains(r#"{ directory = "/var/lib/private"; mode = "0700"; }"#),
+        "{entries}"
+    );
+    assert_eq!(
+        entries.matches("\"/var/lib/private\"").count(),
+        1,
+        "{entries}"
+    );
+    assert!(!entries.contains("\"/var/lib/private/svc\""), "{entries}");
+    assert!(entries.contains("\"/srv/app\""), "{entries}");
+    // Into persist, the same rules.
+    let out = host.imperm(&[
+        "restore",
+        "/var/lib/private",
+        "--into",
+        "persist",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let persist_entries = json(&out)["entries"].as_str().unwrap().to_string();
+    assert!(
+        persist_entries.contains(r#"{ directory = "/var/lib/private"; mode = "0700"; }"#),
+        "{persist_entries}"
+    );
+
+    // What Nix makes of it loads as a configuration, and lint finds nothing wrong.
+    if !common::nix_available("the_restore_snippet_loads_and_lints_clean") {
+        return;
+    }
+    let expr = format!("builtins.toJSON (let m = {{\n{entries}}}; in m.environment.persistence)");
+    let nix = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .output()
+        .unwrap();
+    assert!(nix.status.success(), "{expr}: {}", stderr(&nix));
+    let text: String = serde_json::from_slice(&nix.stdout).unwrap();
+    let file = host.fs.scratch().join("snippet.json");
+    fs::write(&file, &text).unwrap();
+    let lint = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(host.fs.path("@root"))
+            .arg("--config")
+            .arg(&host.config)
+            .arg("--persistence-json")
+            .arg(&file)
+            .args(["lint", "--color", "never"]),
+    );
+    assert_eq!(
+        lint.status.code(),
+        Some(0),
+        "{text}\n{}{}",
+        stdout(&lint),
+        stderr(&lint)
+    );
+}

@@ -121,8 +121,12 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
     // also when it declares nothing). Read after the top level is open: that may have
     // moved this process into a mount namespace of its own, whose mount ids the checks
     // below compare.
-    let live = mountinfo::live(&config.root)
+    let own = mountinfo::own()
         .map_err(|e| FsError::new("read the mount table", Path::new("/proc/self/mountinfo"), e))?;
+    let live = own
+        .clone()
+        .seen_from(&config.root)
+        .map_err(|e| FsError::new("open", &config.root, e))?;
     let (from, snap) = super::old_root(backend.as_ref(), &top, &fs, args.from.as_deref())
         .map_err(|e| Error::Usage(format!("{e}; nothing was written")))?;
     let root = rustix::fs::open(
@@ -180,24 +184,22 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         });
     }
     let mut items = without_overlaps(items);
+    let mut tables: Option<Tables> = None;
     for item in &mut items {
         let base = &bases[item.base];
         let target = base.target(&item.rel);
-        item.exists = check_target(base.fd.as_fd(), &item.rel, &target, args.force)?;
-        // Moving a directory aside would carry the mounts below it along (bind mounts out
-        // of the storage, say) to a name nobody expects them at, and what is written there
-        // from then on would land in the new, unmounted directory.
-        if item.exists {
-            let mut below = live.below(&target).map(|m| &m.mount_point);
-            if let Some(first) = below.next() {
-                return Err(refuse(format!(
-                    "{} holds mount points ({}{}), which moving it aside would carry along: restore what is below them instead",
-                    escape(&target),
-                    escape(first),
-                    if below.next().is_some() { ", …" } else { "" }
-                )));
-            }
+        let existing = check_target(base.fd.as_fd(), &item.rel, &target, args.force)?;
+        if let Some(fd) = existing {
+            let tables = tables.get_or_insert_with(|| Tables::read(own.clone(), &config.root));
+            no_mount_in_the_way(&fd, &target, tables)?;
+            item.exists = true;
         }
+    }
+    if let Some(t) = tables.as_ref().filter(|t| t.unreadable > 0) {
+        eprintln!(
+            "imperm restore: the mount namespaces of {} could not be read: mounts only they hold were not checked",
+            count(t.unreadable, "process", "processes")
+        );
     }
 
     top.lock()?;
@@ -253,7 +255,9 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 }
                 None => {
                     let p = copies.next().expect("one copy per item copied").place()?;
+                    let wiped = wiped_by_reset(p.dir.as_fd(), &live, &fs.root_subvolume);
                     placed.push((p.dir, target.clone()));
+                    restored_items.push((item, wiped));
                     p.out
                 }
             };
@@ -262,7 +266,6 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 escape(&item.path),
                 escape(&target)
             );
-            restored_items.push(item);
             for (below, reason) in out.not_restored {
                 let path = if below.as_os_str().is_empty() {
                     item.path.clone()
@@ -288,7 +291,9 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
                 .map(|(dir, shown)| (dir.as_fd(), shown.as_path())),
         )?;
     }
-    let entries = entries(&restored_items);
+    let mut storages: Vec<&Path> = config.persisted.storages().into_iter().collect();
+    storages.push(&default_storage);
+    let entries = entries(&restored_items, &storages);
     let report = RestoreReport {
         from,
         into: match args.into {
@@ -410,10 +415,127 @@ fn open_storage(
     }
 }
 
-/// Whether the target exists, after checking that nothing stands in the way: no symlink
-/// between the base and it (a write must not follow one out of the tree), no file where a
-/// directory must be, no mount point to move aside, no foreign temporary name.
-fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Result<bool, Error> {
+/// The mount tables a target to move aside is checked against: this thread's, and those
+/// of the other mount namespaces.
+struct Tables {
+    own: MountTable,
+    others: Vec<(u32, MountTable)>,
+    unreadable: usize,
+    /// The tree's root as this thread names it, to show this thread's mount points as
+    /// tree paths.
+    root: PathBuf,
+}
+
+impl Tables {
+    fn read(own: MountTable, root: &Path) -> Tables {
+        let (others, unreadable) = mountinfo::other_namespaces();
+        Tables {
+            own,
+            others,
+            unreadable,
+            root: std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+        }
+    }
+
+    /// Every table, with the process whose namespace it is (`None`: this thread's).
+    fn all(&self) -> impl Iterator<Item = (Option<u32>, &MountTable)> {
+        std::iter::once((None, &self.own)).chain(self.others.iter().map(|(p, t)| (Some(*p), t)))
+    }
+
+    /// A mount point as the user knows it: a tree path for one of this thread's inside
+    /// the tree, else as the namespace names it, saying which.
+    fn shown(&self, pid: Option<u32>, point: &Path) -> String {
+        match pid {
+            None => match point.strip_prefix(&self.root) {
+                Ok(inside) if self.root != Path::new("/") => escape(&Path::new("/").join(inside)),
+                _ => escape(point),
+            },
+            Some(pid) => format!("{}, in the mount namespace of process {pid}", escape(point)),
+        }
+    }
+}
+
+/// Refuses a target that moving aside would harm, judged on its filesystem (not by the
+/// paths the mount tables name) in every mount namespace: a mount on it or below it goes
+/// along with the rename (bind mounts out of the storage, say), and what is written there
+/// from then on lands in the new, unmounted directory; a mount that shows it, or something
+/// in it, elsewhere (its bind mount from the storage) goes on showing what was there, so
+/// what a service writes lands in the kept-aside copy.
+fn no_mount_in_the_way(fd: &OwnedFd, target: &Path, tables: &Tables) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    let cannot = |why: String| {
+        refuse(format!(
+            "{} cannot be moved aside safely: which mounts lie below it cannot be told ({why})",
+            escape(target)
+        ))
+    };
+    let named = std::fs::read_link(format!("/proc/thread-self/fd/{}", fd.as_raw_fd()))
+        .map_err(|e| cannot(e.to_string()))?;
+    let holder = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
+        .ok()
+        .filter(|st| st.stx_mask & StatxFlags::MNT_ID.bits() != 0)
+        .map(|st| st.stx_mnt_id)
+        .or_else(|| tables.own.containing(&named).map(|m| m.id))
+        .ok_or_else(|| cannot("it is on no mount of /proc/self/mountinfo".into()))?;
+    let dir = tables
+        .own
+        .in_filesystem(holder, &named)
+        .ok_or_else(|| cannot(format!("its mount does not hold {}", escape(&named))))?;
+    for (pid, table) in tables.all() {
+        let mut below = table.mounted_at_or_below(&dir);
+        if let Some((m, rel)) = below.next() {
+            let more = if below.next().is_some() { ", …" } else { "" };
+            return Err(refuse(if rel.as_os_str().is_empty() {
+                format!(
+                    "{} is a mount point ({}{more}), which cannot be moved aside: restore what is below it, or into the storage it comes from",
+                    escape(target),
+                    tables.shown(pid, &m.mount_point)
+                )
+            } else {
+                format!(
+                    "{} holds mount points ({}{}{more}), which moving it aside would carry along: restore what is below them instead",
+                    escape(target),
+                    escape(&target.join(&rel)),
+                    pid.map_or(String::new(), |pid| format!(
+                        ", in the mount namespace of process {pid}"
+                    ))
+                )
+            }));
+        }
+    }
+    let is_dir = rustix::fs::fstat(fd)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+    for (pid, table) in tables.all() {
+        if let Some((m, rel)) = table.showing(&dir).next() {
+            let what = if rel.as_os_str().is_empty() {
+                escape(target)
+            } else {
+                format!("{} (in {})", escape(&target.join(&rel)), escape(target))
+            };
+            return Err(refuse(format!(
+                "{what} is mounted at {} now, which would go on showing what was there, and what is written there would land in the kept-aside copy: {}",
+                tables.shown(pid, &m.mount_point),
+                if is_dir {
+                    "restore the paths inside it instead, or stop what uses that mount and unmount it first"
+                } else {
+                    "stop what uses that mount and unmount it first"
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The target, opened as a path, when it exists, after checking that nothing stands in
+/// the way: no symlink between the base and it (a write must not follow one out of the
+/// tree), no file where a directory must be, no mount point to move aside, no foreign
+/// temporary name.
+fn check_target(
+    base: BorrowedFd,
+    rel: &Path,
+    target: &Path,
+    force: bool,
+) -> Result<Option<OwnedFd>, Error> {
     let symlink = || {
         refuse(format!(
             "a symlink stands in the way of {}, and restore never writes through one",
@@ -443,9 +565,9 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
                     escape(target)
                 )));
             }
-            true
+            Some(fd)
         }
-        Err(Errno::NOENT | Errno::NOTDIR) => false,
+        Err(Errno::NOENT | Errno::NOTDIR) => None,
         Err(Errno::LOOP | Errno::XDEV) => return Err(symlink()),
         Err(e) => return Err(FsError::new("inspect", target, e.into()).into()),
     };
@@ -481,10 +603,11 @@ fn check_target(base: BorrowedFd, rel: &Path, target: &Path, force: bool) -> Res
         }
     }
     // A temporary name holding something that is not ours is never removed.
-    if leftover(base, rel, target)? == Leftover::Foreign {
+    if let Leftover::Foreign(why) = leftover(base, rel, target)? {
         let name = rel.file_name().expect("a normal path has a name");
         return Err(restore::foreign_leftover(
             &target.with_file_name(restore::temp_name(name)),
+            why,
         ));
     }
     Ok(exists)
@@ -573,45 +696,115 @@ fn without_overlaps(items: Vec<Item>) -> Vec<Item> {
         .collect()
 }
 
-/// The persistence entries to add for what was restored: none for a declared path; per
-/// storage otherwise. Left out, each with a comment saying why: a path Nix cannot name
-/// exactly (not UTF-8), and one too broad to persist whole (`/var`, `/etc`, a home
-/// directory: the rule every suggestion keeps). Also whether any entry is left.
-fn entries(items: &[&Item]) -> (String, bool) {
+/// Whether the next reset wipes what is in `dir`, judged like a storage on the mount the
+/// descriptor is on (see [`MountTable::wiped_by_reset`]); `None` when that cannot be told.
+fn wiped_by_reset(dir: BorrowedFd, live: &MountTable, root_subvolume: &Path) -> Option<bool> {
+    let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok()?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return None;
+    }
+    let holder = live.mounts.iter().find(|m| m.id == st.stx_mnt_id)?;
+    live.root_mount()?;
+    Some(live.wiped_by_reset(holder, Some(root_subvolume)).is_some())
+}
+
+/// The persistence entries to add for what was restored (each with whether its target is
+/// on a mount the next reset wipes), by the rules every suggestion keeps, so that the
+/// snippet loads and passes `lint`: per storage, a directory that must have a mode with it
+/// (`/var/lib/private`: 0700; a path below it is persisted with it). No entry but a
+/// comment saying why for a declared path (a comment only when it went into the root and
+/// its bind mount is not there), a path inside a storage, in a tree NixOS does not persist
+/// by bind mount (`/nix`, `/boot`, `/tmp`, `/run` …: what the audit never walks), on a
+/// mount the reset does not wipe, too broad to persist whole (`/var`, `/etc`, a home
+/// directory), or that Nix cannot name exactly (not UTF-8). Also whether any entry is
+/// left.
+fn entries(items: &[(&Item, Option<bool>)], storages: &[&Path]) -> (String, bool) {
     let knowledge = crate::knowledge::builtin();
     let mut by_storage: BTreeMap<&Path, Vec<Suggestion>> = BTreeMap::new();
     let mut unnamed = String::new();
-    for item in items.iter().filter(|i| i.declared.is_none()) {
+    let mut note = |text: String| unnamed.push_str(&format!("# imperm: {text}\n"));
+    for &(item, wiped) in items {
+        let shown = escape(&item.path);
+        if let Some(origin) = &item.declared {
+            if item.base == 0 && wiped == Some(true) {
+                note(format!(
+                    "{shown} is declared ({origin}) but not bind-mounted here: the restored copy is in the root, which the next reset wipes; restore it with --into persist"
+                ));
+            }
+            continue;
+        }
+        if let Some(storage) = storages.iter().find(|s| item.path.starts_with(s)) {
+            note(format!(
+                "{shown} is inside the persistent storage {}, which the reset does not wipe: nothing to declare",
+                escape(storage)
+            ));
+            continue;
+        }
+        if let Some(tree) = knowledge
+            .scan
+            .never_walk
+            .iter()
+            .find(|t| item.path.starts_with(t))
+        {
+            note(format!(
+                "{shown} is in {}, which is never persisted by a bind mount (another filesystem, or made anew at every boot): nothing to declare",
+                escape(tree)
+            ));
+            continue;
+        }
         if knowledge.too_broad(&item.path) {
-            unnamed.push_str(&format!(
-                "# imperm: {} is too broad to persist whole: run `imperm check` to see what in it holds state, and persist those directories\n",
-                escape(&item.path)
+            note(format!(
+                "{shown} is too broad to persist whole: run `imperm check` to see what in it holds state, and persist those directories"
+            ));
+            continue;
+        }
+        if item.base == 0 && wiped == Some(false) {
+            note(format!(
+                "{shown} is on a mount the reset does not wipe: nothing to declare"
             ));
             continue;
         }
         if item.path.to_str().is_none() {
-            unnamed.push_str(&format!(
-                "# imperm: {} is not UTF-8, which a Nix string cannot hold: declare it by hand\n",
-                escape(&item.path)
+            note(format!(
+                "{shown} is not UTF-8, which a Nix string cannot hold: declare it by hand"
             ));
             continue;
         }
-        by_storage
-            .entry(&item.storage)
-            .or_default()
-            .push(Suggestion {
-                path: item.path.clone(),
-                kind: item.kind,
-                verdict: Verdict::Persist,
-                reason: String::new(),
-                service: None,
-                files: 0,
-                bytes: 0,
-                user: item.user.as_ref().map(|(u, _)| u.clone()),
-                relative: item.user.as_ref().map(|(_, r)| r.clone()),
-                in_initrd: false,
-                mode: None,
-            });
+        // A directory that must have a mode is declared with it; a path below it with it,
+        // since impermanence would make it with its default mode (what `lint` reports).
+        let (mut path, mut kind, mut mode) = (item.path.clone(), item.kind, None);
+        for known in knowledge.paths.iter().filter(|k| k.mode.is_some()) {
+            if let Some(dir) = item.path.ancestors().find(|a| known.path.matches(a)) {
+                if dir != item.path {
+                    note(format!(
+                        "{shown} is persisted with {}, which must have mode {}: {}",
+                        escape(dir),
+                        known.mode.expect("filtered"),
+                        known.reason
+                    ));
+                }
+                (path, kind, mode) = (dir.to_path_buf(), Kind::Directory, known.mode);
+                break;
+            }
+        }
+        let list = by_storage.entry(&item.storage).or_default();
+        if list.iter().any(|s| s.path == path) {
+            continue;
+        }
+        let user = (path == item.path).then(|| item.user.clone()).flatten();
+        list.push(Suggestion {
+            path,
+            kind,
+            verdict: Verdict::Persist,
+            reason: String::new(),
+            service: None,
+            files: 0,
+            bytes: 0,
+            user: user.as_ref().map(|(u, _)| u.clone()),
+            relative: user.as_ref().map(|(_, r)| r.clone()),
+            in_initrd: false,
+            mode,
+        });
     }
     let mut out = String::new();
     let any = !by_storage.is_empty();
