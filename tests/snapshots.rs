@@ -1197,7 +1197,11 @@ fn snapshot_names_are_escaped_and_can_be_given_back() {
     let out = with(&["restore", "/etc/which", "--from", "bad\\name"]);
     assert_eq!(out.status.code(), Some(2));
     // In the one escaped form every path and name is printed in: the backslash is `\x5c`.
-    assert!(stderr(&out).contains("\"bad\\x5cname\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"bad\\x5cname\""),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The uuid of a subvolume, as gc records it (hex, no dashes).
