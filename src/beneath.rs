@@ -183,6 +183,26 @@ impl Tree {
         }
     }
 
+    /// What the tree's `abs` resolves to as the tree sees it (symlinks followed inside the
+    /// tree, an absolute one naming the tree's file), `None` when missing or dangling. Opened
+    /// with O_PATH: a FIFO or a device is looked at, never opened.
+    pub fn kind_resolved(&self, abs: &Path) -> Result<Option<FileType>, FsError> {
+        match rustix::fs::openat2(
+            &self.fd,
+            relative(abs),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => {
+                let stat = rustix::fs::fstat(&fd).map_err(|e| self.err("inspect", abs, e))?;
+                Ok(Some(FileType::from_raw_mode(stat.st_mode)))
+            }
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(self.err("inspect", abs, e)),
+        }
+    }
+
     /// The directory `abs`, every component a real directory beneath the tree (created
     /// with `mode` when missing); a symlink anywhere on the way is an error (ELOOP).
     fn dir_for_writing(&self, abs: &Path, mode: u32) -> Result<OwnedFd, FsError> {

@@ -1134,3 +1134,64 @@ fn every_json_document_is_whole_with_a_root_that_is_not_utf8() {
         assert!(!text.contains('\u{fffd}'), "{args:?}: {text}");
     }
 }
+
+/// NixOS makes `/etc/NIXOS` a regular (empty) file: only that counts. A directory, a FIFO
+/// (never opened: no hang), a dangling symlink or one that leaves the tree for the host's
+/// file does not; a symlink to a regular file of the tree does, as the tree sees it.
+#[test]
+fn etc_nixos_counts_only_as_a_regular_file_of_the_tree() {
+    let dir = TempDir::new().unwrap();
+    fs::create_dir_all(dir.path().join("etc")).unwrap();
+    fs::write(dir.path().join("etc/os-release"), "ID=debian\n").unwrap();
+    let nixos = dir.path().join("etc/NIXOS");
+    let not_nixos = || -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(["audit", "--format", "json"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        v["not_nixos"].clone()
+    };
+    let clear = || {
+        let _ = fs::remove_dir(&nixos);
+        let _ = fs::remove_file(&nixos);
+    };
+    fs::create_dir(&nixos).unwrap();
+    assert_eq!(not_nixos(), true, "a directory");
+    clear();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &nixos,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    assert_eq!(not_nixos(), true, "a FIFO");
+    clear();
+    symlink("/etc/nowhere", &nixos).unwrap();
+    assert_eq!(not_nixos(), true, "a dangling symlink");
+    clear();
+    // The host's /etc/hostname (or whatever is there) must not be reached through it.
+    let outside = TempDir::new().unwrap();
+    fs::write(outside.path().join("NIXOS"), "").unwrap();
+    symlink(outside.path().join("NIXOS"), &nixos).unwrap();
+    assert_eq!(not_nixos(), true, "a symlink out of the tree");
+    clear();
+    symlink("../../../../../../../../etc/hostname-of-nobody", &nixos).unwrap();
+    assert_eq!(not_nixos(), true, "a relative symlink climbing out");
+    clear();
+    fs::write(dir.path().join("etc/marker"), "").unwrap();
+    symlink("/etc/marker", &nixos).unwrap();
+    assert_eq!(
+        not_nixos(),
+        false,
+        "a symlink to a regular file of the tree"
+    );
+    clear();
+    fs::write(&nixos, "").unwrap();
+    assert_eq!(not_nixos(), false, "the regular file NixOS makes");
+}

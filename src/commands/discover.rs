@@ -79,13 +79,16 @@ pub fn load_manifest(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> 
 }
 
 /// Why the tree at `root` does not look like NixOS, or `None` when it does. What decides
-/// is `/etc/NIXOS`, or `ID=nixos` in os-release (`/etc/os-release`, else
+/// is `/etc/NIXOS` (a regular file), or `ID=nixos` in os-release (`/etc/os-release`, else
 /// `/usr/lib/os-release`, as os-release(5) says), each read as the tree sees it: on NixOS
 /// os-release is a link into /etc/static and the store, which must resolve in the tree.
 /// A `/nix/store` decides nothing: Nix installs one on any distribution.
 fn not_nixos(root: &Path) -> Result<Option<String>, Error> {
     let tree = beneath::Tree::open(root)?;
-    if tree.kind(Path::new("/etc/NIXOS"))?.is_some() {
+    // NixOS makes it a regular (empty) file; a directory, a FIFO or a dangling link is not
+    // that marker. A loop of links counts as absent, like an unreadable os-release.
+    let marker = tree.kind_resolved(Path::new("/etc/NIXOS")).ok().flatten();
+    if marker == Some(rustix::fs::FileType::RegularFile) {
         return Ok(None);
     }
     for file in ["/etc/os-release", "/usr/lib/os-release"] {
