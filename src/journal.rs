@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::BufRead;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -147,9 +147,6 @@ const FAILURE_WORDS: &[&str] = &[
 /// Where systemd mounts a unit's root while it sets up its namespace.
 const UNIT_ROOT: &str = "/run/systemd/unit-root";
 
-/// Paths that are never state to persist: the store and the kernel's filesystems.
-const NOT_STATE: &[&str] = &["/nix/store", "/proc", "/sys", "/dev"];
-
 /// What a failure message is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -230,9 +227,13 @@ pub fn paths_in(message: &str) -> Named {
         }
         let start = i;
         if after(b':') && bytes.get(i + 1) == Some(&b'/') {
-            // `https://host/x`: not a path at all.
+            // `https://host/x`: not a path at all. A `file://` URL names one, but in
+            // percent-encoding, perhaps on another host: it is counted, not named.
             while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
                 i += 1;
+            }
+            if let Some(path) = file_url_path(&bytes[..start - 1], &bytes[start..i]) {
+                out.add(path, true);
             }
             continue;
         }
@@ -273,16 +274,76 @@ pub fn paths_in(message: &str) -> Named {
 
 impl Named {
     /// A path as the message wrote it (quotes undone), or, when `unnamed`, one whose name
-    /// is not known exactly. Either way only a path that could be state counts.
+    /// is not known exactly. A name that cannot be a path (a NUL in it, longer than
+    /// PATH_MAX) or that only resolving it would tell (`..`: a symlink on the way decides
+    /// where it leads) is not named either. An unnamed path is counted when it could be
+    /// state.
     fn add(&mut self, raw: &[u8], unnamed: bool) {
-        let mut kept = Vec::new();
-        keep(&mut kept, raw);
-        if unnamed {
-            self.unnamed += kept.len() as u64;
-        } else {
-            self.paths.extend(kept);
+        // systemd names paths in a unit's mount namespace under its staging root.
+        let raw = raw
+            .strip_prefix(UNIT_ROOT.as_bytes())
+            .filter(|r| r.starts_with(b"/"))
+            .unwrap_or(raw);
+        if raw.is_empty() {
+            return;
+        }
+        if !unnamed && raw.len() <= crate::paths::MAX_PATH_BYTES && !raw.contains(&0) {
+            // `//` and `.` collapse, a trailing `/` goes; `/` itself is no answer.
+            match crate::paths::normalize_given(std::ffi::OsStr::from_bytes(raw)) {
+                Ok(path) => return self.paths.push(path),
+                Err(crate::paths::PathProblem::ParentComponent) => {}
+                Err(_) => return,
+            }
+        }
+        if could_be_state(raw) {
+            self.unnamed += 1;
         }
     }
+}
+
+/// Whether a path that cannot be named could still be state: unless both what it names
+/// before its first `..` (or NUL) and where it leads read lexically lie in a tree the
+/// audit never walks (`/sys/devices/x/../..` is the kernel's, whatever the links).
+fn could_be_state(raw: &[u8]) -> bool {
+    let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
+    let mut before = PathBuf::from("/");
+    let mut lexical = PathBuf::from("/");
+    let mut climbed = false;
+    for c in Path::new(std::ffi::OsStr::from_bytes(raw)).components() {
+        match c {
+            Component::Normal(name) => {
+                if !climbed {
+                    before.push(name);
+                }
+                lexical.push(name);
+            }
+            Component::ParentDir => {
+                climbed = true;
+                lexical.pop();
+            }
+            _ => {}
+        }
+    }
+    let k = crate::knowledge::builtin();
+    k.never_walked(&before).is_none() || k.never_walked(&lexical).is_none()
+}
+
+/// The path of a `file://` URL, given the text before its `:` and what follows it; `None`
+/// for another scheme. Its host, when there is one, is dropped.
+fn file_url_path<'a>(before: &[u8], rest: &'a [u8]) -> Option<&'a [u8]> {
+    let scheme_at = before.len().checked_sub(4)?;
+    let scheme = &before[scheme_at..];
+    let alone = scheme_at == 0 || !before[scheme_at - 1].is_ascii_alphanumeric();
+    if !scheme.eq_ignore_ascii_case(b"file") || !alone {
+        return None;
+    }
+    let after_host = rest.strip_prefix(b"//")?;
+    let path = &after_host[after_host.iter().position(|&b| b == b'/')?..];
+    let end = path
+        .iter()
+        .position(|b| matches!(b, b'"' | b'\'' | b'`' | b',' | b')' | b']' | b'>' | b';'))
+        .unwrap_or(path.len());
+    Some(&path[..end])
 }
 
 /// Whether the text of a path holds U+FFFD: a message that was not UTF-8 was read lossily
@@ -375,24 +436,6 @@ fn go_escape(rest: &[u8]) -> Option<(Vec<u8>, usize)> {
             Some((c.to_string().into_bytes(), 1 + n))
         }
         _ => None,
-    }
-}
-
-/// Adds a path a message named, unless it is not state.
-fn keep(out: &mut Vec<PathBuf>, raw: &[u8]) {
-    // systemd names paths in a unit's mount namespace under its staging root.
-    let raw = raw
-        .strip_prefix(UNIT_ROOT.as_bytes())
-        .filter(|r| r.starts_with(b"/"))
-        .unwrap_or(raw);
-    if raw.is_empty() || raw.len() > crate::paths::MAX_PATH_BYTES || raw.contains(&0) {
-        return;
-    }
-    // `//` and `.` collapse, a trailing `/` goes; `..` and `/` itself are no answer.
-    if let Ok(path) = crate::paths::normalize_given(std::ffi::OsStr::from_bytes(raw)) {
-        if !NOT_STATE.iter().any(|n| path.starts_with(n)) {
-            out.push(path);
-        }
     }
 }
 
@@ -629,12 +672,12 @@ mod tests {
                 &["/var/lib/foo"],
             ),
             ("Failed to read /etc/a, /etc/b.", &["/etc/a", "/etc/b"]),
+            // What is state is decided later: the store is named like any path.
             (
                 "see https://example.com/x and /nix/store/abc-foo/bin/foo",
-                &[],
+                &["/nix/store/abc-foo/bin/foo"],
             ),
             ("loaded 3 rules from ./relative/path", &[]),
-            ("/var/lib/a/../b is odd", &[]),
             // Go's %q escapes quotes and backslashes inside the quotes.
             (
                 r#"open "/var/lib/app/my \"quoted\" dir/state": no such file or directory"#,
@@ -672,7 +715,6 @@ mod tests {
             // Doubled slashes collapse; a URL is not a path.
             ("stat //srv//bare/: no such file", &["/srv/bare"]),
             ("open \"//var//lib//dbl\": no such file", &["/var/lib/dbl"]),
-            ("fetch file:///var/lib/x failed", &[]),
             // Go's other escapes, inside double quotes only.
             (
                 r#"open "/var/lib/a\tb\x41\u00e9\U0001F600": x"#,
@@ -693,7 +735,9 @@ mod tests {
         }
     }
 
-    /// A bare path a control character breaks off is counted, never cut into another.
+    /// A path that cannot be named exactly (a bare one a control character breaks off, one
+    /// with `..` or a NUL, a `file://` URL) is counted when it could be state, never cut
+    /// into another or dropped unsaid.
     #[test]
     fn broken_paths_are_counted_not_cut() {
         let cases: &[(&str, &[&str], u64)] = &[
@@ -705,6 +749,35 @@ mod tests {
             ("open /var/lib/x\u{1b}[0m", &["/var/lib/x"], 0),
             // What could never be state is not counted either.
             ("open /proc/\u{1b}[31mx: No such file", &[], 0),
+            // `..` is only known by resolving it (a symlink decides): counted, unless both
+            // where it starts and where it leads lexically are never walked.
+            ("/var/lib/a/../b is odd", &[], 1),
+            ("Failed to open /var/lib/foo/../../../etc/shadow: x", &[], 1),
+            ("open /home/josh/../bob/.config: x", &[], 1),
+            (r#"open "/var/lib/\x2e\x2e": x"#, &[], 1),
+            (r#"open "/var/lib/sl\x2f..\x2f..\x2fetc": x"#, &[], 1),
+            ("open /run/../var/lib/x: x", &[], 1),
+            ("open /sys/devices/x/../..: x", &[], 0),
+            ("open /nix/store/a/../b: x", &[], 0),
+            // A NUL is in no path.
+            (r#"open "/var/lib/nul\x00x": x"#, &[], 1),
+            (r#"open "/proc/nul\x00x": x"#, &[], 0),
+            // A file URL names a path in percent-encoding: counted, never named.
+            ("Failed to load file:///var/lib/fileurl", &[], 1),
+            (
+                "Failed to load FILE://localhost/var/lib/x%20y, then /var/lib/z",
+                &["/var/lib/z"],
+                1,
+            ),
+            ("Failed to load \"file:///etc/x\": gone", &[], 1),
+            ("Failed to load file:///proc/x", &[], 0),
+            (
+                "see https://example.com/var/lib/x and profile:///var/lib/y",
+                &[],
+                0,
+            ),
+            // `/` itself is no answer, and longer than PATH_MAX is no path.
+            ("open /: x", &[], 0),
             (
                 "open /var/lib/a\u{1b}[1mb and /var/lib/c",
                 &["/var/lib/c"],
@@ -724,6 +797,26 @@ mod tests {
                 "{message:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_name_longer_than_path_max_is_counted() {
+        let long = format!("open \"/var/lib/{}\": x", "a".repeat(5000));
+        assert_eq!(
+            paths_in(&long),
+            Named {
+                paths: vec![],
+                unnamed: 1
+            }
+        );
+        let long = format!("open \"/proc/{}\": x", "a".repeat(5000));
+        assert_eq!(
+            paths_in(&long),
+            Named {
+                paths: vec![],
+                unnamed: 0
+            }
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The knowledge is data (`data/knowledge.toml`, compiled in), read once.
 
 use std::ffi::OsStr;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -238,6 +238,16 @@ impl Knowledge {
     /// Whether `path` is too broad to be suggested as an entry or a merging parent.
     pub fn too_broad(&self, path: &Path) -> bool {
         self.suggest.too_broad.iter().any(|p| p.matches(path))
+    }
+
+    /// The tree of `[scan] never_walk` that holds `path`, if any: another filesystem, the
+    /// kernel's, or one made anew at every boot, which no bind mount persists.
+    pub fn never_walked(&self, path: &Path) -> Option<&Path> {
+        self.scan
+            .never_walk
+            .iter()
+            .map(PathBuf::as_path)
+            .find(|t| path.starts_with(t))
     }
 
     /// Whether `path` lies in a tree NixOS regenerates.

@@ -912,3 +912,133 @@ fn after_a_reset_journal_finds_the_wiped_state_and_restore_brings_it_back() {
         fs.path("@root/persist/var/lib/postgresql.imperm-replaced-20260115T063000Z/16/PG_VERSION");
     assert_eq!(fs::read_to_string(aside).unwrap(), "newer", "nothing lost");
 }
+
+/// The JSON of a journal run over `lines`, with its exit code.
+fn run_json(lines: &[String]) -> (Option<i32>, Value) {
+    let input = lines.join("\n");
+    let out = journal(&["--file", "-", "--format", "json"], Some(input.as_bytes()));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), v)
+}
+
+/// A failure in a tree the audit never walks (`[scan] never_walk`: /run and /tmp are made
+/// anew at every boot, /nix, /boot, /mnt, /media are other filesystems, /proc, /sys, /dev
+/// the kernel's) is no state to persist: never suggested, not a failure to act on, listed
+/// apart in `never_persisted`, and no reason for exit 1.
+#[test]
+fn failures_in_trees_never_walked_are_never_suggested() {
+    let messages = [
+        "Failed to connect to /run/dbus/system_bus_socket: No such file or directory",
+        "Failed to connect to /run/user/1000/bus: No such file or directory",
+        "Failed to open /nix/var/nix/profiles/system: No such file or directory",
+        "Failed to open /mnt/data/x: No such file or directory",
+        "Failed to open /media/usb/x: No such file or directory",
+        "Failed to open /boot/loader/entries/x.conf: No such file or directory",
+        "Failed to open /run/systemd/unit-root: No such file or directory",
+        "Failed to open /tmp/foo: No such file or directory",
+        "Failed to open /dev/tpmrm0: No such file or directory",
+        "Failed to open /nix/store/abc-x/bin/x: No such file or directory",
+    ];
+    for m in messages {
+        let (code, v) = run_json(&[entry("u.service", m)]);
+        assert_eq!(code, Some(0), "{m}: {v}");
+        assert_eq!(v["suggestions"], serde_json::json!([]), "{m}: {v}");
+        assert_eq!(v["failures"], serde_json::json!([]), "{m}: {v}");
+        assert_eq!(
+            v["never_persisted"].as_array().unwrap().len(),
+            1,
+            "{m}: {v}"
+        );
+    }
+    let lines: Vec<String> = messages
+        .iter()
+        .map(|m| entry("u.service", m))
+        .chain([entry(
+            "v.service",
+            "open /var/lib/real/db: No such file or directory",
+        )])
+        .collect();
+    let (code, v) = run_json(&lines);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(
+        common::path_verdicts(&v),
+        [("/var/lib/real".to_string(), "persist".to_string())]
+    );
+    assert_eq!(
+        v["never_persisted"],
+        serde_json::json!([
+            "/boot/loader/entries/x.conf",
+            "/dev/tpmrm0",
+            "/media/usb/x",
+            "/mnt/data/x",
+            "/nix/store/abc-x/bin/x",
+            "/nix/var/nix/profiles/system",
+            "/run/dbus/system_bus_socket",
+            "/run/systemd/unit-root",
+            "/run/user/1000/bus",
+            "/tmp/foo",
+        ]),
+        "{v}"
+    );
+    let input = lines.join("\n");
+    let out = journal(&["--file", "-", "--color", "never"], Some(input.as_bytes()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("10 paths in trees never persisted"), "{text}");
+    assert!(!text.contains("/run/dbus"), "listed in JSON only: {text}");
+    let nix = journal(&["--file", "-", "--format", "nix"], Some(input.as_bytes()));
+    let nix = String::from_utf8_lossy(&nix.stdout);
+    for tree in [
+        "\"/run", "\"/tmp", "\"/nix", "\"/boot", "\"/mnt", "\"/media", "\"/dev",
+    ] {
+        assert!(!nix.contains(tree), "{tree} in {nix}");
+    }
+}
+
+/// The trial's paths that were dropped unsaid (`..`, a NUL, a `file://` URL) are counted
+/// as paths that cannot be named, with their units, and make exit 1; the human summary
+/// says why they are not listed.
+#[test]
+fn paths_that_cannot_be_named_are_counted_never_dropped() {
+    let messages = [
+        "Failed to open /var/lib/foo/../../../etc/shadow: No such file or directory",
+        "Failed to open /home/josh/../bob/.config: No such file or directory",
+        "Failed to open /var/lib/x/../../../persist/z: No such file or directory",
+        r#"open "/var/lib/nul\x00x": no such file or directory"#,
+        r#"open "/var/lib/\x2e\x2e": no such file or directory"#,
+        r#"open "/var/lib/sl\x2f..\x2f..\x2fetc": no such file or directory"#,
+        "Failed to load file:///var/lib/fileurl: No such file or directory",
+    ];
+    for m in messages {
+        let (code, v) = run_json(&[entry("u.service", m)]);
+        assert_eq!(
+            (code, &v["unnamed_paths"]),
+            (Some(1), &Value::from(1)),
+            "{m}: {v}"
+        );
+        assert_eq!(
+            v["unnamed_path_units"],
+            serde_json::json!(["u.service"]),
+            "{m}"
+        );
+        assert_eq!(v["failures"], serde_json::json!([]), "{m}: {v}");
+    }
+    // The kernel's trees are never state, with `..` or without.
+    let (code, v) = run_json(&[entry(
+        "u.service",
+        "Failed to open /sys/devices/x/../../y: No such file or directory",
+    )]);
+    assert_eq!(
+        (code, &v["unnamed_paths"]),
+        (Some(0), &Value::from(0)),
+        "{v}"
+    );
+    let input = messages.map(|m| entry("u.service", m)).join("\n");
+    let out = journal(&["--file", "-", "--color", "never"], Some(input.as_bytes()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("7 paths in messages of u.service cannot be named exactly")
+            && text.contains("`..`"),
+        "{text}"
+    );
+}

@@ -54,7 +54,8 @@ struct JournalReport {
     bad_lines: u64,
     bad_line_numbers: Vec<u64>,
     too_long_lines: u64,
-    /// Paths in messages that are not UTF-8, which cannot be named exactly.
+    /// Paths that could be state but cannot be named exactly: in a message that is not
+    /// UTF-8, broken off by a control character, holding `..` or a NUL, or a `file://` URL.
     unnamed_paths: u64,
     unnamed_path_units: BTreeSet<String>,
     /// The old-root snapshot paths were looked up in.
@@ -70,6 +71,11 @@ struct JournalReport {
     /// a reset did not wipe them (a mount or migration problem); never suggested.
     #[serde(serialize_with = "crate::paths::json_all")]
     in_storage: Vec<PathBuf>,
+    /// Paths in trees the audit never walks (`[scan] never_walk`: other filesystems, the
+    /// kernel's, or made anew at every boot) that failures named: no bind mount persists
+    /// them, so they are never suggested.
+    #[serde(serialize_with = "crate::paths::json_all")]
+    never_persisted: Vec<PathBuf>,
     suggestions: Vec<Suggestion>,
     #[serde(skip)]
     storage: PathBuf,
@@ -108,11 +114,16 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
     let mut failures = Vec::new();
     let mut persisted = Vec::new();
     let mut in_storage = Vec::new();
+    let mut never_persisted = Vec::new();
     let storages = config.persisted.storages();
     let k = knowledge::builtin();
     for (path, f) in found.paths {
         if storages.iter().any(|s| path.starts_with(s)) {
             in_storage.push(path);
+            continue;
+        }
+        if k.never_walked(&path).is_some() {
+            never_persisted.push(path);
             continue;
         }
         if config.persisted.contains(&path) {
@@ -157,6 +168,7 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         failed_units: found.failed_units.into_values().collect(),
         persisted,
         in_storage,
+        never_persisted,
         suggestions,
         failures,
         storage: discover::storage(&config),
@@ -500,6 +512,23 @@ impl Report for JournalReport {
                 s.problem
             )?;
         }
+        if !self.never_persisted.is_empty() {
+            let k = knowledge::builtin();
+            let trees: BTreeSet<String> = self
+                .never_persisted
+                .iter()
+                .filter_map(|p| k.never_walked(p))
+                .map(escape)
+                .collect();
+            writeln!(
+                out,
+                "{}{} in trees never persisted ({}: other filesystems, or made anew at every boot), not state (--format json lists them){:#}",
+                s.dim,
+                count(self.never_persisted.len(), "path", "paths"),
+                trees.into_iter().collect::<Vec<_>>().join(", "),
+                s.dim
+            )?;
+        }
         if !self.suggestions.is_empty() {
             writeln!(out)?;
             write_suggestions(out, s, &self.suggestions)?;
@@ -529,7 +558,7 @@ impl Report for JournalReport {
         if self.unnamed_paths > 0 {
             writeln!(
                 out,
-                "{}{} in messages of {} that are not UTF-8 cannot be named exactly and {} not listed (see `journalctl -u UNIT`){:#}",
+                "{}{} in messages of {} cannot be named exactly (not UTF-8, broken off by a control character, with `..` or a NUL, or a file:// URL) and {} not listed (see `journalctl -u UNIT`){:#}",
                 s.problem,
                 count(self.unnamed_paths as usize, "path", "paths"),
                 escaped(
