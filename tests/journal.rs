@@ -1042,3 +1042,122 @@ fn paths_that_cannot_be_named_are_counted_never_dropped() {
         "{text}"
     );
 }
+
+/// `path -> (kind, files)` of the suggestions.
+fn kinds(v: &Value) -> BTreeMap<String, (String, u64)> {
+    v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["path"].as_str().unwrap().to_string(),
+                (
+                    s["kind"].as_str().unwrap().to_string(),
+                    s["files"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A path with another failure below it is a directory, whichever failure comes first,
+/// for system and home paths, in JSON and in the Nix snippet (a file bind-mounted there
+/// would break every program writing below it).
+#[test]
+fn a_path_with_failures_below_it_is_a_directory() {
+    let lines = [
+        "Failed to open /var/lib/foo: No such file or directory",
+        "Failed to open /var/lib/foo/bar/baz: No such file or directory",
+        "Failed to open /home/josh/.config/app/x: No such file or directory",
+        "Failed to open /home/josh/.config: No such file or directory",
+        "Failed to open /var/lib/lone: No such file or directory",
+    ]
+    .map(|m| entry("u.service", m));
+    for order in [lines.to_vec(), lines.iter().rev().cloned().collect()] {
+        let (_, v) = run_json(&order);
+        let got = kinds(&v);
+        let dir = |files: u64| ("directory".to_string(), files);
+        assert_eq!(got["/var/lib/foo"], dir(2), "{v}");
+        assert_eq!(got["/home/josh/.config"], dir(2), "{v}");
+        // A lone missing path: nothing says what it was; the guess is said.
+        assert_eq!(got["/var/lib/lone"], ("file".to_string(), 1), "{v}");
+        let reason = |p: &str| {
+            v["suggestions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["path"] == p)
+                .unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(reason("/var/lib/lone").contains("guessed"), "{v}");
+        assert!(!reason("/var/lib/foo").contains("guessed"), "{v}");
+        let input = order.join("\n");
+        let nix = journal(&["--file", "-", "--format", "nix"], Some(input.as_bytes()));
+        let nix = String::from_utf8_lossy(&nix.stdout).into_owned();
+        let list = |name: &str, after: &str| -> String {
+            let from = nix.find(after).unwrap() + after.len();
+            let rest = &nix[from..];
+            let start = rest.find(&format!("{name} = [")).unwrap();
+            let end = rest[start..].find(']').unwrap();
+            rest[start..start + end].to_string()
+        };
+        let system_files = list("files", "\"/persist\"");
+        assert!(!system_files.contains("/var/lib/foo"), "{nix}");
+        assert!(
+            list("directories", "\"/persist\"").contains("\"/var/lib/foo\""),
+            "{nix}"
+        );
+        assert!(system_files.contains("\"/var/lib/lone\""), "{nix}");
+        let user_dirs = list("directories", "users.josh");
+        assert!(user_dirs.contains("\".config\""), "{nix}");
+        assert!(
+            !nix.contains("files = [ \".config\"")
+                && !nix.contains("    \".config\"\n    ];\n      files"),
+            "{nix}"
+        );
+        let out = journal(&["--file", "-", "--color", "never"], Some(input.as_bytes()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lone = text
+            .lines()
+            .find(|l| l.starts_with("  /var/lib/lone "))
+            .unwrap();
+        assert!(lone.contains("guessed"), "{text}");
+    }
+}
+
+/// A parent and its child are never both suggested: the parent covers the child (its
+/// counts added, a directory), as the audit's units never overlap; a child that must be
+/// persisted makes a parent to review one to persist.
+#[test]
+fn a_parent_and_its_child_are_never_both_suggested() {
+    let lines = [
+        "Failed to open /var/lib/private: No such file or directory",
+        "Failed to open /var/lib/private/x: No such file or directory",
+        "Failed to open /var/lib/private/AdGuardHome/conf: No such file or directory",
+        "Failed to open /home/josh/.local/share: No such file or directory",
+        "Failed to open /home/josh/.local/share/containers/storage/volumes/v: No such file or directory",
+        "Failed to open /home/josh/.local/share/flatpak: No such file or directory",
+    ]
+    .map(|m| entry("u.service", m));
+    let (code, v) = run_json(&lines);
+    assert_eq!(code, Some(1));
+    let got = kinds(&v);
+    let want: BTreeMap<String, (String, u64)> =
+        [("/home/josh/.local/share", 3), ("/var/lib/private", 3)]
+            .iter()
+            .map(|(p, n)| (p.to_string(), ("directory".to_string(), *n)))
+            .collect();
+    assert_eq!(got, want, "{v}");
+    let private = &v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == "/var/lib/private")
+        .unwrap();
+    assert_eq!(private["verdict"], "persist", "{v}");
+    assert_eq!(private["mode"], "0700", "the parent's own mode: {v}");
+}

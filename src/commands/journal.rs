@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufReader, Write};
+use std::ops::Bound;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -360,38 +361,49 @@ fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, Pa
 /// says it is a cache or NixOS makes it.
 fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) -> Vec<Suggestion> {
     let k = knowledge::builtin();
+    // Every path a failure named, sorted: what lies below a path follows it at once.
+    let named: BTreeSet<&Path> = failures.iter().map(|f| f.path.as_path()).collect();
+    let named_below = |p: &Path| {
+        named
+            .range::<Path, _>((Bound::Excluded(p), Bound::Unbounded))
+            .next()
+            .is_some_and(|q| q.starts_with(p))
+    };
+    let tree = crate::beneath::Tree::open(&config.root).ok();
     let mut units: BTreeMap<PathBuf, (Unit, Option<&Existed>)> = BTreeMap::new();
+    // Units whose kind nothing told: a lone missing path, taken for a file.
+    let mut guessed: BTreeSet<PathBuf> = BTreeSet::new();
     for f in failures.iter().filter(|f| !f.too_broad) {
         let unit = suggest::unit_of(&f.path, k, &config.persisted);
-        let kind = if unit == f.path {
-            f.existed
-                .as_ref()
-                .map(|e| e.kind)
-                .or_else(|| {
-                    // As the tree sees it: a symlink on the way must not name a host file.
-                    let tree = crate::beneath::Tree::open(&config.root).ok()?;
-                    Some(match tree.kind(&unit).ok()?? {
-                        rustix::fs::FileType::Directory => EntryKind::Directory,
-                        _ => EntryKind::File,
-                    })
-                })
-                .unwrap_or(EntryKind::File)
-        } else {
-            EntryKind::Directory
-        };
-        let entry = units.entry(unit.clone()).or_insert_with(|| {
-            (
-                Unit {
-                    path: unit,
-                    facts: Facts {
-                        kind: Some(kind),
-                        ..Facts::default()
-                    },
-                    bytes: 0,
+        if !units.contains_key(&unit) {
+            // Something named below it proves a directory, whatever the old root or the
+            // tree holds there now.
+            let kind = if unit != f.path || named_below(&unit) {
+                EntryKind::Directory
+            } else if let Some(e) = &f.existed {
+                e.kind
+            } else {
+                // As the tree sees it: a symlink on the way must not name a host file.
+                match tree.as_ref().and_then(|t| t.kind(&unit).ok().flatten()) {
+                    Some(rustix::fs::FileType::Directory) => EntryKind::Directory,
+                    Some(_) => EntryKind::File,
+                    None => {
+                        guessed.insert(unit.clone());
+                        EntryKind::File
+                    }
+                }
+            };
+            let u = Unit {
+                path: unit.clone(),
+                facts: Facts {
+                    kind: Some(kind),
+                    ..Facts::default()
                 },
-                None,
-            )
-        });
+                bytes: 0,
+            };
+            units.insert(unit.clone(), (u, None));
+        }
+        let entry = units.get_mut(&unit).expect("inserted above");
         entry.0.facts.files += f.existed.as_ref().map_or(1, |e| e.files.max(1));
         entry.0.bytes += f.existed.as_ref().map_or(0, |e| e.bytes);
         if entry.1.is_none() {
@@ -408,6 +420,17 @@ fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) ->
     };
     let mut out = suggest::suggest(units.into_values().map(|(u, _)| u).collect(), &cx);
     for s in &mut out {
+        if guessed.contains(&s.path) {
+            s.reason = format!(
+                "{}; a file is guessed: the journal does not say whether it is a file or a directory, and it is not in {}: check before pasting",
+                s.reason,
+                if snapshot.is_some() {
+                    "the tree nor the old root"
+                } else {
+                    "the tree"
+                }
+            );
+        }
         let Some(e) = wiped.get(&s.path) else {
             continue;
         };
@@ -424,12 +447,49 @@ fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) ->
             );
         }
     }
+    let mut out = covered(out);
     out.sort_by(|a, b| {
         suggest::rank(a.verdict)
             .cmp(&suggest::rank(b.verdict))
             .then(a.path.cmp(&b.path))
     });
     out
+}
+
+/// Folds every suggestion below one to persist or review into it: persisting the parent
+/// keeps the child, and two entries for the same tree would bind-mount one over the
+/// other. The audit's units never overlap; failures can name a parent (a known path
+/// holding others, like `/var/lib/private`) and its child. The parent takes the child's
+/// counts, and becomes one to persist when the child was.
+fn covered(mut out: Vec<Suggestion>) -> Vec<Suggestion> {
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut kept: Vec<Suggestion> = Vec::with_capacity(out.len());
+    // The index in `kept` of the suggestion that covers what follows it, if any.
+    let mut cover: Option<usize> = None;
+    for s in out {
+        if let Some(i) = cover.filter(|&i| s.path.starts_with(&kept[i].path)) {
+            let parent = &mut kept[i];
+            parent.files += s.files;
+            parent.bytes += s.bytes;
+            parent.kind = crate::persisted::Kind::Directory;
+            parent.in_initrd |= s.in_initrd;
+            if s.verdict == Verdict::Persist && parent.verdict != Verdict::Persist {
+                parent.verdict = Verdict::Persist;
+                parent.reason = format!(
+                    "{}; it holds {}, to persist: {}",
+                    parent.reason,
+                    escape(&s.path),
+                    s.reason
+                );
+            }
+            continue;
+        }
+        if matches!(s.verdict, Verdict::Persist | Verdict::Review) {
+            cover = Some(kept.len());
+        }
+        kept.push(s);
+    }
+    kept
 }
 
 impl Report for JournalReport {
