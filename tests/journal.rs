@@ -1161,3 +1161,72 @@ fn a_parent_and_its_child_are_never_both_suggested() {
     assert_eq!(private["verdict"], "persist", "{v}");
     assert_eq!(private["mode"], "0700", "the parent's own mode: {v}");
 }
+
+/// A file of a kernel filesystem may block or never end (`/proc/kmsg` waits for the next
+/// kernel message): any file on procfs, sysfs and their kin is refused at once, exit 2,
+/// one line naming it, before a byte is read; on standard input too, with a device that
+/// is not a terminal (`< /dev/zero`). A FIFO and a pipe stay accepted.
+#[test]
+fn files_of_kernel_filesystems_are_refused_before_reading() {
+    let run = |args: &[&str], stdin: Option<&str>| -> Output {
+        let (dir, config) = host();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imperm"));
+        cmd.arg("--root")
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
+            .arg("journal")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(file) = stdin {
+            cmd.stdin(fs::File::open(file).unwrap());
+        }
+        let mut child = cmd.spawn().unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                child.kill().unwrap();
+                panic!("{args:?} < {stdin:?} did not end");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let mut files = vec![
+        "/proc/self/status",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+    ];
+    if rustix::process::geteuid().is_root() {
+        files.push("/proc/kmsg");
+    }
+    for file in files.iter().filter(|f| Path::new(f).exists()) {
+        let out = run(&["--file", file], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(file) && err.contains("kernel"), "{err}");
+        let out = run(&["--file", "-"], Some(file));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "< {file}: {err}");
+        assert!(err.contains("stdin") && err.contains("kernel"), "{err}");
+    }
+    let out = run(&["--file", "-"], Some("/dev/zero"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "< /dev/zero: {err}");
+    assert!(err.contains("stdin") && err.contains("device"), "{err}");
+    // A regular file on standard input is read as before.
+    let dir = TempDir::new().unwrap();
+    let export = dir.path().join("boot.json");
+    fs::write(
+        &export,
+        entry("w.service", "open /var/lib/w/x: No such file or directory"),
+    )
+    .unwrap();
+    let out = run(
+        &["--file", "-", "--format", "json"],
+        Some(export.to_str().unwrap()),
+    );
+    let (paths, _) = summary(&out);
+    assert!(paths.contains_key("/var/lib/w/x"), "{paths:?}");
+}

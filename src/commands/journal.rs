@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufReader, Write};
 use std::ops::Bound;
-use std::os::unix::fs::FileTypeExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -237,26 +237,22 @@ fn shell_word(s: &str) -> String {
 fn read(config: &Config, args: &JournalArgs) -> Result<(String, journal::Findings), Error> {
     match &args.file {
         Some(file) if file.as_os_str() == "-" => {
-            let found = journal::scan(io::stdin().lock())
+            let stdin = io::stdin();
+            // A terminal is someone pasting an export; another device never ends.
+            if let Some(why) =
+                endless(stdin.as_fd()).filter(|_| !rustix::termios::isatty(stdin.as_fd()))
+            {
+                return Err(Error::Usage(format!("--file - (stdin): {why}")));
+            }
+            let found = journal::scan(stdin.lock())
                 .map_err(|e| FsError::new("read", Path::new("stdin"), e))?;
             Ok(("stdin".into(), found))
         }
         Some(file) => {
+            // Opening a FIFO waits for its writer, as a pipe should; nothing is read
+            // before the descriptor is looked at.
             let f = std::fs::File::open(file).map_err(|e| FsError::new("read", file, e))?;
-            // Read as a stream to its end: a device may never end (/dev/zero) and a
-            // directory has no lines. A FIFO is a pipe by design, read until it closes.
-            let ft = f
-                .metadata()
-                .map_err(|e| FsError::new("read", file, e))?
-                .file_type();
-            let refused = if ft.is_dir() {
-                Some("is a directory, not a journal export")
-            } else if ft.is_char_device() || ft.is_block_device() {
-                Some("is a device, not a journal export (give a file, a FIFO, or - for stdin)")
-            } else {
-                None
-            };
-            if let Some(why) = refused {
+            if let Some(why) = endless(f.as_fd()) {
                 return Err(Error::Usage(format!("--file {}: {why}", escape(file))));
             }
             let found =
@@ -303,6 +299,61 @@ fn read(config: &Config, args: &JournalArgs) -> Result<(String, journal::Finding
         }
     }
 }
+
+/// Why an input cannot be read as a stream to its end, if it cannot: a directory has no
+/// lines, a device may never end (`/dev/zero`), and a file of a kernel filesystem may block
+/// or never end (`/proc/kmsg` waits for the next kernel message). A FIFO is a pipe by
+/// design, read until its writer closes it.
+fn endless(fd: BorrowedFd<'_>) -> Option<String> {
+    let st = rustix::fs::fstat(fd).ok()?;
+    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::Directory => {
+            return Some("is a directory, not a journal export".into());
+        }
+        rustix::fs::FileType::CharacterDevice | rustix::fs::FileType::BlockDevice => {
+            return Some(
+                "is a device, not a journal export (give a file, a FIFO, or a pipe to stdin)"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
+    // `f_type`'s integer type differs between architectures.
+    let magic = rustix::fs::fstatfs(fd).ok()?.f_type as i64;
+    let (_, name) = KERNEL_FILESYSTEMS.iter().find(|(m, _)| *m == magic)?;
+    Some(format!(
+        "is a file of {name}, a kernel filesystem whose files may block or never end, not a journal export"
+    ))
+}
+
+/// The kernel's own filesystems (linux/magic.h): their files are made up on reading.
+// libc's type for them differs between architectures (i64 on x86_64).
+#[allow(clippy::unnecessary_cast)]
+const KERNEL_FILESYSTEMS: &[(i64, &str)] = &[
+    (libc::PROC_SUPER_MAGIC as i64, "procfs"),
+    (libc::SYSFS_MAGIC as i64, "sysfs"),
+    (libc::DEBUGFS_MAGIC as i64, "debugfs"),
+    (libc::TRACEFS_MAGIC as i64, "tracefs"),
+    (libc::SECURITYFS_MAGIC as i64, "securityfs"),
+    (libc::SELINUX_MAGIC as i64, "selinuxfs"),
+    (libc::SMACK_MAGIC as i64, "smackfs"),
+    (libc::CGROUP_SUPER_MAGIC as i64, "cgroup"),
+    (libc::CGROUP2_SUPER_MAGIC as i64, "cgroup2"),
+    (libc::BPF_FS_MAGIC as i64, "bpf"),
+    (libc::DEVPTS_SUPER_MAGIC as i64, "devpts"),
+    (libc::NSFS_MAGIC as i64, "nsfs"),
+    (libc::RDTGROUP_SUPER_MAGIC as i64, "resctrl"),
+    (libc::OPENPROM_SUPER_MAGIC as i64, "openpromfs"),
+    (libc::USBDEVICE_SUPER_MAGIC as i64, "usbfs"),
+    (libc::XENFS_SUPER_MAGIC as i64, "xenfs"),
+    (libc::BINDERFS_SUPER_MAGIC as i64, "binderfs"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6265_6570, "configfs"),
+    (0x6573_5543, "fusectl"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6165_676c, "pstore"),
+    (0x1980_0202, "mqueue"),
+];
 
 /// Why no old root is looked at.
 enum Lookup {
