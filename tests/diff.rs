@@ -695,3 +695,212 @@ fn no_double_counts_and_no_content_change_where_none_was_made() {
         "{dirmv}"
     );
 }
+
+/// `imperm --root ROOT ARGS --fs btrfs --mounted TOP`.
+fn imperm_at(fs: &LoopBtrfs, root: &std::path::Path, args: &[&str]) -> Output {
+    common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env(imperm::commands::NOW_ENV, "2026-01-15T06:30:00Z")
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .args(["--fs", "btrfs", "--mounted"])
+            .arg(fs.top()),
+    )
+}
+
+/// The uuid of a subvolume (btrfs-progs), to tell one `.baseline` from another.
+fn uuid_of(fs: &LoopBtrfs, rel: &str) -> String {
+    let out = common::check(
+        Command::new("btrfs")
+            .args(["subvolume", "show"])
+            .arg(fs.path(rel)),
+    );
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("UUID:"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim()
+        .to_string()
+}
+
+fn notes(v: &Value) -> Vec<String> {
+    v["notes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no notes: {v}"))
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `--root DIR` where DIR is not the root subvolume (here a writable snapshot of it, as
+/// `snapshots mount` would show one): `baseline` takes no snapshot of the root subvolume
+/// and leaves the running system's `.baseline` alone, and `diff` walks DIR instead of
+/// searching the root subvolume's history, saying so.
+#[test]
+fn a_root_that_is_not_the_root_subvolume_gets_no_snapshot_and_is_walked() {
+    let Some(fs) = btrfs("diff_root_elsewhere") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/srv/other/o", "o");
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = uuid_of(&fs, "@snapshots/.baseline");
+    fs.snapshot("@root", "@mnt", false);
+    let other = fs.path("@mnt");
+    let out = imperm_at(&fs, &other, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("no snapshot: --root ")
+            && said.contains(" is not ")
+            && said.contains("@root"),
+        "{said}"
+    );
+    assert_eq!(
+        uuid_of(&fs, "@snapshots/.baseline"),
+        live,
+        "the live .baseline was replaced"
+    );
+    fs.write("@mnt/srv/other/newz", "z");
+    fs.write("@root/srv/wrongtree", "w");
+    for walk in [false, true] {
+        let mut args = vec!["diff", "--format", "json"];
+        if walk {
+            args.push("--walk");
+        }
+        let v = json(&imperm_at(&fs, &other, &args));
+        assert_eq!(changes(&v), ["added /srv/other/newz"], "{v}");
+        assert_eq!(v["method"], "walk");
+    }
+    // The live root still pairs with its own, untouched baseline.
+    let (_, _, lines) = both_methods(&fs);
+    assert_eq!(lines, ["added /srv/wrongtree"]);
+    // A manifest the live root got from elsewhere (copied from the other tree, which
+    // named no snapshot) is walked too.
+    fs::copy(
+        fs.path("@mnt/run/imperm/baseline"),
+        fs.path("@root/run/imperm/baseline"),
+    )
+    .unwrap();
+    let v = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(v["method"], "walk", "{v}");
+}
+
+/// The manifest and `.baseline` are of one `baseline` run, or not paired: with the lock
+/// held by another imperm (no new snapshot) and with a run killed right after its
+/// snapshot (no new manifest), `diff` walks with the manifest there is, says so, and
+/// both methods agree.
+#[test]
+fn a_manifest_and_a_baseline_snapshot_of_different_runs_are_not_paired() {
+    let Some(fs) = btrfs("diff_baseline_pair") else {
+        return;
+    };
+    fs.subvolume("@root");
+    for i in 0..5 {
+        fs.write(&format!("@root/srv/chg{i}"), "c");
+    }
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..5 {
+        fs::remove_file(fs.path(&format!("@root/srv/chg{i}"))).unwrap();
+    }
+    fs.write("@root/srv/afterA", "new");
+    // Another imperm holds the lock: the manifest is new, `.baseline` the old one.
+    let lock = fs::File::open(fs.top()).unwrap();
+    lock.try_lock().unwrap();
+    let out = imperm(&fs, &["baseline"]);
+    drop(lock);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no snapshot: "));
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "walk", "{search}");
+    assert!(changes(&search).is_empty(), "{search}");
+    // A complete run pairs them again.
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs.write("@root/srv/afterB", "new");
+    let (_, _, lines) = both_methods(&fs);
+    assert_eq!(lines, ["added /srv/afterB"]);
+    // Killed after its snapshot, before its manifest: the new `.baseline` is not used with
+    // the old manifest.
+    let killed = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env("IMPERM_FAILPOINT", "baseline-snapshot-taken")
+            .arg("--root")
+            .arg(fs.path("@root"))
+            .args(["baseline", "--fs", "btrfs", "--mounted"])
+            .arg(fs.top()),
+    );
+    assert!(!killed.status.success());
+    assert!(fs.is_readonly("@snapshots/.baseline"));
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "walk", "{search}");
+    assert!(
+        notes(&search)
+            .iter()
+            .any(|n| n.contains("is not the snapshot the baseline manifest names")),
+        "{search}"
+    );
+    let walk = json(&imperm(&fs, &["diff", "--walk", "--format", "json"]));
+    assert_eq!(changes(&search), changes(&walk));
+    assert_eq!(changes(&search), ["added /srv/afterB"]);
+}
+
+/// A nested snapshot in `.baseline` taken again after the baseline (a tampered
+/// `.baseline`) is not part of it: `diff` walks, and sees what changed in it.
+#[test]
+fn a_baseline_whose_nested_snapshot_was_taken_again_is_not_used() {
+    let Some(fs) = btrfs("diff_nested_retaken") else {
+        return;
+    };
+    fs.subvolume("@root");
+    subvolume(&fs, "@root/srv/bigsub");
+    fs.write("@root/srv/bigsub/a", "a");
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs.write("@root/srv/bigsub/t2", "t2");
+    let prop = |v: &str| {
+        common::check(
+            Command::new("btrfs")
+                .args(["property", "set"])
+                .arg(fs.path("@snapshots/.baseline"))
+                .args(["ro", v]),
+        );
+    };
+    prop("false");
+    common::check(
+        Command::new("btrfs")
+            .args(["-q", "subvolume", "delete"])
+            .arg(fs.path("@snapshots/.baseline/srv/bigsub")),
+    );
+    fs.snapshot("@root/srv/bigsub", "@snapshots/.baseline/srv/bigsub", true);
+    prop("true");
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "walk", "{search}");
+    assert_eq!(changes(&search), ["added /srv/bigsub/t2"], "{search}");
+}
