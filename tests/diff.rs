@@ -904,3 +904,43 @@ fn a_baseline_whose_nested_snapshot_was_taken_again_is_not_used() {
     assert_eq!(search["method"], "walk", "{search}");
     assert_eq!(changes(&search), ["added /srv/bigsub/t2"], "{search}");
 }
+
+/// A nested subvolume moved into a persisted path is gone from the wiped part, and one
+/// moved out of a persisted path is new in it (a reset deletes it): both methods say so
+/// alike, as they do for a directory moved the same way.
+#[test]
+fn a_subvolume_moved_across_a_persisted_path_is_reported_by_both_methods() {
+    let Some(fs) = btrfs("diff_subvolume_across_persisted") else {
+        return;
+    };
+    fs.subvolume("@root");
+    subvolume(&fs, "@root/srv/m1");
+    fs.write("@root/srv/m1/a", "m1");
+    subvolume(&fs, "@root/var/log/m2");
+    fs.write("@root/var/log/m2/b", "m2");
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::rename(fs.path("@root/srv/m1"), fs.path("@root/var/log/m1")).unwrap();
+    fs::rename(fs.path("@root/var/log/m2"), fs.path("@root/srv/m2")).unwrap();
+    let (search, _, lines) = both_methods(&fs);
+    assert_eq!(
+        lines,
+        sorted(&[
+            "added /srv/m2",
+            "added /srv/m2/b",
+            "removed /srv/m1",
+            "removed /srv/m1/a",
+        ]),
+        "{search}"
+    );
+    assert!(
+        common::path_verdicts(&search)
+            .iter()
+            .any(|(p, _)| p == "/srv/m2"),
+        "{search}"
+    );
+}

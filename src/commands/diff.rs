@@ -649,10 +649,17 @@ fn generation_diff(
     let mut groups: Vec<Group> = Vec::new();
     for (b, n) in pairs {
         let nested = b.or(n).is_some_and(|p| p.at != Path::new("/"));
-        if nested {
-            if n.is_some_and(|n| !walked(&n.at) || mounted_apart(&config.root, &n.at))
-                || b.is_some_and(|b| !walked(&b.at))
-            {
+        let (b, n) = if nested {
+            // Mounted over now: not the root's to compare (see `not_mounted`).
+            if n.is_some_and(|n| mounted_apart(&config.root, &n.at)) {
+                continue;
+            }
+            // A side in a persisted (or never walked) path is not compared: a subvolume
+            // moved into one is gone whole, one moved out of one is new whole, as the
+            // walk sees them.
+            let b = b.filter(|b| walked(&b.at));
+            let n = n.filter(|n| walked(&n.at));
+            if b.is_none() && n.is_none() {
                 continue;
             }
             // The subvolume's own root: where it is in each state.
@@ -660,7 +667,10 @@ fn generation_diff(
                 old: b.map(|b| vec![b.at.clone()]).unwrap_or_default(),
                 new: n.map(|n| vec![n.at.clone()]).unwrap_or_default(),
             });
-        }
+            (b, n)
+        } else {
+            (b, n)
+        };
         let found = match (b, n) {
             (Some(b), Some(n)) => changed_since(top, &then, &now, b, n, &walked)?,
             (None, Some(n)) => whole(top, n, &walked)?
