@@ -464,9 +464,18 @@ fn diff_refuses_what_it_cannot_compare() {
 
 /// Both methods' changes, which must be the same, as sorted lines.
 fn both_methods(fs: &LoopBtrfs) -> (Value, Value, Vec<String>) {
-    let search = json(&imperm(fs, &["diff", "--format", "json"]));
-    assert_eq!(search["method"], "btrfs-generation");
-    let walk = json(&imperm(fs, &["diff", "--walk", "--format", "json"]));
+    both_methods_at(fs, &fs.path("@root"))
+}
+
+/// The same, with `--root ROOT`.
+fn both_methods_at(fs: &LoopBtrfs, root: &std::path::Path) -> (Value, Value, Vec<String>) {
+    let search = json(&imperm_at(fs, root, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "btrfs-generation", "{search}");
+    let walk = json(&imperm_at(
+        fs,
+        root,
+        &["diff", "--walk", "--format", "json"],
+    ));
     assert_eq!(walk["method"], "walk");
     let mut lines = changes(&search);
     let mut walked = changes(&walk);
@@ -943,4 +952,145 @@ fn a_subvolume_moved_across_a_persisted_path_is_reported_by_both_methods() {
             .any(|(p, _)| p == "/srv/m2"),
         "{search}"
     );
+}
+
+/// tmpfs mounts on paths of a test's root, unmounted (lazily) when dropped, even on panic.
+struct Mounts(Vec<std::path::PathBuf>);
+
+impl Mounts {
+    fn mount(&mut self, at: std::path::PathBuf) {
+        common::check(Command::new("mount").args(["-t", "tmpfs", "none"]).arg(&at));
+        self.0.push(at);
+    }
+
+    /// The root subvolume mounted on its own (as the running system has it), so that what
+    /// is mounted on its paths is not seen through the top level.
+    fn live(&mut self, fs: &LoopBtrfs) -> std::path::PathBuf {
+        let at = fs.scratch().join("live");
+        fs::create_dir_all(&at).unwrap();
+        common::check(
+            Command::new("mount")
+                .args(["-o", "subvol=@root"])
+                .arg(&fs.device)
+                .arg(&at),
+        );
+        self.0.push(at.clone());
+        at
+    }
+
+    fn unmount(&mut self, at: &std::path::Path) {
+        common::check(Command::new("umount").arg(at));
+        self.0.retain(|m| m != at);
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for at in self.0.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(at).status();
+        }
+    }
+}
+
+/// What lies under a mount that is not the root's own is not the root's: mounted after
+/// the baseline (over a directory, a nested subvolume, a directory made since), neither
+/// method reports what the mount hides as removed nor what was written under it before as
+/// added; each such mount is named once, and the rest is still compared.
+#[test]
+fn what_is_mounted_since_the_baseline_is_not_compared() {
+    let Some(fs) = btrfs("diff_mounted_since") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs::create_dir_all(fs.path("@root/srv/mproot")).unwrap();
+    fs::create_dir_all(fs.path("@root/srv/s1/mpsub")).unwrap();
+    subvolume(&fs, "@root/srv/snapcopy");
+    for f in ["a", "b", "c"] {
+        fs.write(&format!("@root/srv/snapcopy/{f}"), f);
+    }
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs.write("@root/srv/mproot/hidden", "h");
+    fs.write("@root/srv/s1/mpsub/hidden", "h");
+    fs::create_dir(fs.path("@root/srv/mnt2")).unwrap();
+    fs.write("@root/srv/real", "r");
+    let mut mounts = Mounts(Vec::new());
+    let live = mounts.live(&fs);
+    for at in ["srv/mproot", "srv/s1/mpsub", "srv/snapcopy", "srv/mnt2"] {
+        mounts.mount(live.join(at));
+    }
+    let (search, walk, lines) = both_methods_at(&fs, &live);
+    assert_eq!(lines, ["added /srv/real"], "{search}\n{walk}");
+    let want = [
+        "/srv/mnt2 mounted since the baseline: not compared",
+        "/srv/mproot mounted since the baseline: not compared",
+        "/srv/s1/mpsub mounted since the baseline: not compared",
+        "/srv/snapcopy mounted since the baseline: not compared",
+    ];
+    assert_eq!(notes(&search), want);
+    assert_eq!(notes(&walk), want);
+    drop(mounts);
+}
+
+/// The other way: a baseline taken while something was mounted on the root's paths, then
+/// unmounted: what comes to light under them is not added.
+#[test]
+fn what_was_mounted_at_the_baseline_is_not_compared() {
+    let Some(fs) = btrfs("diff_unmounted_since") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/srv/mproot/hidden", "h");
+    subvolume(&fs, "@root/srv/snapcopy");
+    for f in ["a", "b", "c"] {
+        fs.write(&format!("@root/srv/snapcopy/{f}"), f);
+    }
+    let mut mounts = Mounts(Vec::new());
+    let live = mounts.live(&fs);
+    mounts.mount(live.join("srv/mproot"));
+    mounts.mount(live.join("srv/snapcopy"));
+    let out = imperm_at(&fs, &live, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read-only snapshot: "));
+    fs::write(live.join("srv/mproot/on-tmpfs"), "gone with the mount").unwrap();
+    mounts.unmount(&live.join("srv/mproot"));
+    mounts.unmount(&live.join("srv/snapcopy"));
+    fs.write("@root/srv/real", "r");
+    let (search, walk, lines) = both_methods_at(&fs, &live);
+    assert_eq!(lines, ["added /srv/real"], "{search}\n{walk}");
+    let want = [
+        "/srv/mproot unmounted since the baseline: not compared",
+        "/srv/snapcopy unmounted since the baseline: not compared",
+    ];
+    assert_eq!(notes(&search), want);
+    assert_eq!(notes(&walk), want);
+    // `check` since the same baseline agrees: only /srv/real is new.
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(&live)
+            .args(["check", "--format", "json"]),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let paths: Vec<String> = common::path_verdicts(&v)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(paths, ["/srv/real"], "{v}");
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["/srv/mproot", "/srv/snapcopy"], "{v}");
 }
