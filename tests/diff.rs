@@ -1094,3 +1094,38 @@ fn what_was_mounted_at_the_baseline_is_not_compared() {
         .collect();
     assert_eq!(skipped, ["/srv/mproot", "/srv/snapcopy"], "{v}");
 }
+
+/// A baseline killed while writing its manifest leaves `.baseline.PID.NANOS.tmp`: the
+/// next run removes it when that process is gone, and leaves a live one's, and what is
+/// not such a file, alone.
+#[test]
+fn a_killed_baselines_temporary_manifest_is_removed_by_the_next_run() {
+    let Some(fs) = btrfs("diff_baseline_leftover") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/run/imperm/.baseline.999999999.1.tmp", "dead");
+    let mine = format!("@root/run/imperm/.baseline.{}.2.tmp", std::process::id());
+    fs.write(&mine, "alive");
+    fs.write("@root/run/imperm/.baseline.999999999.x.tmp", "not ours");
+    fs::create_dir_all(fs.path("@root/run/imperm/.baseline.999999998.3.tmp")).unwrap();
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !fs.path("@root/run/imperm/.baseline.999999999.1.tmp")
+            .exists()
+    );
+    assert!(fs.path(&mine).exists());
+    assert!(
+        fs.path("@root/run/imperm/.baseline.999999999.x.tmp")
+            .exists()
+    );
+    assert!(
+        fs.path("@root/run/imperm/.baseline.999999998.3.tmp")
+            .is_dir()
+    );
+}

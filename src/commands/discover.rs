@@ -405,8 +405,65 @@ pub fn record(config: &Config, root: &Path, xattrs: scan::Xattrs) -> Result<Mani
 fn write_manifest(root: &Path, manifest: &Manifest) -> Result<PathBuf, Error> {
     let tree = beneath::Tree::open(root)?;
     let abs = Path::new(baseline::MANIFEST);
+    remove_dead_temporaries(&tree, abs);
     tree.write_atomic(abs, &manifest.render(), 0o600)?;
     Ok(tree.on_disk(abs))
+}
+
+/// Removes the temporary files (`.NAME.PID.NANOS.tmp`) that runs killed while writing
+/// `abs` left beside it: only regular files, only when their process is gone. Best effort:
+/// a leftover must not stop a baseline.
+fn remove_dead_temporaries(tree: &beneath::Tree, abs: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return;
+    };
+    let Some(dir) = tree.open_dir(parent) else {
+        return;
+    };
+    let Ok(mut entries) = rustix::fs::Dir::read_from(&dir) else {
+        return;
+    };
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(name.as_bytes());
+    prefix.push(b'.');
+    while let Some(Ok(entry)) = entries.next() {
+        let file = entry.file_name().to_bytes();
+        let Some(rest) = file
+            .strip_prefix(prefix.as_slice())
+            .and_then(|r| r.strip_suffix(b".tmp"))
+        else {
+            continue;
+        };
+        let Some((pid, nanos)) = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split_once('.'))
+        else {
+            continue;
+        };
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let Some(pid) = (digits(pid) && digits(nanos))
+            .then(|| pid.parse().ok())
+            .flatten()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        if rustix::process::test_kill_process(pid) != Err(rustix::io::Errno::SRCH) {
+            continue;
+        }
+        let regular = rustix::fs::statat(
+            &dir,
+            entry.file_name(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        });
+        if regular {
+            let _ = rustix::fs::unlinkat(&dir, entry.file_name(), rustix::fs::AtFlags::empty());
+        }
+    }
 }
 
 /// Takes the read-only `.baseline` snapshot of the root subvolume, replacing the last one,
