@@ -65,16 +65,20 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let mut notes = Vec::new();
     let (method, raw) = match (&args.against, fs.as_ref()) {
         (None, _) => {
-            let (_, manifest) = discover::load_manifest(&config.root)?.ok_or_else(|| {
+            let manifest = discover::load_manifest(&config.root)?.map(|(_, m)| m);
+            // The filesystem options first: a wrong --mounted is the error to name.
+            let search = match (searchable, fs.as_ref()) {
+                (true, Some(fs)) => {
+                    generation_if_baseline_snapshot(&config, fs, args, manifest.as_ref())?
+                }
+                _ => Err(None),
+            };
+            let manifest = manifest.ok_or_else(|| {
                 Error::Usage(format!(
                     "no baseline in {}: run `imperm baseline` right after boot (the NixOS module does), or pass --against SNAP",
                     escape(&under_root(&config.root, Path::new(baseline::MANIFEST)))
                 ))
             })?;
-            let search = match (searchable, fs.as_ref()) {
-                (true, Some(fs)) => generation_if_baseline_snapshot(&config, fs, args, &manifest)?,
-                _ => Err(None),
-            };
             let (method, raw) = match search {
                 Ok(changes) => (GENERATION, changes),
                 Err(why) => {
@@ -145,9 +149,12 @@ fn generation_if_baseline_snapshot(
     config: &Config,
     fs: &FilesystemConfig,
     args: &DiffArgs,
-    manifest: &Manifest,
+    manifest: Option<&Manifest>,
 ) -> Result<Result<Vec<Change>, Option<String>>, Error> {
     let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
+    let Some(manifest) = manifest else {
+        return Ok(Err(None));
+    };
     let parent = fs.snapshot_dir.join(baseline::SNAPSHOT);
     let walked_because = |why: String| Ok(Err(Some(format!("{why}: walked the root instead"))));
     let Some(recorded) = manifest.snapshot.as_ref() else {
