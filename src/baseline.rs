@@ -23,7 +23,9 @@ pub const MANIFEST: &str = "/run/imperm/baseline";
 /// The read-only snapshot's name in the snapshot directory (a dot-name: never listed as
 /// an old root, never deleted by gc).
 pub const SNAPSHOT: &str = ".baseline";
-const HEADER: &str = "imperm-baseline 3";
+const HEADER: &str = "imperm-baseline 4";
+/// The third, without the snapshot it belongs to and the mounts; still read.
+const HEADER_3: &str = "imperm-baseline 3";
 /// The first format, without stamps or extended attributes; still read.
 const HEADER_1: &str = "imperm-baseline 1";
 /// The second, without the subvolume; still read.
@@ -552,6 +554,22 @@ impl Compare<'_> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Manifest {
     entries: HashMap<OsString, Meta>,
+    /// The `.baseline` snapshot this manifest belongs to: each subvolume in it (its root
+    /// first), so that `diff` pairs the two only when they are of one `baseline` run.
+    /// `Some(empty)`: none belongs to it; `None`: not recorded (format 3 and older).
+    pub snapshot: Option<Vec<SnapshotPart>>,
+    /// What was mounted below the root when it was recorded (as seen from the host's
+    /// `/`): the walk did not enter it, and it is not the root's.
+    pub mounts: Vec<PathBuf>,
+}
+
+/// One subvolume of a `.baseline` snapshot, as a manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SnapshotPart {
+    /// Where it is, as seen from the host's `/` (`/` for the snapshot of the root).
+    pub at: PathBuf,
+    pub id: u64,
+    pub uuid: Option<[u8; 16]>,
 }
 
 impl Side for Manifest {
@@ -567,6 +585,8 @@ impl Manifest {
                 .into_iter()
                 .map(|(p, m)| (p.into_os_string(), m))
                 .collect(),
+            snapshot: None,
+            mounts: Vec::new(),
         }
     }
 
@@ -622,6 +642,22 @@ impl Manifest {
         let mut out = String::with_capacity(lines.len() * 100);
         out.push_str(HEADER);
         out.push('\n');
+        match &self.snapshot {
+            None => {}
+            Some(parts) if parts.is_empty() => out.push_str("#no-snapshot\n"),
+            Some(parts) => {
+                for part in parts {
+                    let uuid = part.uuid.map_or_else(
+                        || "-".to_string(),
+                        |u| u.iter().map(|b| format!("{b:02x}")).collect(),
+                    );
+                    let _ = writeln!(out, "#snapshot\t{}\t{uuid}\t{}", part.id, escape(&part.at));
+                }
+            }
+        }
+        for mount in &self.mounts {
+            let _ = writeln!(out, "#mount\t{}", escape(mount));
+        }
         let unknown = || "-".to_string();
         for (path, m) in lines {
             let kind = match m.kind {
@@ -659,24 +695,57 @@ impl Manifest {
         out.into_bytes()
     }
 
-    /// Parses a manifest of format 2 or 1; an error names the line.
+    /// Parses a manifest of format 4 down to 1; an error names the line.
     pub fn parse(data: &[u8]) -> Result<Manifest, String> {
         // Every line ends with a newline, the last one too.
         let body = data.strip_suffix(b"\n").unwrap_or(data);
         let mut lines = body.split(|&b| b == b'\n');
         let version = match lines.next() {
-            Some(h) if h == HEADER.as_bytes() => 3,
+            Some(h) if h == HEADER.as_bytes() => 4,
+            Some(h) if h == HEADER_3.as_bytes() => 3,
             Some(h) if h == HEADER_2.as_bytes() => 2,
             Some(h) if h == HEADER_1.as_bytes() => 1,
             _ => {
                 return Err(format!(
-                    "line 1: expected {HEADER:?} (or {HEADER_2:?}, {HEADER_1:?})"
+                    "line 1: expected {HEADER:?} (or {HEADER_3:?}, {HEADER_2:?}, {HEADER_1:?})"
                 ));
             }
         };
         let mut entries = HashMap::new();
+        let mut snapshot = None;
+        let mut mounts = Vec::new();
         for (i, line) in lines.enumerate() {
             let n = i + 2;
+            if version >= 4 && line.first() == Some(&b'#') {
+                let why = |w: &str| format!("line {n}: {w}");
+                let line = std::str::from_utf8(line).map_err(|_| why("not UTF-8"))?;
+                let f: Vec<&str> = line.split('\t').collect();
+                match f[..] {
+                    ["#no-snapshot"] if snapshot.is_none() => snapshot = Some(Vec::new()),
+                    ["#snapshot", id, uuid, at] => {
+                        let parts: &mut Vec<SnapshotPart> = snapshot.get_or_insert_with(Vec::new);
+                        let id = Some(id)
+                            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                            .and_then(|t| t.parse().ok())
+                            .ok_or_else(|| why("bad subvolume id"))?;
+                        let uuid = match uuid {
+                            "-" => None,
+                            hex => Some(parse_uuid(hex).ok_or_else(|| why("bad uuid"))?),
+                        };
+                        let at = unescape(at)
+                            .filter(|p| p.is_absolute())
+                            .ok_or_else(|| why("bad snapshot path"))?;
+                        parts.push(SnapshotPart { at, id, uuid });
+                    }
+                    ["#mount", at] => mounts.push(
+                        unescape(at)
+                            .filter(|p| p.is_absolute())
+                            .ok_or_else(|| why("bad mount path"))?,
+                    ),
+                    _ => return Err(why("not a manifest header line")),
+                }
+                continue;
+            }
             let (path, meta) = entry(line, version).map_err(|why| format!("line {n}: {why}"))?;
             match entries.entry(path.into_os_string()) {
                 std::collections::hash_map::Entry::Occupied(e) => {
@@ -690,8 +759,28 @@ impl Manifest {
                 }
             }
         }
-        Ok(Manifest { entries })
+        Ok(Manifest {
+            entries,
+            snapshot,
+            mounts,
+        })
     }
+}
+
+/// 32 lowercase hex digits.
+fn parse_uuid(hex: &str) -> Option<[u8; 16]> {
+    if hex.len() != 32
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// One line of a manifest.
@@ -893,7 +982,7 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (
                 b"nope\n",
-                "line 1: expected \"imperm-baseline 3\" (or \"imperm-baseline 2\", \"imperm-baseline 1\")",
+                "line 1: expected \"imperm-baseline 4\" (or \"imperm-baseline 3\", \"imperm-baseline 2\", \"imperm-baseline 1\")",
             ),
             (b"", "line 1: expected"),
             (
@@ -944,6 +1033,54 @@ mod tests {
                 "{err:?} for {:?}",
                 String::from_utf8_lossy(text)
             );
+        }
+    }
+
+    /// The snapshot a manifest belongs to and the mounts below the root survive a round
+    /// trip; "none" and "not recorded" stay apart; a bad header line names its line.
+    #[test]
+    fn the_snapshot_and_the_mounts_round_trip() {
+        let mut m = Manifest::new([("/a".into(), meta(EntryKind::File, 1, 2))]);
+        assert_eq!(Manifest::parse(&m.render()).unwrap().snapshot, None);
+        m.snapshot = Some(Vec::new());
+        assert_eq!(Manifest::parse(&m.render()).unwrap(), m);
+        m.snapshot = Some(vec![
+            SnapshotPart {
+                at: "/".into(),
+                id: 256,
+                uuid: Some([0xab; 16]),
+            },
+            SnapshotPart {
+                at: PathBuf::from(OsString::from_vec(b"/srv/\xff\n".to_vec())),
+                id: 300,
+                uuid: None,
+            },
+        ]);
+        m.mounts = vec![
+            "/srv/mnt".into(),
+            PathBuf::from(OsString::from_vec(b"/t\tab".to_vec())),
+        ];
+        assert_eq!(Manifest::parse(&m.render()).unwrap(), m);
+        for (text, want) in [
+            (
+                &b"imperm-baseline 4\n#snapshot\t1\tzz\t/\n"[..],
+                "line 2: bad uuid",
+            ),
+            (
+                b"imperm-baseline 4\n#mount\trel\n",
+                "line 2: bad mount path",
+            ),
+            (
+                b"imperm-baseline 4\n#what\n",
+                "line 2: not a manifest header line",
+            ),
+            (
+                b"imperm-baseline 3\n#mount\t/a\n",
+                "line 2: not a manifest entry",
+            ),
+        ] {
+            let err = Manifest::parse(text).unwrap_err();
+            assert!(err.starts_with(want), "{err:?}");
         }
     }
 

@@ -661,6 +661,16 @@ impl<'a> Walker<'a> {
             if !matches!(job, Job::Record) && self.ignored(&child_path) {
                 continue;
             }
+            // What was mounted here at the baseline was not the root's then: what comes to
+            // light now is not new (`diff` leaves it out alike).
+            if self
+                .req
+                .since
+                .is_some_and(|m| !m.mounts.is_empty() && m.mounts.contains(&child_path))
+            {
+                self.skip(&child_path, "mounted when the baseline was recorded");
+                continue;
+            }
             let Some((kind, stat)) = self.kind(fd.as_fd(), &child, &child_path) else {
                 continue;
             };

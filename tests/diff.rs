@@ -464,9 +464,18 @@ fn diff_refuses_what_it_cannot_compare() {
 
 /// Both methods' changes, which must be the same, as sorted lines.
 fn both_methods(fs: &LoopBtrfs) -> (Value, Value, Vec<String>) {
-    let search = json(&imperm(fs, &["diff", "--format", "json"]));
-    assert_eq!(search["method"], "btrfs-generation");
-    let walk = json(&imperm(fs, &["diff", "--walk", "--format", "json"]));
+    both_methods_at(fs, &fs.path("@root"))
+}
+
+/// The same, with `--root ROOT`.
+fn both_methods_at(fs: &LoopBtrfs, root: &std::path::Path) -> (Value, Value, Vec<String>) {
+    let search = json(&imperm_at(fs, root, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "btrfs-generation", "{search}");
+    let walk = json(&imperm_at(
+        fs,
+        root,
+        &["diff", "--walk", "--format", "json"],
+    ));
     assert_eq!(walk["method"], "walk");
     let mut lines = changes(&search);
     let mut walked = changes(&walk);
@@ -693,5 +702,430 @@ fn no_double_counts_and_no_content_change_where_none_was_made() {
         (&dirmv["files"], &dirmv["bytes"]),
         (&1.into(), &8.into()),
         "{dirmv}"
+    );
+}
+
+/// `imperm --root ROOT ARGS --fs btrfs --mounted TOP`.
+fn imperm_at(fs: &LoopBtrfs, root: &std::path::Path, args: &[&str]) -> Output {
+    common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env(imperm::commands::NOW_ENV, "2026-01-15T06:30:00Z")
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .args(["--fs", "btrfs", "--mounted"])
+            .arg(fs.top()),
+    )
+}
+
+/// The uuid of a subvolume (btrfs-progs), to tell one `.baseline` from another.
+fn uuid_of(fs: &LoopBtrfs, rel: &str) -> String {
+    let out = common::check(
+        Command::new("btrfs")
+            .args(["subvolume", "show"])
+            .arg(fs.path(rel)),
+    );
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("UUID:"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim()
+        .to_string()
+}
+
+fn notes(v: &Value) -> Vec<String> {
+    v["notes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no notes: {v}"))
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `--root DIR` where DIR is not the root subvolume (here a writable snapshot of it, as
+/// `snapshots mount` would show one): `baseline` takes no snapshot of the root subvolume
+/// and leaves the running system's `.baseline` alone, and `diff` walks DIR instead of
+/// searching the root subvolume's history, saying so.
+#[test]
+fn a_root_that_is_not_the_root_subvolume_gets_no_snapshot_and_is_walked() {
+    let Some(fs) = btrfs("diff_root_elsewhere") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/srv/other/o", "o");
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = uuid_of(&fs, "@snapshots/.baseline");
+    fs.snapshot("@root", "@mnt", false);
+    let other = fs.path("@mnt");
+    let out = imperm_at(&fs, &other, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("no snapshot: --root ")
+            && said.contains(" is not ")
+            && said.contains("@root"),
+        "{said}"
+    );
+    assert_eq!(
+        uuid_of(&fs, "@snapshots/.baseline"),
+        live,
+        "the live .baseline was replaced"
+    );
+    fs.write("@mnt/srv/other/newz", "z");
+    fs.write("@root/srv/wrongtree", "w");
+    for walk in [false, true] {
+        let mut args = vec!["diff", "--format", "json"];
+        if walk {
+            args.push("--walk");
+        }
+        let v = json(&imperm_at(&fs, &other, &args));
+        assert_eq!(changes(&v), ["added /srv/other/newz"], "{v}");
+        assert_eq!(v["method"], "walk");
+    }
+    // The live root still pairs with its own, untouched baseline.
+    let (_, _, lines) = both_methods(&fs);
+    assert_eq!(lines, ["added /srv/wrongtree"]);
+    // A manifest the live root got from elsewhere (copied from the other tree, which
+    // named no snapshot) is walked too.
+    fs::copy(
+        fs.path("@mnt/run/imperm/baseline"),
+        fs.path("@root/run/imperm/baseline"),
+    )
+    .unwrap();
+    let v = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(v["method"], "walk", "{v}");
+}
+
+/// The manifest and `.baseline` are of one `baseline` run, or not paired: with the lock
+/// held by another imperm (no new snapshot) and with a run killed right after its
+/// snapshot (no new manifest), `diff` walks with the manifest there is, says so, and
+/// both methods agree.
+#[test]
+fn a_manifest_and_a_baseline_snapshot_of_different_runs_are_not_paired() {
+    let Some(fs) = btrfs("diff_baseline_pair") else {
+        return;
+    };
+    fs.subvolume("@root");
+    for i in 0..5 {
+        fs.write(&format!("@root/srv/chg{i}"), "c");
+    }
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..5 {
+        fs::remove_file(fs.path(&format!("@root/srv/chg{i}"))).unwrap();
+    }
+    fs.write("@root/srv/afterA", "new");
+    // Another imperm holds the lock: the manifest is new, `.baseline` the old one.
+    let lock = fs::File::open(fs.top()).unwrap();
+    lock.try_lock().unwrap();
+    let out = imperm(&fs, &["baseline"]);
+    drop(lock);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no snapshot: "));
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "walk", "{search}");
+    assert!(changes(&search).is_empty(), "{search}");
+    // A complete run pairs them again.
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs.write("@root/srv/afterB", "new");
+    let (_, _, lines) = both_methods(&fs);
+    assert_eq!(lines, ["added /srv/afterB"]);
+    // Killed after its snapshot, before its manifest: the new `.baseline` is not used with
+    // the old manifest.
+    let killed = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env("IMPERM_FAILPOINT", "baseline-snapshot-taken")
+            .arg("--root")
+            .arg(fs.path("@root"))
+            .args(["baseline", "--fs", "btrfs", "--mounted"])
+            .arg(fs.top()),
+    );
+    assert!(!killed.status.success());
+    assert!(fs.is_readonly("@snapshots/.baseline"));
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "walk", "{search}");
+    assert!(
+        notes(&search)
+            .iter()
+            .any(|n| n.contains("is not the snapshot the baseline manifest names")),
+        "{search}"
+    );
+    let walk = json(&imperm(&fs, &["diff", "--walk", "--format", "json"]));
+    assert_eq!(changes(&search), changes(&walk));
+    assert_eq!(changes(&search), ["added /srv/afterB"]);
+}
+
+/// A nested snapshot in `.baseline` taken again after the baseline (a tampered
+/// `.baseline`) is not part of it: `diff` walks, and sees what changed in it.
+#[test]
+fn a_baseline_whose_nested_snapshot_was_taken_again_is_not_used() {
+    let Some(fs) = btrfs("diff_nested_retaken") else {
+        return;
+    };
+    fs.subvolume("@root");
+    subvolume(&fs, "@root/srv/bigsub");
+    fs.write("@root/srv/bigsub/a", "a");
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs.write("@root/srv/bigsub/t2", "t2");
+    let prop = |v: &str| {
+        common::check(
+            Command::new("btrfs")
+                .args(["property", "set"])
+                .arg(fs.path("@snapshots/.baseline"))
+                .args(["ro", v]),
+        );
+    };
+    prop("false");
+    common::check(
+        Command::new("btrfs")
+            .args(["-q", "subvolume", "delete"])
+            .arg(fs.path("@snapshots/.baseline/srv/bigsub")),
+    );
+    fs.snapshot("@root/srv/bigsub", "@snapshots/.baseline/srv/bigsub", true);
+    prop("true");
+    let search = json(&imperm(&fs, &["diff", "--format", "json"]));
+    assert_eq!(search["method"], "walk", "{search}");
+    assert_eq!(changes(&search), ["added /srv/bigsub/t2"], "{search}");
+}
+
+/// A nested subvolume moved into a persisted path is gone from the wiped part, and one
+/// moved out of a persisted path is new in it (a reset deletes it): both methods say so
+/// alike, as they do for a directory moved the same way.
+#[test]
+fn a_subvolume_moved_across_a_persisted_path_is_reported_by_both_methods() {
+    let Some(fs) = btrfs("diff_subvolume_across_persisted") else {
+        return;
+    };
+    fs.subvolume("@root");
+    subvolume(&fs, "@root/srv/m1");
+    fs.write("@root/srv/m1/a", "m1");
+    subvolume(&fs, "@root/var/log/m2");
+    fs.write("@root/var/log/m2/b", "m2");
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::rename(fs.path("@root/srv/m1"), fs.path("@root/var/log/m1")).unwrap();
+    fs::rename(fs.path("@root/var/log/m2"), fs.path("@root/srv/m2")).unwrap();
+    let (search, _, lines) = both_methods(&fs);
+    assert_eq!(
+        lines,
+        sorted(&[
+            "added /srv/m2",
+            "added /srv/m2/b",
+            "removed /srv/m1",
+            "removed /srv/m1/a",
+        ]),
+        "{search}"
+    );
+    assert!(
+        common::path_verdicts(&search)
+            .iter()
+            .any(|(p, _)| p == "/srv/m2"),
+        "{search}"
+    );
+}
+
+/// tmpfs mounts on paths of a test's root, unmounted (lazily) when dropped, even on panic.
+struct Mounts(Vec<std::path::PathBuf>);
+
+impl Mounts {
+    fn mount(&mut self, at: std::path::PathBuf) {
+        common::check(Command::new("mount").args(["-t", "tmpfs", "none"]).arg(&at));
+        self.0.push(at);
+    }
+
+    /// The root subvolume mounted on its own (as the running system has it), so that what
+    /// is mounted on its paths is not seen through the top level.
+    fn live(&mut self, fs: &LoopBtrfs) -> std::path::PathBuf {
+        let at = fs.scratch().join("live");
+        fs::create_dir_all(&at).unwrap();
+        common::check(
+            Command::new("mount")
+                .args(["-o", "subvol=@root"])
+                .arg(&fs.device)
+                .arg(&at),
+        );
+        self.0.push(at.clone());
+        at
+    }
+
+    fn unmount(&mut self, at: &std::path::Path) {
+        common::check(Command::new("umount").arg(at));
+        self.0.retain(|m| m != at);
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for at in self.0.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(at).status();
+        }
+    }
+}
+
+/// What lies under a mount that is not the root's own is not the root's: mounted after
+/// the baseline (over a directory, a nested subvolume, a directory made since), neither
+/// method reports what the mount hides as removed nor what was written under it before as
+/// added; each such mount is named once, and the rest is still compared.
+#[test]
+fn what_is_mounted_since_the_baseline_is_not_compared() {
+    let Some(fs) = btrfs("diff_mounted_since") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs::create_dir_all(fs.path("@root/srv/mproot")).unwrap();
+    fs::create_dir_all(fs.path("@root/srv/s1/mpsub")).unwrap();
+    subvolume(&fs, "@root/srv/snapcopy");
+    for f in ["a", "b", "c"] {
+        fs.write(&format!("@root/srv/snapcopy/{f}"), f);
+    }
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs.write("@root/srv/mproot/hidden", "h");
+    fs.write("@root/srv/s1/mpsub/hidden", "h");
+    fs::create_dir(fs.path("@root/srv/mnt2")).unwrap();
+    fs.write("@root/srv/real", "r");
+    let mut mounts = Mounts(Vec::new());
+    let live = mounts.live(&fs);
+    for at in ["srv/mproot", "srv/s1/mpsub", "srv/snapcopy", "srv/mnt2"] {
+        mounts.mount(live.join(at));
+    }
+    let (search, walk, lines) = both_methods_at(&fs, &live);
+    assert_eq!(lines, ["added /srv/real"], "{search}\n{walk}");
+    let want = [
+        "/srv/mnt2 mounted since the baseline: not compared",
+        "/srv/mproot mounted since the baseline: not compared",
+        "/srv/s1/mpsub mounted since the baseline: not compared",
+        "/srv/snapcopy mounted since the baseline: not compared",
+    ];
+    assert_eq!(notes(&search), want);
+    assert_eq!(notes(&walk), want);
+    drop(mounts);
+}
+
+/// The other way: a baseline taken while something was mounted on the root's paths, then
+/// unmounted: what comes to light under them is not added.
+#[test]
+fn what_was_mounted_at_the_baseline_is_not_compared() {
+    let Some(fs) = btrfs("diff_unmounted_since") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/srv/mproot/hidden", "h");
+    subvolume(&fs, "@root/srv/snapcopy");
+    for f in ["a", "b", "c"] {
+        fs.write(&format!("@root/srv/snapcopy/{f}"), f);
+    }
+    let mut mounts = Mounts(Vec::new());
+    let live = mounts.live(&fs);
+    mounts.mount(live.join("srv/mproot"));
+    mounts.mount(live.join("srv/snapcopy"));
+    let out = imperm_at(&fs, &live, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read-only snapshot: "));
+    fs::write(live.join("srv/mproot/on-tmpfs"), "gone with the mount").unwrap();
+    mounts.unmount(&live.join("srv/mproot"));
+    mounts.unmount(&live.join("srv/snapcopy"));
+    fs.write("@root/srv/real", "r");
+    let (search, walk, lines) = both_methods_at(&fs, &live);
+    assert_eq!(lines, ["added /srv/real"], "{search}\n{walk}");
+    let want = [
+        "/srv/mproot unmounted since the baseline: not compared",
+        "/srv/snapcopy unmounted since the baseline: not compared",
+    ];
+    assert_eq!(notes(&search), want);
+    assert_eq!(notes(&walk), want);
+    // `check` since the same baseline agrees: only /srv/real is new.
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .arg("--root")
+            .arg(&live)
+            .args(["check", "--format", "json"]),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let paths: Vec<String> = common::path_verdicts(&v)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(paths, ["/srv/real"], "{v}");
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["/srv/mproot", "/srv/snapcopy"], "{v}");
+}
+
+/// A baseline killed while writing its manifest leaves `.baseline.PID.NANOS.tmp`: the
+/// next run removes it when that process is gone, and leaves a live one's, and what is
+/// not such a file, alone.
+#[test]
+fn a_killed_baselines_temporary_manifest_is_removed_by_the_next_run() {
+    let Some(fs) = btrfs("diff_baseline_leftover") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/run/imperm/.baseline.999999999.1.tmp", "dead");
+    let mine = format!("@root/run/imperm/.baseline.{}.2.tmp", std::process::id());
+    fs.write(&mine, "alive");
+    fs.write("@root/run/imperm/.baseline.999999999.x.tmp", "not ours");
+    fs::create_dir_all(fs.path("@root/run/imperm/.baseline.999999998.3.tmp")).unwrap();
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !fs.path("@root/run/imperm/.baseline.999999999.1.tmp")
+            .exists()
+    );
+    assert!(fs.path(&mine).exists());
+    assert!(
+        fs.path("@root/run/imperm/.baseline.999999999.x.tmp")
+            .exists()
+    );
+    assert!(
+        fs.path("@root/run/imperm/.baseline.999999998.3.tmp")
+            .is_dir()
     );
 }

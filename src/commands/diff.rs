@@ -45,6 +45,9 @@ struct DiffReport {
     against: Option<String>,
     /// `btrfs-generation` or `walk`.
     method: &'static str,
+    /// What the reader must know: why the walk was used where the search could not be,
+    /// and what was not compared.
+    notes: Vec<String>,
     changes: Vec<Change>,
     suggestions: Vec<Suggestion>,
     #[serde(skip)]
@@ -59,24 +62,34 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let searchable = !args.walk
         && fs.as_ref().is_some_and(|f| f.fs_type == FsType::Btrfs)
         && (args.fs.mounted.is_some() || rustix::process::geteuid().is_root());
+    let mut notes = Vec::new();
     let (method, raw) = match (&args.against, fs.as_ref()) {
         (None, _) => {
-            let snapshot_diff = match (searchable, fs.as_ref()) {
-                (true, Some(fs)) => generation_if_baseline_snapshot(&config, fs, args)?,
-                _ => None,
+            let manifest = discover::load_manifest(&config.root)?.map(|(_, m)| m);
+            // The filesystem options first: a wrong --mounted is the error to name.
+            let search = match (searchable, fs.as_ref()) {
+                (true, Some(fs)) => {
+                    generation_if_baseline_snapshot(&config, fs, args, manifest.as_ref())?
+                }
+                _ => Err(None),
             };
-            match snapshot_diff {
-                Some(changes) => (GENERATION, changes),
-                None => {
-                    let (_, manifest) = discover::load_manifest(&config.root)?.ok_or_else(|| {
-                        Error::Usage(format!(
-                            "no baseline in {}: run `imperm baseline` right after boot (the NixOS module does), or pass --against SNAP",
-                            escape(&under_root(&config.root, Path::new(baseline::MANIFEST)))
-                        ))
-                    })?;
+            let manifest = manifest.ok_or_else(|| {
+                Error::Usage(format!(
+                    "no baseline in {}: run `imperm baseline` right after boot (the NixOS module does), or pass --against SNAP",
+                    escape(&under_root(&config.root, Path::new(baseline::MANIFEST)))
+                ))
+            })?;
+            let (method, raw) = match search {
+                Ok(changes) => (GENERATION, changes),
+                Err(why) => {
+                    notes.extend(why);
                     ("walk", walk_diff(&config, &manifest)?)
                 }
-            }
+            };
+            (
+                method,
+                not_mounted(raw, &config, &manifest.mounts, &mut notes),
+            )
         }
         (Some(_), None) => {
             return Err(super::filesystem(&config, &args.fs)
@@ -87,7 +100,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
                     )
                 }));
         }
-        (Some(snap), Some(fs)) => against(&config, fs, args, snap, searchable)?,
+        (Some(snap), Some(fs)) => against(&config, fs, args, snap, searchable, &mut notes)?,
     };
     let changes = outside_persisted(raw, &config);
     let against_snapshot = args.against.is_some();
@@ -95,6 +108,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let report = DiffReport {
         against: args.against.clone(),
         method,
+        notes,
         suggestions: suggest::suggest(
             units,
             &suggest::Context {
@@ -128,22 +142,173 @@ fn walked<'a>(config: &'a Config) -> impl Fn(&Path) -> bool + 'a {
     }
 }
 
-/// With a `.baseline` snapshot of the current root: the changes since, by generation.
+/// With a `.baseline` snapshot of the current root that belongs to `manifest`: the changes
+/// since, by generation. Otherwise why not (`None`: nothing the reader needs to hear, as
+/// when no snapshot was taken).
 fn generation_if_baseline_snapshot(
     config: &Config,
     fs: &FilesystemConfig,
     args: &DiffArgs,
-) -> Result<Option<Vec<Change>>, Error> {
+    manifest: Option<&Manifest>,
+) -> Result<Result<Vec<Change>, Option<String>>, Error> {
     let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
+    let Some(manifest) = manifest else {
+        return Ok(Err(None));
+    };
     let parent = fs.snapshot_dir.join(baseline::SNAPSHOT);
+    let walked_because = |why: String| Ok(Err(Some(format!("{why}: walked the root instead"))));
+    let Some(recorded) = manifest.snapshot.as_ref() else {
+        return walked_because(
+            "the baseline manifest does not name its snapshot (an older imperm wrote it)".into(),
+        );
+    };
+    if recorded.is_empty() {
+        return Ok(Err(None));
+    }
+    if !is_root_subvolume(&top, fs, &config.root)? {
+        return walked_because(not_the_root(&top, fs, &config.root));
+    }
     // Read-only only once complete (the nested subvolumes are snapshotted into it first).
     if Btrfs.kind(&top, &parent)? != Kind::Subvolume
         || !Btrfs.is_readonly(&top, &parent)?
         || !taken_of_root(&top, fs, &parent)?
     {
-        return Ok(None);
+        return walked_because(format!(
+            "{} is not a complete read-only snapshot of {}",
+            top.name(&parent),
+            top.name(&fs.root_subvolume)
+        ));
     }
-    generation_diff(config, &top, fs, &parent)
+    let mut found = snapshot_parts(&Btrfs, &top, &parent)?;
+    let mut want = recorded.clone();
+    found.sort();
+    want.sort();
+    // Another baseline run's snapshot (one cut short, or refused the lock), or a nested
+    // snapshot taken again since: not of the moment the manifest describes.
+    if found != want {
+        return walked_because(format!(
+            "{} is not the snapshot the baseline manifest names",
+            top.name(&parent)
+        ));
+    }
+    Ok(match generation_diff(config, &top, fs, &parent)? {
+        Some(changes) => Ok(changes),
+        None => Err(Some(format!(
+            "{} lacks a subvolume nested in the root: walked the root instead",
+            top.name(&parent)
+        ))),
+    })
+}
+
+/// Each subvolume of `rel` (it first, then those nested in it, at any depth) as a
+/// manifest records it: where it is, as seen from the host's `/`, its id and uuid.
+pub(crate) fn snapshot_parts(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    rel: &Path,
+) -> Result<Vec<baseline::SnapshotPart>, Error> {
+    let part = |sub: &Path| -> Result<baseline::SnapshotPart, Error> {
+        let info = backend.info(top, sub)?;
+        let inside = sub.strip_prefix(rel).unwrap_or(sub);
+        Ok(baseline::SnapshotPart {
+            at: host(inside),
+            id: info.id,
+            uuid: info.uuid,
+        })
+    };
+    let mut out = vec![part(rel)?];
+    let mut queue = vec![rel.to_path_buf()];
+    while let Some(dir) = queue.pop() {
+        for child in backend.nested(top, &dir)? {
+            out.push(part(&child)?);
+            queue.push(child);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the tree at `root` (`--root`) is the configured root subvolume itself (its root
+/// directory, on the same filesystem), and not a mounted snapshot, another subvolume or a
+/// plain directory: only then do the root subvolume's snapshot and its history describe it.
+pub(crate) fn is_root_subvolume(
+    top: &TopLevel,
+    fs: &FilesystemConfig,
+    root: &Path,
+) -> Result<bool, Error> {
+    let mask = rustix::fs::StatxFlags::BASIC_STATS | baseline::STATX_SUBVOL;
+    let want = crate::toplevel::statx(top, &fs.root_subvolume, mask)
+        .map_err(|e| FsError::new("inspect", &top.join(&fs.root_subvolume), e))?;
+    let have = rustix::fs::statx(rustix::fs::CWD, root, AtFlags::empty(), mask)
+        .map_err(|e| FsError::new("inspect", root, e.into()))?;
+    let subvol = |st: &rustix::fs::Statx| {
+        (st.stx_mask & baseline::STATX_SUBVOL.bits() != 0).then_some(st.stx_subvol)
+    };
+    Ok((want.stx_dev_major, want.stx_dev_minor, want.stx_ino)
+        == (have.stx_dev_major, have.stx_dev_minor, have.stx_ino)
+        && match (subvol(&want), subvol(&have)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        })
+}
+
+/// "--root DIR is not @root on /dev/sda2".
+pub(crate) fn not_the_root(top: &TopLevel, fs: &FilesystemConfig, root: &Path) -> String {
+    format!(
+        "--root {} is not {}",
+        escape(root),
+        top.name(&fs.root_subvolume)
+    )
+}
+
+/// The mount points below the root now (as seen from the host's `/`), in the part the walk
+/// compares: what is mounted there is not the root's.
+pub(crate) fn mounts_below(config: &Config) -> Vec<PathBuf> {
+    let walked = walked(config);
+    let mut out: Vec<PathBuf> = crate::mountinfo::live(&config.root)
+        .map(|t| t.mounts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| walked(p))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Leaves out what lies at or below a mount point, now or when the baseline was recorded
+/// (`then`): it is not the root's (the walk does not enter it, and what a mount hides in
+/// the root is not there to see), so it is neither added nor removed. A mount made or
+/// gone since is said once.
+fn not_mounted(
+    changes: Vec<Change>,
+    config: &Config,
+    then: &[PathBuf],
+    notes: &mut Vec<String>,
+) -> Vec<Change> {
+    let now = mounts_below(config);
+    let walked = walked(config);
+    let mut since: Vec<(&str, &PathBuf)> = now
+        .iter()
+        .filter(|m| !then.contains(m))
+        .map(|m| ("mounted", m))
+        .chain(
+            then.iter()
+                .filter(|m| walked(m) && !now.contains(m))
+                .map(|m| ("unmounted", m)),
+        )
+        .collect();
+    since.sort_by(|a, b| crate::paths::tree_order(a.1, b.1));
+    for (what, m) in since {
+        notes.push(format!(
+            "{} {what} since the baseline: not compared",
+            escape(m)
+        ));
+    }
+    changes
+        .into_iter()
+        .filter(|c| !now.iter().chain(then).any(|m| c.path.starts_with(m)))
+        .collect()
 }
 
 /// Whether `snap` was taken of the current root subvolume. Only then do the two share the
@@ -491,10 +656,17 @@ fn generation_diff(
     let mut groups: Vec<Group> = Vec::new();
     for (b, n) in pairs {
         let nested = b.or(n).is_some_and(|p| p.at != Path::new("/"));
-        if nested {
-            if n.is_some_and(|n| !walked(&n.at) || mounted_apart(&config.root, &n.at))
-                || b.is_some_and(|b| !walked(&b.at))
-            {
+        let (b, n) = if nested {
+            // Mounted over now: not the root's to compare (see `not_mounted`).
+            if n.is_some_and(|n| mounted_apart(&config.root, &n.at)) {
+                continue;
+            }
+            // A side in a persisted (or never walked) path is not compared: a subvolume
+            // moved into one is gone whole, one moved out of one is new whole, as the
+            // walk sees them.
+            let b = b.filter(|b| walked(&b.at));
+            let n = n.filter(|n| walked(&n.at));
+            if b.is_none() && n.is_none() {
                 continue;
             }
             // The subvolume's own root: where it is in each state.
@@ -502,7 +674,10 @@ fn generation_diff(
                 old: b.map(|b| vec![b.at.clone()]).unwrap_or_default(),
                 new: n.map(|n| vec![n.at.clone()]).unwrap_or_default(),
             });
-        }
+            (b, n)
+        } else {
+            (b, n)
+        };
         let found = match (b, n) {
             (Some(b), Some(n)) => changed_since(top, &then, &now, b, n, &walked)?,
             (None, Some(n)) => whole(top, n, &walked)?
@@ -647,6 +822,7 @@ fn against(
     args: &DiffArgs,
     snap: &str,
     searchable: bool,
+    notes: &mut Vec<String>,
 ) -> Result<(&'static str, Vec<Change>), Error> {
     let backend = backend::for_type(fs.fs_type);
     if !backend.has_subvolumes() {
@@ -657,7 +833,12 @@ fn against(
     let top = TopLevel::open(fs, args.fs.mounted.as_deref())?;
     let (_, rel) = super::old_root(backend.as_ref(), &top, fs, Some(snap))?;
     if searchable && taken_of_root(&top, fs, &rel)? {
-        if let Some(changes) = generation_diff(config, &top, fs, &rel)? {
+        if !is_root_subvolume(&top, fs, &config.root)? {
+            notes.push(format!(
+                "{}: walked the root instead",
+                not_the_root(&top, fs, &config.root)
+            ));
+        } else if let Some(changes) = generation_diff(config, &top, fs, &rel)? {
             return Ok((GENERATION, changes));
         }
     }
@@ -811,6 +992,9 @@ impl Report for DiffReport {
     const COMMAND: &'static str = "diff";
 
     fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
+        for note in &self.notes {
+            writeln!(out, "{}note: {note}{:#}", s.dim, s.dim)?;
+        }
         for c in &self.changes {
             let (mark, style) = match c.change {
                 ChangeKind::Added => ("+", s.good),

@@ -364,12 +364,20 @@ struct BaselineReport {
 pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, BaselineReport::COMMAND)?;
     let config = super::load_config(global)?;
-    let manifest = record(&config, &config.root, scan::Xattrs::Every)?;
-    let file = write_manifest(&config.root, &manifest)?;
-    let (snapshot, snapshot_note) = match baseline_snapshot(&config, args) {
-        Ok(path) => (Some(path), None),
-        Err(note) => (None, Some(note)),
+    let mounts = super::diff::mounts_below(&config);
+    // The snapshot first, then the manifest that names it (its subvolumes' ids and uuids):
+    // `diff` pairs the two only when they match, so a run cut short at any point, or one
+    // refused the snapshot, leaves an old `.baseline` that is not used with a new
+    // manifest, nor a new one with the old manifest.
+    let (snapshot, snapshot_note, parts) = match baseline_snapshot(&config, args) {
+        Ok((path, parts)) => (Some(path), None, parts),
+        Err(note) => (None, Some(note), Vec::new()),
     };
+    crate::reset::failpoint("baseline-snapshot-taken", &mut |line| eprintln!("{line}"));
+    let mut manifest = record(&config, &config.root, scan::Xattrs::Every)?;
+    manifest.snapshot = Some(parts);
+    manifest.mounts = mounts;
+    let file = write_manifest(&config.root, &manifest)?;
     let report = BaselineReport {
         manifest: file,
         entries: manifest.len(),
@@ -400,13 +408,77 @@ pub fn record(config: &Config, root: &Path, xattrs: scan::Xattrs) -> Result<Mani
 fn write_manifest(root: &Path, manifest: &Manifest) -> Result<PathBuf, Error> {
     let tree = beneath::Tree::open(root)?;
     let abs = Path::new(baseline::MANIFEST);
+    remove_dead_temporaries(&tree, abs);
     tree.write_atomic(abs, &manifest.render(), 0o600)?;
     Ok(tree.on_disk(abs))
 }
 
-/// Takes the read-only `.baseline` snapshot of the root subvolume, replacing the last one.
-/// Every obstacle is a note, not an error: the manifest alone is a complete baseline.
-fn baseline_snapshot(config: &Config, args: &FsArgs) -> Result<PathBuf, String> {
+/// Removes the temporary files (`.NAME.PID.NANOS.tmp`) that runs killed while writing
+/// `abs` left beside it: only regular files, only when their process is gone. Best effort:
+/// a leftover must not stop a baseline.
+fn remove_dead_temporaries(tree: &beneath::Tree, abs: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return;
+    };
+    let Some(dir) = tree.open_dir(parent) else {
+        return;
+    };
+    let Ok(mut entries) = rustix::fs::Dir::read_from(&dir) else {
+        return;
+    };
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(name.as_bytes());
+    prefix.push(b'.');
+    while let Some(Ok(entry)) = entries.next() {
+        let file = entry.file_name().to_bytes();
+        let Some(rest) = file
+            .strip_prefix(prefix.as_slice())
+            .and_then(|r| r.strip_suffix(b".tmp"))
+        else {
+            continue;
+        };
+        let Some((pid, nanos)) = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split_once('.'))
+        else {
+            continue;
+        };
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let Some(pid) = (digits(pid) && digits(nanos))
+            .then(|| pid.parse().ok())
+            .flatten()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        if rustix::process::test_kill_process(pid) != Err(rustix::io::Errno::SRCH) {
+            continue;
+        }
+        let regular = rustix::fs::statat(
+            &dir,
+            entry.file_name(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        });
+        if regular {
+            let _ = rustix::fs::unlinkat(&dir, entry.file_name(), rustix::fs::AtFlags::empty());
+        }
+    }
+}
+
+/// Takes the read-only `.baseline` snapshot of the root subvolume, replacing the last one,
+/// and says what it holds (see [`Manifest::snapshot`]). Every obstacle is a note, not an
+/// error: the manifest alone is a complete baseline. A `--root` that is not the root
+/// subvolume (a mounted snapshot, another subvolume) gets no snapshot, and the running
+/// system's `.baseline` is left as it was: a snapshot of the root subvolume would not be
+/// of that tree.
+fn baseline_snapshot(
+    config: &Config,
+    args: &FsArgs,
+) -> Result<(PathBuf, Vec<baseline::SnapshotPart>), String> {
     let fs = super::filesystem(config, args).map_err(|e| e.to_string())?;
     let backend = backend::for_type(fs.fs_type);
     if !backend.has_subvolumes() {
@@ -416,6 +488,13 @@ fn baseline_snapshot(config: &Config, args: &FsArgs) -> Result<PathBuf, String> 
         return Err("taking a snapshot needs root".into());
     }
     let top = TopLevel::open(&fs, args.mounted.as_deref()).map_err(|e| e.to_string())?;
+    if !super::diff::is_root_subvolume(&top, &fs, &config.root).map_err(|e| e.to_string())? {
+        return Err(format!(
+            "{}; {} was left as it was",
+            super::diff::not_the_root(&top, &fs, &config.root),
+            top.name(&fs.snapshot_dir.join(baseline::SNAPSHOT))
+        ));
+    }
     top.lock().map_err(|e| e.to_string())?;
     if backend
         .kind(&top, &fs.snapshot_dir)
@@ -446,7 +525,9 @@ fn baseline_snapshot(config: &Config, args: &FsArgs) -> Result<PathBuf, String> 
         &mut |_| {},
     )
     .map_err(|e| e.to_string())?;
-    Ok(snap)
+    let parts =
+        super::diff::snapshot_parts(backend.as_ref(), &top, &snap).map_err(|e| e.to_string())?;
+    Ok((snap, parts))
 }
 
 impl Report for BaselineReport {
