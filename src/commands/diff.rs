@@ -138,7 +138,7 @@ fn walked<'a>(config: &'a Config) -> impl Fn(&Path) -> bool + 'a {
         p != Path::new("/")
             && !config.persisted.contains(p)
             && !config.persisted.storages().iter().any(|s| p.starts_with(s))
-            && !k.scan.never_walk.iter().any(|n| p.starts_with(n))
+            && k.never_walked(p).is_none()
     }
 }
 
@@ -910,18 +910,11 @@ fn walk_diff(config: &Config, old: &Manifest) -> Result<Vec<Change>, Error> {
 
 /// Drops changes in persisted paths, in the paths never walked, and in the ignore globs.
 fn outside_persisted(changes: Vec<Change>, config: &Config) -> Vec<Change> {
-    let k = knowledge::builtin();
+    let walked = walked(config);
     let ignore = config.check.ignore_set();
     changes
         .into_iter()
-        .filter(|c| {
-            let p = &c.path;
-            p != Path::new("/")
-                && !config.persisted.contains(p)
-                && !config.persisted.storages().iter().any(|s| p.starts_with(s))
-                && !k.scan.never_walk.iter().any(|n| p.starts_with(n))
-                && !ignore.as_ref().is_some_and(|g| g.is_match(p))
-        })
+        .filter(|c| walked(&c.path) && !ignore.as_ref().is_some_and(|g| g.is_match(&c.path)))
         .collect()
 }
 

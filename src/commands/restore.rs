@@ -740,12 +740,7 @@ fn entries(items: &[(&Item, Option<bool>)], storages: &[&Path]) -> (String, bool
             ));
             continue;
         }
-        if let Some(tree) = knowledge
-            .scan
-            .never_walk
-            .iter()
-            .find(|t| item.path.starts_with(t))
-        {
+        if let Some(tree) = knowledge.never_walked(&item.path) {
             note(format!(
                 "{shown} is in {}, which is never persisted by a bind mount (another filesystem, or made anew at every boot): nothing to declare",
                 escape(tree)
