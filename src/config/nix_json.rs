@@ -593,17 +593,7 @@ mod tests {
                     proptest::prop_assert!(!w.contains('\n') && w.starts_with("p.json"), "{}", w);
                 }
             }
-            Err(e) => {
-                let line = e.to_string();
-                proptest::prop_assert!(!line.contains('\n'), "{}", line);
-                proptest::prop_assert!(line.starts_with("p.json"), "{}", line);
-                proptest::prop_assert!(line.len() < 1500, "{}", line);
-                proptest::prop_assert!(
-                    e.key.is_some() || e.line_col.is_some(),
-                    "no place: {}",
-                    line
-                );
-            }
+            Err(e) => crate::config::mutate::one_line_naming_the_place(&e, "p.json")?,
         }
         Ok(())
     }
