@@ -351,13 +351,15 @@ pub fn openat2_long(
 impl Tree {
     /// The tree's directory `abs`, every component a real directory beneath the tree;
     /// `None` when it is not there as such.
+    /// It is opened to be read without touching its access time where the kernel lets us
+    /// (see `scan::open_dir`: a read would otherwise write the directory's inode).
     pub fn open_dir(&self, abs: &Path) -> Option<OwnedFd> {
-        openat2_long(
-            self.fd.as_fd(),
-            &relative(abs),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-            NO_SYMLINKS,
-        )
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        let open = |flags| openat2_long(self.fd.as_fd(), &relative(abs), flags, NO_SYMLINKS);
+        match open(flags | OFlags::NOATIME) {
+            Err(rustix::io::Errno::PERM) => open(flags),
+            other => other,
+        }
         .ok()
     }
 

@@ -397,7 +397,14 @@ impl<'a> Subvolume<'a> {
 
     /// Names and inode numbers in directory `path`.
     fn list(&self, path: &Path) -> Result<Vec<(std::ffi::OsString, u64)>, FsError> {
-        let fd = match self.open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW) {
+        // Without touching its access time (see `scan::open_dir`): the next search would
+        // find the directory changed.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        let opened = match self.open(path, flags | OFlags::NOATIME) {
+            Err(rustix::io::Errno::PERM) => self.open(path, flags),
+            other => other,
+        };
+        let fd = match opened {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
                 return Ok(Vec::new());
