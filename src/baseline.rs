@@ -208,6 +208,10 @@ pub struct Change {
     pub bytes_then: u64,
     #[serde(skip)]
     pub bytes_now: u64,
+    /// Its link count after (before, for a removal), 0 when unknown: a file with several
+    /// names is counted once in a suggestion.
+    #[serde(skip)]
+    pub links: u64,
 }
 
 /// What differs between two states of one entry. A directory's size and mtime change
@@ -523,6 +527,7 @@ fn change(
         what,
         bytes_then: then.map_or(0, |m| m.size),
         bytes_now: now.map_or(0, |m| m.size),
+        links: now.or(then).and_then(|m| m.stamps).map_or(0, |s| s.nlink),
     }
 }
 

@@ -1191,3 +1191,39 @@ fn linked_names_carried_by_a_renamed_directory_are_not_renamed() {
         "{search}"
     );
 }
+
+/// A file with several names in one suggestion is one file of its size, as on the disk,
+/// by both methods: names added, a directory of them renamed, and two renamed directories
+/// holding names of one file in the same unit.
+#[test]
+fn hard_links_in_a_unit_count_once_in_both_methods() {
+    let Some(fs) = btrfs("diff_links_count") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    let link = |from: &str, to: &str| fs::hard_link(p(from), p(to)).unwrap();
+    fs.write("@root/srv/cnt/a/b/f", "fourteen bytes");
+    link("srv/cnt/a/b/f", "srv/cnt/a/b/f2");
+    link("srv/cnt/a/b/f", "srv/cnt/a/f3");
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs.write("@root/srv/new/x", "seven b");
+    link("srv/new/x", "srv/new/y");
+    link("srv/new/x", "srv/new/z");
+    fs.write("@root/srv/new/other", "12");
+    fs::rename(p("srv/cnt/a"), p("srv/cnt/a2")).unwrap();
+    fs::rename(p("srv/cnt/a2/b"), p("srv/cnt/b_out")).unwrap();
+    let (search, _, _) = both_methods(&fs);
+    let counts = |path: &str| {
+        let s = search["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["path"] == path)
+            .unwrap_or_else(|| panic!("no {path} in {search}"));
+        (s["files"].clone(), s["bytes"].clone())
+    };
+    assert_eq!(counts("/srv/new"), (2.into(), 9.into()));
+    assert_eq!(counts("/srv/cnt"), (1.into(), 14.into()));
+}
