@@ -352,13 +352,19 @@ impl Compare<'_> {
         let mut taken = vec![false; new.len()];
         let mut pairs = Vec::new();
         let mut left = Vec::new();
-        // Only a name that stayed the same can be carried: look among those alone.
-        let mut by_name: HashMap<Option<&OsStr>, Vec<usize>> = HashMap::new();
+        // Only the same name in a directory of the same inode number can be carried: look
+        // among those alone (many names of one inode may share a file name).
+        type Place<'n> = (Option<&'n OsStr>, Option<(u64, Option<i128>)>);
+        fn parent<'n>(side: &dyn Side, path: &'n Path) -> Place<'n> {
+            let stamps = path.parent().and_then(|d| side.get(d)?.stamps);
+            (path.file_name(), stamps.map(|s| (s.ino, s.btime_ns)))
+        }
+        let mut by_name: HashMap<_, Vec<usize>> = HashMap::new();
         for (j, p) in new.iter().enumerate() {
-            by_name.entry(p.file_name()).or_default().push(j);
+            by_name.entry(parent(self.new, p)).or_default().push(j);
         }
         for q in old {
-            let found = by_name.get(&q.file_name()).and_then(|js| {
+            let found = by_name.get(&parent(self.old, q)).and_then(|js| {
                 js.iter()
                     .copied()
                     .find(|&j| !taken[j] && self.carried(q, new[j]))

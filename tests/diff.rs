@@ -1227,3 +1227,36 @@ fn hard_links_in_a_unit_count_once_in_both_methods() {
     assert_eq!(counts("/srv/new"), (2.into(), 9.into()));
     assert_eq!(counts("/srv/cnt"), (1.into(), 14.into()));
 }
+
+/// Many names of one inode, all with the same file name, in directories all renamed: each
+/// pairs with itself (and quickly: candidates are looked up by name and directory).
+#[test]
+fn a_thousand_names_of_one_inode_carried_by_their_directories() {
+    let Some(fs) = btrfs("diff_links_many") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    fs.write("@root/srv/many/d0/f", "one inode\n");
+    for i in 1..1000 {
+        fs::create_dir(p(&format!("srv/many/d{i}"))).unwrap();
+        fs::hard_link(p("srv/many/d0/f"), p(&format!("srv/many/d{i}/f"))).unwrap();
+    }
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    fs::remove_file(p("srv/many/d500/f")).unwrap();
+    let mut want = vec!["removed /srv/many/d500/f".to_string()];
+    for i in 0..1000 {
+        fs::rename(p(&format!("srv/many/d{i}")), p(&format!("srv/many/e{i}"))).unwrap();
+        want.push(format!("renamed /srv/many/e{i} from /srv/many/d{i}"));
+    }
+    want.sort();
+    let started = std::time::Instant::now();
+    let (search, _, lines) = both_methods(&fs);
+    assert_eq!(lines, want);
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    let many = &search["suggestions"][0];
+    assert_eq!(
+        (&many["path"], &many["files"]),
+        (&"/srv/many".into(), &1.into())
+    );
+}
