@@ -208,6 +208,10 @@ pub struct Change {
     pub bytes_then: u64,
     #[serde(skip)]
     pub bytes_now: u64,
+    /// Its link count after (before, for a removal), 0 when unknown: a file with several
+    /// names is counted once in a suggestion.
+    #[serde(skip)]
+    pub links: u64,
 }
 
 /// What differs between two states of one entry. A directory's size and mtime change
@@ -300,6 +304,14 @@ pub struct Compare<'a> {
     pub same_content: Option<SameContent<'a>>,
 }
 
+/// Old and new paths paired (`true`: only carried along), the old ones left, the new
+/// ones left.
+type Paired<'p> = (
+    Vec<(&'p PathBuf, &'p PathBuf, bool)>,
+    Vec<&'p PathBuf>,
+    Vec<&'p PathBuf>,
+);
+
 impl Compare<'_> {
     fn meta(&self, side: &dyn Side, path: &Path) -> Option<Meta> {
         side.get(path).map(Cow::into_owned)
@@ -332,6 +344,54 @@ impl Compare<'_> {
                 .is_some_and(|same| !same)
     }
 
+    /// Pairs the paths an entry lost (`old`) with those it gained (`new`): each name
+    /// carried along by its directory's rename with itself first (flagged `true`), then
+    /// what is left in order. Also returns the old paths and the new ones left unpaired.
+    /// Pairing by order alone would swap the names of an inode with several links.
+    fn pair<'p>(&self, old: &'p [PathBuf], new: &[&'p PathBuf]) -> Paired<'p> {
+        let mut taken = vec![false; new.len()];
+        let mut pairs = Vec::new();
+        let mut left = Vec::new();
+        // Only the same name in a directory of the same inode number can be carried: look
+        // among those alone (many names of one inode may share a file name).
+        type Place<'n> = (Option<&'n OsStr>, Option<(u64, Option<i128>)>);
+        fn parent<'n>(side: &dyn Side, path: &'n Path) -> Place<'n> {
+            let stamps = path.parent().and_then(|d| side.get(d)?.stamps);
+            (path.file_name(), stamps.map(|s| (s.ino, s.btime_ns)))
+        }
+        let mut by_name: HashMap<_, Vec<usize>> = HashMap::new();
+        for (j, p) in new.iter().enumerate() {
+            by_name.entry(parent(self.new, p)).or_default().push(j);
+        }
+        for q in old {
+            let found = by_name.get(&parent(self.old, q)).and_then(|js| {
+                js.iter()
+                    .copied()
+                    .find(|&j| !taken[j] && self.carried(q, new[j]))
+            });
+            match found {
+                Some(j) => {
+                    taken[j] = true;
+                    pairs.push((q, new[j], true));
+                }
+                None => left.push(q),
+            }
+        }
+        let mut made: Vec<&PathBuf> = (0..new.len())
+            .filter(|&j| !taken[j])
+            .map(|j| new[j])
+            .collect();
+        let n = left.len().min(made.len());
+        // None of these is carried: a directory has one path, so no other old name
+        // could have been carried to the new name a carried one took.
+        pairs.extend(
+            left.drain(..n)
+                .zip(made.drain(..n))
+                .map(|(q, p)| (q, p, false)),
+        );
+        (pairs, left, made)
+    }
+
     /// The changes of one entry.
     fn group(&self, mut g: Group, out: &mut Vec<Change>) {
         g.old.sort();
@@ -347,8 +407,10 @@ impl Compare<'_> {
             .iter()
             .filter(|p| common.binary_search(p).is_err())
             .collect();
-        // A link added, removed or moved moves the inode's ctime: that explains it.
-        let links_moved = !rest_old.is_empty() || !rest_new.is_empty();
+        let (pairs, gone, made) = self.pair(&rest_old, &rest_new);
+        // A link added, removed or renamed moves the inode's ctime: that explains it. A
+        // name carried along by its directory's rename does not.
+        let links_moved = !gone.is_empty() || !made.is_empty() || pairs.iter().any(|&(_, _, c)| !c);
         for p in &common {
             let (Some(then), Some(now)) = (self.meta(self.old, p), self.meta(self.new, p)) else {
                 continue;
@@ -368,14 +430,12 @@ impl Compare<'_> {
                 ));
             }
         }
-        let paired = rest_old.len().min(rest_new.len());
-        for (q, p) in rest_old.iter().zip(&rest_new) {
+        for (q, p, carried) in pairs {
             let (Some(then), Some(now)) = (self.meta(self.old, q), self.meta(self.new, p)) else {
                 continue;
             };
-            let carried = self.carried(q, p);
             // A rename moves the entry's own ctime; being carried along does not.
-            let what = differences(&then, &now, carried);
+            let what = differences(&then, &now, carried && !links_moved);
             if !carried {
                 out.push(change(
                     p,
@@ -396,7 +456,7 @@ impl Compare<'_> {
                 ));
             }
         }
-        for p in &rest_new[paired..] {
+        for p in made {
             let Some(now) = self.meta(self.new, p) else {
                 continue;
             };
@@ -425,7 +485,7 @@ impl Compare<'_> {
                 )),
             }
         }
-        for q in &rest_old[paired..] {
+        for q in gone {
             // A path that is still there holds another inode now: reported from there.
             if self.meta(self.new, q).is_some() {
                 continue;
@@ -473,6 +533,7 @@ fn change(
         what,
         bytes_then: then.map_or(0, |m| m.size),
         bytes_now: now.map_or(0, |m| m.size),
+        links: now.or(then).and_then(|m| m.stamps).map_or(0, |s| s.nlink),
     }
 }
 
@@ -1307,6 +1368,145 @@ mod tests {
             !got.iter().any(|l| l.contains("/b ")),
             "ctime is not compared: {got:?}"
         );
+    }
+
+    /// The names of one inode with several links, when directories are renamed: a name
+    /// still there under its renamed parent pairs with itself (it was only carried
+    /// along), and only the names left over are removed, added or renamed. Each case:
+    /// the entries before and after (path, inode, ctime, link count), the changes.
+    #[test]
+    fn linked_names_carried_by_a_renamed_directory_pair_with_themselves() {
+        use EntryKind::{Directory as D, File as F};
+        type Entry = (&'static str, EntryKind, u64, i128, u64);
+        type Case<'a> = (&'a str, &'a [Entry], &'a [Entry], &'a [&'a str]);
+        let state = |entries: &[Entry]| {
+            Manifest::new(entries.iter().map(|&(path, kind, ino, ctime, nlink)| {
+                let mut m = stamped(kind, ino, ctime);
+                m.stamps.as_mut().unwrap().nlink = nlink;
+                (PathBuf::from(path), m)
+            }))
+        };
+        let cases: &[Case] = &[
+            (
+                "rm in/f; mv in in2",
+                &[
+                    ("/in", D, 1, 1, 1),
+                    ("/in/f", F, 2, 1, 2),
+                    ("/in/hl", F, 2, 1, 2),
+                ],
+                &[("/in2", D, 1, 2, 1), ("/in2/hl", F, 2, 2, 1)],
+                &["Removed /in/f", "Renamed /in2 from /in"],
+            ),
+            (
+                "mv in in2; mv in2/f in2/g: hl's ctime moved with g's rename",
+                &[
+                    ("/in", D, 1, 1, 1),
+                    ("/in/f", F, 2, 1, 2),
+                    ("/in/hl", F, 2, 1, 2),
+                ],
+                &[
+                    ("/in2", D, 1, 2, 1),
+                    ("/in2/g", F, 2, 2, 2),
+                    ("/in2/hl", F, 2, 2, 2),
+                ],
+                &["Renamed /in2 from /in", "Renamed /in2/g from /in/f"],
+            ),
+            (
+                "mv in in2; rm in2/f; ln in2/hl in2/x",
+                &[
+                    ("/in", D, 1, 1, 1),
+                    ("/in/f", F, 2, 1, 2),
+                    ("/in/hl", F, 2, 1, 2),
+                ],
+                &[
+                    ("/in2", D, 1, 2, 1),
+                    ("/in2/hl", F, 2, 2, 2),
+                    ("/in2/x", F, 2, 2, 2),
+                ],
+                &["Renamed /in2 from /in", "Renamed /in2/x from /in/f"],
+            ),
+            (
+                "three names, two directories renamed, nothing else",
+                &[
+                    ("/a", D, 1, 1, 1),
+                    ("/a/b", D, 2, 1, 1),
+                    ("/a/b/f", F, 3, 1, 3),
+                    ("/a/b/f2", F, 3, 1, 3),
+                    ("/a/f3", F, 3, 1, 3),
+                ],
+                &[
+                    ("/a2", D, 1, 2, 1),
+                    ("/a2/f3", F, 3, 1, 3),
+                    ("/b_out", D, 2, 2, 1),
+                    ("/b_out/f", F, 3, 1, 3),
+                    ("/b_out/f2", F, 3, 1, 3),
+                ],
+                &["Renamed /a2 from /a", "Renamed /b_out from /a/b"],
+            ),
+            (
+                "three names, two directories renamed, the inode written",
+                &[
+                    ("/a", D, 1, 1, 1),
+                    ("/a/b", D, 2, 1, 1),
+                    ("/a/b/f", F, 3, 1, 3),
+                    ("/a/b/f2", F, 3, 1, 3),
+                    ("/a/f3", F, 3, 1, 3),
+                ],
+                &[
+                    ("/a2", D, 1, 2, 1),
+                    ("/a2/f3", F, 3, 2, 3),
+                    ("/b_out", D, 2, 2, 1),
+                    ("/b_out/f", F, 3, 2, 3),
+                    ("/b_out/f2", F, 3, 2, 3),
+                ],
+                &[
+                    "Renamed /a2 from /a",
+                    "Changed /a2/f3 [\"content\"]",
+                    "Renamed /b_out from /a/b",
+                    "Changed /b_out/f [\"content\"]",
+                    "Changed /b_out/f2 [\"content\"]",
+                ],
+            ),
+            (
+                "a name carried, another moved out of the directory",
+                &[
+                    ("/in", D, 1, 1, 1),
+                    ("/in/f", F, 2, 1, 2),
+                    ("/in/hl", F, 2, 1, 2),
+                ],
+                &[
+                    ("/in2", D, 1, 2, 1),
+                    ("/in2/hl", F, 2, 2, 2),
+                    ("/out", F, 2, 2, 2),
+                ],
+                &["Renamed /in2 from /in", "Renamed /out from /in/f"],
+            ),
+            (
+                "the same name, but in another directory: not carried",
+                &[
+                    ("/d", D, 1, 1, 1),
+                    ("/d/f", F, 2, 1, 2),
+                    ("/d/g", F, 2, 1, 2),
+                ],
+                &[
+                    ("/d", D, 1, 2, 1),
+                    ("/e", D, 4, 2, 1),
+                    ("/e/f", F, 2, 2, 2),
+                    ("/d/g", F, 2, 2, 2),
+                ],
+                &["Added /e", "Renamed /e/f from /d/f"],
+            ),
+        ];
+        for (what, before, after, want) in cases {
+            let (old, new) = (state(before), state(after));
+            let compare = Compare {
+                old: &old,
+                new: &new,
+                same_history: true,
+                same_content: None,
+            };
+            assert_eq!(lines(&compare.between(&old, &new)), *want, "{what}");
+        }
     }
 
     fn arbitrary_meta() -> impl Strategy<Value = Meta> {

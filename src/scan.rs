@@ -105,6 +105,21 @@ struct Acc {
     generated: AtomicU64,
     /// With a baseline: whether anything in it is new or changed.
     changed: AtomicBool,
+    /// The files with several links counted so far (device, inode): a file is counted
+    /// once however many names it has in the unit, as it takes space once.
+    linked: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Acc {
+    /// Whether this name is the first of its file met in the unit.
+    fn first_name(&self, st: &Statx) -> bool {
+        linked_key(st).is_none_or(|key| {
+            self.linked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key)
+        })
+    }
 }
 
 /// What a task does with its directory.
@@ -722,6 +737,9 @@ impl<'a> Walker<'a> {
         if let Job::Count(acc) = job {
             if self.req.since.is_none() && kind != FileType::Symlink {
                 // The common case, kept free of allocation.
+                if !acc.first_name(&stat) {
+                    return;
+                }
                 acc.files.fetch_add(1, Ordering::Relaxed);
                 acc.bytes.fetch_add(stat.stx_size, Ordering::Relaxed);
                 return;
@@ -758,6 +776,9 @@ impl<'a> Walker<'a> {
         match job {
             Job::Count(acc) => {
                 acc.changed.store(true, Ordering::Relaxed);
+                if !acc.first_name(&stat) {
+                    return;
+                }
                 acc.files.fetch_add(1, Ordering::Relaxed);
                 acc.bytes.fetch_add(meta.size, Ordering::Relaxed);
                 acc.generated
@@ -807,8 +828,20 @@ pub fn count_tree(dir: &Path) -> (u64, u64) {
     open_dir(rustix::fs::CWD, dir.as_os_str(), OFlags::NOFOLLOW).map_or((0, 0), count_tree_fd)
 }
 
+/// What a file with several names (hard links) is known by, to count it once: its device
+/// (one per subvolume) and inode. `None` for a file with one name.
+pub fn linked_key(st: &Statx) -> Option<(u64, u64)> {
+    (st.stx_nlink > 1).then(|| (dev_of(st), st.stx_ino))
+}
+
 /// [`count_tree`] of an open directory.
 pub fn count_tree_fd(top: OwnedFd) -> (u64, u64) {
+    count_tree_once(top, &mut HashSet::new())
+}
+
+/// [`count_tree_fd`], counting a file with several names once: `seen` holds the
+/// [`linked_key`]s of those counted already (in this tree or elsewhere in its unit).
+pub fn count_tree_once(top: OwnedFd, seen: &mut HashSet<(u64, u64)>) -> (u64, u64) {
     let Ok(top_st) = rustix::fs::statx(&top, "", AtFlags::EMPTY_PATH, STATX) else {
         return (0, 0);
     };
@@ -854,7 +887,7 @@ pub fn count_tree_fd(top: OwnedFd) -> (u64, u64) {
             }
             if FileType::from_raw_mode(u32::from(st.stx_mode)) == FileType::Directory {
                 stack.push((fd.clone(), name.to_vec()));
-            } else {
+            } else if linked_key(&st).is_none_or(|key| seen.insert(key)) {
                 totals.0 += 1;
                 totals.1 += st.stx_size;
             }

@@ -1200,3 +1200,134 @@ fn walks_leave_access_times_alone() {
         assert_eq!(atimes(), before, "{args:?} changed access times");
     }
 }
+
+/// Hard links meeting renames (trial 3, finding 8): a name still there under its renamed
+/// directory was carried along, and is not reported; only the names that went, came or
+/// moved are. By both methods alike, in the root and across a nested subvolume moved.
+#[test]
+fn linked_names_carried_by_a_renamed_directory_are_not_renamed() {
+    let Some(fs) = btrfs("diff_links_carried") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    let link = |from: &str, to: &str| fs::hard_link(p(from), p(to)).unwrap();
+    fs.write("@root/srv/hd/in/f", "A\n");
+    link("srv/hd/in/f", "srv/hd/in/hl");
+    fs.write("@root/srv/cnt/a/b/f", "three names\n");
+    link("srv/cnt/a/b/f", "srv/cnt/a/b/f2");
+    link("srv/cnt/a/b/f", "srv/cnt/a/f3");
+    fs.write("@root/srv/mv/in/f", "B\n");
+    link("srv/mv/in/f", "srv/mv/in/hl");
+    subvolume(&fs, "@root/srv/s1");
+    subvolume(&fs, "@root/srv/s1/s2");
+    subvolume(&fs, "@root/srv/s1/s2/s3");
+    fs.write("@root/srv/s1/s2/s3/f", "C\n");
+    link("srv/s1/s2/s3/f", "srv/s1/s2/s3/hl");
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mv = |from: &str, to: &str| fs::rename(p(from), p(to)).unwrap();
+    // One name removed, then its directory renamed.
+    fs::remove_file(p("srv/hd/in/f")).unwrap();
+    mv("srv/hd/in", "srv/hd/in2");
+    // Three names, two directories renamed, the inode written through one of them.
+    mv("srv/cnt/a", "srv/cnt/a2");
+    fs.write("@root/srv/cnt/a2/b/f", "three names, more\n");
+    mv("srv/cnt/a2/b", "srv/cnt/b_out");
+    // One name renamed in a directory renamed: the other name's ctime moved with it.
+    mv("srv/mv/in", "srv/mv/in2");
+    mv("srv/mv/in2/f", "srv/mv/in2/g");
+    // One name moved out of a nested subvolume (a copy and a removal, as `mv` does
+    // across subvolumes), then the subvolume moved.
+    fs::copy(p("srv/s1/s2/s3/f"), p("srv/s1/s2/f_out")).unwrap();
+    fs::remove_file(p("srv/s1/s2/s3/f")).unwrap();
+    mv("srv/s1/s2/s3", "srv/s1/s3moved");
+    let (search, _, lines) = both_methods(&fs);
+    assert_eq!(
+        lines,
+        sorted(&[
+            "removed /srv/hd/in/f",
+            "renamed /srv/hd/in2 from /srv/hd/in",
+            "renamed /srv/cnt/a2 from /srv/cnt/a",
+            "renamed /srv/cnt/b_out from /srv/cnt/a/b",
+            "changed /srv/cnt/a2/f3 [content]",
+            "changed /srv/cnt/b_out/f [content]",
+            "changed /srv/cnt/b_out/f2 [content]",
+            "renamed /srv/mv/in2 from /srv/mv/in",
+            "renamed /srv/mv/in2/g from /srv/mv/in/f",
+            "added /srv/s1/s2/f_out",
+            "removed /srv/s1/s2/s3/f",
+            "renamed /srv/s1/s3moved from /srv/s1/s2/s3",
+        ]),
+        "{search}"
+    );
+}
+
+/// A file with several names in one suggestion is one file of its size, as on the disk,
+/// by both methods: names added, a directory of them renamed, and two renamed directories
+/// holding names of one file in the same unit.
+#[test]
+fn hard_links_in_a_unit_count_once_in_both_methods() {
+    let Some(fs) = btrfs("diff_links_count") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    let link = |from: &str, to: &str| fs::hard_link(p(from), p(to)).unwrap();
+    fs.write("@root/srv/cnt/a/b/f", "fourteen bytes");
+    link("srv/cnt/a/b/f", "srv/cnt/a/b/f2");
+    link("srv/cnt/a/b/f", "srv/cnt/a/f3");
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs.write("@root/srv/new/x", "seven b");
+    link("srv/new/x", "srv/new/y");
+    link("srv/new/x", "srv/new/z");
+    fs.write("@root/srv/new/other", "12");
+    fs::rename(p("srv/cnt/a"), p("srv/cnt/a2")).unwrap();
+    fs::rename(p("srv/cnt/a2/b"), p("srv/cnt/b_out")).unwrap();
+    let (search, _, _) = both_methods(&fs);
+    let counts = |path: &str| {
+        let s = search["suggestions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["path"] == path)
+            .unwrap_or_else(|| panic!("no {path} in {search}"));
+        (s["files"].clone(), s["bytes"].clone())
+    };
+    assert_eq!(counts("/srv/new"), (2.into(), 9.into()));
+    assert_eq!(counts("/srv/cnt"), (1.into(), 14.into()));
+}
+
+/// Many names of one inode, all with the same file name, in directories all renamed: each
+/// pairs with itself (and quickly: candidates are looked up by name and directory).
+#[test]
+fn a_thousand_names_of_one_inode_carried_by_their_directories() {
+    let Some(fs) = btrfs("diff_links_many") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    fs.write("@root/srv/many/d0/f", "one inode\n");
+    for i in 1..1000 {
+        fs::create_dir(p(&format!("srv/many/d{i}"))).unwrap();
+        fs::hard_link(p("srv/many/d0/f"), p(&format!("srv/many/d{i}/f"))).unwrap();
+    }
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    fs::remove_file(p("srv/many/d500/f")).unwrap();
+    let mut want = vec!["removed /srv/many/d500/f".to_string()];
+    for i in 0..1000 {
+        fs::rename(p(&format!("srv/many/d{i}")), p(&format!("srv/many/e{i}"))).unwrap();
+        want.push(format!("renamed /srv/many/e{i} from /srv/many/d{i}"));
+    }
+    want.sort();
+    let started = std::time::Instant::now();
+    let (search, _, lines) = both_methods(&fs);
+    assert_eq!(lines, want);
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    let many = &search["suggestions"][0];
+    assert_eq!(
+        (&many["path"], &many["files"]),
+        (&"/srv/many".into(), &1.into())
+    );
+}

@@ -1195,3 +1195,39 @@ fn etc_nixos_counts_only_as_a_regular_file_of_the_tree() {
     fs::write(&nixos, "").unwrap();
     assert_eq!(not_nixos(), false, "the regular file NixOS makes");
 }
+
+/// The `files` and `bytes` of one suggestion (`audit`, `check` with or without a baseline).
+fn counts(v: &Value, path: &str) -> (Value, Value) {
+    let s = v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == path)
+        .unwrap_or_else(|| panic!("no {path} in {v}"));
+    (s["files"].clone(), s["bytes"].clone())
+}
+
+/// A file with several names (hard links) in one unit is one file of its size, as on the
+/// disk: trial 3 found 3 names of a 14 B file counted as "3 files 42 B".
+#[test]
+fn hard_links_in_a_unit_count_once() {
+    let t = Tree::new();
+    t.file("srv/hd/a", "fourteen bytes");
+    t.file("srv/hd/sub/other", "1234");
+    fs::hard_link(t.root().join("srv/hd/a"), t.root().join("srv/hd/b")).unwrap();
+    fs::hard_link(t.root().join("srv/hd/a"), t.root().join("srv/hd/sub/c")).unwrap();
+    for command in ["audit", "check"] {
+        let (_, v) = t.json(&[command, "--format", "json"]);
+        assert_eq!(counts(&v, "/srv/hd"), (2.into(), 18.into()), "{command}");
+    }
+    let out = t.imperm(&["baseline"]);
+    assert!(out.status.success());
+    // Since the baseline: new names of a new file, and a new name of an old one.
+    t.file("srv/new/x", "seven b");
+    fs::hard_link(t.root().join("srv/new/x"), t.root().join("srv/new/y")).unwrap();
+    fs::hard_link(t.root().join("srv/hd/a"), t.root().join("srv/hd/d")).unwrap();
+    let (_, v) = t.json(&["check", "--format", "json"]);
+    assert_eq!(counts(&v, "/srv/new"), (1.into(), 7.into()), "{v}");
+    // The link count moved: every name of the inode changed, one file.
+    assert_eq!(counts(&v, "/srv/hd"), (1.into(), 14.into()), "{v}");
+}

@@ -931,6 +931,8 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
     let k = knowledge::builtin();
     let tree = beneath::Tree::open(&config.root).ok();
     let mut units: BTreeMap<PathBuf, Unit> = BTreeMap::new();
+    // Per unit, the files with several names counted so far (`scan::linked_key`).
+    let mut seen: HashMap<PathBuf, HashSet<(u64, u64)>> = HashMap::new();
     // Directories moved whole are counted whole, with every file in them now: a change
     // below one is in that count already.
     let moved: Vec<&Path> = changes
@@ -959,12 +961,25 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
         let unit = suggest::unit_of(&c.path, k, &config.persisted);
         let is_dir = c.kind == Some(EntryKind::Directory);
         // A directory moved whole carries its files, which are listed nowhere else.
+        let seen = seen.entry(unit.clone()).or_default();
         let (files, size) = match (is_dir, c.change) {
             (true, ChangeKind::Renamed) => tree
                 .as_ref()
                 .and_then(|t| t.open_dir(&c.path))
-                .map_or((0, 0), scan::count_tree_fd),
+                .map_or((0, 0), |fd| scan::count_tree_once(fd, seen)),
             (true, _) => (0, 0),
+            // Another name of a file counted already. (What an old root had is not looked
+            // up: it is not in this tree.)
+            (false, _)
+                if !against_snapshot
+                    && c.links != 1
+                    && tree
+                        .as_ref()
+                        .and_then(|t| linked_key(t, &c.path))
+                        .is_some_and(|key| !seen.insert(key)) =>
+            {
+                (0, 0)
+            }
             // What the old root had is what a reset wiped; since the baseline, what is
             // there now is the state.
             (false, _) if against_snapshot => (1, c.bytes_then),
@@ -986,6 +1001,20 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
         entry.bytes += size;
     }
     units.into_values().collect()
+}
+
+/// [`scan::linked_key`] of the tree's `path`, not following a final symlink; `None` when
+/// it has one name or is gone.
+fn linked_key(tree: &beneath::Tree, path: &Path) -> Option<(u64, u64)> {
+    let dir = tree.open_dir(path.parent()?)?;
+    let st = rustix::fs::statx(
+        &dir,
+        path.file_name()?,
+        AtFlags::SYMLINK_NOFOLLOW,
+        scan::STATX,
+    )
+    .ok()?;
+    scan::linked_key(&st)
 }
 
 impl Report for DiffReport {
