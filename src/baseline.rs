@@ -758,6 +758,17 @@ impl Manifest {
 
     /// Parses a manifest of format 4 down to 1; an error names the line.
     pub fn parse(data: &[u8]) -> Result<Manifest, String> {
+        Manifest::parse_up_to(data, false)
+    }
+
+    /// The header of a manifest alone (its format, the snapshot it belongs to, the mounts
+    /// of its moment), with no entries: what the generation search needs, which must not
+    /// pay for parsing a million entries it never reads.
+    pub fn parse_header(data: &[u8]) -> Result<Manifest, String> {
+        Manifest::parse_up_to(data, true)
+    }
+
+    fn parse_up_to(data: &[u8], header_only: bool) -> Result<Manifest, String> {
         // Every line ends with a newline, the last one too.
         let body = data.strip_suffix(b"\n").unwrap_or(data);
         let mut lines = body.split(|&b| b == b'\n');
@@ -806,6 +817,10 @@ impl Manifest {
                     _ => return Err(why("not a manifest header line")),
                 }
                 continue;
+            }
+            // Header lines come first (see `render`).
+            if header_only {
+                break;
             }
             let (path, meta) = entry(line, version).map_err(|why| format!("line {n}: {why}"))?;
             match entries.entry(path.into_os_string()) {
@@ -1122,6 +1137,17 @@ mod tests {
             PathBuf::from(OsString::from_vec(b"/t\tab".to_vec())),
         ];
         assert_eq!(Manifest::parse(&m.render()).unwrap(), m);
+        // The header alone: the snapshot and the mounts, no entries, and a body that
+        // would not parse is never read.
+        let mut text = m.render();
+        let header = Manifest::parse_header(&text).unwrap();
+        assert_eq!(
+            (header.snapshot.as_ref(), &header.mounts, header.len()),
+            (m.snapshot.as_ref(), &m.mounts, 0)
+        );
+        text.extend_from_slice(b"not an entry\n");
+        assert!(Manifest::parse(&text).is_err());
+        assert_eq!(Manifest::parse_header(&text).unwrap(), header);
         for (text, want) in [
             (
                 &b"imperm-baseline 4\n#snapshot\t1\tzz\t/\n"[..],

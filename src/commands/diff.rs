@@ -65,13 +65,20 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let mut notes = Vec::new();
     let (method, raw) = match (&args.against, fs.as_ref()) {
         (None, _) => {
-            let manifest = discover::load_manifest(&config.root)?.map(|(_, m)| m);
+            // The header first: the search needs only it, and parsing a manifest of a
+            // million entries costs seconds.
+            let header = discover::load_manifest_header(&config.root)?.map(|(_, m)| m);
             // The filesystem options first: a wrong --mounted is the error to name.
             let search = match (searchable, fs.as_ref()) {
                 (true, Some(fs)) => {
-                    generation_if_baseline_snapshot(&config, fs, args, manifest.as_ref())?
+                    generation_if_baseline_snapshot(&config, fs, args, header.as_ref())?
                 }
                 _ => Err(None),
+            };
+            let manifest = match (&search, header) {
+                (Ok(_), header) => header,
+                (Err(_), Some(_)) => discover::load_manifest(&config.root)?.map(|(_, m)| m),
+                (Err(_), None) => None,
             };
             let manifest = manifest.ok_or_else(|| {
                 Error::Usage(format!(
@@ -755,7 +762,13 @@ fn changed_since(
     let since = b.info.created.unwrap_or(0);
     let mut names_then = Namer::new(top, b);
     let mut names_now = Namer::new(top, n);
-    let changed = Btrfs.changed_inodes(top, &n.rel, since)?;
+    // The snapshot is made while transaction `since` commits, after every writer of that
+    // transaction is done (the commit waits for them, and new writers go to the next
+    // one), so it holds all of `since`'s writes: whatever changed after it is of a later
+    // transaction. Searching from `since` itself would take every inode written in the
+    // snapshot's transaction for changed: a tree written just before the baseline (a
+    // first boot, a benchmark) would be read whole, slower than the walk.
+    let changed = Btrfs.changed_inodes(top, &n.rel, since + 1)?;
     let is_changed: HashSet<u64> = changed.iter().map(|i| i.ino).collect();
     let mut groups: HashMap<u64, Group> = HashMap::new();
     for inode in &changed {

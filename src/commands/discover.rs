@@ -67,11 +67,23 @@ pub fn audit(global: &GlobalArgs, args: &DiscoverArgs) -> Result<ExitStatus, Err
 /// The baseline manifest of this boot under the root, if one was recorded. It is read as
 /// the tree sees it: a symlink on the way resolves inside the tree, never to the host's.
 pub fn load_manifest(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> {
+    read_manifest(root, Manifest::parse)
+}
+
+/// [`load_manifest`]'s header alone (no entries): see [`Manifest::parse_header`].
+pub fn load_manifest_header(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> {
+    read_manifest(root, Manifest::parse_header)
+}
+
+fn read_manifest(
+    root: &Path,
+    parse: fn(&[u8]) -> Result<Manifest, String>,
+) -> Result<Option<(PathBuf, Manifest)>, Error> {
     let tree = beneath::Tree::open(root)?;
     let abs = Path::new(baseline::MANIFEST);
     let file = tree.on_disk(abs);
     match tree.read(abs)? {
-        Some(data) => Manifest::parse(&data)
+        Some(data) => parse(&data)
             .map(|m| Some((file.clone(), m)))
             .map_err(|e| Error::Usage(format!("{}: {e}", escape(&file)))),
         None => Ok(None),
