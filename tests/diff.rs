@@ -1331,3 +1331,43 @@ fn a_thousand_names_of_one_inode_carried_by_their_directories() {
         (&"/srv/many".into(), &1.into())
     );
 }
+
+/// The search starts after the baseline snapshot's transaction (which the snapshot holds
+/// whole). A tree written in that very transaction, right before the baseline, is not read
+/// as changed, and changes made right after it, in the same second, are all found, by
+/// both methods alike.
+#[test]
+fn changes_in_the_same_second_as_the_baseline_are_found() {
+    let Some(fs) = btrfs("diff_same_second") else {
+        return;
+    };
+    fs.subvolume("@root");
+    for i in 0..200 {
+        fs.write(&format!("@root/srv/t/d{}/f{i}", i % 10), "x");
+    }
+    // No sync: the tree and the snapshot share a transaction.
+    let out = imperm(&fs, &["baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, _, lines) = both_methods(&fs);
+    assert!(lines.is_empty(), "nothing changed since: {lines:?}");
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    fs.write("@root/srv/t/d1/f1", "changed");
+    fs.write("@root/srv/t/d2/new", "new");
+    fs::remove_file(p("srv/t/d3/f3")).unwrap();
+    fs::rename(p("srv/t/d4/f4"), p("srv/t/d5/moved")).unwrap();
+    let (_, _, mut lines) = both_methods(&fs);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "added /srv/t/d2/new",
+            "changed /srv/t/d1/f1 [content]",
+            "removed /srv/t/d3/f3",
+            "renamed /srv/t/d5/moved from /srv/t/d4/f4",
+        ],
+    );
+}
