@@ -790,6 +790,11 @@ impl Manifest {
             let n = i + 2;
             if version >= 4 && line.first() == Some(&b'#') {
                 let why = |w: &str| format!("line {n}: {w}");
+                // The header comes first (see `render`), and the search reads no further:
+                // a header line among the entries would be read by the walk alone.
+                if !entries.is_empty() {
+                    return Err(why("a header line after the entries"));
+                }
                 let line = std::str::from_utf8(line).map_err(|_| why("not UTF-8"))?;
                 let f: Vec<&str> = line.split('\t').collect();
                 match f[..] {
@@ -1145,6 +1150,11 @@ mod tests {
             (header.snapshot.as_ref(), &header.mounts, header.len()),
             (m.snapshot.as_ref(), &m.mounts, 0)
         );
+        // A header line among the entries, which the search would not read, is refused.
+        let mut late = m.render();
+        late.extend_from_slice(b"#mount\t/elsewhere\n");
+        let err = Manifest::parse(&late).unwrap_err();
+        assert!(err.ends_with("a header line after the entries"), "{err}");
         text.extend_from_slice(b"not an entry\n");
         assert!(Manifest::parse(&text).is_err());
         assert_eq!(Manifest::parse_header(&text).unwrap(), header);

@@ -166,7 +166,7 @@ fn generation_if_baseline_snapshot(
     let walked_because = |why: String| Ok(Err(Some(format!("{why}: walked the root instead"))));
     let Some(recorded) = manifest.snapshot.as_ref() else {
         return walked_because(
-            "the baseline manifest does not name its snapshot (an older imperm wrote it)".into(),
+            "the baseline manifest does not name its snapshot (an older imperm wrote it, or it was edited)".into(),
         );
     };
     if recorded.is_empty() {
