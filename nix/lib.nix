@@ -162,6 +162,26 @@ rec {
       users = host.users or { };
     };
 
+  # Why a host's retention policy (services.imperm.retention, missing keys at the
+  # options' defaults) cannot be used, or null. A policy that keeps nothing is refused by
+  # imperm itself (status, gc and baseline would exit 2 on the host), so the module
+  # asserts this at evaluation instead.
+  retentionProblem =
+    ret:
+    let
+      counts = [
+        (ret.keepLast or 5)
+        (ret.keepDaily or 0)
+        (ret.keepWeekly or 4)
+        (ret.keepMonthly or "all")
+        (ret.keepYearly or 0)
+      ];
+    in
+    if builtins.any (n: n != 0) counts then
+      null
+    else
+      "services.imperm.retention keeps nothing (every keep* is 0): give at least one count, or \"all\"; imperm refuses a policy that would delete every old root.";
+
   # /etc/imperm/config.toml for a host's services.imperm settings.
   hostToml =
     host:

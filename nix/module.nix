@@ -174,6 +174,10 @@ in
         message = "services.imperm resets the root in the systemd initrd: set boot.initrd.systemd.enable = true.";
       }
       {
+        assertion = imperm.retentionProblem cfg.retention == null;
+        message = toString (imperm.retentionProblem cfg.retention);
+      }
+      {
         assertion =
           (config.fileSystems ? ${cfg.persistentStoragePath})
           -> config.fileSystems.${cfg.persistentStoragePath}.neededForBoot;

@@ -234,3 +234,42 @@ fn example_hosts_render_clean_configurations() {
     let (_dir, juni) = load(juni.as_str().unwrap());
     assert_eq!(juni.filesystem.unwrap().fs_type.as_str(), "bcachefs");
 }
+
+/// A retention policy that keeps nothing is refused at evaluation (the module's assertion
+/// takes this message): imperm would exit 2 in status, gc and baseline on the host.
+#[test]
+fn a_retention_policy_that_keeps_nothing_is_named() {
+    if !common::nix_available("a_retention_policy_that_keeps_nothing_is_named") {
+        return;
+    }
+    let problem = |ret: &str| eval(&format!("(import ./nix/lib.nix).retentionProblem {ret}"));
+    let zero = "{ keepLast = 0; keepDaily = 0; keepWeekly = 0; keepMonthly = 0; keepYearly = 0; }";
+    let why = problem(zero);
+    assert!(why.as_str().unwrap().contains("keeps nothing"), "{why}");
+    for fine in [
+        "{ }",
+        "{ keepLast = 0; keepWeekly = 0; }",
+        "{ keepLast = 0; keepDaily = 0; keepWeekly = 0; keepMonthly = 0; keepYearly = \"all\"; }",
+        "{ keepLast = 1; keepDaily = 0; keepWeekly = 0; keepMonthly = 0; keepYearly = 0; }",
+    ] {
+        assert_eq!(problem(fine), serde_json::Value::Null, "{fine}");
+    }
+    // And the file the module would write for it is one imperm refuses, which is why.
+    let toml = eval(&format!(
+        "(import ./nix/lib.nix).hostToml {{ filesystem.type = \"btrfs\"; filesystem.device = \"/dev/vda2\"; retention = {zero}; }}"
+    ));
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("config.toml");
+    fs::write(&file, toml.as_str().unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .args(["snapshots", "gc", "--dry-run"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("every keep_* rule is 0"), "{err}");
+}
