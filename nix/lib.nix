@@ -130,13 +130,23 @@ rec {
         ))
       ];
       check = [ (section "[check]" [ (line "ignore" checkIgnore) ]) ];
+      ruleKeys = [ "path" "verdict" "reason" ];
       rules = map (
         r:
-        section "[[check.rule]]" [
-          (line "path" r.path)
-          (line "verdict" r.verdict)
-          (line "reason" (r.reason or "set in the NixOS configuration"))
-        ]
+        let
+          at = "services.imperm.check.rules: the rule for ${r.path or "(no path)"}";
+          unknown = filter (k: !(builtins.elem k ruleKeys)) (attrNames r);
+        in
+        if unknown != [ ] then
+          throw "${at} has ${concatStringsSep ", " unknown}, which imperm does not read (it reads path, verdict, reason)"
+        else if !(r ? path) || !(r ? verdict) then
+          throw "${at} needs both path and verdict (persist, review, ephemeral or generated)"
+        else
+          section "[[check.rule]]" [
+            (line "path" r.path)
+            (line "verdict" r.verdict)
+            (line "reason" (r.reason or "set in the NixOS configuration"))
+          ]
       ) checkRules;
     in
     concatStringsSep "\n" (

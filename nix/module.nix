@@ -151,7 +151,15 @@ in
         description = "Globs over absolute paths accepted as ephemeral by check, audit and diff.";
       };
       rules = mkOption {
-        type = types.listOf (types.attrsOf types.str);
+        # A submodule: a rule without a verdict, or with a key imperm does not read, is an
+        # error naming the option, not a bare "attribute missing" or a key dropped unseen.
+        type = types.listOf (types.submodule {
+          options = {
+            path = mkOption { type = types.str; description = "A path or glob (`*`, `**`; `~` for every home)."; };
+            verdict = mkOption { type = types.enum [ "persist" "review" "ephemeral" "generated" ]; description = "What to do with what matches."; };
+            reason = mkOption { type = types.str; default = "set in the NixOS configuration"; description = "Why, as the output says it."; };
+          };
+        });
         default = [ ];
         example = [ { path = "/srv/*"; verdict = "persist"; reason = "the NAS's shares"; } ];
         description = "Own classification rules, applied before imperm's knowledge.";

@@ -273,3 +273,44 @@ fn a_retention_policy_that_keeps_nothing_is_named() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("every keep_* rule is 0"), "{err}");
 }
+
+/// A `check.rules` entry without a verdict, or with a key imperm does not read, is one
+/// error naming the rule and what is wrong, not a bare "attribute missing" or a key
+/// dropped unseen.
+#[test]
+fn check_rules_without_a_verdict_or_with_unknown_keys_are_named() {
+    if !common::nix_available("check_rules_without_a_verdict_or_with_unknown_keys_are_named") {
+        return;
+    }
+    let render = |rule: &str| {
+        Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E"])
+            .arg(format!(
+                "(import ./nix/lib.nix).hostToml {{ filesystem.type = \"tmpfs\"; check.rules = [ {rule} ]; }}"
+            ))
+            .current_dir(repo())
+            .output()
+            .unwrap()
+    };
+    for (rule, want) in [
+        (
+            r#"{ path = "/srv/*"; }"#,
+            "the rule for /srv/* needs both path and verdict",
+        ),
+        (
+            r#"{ path = "/srv/*"; verdict = "persist"; verdcit = "x"; }"#,
+            "the rule for /srv/* has verdcit, which imperm does not read",
+        ),
+    ] {
+        let out = render(rule);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{rule}");
+        assert!(err.contains(want), "{rule}: {err}");
+    }
+    let out = render(r#"{ path = "/srv/*"; verdict = "persist"; }"#);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
