@@ -172,6 +172,11 @@ rec {
       users = host.users or { };
     };
 
+  # services.imperm.users as impermanence takes them: without `home`, an option it has
+  # removed (it deduces the home from users.users.NAME.home, and refuses the key). imperm's
+  # own config.toml keeps it.
+  impermanenceUsers = builtins.mapAttrs (_: u: builtins.removeAttrs u [ "home" ]);
+
   # Why a host's retention policy (services.imperm.retention, missing keys at the
   # options' defaults) cannot be used, or null. A policy that keeps nothing is refused by
   # imperm itself (status, gc and baseline would exit 2 on the host), so the module

@@ -195,7 +195,8 @@ in
 
     environment.persistence.${cfg.persistentStoragePath} = {
       hideMounts = true;
-      inherit (persisted) directories files users;
+      inherit (persisted) directories files;
+      users = imperm.impermanenceUsers persisted.users;
     };
 
     environment.etc."imperm/config.toml".text = imperm.hostToml cfg;

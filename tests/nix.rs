@@ -314,3 +314,32 @@ fn check_rules_without_a_verdict_or_with_unknown_keys_are_named() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// impermanence removed `users.NAME.home` (it deduces the home from users.users.NAME.home
+/// and refuses the key): what the module passes on leaves it out, while imperm's own
+/// config.toml keeps it.
+#[test]
+fn users_reach_impermanence_without_home() {
+    if !common::nix_available("users_reach_impermanence_without_home") {
+        return;
+    }
+    let users = r#"{ josh = { home = "/srv/josh"; directories = [ ".ssh" ]; files = [ ".x" ]; }; root.directories = [ ".cache" ]; }"#;
+    let passed = eval(&format!("(import ./nix/lib.nix).impermanenceUsers {users}"));
+    assert_eq!(
+        passed,
+        serde_json::json!({
+            "josh": { "directories": [".ssh"], "files": [".x"] },
+            "root": { "directories": [".cache"] }
+        })
+    );
+    let toml = eval(&format!(
+        "(import ./nix/lib.nix).hostToml {{ filesystem.type = \"tmpfs\"; template = \"none\"; users = {users}; }}"
+    ));
+    let (_dir, config) = load(toml.as_str().unwrap());
+    assert!(
+        config
+            .persisted
+            .contains(std::path::Path::new("/srv/josh/.ssh")),
+        "{toml}"
+    );
+}

@@ -23,6 +23,13 @@
     };
   };
 
+  # impermanence takes each persisted user's home and group from here.
+  users.users.josh = {
+    isNormalUser = true;
+    home = "/home/josh";
+    group = "users";
+  };
+
   services.imperm = {
     enable = true;
     filesystem = {
