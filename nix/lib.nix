@@ -80,6 +80,9 @@ rec {
       directories ? [ ],
       files ? [ ],
       users ? { }, # name -> { directories ? [ ]; files ? [ ]; home ? null; }
+      # Every storage at once (storage -> { directories; files; users; }), as
+      # `fromPersistence` gives them; when set, the four above are not used.
+      storages ? null,
       retention ? null, # { keepLast ? 0; …; timezone ? null; }
       checkIgnore ? [ ],
       checkRules ? [ ], # [ { path; verdict; reason; } ]
@@ -98,26 +101,35 @@ rec {
           ]
         ))
       ];
-      persistence = [
-        (section "[persistence.${key storage}]" [
-          (line "hideMounts" true)
-          (line "directories" (map entry directories))
-          (line "files" (map entry files))
-        ])
-      ];
-      userSections = map (
+      all = if storages != null then storages else { ${storage} = { inherit directories files users; }; };
+      storageSections =
         name:
         let
-          u = users.${name};
+          st = all.${name};
+          stUsers = st.users or { };
         in
-        section "[persistence.${key storage}.users.${key name}]" (
-          optional ((u.home or null) != null) [ (line "home" u.home) ]
-          ++ [
-            (line "directories" (map entry (u.directories or [ ])))
-            (line "files" (map entry (u.files or [ ])))
-          ]
-        )
-      ) (attrNames users);
+        [
+          (section "[persistence.${key name}]" [
+            (line "hideMounts" true)
+            (line "directories" (map entry (st.directories or [ ])))
+            (line "files" (map entry (st.files or [ ])))
+          ])
+        ]
+        ++ map (
+          user:
+          let
+            u = stUsers.${user};
+          in
+          section "[persistence.${key name}.users.${key user}]" (
+            optional ((u.home or null) != null) [ (line "home" u.home) ]
+            ++ [
+              (line "directories" (map entry (u.directories or [ ])))
+              (line "files" (map entry (u.files or [ ])))
+            ]
+          )
+        ) (attrNames stUsers);
+      persistence = builtins.concatMap storageSections (attrNames all);
+      userSections = [ ];
       keep = name: optional ((retention.${name} or 0) != 0) [ (line name retention.${name}) ];
       ret = optional (retention != null) [
         (section "[retention]" (
@@ -172,6 +184,48 @@ rec {
       users = host.users or { };
     };
 
+  # Every storage of the final `environment.persistence` (what impermanence mounts, from
+  # services.imperm and from anywhere else in the configuration) as `configToml`'s
+  # `storages`: entries as imperm's configuration spells them, with the owner and mode
+  # only where they differ from what impermanence makes by default, and a user's home
+  # only where it is not imperm's default. `accounts` is users.users (home and group).
+  fromPersistence =
+    persistence: accounts:
+    let
+      differs = defaults: e: builtins.filter (k: (e.${k} or null) != null && e.${k} != defaults.${k}) (attrNames defaults);
+      owned =
+        defaults: pathKey: e:
+        let
+          keys = differs defaults e;
+        in
+        if keys == [ ] then e.${pathKey} else listToAttrs ([ { name = pathKey; value = e.${pathKey}; } ] ++ map (k: { name = k; value = e.${k}; }) keys);
+      file =
+        defaults: f:
+        let
+          parent = f.parentDirectory or { };
+          keys = differs defaults parent;
+        in
+        if keys == [ ] then f.file else { inherit (f) file; parentDirectory = listToAttrs (map (k: { name = k; value = parent.${k}; }) keys); };
+      system = { user = "root"; group = "root"; mode = "0755"; };
+      defaultHome = name: if name == "root" then "/root" else "/home/${name}";
+    in
+    builtins.mapAttrs (_: p: {
+      directories = map (owned system "directory") (p.directories or [ ]);
+      files = map (file system) (p.files or [ ]);
+      users = builtins.mapAttrs (
+        name: u:
+        let
+          own = { user = name; group = accounts.${name}.group or "users"; mode = "0755"; };
+          home = accounts.${name}.home or null;
+        in
+        {
+          directories = map (owned own "directory") (u.directories or [ ]);
+          files = map (file own) (u.files or [ ]);
+        }
+        // (if home != null && home != defaultHome name then { inherit home; } else { })
+      ) (p.users or { });
+    }) persistence;
+
   # services.imperm.users as impermanence takes them: without `home`, an option it has
   # removed (it deduces the home from users.users.NAME.home, and refuses the key). imperm's
   # own config.toml keeps it.
@@ -223,6 +277,7 @@ rec {
         keep_yearly = ret.keepYearly or 0;
         timezone = ret.timezone or null;
       };
+      storages = host.storages or null;
       checkIgnore = host.check.ignore or [ ];
       checkRules = host.check.rules or [ ];
     };

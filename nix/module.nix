@@ -199,7 +199,12 @@ in
       users = imperm.impermanenceUsers persisted.users;
     };
 
-    environment.etc."imperm/config.toml".text = imperm.hostToml cfg;
+    # Every storage of the final environment.persistence, wherever in the configuration it
+    # is declared: the file's [persistence] is what imperm believes is kept, and a path
+    # missing from it would be reported as state a wipe loses.
+    environment.etc."imperm/config.toml".text = imperm.hostToml (
+      cfg // { storages = imperm.fromPersistence config.environment.persistence config.users.users; }
+    );
 
     environment.systemPackages = [ cfg.package ];
 

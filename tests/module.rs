@@ -157,23 +157,66 @@ fn a_retention_policy_that_keeps_nothing_fails_an_assertion() {
 }
 
 /// Issue 10, item 6: a user's `home` goes to imperm's config.toml, never to impermanence,
-/// which has removed the option.
+/// which has removed the option and takes the home from users.users.NAME.
 #[test]
 #[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
 fn a_users_home_is_not_passed_to_impermanence() {
     let v = evaluate(
         &example("juni"),
-        "{ services.imperm.users.josh.home = \"/home/josh\"; }",
+        "{ lib, ... }: { services.imperm.users.josh.home = \"/srv/josh\"; users.users.josh.home = lib.mkForce \"/srv/josh\"; }",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["failedAssertions"], serde_json::json!([]));
-    assert!(
-        v["configToml"]
-            .as_str()
-            .unwrap()
-            .contains("home = \"/home/josh\""),
-        "{v}"
-    );
+    let toml = v["configToml"].as_str().unwrap();
+    assert!(toml.contains("home = \"/srv/josh\""), "{toml}");
+}
+
+/// Issue 10, item 1: config.toml holds every storage of the final
+/// `environment.persistence`, also what is declared outside `services.imperm` (a list of
+/// the host's own, a second storage, its users), so imperm never calls it state a wipe loses.
+#[test]
+#[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
+fn persistence_declared_elsewhere_is_in_config_toml() {
+    let v = evaluate(
+        &example("juni"),
+        r#"{
+          environment.persistence."/persist".directories = [ "/var/lib/extra" { directory = "/var/lib/private"; mode = "0700"; } ];
+          environment.persistence."/state" = {
+            directories = [ "/var/lib/state-only" ];
+            files = [ "/etc/adjtime" ];
+            users.josh.files = [ ".x" ];
+          };
+        }"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["failedAssertions"], serde_json::json!([]));
+    let toml = v["configToml"].as_str().unwrap();
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("config.toml");
+    fs::write(&file, toml).unwrap();
+    fs::create_dir(dir.path().join("root")).unwrap();
+    let config = imperm::config::Config::load(&imperm::config::LoadOptions {
+        root: dir.path().join("root"),
+        config: Some(file),
+        persistence_json: None,
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    for path in [
+        "/var/lib/extra",
+        "/var/lib/private",
+        "/var/lib/state-only",
+        "/etc/adjtime",
+        "/home/josh/.x",
+        "/home/josh/.gnupg",
+        "/var/log",
+    ] {
+        assert!(config.persisted.contains(Path::new(path)), "{path}\n{toml}");
+    }
+    let storages = config.persisted.storages();
+    assert!(storages.contains(&Path::new("/state")), "{storages:?}");
+    assert!(toml.contains("mode = \"0700\""), "{toml}");
+    let (code, text) = lint(toml);
+    assert_eq!(code, Some(0), "{text}\n{toml}");
 }
 
 /// Issue 10, item 10: a `check.rules` entry without a verdict, or with a key imperm does

@@ -343,3 +343,59 @@ fn users_reach_impermanence_without_home() {
         "{toml}"
     );
 }
+
+/// config.toml from the final `environment.persistence` (every storage, wherever it was
+/// declared), entries as impermanence hands them over: owner and mode only where they
+/// differ from impermanence's defaults, a user's home only where it is not the default.
+#[test]
+fn every_storage_of_the_final_persistence_is_written() {
+    if !common::nix_available("every_storage_of_the_final_persistence_is_written") {
+        return;
+    }
+    let storages = r#"(import ./nix/lib.nix).fromPersistence {
+      "/persist" = {
+        directories = [
+          { directory = "/var/lib/a"; user = "root"; group = "root"; mode = "0755"; dirPath = "/var/lib/a"; }
+          { directory = "/var/lib/private"; user = "root"; group = "root"; mode = "0700"; }
+        ];
+        files = [ { file = "/etc/x"; parentDirectory = { user = "root"; group = "root"; mode = "0755"; }; } ];
+        users.josh = {
+          directories = [ { directory = ".ssh"; user = "josh"; group = "users"; mode = "0700"; } { directory = "src"; user = "josh"; group = "users"; mode = "0755"; } ];
+          files = [ ];
+        };
+      };
+      "/state".directories = [ { directory = "/var/lib/b"; user = "b"; group = "b"; mode = "0750"; } ];
+    } { josh = { home = "/srv/josh"; group = "users"; }; }"#;
+    assert_eq!(
+        eval(storages),
+        serde_json::json!({
+            "/persist": {
+                "directories": ["/var/lib/a", {"directory": "/var/lib/private", "mode": "0700"}],
+                "files": ["/etc/x"],
+                "users": {"josh": {
+                    "home": "/srv/josh",
+                    "directories": [{"directory": ".ssh", "mode": "0700"}, "src"],
+                    "files": []
+                }}
+            },
+            "/state": {
+                "directories": [{"directory": "/var/lib/b", "group": "b", "mode": "0750", "user": "b"}],
+                "files": [],
+                "users": {}
+            }
+        })
+    );
+    let toml = eval(&format!(
+        "(import ./nix/lib.nix).configToml {{ storages = {storages}; }}"
+    ));
+    let (_dir, config) = load(toml.as_str().unwrap());
+    for path in [
+        "/var/lib/a",
+        "/var/lib/private",
+        "/etc/x",
+        "/srv/josh/.ssh",
+        "/var/lib/b",
+    ] {
+        assert!(config.persisted.contains(Path::new(path)), "{path}\n{toml}");
+    }
+}
