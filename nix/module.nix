@@ -19,6 +19,7 @@ let
   entry = types.either types.str (types.attrsOf types.anything);
   keep = types.either types.ints.unsigned (types.enum [ "all" ]);
   subvolumes = cfg.filesystem.type != "tmpfs";
+  bcachefsTool = lib.optional (cfg.filesystem.type == "bcachefs") (config.boot.bcachefs.package or pkgs.bcachefs-tools);
   persisted = imperm.hostPersistence cfg;
   device = cfg.filesystem.device;
   deviceUnit = "${utils.escapeSystemdPath device}.device";
@@ -215,11 +216,9 @@ in
     };
 
     boot.initrd.systemd = mkIf subvolumes {
-      extraBin =
-        { imperm = "${cfg.package}/bin/imperm"; }
-        // lib.optionalAttrs (cfg.filesystem.type == "bcachefs") {
-          bcachefs = "${pkgs.bcachefs-tools}/bin/bcachefs";
-        };
+      # Not the bcachefs tool: nixpkgs' bcachefs module puts it there from
+      # boot.bcachefs.package (for a bcachefs root), and a second definition conflicts.
+      extraBin.imperm = "${cfg.package}/bin/imperm";
       services.imperm-reset = {
         description = "Keep the old root as a snapshot and start from a blank one";
         wantedBy = [ "initrd.target" ];
@@ -249,6 +248,8 @@ in
       before = [ "sysinit.target" "shutdown.target" ];
       conflicts = [ "shutdown.target" ];
       unitConfig.DefaultDependencies = false;
+      # imperm runs the bcachefs tool for subvolumes (until it uses the ioctls itself).
+      path = bcachefsTool;
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${cfg.package}/bin/imperm baseline";
@@ -257,6 +258,7 @@ in
 
     systemd.services.imperm-gc = mkIf (subvolumes && cfg.gc.dates != null) {
       description = "Delete old roots the retention policy does not keep";
+      path = bcachefsTool;
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${cfg.package}/bin/imperm snapshots gc";

@@ -55,6 +55,7 @@ let
   evaluated = lib.evalModules {
     modules = [
       ./nixos-options.nix
+      ./nixpkgs-bcachefs.nix
       (impermanence + "/nixos.nix")
       ../../nix/module.nix
       host
