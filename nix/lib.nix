@@ -184,6 +184,31 @@ rec {
       users = host.users or { };
     };
 
+  # The device paths behind a `fileSystems.<n>.device` spelling, as udev names them, or
+  # null for one imperm cannot wait for: `/dev/…` as it is, `UUID=`, `LABEL=`, `PARTUUID=`,
+  # `PARTLABEL=` as their /dev/disk/by-* links, and for bcachefs a `:`-separated list of
+  # members (each of which must appear).
+  devicePaths =
+    fsType: device:
+    let
+      prefixed = builtins.match "(UUID|LABEL|PARTUUID|PARTLABEL)=(.+)" device;
+      byKind = {
+        UUID = "by-uuid";
+        LABEL = "by-label";
+        PARTUUID = "by-partuuid";
+        PARTLABEL = "by-partlabel";
+      };
+      members = builtins.filter (m: builtins.isString m && m != "") (builtins.split ":" device);
+    in
+    if prefixed != null then
+      [ "/dev/disk/${byKind.${builtins.elemAt prefixed 0}}/${builtins.elemAt prefixed 1}" ]
+    else if fsType == "bcachefs" && builtins.length members > 1 then
+      (if builtins.all (m: builtins.substring 0 5 m == "/dev/") members then members else null)
+    else if builtins.substring 0 5 device == "/dev/" then
+      [ device ]
+    else
+      null;
+
   # Every storage of the final `environment.persistence` (what impermanence mounts, from
   # services.imperm and from anywhere else in the configuration) as `configToml`'s
   # `storages`: entries as imperm's configuration spells them, with the owner and mode

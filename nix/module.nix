@@ -21,8 +21,14 @@ let
   subvolumes = cfg.filesystem.type != "tmpfs";
   bcachefsTool = lib.optional (cfg.filesystem.type == "bcachefs") (config.boot.bcachefs.package or pkgs.bcachefs-tools);
   persisted = imperm.hostPersistence cfg;
-  device = cfg.filesystem.device;
-  deviceUnit = "${utils.escapeSystemdPath device}.device";
+  paths = if cfg.filesystem.device == null then null else imperm.devicePaths cfg.filesystem.type cfg.filesystem.device;
+  # What imperm mounts: a path the kernel takes (a `UUID=` spelling is not one).
+  device =
+    if paths == null then cfg.filesystem.device
+    else if builtins.length paths > 1 then cfg.filesystem.device
+    else builtins.head paths;
+  # The unit(s) systemd creates for it, which the reset waits for.
+  deviceUnits = map (p: "${utils.escapeSystemdPath p}.device") (if paths == null then [ ] else paths);
   resetArgs = lib.escapeShellArgs (
     [
       "reset"
@@ -179,6 +185,10 @@ in
         message = "services.imperm.filesystem.device is needed to reset a ${cfg.filesystem.type} root.";
       }
       {
+        assertion = subvolumes && cfg.filesystem.device != null -> paths != null;
+        message = "services.imperm.filesystem.device = \"${toString cfg.filesystem.device}\": imperm waits for the device's unit, and knows it for /dev/… paths, UUID=, LABEL=, PARTUUID=, PARTLABEL= and (bcachefs) /dev/a:/dev/b lists; give one of those.";
+      }
+      {
         assertion = subvolumes -> config.boot.initrd.systemd.enable;
         message = "services.imperm resets the root in the systemd initrd: set boot.initrd.systemd.enable = true.";
       }
@@ -204,7 +214,11 @@ in
     # is declared: the file's [persistence] is what imperm believes is kept, and a path
     # missing from it would be reported as state a wipe loses.
     environment.etc."imperm/config.toml".text = imperm.hostToml (
-      cfg // { storages = imperm.fromPersistence config.environment.persistence config.users.users; }
+      cfg
+      // {
+        storages = imperm.fromPersistence config.environment.persistence config.users.users;
+        filesystem = cfg.filesystem // { inherit device; };
+      }
     );
 
     environment.systemPackages = [ cfg.package ];
@@ -222,8 +236,8 @@ in
       services.imperm-reset = {
         description = "Keep the old root as a snapshot and start from a blank one";
         wantedBy = [ "initrd.target" ];
-        requires = [ deviceUnit ];
-        after = [ deviceUnit ] ++ cfg.filesystem.after
+        requires = deviceUnits;
+        after = deviceUnits ++ cfg.filesystem.after
           ++ lib.optional (cfg.filesystem.type == "bcachefs") "unlock-bcachefs-${utils.escapeSystemdPath "/"}.service";
         before = [ "sysroot.mount" ];
         # A failed reset stops the boot rather than booting the old root, which the next

@@ -291,3 +291,59 @@ fn the_bcachefs_tool_is_where_it_is_run_and_nixpkgs_puts_it_in_the_initrd() {
     assert_eq!(v["gc"]["path"], serde_json::json!([]));
     assert!(v["initrdExtraBin"].get("bcachefs").is_none(), "{v}");
 }
+
+/// Issue 10, item 4: the reset waits for the unit systemd really creates for the device
+/// (and mounts a path the kernel takes); a spelling it cannot map is an assertion.
+#[test]
+#[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
+fn the_reset_waits_for_the_device_units_systemd_creates() {
+    for (host, device, units, path) in [
+        (
+            "h001",
+            "UUID=1234-abcd",
+            serde_json::json!(["dev-disk-by\\x2duuid-1234\\x2dabcd.device"]),
+            "/dev/disk/by-uuid/1234-abcd",
+        ),
+        (
+            "h001",
+            "LABEL=nixos",
+            serde_json::json!(["dev-disk-by\\x2dlabel-nixos.device"]),
+            "/dev/disk/by-label/nixos",
+        ),
+        (
+            "juni",
+            "/dev/sda1:/dev/sdb1",
+            serde_json::json!(["dev-sda1.device", "dev-sdb1.device"]),
+            "/dev/sda1:/dev/sdb1",
+        ),
+    ] {
+        let v = evaluate(
+            &example(host),
+            &format!("{{ lib, ... }}: {{ services.imperm.filesystem.device = lib.mkForce \"{device}\"; }}"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["failedAssertions"], serde_json::json!([]), "{device}");
+        assert_eq!(v["reset"]["requires"], units, "{device}");
+        let exec = v["reset"]["serviceConfig"]["ExecStart"].as_str().unwrap();
+        assert!(
+            exec.contains(&format!("--device {path} ")),
+            "{device}: {exec}"
+        );
+        let toml = v["configToml"].as_str().unwrap();
+        assert!(
+            toml.contains(&format!("device = \"{path}\"")),
+            "{device}: {toml}"
+        );
+    }
+    let v = evaluate(
+        &example("h001"),
+        "{ lib, ... }: { services.imperm.filesystem.device = lib.mkForce \"nixos\"; }",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        v["failedAssertions"]
+            .to_string()
+            .contains("imperm waits for the device's unit"),
+        "{v}"
+    );
+}

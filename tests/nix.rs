@@ -399,3 +399,58 @@ fn every_storage_of_the_final_persistence_is_written() {
         assert!(config.persisted.contains(Path::new(path)), "{path}\n{toml}");
     }
 }
+
+/// The device spellings NixOS takes for `fileSystems.<n>.device`, as the paths udev makes
+/// (whose units the reset waits for), or null for one imperm cannot wait for.
+#[test]
+fn device_spellings_become_the_paths_udev_makes() {
+    if !common::nix_available("device_spellings_become_the_paths_udev_makes") {
+        return;
+    }
+    for (fs_type, device, want) in [
+        ("btrfs", "/dev/vda2", serde_json::json!(["/dev/vda2"])),
+        (
+            "btrfs",
+            "UUID=1234-abcd",
+            serde_json::json!(["/dev/disk/by-uuid/1234-abcd"]),
+        ),
+        (
+            "btrfs",
+            "LABEL=nixos",
+            serde_json::json!(["/dev/disk/by-label/nixos"]),
+        ),
+        (
+            "btrfs",
+            "PARTUUID=aa-bb",
+            serde_json::json!(["/dev/disk/by-partuuid/aa-bb"]),
+        ),
+        (
+            "btrfs",
+            "PARTLABEL=root",
+            serde_json::json!(["/dev/disk/by-partlabel/root"]),
+        ),
+        (
+            "bcachefs",
+            "/dev/sda1:/dev/sdb1",
+            serde_json::json!(["/dev/sda1", "/dev/sdb1"]),
+        ),
+        (
+            "bcachefs",
+            "/dev/disk/by-id/x",
+            serde_json::json!(["/dev/disk/by-id/x"]),
+        ),
+        (
+            "btrfs",
+            "/dev/sda1:/dev/sdb1",
+            serde_json::json!(["/dev/sda1:/dev/sdb1"]),
+        ),
+        ("bcachefs", "sda1:sdb1", serde_json::Value::Null),
+        ("btrfs", "nixos", serde_json::Value::Null),
+        ("btrfs", "UUID=", serde_json::Value::Null),
+    ] {
+        let got = eval(&format!(
+            "(import ./nix/lib.nix).devicePaths \"{fs_type}\" \"{device}\""
+        ));
+        assert_eq!(got, want, "{fs_type} {device}");
+    }
+}
