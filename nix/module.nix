@@ -223,7 +223,9 @@ in
 
     environment.systemPackages = [ cfg.package ];
 
-    fileSystems."/" = mkIf cfg.tmpfsRoot.enable {
+    # Only with a tmpfs root: on another type the assertion above says what is wrong,
+    # where a definition would only clash with the host's own fileSystems."/".
+    fileSystems."/" = mkIf (cfg.tmpfsRoot.enable && cfg.filesystem.type == "tmpfs") {
       device = "none";
       fsType = "tmpfs";
       options = [ "defaults" "size=${cfg.tmpfsRoot.size}" "mode=755" ];
@@ -237,7 +239,10 @@ in
         description = "Keep the old root as a snapshot and start from a blank one";
         wantedBy = [ "initrd.target" ];
         requires = deviceUnits;
-        after = deviceUnits ++ cfg.filesystem.after
+        # After a resume from hibernation was tried (it runs before sysroot.mount and, when
+        # there is an image, never returns): a resumed system must find its root as it
+        # left it, never reset under it.
+        after = deviceUnits ++ [ "systemd-hibernate-resume.service" ] ++ cfg.filesystem.after
           ++ lib.optional (cfg.filesystem.type == "bcachefs") "unlock-bcachefs-${utils.escapeSystemdPath "/"}.service";
         before = [ "sysroot.mount" ];
         # A failed reset stops the boot rather than booting the old root, which the next

@@ -347,3 +347,39 @@ fn the_reset_waits_for_the_device_units_systemd_creates() {
         "{v}"
     );
 }
+
+/// Issue 10, item 11: the reset runs only once a resume from hibernation was tried, never
+/// before it (impermanence #250: resetting first corrupted resumed systems).
+#[test]
+#[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
+fn the_reset_comes_after_the_resume_attempt() {
+    for host in ["h001", "h003", "juni", "o001"] {
+        let v = evaluate(&example(host), "{ }").unwrap();
+        let after = v["reset"]["after"].as_array().unwrap();
+        assert!(
+            after
+                .iter()
+                .any(|u| u == "systemd-hibernate-resume.service"),
+            "{host}: {after:?}"
+        );
+        assert_eq!(v["reset"]["before"], serde_json::json!(["sysroot.mount"]));
+    }
+}
+
+/// Issue 10, item 10: `tmpfsRoot.enable` on a host whose root is not a tmpfs is the
+/// module's own assertion, not a clash of `fileSystems."/".fsType` definitions.
+#[test]
+#[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
+fn a_tmpfs_root_on_a_btrfs_host_is_the_modules_assertion() {
+    let v = evaluate(
+        &example("h001"),
+        "{ services.imperm.tmpfsRoot.enable = true; }",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        v["failedAssertions"]
+            .to_string()
+            .contains("tmpfsRoot needs services.imperm.filesystem.type"),
+        "{v}"
+    );
+}

@@ -98,6 +98,10 @@ in
   baseline = unit (services.imperm-baseline or null);
   gc = unit (services.imperm-gc or null);
   gcTimer = config.systemd.timers.imperm-gc.timerConfig or null;
+  # Forced as a system build forces them: a clash of definitions is an error here too.
+  fileSystems = builtins.mapAttrs (_: f: {
+    inherit (f) device fsType options neededForBoot;
+  }) config.fileSystems;
   # What imperm reads of environment.persistence: per storage, the paths.
   persistence = builtins.mapAttrs (_: p: {
     directories = map (d: d.dirPath) p.directories;
