@@ -383,3 +383,68 @@ fn a_tmpfs_root_on_a_btrfs_host_is_the_modules_assertion() {
         "{v}"
     );
 }
+
+/// Issue 10, item 7: the README's `nix eval --json … --apply` recipe, taken from the
+/// README itself, evaluates against the real impermanence and gives JSON imperm loads to
+/// the same persisted set as the module's config.toml.
+#[test]
+#[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
+fn the_readmes_persistence_json_recipe_works() {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("config.environment.persistence --apply '")
+        .expect("the recipe is in the README")
+        + "config.environment.persistence --apply '".len();
+    let apply = &readme[start..start + readme[start..].find("' | imperm").unwrap()];
+    let expr = format!(
+        "import ./tests/module/eval.nix {{ nixpkgsLib = {}; impermanence = {}; host = {}; extra = {}; apply = ({apply}); }}",
+        tree("IMPERM_NIXPKGS_LIB").display(),
+        tree("IMPERM_IMPERMANENCE").display(),
+        example("juni"),
+        r#"{ environment.persistence."/state".files = [ "/etc/adjtime" ]; }"#,
+    );
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = TempDir::new().unwrap();
+    let json = dir.path().join("persistence.json");
+    fs::write(&json, v["applied"].to_string()).unwrap();
+    let toml = dir.path().join("config.toml");
+    fs::write(&toml, v["configToml"].as_str().unwrap()).unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let load = |persistence_json: Option<PathBuf>, config: Option<PathBuf>| {
+        let c = imperm::config::Config::load(&imperm::config::LoadOptions {
+            root: root.clone(),
+            config,
+            persistence_json,
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut paths: Vec<PathBuf> = c
+            .persisted
+            .entries()
+            .iter()
+            .map(|e| e.path.clone())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let from_json = load(Some(json), None);
+    assert!(
+        from_json.contains(&PathBuf::from("/home/josh/.gnupg")),
+        "{from_json:?}"
+    );
+    assert!(
+        from_json.contains(&PathBuf::from("/etc/adjtime")),
+        "{from_json:?}"
+    );
+    assert_eq!(from_json, load(None, Some(toml)));
+}

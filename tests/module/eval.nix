@@ -12,6 +12,9 @@
   host,
   # Extra module(s) the caller sets on top of the host, for one-item cases.
   extra ? { },
+  # A function of environment.persistence, as `nix eval --apply` would run it (the
+  # README's recipe), whose result is returned as `applied`.
+  apply ? null,
 }:
 let
   lib = import (nixpkgsLib + "/lib");
@@ -90,6 +93,7 @@ let
   services = config.systemd.services;
 in
 {
+  applied = if apply == null then null else apply config.environment.persistence;
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
   inherit (config) warnings;
   configToml = config.environment.etc."imperm/config.toml".text or null;
