@@ -7,7 +7,12 @@
 rustPlatform.buildRustPackage {
   pname = "imperm";
   version = (builtins.fromTOML (builtins.readFile ../Cargo.toml)).package.version;
-  src = lib.cleanSource ../.;
+  # Not cargo's target/ (hundreds of MB after a local build), which a non-flake
+  # callPackage would copy into the store. (bench/ stays: Cargo.toml names an example there.)
+  src = lib.cleanSourceWith {
+    src = lib.cleanSource ../.;
+    filter = path: type: !(type == "directory" && baseNameOf path == "target");
+  };
   cargoLock.lockFile = ../Cargo.lock;
   nativeBuildInputs = [ installShellFiles ];
   # The test suite makes loop devices and mounts btrfs as root: not in the build sandbox.

@@ -448,3 +448,18 @@ fn the_readmes_persistence_json_recipe_works() {
     );
     assert_eq!(from_json, load(None, Some(toml)));
 }
+
+/// Issue 10, item 10: the package's source leaves out cargo's target/ (hundreds of MB)
+/// and keeps what the build needs (bench/ too: Cargo.toml names an example there).
+#[test]
+#[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
+fn the_package_source_leaves_out_target() {
+    let v = evaluate(&example("h001"), "{ }").unwrap();
+    assert_eq!(
+        v["sourceKeeps"],
+        serde_json::json!({
+            "target": false, ".git": false,
+            "src": true, "nix": true, "bench": true, "tests/fixtures": true
+        })
+    );
+}

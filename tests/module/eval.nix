@@ -94,6 +94,22 @@ let
 in
 {
   applied = if apply == null then null else apply config.environment.persistence;
+  # The package's source, as nix/package.nix filters it: which of these paths it keeps.
+  sourceKeeps =
+    let
+      drv = import ../../nix/package.nix {
+        inherit lib;
+        rustPlatform.buildRustPackage = args: args;
+        installShellFiles = package "installShellFiles";
+      };
+      root = toString ../..;
+    in
+    builtins.listToAttrs (
+      map (p: {
+        name = p;
+        value = drv.src.filter "${root}/${p}" "directory";
+      }) [ "target" "src" "bench" "tests/fixtures" "nix" ".git" ]
+    );
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
   inherit (config) warnings;
   configToml = config.environment.etc."imperm/config.toml".text or null;
