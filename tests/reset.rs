@@ -34,6 +34,23 @@ fn reset(fs: &LoopBtrfs, extra: &[&str]) -> Output {
     )
 }
 
+/// A reset killed (SIGKILL) `delay_ms` after it started, then a reset run to its end.
+fn killed_then_reset(fs: &LoopBtrfs, delay_ms: u64) -> Output {
+    let mut child = imperm()
+        .arg("--root")
+        .arg(fs.scratch())
+        .args(["reset", "--fs", "btrfs", "--mounted"])
+        .arg(fs.top())
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    let _ = child.kill();
+    let _ = child.wait();
+    reset(fs, &[])
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -230,19 +247,7 @@ fn a_reset_killed_at_arbitrary_moments_is_completed_by_the_next_run() {
             return;
         };
         let before = populate(&fs);
-        let mut child = imperm()
-            .arg("--root")
-            .arg(fs.scratch())
-            .args(["reset", "--fs", "btrfs", "--mounted"])
-            .arg(fs.top())
-            .stderr(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
-        let out = reset(&fs, &[]);
+        let out = killed_then_reset(&fs, delay_ms);
         assert!(
             out.status.success(),
             "killed after {delay_ms} ms: {}",
@@ -695,19 +700,7 @@ fn a_reset_killed_at_arbitrary_moments_with_a_frozen_clock_is_completed() {
         populate(&fs);
         assert!(reset(&fs, &[]).status.success());
         fs.write("@root/etc/second", "boot 2\n");
-        let mut child = imperm()
-            .arg("--root")
-            .arg(fs.scratch())
-            .args(["reset", "--fs", "btrfs", "--mounted"])
-            .arg(fs.top())
-            .stderr(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
-        let out = reset(&fs, &[]);
+        let out = killed_then_reset(&fs, delay_ms);
         assert!(
             out.status.success(),
             "killed after {delay_ms} ms: {}",
