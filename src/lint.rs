@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::config::EarlyRead;
 use crate::knowledge::Knowledge;
 use crate::mode::Mode;
 use crate::mountinfo::{MountTable, Wiped};
@@ -30,6 +31,7 @@ pub enum Rule {
     FileInDirectory,
     Mode,
     NeverPersist,
+    EarlyBoot,
     TooManyMounts,
 }
 
@@ -43,6 +45,7 @@ impl Rule {
             Rule::FileInDirectory => "file-in-directory",
             Rule::Mode => "mode",
             Rule::NeverPersist => "never-persist",
+            Rule::EarlyBoot => "early-boot",
             Rule::TooManyMounts => "too-many-mounts",
         }
     }
@@ -86,11 +89,12 @@ pub struct LintReport {
 }
 
 /// Runs every check. `root_subvolume` is `[filesystem]`'s, when the root is a subvolume:
-/// a storage mounted from inside it is wiped by a reset too.
+/// a storage mounted from inside it is wiped by a reset too. `early` is `[[early_read]]`.
 pub fn lint(
     set: &PersistedSet,
     mounts: Option<&MountTable>,
     root_subvolume: Option<&Path>,
+    early: &[EarlyRead],
     knowledge: &Knowledge,
 ) -> LintReport {
     let entries = set.entries();
@@ -103,6 +107,7 @@ pub fn lint(
     findings.extend(nesting(set));
     findings.extend(modes(entries, knowledge));
     findings.extend(never_persist(entries, knowledge));
+    findings.extend(early_boot(entries, early));
     let bind_mounts = distinct_paths(entries).len();
     if bind_mounts > MAX_BIND_MOUNTS {
         let merges = merge_suggestions(&distinct_paths(entries), knowledge, MAX_BIND_MOUNTS);
@@ -408,6 +413,45 @@ fn never_persist(entries: &[Entry], knowledge: &Knowledge) -> Vec<Finding> {
     findings
 }
 
+/// Persisted paths read before they are there: bind mounts (and impermanence's links) are
+/// made in stage 2, after activation, and some readers run before that (sops-nix's secrets
+/// for users, agenix, both during activation; systemd-machine-id-commit).
+fn early_boot(entries: &[Entry], early: &[EarlyRead]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for read in early {
+        let Some(entry) = distinct_paths(entries).into_iter().find(|e| {
+            e.path == read.path || (e.kind == Kind::Directory && read.path.starts_with(&e.path))
+        }) else {
+            continue;
+        };
+        findings.push(Finding {
+            rule: Rule::EarlyBoot,
+            path: read.path.clone(),
+            message: early_boot_message(read, &entry.storage),
+            declared_at: vec![entry.origin.clone()],
+            merges: Vec::new(),
+        });
+    }
+    findings
+}
+
+/// The NixOS module's evaluation warning says the same (`nix/lib.nix`, earlyBootProblems).
+fn early_boot_message(read: &EarlyRead, storage: &Path) -> String {
+    let kept = storage.join(read.path.strip_prefix("/").unwrap_or(&read.path));
+    let fix = read.fix.clone().unwrap_or_else(|| {
+        format!(
+            "point it at {} (the storage is mounted in the initrd), or keep the file with preservation's inInitrd = true",
+            escape(&kept)
+        )
+    });
+    format!(
+        "{} is read by {} before the bind mounts from {} exist: {fix}",
+        quoted(&read.path),
+        read.reader,
+        escape(storage)
+    )
+}
+
 /// Proposes parent directories that would cover several entries each, greedily taking the
 /// one that saves the most mounts (the narrowest on a tie, then the alphabetically first),
 /// until at most `limit` remain. Parents that are too broad or inside a tree NixOS
@@ -546,7 +590,7 @@ mod tests {
 
     fn rules(entries: Vec<Entry>) -> Vec<(Rule, String)> {
         let set = PersistedSet::new(entries);
-        lint(&set, None, None, knowledge::builtin())
+        lint(&set, None, None, &[], knowledge::builtin())
             .findings
             .into_iter()
             .map(|f| (f.rule, f.path.to_string_lossy().into_owned()))
@@ -669,9 +713,65 @@ mod tests {
     #[test]
     fn duplicates_name_every_declaration() {
         let set = PersistedSet::new(vec![dir("/var/log"), dir("/var/lib/x"), dir("/var/log")]);
-        let report = lint(&set, None, None, knowledge::builtin());
+        let report = lint(&set, None, None, &[], knowledge::builtin());
         assert_eq!(report.findings[0].declared_at, ["t:/var/log", "t:/var/log"]);
         assert_eq!(report.bind_mounts, 2);
+    }
+
+    #[test]
+    fn files_read_before_the_bind_mounts_exist() {
+        let read = |path: &str, fix: Option<&str>| EarlyRead {
+            path: PathBuf::from(path),
+            reader: "sops-nix (secrets neededForUsers)".into(),
+            fix: fix.map(Into::into),
+        };
+        let key = "/etc/ssh/ssh_host_ed25519_key";
+        // (persisted entries, what is read early, the paths lint reports)
+        let cases: Vec<(Vec<Entry>, Vec<EarlyRead>, Vec<&str>)> = vec![
+            (vec![file(key)], vec![read(key, None)], vec![key]),
+            // Under a persisted directory: the directory's bind mount is as late.
+            (vec![dir("/etc/ssh")], vec![read(key, None)], vec![key]),
+            // The reader already points into the storage, or at something not persisted.
+            (
+                vec![file(key)],
+                vec![read("/persist/etc/ssh/ssh_host_ed25519_key", None)],
+                vec![],
+            ),
+            (vec![file("/etc/machine-id")], vec![read(key, None)], vec![]),
+            // A file entry does not cover what is below its name.
+            (vec![file("/etc/ssh")], vec![read(key, None)], vec![]),
+            (
+                vec![dir("/etc/ssh2")],
+                vec![read("/etc/ssh2x/k", None)],
+                vec![],
+            ),
+            (vec![file(key)], vec![], vec![]),
+        ];
+        for (entries, early, want) in cases {
+            let set = PersistedSet::new(entries.clone());
+            let got: Vec<String> = lint(&set, None, None, &early, knowledge::builtin())
+                .findings
+                .into_iter()
+                .filter(|f| f.rule == Rule::EarlyBoot)
+                .map(|f| f.path.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(got, want, "{entries:?} {early:?}");
+        }
+        let set = PersistedSet::new(vec![file(key)]);
+        let finding = &lint(&set, None, None, &[read(key, None)], knowledge::builtin()).findings[0];
+        assert_eq!(
+            finding.message,
+            "\"/etc/ssh/ssh_host_ed25519_key\" is read by sops-nix (secrets neededForUsers) before the bind mounts from /persist exist: point it at /persist/etc/ssh/ssh_host_ed25519_key (the storage is mounted in the initrd), or keep the file with preservation's inInitrd = true"
+        );
+        assert_eq!(finding.declared_at, vec![format!("t:{key}")]);
+        let fixed = lint(
+            &set,
+            None,
+            None,
+            &[read(key, Some("do this"))],
+            knowledge::builtin(),
+        );
+        assert!(fixed.findings[0].message.ends_with("exist: do this"));
     }
 
     #[test]
@@ -689,22 +789,26 @@ mod tests {
         };
         let set = PersistedSet::new(vec![dir("/var/log")]);
         let k = knowledge::builtin();
-        let found = lint(&set, Some(&on_root), None, k).findings;
+        let found = lint(&set, Some(&on_root), None, &[], k).findings;
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].rule, Rule::StorageOnRoot);
         assert_eq!(found[0].path, PathBuf::from("/persist"));
-        assert!(lint(&set, Some(&separate), None, k).findings.is_empty());
-        assert!(lint(&set, None, None, k).findings.is_empty());
+        assert!(
+            lint(&set, Some(&separate), None, &[], k)
+                .findings
+                .is_empty()
+        );
+        assert!(lint(&set, None, None, &[], k).findings.is_empty());
         // A table without `/` cannot tell what the root is: said as "not checked", never
         // as a storage that is fine.
         let rootless = MountTable {
             file: PathBuf::from("mountinfo"),
             mounts: parse("2 1 0:30 /@persist /persist rw - btrfs /dev/vda2 rw\n").unwrap(),
         };
-        let report = lint(&set, Some(&rootless), None, k);
+        let report = lint(&set, Some(&rootless), None, &[], k);
         assert!(report.findings.is_empty());
         assert!(!report.mount_table);
-        assert!(lint(&set, Some(&separate), None, k).mount_table);
+        assert!(lint(&set, Some(&separate), None, &[], k).mount_table);
     }
 
     /// Each overlap of a storage and an entry is one finding, whichever way round.
@@ -761,7 +865,7 @@ mod tests {
         entries.extend((0..4).map(|i| dir(&format!("/srv/media/lib{i}"))));
         entries.extend((0..5).map(|i| file(&format!("/etc/ssh/key{i}"))));
         let set = PersistedSet::new(entries);
-        let report = lint(&set, None, None, knowledge::builtin());
+        let report = lint(&set, None, None, &[], knowledge::builtin());
         assert_eq!(report.bind_mounts, 35);
         let finding = report
             .findings

@@ -17,6 +17,7 @@ pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
         &config.persisted,
         config.mount_table.as_ref(),
         config.root_subvolume(),
+        &config.early_reads,
         knowledge::builtin(),
     );
     output::emit(&report, global.format, global.color)?;

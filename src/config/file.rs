@@ -12,10 +12,10 @@ use toml::Spanned;
 use super::declared::{self, DeclaredEntry, UserBlock};
 use super::error::{ConfigError, LineIndex, Location};
 use super::{
-    CheckConfig, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, FsType, LayoutKey,
-    check_layout,
+    CheckConfig, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, EarlyRead, FilesystemConfig, FsType,
+    LayoutKey, check_layout,
 };
-use crate::paths::{check_text, normalize_relative, shown};
+use crate::paths::{check_text, normalize_absolute, normalize_relative, shown};
 use crate::persisted::{Entry, Kind};
 use crate::retention::{Keep, Policy};
 
@@ -27,6 +27,17 @@ struct RawConfig {
     persistence: BTreeMap<String, Spanned<RawStorage>>,
     retention: Option<Spanned<RawRetention>>,
     check: Option<RawCheck>,
+    #[serde(default)]
+    early_read: Vec<RawEarlyRead>,
+}
+
+/// `[[early_read]]`: a path something reads before stage 2's bind mounts exist.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEarlyRead {
+    path: Spanned<String>,
+    reader: String,
+    fix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +164,7 @@ pub struct FileConfig {
     pub persistence: Option<Vec<Entry>>,
     pub retention: Option<Policy>,
     pub check: CheckConfig,
+    pub early_reads: Vec<EarlyRead>,
 }
 
 /// Parses and validates a configuration file's text. `file` names it in errors.
@@ -174,11 +186,18 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         .map(|c| cx.check(c))
         .transpose()?
         .unwrap_or_default();
+    let early_reads = raw
+        .early_read
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| cx.early_read(i, r))
+        .collect::<Result<_, _>>()?;
     Ok(FileConfig {
         filesystem,
         persistence,
         retention,
         check,
+        early_reads,
     })
 }
 
@@ -486,6 +505,21 @@ impl Cx<'_> {
             .collect();
         Ok(CheckConfig { ignore, rules })
     }
+
+    fn early_read(&self, i: usize, raw: RawEarlyRead) -> Result<EarlyRead, ConfigError> {
+        let path = normalize_absolute(raw.path.as_ref()).map_err(|p| {
+            self.error(
+                format!("early_read[{i}].path"),
+                &raw.path,
+                format!("{} {p}", shown(raw.path.as_ref())),
+            )
+        })?;
+        Ok(EarlyRead {
+            path,
+            reader: raw.reader,
+            fix: raw.fix,
+        })
+    }
 }
 
 fn kind_field(kind: Kind) -> &'static str {
@@ -600,6 +634,44 @@ timezone = "Europe/Berlin"
 [check]
 ignore = ["/var/lib/foo/**", "**/*.tmp"]
 "#;
+
+    #[test]
+    fn early_reads_load_and_a_bad_one_names_its_key() {
+        let cfg = parse_ok(
+            r#"
+[[early_read]]
+path = "/etc/ssh//ssh_host_ed25519_key"
+reader = "agenix (age.identityPaths)"
+
+[[early_read]]
+path = "/etc/machine-id"
+reader = "systemd-machine-id-commit.service"
+fix = "run it only on the first boot"
+"#,
+        );
+        assert_eq!(
+            cfg.early_reads,
+            vec![
+                EarlyRead {
+                    path: PathBuf::from("/etc/ssh/ssh_host_ed25519_key"),
+                    reader: "agenix (age.identityPaths)".into(),
+                    fix: None,
+                },
+                EarlyRead {
+                    path: PathBuf::from("/etc/machine-id"),
+                    reader: "systemd-machine-id-commit.service".into(),
+                    fix: Some("run it only on the first boot".into()),
+                },
+            ]
+        );
+        let err = parse_err("[[early_read]]\npath = \"etc/x\"\nreader = \"r\"\n");
+        assert!(err.contains("early_read[0].path"), "{err}");
+        assert!(err.contains("not an absolute path"), "{err}");
+        let err = parse_err("[[early_read]]\npath = \"/x\"\nreader = \"r\"\nwhen = 1\n");
+        assert!(err.contains("unknown field `when`"), "{err}");
+        let err = parse_err("[[early_read]]\npath = \"/x\"\n");
+        assert!(err.contains("reader"), "{err}");
+    }
 
     #[test]
     fn a_full_configuration_loads() {

@@ -267,6 +267,18 @@ pub fn check_layout(
     fail(keys, what)
 }
 
+/// A path that something on the host reads before stage 2's bind mounts exist
+/// (`[[early_read]]`, which the NixOS module writes from what the configuration enables):
+/// persisted by a bind mount, it is not there yet when it is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EarlyRead {
+    pub path: PathBuf,
+    /// Who reads it, as a sentence fragment (`sops-nix (secrets neededForUsers)`).
+    pub reader: String,
+    /// What to do instead, when the general advice does not fit.
+    pub fix: Option<String>,
+}
+
 /// `[check]`.
 #[derive(Clone, Debug, Default)]
 pub struct CheckConfig {
@@ -345,6 +357,8 @@ pub struct Config {
     pub persisted: PersistedSet,
     pub retention: Policy,
     pub check: CheckConfig,
+    /// `[[early_read]]`.
+    pub early_reads: Vec<EarlyRead>,
     /// The live mount table, when the tree has one.
     pub mount_table: Option<MountTable>,
     /// Non-fatal remarks for stderr (unknown attributes in Nix JSON).
@@ -428,6 +442,7 @@ impl Config {
             persisted: PersistedSet::new(entries),
             retention: file_config.retention.unwrap_or_default(),
             check: file_config.check,
+            early_reads: file_config.early_reads,
             mount_table,
             warnings,
         })
