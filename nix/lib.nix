@@ -86,6 +86,7 @@ rec {
       retention ? null, # { keepLast ? 0; …; timezone ? null; }
       checkIgnore ? [ ],
       checkRules ? [ ], # [ { path; verdict; reason; } ]
+      earlyReads ? [ ], # [ { path; reader; fix ? null; } ]
     }:
     let
       fs = optional (filesystem != null) [
@@ -160,6 +161,16 @@ rec {
             (line "reason" (r.reason or "set in the NixOS configuration"))
           ]
       ) checkRules;
+      early = map (
+        r:
+        section "[[early_read]]" (
+          [
+            (line "path" r.path)
+            (line "reader" r.reader)
+          ]
+          ++ optional ((r.fix or null) != null) [ (line "fix" r.fix) ]
+        )
+      ) earlyReads;
     in
     concatStringsSep "\n" (
       [ "# Written by the imperm NixOS module; edit the module's options instead.\n" ]
@@ -169,6 +180,7 @@ rec {
       ++ ret
       ++ check
       ++ rules
+      ++ early
     );
 
   # The persisted set of a host: the template (unless "none") and its own additions.
@@ -251,6 +263,82 @@ rec {
       ) (p.users or { });
     }) persistence;
 
+  # Every persisted path of `fromPersistence`'s storages, absolute (a user's entries joined
+  # to the home directory, from `accounts`, users.users), as { path; storage; directory; }.
+  persistedPaths =
+    storages: accounts:
+    let
+      name = e: k: if isString e then e else e.${k};
+      defaultHome = user: if user == "root" then "/root" else "/home/${user}";
+      of = storage: prefix: st: map (d: { path = prefix + name d "directory"; inherit storage; directory = true; }) (st.directories or [ ])
+        ++ map (f: { path = prefix + name f "file"; inherit storage; directory = false; }) (st.files or [ ]);
+    in
+    builtins.concatMap (
+      storage:
+      let
+        st = storages.${storage};
+        users = st.users or { };
+      in
+      of storage "" st
+      ++ builtins.concatMap (
+        user:
+        let
+          home = users.${user}.home or accounts.${user}.home or (defaultHome user);
+        in
+        of storage (if home == "/" then "/" else home + "/") users.${user}
+      ) (attrNames users)
+    ) (attrNames storages);
+
+  # Whether `path` is `dir` or below it.
+  isAtOrBelow = dir: path: path == dir || (dir == "/" && path != "/") || builtins.substring 0 (builtins.stringLength dir + 1) path == dir + "/";
+
+  # Persisted paths on a filesystem of their own (a fileSystems mount point other than
+  # "/", a storage or a bind mount): the reset never wipes them, so persisting them keeps
+  # nothing, and impermanence then needs that filesystem in the initrd (neededForBoot).
+  # `filesystems` is fileSystems' values. Gives { path; mountPoint; neededForBoot; message; }.
+  offRootPaths =
+    persisted: filesystems:
+    let
+      storages = map (p: p.storage) persisted;
+      separate = filter (
+        fs:
+        fs.mountPoint != "/"
+        && !(builtins.any (st: isAtOrBelow st fs.mountPoint) storages)
+        && !(builtins.elem "bind" (fs.options or [ ]))
+      ) filesystems;
+      deepest = p: builtins.foldl' (best: fs: if isAtOrBelow fs.mountPoint p.path && (best == null || builtins.stringLength fs.mountPoint > builtins.stringLength best.mountPoint) then fs else best) null separate;
+    in
+    builtins.concatMap (
+      p:
+      let
+        fs = deepest p;
+      in
+      optional (fs != null) [
+        {
+          inherit (p) path;
+          inherit (fs) mountPoint;
+          neededForBoot = fs.neededForBoot or false;
+          message = "${str p.path} is persisted in ${p.storage} but lives on ${fs.mountPoint}, a filesystem of its own: the reset never wipes it, so persisting it keeps nothing, and impermanence would need fileSystems.${str fs.mountPoint}.neededForBoot. Leave it out; a key file that the initrd reads (boot.initrd.secrets, crypttab) can live in ${p.storage} instead, with its reader pointed there.";
+        }
+      ]
+    ) persisted;
+
+  # Persisted paths that something reads before stage 2's bind mounts exist (`reads`:
+  # [ { path; reader; fix ? null; } ]), each as the warning to give. imperm's `lint` says
+  # the same from config.toml's [[early_read]] (src/lint.rs, early_boot_message).
+  earlyBootProblems =
+    persisted: reads:
+    builtins.concatMap (
+      r:
+      let
+        covering = filter (p: p.path == r.path || (p.directory && isAtOrBelow p.path r.path)) persisted;
+        p = builtins.head covering;
+        kept = p.storage + r.path;
+        fix = if (r.fix or null) != null then r.fix else "point it at ${kept} (the storage is mounted in the initrd), or keep the file with preservation's inInitrd = true";
+      in
+      optional (covering != [ ]) [ "${str r.path} is read by ${r.reader} before the bind mounts from ${p.storage} exist: ${fix}" ]
+    ) reads;
+
   # services.imperm.users as impermanence takes them: without `home`, an option it has
   # removed (it deduces the home from users.users.NAME.home, and refuses the key). imperm's
   # own config.toml keeps it.
@@ -305,5 +393,6 @@ rec {
       storages = host.storages or null;
       checkIgnore = host.check.ignore or [ ];
       checkRules = host.check.rules or [ ];
+      earlyReads = host.earlyReads or [ ];
     };
 }

@@ -29,6 +29,35 @@ let
     else builtins.head paths;
   # The unit(s) systemd creates for it, which the reset waits for.
   deviceUnits = map (p: "${utils.escapeSystemdPath p}.device") (if paths == null then [ ] else paths);
+  # Every storage of the final environment.persistence, wherever in the configuration it
+  # is declared, and each persisted path in it.
+  storages = imperm.fromPersistence config.environment.persistence config.users.users;
+  persistedPaths = imperm.persistedPaths storages config.users.users;
+  offRoot = imperm.offRootPaths persistedPaths (builtins.attrValues config.fileSystems);
+  # What reads a file during activation or early in stage 2, before impermanence's bind
+  # mounts and links exist. sops-nix and agenix are optional modules: read only when
+  # imported (an undeclared option is an error, `config ? sops` is not).
+  sopsEarly = config ? sops && builtins.any (s: s.neededForUsers or false) (builtins.attrValues (config.sops.secrets or { }));
+  machineIdCommit = config.systemd.services.systemd-machine-id-commit or { };
+  earlyReads =
+    lib.optionals sopsEarly (
+      map (path: { inherit path; reader = "sops-nix (secrets neededForUsers, decrypted before impermanence's bind mounts)"; }) (
+        (config.sops.age.sshKeyPaths or [ ]) ++ (config.sops.gnupg.sshKeyPaths or [ ])
+      )
+    )
+    ++ lib.optionals (config ? age) (
+      map (path: { inherit path; reader = "agenix (age.identityPaths, decrypted during activation)"; }) (config.age.identityPaths or [ ])
+    )
+    # Unless it runs on the first boot only (impermanence's own workaround since 2024-12),
+    # the commit unit sees the bind mount, takes it for a transient id and fails.
+    ++ lib.optional (
+      (machineIdCommit.unitConfig.ConditionFirstBoot or null) != true
+      && !(builtins.elem "systemd-machine-id-commit.service" (config.systemd.suppressedSystemUnits or [ ]))
+    ) {
+      path = "/etc/machine-id";
+      reader = "systemd-machine-id-commit.service, at every boot";
+      fix = "run it on the first boot only (systemd.services.systemd-machine-id-commit.unitConfig.ConditionFirstBoot = true, as current impermanence does), or keep the file with preservation's inInitrd = true";
+    };
   resetArgs = lib.escapeShellArgs (
     [
       "reset"
@@ -202,7 +231,13 @@ in
           -> config.fileSystems.${cfg.persistentStoragePath}.neededForBoot;
         message = "fileSystems.\"${cfg.persistentStoragePath}\".neededForBoot must be true: bind mounts from it happen early.";
       }
-    ];
+    ]
+    # A persisted path on another filesystem fails impermanence's neededForBoot assertion
+    # with no word of why; this one says what to do (the seed's router key on /boot).
+    ++ map (o: { assertion = o.neededForBoot; inherit (o) message; }) offRoot;
+
+    warnings = map (o: o.message) (builtins.filter (o: o.neededForBoot) offRoot)
+      ++ imperm.earlyBootProblems persistedPaths earlyReads;
 
     environment.persistence.${cfg.persistentStoragePath} = {
       hideMounts = true;
@@ -210,13 +245,13 @@ in
       users = imperm.impermanenceUsers persisted.users;
     };
 
-    # Every storage of the final environment.persistence, wherever in the configuration it
-    # is declared: the file's [persistence] is what imperm believes is kept, and a path
-    # missing from it would be reported as state a wipe loses.
+    # Every storage: the file's [persistence] is what imperm believes is kept, and a path
+    # missing from it would be reported as state a wipe loses. The early readers go with
+    # it, so that `imperm lint` on the host says what the evaluation warned of.
     environment.etc."imperm/config.toml".text = imperm.hostToml (
       cfg
       // {
-        storages = imperm.fromPersistence config.environment.persistence config.users.users;
+        inherit storages earlyReads;
         filesystem = cfg.filesystem // { inherit device; };
       }
     );

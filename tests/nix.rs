@@ -217,16 +217,17 @@ fn example_hosts_render_clean_configurations() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // The seed's per-host additions are there.
+    // The seed's per-host additions are there (the router's LUKS key is not persisted:
+    // the initrd carries it, from /persist; tests/module.rs evaluates that).
     let h003 = eval(
         "(import ./nix/lib.nix).hostPersistence (import ./examples/hosts/h003.nix { }).services.imperm",
     );
     assert!(
-        h003["files"]
+        h003["directories"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f == "/boot/keyfile_nvme0n1p1")
+            .any(|f| f == "/var/lib/dnsmasq")
     );
     let juni = eval(
         "(import ./nix/lib.nix).hostToml (import ./examples/hosts/juni.nix { }).services.imperm",
@@ -452,5 +453,110 @@ fn device_spellings_become_the_paths_udev_makes() {
             "(import ./nix/lib.nix).devicePaths \"{fs_type}\" \"{device}\""
         ));
         assert_eq!(got, want, "{fs_type} {device}");
+    }
+}
+
+/// Every persisted path, absolute: users' entries joined to their homes (users.users's, or
+/// the home the storage names, or the default).
+#[test]
+fn persisted_paths_are_absolute_with_their_storage() {
+    if !common::nix_available("persisted_paths_are_absolute_with_their_storage") {
+        return;
+    }
+    let got = eval(
+        r#"(import ./nix/lib.nix).persistedPaths {
+          "/persist" = {
+            directories = [ "/var/log" { directory = "/var/lib/private"; mode = "0700"; } ];
+            files = [ { file = "/etc/machine-id"; parentDirectory.mode = "0700"; } ];
+            users.josh = { directories = [ ".ssh" ]; files = [ ]; };
+            users.root = { directories = [ ]; files = [ ".bash_history" ]; };
+          };
+          "/state" = { directories = [ ]; files = [ ]; users.ann = { home = "/srv/ann"; directories = [ "d" ]; }; };
+        } { josh.home = "/home/j"; }"#,
+    );
+    let want = serde_json::json!([
+        { "path": "/var/log", "storage": "/persist", "directory": true },
+        { "path": "/var/lib/private", "storage": "/persist", "directory": true },
+        { "path": "/etc/machine-id", "storage": "/persist", "directory": false },
+        { "path": "/home/j/.ssh", "storage": "/persist", "directory": true },
+        { "path": "/root/.bash_history", "storage": "/persist", "directory": false },
+        { "path": "/srv/ann/d", "storage": "/state", "directory": true },
+    ]);
+    assert_eq!(got, want);
+}
+
+/// Persisted paths on a filesystem of their own (issue 10, item 9), table-driven: which
+/// mount point each is found on, or none.
+#[test]
+fn persisted_paths_on_another_filesystem_are_found() {
+    if !common::nix_available("persisted_paths_on_another_filesystem_are_found") {
+        return;
+    }
+    let fs = r#"[
+      { mountPoint = "/"; }
+      { mountPoint = "/boot"; neededForBoot = false; }
+      { mountPoint = "/boot/efi"; neededForBoot = true; }
+      { mountPoint = "/persist"; neededForBoot = true; }
+      { mountPoint = "/persist/big"; }
+      { mountPoint = "/var/lib/x"; options = [ "bind" ]; }
+      { mountPoint = "/srv"; }
+    ]"#;
+    for (path, want) in [
+        ("/boot/keyfile", serde_json::json!(["/boot", false])),
+        ("/boot/efi/key", serde_json::json!(["/boot/efi", true])),
+        ("/boot", serde_json::json!(["/boot", false])),
+        ("/srv/data", serde_json::json!(["/srv", false])),
+        ("/bootx/key", serde_json::Value::Null),
+        ("/var/lib/x/y", serde_json::Value::Null),
+        ("/etc/machine-id", serde_json::Value::Null),
+    ] {
+        let got = eval(&format!(
+            r#"map (o: [ o.mountPoint o.neededForBoot ]) ((import ./nix/lib.nix).offRootPaths [ {{ path = "{path}"; storage = "/persist"; directory = false; }} ] {fs})"#
+        ));
+        let want = if want.is_null() {
+            serde_json::json!([])
+        } else {
+            serde_json::json!([want])
+        };
+        assert_eq!(got, want, "{path}");
+    }
+}
+
+/// Files read before the bind mounts exist (issue 10, item 12): which reads are warned of.
+#[test]
+fn reads_before_the_bind_mounts_are_warned_of_when_persisted() {
+    if !common::nix_available("reads_before_the_bind_mounts_are_warned_of_when_persisted") {
+        return;
+    }
+    let persisted = r#"[
+      { path = "/etc/ssh"; storage = "/persist"; directory = true; }
+      { path = "/etc/machine-id"; storage = "/state"; directory = false; }
+      { path = "/var/lib/k"; storage = "/persist"; directory = false; }
+    ]"#;
+    for (read, want) in [
+        (
+            r#"{ path = "/etc/ssh/ssh_host_ed25519_key"; reader = "agenix"; }"#,
+            Some(
+                "\"/etc/ssh/ssh_host_ed25519_key\" is read by agenix before the bind mounts from /persist exist: point it at /persist/etc/ssh/ssh_host_ed25519_key (the storage is mounted in the initrd), or keep the file with preservation's inInitrd = true",
+            ),
+        ),
+        (
+            r#"{ path = "/etc/machine-id"; reader = "r"; fix = "do this"; }"#,
+            Some(
+                "\"/etc/machine-id\" is read by r before the bind mounts from /state exist: do this",
+            ),
+        ),
+        (r#"{ path = "/etc/sshd/k"; reader = "r"; }"#, None),
+        (r#"{ path = "/var/lib/k/below"; reader = "r"; }"#, None),
+        (r#"{ path = "/persist/etc/ssh/k"; reader = "r"; }"#, None),
+    ] {
+        let got = eval(&format!(
+            "(import ./nix/lib.nix).earlyBootProblems {persisted} [ {read} ]"
+        ));
+        let want = match want {
+            Some(w) => serde_json::json!([w]),
+            None => serde_json::json!([]),
+        };
+        assert_eq!(got, want, "{read}");
     }
 }

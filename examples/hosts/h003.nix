@@ -1,13 +1,25 @@
-# H003, the router (seed, phase 2): btrfs on LUKS; the reset waits for the unlock. The LUKS
-# keyfile is persisted (CRITICAL: without it the disk does not unlock).
+# H003, the router (seed, phase 2): btrfs on LUKS; the reset waits for the unlock.
+#
+# The LUKS key (the seed's "/boot/keyfile_nvme0n1p1 — CRITICAL") is not in the persisted
+# set: the initrd unlocks the root before any bind mount exists, so it reads the key from
+# inside the initrd (boot.initrd.secrets copies it in at every nixos-rebuild). Its source
+# lives in /persist, which is never wiped: on the root it would be gone after the first
+# reset and the next rebuild would fail; on the separate vfat /boot it is not wiped either,
+# and persisting it there only makes impermanence demand /boot in the initrd
+# (neededForBoot) for a bind mount that keeps nothing.
 { ... }:
 {
   boot.initrd.systemd.enable = true;
+  boot.initrd.secrets."/keyfile_nvme0n1p1" = "/persist/keys/keyfile_nvme0n1p1";
   boot.initrd.luks.devices.cryptroot = {
     device = "/dev/nvme0n1p2";
-    keyFile = "/boot/keyfile_nvme0n1p1";
+    keyFile = "/keyfile_nvme0n1p1";
   };
   fileSystems = {
+    "/boot" = {
+      device = "/dev/nvme0n1p1";
+      fsType = "vfat";
+    };
     "/" = {
       device = "/dev/mapper/cryptroot";
       fsType = "btrfs";
@@ -38,6 +50,5 @@
       { directory = "/var/lib/private"; mode = "0700"; }
       "/var/lib/dnsmasq"
     ];
-    files = [ "/boot/keyfile_nvme0n1p1" ];
   };
 }

@@ -1,4 +1,5 @@
-# The parts of NixOS that imperm's module and nix-community/impermanence touch, declared
+# The parts of NixOS that imperm's module, nix-community/impermanence and
+# nix-community/preservation touch, declared
 # with the types NixOS gives them (nixos/modules/system/boot/systemd, tasks/filesystems,
 # config/users-groups, system/activation, misc/assertions), and nothing more: an option
 # either module sets that is not declared here is an evaluation error, as it would be on a
@@ -96,6 +97,52 @@ let
     imports = [ unit ];
     options.timerConfig = settings;
   };
+  # systemd.tmpfiles.settings (nixos/modules/system/boot/systemd/tmpfiles.nix): file ->
+  # path -> type -> rule.
+  tmpfiles = mkOption {
+    type = types.attrsOf (
+      types.attrsOf (
+        types.attrsOf (
+          types.submodule (
+            { name, ... }:
+            {
+              options = {
+                type = mkOption {
+                  type = types.str;
+                  default = name;
+                };
+                mode = mkOption {
+                  type = types.str;
+                  default = "-";
+                };
+                user = mkOption {
+                  type = types.str;
+                  default = "-";
+                };
+                group = mkOption {
+                  type = types.str;
+                  default = "-";
+                };
+                age = mkOption {
+                  type = types.str;
+                  default = "-";
+                };
+                argument = mkOption {
+                  type = types.str;
+                  default = "";
+                };
+              };
+            }
+          )
+        )
+      )
+    );
+    default = { };
+  };
+  targets = mkOption {
+    type = types.attrsOf (types.submodule unit);
+    default = { };
+  };
 in
 {
   options = {
@@ -134,6 +181,10 @@ in
       );
       default = { };
     };
+    boot.initrd.secrets = mkOption {
+      type = types.attrsOf (types.nullOr types.path);
+      default = { };
+    };
     boot.initrd.postMountCommands = mkOption {
       type = types.lines;
       default = "";
@@ -156,6 +207,8 @@ in
         default = [ ];
       };
       suppressedUnits = strs;
+      targets = targets;
+      tmpfiles.settings = tmpfiles;
     };
 
     systemd.services = mkOption {
@@ -170,6 +223,9 @@ in
       type = types.listOf (types.submodule mount);
       default = [ ];
     };
+    systemd.suppressedSystemUnits = strs;
+    systemd.targets = targets;
+    systemd.tmpfiles.settings = tmpfiles;
 
     fileSystems = mkOption {
       type = types.attrsOf (
@@ -278,6 +334,10 @@ in
               home = mkOption {
                 type = types.str;
                 default = if config.isNormalUser then "/home/${name}" else "/var/empty";
+              };
+              homeMode = mkOption {
+                type = types.strMatching "[0-7]{1,5}";
+                default = "700";
               };
             };
           }
