@@ -4,8 +4,7 @@
 # what the tests look at. `tests/module/run` calls it; see there for where the two
 # repositories come from (they are never part of this repository).
 #
-# The packages are stand-ins (a name and a store path, nothing built): a module
-# evaluation only interpolates their paths.
+# The packages are stand-ins (./stand-ins.nix).
 {
   nixpkgsLib,
   impermanence,
@@ -19,41 +18,7 @@
 let
   lib = import (nixpkgsLib + "/lib");
 
-  package =
-    name:
-    {
-      type = "derivation";
-      inherit name;
-      outPath = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" name)}-${name}";
-      drvPath = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha1" name)}-${name}.drv";
-    };
-
-  pkgs = {
-    callPackage =
-      f: args:
-      let
-        fn = if builtins.isFunction f then f else import f;
-      in
-      fn (builtins.intersectAttrs (builtins.functionArgs fn) { inherit lib pkgs; } // args);
-    runCommand = name: _env: _script: package name;
-    writeShellScript = name: _text: package name;
-    writeText = name: _text: package name;
-    bash = package "bash";
-    util-linux = package "util-linux";
-    coreutils = package "coreutils";
-    bcachefs-tools = package "bcachefs-tools";
-    stdenv.hostPlatform.system = "x86_64-linux";
-  };
-
-  # systemd-escape --path, as NixOS's utils.escapeSystemdPath computes it.
-  escapeSystemdPath =
-    s:
-    let
-      trimmed = lib.removeSuffix "/" (lib.removePrefix "/" s);
-      escaped = lib.strings.escapeC (lib.stringToCharacters " !\"#$%&'()*+,;<=>=@[\\]^`{|}~-") trimmed;
-      dot = if lib.hasPrefix "." escaped then "\\x2e" + lib.removePrefix "." escaped else escaped;
-    in
-    if s == "/" then "-" else builtins.replaceStrings [ "/" ] [ "-" ] dot;
+  inherit (import ./stand-ins.nix lib) package pkgs utils;
 
   evaluated = lib.evalModules {
     modules = [
@@ -65,10 +30,7 @@ let
       extra
       { services.imperm.package = package "imperm"; }
     ];
-    specialArgs = {
-      inherit pkgs;
-      utils = { inherit escapeSystemdPath; };
-    };
+    specialArgs = { inherit pkgs utils; };
   };
   config = evaluated.config;
   unit =
@@ -115,6 +77,7 @@ in
   configToml = config.environment.etc."imperm/config.toml".text or null;
   reset = unit (config.boot.initrd.systemd.services.imperm-reset or null);
   initrdExtraBin = config.boot.initrd.systemd.extraBin;
+  initrdSecrets = config.boot.initrd.secrets;
   baseline = unit (services.imperm-baseline or null);
   gc = unit (services.imperm-gc or null);
   gcTimer = config.systemd.timers.imperm-gc.timerConfig or null;
@@ -124,7 +87,7 @@ in
   }) config.fileSystems;
   # What imperm reads of environment.persistence: per storage, the paths.
   persistence = builtins.mapAttrs (_: p: {
-    directories = map (d: d.dirPath) p.directories;
-    files = map (f: f.filePath) p.files;
+    directories = map (d: d.dirPath) (p.directories ++ lib.concatMap (u: u.directories) (builtins.attrValues p.users));
+    files = map (f: f.filePath) (p.files ++ lib.concatMap (u: u.files) (builtins.attrValues p.users));
   }) config.environment.persistence;
 }
