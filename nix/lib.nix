@@ -245,6 +245,9 @@ rec {
         if keys == [ ] then f.file else { inherit (f) file; parentDirectory = listToAttrs (map (k: { name = k; value = parent.${k}; }) keys); };
       system = { user = "root"; group = "root"; mode = "0755"; };
       defaultHome = name: if name == "root" then "/root" else "/home/${name}";
+      # A storage with `enable = false` is not mounted by impermanence: what it lists is
+      # wiped like anything else, so it must not be in imperm's persisted set.
+      enabled = listToAttrs (map (n: { name = n; value = persistence.${n}; }) (filter (n: persistence.${n}.enable or true) (attrNames persistence)));
     in
     builtins.mapAttrs (_: p: {
       directories = map (owned system "directory") (p.directories or [ ]);
@@ -261,7 +264,7 @@ rec {
         }
         // (if home != null && home != defaultHome name then { inherit home; } else { })
       ) (p.users or { });
-    }) persistence;
+    }) enabled;
 
   # Every persisted path of `fromPersistence`'s storages, absolute (a user's entries joined
   # to the home directory, from `accounts`, users.users), as { path; storage; directory; }.

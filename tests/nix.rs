@@ -366,6 +366,8 @@ fn every_storage_of_the_final_persistence_is_written() {
         };
       };
       "/state".directories = [ { directory = "/var/lib/b"; user = "b"; group = "b"; mode = "0750"; } ];
+      # Disabled: impermanence mounts none of it, so none of it is persisted.
+      "/off" = { enable = false; directories = [ "/var/lib/off" ]; };
     } { josh = { home = "/srv/josh"; group = "users"; }; }"#;
     assert_eq!(
         eval(storages),
