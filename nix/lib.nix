@@ -38,7 +38,7 @@ let
       throw "imperm: cannot write ${builtins.typeOf v} to TOML";
 
   # The attributes of an impermanence entry that imperm's configuration takes.
-  entryKeys = [ "directory" "file" "user" "group" "mode" "parentDirectory" ];
+  entryKeys = [ "directory" "file" "user" "group" "mode" "parentDirectory" "persistentStoragePath" ];
   entry =
     e:
     if isString e then
@@ -230,28 +230,34 @@ rec {
     persistence: accounts:
     let
       differs = defaults: e: builtins.filter (k: (e.${k} or null) != null && e.${k} != defaults.${k}) (attrNames defaults);
+      # An entry may name its own storage (impermanence's per-entry persistentStoragePath):
+      # kept where it differs from the storage it is listed under.
+      elsewhere = storage: e: if (e.persistentStoragePath or storage) != storage then [ { name = "persistentStoragePath"; value = e.persistentStoragePath; } ] else [ ];
       owned =
-        defaults: pathKey: e:
+        storage: defaults: pathKey: e:
         let
           keys = differs defaults e;
+          own = elsewhere storage e;
         in
-        if keys == [ ] then e.${pathKey} else listToAttrs ([ { name = pathKey; value = e.${pathKey}; } ] ++ map (k: { name = k; value = e.${k}; }) keys);
+        if keys == [ ] && own == [ ] then e.${pathKey} else listToAttrs ([ { name = pathKey; value = e.${pathKey}; } ] ++ map (k: { name = k; value = e.${k}; }) keys ++ own);
       file =
-        defaults: f:
+        storage: defaults: f:
         let
           parent = f.parentDirectory or { };
           keys = differs defaults parent;
+          own = elsewhere storage f;
         in
-        if keys == [ ] then f.file else { inherit (f) file; parentDirectory = listToAttrs (map (k: { name = k; value = parent.${k}; }) keys); };
+        if keys == [ ] && own == [ ] then f.file
+        else listToAttrs ([ { name = "file"; value = f.file; } ] ++ own ++ optional (keys != [ ]) [ { name = "parentDirectory"; value = listToAttrs (map (k: { name = k; value = parent.${k}; }) keys); } ]);
       system = { user = "root"; group = "root"; mode = "0755"; };
       defaultHome = name: if name == "root" then "/root" else "/home/${name}";
       # A storage with `enable = false` is not mounted by impermanence: what it lists is
       # wiped like anything else, so it must not be in imperm's persisted set.
       enabled = listToAttrs (map (n: { name = n; value = persistence.${n}; }) (filter (n: persistence.${n}.enable or true) (attrNames persistence)));
     in
-    builtins.mapAttrs (_: p: {
-      directories = map (owned system "directory") (p.directories or [ ]);
-      files = map (file system) (p.files or [ ]);
+    builtins.mapAttrs (storage: p: {
+      directories = map (owned storage system "directory") (p.directories or [ ]);
+      files = map (file storage system) (p.files or [ ]);
       users = builtins.mapAttrs (
         name: u:
         let
@@ -259,8 +265,8 @@ rec {
           home = accounts.${name}.home or null;
         in
         {
-          directories = map (owned own "directory") (u.directories or [ ]);
-          files = map (file own) (u.files or [ ]);
+          directories = map (owned storage own "directory") (u.directories or [ ]);
+          files = map (file storage own) (u.files or [ ]);
         }
         // (if home != null && home != defaultHome name then { inherit home; } else { })
       ) (p.users or { });

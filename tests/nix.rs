@@ -359,7 +359,10 @@ fn every_storage_of_the_final_persistence_is_written() {
           { directory = "/var/lib/a"; user = "root"; group = "root"; mode = "0755"; dirPath = "/var/lib/a"; }
           { directory = "/var/lib/private"; user = "root"; group = "root"; mode = "0700"; }
         ];
-        files = [ { file = "/etc/x"; parentDirectory = { user = "root"; group = "root"; mode = "0755"; }; } ];
+        files = [
+          { file = "/etc/x"; parentDirectory = { user = "root"; group = "root"; mode = "0755"; }; persistentStoragePath = "/persist"; }
+          { file = "/etc/y"; parentDirectory = { user = "root"; group = "root"; mode = "0755"; }; persistentStoragePath = "/state"; }
+        ];
         users.josh = {
           directories = [ { directory = ".ssh"; user = "josh"; group = "users"; mode = "0700"; } { directory = "src"; user = "josh"; group = "users"; mode = "0755"; } ];
           files = [ ];
@@ -374,7 +377,7 @@ fn every_storage_of_the_final_persistence_is_written() {
         serde_json::json!({
             "/persist": {
                 "directories": ["/var/lib/a", {"directory": "/var/lib/private", "mode": "0700"}],
-                "files": ["/etc/x"],
+                "files": ["/etc/x", {"file": "/etc/y", "persistentStoragePath": "/state"}],
                 "users": {"josh": {
                     "home": "/srv/josh",
                     "directories": [{"directory": ".ssh", "mode": "0700"}, "src"],
@@ -401,6 +404,14 @@ fn every_storage_of_the_final_persistence_is_written() {
     ] {
         assert!(config.persisted.contains(Path::new(path)), "{path}\n{toml}");
     }
+    let y = config
+        .persisted
+        .entries()
+        .iter()
+        .find(|e| e.path == Path::new("/etc/y"))
+        .unwrap();
+    assert_eq!(y.storage, Path::new("/state"), "{toml}");
+    assert!(!config.persisted.contains(Path::new("/var/lib/off")), "{toml}");
 }
 
 /// The device spellings NixOS takes for `fileSystems.<n>.device`, as the paths udev makes
