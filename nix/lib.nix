@@ -221,6 +221,53 @@ rec {
     else
       null;
 
+  # The device the reset mounts, for the module's `filesystem` settings: the one path
+  # `devicePaths` gives, else the spelling as it is (a bcachefs member list, or one imperm
+  # cannot wait for, which the module's assertions refuse).
+  resetDevice =
+    fs:
+    let
+      paths = if (fs.device or null) == null then null else devicePaths fs.type fs.device;
+    in
+    if paths == null || builtins.length paths > 1 then fs.device or null else builtins.head paths;
+
+  # nixpkgs' `lib.escapeShellArg`, with builtins only: systemd reads the result as one word.
+  shellArg =
+    arg:
+    let
+      s = toString arg;
+    in
+    if builtins.match "[[:alnum:],._+:@%/-]+" s != null then
+      s
+    else
+      "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # The reset unit's ExecStart for the module's `filesystem` settings and the package's
+  # path: the one place the module's command line is written, so that tests/vm boots
+  # exactly this (it evaluates this function) and tests/module.rs checks the unit holds it.
+  resetCommand =
+    package: fs:
+    "${package}/bin/imperm "
+    + concatStringsSep " " (
+      map shellArg (
+        [
+          "reset"
+          "--fs"
+          fs.type
+          "--device"
+          (resetDevice fs)
+          "--root-subvolume"
+          (fs.rootSubvolume or "@root")
+          "--snapshot-dir"
+          (fs.snapshotDir or "@snapshots")
+        ]
+        ++ optional ((fs.blankSnapshot or null) != null) [
+          "--blank-snapshot"
+          fs.blankSnapshot
+        ]
+      )
+    );
+
   # Every storage of the final `environment.persistence` (what impermanence mounts, from
   # services.imperm and from anywhere else in the configuration) as `configToml`'s
   # `storages`: entries as imperm's configuration spells them, with the owner and mode

@@ -23,10 +23,7 @@ let
   persisted = imperm.hostPersistence cfg;
   paths = if cfg.filesystem.device == null then null else imperm.devicePaths cfg.filesystem.type cfg.filesystem.device;
   # What imperm mounts: a path the kernel takes (a `UUID=` spelling is not one).
-  device =
-    if paths == null then cfg.filesystem.device
-    else if builtins.length paths > 1 then cfg.filesystem.device
-    else builtins.head paths;
+  device = imperm.resetDevice cfg.filesystem;
   # The unit(s) systemd creates for it, which the reset waits for.
   deviceUnits = map (p: "${utils.escapeSystemdPath p}.device") (if paths == null then [ ] else paths);
   # Every storage of the final environment.persistence, wherever in the configuration it
@@ -58,23 +55,6 @@ let
       reader = "systemd-machine-id-commit.service, at every boot";
       fix = "run it on the first boot only (systemd.services.systemd-machine-id-commit.unitConfig.ConditionFirstBoot = true, as current impermanence does), or keep the file with preservation's inInitrd = true";
     };
-  resetArgs = lib.escapeShellArgs (
-    [
-      "reset"
-      "--fs"
-      cfg.filesystem.type
-      "--device"
-      device
-      "--root-subvolume"
-      cfg.filesystem.rootSubvolume
-      "--snapshot-dir"
-      cfg.filesystem.snapshotDir
-    ]
-    ++ lib.optionals (cfg.filesystem.blankSnapshot != null) [
-      "--blank-snapshot"
-      cfg.filesystem.blankSnapshot
-    ]
-  );
 in
 {
   options.services.imperm = {
@@ -286,7 +266,7 @@ in
         unitConfig.DefaultDependencies = false;
         serviceConfig = {
           Type = "oneshot";
-          ExecStart = "${cfg.package}/bin/imperm ${resetArgs}";
+          ExecStart = imperm.resetCommand "${cfg.package}" cfg.filesystem;
           # An encrypted bcachefs's key is in the keyring of the unit that unlocked it.
           KeyringMode = "inherit";
         };

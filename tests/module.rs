@@ -758,3 +758,51 @@ fn format_nix_snippets_evaluate_against_impermanence_and_preservation() {
         );
     }
 }
+
+/// Issue 11: tests/vm boots the reset's command line as `nix/lib.nix` writes it, so the
+/// unit must hold exactly that line, and lib.nix's quoting (builtins only) must be
+/// nixpkgs' escapeShellArg, also for names that need quoting.
+#[test]
+#[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
+fn the_reset_unit_runs_the_command_line_lib_nix_writes() {
+    let words = r#"[ "@root" "it's @root" "two words" "" "a\"b" "$HOME" "/dev/a:/dev/b" "x*y" "new
+line" "ü" ]"#;
+    for extra in [
+        "{ }",
+        r#"{ lib, ... }: { services.imperm.filesystem = { device = lib.mkForce "LABEL=nix os"; rootSubvolume = "it's @root"; blankSnapshot = "@blank"; }; }"#,
+    ] {
+        let expr = format!(
+            "import ./tests/module/eval.nix {{ nixpkgsLib = {}; impermanence = {}; host = {}; extra = {extra}; shellWords = {words}; }}",
+            tree("IMPERM_NIXPKGS_LIB").display(),
+            tree("IMPERM_IMPERMANENCE").display(),
+            example("h001"),
+        );
+        let out = Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E", &expr])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let exec = v["reset"]["serviceConfig"]["ExecStart"].as_str().unwrap();
+        assert_eq!(exec, v["resetCommand"].as_str().unwrap(), "{extra}");
+        assert!(
+            exec.contains("/bin/imperm reset --fs btrfs --device "),
+            "{exec}"
+        );
+        if extra.contains("it's") {
+            assert!(
+                exec.ends_with(" --device '/dev/disk/by-label/nix os' --root-subvolume 'it'\\''s @root' --snapshot-dir @snapshots --blank-snapshot @blank"),
+                "{exec}"
+            );
+        }
+        for q in v["quoted"].as_array().unwrap() {
+            assert_eq!(q["lib"], q["nixpkgs"]);
+        }
+        assert_eq!(v["quoted"].as_array().unwrap().len(), 10);
+    }
+}

@@ -14,6 +14,8 @@
   # A function of environment.persistence, as `nix eval --apply` would run it (the
   # README's recipe), whose result is returned as `applied`.
   apply ? null,
+  # Words to quote with nix/lib.nix's shellArg and nixpkgs' escapeShellArg, to compare.
+  shellWords ? [ ],
 }:
 let
   lib = import (nixpkgsLib + "/lib");
@@ -56,6 +58,12 @@ let
 in
 {
   applied = if apply == null then null else apply config.environment.persistence;
+  # The reset's command line as nix/lib.nix writes it for this host (what tests/vm boots).
+  resetCommand = (import ../../nix/lib.nix).resetCommand "${config.services.imperm.package}" config.services.imperm.filesystem;
+  quoted = map (w: {
+    lib = (import ../../nix/lib.nix).shellArg w;
+    nixpkgs = lib.escapeShellArg w;
+  }) shellWords;
   # The package's source, as nix/package.nix filters it: which of these paths it keeps.
   sourceKeeps =
     let
