@@ -51,6 +51,7 @@ let
   line = k: v: "${key k} = ${value v}";
   section = header: lines: concatStringsSep "\n" ([ header ] ++ lines) + "\n";
   optional = cond: xs: if cond then xs else [ ];
+  optionalAttrs = cond: a: if cond then a else { };
 in
 rec {
   # The seed's "Minimal Server Persistence": data/server-template.toml, the same set.
@@ -102,7 +103,15 @@ rec {
           ]
         ))
       ];
-      all = if storages != null then storages else { ${storage} = { inherit directories files users; }; };
+      all =
+        if storages == null then
+          { ${storage} = { inherit directories files users; }; }
+        # Nothing persisted at all is still said: with no [persistence], imperm would take
+        # the live mounts or its template for the persisted set.
+        else if storages == { } then
+          { ${storage} = { }; }
+        else
+          storages;
       storageSections =
         name:
         let
@@ -110,11 +119,14 @@ rec {
           stUsers = st.users or { };
         in
         [
-          (section "[persistence.${key name}]" [
+          (section "[persistence.${key name}]" (
+            optional ((st.enable or true) == false) [ (line "enable" false) ]
+            ++ optional ((st.persistentStoragePath or null) != null) [ (line "persistentStoragePath" st.persistentStoragePath) ]
+            ++ [
             (line "hideMounts" true)
             (line "directories" (map entry (st.directories or [ ])))
             (line "files" (map entry (st.files or [ ])))
-          ])
+          ]))
         ]
         ++ map (
           user:
@@ -199,27 +211,47 @@ rec {
   # The device paths behind a `fileSystems.<n>.device` spelling, as udev names them, or
   # null for one imperm cannot wait for: `/dev/…` as it is, `UUID=`, `LABEL=`, `PARTUUID=`,
   # `PARTLABEL=` as their /dev/disk/by-* links, and for bcachefs a `:`-separated list of
-  # members (each of which must appear).
+  # members (each of which must appear). Only names made of the characters udev and
+  # systemd leave as they are (letters, digits, `#+-.:=@_`): for any other (a space, a
+  # `/` in a label, non-ASCII) udev writes `\xNN` into the link's name, which a spelling
+  # here cannot match; such a device is better named by UUID.
   devicePaths =
     fsType: device:
     let
-      prefixed = builtins.match "(UUID|LABEL|PARTUUID|PARTLABEL)=(.+)" device;
+      safe = "[A-Za-z0-9#+.:=@_-]+";
+      prefixed = builtins.match "(UUID|LABEL|PARTUUID|PARTLABEL)=(${safe})" device;
       byKind = {
         UUID = "by-uuid";
         LABEL = "by-label";
         PARTUUID = "by-partuuid";
         PARTLABEL = "by-partlabel";
       };
-      members = builtins.filter (m: builtins.isString m && m != "") (builtins.split ":" device);
+      # A /dev path with no empty, `.` or `..` component, that does not end in `/`.
+      devPath = p: builtins.match "/dev(/${safe})+" p != null && builtins.match ".*/\\.{1,2}(/.*)?" p == null;
+      members = builtins.filter (m: builtins.isString m && m != "") (builtins.split ":(/dev/)" device);
+      list = builtins.match "(/dev/[^:]+)(:/dev/[^:]+)+" device != null;
+      memberPaths = map (m: if builtins.substring 0 5 m == "/dev/" then m else "/dev/" + m) members;
     in
     if prefixed != null then
       [ "/dev/disk/${byKind.${builtins.elemAt prefixed 0}}/${builtins.elemAt prefixed 1}" ]
-    else if fsType == "bcachefs" && builtins.length members > 1 then
-      (if builtins.all (m: builtins.substring 0 5 m == "/dev/") members then members else null)
-    else if builtins.substring 0 5 device == "/dev/" then
+    else if list then
+      (if fsType == "bcachefs" && builtins.all devPath memberPaths then memberPaths else null)
+    else if devPath device then
       [ device ]
     else
       null;
+
+  # `p` with `//`, `/./` and a trailing `/` taken out, or null when it is not absolute,
+  # has a `..` component or a control character: what imperm's configuration refuses.
+  normalPath =
+    p:
+    let
+      parts = filter (c: builtins.isString c && c != "" && c != ".") (builtins.split "/" p);
+    in
+    if !(isString p) || builtins.substring 0 1 p != "/" || builtins.elem ".." parts || builtins.match "[^[:cntrl:]]*" p == null then
+      null
+    else
+      "/" + concatStringsSep "/" parts;
 
   # The device the reset mounts, for the module's `filesystem` settings: the one path
   # `devicePaths` gives, else the spelling as it is (a bcachefs member list, or one imperm
@@ -231,42 +263,30 @@ rec {
     in
     if paths == null || builtins.length paths > 1 then fs.device or null else builtins.head paths;
 
-  # nixpkgs' `lib.escapeShellArg`, with builtins only: systemd reads the result as one word.
-  shellArg =
-    arg:
-    let
-      s = toString arg;
-    in
-    if builtins.match "[[:alnum:],._+:@%/-]+" s != null then
-      s
-    else
-      "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+  # One word of an ExecStart line as systemd.service(5) reads it, which is not a shell: it
+  # C-unescapes inside double quotes (JSON's escapes are among its own), expands `%`
+  # specifiers and `$VAR`s, so `%` and `$` are doubled; NixOS's utils.escapeSystemdExecArg,
+  # with builtins only.
+  systemdArg = arg: builtins.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (toJSON (toString arg));
+
+  # The reset's arguments for the module's `filesystem` settings. Values go after `=`, so
+  # that one starting with `-` is never taken for an option.
+  resetArgv =
+    fs:
+    [
+      "reset"
+      "--fs=${fs.type}"
+      "--device=${toString (resetDevice fs)}"
+      "--root-subvolume=${fs.rootSubvolume or "@root"}"
+      "--snapshot-dir=${fs.snapshotDir or "@snapshots"}"
+    ]
+    ++ optional ((fs.blankSnapshot or null) != null) [ "--blank-snapshot=${fs.blankSnapshot}" ];
 
   # The reset unit's ExecStart for the module's `filesystem` settings and the package's
   # path: the one place the module's command line is written, so that tests/vm boots
-  # exactly this (it evaluates this function) and tests/module.rs checks the unit holds it.
-  resetCommand =
-    package: fs:
-    "${package}/bin/imperm "
-    + concatStringsSep " " (
-      map shellArg (
-        [
-          "reset"
-          "--fs"
-          fs.type
-          "--device"
-          (resetDevice fs)
-          "--root-subvolume"
-          (fs.rootSubvolume or "@root")
-          "--snapshot-dir"
-          (fs.snapshotDir or "@snapshots")
-        ]
-        ++ optional ((fs.blankSnapshot or null) != null) [
-          "--blank-snapshot"
-          fs.blankSnapshot
-        ]
-      )
-    );
+  # exactly these arguments (it evaluates `resetArgv`) and tests/module.rs checks the unit
+  # holds this line.
+  resetCommand = package: fs: concatStringsSep " " (map systemdArg ([ "${package}/bin/imperm" ] ++ resetArgv fs));
 
   # Every storage of the final `environment.persistence` (what impermanence mounts, from
   # services.imperm and from anywhere else in the configuration) as `configToml`'s
@@ -298,11 +318,19 @@ rec {
         else listToAttrs ([ { name = "file"; value = f.file; } ] ++ own ++ optional (keys != [ ]) [ { name = "parentDirectory"; value = listToAttrs (map (k: { name = k; value = parent.${k}; }) keys); } ]);
       system = { user = "root"; group = "root"; mode = "0755"; };
       defaultHome = name: if name == "root" then "/root" else "/home/${name}";
-      # A storage with `enable = false` is not mounted by impermanence: what it lists is
-      # wiped like anything else, so it must not be in imperm's persisted set.
-      enabled = listToAttrs (map (n: { name = n; value = persistence.${n}; }) (filter (n: persistence.${n}.enable or true) (attrNames persistence)));
     in
-    builtins.mapAttrs (storage: p: {
+    builtins.mapAttrs (
+      storage: p:
+      # A storage with `enable = false` is not mounted by impermanence: what it lists is
+      # wiped like anything else, so none of it is persisted; it is written as disabled,
+      # so that config.toml still states the persisted set (with no [persistence] at all,
+      # imperm would take the live mounts or its template for it).
+      if !(p.enable or true) then
+        { enable = false; directories = [ ]; files = [ ]; users = { }; }
+      else
+      # Named by its attribute, which impermanence only uses as the default path.
+      optionalAttrs ((p.persistentStoragePath or storage) != storage) { inherit (p) persistentStoragePath; }
+      // {
       directories = map (owned storage system "directory") (p.directories or [ ]);
       files = map (file storage system) (p.files or [ ]);
       users = builtins.mapAttrs (
@@ -317,25 +345,34 @@ rec {
         }
         // (if home != null && home != defaultHome name then { inherit home; } else { })
       ) (p.users or { });
-    }) enabled;
+    }) persistence;
 
   # Every persisted path of `fromPersistence`'s storages, absolute (a user's entries joined
   # to the home directory, from `accounts`, users.users), as { path; storage; directory; }.
   persistedPaths =
     storages: accounts:
     let
-      name = e: k: if isString e then e else e.${k};
+      # Compared with other paths, so in normal form where it has one (imperm's loader
+      # refuses the others, and the module's assertions name them).
+      normal = p: let n = normalPath p; in if n == null then p else n;
+      one =
+        storage: prefix: key: directory: e:
+        {
+          path = normal (prefix + (if isString e then e else e.${key}));
+          storage = normal (if isString e then storage else e.persistentStoragePath or storage);
+          inherit directory;
+        };
       defaultHome = user: if user == "root" then "/root" else "/home/${user}";
-      of = storage: prefix: st: map (d: { path = prefix + name d "directory"; inherit storage; directory = true; }) (st.directories or [ ])
-        ++ map (f: { path = prefix + name f "file"; inherit storage; directory = false; }) (st.files or [ ]);
+      of = storage: prefix: st: map (one storage prefix "directory" true) (st.directories or [ ]) ++ map (one storage prefix "file" false) (st.files or [ ]);
     in
     builtins.concatMap (
-      storage:
+      name:
       let
-        st = storages.${storage};
+        st = storages.${name};
+        storage = st.persistentStoragePath or name;
         users = st.users or { };
       in
-      of storage "" st
+      optional (st.enable or true) (of storage "" st)
       ++ builtins.concatMap (
         user:
         let
@@ -379,6 +416,128 @@ rec {
       ]
     ) persisted;
 
+  # NixOS's `utils.pathsNeededForBoot`: mount points NixOS mounts in the initrd whether or
+  # not they say neededForBoot.
+  pathsNeededForBoot = [ "/" "/nix" "/nix/store" "/var" "/var/log" "/var/lib" "/var/lib/nixos" "/etc" "/usr" ];
+
+  # Why the persistent storages cannot hold state across a reset, as messages: each must
+  # be on a filesystem of its own (a fileSystems mount point at or above it, other than
+  # "/"), mounted in the initrd. `storages` are paths, `filesystems` fileSystems' values.
+  storageProblems =
+    storages: filesystems:
+    builtins.concatMap (
+      raw:
+      let
+        st = normalPath raw;
+        holders = filter (fs: fs.mountPoint != "/" && normalPath fs.mountPoint != null && isAtOrBelow (normalPath fs.mountPoint) st) filesystems;
+        deepest = builtins.foldl' (best: fs: if best == null || builtins.stringLength (normalPath fs.mountPoint) > builtins.stringLength (normalPath best.mountPoint) then fs else best) null holders;
+        needed = fs: (fs.neededForBoot or false) || builtins.elem (normalPath fs.mountPoint) pathsNeededForBoot;
+      in
+      if st == null || st == "/" then
+        [ "the persistent storage ${str raw} is not an absolute path below / (no `..`, no control characters)" ]
+      else if deepest == null then
+        [ "the persistent storage ${str raw} lies on the root filesystem, which the reset wipes: give it a filesystem of its own (fileSystems.${str st} with neededForBoot = true, or a subvolume mounted there)" ]
+      else if !(needed deepest) then
+        [ "fileSystems.${str deepest.mountPoint}.neededForBoot must be true: the persistent storage ${str raw} is on it, and the bind mounts from it happen early" ]
+      else
+        [ ]
+    ) storages;
+
+  # Why `fileSystems."/"` (`root`, or null) is not the root that `fs` (services.imperm's
+  # filesystem) resets: a reset of another subvolume or filesystem would leave the real
+  # root as it is, and keep nothing of what imperm thinks it keeps. As messages.
+  rootProblems =
+    fs: root:
+    let
+      opts = if root == null then [ ] else root.options or [ ];
+      value = prefix: builtins.concatMap (o: let m = builtins.match "${prefix}=(.*)" o; in optional (m != null) [ (builtins.head m) ]) opts;
+      strip = v: let m = builtins.match "/*(.*[^/])/*" v; in if m == null then v else builtins.head m;
+      subvol = if fs.type == "btrfs" then value "subvol" else value "X-mount.subdir";
+      key = if fs.type == "btrfs" then "subvol" else "X-mount.subdir";
+      want = strip (fs.rootSubvolume or "@root");
+    in
+    if fs.type == "tmpfs" then
+      optional (root == null || root.fsType != "tmpfs") [
+        "services.imperm.filesystem.type is \"tmpfs\" but fileSystems.\"/\" is ${if root == null then "not declared" else "of type ${str root.fsType}"}: set services.imperm.tmpfsRoot.enable, and take the host's own fileSystems.\"/\" out (hardware-configuration.nix)"
+      ]
+    else if root == null then
+      [ "fileSystems.\"/\" is not declared: the reset replaces the ${fs.type} subvolume ${str want} that it must mount" ]
+    else if root.fsType != fs.type then
+      [ "services.imperm.filesystem.type is ${str fs.type} but fileSystems.\"/\" is of type ${str root.fsType}: the reset would not reset the root" ]
+    else if map strip subvol != [ want ] then
+      [ "fileSystems.\"/\" must mount the subvolume the reset replaces, with the option \"${key}=${want}\" (it has ${if subvol == [ ] then "none" else str (concatStringsSep ", " subvol)}): otherwise the root is never reset" ]
+    else
+      [ ];
+
+  # Why the subvolume settings cannot work together, as imperm's configuration refuses
+  # them (src/config/mod.rs, check_layout), or null.
+  layoutProblem =
+    fs:
+    let
+      strip = v: let m = builtins.match "/*(.*)" v; in builtins.head m;
+      plain = v: v != "" && builtins.match "[^[:cntrl:]]*" v != null && !(builtins.any (c: c == "" || c == "." || c == "..") (filter isString (builtins.split "/" v)));
+      root = strip (fs.rootSubvolume or "@root");
+      snaps = strip (fs.snapshotDir or "@snapshots");
+      blank = if (fs.blankSnapshot or null) == null then null else strip fs.blankSnapshot;
+      inside = a: b: builtins.substring 0 (builtins.stringLength b + 1) a == b + "/";
+      opt = "services.imperm.filesystem";
+    in
+    if !(plain root) then "${opt}.rootSubvolume ${str root} is not a plain path below the top level (no empty, `.` or `..` component)"
+    else if !(plain snaps) then "${opt}.snapshotDir ${str snaps} is not a plain path below the top level (no empty, `.` or `..` component)"
+    else if blank != null && !(plain blank) then "${opt}.blankSnapshot ${str blank} is not a plain path below the top level (no empty, `.` or `..` component)"
+    else if snaps == root then "${opt}.snapshotDir is the root subvolume itself"
+    else if inside snaps root then "${opt}.snapshotDir ${str snaps} is inside the root subvolume ${str root}, which every reset replaces"
+    else if inside root snaps then "${opt}.rootSubvolume ${str root} is inside the snapshot directory ${str snaps}, where gc would take it for an old root"
+    else if blank != null && (blank == root || inside blank root || inside root blank) then "${opt}.blankSnapshot ${str blank} is the root subvolume, inside it, or holds it"
+    else null;
+
+  # Persisted entries imperm's configuration would refuse (so that `baseline`, `gc`,
+  # `check` and `status` would exit 2 on the host), as messages naming the entry.
+  # `storages` as `fromPersistence` gives them, `accounts` users.users.
+  entryProblems =
+    storages: accounts:
+    let
+      pathOf = key: e: if isString e then e else e.${key} or "";
+      clean = p: builtins.match "[^[:cntrl:]]*" p != null;
+      relative = p: p != "" && builtins.substring 0 1 p != "/" && clean p && !(builtins.elem ".." (filter isString (builtins.split "/" p)));
+      system =
+        storage: key: e:
+        let
+          p = pathOf key e;
+          n = normalPath p;
+        in
+        if n == null then [ "environment.persistence.${str storage}: ${str p} is not an absolute path (without `..` or control characters)" ]
+        else if n == "/" then [ "environment.persistence.${str storage}: ${str p} is the root directory itself" ]
+        else if isAtOrBelow (normalPath storage) n then [ "environment.persistence.${str storage}: ${str p} lies inside its own persistent storage" ]
+        else [ ];
+      user =
+        storage: name: key: e:
+        let
+          p = pathOf key e;
+        in
+        optional (!(relative p)) [ "environment.persistence.${str storage}.users.${name}: ${str p} must be relative to the home directory (no `..`, no control characters)" ];
+    in
+    builtins.concatMap (
+      name:
+      let
+        st = storages.${name};
+        storage = st.persistentStoragePath or name;
+        users = st.users or { };
+      in
+      builtins.concatMap (system storage "directory") (st.directories or [ ])
+      ++ builtins.concatMap (system storage "file") (st.files or [ ])
+      ++ builtins.concatMap (
+        u:
+        let
+          home = users.${u}.home or accounts.${u}.home or null;
+        in
+        optional (!(accounts ? ${u})) [ "environment.persistence.${str storage}.users.${u}: there is no users.users.${u} (impermanence takes the home and group from it)" ]
+        ++ optional (home != null && (normalPath home == null || normalPath home == "/")) [ "users.users.${u}.home ${str home} cannot hold persisted entries: it must be an absolute path below /" ]
+        ++ builtins.concatMap (user storage u "directory") (users.${u}.directories or [ ])
+        ++ builtins.concatMap (user storage u "file") (users.${u}.files or [ ])
+      ) (attrNames users)
+    ) (attrNames storages);
+
   # Persisted paths that something reads before stage 2's bind mounts exist (`reads`:
   # [ { path; reader; fix ? null; } ]), each as the warning to give. imperm's `lint` says
   # the same from config.toml's [[early_read]] (src/lint.rs, early_boot_message).
@@ -387,13 +546,62 @@ rec {
     builtins.concatMap (
       r:
       let
-        covering = filter (p: p.path == r.path || (p.directory && isAtOrBelow p.path r.path)) persisted;
+        # Spelled as the persisted paths are (normal form), and a Nix path as its string.
+        read = let n = normalPath (toString r.path); in if n == null then toString r.path else n;
+        covering = filter (p: p.path == read || (p.directory && isAtOrBelow p.path read)) persisted;
         p = builtins.head covering;
-        kept = p.storage + r.path;
+        kept = p.storage + read;
         fix = if (r.fix or null) != null then r.fix else "point it at ${kept} (the storage is mounted in the initrd), or keep the file with preservation's inInitrd = true";
       in
-      optional (covering != [ ]) [ "${str r.path} is read by ${r.reader} before the bind mounts from ${p.storage} exist: ${fix}" ]
+      optional (covering != [ ]) [ "${str read} is read by ${r.reader} before the bind mounts from ${p.storage} exist: ${fix}" ]
     ) reads;
+
+  # preservation's `preserveAt` (nix-community/preservation, after its own option
+  # processing: users' entries are already joined to their homes) as `fromPersistence`
+  # gives storages: every entry a system entry, with the owner and mode where they differ
+  # from root's 0755. What it mounts is persisted just as impermanence's mounts are.
+  fromPreservation =
+    preserveAt:
+    builtins.mapAttrs (
+      name: p:
+      let
+        users = builtins.attrValues (p.users or { });
+        dirs = (p.directories or [ ]) ++ builtins.concatMap (u: u.directories or [ ]) users;
+        files = (p.files or [ ]) ++ builtins.concatMap (u: u.files or [ ]) users;
+        system = { user = "root"; group = "root"; mode = "0755"; };
+        dir =
+          d:
+          let
+            keys = builtins.filter (k: (d.${k} or null) != null && d.${k} != system.${k}) (attrNames system);
+          in
+          if isString d then d
+          else if keys == [ ] then d.directory
+          else listToAttrs ([ { name = "directory"; value = d.directory; } ] ++ map (k: { name = k; value = d.${k}; }) keys);
+        storage = p.persistentStoragePath or name;
+      in
+      optionalAttrs (storage != name) { persistentStoragePath = storage; }
+      // {
+        directories = map dir dirs;
+        files = map (f: if isString f then f else f.file) files;
+        users = { };
+      }
+    ) preserveAt;
+
+  # Two sets of storages as one: a storage in both gets both lists.
+  mergeStorages =
+    a: b:
+    a
+    // builtins.mapAttrs (
+      name: st:
+      if a ? ${name} then
+        a.${name}
+        // {
+          directories = (a.${name}.directories or [ ]) ++ (st.directories or [ ]);
+          files = (a.${name}.files or [ ]) ++ (st.files or [ ]);
+        }
+      else
+        st
+    ) b;
 
   # services.imperm.users as impermanence takes them: without `home`, an option it has
   # removed (it deduces the home from users.users.NAME.home, and refuses the key). imperm's

@@ -17,7 +17,8 @@ let
   inherit (lib) mkOption mkEnableOption mkIf types;
 
   entry = types.either types.str (types.attrsOf types.anything);
-  keep = types.either types.ints.unsigned (types.enum [ "all" ]);
+  # imperm reads counts as 32-bit.
+  keep = types.either types.ints.u32 (types.enum [ "all" ]);
   subvolumes = cfg.filesystem.type != "tmpfs";
   bcachefsTool = lib.optional (cfg.filesystem.type == "bcachefs") (config.boot.bcachefs.package or pkgs.bcachefs-tools);
   persisted = imperm.hostPersistence cfg;
@@ -27,8 +28,14 @@ let
   # The unit(s) systemd creates for it, which the reset waits for.
   deviceUnits = map (p: "${utils.escapeSystemdPath p}.device") (if paths == null then [ ] else paths);
   # Every storage of the final environment.persistence, wherever in the configuration it
-  # is declared, and each persisted path in it.
-  storages = imperm.fromPersistence config.environment.persistence config.users.users;
+  # is declared, and of preservation's preserveAt when that module is imported and on (it
+  # mounts as well), and each persisted path in them.
+  preserved =
+    if config ? preservation && (config.preservation.enable or false) then
+      imperm.fromPreservation config.preservation.preserveAt
+    else
+      { };
+  storages = imperm.mergeStorages (imperm.fromPersistence config.environment.persistence config.users.users) preserved;
   persistedPaths = imperm.persistedPaths storages config.users.users;
   offRoot = imperm.offRootPaths persistedPaths (builtins.attrValues config.fileSystems);
   # What reads a file during activation or early in stage 2, before impermanence's bind
@@ -36,7 +43,7 @@ let
   # imported (an undeclared option is an error, `config ? sops` is not).
   sopsEarly = config ? sops && builtins.any (s: s.neededForUsers or false) (builtins.attrValues (config.sops.secrets or { }));
   machineIdCommit = config.systemd.services.systemd-machine-id-commit or { };
-  earlyReads =
+  earlyReads = map (r: r // { path = toString r.path; }) (
     lib.optionals sopsEarly (
       map (path: { inherit path; reader = "sops-nix (secrets neededForUsers, decrypted before impermanence's bind mounts)"; }) (
         (config.sops.age.sshKeyPaths or [ ]) ++ (config.sops.gnupg.sshKeyPaths or [ ])
@@ -54,7 +61,39 @@ let
       path = "/etc/machine-id";
       reader = "systemd-machine-id-commit.service, at every boot";
       fix = "run it on the first boot only (systemd.services.systemd-machine-id-commit.unitConfig.ConditionFirstBoot = true, as current impermanence does), or keep the file with preservation's inInitrd = true";
-    };
+    }
+  );
+  # impermanence also mounts what home-manager users declare in home.persistence, which
+  # imperm's configuration cannot express (a storage per user, relative entries).
+  homeManagerPersistence = builtins.filter (u: (u.home.persistence or { }) != { }) (
+    builtins.attrValues (config.home-manager.users or { })
+  );
+  storagePaths = lib.unique ([ cfg.persistentStoragePath ] ++ map (p: p.storage) persistedPaths);
+  problems =
+    imperm.storageProblems storagePaths (builtins.attrValues config.fileSystems)
+    ++ imperm.entryProblems storages config.users.users
+    ++ lib.optionals (subvolumes || cfg.filesystem.type == "tmpfs") (imperm.rootProblems cfg.filesystem (config.fileSystems."/" or null))
+    ++ lib.optional (subvolumes && imperm.layoutProblem cfg.filesystem != null) (imperm.layoutProblem cfg.filesystem)
+    ++ map (name: "services.imperm.users.${name}: there is no users.users.${name} (impermanence takes the home and group from it)") (
+      builtins.filter (name: !(config.users.users ? ${name})) (builtins.attrNames cfg.users)
+    )
+    ++ lib.concatLists (
+      lib.mapAttrsToList (
+        name: u:
+        lib.optional (u.home != null && u.home != (config.users.users.${name}.home or null))
+          "services.imperm.users.${name}.home is ${builtins.toJSON u.home}, but the home is users.users.${name}.home (${builtins.toJSON (config.users.users.${name}.home or null)}), which impermanence and imperm both take: set that instead"
+      ) cfg.users
+    );
+  # The configuration file as imperm reads it, checked by imperm itself when the system is
+  # built: whatever the assertions above let through, the host never gets a file that
+  # `baseline`, `gc` or `check` would refuse.
+  configText = imperm.hostToml (
+    cfg
+    // {
+      inherit storages earlyReads;
+      filesystem = cfg.filesystem // { inherit device; };
+    }
+  );
 in
 {
   options.services.imperm = {
@@ -133,7 +172,18 @@ in
     };
 
     users = mkOption {
-      type = types.attrsOf (types.attrsOf types.anything);
+      # Lists that merge across modules, as the system lists do.
+      type = types.attrsOf (types.submodule {
+        options = {
+          directories = mkOption { type = types.listOf entry; default = [ ]; description = "Directories, relative to the home."; };
+          files = mkOption { type = types.listOf entry; default = [ ]; description = "Files, relative to the home."; };
+          home = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            description = "Not used: the home is users.users.<name>.home; an assertion says so when this differs.";
+          };
+        };
+      });
       default = { };
       example = { josh.directories = [ ".ssh" ".gnupg" ]; };
       description = "Per-user directories and files, relative to the home directory.";
@@ -147,7 +197,7 @@ in
           keepWeekly = mkOption { type = keep; default = 4; description = "One a week for N ISO weeks."; };
           keepMonthly = mkOption { type = keep; default = "all"; description = "One a month for N months."; };
           keepYearly = mkOption { type = keep; default = 0; description = "One a year for N years."; };
-          timezone = mkOption { type = types.nullOr types.str; default = null; description = "Zone of the calendar; null is local time."; };
+          timezone = mkOption { type = types.nullOr types.nonEmptyStr; default = null; description = "Zone of the calendar; null is local time."; };
         };
       };
       default = { };
@@ -155,14 +205,15 @@ in
     };
 
     gc.dates = mkOption {
-      type = types.nullOr types.str;
+      # One line of a timer unit: an empty value would reset OnCalendar= to never.
+      type = types.nullOr (types.strMatching "[^[:cntrl:]]+");
       default = "daily";
       description = "When old roots are garbage-collected (systemd calendar), or null for never.";
     };
 
     check = {
       ignore = mkOption {
-        type = types.listOf types.str;
+        type = types.listOf (types.strMatching "(/|[*][*]).*");
         default = [ ];
         description = "Globs over absolute paths accepted as ephemeral by check, audit and diff.";
       };
@@ -171,7 +222,7 @@ in
         # error naming the option, not a bare "attribute missing" or a key dropped unseen.
         type = types.listOf (types.submodule {
           options = {
-            path = mkOption { type = types.str; description = "A path or glob (`*`, `**`; `~` for every home)."; };
+            path = mkOption { type = types.strMatching "[/~].*"; description = "A path or glob (`*`, `**`; `~` for every home)."; };
             verdict = mkOption { type = types.enum [ "persist" "review" "ephemeral" "generated" ]; description = "What to do with what matches."; };
             reason = mkOption { type = types.str; default = "set in the NixOS configuration"; description = "Why, as the output says it."; };
           };
@@ -195,7 +246,7 @@ in
       }
       {
         assertion = subvolumes && cfg.filesystem.device != null -> paths != null;
-        message = "services.imperm.filesystem.device = \"${toString cfg.filesystem.device}\": imperm waits for the device's unit, and knows it for /dev/… paths, UUID=, LABEL=, PARTUUID=, PARTLABEL= and (bcachefs) /dev/a:/dev/b lists; give one of those.";
+        message = "services.imperm.filesystem.device = ${builtins.toJSON (toString cfg.filesystem.device)}: imperm waits for the device's unit, and knows it for normal /dev/… paths, UUID=, LABEL=, PARTUUID=, PARTLABEL= and (bcachefs) /dev/a:/dev/b lists, made of letters, digits and #+-.:=@_ (udev writes other characters, such as a space in a label, as \\xNN in its link's name); give one of those, UUID= for such a label.";
       }
       {
         assertion = subvolumes -> config.boot.initrd.systemd.enable;
@@ -205,46 +256,51 @@ in
         assertion = imperm.retentionProblem cfg.retention == null;
         message = toString (imperm.retentionProblem cfg.retention);
       }
-      {
-        assertion =
-          (config.fileSystems ? ${cfg.persistentStoragePath})
-          -> config.fileSystems.${cfg.persistentStoragePath}.neededForBoot;
-        message = "fileSystems.\"${cfg.persistentStoragePath}\".neededForBoot must be true: bind mounts from it happen early.";
-      }
     ]
+    ++ map (message: { assertion = false; inherit message; }) problems
     # A persisted path on another filesystem fails impermanence's neededForBoot assertion
     # with no word of why; this one says what to do (the seed's router key on /boot).
     ++ map (o: { assertion = o.neededForBoot; inherit (o) message; }) offRoot;
 
     warnings = map (o: o.message) (builtins.filter (o: o.neededForBoot) offRoot)
-      ++ imperm.earlyBootProblems persistedPaths earlyReads;
+      ++ imperm.earlyBootProblems persistedPaths earlyReads
+      ++ lib.optional (homeManagerPersistence != [ ])
+        "home-manager's home.persistence is mounted by impermanence but cannot be written to imperm's config.toml, so check and audit will call that state unkept: declare it as environment.persistence.<storage>.users.<name> instead";
 
     environment.persistence.${cfg.persistentStoragePath} = {
       hideMounts = true;
       inherit (persisted) directories files;
-      users = imperm.impermanenceUsers persisted.users;
+      # A user without users.users.NAME is the assertion below, not impermanence's bare
+      # "attribute missing".
+      users = imperm.impermanenceUsers (lib.filterAttrs (name: _: config.users.users ? ${name}) persisted.users);
     };
 
     # Every storage: the file's [persistence] is what imperm believes is kept, and a path
     # missing from it would be reported as state a wipe loses. The early readers go with
     # it, so that `imperm lint` on the host says what the evaluation warned of.
-    environment.etc."imperm/config.toml".text = imperm.hostToml (
-      cfg
-      // {
-        inherit storages earlyReads;
-        filesystem = cfg.filesystem // { inherit device; };
-      }
-    );
+    environment.etc."imperm/config.toml".text = configText;
+    system.checks = [
+      (pkgs.runCommand "imperm-config-check" { } ''
+        mkdir root
+        status=0
+        ${cfg.package}/bin/imperm --root root --config ${pkgs.writeText "imperm-config.toml" configText} lint || status=$?
+        # 1 is findings (lint's own business); 2 is a file imperm refuses.
+        if [ "$status" -eq 2 ]; then exit 1; fi
+        touch $out
+      '')
+    ];
 
     environment.systemPackages = [ cfg.package ];
 
     # Only with a tmpfs root: on another type the assertion above says what is wrong,
     # where a definition would only clash with the host's own fileSystems."/".
-    fileSystems."/" = mkIf (cfg.tmpfsRoot.enable && cfg.filesystem.type == "tmpfs") {
+    # At default priority: a host's own fileSystems."/" (hardware-configuration.nix) wins
+    # over it without a merge conflict, and the assertion then says to take that out.
+    fileSystems."/" = mkIf (cfg.tmpfsRoot.enable && cfg.filesystem.type == "tmpfs") (lib.mapAttrs (_: lib.mkDefault) {
       device = "none";
       fsType = "tmpfs";
       options = [ "defaults" "size=${cfg.tmpfsRoot.size}" "mode=755" ];
-    };
+    });
 
     boot.initrd.systemd = mkIf subvolumes {
       # Not the bcachefs tool: nixpkgs' bcachefs module puts it there from

@@ -55,10 +55,14 @@ impl FromStr for Mode {
             return Err(bad());
         }
         if raw.bytes().all(|b| b.is_ascii_digit()) {
-            if raw.len() > 4 {
+            // chmod takes any number of leading zeros ("01777" is the sticky bit).
+            let digits = raw.trim_start_matches('0');
+            if digits.len() > 4 {
                 return Err(bad());
             }
-            return u32::from_str_radix(raw, 8).map(Mode).map_err(|_| bad());
+            return u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8)
+                .map(Mode)
+                .map_err(|_| bad());
         }
         let mut bits = 0u32;
         for clause in raw.split(',') {
@@ -139,7 +143,12 @@ mod tests {
             ("u=rwxs", Some(0o4700)),
             ("", None),
             ("0800", None),
-            ("07777", None),
+            ("07777", Some(0o7777)),
+            ("01777", Some(0o1777)),
+            ("000700", Some(0o700)),
+            ("0", Some(0)),
+            ("17777", None),
+            ("0800", None),
             ("rwx", None),
             ("u=rwq", None),
             ("u", None),

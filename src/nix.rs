@@ -68,17 +68,18 @@ pub fn left_out(snippet: &str) -> impl Iterator<Item = &str> {
         .filter(|l| l.starts_with("left out "))
 }
 
-/// One list element; `None` for a path a Nix string cannot name (one that is not UTF-8:
-/// Nix strings have no escape for such bytes, and a replacement character would name a
-/// different path).
-fn element(s: &Suggestion, path: &Path, style: Style) -> Option<String> {
-    Some(list_item(
-        path.to_str()?,
-        s.kind,
-        s.mode,
-        s.in_initrd,
-        style,
-    ))
+/// One list element, or why it cannot be written: a path that is not UTF-8 (Nix strings
+/// have no escape for such bytes, and a replacement character would name a different
+/// path), or one with a control character (a Nix string can hold it, but imperm's own
+/// configuration refuses it, so the host's config.toml would no longer load).
+fn element(s: &Suggestion, path: &Path, style: Style) -> Result<String, &'static str> {
+    let text = path
+        .to_str()
+        .ok_or("its name is not UTF-8, which no Nix string can hold")?;
+    if text.chars().any(char::is_control) {
+        return Err("its name holds a control character, which imperm's configuration refuses");
+    }
+    Ok(list_item(text, s.kind, s.mode, s.in_initrd, style))
 }
 
 /// One list element, as every Nix imperm writes spells it (`--format nix` and `persist
@@ -109,13 +110,13 @@ struct Lists {
 }
 
 impl Lists {
-    /// Adds the entry; false when it cannot be written in Nix.
-    fn push(&mut self, s: &Suggestion, path: &Path, style: Style) -> bool {
+    /// Adds the entry, or says why it cannot be written.
+    fn push(&mut self, s: &Suggestion, path: &Path, style: Style) -> Result<(), &'static str> {
         let list = match s.kind {
             Kind::Directory => &mut self.directories,
             Kind::File => &mut self.files,
         };
-        element(s, path, style).map(|e| list.push(e)).is_some()
+        element(s, path, style).map(|e| list.push(e))
     }
 
     fn write(&self, out: &mut String, indent: &str) {
@@ -149,8 +150,8 @@ pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> Strin
             (Some(user), Some(rel)) => users.entry(user).or_default().push(s, rel, style),
             _ => system.push(s, &s.path, style),
         };
-        if !written {
-            left_out.push(&s.path);
+        if let Err(why) = written {
+            left_out.push((&s.path, why));
         }
     }
     let head = match style {
@@ -164,10 +165,10 @@ pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> Strin
         "# imperm: {} to persist; paste into the host's configuration",
         crate::output::count(written, "path", "paths")
     );
-    for path in &left_out {
+    for (path, why) in &left_out {
         let _ = writeln!(
             out,
-            "{LEFT_OUT}{}: its name is not UTF-8, which no Nix string can hold (rename it to persist it)",
+            "{LEFT_OUT}{}: {why} (rename it to persist it)",
             crate::paths::escape(path)
         );
     }
@@ -278,6 +279,35 @@ environment.persistence."/persist" = {
             render(&all[4..], Path::new("/persist"), Style::Impermanence),
             "# imperm: nothing to persist\n"
         );
+    }
+
+    /// What a Nix string cannot hold, or imperm's configuration would refuse once pasted
+    /// in, is left out with a comment saying why; the rest is written.
+    #[test]
+    fn names_that_cannot_be_persisted_are_left_out_with_why() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut bad_bytes = suggestion("/x", Kind::Directory, Verdict::Persist, None);
+        bad_bytes.path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/var/lib/a\xff"));
+        let all = vec![
+            bad_bytes,
+            suggestion("/var/lib/tab\tin", Kind::Directory, Verdict::Persist, None),
+            suggestion(
+                "/home/j/new\nline",
+                Kind::File,
+                Verdict::Persist,
+                Some(("j", "new\nline")),
+            ),
+            suggestion("/var/lib/ok", Kind::Directory, Verdict::Persist, None),
+        ];
+        let text = render(&all, Path::new("/persist"), Style::Impermanence);
+        let notes: Vec<&str> = left_out(&text).collect();
+        assert_eq!(notes.len(), 3, "{text}");
+        assert!(notes[0].contains("not UTF-8"), "{text}");
+        assert!(notes[1].contains("control character"), "{text}");
+        assert!(notes[2].contains("control character"), "{text}");
+        assert!(text.contains("\"/var/lib/ok\""), "{text}");
+        assert!(!text.contains("tab\tin") && !text.contains("\\t"), "{text}");
+        assert!(text.starts_with("# imperm: 1 path to persist"), "{text}");
     }
 
     #[test]

@@ -287,7 +287,14 @@ fn odd_names_through_both_methods_and_every_format() {
         let out = imperm(&fs, &args);
         assert_eq!(out.status.code(), Some(0));
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(text.contains("    \"/var/lib/new\\nline\"\n"), "{text}");
+        // A control character is left out, as a name that is not UTF-8 is: imperm's own
+        // configuration refuses it, so the host's config.toml would stop loading.
+        assert!(
+            text.lines().any(|l| l.starts_with("# ")
+                && l.contains("/var/lib/new\\x0aline")
+                && l.contains("control character")),
+            "{text}"
+        );
         assert!(!text.contains('\u{fffd}'), "{text}");
         assert!(
             text.lines()

@@ -388,7 +388,8 @@ fn every_storage_of_the_final_persistence_is_written() {
                 "directories": [{"directory": "/var/lib/b", "group": "b", "mode": "0750", "user": "b"}],
                 "files": [],
                 "users": {}
-            }
+            },
+            "/off": {"enable": false, "directories": [], "files": [], "users": {}}
         })
     );
     let toml = eval(&format!(
@@ -411,7 +412,10 @@ fn every_storage_of_the_final_persistence_is_written() {
         .find(|e| e.path == Path::new("/etc/y"))
         .unwrap();
     assert_eq!(y.storage, Path::new("/state"), "{toml}");
-    assert!(!config.persisted.contains(Path::new("/var/lib/off")), "{toml}");
+    assert!(
+        !config.persisted.contains(Path::new("/var/lib/off")),
+        "{toml}"
+    );
 }
 
 /// The device spellings NixOS takes for `fileSystems.<n>.device`, as the paths udev makes
@@ -453,10 +457,31 @@ fn device_spellings_become_the_paths_udev_makes() {
             "/dev/disk/by-id/x",
             serde_json::json!(["/dev/disk/by-id/x"]),
         ),
+        // A member list is bcachefs's spelling only; a `:` inside one name is fine.
+        ("btrfs", "/dev/sda1:/dev/sdb1", serde_json::Value::Null),
         (
             "btrfs",
-            "/dev/sda1:/dev/sdb1",
-            serde_json::json!(["/dev/sda1:/dev/sdb1"]),
+            "/dev/disk/by-path/pci-0000:00:1f.2-ata-1",
+            serde_json::json!(["/dev/disk/by-path/pci-0000:00:1f.2-ata-1"]),
+        ),
+        (
+            "btrfs",
+            "LABEL=a:b",
+            serde_json::json!(["/dev/disk/by-label/a:b"]),
+        ),
+        // What udev writes as \xNN in the link's name, and paths that are not normal.
+        ("btrfs", "LABEL=a b", serde_json::Value::Null),
+        ("btrfs", "LABEL=my/disk", serde_json::Value::Null),
+        ("btrfs", "LABEL=café", serde_json::Value::Null),
+        ("btrfs", "PARTLABEL=EFI system", serde_json::Value::Null),
+        ("btrfs", "/dev/", serde_json::Value::Null),
+        ("btrfs", "/dev//sda", serde_json::Value::Null),
+        ("btrfs", "/dev/../dev/sda", serde_json::Value::Null),
+        ("btrfs", "/dev/disk/by-label/x y", serde_json::Value::Null),
+        (
+            "bcachefs",
+            "/dev/sda1:/dev/../sdb1",
+            serde_json::Value::Null,
         ),
         ("bcachefs", "sda1:sdb1", serde_json::Value::Null),
         ("btrfs", "nixos", serde_json::Value::Null),
@@ -572,4 +597,150 @@ fn reads_before_the_bind_mounts_are_warned_of_when_persisted() {
         };
         assert_eq!(got, want, "{read}");
     }
+}
+
+/// The reset's ExecStart as systemd.service(5) reads it (not a shell): every word
+/// JSON-quoted (systemd C-unescapes inside double quotes), `%` and `$` doubled, values
+/// after `=` so one starting with `-` is never an option.
+#[test]
+fn the_reset_command_is_quoted_for_systemd() {
+    if !common::nix_available("the_reset_command_is_quoted_for_systemd") {
+        return;
+    }
+    for (word, want) in [
+        ("@root", r#""@root""#),
+        ("@root%n", r#""@root%%n""#),
+        ("${HOME}", r#""$${HOME}""#),
+        ("it's \"x\"", r#""it's \"x\"""#),
+        ("a\\x20b", r#""a\\x20b""#),
+        ("new\nline", r#""new\nline""#),
+        ("ü", "\"ü\""),
+    ] {
+        let got = eval(&format!(
+            "(import ./nix/lib.nix).systemdArg {}",
+            serde_json::to_string(word).unwrap().replace("${", "\\${")
+        ));
+        assert_eq!(got, want, "{word:?}");
+    }
+    let got = eval(
+        r#"(import ./nix/lib.nix).resetCommand "/nix/store/x-imperm" { type = "btrfs"; device = "LABEL=nixos"; rootSubvolume = "-x"; snapshotDir = "@s"; blankSnapshot = null; }"#,
+    );
+    assert_eq!(
+        got,
+        r#""/nix/store/x-imperm/bin/imperm" "reset" "--fs=btrfs" "--device=/dev/disk/by-label/nixos" "--root-subvolume=-x" "--snapshot-dir=@s""#
+    );
+}
+
+/// fileSystems."/" must be what the reset resets, and the storage a filesystem of its own
+/// that the initrd mounts; the subvolume settings must fit together (issue 10's trial).
+#[test]
+fn the_root_and_the_storage_are_checked_against_file_systems() {
+    if !common::nix_available("the_root_and_the_storage_are_checked_against_file_systems") {
+        return;
+    }
+    let root = |fs: &str, root: &str| -> usize {
+        eval(&format!(
+            "builtins.length ((import ./nix/lib.nix).rootProblems {fs} {root})"
+        ))
+        .as_u64()
+        .unwrap() as usize
+    };
+    let btrfs = r#"{ type = "btrfs"; rootSubvolume = "@root"; }"#;
+    for (fs, declared, problems) in [
+        (
+            btrfs,
+            r#"{ fsType = "btrfs"; options = [ "subvol=@root" ]; }"#,
+            0,
+        ),
+        (
+            btrfs,
+            r#"{ fsType = "btrfs"; options = [ "compress=zstd" "subvol=/@root" ]; }"#,
+            0,
+        ),
+        (
+            btrfs,
+            r#"{ fsType = "btrfs"; options = [ "subvol=root" ]; }"#,
+            1,
+        ),
+        (
+            btrfs,
+            r#"{ fsType = "btrfs"; options = [ "defaults" ]; }"#,
+            1,
+        ),
+        (
+            btrfs,
+            r#"{ fsType = "ext4"; options = [ "subvol=@root" ]; }"#,
+            1,
+        ),
+        (btrfs, "null", 1),
+        (
+            r#"{ type = "bcachefs"; rootSubvolume = "@root"; }"#,
+            r#"{ fsType = "bcachefs"; options = [ "X-mount.subdir=@root" ]; }"#,
+            0,
+        ),
+        (r#"{ type = "tmpfs"; }"#, r#"{ fsType = "tmpfs"; }"#, 0),
+        (r#"{ type = "tmpfs"; }"#, r#"{ fsType = "btrfs"; }"#, 1),
+    ] {
+        assert_eq!(root(fs, declared), problems, "{fs} {declared}");
+    }
+    let layout = |fs: &str| eval(&format!("(import ./nix/lib.nix).layoutProblem {fs}"));
+    assert!(layout(r#"{ rootSubvolume = "/@root"; snapshotDir = "@snapshots"; }"#).is_null());
+    for bad in [
+        r#"{ rootSubvolume = "@root"; snapshotDir = "@root"; }"#,
+        r#"{ rootSubvolume = "@root"; snapshotDir = "@root/s"; }"#,
+        r#"{ rootSubvolume = "@s/r"; snapshotDir = "@s"; }"#,
+        r#"{ rootSubvolume = ".."; snapshotDir = "@s"; }"#,
+        r#"{ rootSubvolume = "a//b"; snapshotDir = "@s"; }"#,
+        r#"{ rootSubvolume = "@root"; snapshotDir = "@s"; blankSnapshot = "@root/b"; }"#,
+    ] {
+        assert!(layout(bad).is_string(), "{bad}");
+    }
+    let storage = |st: &str| -> Vec<String> {
+        serde_json::from_value(eval(&format!(
+            r#"(import ./nix/lib.nix).storageProblems [ "{st}" ] [
+              {{ mountPoint = "/"; }}
+              {{ mountPoint = "/persist"; neededForBoot = true; }}
+              {{ mountPoint = "/data"; }}
+              {{ mountPoint = "/nix"; }}
+            ]"#
+        )))
+        .unwrap()
+    };
+    assert!(storage("/persist").is_empty());
+    assert!(storage("/persist/").is_empty());
+    assert!(storage("/persist/sub").is_empty());
+    assert!(
+        storage("/nix/persist").is_empty(),
+        "/nix is mounted in the initrd"
+    );
+    assert!(storage("/state")[0].contains("lies on the root filesystem"));
+    assert!(storage("/data/p")[0].contains("fileSystems.\"/data\".neededForBoot"));
+    assert!(storage("persist")[0].contains("not an absolute path"));
+}
+
+/// preservation's preserveAt, after its own processing, as config.toml's storages.
+#[test]
+fn preservation_storages_become_system_entries() {
+    if !common::nix_available("preservation_storages_become_system_entries") {
+        return;
+    }
+    let got = eval(
+        r#"(import ./nix/lib.nix).fromPreservation {
+          "/persist" = {
+            persistentStoragePath = "/persist";
+            directories = [ { directory = "/var/lib/a"; user = "root"; group = "root"; mode = "0755"; how = "bindmount"; } { directory = "/var/lib/b"; user = "b"; group = "root"; mode = "0750"; } ];
+            files = [ { file = "/etc/machine-id"; inInitrd = true; } ];
+            users.josh = { directories = [ { directory = "/home/josh/.ssh"; user = "josh"; group = "users"; mode = "0700"; } ]; files = [ { file = "/home/josh/.x"; } ]; };
+          };
+        }"#,
+    );
+    assert_eq!(
+        got,
+        serde_json::json!({ "/persist": {
+            "directories": ["/var/lib/a", {"directory": "/var/lib/b", "mode": "0750", "user": "b"},
+                            {"directory": "/home/josh/.ssh", "group": "users", "mode": "0700", "user": "josh"}],
+            "files": ["/etc/machine-id", "/home/josh/.x"],
+            "users": {}
+        }})
+    );
 }

@@ -14,8 +14,6 @@
   # A function of environment.persistence, as `nix eval --apply` would run it (the
   # README's recipe), whose result is returned as `applied`.
   apply ? null,
-  # Words to quote with nix/lib.nix's shellArg and nixpkgs' escapeShellArg, to compare.
-  shellWords ? [ ],
 }:
 let
   lib = import (nixpkgsLib + "/lib");
@@ -60,10 +58,7 @@ in
   applied = if apply == null then null else apply config.environment.persistence;
   # The reset's command line as nix/lib.nix writes it for this host (what tests/vm boots).
   resetCommand = (import ../../nix/lib.nix).resetCommand "${config.services.imperm.package}" config.services.imperm.filesystem;
-  quoted = map (w: {
-    lib = (import ../../nix/lib.nix).shellArg w;
-    nixpkgs = lib.escapeShellArg w;
-  }) shellWords;
+  resetArgv = (import ../../nix/lib.nix).resetArgv config.services.imperm.filesystem;
   # The package's source, as nix/package.nix filters it: which of these paths it keeps.
   sourceKeeps =
     let
@@ -94,6 +89,19 @@ in
     inherit (f) device fsType options neededForBoot;
   }) config.fileSystems;
   # What imperm reads of environment.persistence: per storage, the paths.
+  # What impermanence really mounts: its directory mount units (stage 2 and initrd) and
+  # its files, each with the storage it comes from.
+  mounted =
+    map (m: { path = m.where; what = m.what; }) config.systemd.mounts
+    ++ map (m: { path = lib.removePrefix "/sysroot" m.where; what = lib.removePrefix "/sysroot" m.what; }) config.boot.initrd.systemd.mounts
+    ++ lib.concatMap (
+      p:
+      lib.optionals p.enable (
+        map (f: { path = f.filePath; what = f.persistentStoragePath + f.filePath; }) (
+          p.files ++ lib.concatMap (u: u.files) (builtins.attrValues p.users)
+        )
+      )
+    ) (builtins.attrValues config.environment.persistence);
   persistence = builtins.mapAttrs (_: p: {
     directories = map (d: d.dirPath) (p.directories ++ lib.concatMap (u: u.directories) (builtins.attrValues p.users));
     files = map (f: f.filePath) (p.files ++ lib.concatMap (u: u.files) (builtins.attrValues p.users));

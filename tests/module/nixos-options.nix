@@ -300,6 +300,10 @@ in
       );
       default = { };
     };
+    system.checks = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+    };
     environment.systemPackages = mkOption {
       type = types.listOf types.package;
       default = [ ];

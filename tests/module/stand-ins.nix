@@ -1,6 +1,6 @@
 # What a NixOS evaluation passes to modules besides the options, as stand-ins: packages
 # are a name and a store path, nothing built (a module evaluation only interpolates their
-# paths), and `utils` has the one function the modules use.
+# paths), and `utils` has what the modules use of NixOS's.
 lib:
 let
   package =
@@ -41,5 +41,9 @@ let
 in
 {
   inherit package pkgs;
-  utils = { inherit escapeSystemdPath; };
+  utils = {
+    inherit escapeSystemdPath;
+    # NixOS's list (nixos/lib/utils.nix): mounted in the initrd whatever they say.
+    pathsNeededForBoot = [ "/" "/nix" "/nix/store" "/var" "/var/log" "/var/lib" "/var/lib/nixos" "/etc" "/usr" ];
+  };
 }
