@@ -7,7 +7,6 @@
 {
   config,
   lib,
-  pkgs,
   utils,
   ...
 }:
@@ -20,7 +19,6 @@ let
   # imperm reads counts as 32-bit.
   keep = types.either types.ints.u32 (types.enum [ "all" ]);
   subvolumes = cfg.filesystem.type != "tmpfs";
-  bcachefsTool = lib.optional (cfg.filesystem.type == "bcachefs") (config.boot.bcachefs.package or pkgs.bcachefs-tools);
   persisted = imperm.hostPersistence cfg;
   paths = if cfg.filesystem.device == null then null else imperm.devicePaths cfg.filesystem.type cfg.filesystem.device;
   # What imperm mounts: a path the kernel takes (a `UUID=` spelling is not one).
@@ -303,8 +301,8 @@ in
     });
 
     boot.initrd.systemd = mkIf subvolumes {
-      # Not the bcachefs tool: nixpkgs' bcachefs module puts it there from
-      # boot.bcachefs.package (for a bcachefs root), and a second definition conflicts.
+      # imperm alone: it issues the subvolume ioctls itself, on bcachefs too (nixpkgs'
+      # bcachefs module puts its own tool there for the unlock; a second one would conflict).
       extraBin.imperm = "${cfg.package}/bin/imperm";
       services.imperm-reset = {
         description = "Keep the old root as a snapshot and start from a blank one";
@@ -338,8 +336,6 @@ in
       before = [ "sysinit.target" "shutdown.target" ];
       conflicts = [ "shutdown.target" ];
       unitConfig.DefaultDependencies = false;
-      # imperm runs the bcachefs tool for subvolumes (until it uses the ioctls itself).
-      path = bcachefsTool;
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${cfg.package}/bin/imperm baseline";
@@ -348,7 +344,6 @@ in
 
     systemd.services.imperm-gc = mkIf (subvolumes && cfg.gc.dates != null) {
       description = "Delete old roots the retention policy does not keep";
-      path = bcachefsTool;
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${cfg.package}/bin/imperm snapshots gc";

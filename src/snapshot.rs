@@ -582,7 +582,12 @@ pub fn verify(
     let fail = |what: String| format!("snapshot {} of {} {what}", escape(snap), escape(src));
     match backend.kind(top, snap) {
         Ok(Kind::Subvolume) => {}
-        Ok(other) => return Err(fail(format!("is not a subvolume ({other:?})"))),
+        Ok(other) => {
+            return Err(fail(format!(
+                "is not a subvolume ({})",
+                crate::reset::describe(other)
+            )));
+        }
         Err(e) => return Err(fail(e.to_string())),
     }
     if !backend
@@ -851,15 +856,15 @@ pub enum NotDeleted {
     Stopped(Error),
 }
 
-/// Whether a failed deletion concerns only the snapshot it was about: the kernel (or the
-/// `bcachefs` program, which reports no errno) refused that operation. Anything else (an
-/// I/O error, a read-only or full filesystem, an entry that vanished) is a surprise.
+/// Whether a failed deletion concerns only the snapshot it was about: the kernel refused
+/// that operation. Anything else (an I/O error, a read-only or full filesystem, an entry
+/// that vanished, an error with no errno) is a surprise.
 fn only_this_one(e: &Error) -> bool {
     let Error::Fs(f) = e else {
         return false;
     };
-    match f.source.raw_os_error() {
-        Some(errno) => [
+    crate::backend::errno(&f.source).is_some_and(|errno| {
+        [
             libc::EPERM,
             libc::EACCES,
             libc::EBUSY,
@@ -867,9 +872,8 @@ fn only_this_one(e: &Error) -> bool {
             libc::EAGAIN,
             libc::ETXTBSY,
         ]
-        .contains(&errno),
-        None => f.source.kind() == std::io::ErrorKind::Other,
-    }
+        .contains(&errno)
+    })
 }
 
 /// Deletes old-root snapshot `found` (with every subvolume nested in it), for gc. What the

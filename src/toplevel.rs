@@ -103,8 +103,9 @@ impl TopLevel {
         Ok(top)
     }
 
-    /// Where the top level is mounted, for programs that take paths. Messages use
-    /// [`TopLevel::name`] instead: a mount point imperm made is gone when they are read.
+    /// Where the top level is mounted, for the few callers that need a path rather than a
+    /// descriptor. Messages use [`TopLevel::name`] instead: a mount point imperm made is gone
+    /// when they are read.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -536,8 +537,8 @@ fn rename_mount_point(text: &str, dir: &Path, device: &str) -> String {
 /// with the namespace.
 ///
 /// The directory is named `imperm-top-PID-XXXXXX` and is held with `flock` for the life
-/// of the mount, through a descriptor that child processes (the `bcachefs` program)
-/// inherit. A kill -9 leaves the empty directory behind; the next run removes such
+/// of the mount, through a descriptor that child processes (`journalctl`, which `journal`
+/// runs while it has a snapshot open) inherit. A kill -9 leaves the empty directory behind; the next run removes such
 /// leftovers, but only when their process is gone and nobody holds the lock: in a live
 /// namespace the directory is a mount point, and removing it from here would detach that
 /// mount.

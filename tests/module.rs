@@ -356,26 +356,29 @@ fn an_option_nixos_does_not_have_is_an_error() {
     );
 }
 
-/// Issue 10, items 2 and 3: on bcachefs the stage-2 units that run the bcachefs tool
-/// (baseline takes a snapshot, gc deletes them) have it in their PATH, and the initrd gets
-/// it from nixpkgs' bcachefs module alone (a second definition conflicted with any
-/// boot.bcachefs.package of the host's).
+/// Issue 11, item 1: imperm issues bcachefs's subvolume ioctls itself, so no unit of its
+/// has the bcachefs tool in its PATH, and the initrd gets the tool from nixpkgs' bcachefs
+/// module alone (for its own unlock), never a second definition from imperm's (issue 10,
+/// item 3: that conflicted with a host's boot.bcachefs.package).
 #[test]
 #[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
-fn the_bcachefs_tool_is_where_it_is_run_and_nixpkgs_puts_it_in_the_initrd() {
+fn on_bcachefs_imperm_puts_no_tool_in_its_units_or_the_initrd() {
     let custom = r#"{ boot.bcachefs.package = { type = "derivation"; name = "bcachefs-custom"; outPath = "/nix/store/00000000000000000000000000000000-bcachefs-custom"; }; }"#;
     let v = evaluate(&example("juni"), custom).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         v["initrdExtraBin"]["bcachefs"],
         "/nix/store/00000000000000000000000000000000-bcachefs-custom/bin/bcachefs"
     );
+    assert!(v["initrdExtraBin"]["imperm"].is_string(), "{v}");
     for unit in ["baseline", "gc"] {
-        assert_eq!(
-            v[unit]["path"],
-            serde_json::json!(["/nix/store/00000000000000000000000000000000-bcachefs-custom"]),
-            "{unit}"
-        );
+        assert_eq!(v[unit]["path"], serde_json::json!([]), "{unit}");
     }
+    assert!(
+        v["reset"]["serviceConfig"]["ExecStart"]
+            .as_str()
+            .is_some_and(|s| s.contains(" reset --fs bcachefs ")),
+        "{v}"
+    );
     let v = evaluate(&example("h001"), "{ }").unwrap();
     assert_eq!(v["gc"]["path"], serde_json::json!([]));
     assert!(v["initrdExtraBin"].get("bcachefs").is_none(), "{v}");

@@ -1,5 +1,5 @@
 //! Filesystem backends behind one small trait: the subvolume operations a reset and the
-//! snapshot commands need. btrfs speaks ioctls, bcachefs runs the `bcachefs` program, and
+//! snapshot commands need. btrfs and bcachefs speak their ioctls (no program is run), and
 //! tmpfs has nothing to reset.
 //!
 //! All paths are relative to the filesystem's top level ([`TopLevel`]), which resolves them
@@ -95,7 +95,7 @@ pub trait Backend {
 pub fn for_type(fs_type: FsType) -> Box<dyn Backend> {
     match fs_type {
         FsType::Btrfs => Box::new(Btrfs),
-        FsType::Bcachefs => Box::new(Bcachefs::default()),
+        FsType::Bcachefs => Box::new(Bcachefs),
         FsType::Tmpfs => Box::new(Tmpfs),
     }
 }
@@ -107,7 +107,7 @@ fn not_a_subvolume(op: &str, rel: &Path, kind: Kind) -> FsError {
         rel,
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("not a subvolume ({kind:?})"),
+            format!("not a subvolume ({})", crate::reset::describe(kind)),
         ),
     )
 }
@@ -122,5 +122,49 @@ fn node_kind(top: &TopLevel, rel: &Path) -> Result<Option<Kind>> {
         Node::Symlink => Some(Kind::Symlink),
         Node::Other => Some(Kind::Other),
         Node::Directory => None,
+    })
+}
+
+/// An errno refused by the kernel, with what it means for the operation that got it: the
+/// message says that, and the errno stays for callers that judge it ([`errno`]).
+#[derive(Debug)]
+pub struct Refusal {
+    pub errno: i32,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match errno_name(self.errno) {
+            Some(name) => write!(f, "{} ({name})", self.why),
+            None => write!(f, "{} (errno {})", self.why, self.errno),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The errno behind `e`: the system call's own, or the one a [`Refusal`] explains.
+pub fn errno(e: &std::io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Refusal>())
+            .map(|r| r.errno)
+    })
+}
+
+/// The symbolic name of the errnos a [`Refusal`] explains, as the kernel's headers spell
+/// it (what one searches for).
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EEXIST => "EEXIST",
+        libc::ENOENT => "ENOENT",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::EINVAL => "EINVAL",
+        libc::EROFS => "EROFS",
+        libc::ENOTTY => "ENOTTY",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EXDEV => "EXDEV",
+        _ => return None,
     })
 }
