@@ -376,7 +376,7 @@ fn on_bcachefs_imperm_puts_no_tool_in_its_units_or_the_initrd() {
     assert!(
         v["reset"]["serviceConfig"]["ExecStart"]
             .as_str()
-            .is_some_and(|s| s.contains(" reset --fs bcachefs ")),
+            .is_some_and(|s| s.contains("\" \"reset\" \"--fs=bcachefs\" ")),
         "{v}"
     );
     let v = evaluate(&example("h001"), "{ }").unwrap();
