@@ -30,3 +30,4 @@ pub mod scan;
 pub mod snapshot;
 pub mod suggest;
 pub mod toplevel;
+pub mod units;
