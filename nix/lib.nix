@@ -540,7 +540,7 @@ rec {
 
   # Persisted paths that something reads before stage 2's bind mounts exist (`reads`:
   # [ { path; reader; fix ? null; } ]), each as the warning to give. imperm's `lint` says
-  # the same from config.toml's [[early_read]] (src/lint.rs, early_boot_message).
+  # the same from config.toml's [[early_read]] (src/discover/lint.rs, early_boot_message).
   earlyBootProblems =
     persisted: reads:
     builtins.concatMap (

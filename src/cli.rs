@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::FsType;
-use crate::nix::Style;
+use crate::nixos::nix::Style;
 use crate::output::{ColorChoice, Format};
 
 /// Make NixOS impermanence safe to roll out and easy to live with.

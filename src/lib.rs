@@ -4,30 +4,26 @@
 //! retention, knowledge) never touches the filesystem; configuration loading, the mount
 //! table and the commands are the edges where I/O happens.
 
-pub mod backend;
 pub mod baseline;
 pub mod beneath;
 pub mod classify;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod discover;
 pub mod error;
 pub mod exit;
-pub mod journal;
+pub mod filesystem;
 pub mod knowledge;
-pub mod lint;
 pub mod mode;
 pub mod mountinfo;
-pub mod nix;
-pub mod nixedit;
+#[cfg(test)]
+pub(crate) mod mutate;
+pub mod nixos;
 pub mod output;
 pub mod paths;
 pub mod persisted;
-pub mod reset;
-pub mod restore;
+pub mod recover;
 pub mod retention;
-pub mod scan;
-pub mod snapshot;
-pub mod suggest;
-pub mod toplevel;
-pub mod units;
+pub mod snapshots;
+pub mod words;

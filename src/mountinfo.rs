@@ -1064,8 +1064,8 @@ mod tests {
         }
 
         #[test]
-        fn mutations_of_a_real_table_never_panic(edits in crate::config::mutate::edits()) {
-            let text = crate::config::mutate::apply(BTRFS_HOST.as_bytes(), &edits);
+        fn mutations_of_a_real_table_never_panic(edits in crate::mutate::edits()) {
+            let text = crate::mutate::apply(BTRFS_HOST.as_bytes(), &edits);
             match parse(&text) {
                 Ok(mounts) => {
                     let table = MountTable { file: PathBuf::new(), mounts };

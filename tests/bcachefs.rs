@@ -11,8 +11,8 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use imperm::backend::{Backend, Bcachefs, Kind};
-use imperm::toplevel::TopLevel;
+use imperm::filesystem::backend::{Backend, Bcachefs, Kind};
+use imperm::filesystem::toplevel::TopLevel;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -92,7 +92,10 @@ fn the_subvolume_ioctls_on_another_filesystem_say_enotty_with_the_path() {
     let top = TopLevel::existing(dir.path()).unwrap();
     let bcachefs = Bcachefs;
     let e = bcachefs.create(&top, Path::new("new")).unwrap_err();
-    assert_eq!(imperm::backend::errno(&e.source), Some(libc::ENOTTY));
+    assert_eq!(
+        imperm::filesystem::backend::errno(&e.source),
+        Some(libc::ENOTTY)
+    );
     assert_eq!(
         e.to_string(),
         "create subvolume new: not a bcachefs filesystem, or a kernel without bcachefs's subvolume ioctls (ENOTTY)"
@@ -119,13 +122,19 @@ fn the_subvolume_ioctls_on_another_filesystem_say_enotty_with_the_path() {
             true,
         )
         .unwrap_err();
-    assert_eq!(imperm::backend::errno(&e.source), Some(libc::ENOTTY));
+    assert_eq!(
+        imperm::filesystem::backend::errno(&e.source),
+        Some(libc::ENOTTY)
+    );
     assert_eq!(
         e.to_string(),
         "snapshot @root to @snapshots/20260115T063000Z: not a bcachefs filesystem, or a kernel without bcachefs's subvolume ioctls (ENOTTY)"
     );
     let e = bcachefs.delete(&top, Path::new("@root")).unwrap_err();
-    assert_eq!(imperm::backend::errno(&e.source), Some(libc::ENOTTY));
+    assert_eq!(
+        imperm::filesystem::backend::errno(&e.source),
+        Some(libc::ENOTTY)
+    );
     assert!(e.to_string().starts_with("delete subvolume @root: "), "{e}");
     assert_eq!(fs.subvolumes(), before);
 }
@@ -166,7 +175,7 @@ fn symlinks_at_every_name_the_backend_touches_are_refused_before_any_ioctl() {
     ] {
         let text = e.to_string();
         assert_ne!(
-            imperm::backend::errno(&e.source),
+            imperm::filesystem::backend::errno(&e.source),
             Some(libc::ENOTTY),
             "{what}: reached the ioctl: {text}"
         );

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use imperm::nixedit::{self, List, Outcome, Request};
+use imperm::nixos::nixedit::{self, List, Outcome, Request};
 use proptest::prelude::*;
 use tempfile::TempDir;
 

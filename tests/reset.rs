@@ -17,7 +17,7 @@ fn imperm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imperm"));
     // No host configuration may leak in: an empty root, and a fixed clock.
     cmd.env(imperm::commands::NOW_ENV, NOW)
-        .env_remove(imperm::reset::FAILPOINT_ENV);
+        .env_remove(imperm::snapshots::reset::FAILPOINT_ENV);
     cmd
 }
 
@@ -206,7 +206,7 @@ fn a_reset_killed_after_any_step_is_completed_by_the_next_run() {
         let before = populate(&fs);
         let killed = common::run(
             imperm()
-                .env(imperm::reset::FAILPOINT_ENV, failpoint)
+                .env(imperm::snapshots::reset::FAILPOINT_ENV, failpoint)
                 .arg("--root")
                 .arg(fs.scratch())
                 .args(["reset", "--fs", "btrfs", "--mounted"])
@@ -576,10 +576,10 @@ fn overlapping_layouts_are_refused_before_any_change() {
     assert_eq!((fs.subvolumes(), fs.tree("")), before);
 
     // The library checks it too, for callers that skip the configuration.
-    use imperm::backend::for_type;
     use imperm::config::FsType;
-    use imperm::reset::Layout;
-    use imperm::toplevel::TopLevel;
+    use imperm::filesystem::backend::for_type;
+    use imperm::filesystem::toplevel::TopLevel;
+    use imperm::snapshots::reset::Layout;
     let top = TopLevel::existing(fs.top()).unwrap();
     let backend = for_type(FsType::Btrfs);
     let layouts = [
@@ -596,7 +596,7 @@ fn overlapping_layouts_are_refused_before_any_change() {
             blank: blank.map(Into::into),
         };
         let mut log = |_: String| {};
-        let got = imperm::reset::reset(
+        let got = imperm::snapshots::reset::reset(
             backend.as_ref(),
             &top,
             &layout,
@@ -744,7 +744,7 @@ fn an_interrupted_reset_whose_name_was_taken_meanwhile_takes_another() {
     let before = populate(&fs);
     fs::create_dir(fs.path("@snapshots")).unwrap();
     fs.write(
-        &format!("@snapshots/{}", imperm::reset::STATE_FILE),
+        &format!("@snapshots/{}", imperm::snapshots::reset::STATE_FILE),
         r#"{"phase": "snapshot", "snapshot": "20250101T000000Z"}"#,
     );
     fs.write("@snapshots/20250101T000000Z", "not ours\n");
@@ -763,7 +763,7 @@ fn a_corrupt_state_file_is_a_refusal() {
     populate(&fs);
     fs::create_dir(fs.path("@snapshots")).unwrap();
     fs.write(
-        &format!("@snapshots/{}", imperm::reset::STATE_FILE),
+        &format!("@snapshots/{}", imperm::snapshots::reset::STATE_FILE),
         "{\"phase\": \"snap",
     );
     let before = (fs.subvolumes(), fs.tree(""));
@@ -952,7 +952,10 @@ fn a_state_naming_anything_but_a_snapshot_is_refused() {
         r#"{"phase": "snapshot", "snapshot": "."}"#,
         r#"{"phase": "replace", "snapshot": "../@persist", "old_root": 1}"#,
     ] {
-        fs.write(&format!("@snapshots/{}", imperm::reset::STATE_FILE), state);
+        fs.write(
+            &format!("@snapshots/{}", imperm::snapshots::reset::STATE_FILE),
+            state,
+        );
         let before = (fs.subvolumes(), fs.tree(""));
         let out = reset(&fs, &[]);
         assert_eq!(out.status.code(), Some(2), "{state}: {}", stderr(&out));
@@ -991,7 +994,7 @@ fn a_crashed_runs_mount_point_is_removed_by_the_next_run() {
         cmd
     };
     let child = device_reset()
-        .env(imperm::reset::FAILPOINT_ENV, "snapshot-taken")
+        .env(imperm::snapshots::reset::FAILPOINT_ENV, "snapshot-taken")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -1026,7 +1029,7 @@ fn a_reset_killed_after_any_step_with_a_frozen_clock_is_completed() {
         fs.write("@root/etc/second", "boot 2\n");
         let killed = common::run(
             imperm()
-                .env(imperm::reset::FAILPOINT_ENV, failpoint)
+                .env(imperm::snapshots::reset::FAILPOINT_ENV, failpoint)
                 .arg("--root")
                 .arg(fs.scratch())
                 .args(["reset", "--fs", "btrfs", "--mounted"])
@@ -1100,7 +1103,10 @@ fn identity(fs: &LoopBtrfs, rel: &str) -> String {
 }
 
 fn write_state(fs: &LoopBtrfs, json: &str) {
-    fs.write(&format!("@snapshots/{}", imperm::reset::STATE_FILE), json);
+    fs.write(
+        &format!("@snapshots/{}", imperm::snapshots::reset::STATE_FILE),
+        json,
+    );
 }
 
 /// A resumed `snapshot` phase deletes the subvolume of the recorded name only when it is
@@ -1349,7 +1355,10 @@ fn a_state_file_that_is_a_fifo_a_device_or_huge_is_refused_at_once() {
     };
     populate(&fs);
     fs.subvolume("@snapshots");
-    let state = fs.path(&format!("@snapshots/{}", imperm::reset::STATE_FILE));
+    let state = fs.path(&format!(
+        "@snapshots/{}",
+        imperm::snapshots::reset::STATE_FILE
+    ));
     let fifo = |p: &std::path::Path| {
         common::check(Command::new("mkfifo").arg(p));
     };
@@ -1393,7 +1402,10 @@ fn a_state_file_that_is_a_fifo_a_device_or_huge_is_refused_at_once() {
     }
     // gc's own record is read the same way (reset does not read it).
     let _ = fs::remove_file(&state);
-    let gc_state = fs.path(&format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE));
+    let gc_state = fs.path(&format!(
+        "@snapshots/{}",
+        imperm::snapshots::snapshot::GC_STATE_FILE
+    ));
     fifo(&gc_state);
     for args in [&["gc"][..], &["gc", "--dry-run"], &["ls"]] {
         let out = run_bounded(
@@ -1454,7 +1466,10 @@ fn the_state_files_temporary_name_is_never_a_fifo_opened_for_writing() {
     };
     let before = populate(&fs);
     fs.subvolume("@snapshots");
-    let tmp = fs.path(&format!("@snapshots/{}.tmp", imperm::reset::STATE_FILE));
+    let tmp = fs.path(&format!(
+        "@snapshots/{}.tmp",
+        imperm::snapshots::reset::STATE_FILE
+    ));
     common::check(Command::new("mkfifo").arg(&tmp));
     let subvolumes = fs.subvolumes();
     let out = run_bounded(
@@ -1522,8 +1537,8 @@ fn state_files_planted_as_symlinks_are_never_followed() {
                 .arg(fs.top()),
         )
     };
-    let state = imperm::reset::STATE_FILE;
-    let gc_state = imperm::snapshot::GC_STATE_FILE;
+    let state = imperm::snapshots::reset::STATE_FILE;
+    let gc_state = imperm::snapshots::snapshot::GC_STATE_FILE;
     let cases: [(String, &[&str], &str); 6] = [
         (state.into(), &["reset"], "is a symlink"),
         (state.into(), &["gc"], "is a symlink"),

@@ -330,7 +330,7 @@ fn a_restore_killed_after_any_step_loses_nothing() {
             }
             let killed = common::run(
                 host.command()
-                    .env(imperm::reset::FAILPOINT_ENV, failpoint)
+                    .env(imperm::snapshots::reset::FAILPOINT_ENV, failpoint)
                     .args(["restore", path, "--force", "--fs", "btrfs", "--mounted"])
                     .arg(host.fs.top()),
             );
@@ -1017,7 +1017,7 @@ fn what_a_killed_swap_left_in_the_temporary_directory_is_kept() {
     write(&host.live("/"), "var/lib/app/data", "live");
     let killed = common::run(
         host.command()
-            .env(imperm::reset::FAILPOINT_ENV, "restore-placed")
+            .env(imperm::snapshots::reset::FAILPOINT_ENV, "restore-placed")
             .args([
                 "restore",
                 "/var/lib/app",
@@ -1205,7 +1205,7 @@ fn long_sibling_names_never_share_a_temporary_directory() {
     let (pa, pb) = (format!("/{ra}"), format!("/{rb}"));
     let killed = common::run(
         host.command()
-            .env(imperm::reset::FAILPOINT_ENV, "restore-placed")
+            .env(imperm::snapshots::reset::FAILPOINT_ENV, "restore-placed")
             .args(["restore", &pa, "--force", "--fs", "btrfs", "--mounted"])
             .arg(host.fs.top()),
     );

@@ -360,7 +360,7 @@ fn gc_leaves_the_snapshot_of_an_interrupted_reset_alone() {
     };
     example(&fs);
     fs.write(
-        &format!("@snapshots/{}", imperm::reset::STATE_FILE),
+        &format!("@snapshots/{}", imperm::snapshots::reset::STATE_FILE),
         r#"{"phase": "snapshot", "snapshot": "20250120T090000Z"}"#,
     );
     let v = json(&imperm(&fs, &["gc", "--format", "json"]));
@@ -715,11 +715,15 @@ fn every_command_agrees_on_the_last_resets_snapshot() {
     };
     agree("20260115T063000Z", "A");
     // Without the reset's record, the newest snapshot that is not in the future.
-    fs::remove_file(fs.path(&format!("@snapshots/{}", imperm::reset::STATE_FILE))).unwrap();
+    fs::remove_file(fs.path(&format!(
+        "@snapshots/{}",
+        imperm::snapshots::reset::STATE_FILE
+    )))
+    .unwrap();
     agree("20260115T070000Z", "B");
     // A record that names a snapshot that is gone counts as none.
     fs.write(
-        &format!("@snapshots/{}", imperm::reset::STATE_FILE),
+        &format!("@snapshots/{}", imperm::snapshots::reset::STATE_FILE),
         r#"{"phase": "done", "snapshot": "20250101T000000Z"}"#,
     );
     agree("20260115T070000Z", "B");
@@ -780,7 +784,7 @@ fn a_gc_killed_after_making_a_snapshot_writable_is_finished_by_the_next() {
     let out = common::run(
         Command::new(env!("CARGO_BIN_EXE_imperm"))
             .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
-            .env(imperm::reset::FAILPOINT_ENV, "gc-flag-cleared")
+            .env(imperm::snapshots::reset::FAILPOINT_ENV, "gc-flag-cleared")
             .arg("--root")
             .arg(fs.scratch())
             .arg("--config")
@@ -812,8 +816,11 @@ fn a_gc_killed_after_making_a_snapshot_writable_is_finished_by_the_next() {
         .collect();
     assert_eq!(snapshots_on_disk(&fs), kept);
     assert!(
-        !fs.path(&format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE))
-            .exists(),
+        !fs.path(&format!(
+            "@snapshots/{}",
+            imperm::snapshots::snapshot::GC_STATE_FILE
+        ))
+        .exists(),
         "the record is gone with the deletion"
     );
 }
@@ -846,7 +853,10 @@ fn a_gc_killed_after_making_a_nested_snapshot_writable_is_finished_by_the_next()
     let out = common::run(
         Command::new(env!("CARGO_BIN_EXE_imperm"))
             .env(imperm::commands::NOW_ENV, "2025-03-08T00:00:00Z")
-            .env(imperm::reset::FAILPOINT_ENV, "nested-flag-cleared")
+            .env(
+                imperm::snapshots::reset::FAILPOINT_ENV,
+                "nested-flag-cleared",
+            )
             .arg("--root")
             .arg(fs.scratch())
             .arg("--config")
@@ -881,8 +891,11 @@ fn a_gc_killed_after_making_a_nested_snapshot_writable_is_finished_by_the_next()
         ]
     );
     assert!(
-        !fs.path(&format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE))
-            .exists()
+        !fs.path(&format!(
+            "@snapshots/{}",
+            imperm::snapshots::snapshot::GC_STATE_FILE
+        ))
+        .exists()
     );
 }
 
@@ -944,7 +957,7 @@ fn gc_killed_at_arbitrary_moments_leaks_no_writable_snapshot() {
         .filter(|n| !n.contains('/'))
         .collect();
     let newest = names.iter().max_by_key(|n| {
-        imperm::snapshot::parse_name(n, &jiff::tz::TimeZone::UTC)
+        imperm::snapshots::snapshot::parse_name(n, &jiff::tz::TimeZone::UTC)
             .unwrap()
             .0
     });
@@ -1058,7 +1071,7 @@ fn gc_stops_before_touching_a_snapshot_when_its_record_cannot_be_written() {
     example(&fs);
     fs::create_dir(fs.path(&format!(
         "@snapshots/{}.tmp",
-        imperm::snapshot::GC_STATE_FILE
+        imperm::snapshots::snapshot::GC_STATE_FILE
     )))
     .unwrap();
     let out = imperm(&fs, &["gc", "--format", "json"]);
@@ -1253,7 +1266,7 @@ fn a_stale_or_foreign_gc_record_deletes_nothing() {
         uuid_hex(&fs, "@snapshots/20200101T000000Z"),
         subvolume_id(&fs, "@snapshots/20200102T000000Z"),
     );
-    let record_path = format!("@snapshots/{}", imperm::snapshot::GC_STATE_FILE);
+    let record_path = format!("@snapshots/{}", imperm::snapshots::snapshot::GC_STATE_FILE);
     fs.write(&record_path, &record);
     let config = "[retention]\nkeep_last = 1\n";
     let out = imperm_with(

@@ -20,21 +20,22 @@ use rustix::fs::{AtFlags, OFlags, ResolveFlags};
 use serde::Serialize;
 
 use super::discover::{self, write_suggestions};
-use crate::backend::{self, Backend, Btrfs, Kind};
 use crate::baseline::{self, Change, ChangeKind, Compare, Group, Manifest, Meta, Side};
 use crate::beneath;
 use crate::classify::{EntryKind, Facts};
 use crate::cli::{DiffArgs, GlobalArgs};
 use crate::config::{Config, FilesystemConfig, FsType};
+use crate::discover::scan::{self, Unit, Xattrs};
+use crate::discover::suggest::{self, Suggestion};
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
+use crate::filesystem::backend::{self, Backend, Btrfs, Kind};
+use crate::filesystem::toplevel::TopLevel;
 use crate::knowledge;
-use crate::nix::{self, Style};
-use crate::output::{self, Report, Styles, count};
+use crate::nixos::nix::{self, Style};
+use crate::output::{self, Report, Styles};
 use crate::paths::{escape, under_root};
-use crate::scan::{self, Unit, Xattrs};
-use crate::suggest::{self, Suggestion};
-use crate::toplevel::TopLevel;
+use crate::words::count;
 
 /// The method name for the generation-based btrfs diff.
 const GENERATION: &str = "btrfs-generation";
@@ -243,7 +244,7 @@ pub(crate) fn is_root_subvolume(
     root: &Path,
 ) -> Result<bool, Error> {
     let mask = rustix::fs::StatxFlags::BASIC_STATS | baseline::STATX_SUBVOL;
-    let want = crate::toplevel::statx(top, &fs.root_subvolume, mask)
+    let want = crate::filesystem::toplevel::statx(top, &fs.root_subvolume, mask)
         .map_err(|e| FsError::new("inspect", &top.join(&fs.root_subvolume), e))?;
     let have = rustix::fs::statx(rustix::fs::CWD, root, AtFlags::empty(), mask)
         .map_err(|e| FsError::new("inspect", root, e.into()))?;

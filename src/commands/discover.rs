@@ -6,20 +6,21 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::backend;
 use crate::baseline::{self, Manifest};
 use crate::beneath;
 use crate::cli::{DiscoverArgs, FsArgs, GlobalArgs};
 use crate::config::Config;
+use crate::discover::scan::{self, Skipped};
+use crate::discover::suggest::{self, Context, Suggestion};
 use crate::error::Error;
 use crate::exit::ExitStatus;
+use crate::filesystem::backend;
+use crate::filesystem::toplevel::TopLevel;
 use crate::knowledge::{self, Verdict};
-use crate::nix::{self, Style};
-use crate::output::{self, Report, Styles, bytes, count};
+use crate::nixos::nix::{self, Style};
+use crate::output::{self, Report, Styles};
 use crate::paths::escape;
-use crate::scan::{self, Skipped};
-use crate::suggest::{self, Context, Suggestion};
-use crate::toplevel::TopLevel;
+use crate::words::{bytes, count};
 
 /// The result of check, audit and diff's suggestions.
 #[derive(Debug, Serialize)]
@@ -385,7 +386,7 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
         Ok((path, parts)) => (Some(path), None, parts),
         Err(note) => (None, Some(note), Vec::new()),
     };
-    crate::reset::failpoint("baseline-snapshot-taken", &mut |line| eprintln!("{line}"));
+    crate::snapshots::reset::failpoint("baseline-snapshot-taken", &mut |line| eprintln!("{line}"));
     let mut manifest = record(&config, &config.root, scan::Xattrs::Every)?;
     manifest.snapshot = Some(parts);
     manifest.mounts = mounts;
@@ -520,7 +521,8 @@ fn baseline_snapshot(
     let snap = fs.snapshot_dir.join(baseline::SNAPSHOT);
     let kind = backend.kind(&top, &snap).map_err(|e| e.to_string())?;
     if kind == backend::Kind::Subvolume {
-        crate::snapshot::delete_tree(backend.as_ref(), &top, &snap).map_err(|e| e.to_string())?;
+        crate::snapshots::snapshot::delete_tree(backend.as_ref(), &top, &snap)
+            .map_err(|e| e.to_string())?;
     } else if kind != backend::Kind::Missing {
         return Err(format!(
             "{} is in the way and is not a subvolume",
@@ -529,7 +531,7 @@ fn baseline_snapshot(
     }
     // With the subvolumes nested in the root snapshotted in place: their state at boot is
     // part of the baseline the generation search compares with.
-    crate::snapshot::snapshot_tree(
+    crate::snapshots::snapshot::snapshot_tree(
         backend.as_ref(),
         &top,
         &fs.root_subvolume,

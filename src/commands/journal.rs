@@ -11,21 +11,22 @@ use std::process::{Command, Stdio};
 use serde::Serialize;
 
 use super::discover::{self, write_suggestions};
-use crate::backend;
 use crate::classify::{EntryKind, Facts};
 use crate::cli::{GlobalArgs, JournalArgs};
 use crate::config::Config;
+use crate::discover::journal::{self, Cause, FailedUnit};
+use crate::discover::scan::Unit;
+use crate::discover::suggest::{self, Suggestion};
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
-use crate::journal::{self, Cause, FailedUnit};
+use crate::filesystem::backend;
+use crate::filesystem::toplevel::TopLevel;
 use crate::knowledge::{self, Verdict};
-use crate::nix::{self, Style};
-use crate::output::{self, Report, Styles, bytes, count};
+use crate::nixos::nix::{self, Style};
+use crate::output::{self, Report, Styles};
 use crate::paths::escape;
-use crate::scan::Unit;
-use crate::snapshot::{self, Existed};
-use crate::suggest::{self, Suggestion};
-use crate::toplevel::TopLevel;
+use crate::snapshots::snapshot::{self, Existed};
+use crate::words::{bytes, count};
 
 /// One path a failure named.
 #[derive(Debug, Serialize)]

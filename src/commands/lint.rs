@@ -3,12 +3,13 @@
 use std::io::{self, Write};
 
 use crate::cli::GlobalArgs;
+use crate::discover::lint::{LintReport, lint};
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::knowledge;
-use crate::lint::{LintReport, lint};
-use crate::output::{self, Report, Styles, count};
+use crate::output::{self, Report, Styles};
 use crate::paths::escape;
+use crate::words::count;
 
 pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, LintReport::COMMAND)?;

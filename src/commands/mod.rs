@@ -29,7 +29,7 @@ use crate::paths::escape;
 pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
     // A path below a top level imperm mounted names a directory that is gone by the time
     // the message is read: name it on its device instead.
-    dispatch(cli).map_err(crate::toplevel::rename_in_error)
+    dispatch(cli).map_err(crate::filesystem::toplevel::rename_in_error)
 }
 
 fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
@@ -183,8 +183,8 @@ fn now() -> Result<Timestamp, Error> {
 /// name in the snapshot directory, and a subvolume there. Returns the name in that form
 /// and the snapshot's path relative to the top level.
 fn old_root(
-    backend: &dyn crate::backend::Backend,
-    top: &crate::toplevel::TopLevel,
+    backend: &dyn crate::filesystem::backend::Backend,
+    top: &crate::filesystem::toplevel::TopLevel,
     fs: &FilesystemConfig,
     name: Option<&str>,
 ) -> Result<(String, std::path::PathBuf), Error> {
@@ -194,10 +194,11 @@ fn old_root(
             Error::Usage(format!("no snapshots in {}", top.name(&fs.snapshot_dir)))
         })?,
     };
-    let os_name = crate::snapshot::given_name(&name)
+    let os_name = crate::snapshots::snapshot::given_name(&name)
         .map_err(|why| Error::Usage(format!("{why} in {}", escape(&fs.snapshot_dir))))?;
     let rel = fs.snapshot_dir.join(&os_name);
-    if backend.kind(top, &rel).map_err(|e| top.locate(e.into()))? != crate::backend::Kind::Subvolume
+    if backend.kind(top, &rel).map_err(|e| top.locate(e.into()))?
+        != crate::filesystem::backend::Kind::Subvolume
     {
         return Err(Error::Usage(format!(
             "no snapshot {} in {} (see `imperm snapshots ls`)",
@@ -208,20 +209,25 @@ fn old_root(
     Ok((escape(std::path::Path::new(&os_name)), rel))
 }
 
-/// The last reset's snapshot, as [`crate::snapshot::survey`] defines it.
+/// The last reset's snapshot, as [`crate::snapshots::snapshot::survey`] defines it.
 fn last_reset(
-    backend: &dyn crate::backend::Backend,
-    top: &crate::toplevel::TopLevel,
+    backend: &dyn crate::filesystem::backend::Backend,
+    top: &crate::filesystem::toplevel::TopLevel,
     fs: &FilesystemConfig,
 ) -> Result<Option<String>, Error> {
-    let layout = crate::reset::Layout {
+    let layout = crate::snapshots::reset::Layout {
         root: fs.root_subvolume.clone(),
         snapshot_dir: fs.snapshot_dir.clone(),
         blank: fs.blank_snapshot.clone(),
     };
-    let survey =
-        crate::snapshot::survey(backend, top, &layout, &jiff::tz::TimeZone::system(), now()?)
-            .map_err(|e| top.locate(e))?;
+    let survey = crate::snapshots::snapshot::survey(
+        backend,
+        top,
+        &layout,
+        &jiff::tz::TimeZone::system(),
+        now()?,
+    )
+    .map_err(|e| top.locate(e))?;
     if let Some(problem) = &survey.state_problem {
         eprintln!("imperm: warning: {problem}; using the newest snapshot");
     }

@@ -1,4 +1,4 @@
-//! `persist add`: writes persistence entries into a host's .nix file (see `crate::nixedit`).
+//! `persist add`: writes persistence entries into a host's .nix file (see `crate::nixos::nixedit`).
 //!
 //! The file is opened without following a symlink and without blocking (a FIFO is refused
 //! before anything waits on it), locked, read from the locked descriptor, edited in
@@ -18,10 +18,11 @@ use serde::Serialize;
 use crate::cli::{GlobalArgs, PersistAddArgs};
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
-use crate::nixedit::{self, List, Outcome, Request};
-use crate::output::{self, Format, Report, Styles, count};
+use crate::nixos::nixedit::{self, List, Outcome, Request};
+use crate::output::{self, Format, Report, Styles};
 use crate::paths::escape;
 use crate::paths::{normalize_absolute, normalize_relative, quoted};
+use crate::words::count;
 
 #[derive(Debug, Serialize)]
 struct AddReport {
@@ -305,7 +306,7 @@ fn leftovers(file: &Path) -> Result<(), Error> {
 
 /// A test hook: dies where a kill -9 could strike (`IMPERM_FAILPOINT=name`).
 fn failpoint(name: &str) {
-    if std::env::var(crate::reset::FAILPOINT_ENV).is_ok_and(|v| v == name) {
+    if std::env::var(crate::snapshots::reset::FAILPOINT_ENV).is_ok_and(|v| v == name) {
         std::process::abort();
     }
 }

@@ -1,17 +1,17 @@
-//! `reset`: the boot-time root reset (see `crate::reset`).
+//! `reset`: the boot-time root reset (see `crate::snapshots::reset`).
 
 use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::backend;
 use crate::cli::{FsArgs, GlobalArgs};
 use crate::error::Error;
 use crate::exit::ExitStatus;
+use crate::filesystem::backend;
+use crate::filesystem::toplevel::TopLevel;
 use crate::output::{self, Report, Styles};
 use crate::paths::escape;
-use crate::reset::{self, Action, Layout};
-use crate::toplevel::TopLevel;
+use crate::snapshots::reset::{self, Action, Layout};
 
 #[derive(Debug, Serialize)]
 struct ResetReport {

@@ -11,19 +11,20 @@ use rustix::io::Errno;
 use serde::Serialize;
 
 use super::discover;
-use crate::backend;
 use crate::cli::{GlobalArgs, RestoreArgs, RestoreInto};
+use crate::discover::suggest::Suggestion;
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
+use crate::filesystem::backend;
+use crate::filesystem::toplevel::TopLevel;
 use crate::knowledge::Verdict;
 use crate::mountinfo::{self, MountTable, Wiped};
-use crate::nix::{self, Style};
-use crate::output::{self, Report, Styles, bytes, count};
+use crate::nixos::nix::{self, Style};
+use crate::output::{self, Report, Styles};
 use crate::paths::{escape, normalize_given, quoted};
 use crate::persisted::Kind;
-use crate::restore::{self, Job, Leftover, Prepared};
-use crate::suggest::Suggestion;
-use crate::toplevel::TopLevel;
+use crate::recover::restore::{self, Job, Leftover, Prepared};
+use crate::words::{bytes, count};
 
 #[derive(Debug, Serialize)]
 struct Restored {

@@ -7,16 +7,16 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::backend::{self, Backend, Kind};
 use crate::cli::{FsArgs, GcArgs, GlobalArgs};
 use crate::error::Error;
 use crate::exit::ExitStatus;
+use crate::filesystem::backend::{self, Backend, Kind};
+use crate::filesystem::toplevel::TopLevel;
 use crate::output::{self, Report, Styles};
 use crate::paths::escape;
-use crate::reset::Layout;
 use crate::retention::{self, Stamp};
-use crate::snapshot::{self, NameStyle, NotDeleted};
-use crate::toplevel::TopLevel;
+use crate::snapshots::reset::Layout;
+use crate::snapshots::snapshot::{self, NameStyle, NotDeleted};
 
 /// One snapshot and what the policy says of it.
 #[derive(Debug, Serialize)]

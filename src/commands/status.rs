@@ -6,19 +6,20 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::backend;
 use crate::cli::GlobalArgs;
 use crate::config::{Config, ConfigFileState, PersistenceSource};
 use crate::error::Error;
 use crate::exit::ExitStatus;
+use crate::filesystem::backend;
+use crate::filesystem::toplevel::TopLevel;
 use crate::mountinfo::Wiped;
-use crate::output::{self, Report, Styles, count};
+use crate::output::{self, Report, Styles};
 use crate::paths::escape;
 use crate::persisted::Kind;
-use crate::reset::Layout;
 use crate::retention::Policy;
-use crate::snapshot;
-use crate::toplevel::TopLevel;
+use crate::snapshots::reset::Layout;
+use crate::snapshots::snapshot;
+use crate::words::count;
 
 pub fn run(global: &GlobalArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, StatusReport::COMMAND)?;

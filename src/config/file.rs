@@ -1004,7 +1004,7 @@ fix = "run it only on the first boot"
                     prop_assert!(raw.len() <= crate::paths::MAX_PATH_BYTES);
                 }
             }
-            Err(e) => crate::config::mutate::one_line_naming_the_place(&e, "c.toml")?,
+            Err(e) => crate::config::refusal::one_line_naming_the_place(&e, "c.toml")?,
         }
         Ok(())
     }
@@ -1016,8 +1016,8 @@ fix = "run it only on the first boot"
         }
 
         #[test]
-        fn mutations_of_a_valid_file_parse_or_name_the_place(edits in crate::config::mutate::edits()) {
-            let text = crate::config::mutate::apply(FULL.as_bytes(), &edits);
+        fn mutations_of_a_valid_file_parse_or_name_the_place(edits in crate::mutate::edits()) {
+            let text = crate::mutate::apply(FULL.as_bytes(), &edits);
             parses_or_names_the_place(&String::from_utf8_lossy(&text))?;
         }
     }

@@ -14,8 +14,6 @@
 mod declared;
 mod error;
 mod file;
-#[cfg(test)]
-pub(crate) mod mutate;
 mod nix_json;
 
 use std::fs;
@@ -574,6 +572,30 @@ fn io_error(path: &Path, e: &io::Error) -> ConfigError {
         }
     };
     ConfigError::new(path, what)
+}
+
+/// Test support for the configuration parsers' property tests.
+#[cfg(test)]
+pub(crate) mod refusal {
+    use proptest::prelude::*;
+
+    /// What a refusal must be, whatever the input: one line that names `file` and a place in
+    /// it (a key or a line and column), short enough to read.
+    pub fn one_line_naming_the_place(
+        e: &super::ConfigError,
+        file: &str,
+    ) -> Result<(), TestCaseError> {
+        let line = e.to_string();
+        prop_assert!(!line.contains('\n'), "{}", line);
+        prop_assert!(line.starts_with(file), "{}", line);
+        prop_assert!(line.len() < 1500, "{}", line);
+        prop_assert!(
+            e.key.is_some() || e.line_col.is_some(),
+            "no place: {}",
+            line
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]

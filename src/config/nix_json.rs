@@ -593,7 +593,7 @@ mod tests {
                     proptest::prop_assert!(!w.contains('\n') && w.starts_with("p.json"), "{}", w);
                 }
             }
-            Err(e) => crate::config::mutate::one_line_naming_the_place(&e, "p.json")?,
+            Err(e) => crate::config::refusal::one_line_naming_the_place(&e, "p.json")?,
         }
         Ok(())
     }
@@ -605,8 +605,8 @@ mod tests {
         }
 
         #[test]
-        fn mutations_of_valid_json_parse_or_name_the_place(edits in crate::config::mutate::edits()) {
-            let text = crate::config::mutate::apply(VALID.as_bytes(), &edits);
+        fn mutations_of_valid_json_parse_or_name_the_place(edits in crate::mutate::edits()) {
+            let text = crate::mutate::apply(VALID.as_bytes(), &edits);
             parses_or_names_the_place(&String::from_utf8_lossy(&text))?;
         }
     }

@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Kind};
 use crate::error::{Error, FsError};
+use crate::filesystem::backend::{Backend, Kind, describe};
+use crate::filesystem::toplevel::TopLevel;
 use crate::paths::escape;
-use crate::snapshot::{self, Log};
-use crate::toplevel::TopLevel;
+use crate::snapshots::snapshot::{self, Log};
 
 /// The state file's name in the snapshot directory (a dot-file: never a snapshot name).
 pub const STATE_FILE: &str = ".imperm-reset.json";
@@ -186,7 +186,7 @@ fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Resu
     {
         return refuse(format!("{} {}", e.keys[0].noun(), e.what));
     }
-    if let Some(at) = crate::toplevel::mounted_at(&top.mounts(), &layout.root) {
+    if let Some(at) = crate::filesystem::toplevel::mounted_at(&top.mounts(), &layout.root) {
         return refuse(format!(
             "the root subvolume {} is mounted at {}: a reset replaces it before it is mounted (in the initrd)",
             escape(&layout.root),
@@ -224,17 +224,6 @@ fn preconditions(backend: &dyn Backend, top: &TopLevel, layout: &Layout) -> Resu
         }
     }
     Ok(())
-}
-
-/// What a [`Kind`] is, in a message.
-pub fn describe(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Missing => "missing",
-        Kind::Subvolume => "a subvolume",
-        Kind::Directory => "a plain directory",
-        Kind::Symlink => "a symlink",
-        Kind::Other => "not a directory",
-    }
 }
 
 /// Resets the root. `now` names the snapshot.
@@ -397,7 +386,7 @@ fn own_partial(
         }
         _ => {}
     }
-    if let Some(at) = crate::toplevel::mounted_at(&top.mounts(), snap) {
+    if let Some(at) = crate::filesystem::toplevel::mounted_at(&top.mounts(), snap) {
         return Err(format!("is mounted at {}", escape(&at)));
     }
     if !backend.has_lineage() {

@@ -8,9 +8,9 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use crate::classify::{self, Classification, EntryKind, Facts, UserRule};
+use crate::discover::scan::Unit;
 use crate::knowledge::{Knowledge, Verdict};
 use crate::persisted::{Kind, PersistedSet};
-use crate::scan::Unit;
 
 /// One suggestion (the JSON contract's `suggestions[]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -35,8 +35,8 @@ use rustix::ioctl::{Setter, ioctl, opcode};
 use super::{Backend, Kind, Refusal, Result, SubvolumeInfo, node_kind, not_a_subvolume};
 use crate::config::FsType;
 use crate::error::FsError;
+use crate::filesystem::toplevel::{TopLevel, split, statx};
 use crate::paths::escape;
-use crate::toplevel::{TopLevel, split, statx};
 
 /// `STATX_SUBVOL` (Linux 6.10): ask for `stx_subvol`.
 const STATX_SUBVOL: StatxFlags = StatxFlags::from_bits_retain(0x8000);
@@ -219,7 +219,10 @@ impl Bcachefs {
                 rel,
                 io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!("already exists ({})", crate::reset::describe(kind)),
+                    format!(
+                        "already exists ({})",
+                        crate::filesystem::backend::describe(kind)
+                    ),
                 ),
             )),
         }
@@ -359,7 +362,7 @@ impl Backend for Bcachefs {
                         let child = dir.join(OsStr::from_bytes(name));
                         top.node(&child)
                             .map_err(|e| FsError::new("inspect", &child, e))?
-                            == crate::toplevel::Node::Directory
+                            == crate::filesystem::toplevel::Node::Directory
                     }
                     _ => false,
                 };

@@ -896,8 +896,8 @@ mod tests {
     }
 
     const FIXTURE: &str = concat!(
-        include_str!("../tests/fixtures/journal/field-shapes.json"),
-        include_str!("../tests/fixtures/journal/postgresql.json"),
+        include_str!("../../tests/fixtures/journal/field-shapes.json"),
+        include_str!("../../tests/fixtures/journal/postgresql.json"),
     );
 
     /// Whatever the bytes: every line is counted, none ends the run, and what is kept to
@@ -924,8 +924,8 @@ mod tests {
         }
 
         #[test]
-        fn mutations_of_real_lines_never_stop_the_scan(edits in crate::config::mutate::edits()) {
-            reads_every_line(&crate::config::mutate::apply(FIXTURE.as_bytes(), &edits))?;
+        fn mutations_of_real_lines_never_stop_the_scan(edits in crate::mutate::edits()) {
+            reads_every_line(&crate::mutate::apply(FIXTURE.as_bytes(), &edits))?;
         }
 
         /// A path named in a failure is found whatever surrounds it, quoted or bare, and

@@ -60,7 +60,7 @@ impl TopLevel {
         match mounted {
             Some(dir) => {
                 let top = TopLevel::existing(dir)?;
-                crate::backend::for_type(fs.fs_type)
+                crate::filesystem::backend::for_type(fs.fs_type)
                     .check_top_level(&top)
                     .map_err(|why| {
                         Error::Usage(format!(

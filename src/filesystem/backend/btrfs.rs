@@ -15,8 +15,8 @@ use rustix::ioctl::{Getter, Setter, Updater, ioctl, opcode};
 use super::{Backend, Kind, Result, SubvolumeInfo, node_kind, not_a_subvolume};
 use crate::config::FsType;
 use crate::error::FsError;
+use crate::filesystem::toplevel::{TopLevel, split};
 use crate::paths::escape;
-use crate::toplevel::{TopLevel, split};
 
 /// The inode number of every subvolume's root directory.
 const FIRST_FREE_OBJECTID: u64 = 256;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{Backend, Kind, Result, SubvolumeInfo};
 use crate::config::FsType;
 use crate::error::FsError;
-use crate::toplevel::TopLevel;
+use crate::filesystem::toplevel::TopLevel;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tmpfs;

@@ -595,7 +595,7 @@ fn move_aside(
     Err(Errno::EXIST)
 }
 fn failpoint(name: &str) {
-    if std::env::var(crate::reset::FAILPOINT_ENV).is_ok_and(|v| v == name) {
+    if std::env::var(crate::snapshots::reset::FAILPOINT_ENV).is_ok_and(|v| v == name) {
         eprintln!("imperm: failpoint {name}: aborting");
         std::process::abort();
     }

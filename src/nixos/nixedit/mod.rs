@@ -24,7 +24,7 @@ use rowan::ast::AstNode;
 
 use std::path::Path;
 
-use crate::nix::{Style, attr_name, string};
+use crate::nixos::nix::{Style, attr_name, string};
 use crate::paths::{escape, normalize_absolute, normalize_relative};
 use crate::persisted::Kind;
 use model::{Family, Found, Key, ListDef, Other, OtherKind, Site};
@@ -135,7 +135,7 @@ fn item(family: Family, list: List, abs: &str, entry: &str) -> String {
         .paths
         .iter()
         .any(|k| k.in_initrd && k.path.matches(Path::new(abs)));
-    crate::nix::list_item(entry, kind, None, in_initrd, style)
+    crate::nixos::nix::list_item(entry, kind, None, in_initrd, style)
 }
 
 /// What an edit came to.

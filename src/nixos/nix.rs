@@ -9,9 +9,9 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
+use crate::discover::suggest::Suggestion;
 use crate::knowledge::Verdict;
 use crate::persisted::Kind;
-use crate::suggest::Suggestion;
 
 /// Which module the snippet is for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -163,7 +163,7 @@ pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> Strin
     let _ = writeln!(
         out,
         "# imperm: {} to persist; paste into the host's configuration",
-        crate::output::count(written, "path", "paths")
+        crate::words::count(written, "path", "paths")
     );
     for (path, why) in &left_out {
         let _ = writeln!(

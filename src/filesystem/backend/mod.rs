@@ -17,7 +17,7 @@ pub use tmpfs::Tmpfs;
 
 use crate::config::FsType;
 use crate::error::FsError;
-use crate::toplevel::TopLevel;
+use crate::filesystem::toplevel::TopLevel;
 
 /// What a path is, as far as subvolumes are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +29,17 @@ pub enum Kind {
     Symlink,
     /// A file, device, socket…
     Other,
+}
+
+/// What a [`Kind`] is, in a message.
+pub fn describe(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Missing => "missing",
+        Kind::Subvolume => "a subvolume",
+        Kind::Directory => "a plain directory",
+        Kind::Symlink => "a symlink",
+        Kind::Other => "not a directory",
+    }
 }
 
 /// Identity and lineage of a subvolume, as far as the backend can tell.
@@ -107,7 +118,7 @@ fn not_a_subvolume(op: &str, rel: &Path, kind: Kind) -> FsError {
         rel,
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("not a subvolume ({})", crate::reset::describe(kind)),
+            format!("not a subvolume ({})", describe(kind)),
         ),
     )
 }
@@ -115,7 +126,7 @@ fn not_a_subvolume(op: &str, rel: &Path, kind: Kind) -> FsError {
 /// Maps the top level's view of a path to a [`Kind`], leaving directories for the backend
 /// to tell apart from subvolumes.
 fn node_kind(top: &TopLevel, rel: &Path) -> Result<Option<Kind>> {
-    use crate::toplevel::Node;
+    use crate::filesystem::toplevel::Node;
     let node = top.node(rel).map_err(|e| FsError::new("inspect", rel, e))?;
     Ok(match node {
         Node::Missing => Some(Kind::Missing),

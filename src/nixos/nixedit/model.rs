@@ -700,7 +700,10 @@ impl Walker {
             let outer = std::mem::replace(&mut self.group, self.found.groups - 1);
             let name = names
                 .iter()
-                .map(|n| n.as_deref().map_or("?".to_string(), crate::nix::attr_name))
+                .map(|n| {
+                    n.as_deref()
+                        .map_or("?".to_string(), crate::nixos::nix::attr_name)
+                })
                 .collect::<Vec<_>>()
                 .join(".");
             self.found.is_other.resize(self.found.groups, false);

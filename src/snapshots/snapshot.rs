@@ -18,12 +18,12 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
-use crate::backend::{Backend, Kind, SubvolumeInfo};
 use crate::error::{Error, FsError};
+use crate::filesystem::backend::{Backend, Kind, SubvolumeInfo};
+use crate::filesystem::toplevel::TopLevel;
 use crate::paths::escape;
-use crate::reset::{Layout, Phase, State};
 use crate::retention::{Candidate, Stamp};
-use crate::toplevel::TopLevel;
+use crate::snapshots::reset::{Layout, Phase, State};
 
 /// The name format imperm gives snapshots: ISO 8601 basic, UTC (`20250307T080000Z`).
 /// A second snapshot of the same second (a clock that did not move between two boots)
@@ -138,7 +138,7 @@ pub fn free_name(top: &TopLevel, dir: &Path, now: Timestamp) -> Result<String, E
         if top
             .node(&rel)
             .map_err(|e| FsError::new("inspect", &rel, e))?
-            == crate::toplevel::Node::Missing
+            == crate::filesystem::toplevel::Node::Missing
         {
             return Ok(name);
         }
@@ -283,7 +283,7 @@ pub fn survey(
 ) -> Result<Survey, Error> {
     let found = list(backend, top, &layout.snapshot_dir, local)?;
     let mut state_problem = None;
-    let state = match crate::reset::read_state(top, layout) {
+    let state = match crate::snapshots::reset::read_state(top, layout) {
         Ok(state) => state,
         Err(e) => {
             state_problem = Some(top.locate(e).to_string());
@@ -315,7 +315,7 @@ pub fn survey(
         candidates.push(Candidate {
             stamp: f.time.map(|(s, _)| s),
             held,
-            protected: crate::toplevel::mounted_at(&mounts, &rel)
+            protected: crate::filesystem::toplevel::mounted_at(&mounts, &rel)
                 .map(|at| format!("mounted at {}", escape(&at)))
                 .into_iter()
                 .collect(),
@@ -413,7 +413,7 @@ pub fn held(f: &Found, rel: &Path, layout: &Layout, state: Option<&State>) -> Ve
     if f.kind != Kind::Subvolume {
         why.push(format!(
             "not a subvolume ({})",
-            crate::reset::describe(f.kind)
+            crate::filesystem::backend::describe(f.kind)
         ));
     }
     if rel == layout.root {
@@ -486,7 +486,7 @@ pub fn existed(top: &TopLevel, snap: &Path, path: &Path) -> Option<Existed> {
     let st = rustix::fs::fstat(&fd).ok()?;
     let meta = crate::baseline::Meta::from_stat(&st, None);
     let (files, bytes) = if meta.kind == crate::classify::EntryKind::Directory {
-        crate::scan::count_tree(&top.join(&rel))
+        crate::discover::scan::count_tree(&top.join(&rel))
     } else {
         (1, meta.size)
     };
@@ -543,7 +543,7 @@ pub fn snapshot_tree(
         if top
             .node(&target)
             .map_err(|e| FsError::new("inspect", &target, e))?
-            == crate::toplevel::Node::Directory
+            == crate::filesystem::toplevel::Node::Directory
         {
             top.remove_empty_dir(&target)
                 .map_err(|e| FsError::new("remove the placeholder", &target, e))?;
@@ -561,7 +561,7 @@ pub fn delete_tree(backend: &dyn Backend, top: &TopLevel, rel: &Path) -> Result<
     let nested = backend.nested(top, rel)?;
     if !nested.is_empty() && backend.can_set_readonly() && backend.is_readonly(top, rel)? {
         backend.set_readonly(top, rel, false)?;
-        crate::reset::failpoint("nested-flag-cleared", &mut |line| eprintln!("{line}"));
+        crate::snapshots::reset::failpoint("nested-flag-cleared", &mut |line| eprintln!("{line}"));
     }
     for child in nested {
         delete_tree(backend, top, &child)?;
@@ -585,7 +585,7 @@ pub fn verify(
         Ok(other) => {
             return Err(fail(format!(
                 "is not a subvolume ({})",
-                crate::reset::describe(other)
+                crate::filesystem::backend::describe(other)
             )));
         }
         Err(e) => return Err(fail(e.to_string())),
@@ -806,7 +806,7 @@ fn gc_state_file(layout: &Layout) -> PathBuf {
 
 /// Reads gc's record, if any; one that cannot be read stops gc (exit 2, naming it).
 pub fn read_gc_state(top: &TopLevel, layout: &Layout) -> Result<Option<GcState>, Error> {
-    crate::reset::read_json(top, &gc_state_file(layout), "gc state", GcState::check)
+    crate::snapshots::reset::read_json(top, &gc_state_file(layout), "gc state", GcState::check)
 }
 
 /// Writes gc's record durably (removes it when nothing is under way).
@@ -863,7 +863,7 @@ fn only_this_one(e: &Error) -> bool {
     let Error::Fs(f) = e else {
         return false;
     };
-    crate::backend::errno(&f.source).is_some_and(|errno| {
+    crate::filesystem::backend::errno(&f.source).is_some_and(|errno| {
         [
             libc::EPERM,
             libc::EACCES,
@@ -904,12 +904,12 @@ pub fn delete_old_root(
             return Err(Stopped(Error::Usage(format!(
                 "{} is {} now, not the subvolume gc planned to delete",
                 top.name(&rel),
-                crate::reset::describe(kind)
+                crate::filesystem::backend::describe(kind)
             ))));
         }
         Err(e) => return Err(Stopped(e.into())),
     }
-    if let Some(at) = crate::toplevel::mounted_at(&top.mounts(), &rel) {
+    if let Some(at) = crate::filesystem::toplevel::mounted_at(&top.mounts(), &rel) {
         return Err(Skipped(Error::Usage(format!(
             "{} is mounted at {} now: kept",
             top.name(&rel),
@@ -950,7 +950,7 @@ pub fn delete_old_root(
             backend
                 .set_readonly(top, &rel, false)
                 .map_err(|e| classify(e.into()))?;
-            crate::reset::failpoint("gc-flag-cleared", log);
+            crate::snapshots::reset::failpoint("gc-flag-cleared", log);
         }
     }
     delete_tree(backend, top, &rel).map_err(classify)?;

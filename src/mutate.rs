@@ -60,21 +60,3 @@ pub fn apply(input: &[u8], edits: &[Edit]) -> Vec<u8> {
     }
     out
 }
-
-/// What a refusal must be, whatever the input: one line that names `file` and a place in
-/// it (a key or a line and column), short enough to read.
-pub fn one_line_naming_the_place(
-    e: &super::error::ConfigError,
-    file: &str,
-) -> Result<(), TestCaseError> {
-    let line = e.to_string();
-    prop_assert!(!line.contains('\n'), "{}", line);
-    prop_assert!(line.starts_with(file), "{}", line);
-    prop_assert!(line.len() < 1500, "{}", line);
-    prop_assert!(
-        e.key.is_some() || e.line_col.is_some(),
-        "no place: {}",
-        line
-    );
-    Ok(())
-}

@@ -1,0 +1,9 @@
+//! Finding what a wipe would lose: the walk of the root, the host's own declarations
+//! (systemd units), the suggestions made of them, the journal's evidence, and the checks of
+//! a persistence configuration.
+
+pub mod journal;
+pub mod lint;
+pub mod scan;
+pub mod suggest;
+pub mod units;

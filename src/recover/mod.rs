@@ -1,0 +1,3 @@
+//! Bringing state back from an old root.
+
+pub mod restore;
