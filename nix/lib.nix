@@ -449,7 +449,8 @@ rec {
   rootProblems =
     fs: root:
     let
-      opts = if root == null then [ ] else root.options or [ ];
+      # One option may hold several, comma-separated (`"subvol=@root,compress=zstd"`).
+      opts = if root == null then [ ] else builtins.concatMap (o: filter isString (builtins.split "," o)) (root.options or [ ]);
       value = prefix: builtins.concatMap (o: let m = builtins.match "${prefix}=(.*)" o; in optional (m != null) [ (builtins.head m) ]) opts;
       strip = v: let m = builtins.match "/*(.*[^/])/*" v; in if m == null then v else builtins.head m;
       subvol = if fs.type == "btrfs" then value "subvol" else value "X-mount.subdir";

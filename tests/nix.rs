@@ -659,6 +659,16 @@ fn the_root_and_the_storage_are_checked_against_file_systems() {
         ),
         (
             btrfs,
+            r#"{ fsType = "btrfs"; options = [ "subvol=@root,compress=zstd" ]; }"#,
+            0,
+        ),
+        (
+            btrfs,
+            r#"{ fsType = "btrfs"; options = [ "noatime,subvol=@root/" ]; }"#,
+            0,
+        ),
+        (
+            btrfs,
             r#"{ fsType = "btrfs"; options = [ "subvol=root" ]; }"#,
             1,
         ),
