@@ -40,11 +40,52 @@ pub struct UserRule {
     pub reason: String,
 }
 
+/// Where a verdict came from, as every output names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The user's `[[check.rule]]`.
+    Rule,
+    /// What NixOS itself makes: links into the store, files it copies into /etc, empty
+    /// directories that tmpfiles and units recreate.
+    Nixos,
+    /// A systemd unit's setting (`forgejo.service`, `StateDirectory`).
+    Unit { unit: String, setting: String },
+    /// A tmpfiles.d line (`/etc/tmpfiles.d/x.conf:3`).
+    Tmpfiles { at: String },
+    /// The compiled-in knowledge (`data/knowledge.toml`).
+    Knowledge,
+    /// What is in the files themselves (a key, a git repository, a database).
+    Content { what: String },
+    /// Nothing: the default verdict.
+    Unknown,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Rule => f.write_str("rule"),
+            Source::Nixos => f.write_str("nixos"),
+            Source::Unit { unit, setting } => write!(f, "unit {unit}: {setting}"),
+            Source::Tmpfiles { at } => write!(f, "tmpfiles: {at}"),
+            Source::Knowledge => f.write_str("knowledge"),
+            Source::Content { what } => write!(f, "content: {what}"),
+            Source::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// The classifier's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Classification {
     pub verdict: Verdict,
     pub reason: String,
+    pub source: Source,
     pub service: Option<String>,
     /// A file that must be in place before stage 2.
     pub in_initrd: bool,
@@ -53,10 +94,11 @@ pub struct Classification {
 }
 
 impl Classification {
-    fn new(verdict: Verdict, reason: impl Into<String>) -> Classification {
+    fn new(verdict: Verdict, source: Source, reason: impl Into<String>) -> Classification {
         Classification {
             verdict,
             reason: reason.into(),
+            source,
             service: None,
             in_initrd: false,
             mode: None,
@@ -80,6 +122,7 @@ pub fn classify(
     {
         return Classification::new(
             rule.verdict,
+            Source::Rule,
             format!("your rule for {}: {}", rule.path.text, rule.reason),
         );
     }
@@ -88,6 +131,7 @@ pub fn classify(
         if knowledge.is_generated_link(&resolved) {
             return Classification::new(
                 Verdict::Generated,
+                Source::Nixos,
                 format!(
                     "a link to {} made by NixOS or systemd",
                     crate::paths::escape(target)
@@ -98,17 +142,23 @@ pub fn classify(
     if facts.nixos_copied {
         return Classification::new(
             Verdict::Generated,
+            Source::Nixos,
             "copied into /etc by NixOS activation (listed in /etc/.clean)",
         );
     }
     if facts.kind == Some(EntryKind::Directory) && facts.files > 0 && facts.generated == facts.files
     {
-        return Classification::new(Verdict::Generated, "holds only links made by NixOS");
+        return Classification::new(
+            Verdict::Generated,
+            Source::Nixos,
+            "holds only links made by NixOS",
+        );
     }
     if facts.kind == Some(EntryKind::Directory) && facts.files == 0 {
         // Nothing in it to lose; StateDirectory= and systemd-tmpfiles make such anew.
         return Classification::new(
             Verdict::Generated,
+            Source::Nixos,
             "an empty directory: systemd-tmpfiles and service units recreate these",
         );
     }
@@ -116,11 +166,16 @@ pub fn classify(
         Some(m) => Classification {
             verdict: m.known.verdict,
             reason: m.known.reason.clone(),
+            source: Source::Knowledge,
             service: Some(m.service),
             in_initrd: m.known.in_initrd,
             mode: m.known.mode,
         },
-        None => Classification::new(Verdict::Review, "nothing is known about this path"),
+        None => Classification::new(
+            Verdict::Review,
+            Source::Unknown,
+            "nothing is known about this path",
+        ),
     }
 }
 
@@ -171,6 +226,44 @@ mod tests {
             link_target: Some(PathBuf::from(target)),
             ..Facts::default()
         }
+    }
+
+    /// Every verdict says where it came from.
+    #[test]
+    fn verdicts_name_their_source() {
+        let k = knowledge::builtin();
+        let rule = UserRule {
+            path: toml::Value::String("/srv/*".into()).try_into().unwrap(),
+            verdict: Verdict::Persist,
+            reason: "shares".into(),
+        };
+        let cases = [
+            ("/srv/media", dir(3), "rule"),
+            (
+                "/etc/ssh/sshd_config",
+                link("/etc/static/ssh/sshd_config"),
+                "nixos",
+            ),
+            ("/var/lib/forgejo", dir(2), "knowledge"),
+            // Anything else falls to the knowledge's catch-all (`/*`: review).
+            ("/weird-top-level/thing", dir(2), "knowledge"),
+        ];
+        for (path, facts, want) in cases {
+            let c = classify(Path::new(path), &facts, std::slice::from_ref(&rule), k);
+            assert_eq!(c.source.to_string(), want, "{path}");
+        }
+        let unit = Source::Unit {
+            unit: "forgejo.service".into(),
+            setting: "StateDirectory".into(),
+        };
+        assert_eq!(unit.to_string(), "unit forgejo.service: StateDirectory");
+        assert_eq!(
+            serde_json::to_string(&Source::Tmpfiles {
+                at: "/etc/tmpfiles.d/x.conf:3".into()
+            })
+            .unwrap(),
+            "\"tmpfiles: /etc/tmpfiles.d/x.conf:3\""
+        );
     }
 
     #[test]

@@ -793,6 +793,8 @@ fn entries(items: &[(&Item, Option<bool>)], storages: &[&Path]) -> (String, bool
             kind,
             verdict: Verdict::Persist,
             reason: String::new(),
+            // Never shown: these only become Nix entries.
+            source: crate::classify::Source::Unknown,
             service: None,
             files: 0,
             bytes: 0,

@@ -21,6 +21,8 @@ pub struct Suggestion {
     pub kind: Kind,
     pub verdict: Verdict,
     pub reason: String,
+    /// Where the verdict came from (`knowledge`, `unit forgejo.service: StateDirectory`).
+    pub source: crate::classify::Source,
     pub service: Option<String>,
     pub files: u64,
     pub bytes: u64,
@@ -100,6 +102,7 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
                 },
                 verdict: c.verdict,
                 reason: c.reason,
+                source: c.source,
                 service: c.service,
                 files: unit.facts.files,
                 bytes: unit.bytes,

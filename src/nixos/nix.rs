@@ -205,6 +205,7 @@ mod tests {
             kind,
             verdict,
             reason: String::new(),
+            source: crate::classify::Source::Knowledge,
             service: None,
             files: 1,
             bytes: 1,
