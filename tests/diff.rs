@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{LoopBtrfs, btrfs};
@@ -1456,4 +1457,296 @@ fn a_tree_written_in_the_baselines_transaction_is_not_searched() {
             "added /srv/t/d9/hl2",
         ]),
     );
+}
+
+/// Runs imperm with `args` (after `--root ROOT`), and gives its output with its peak
+/// resident memory in KiB, from the kernel's accounting of that one process (`wait4`).
+// Reaped by wait4, not by Child::wait, which cannot give its resource usage.
+#[allow(clippy::zombie_processes)]
+fn imperm_peak(root: &std::path::Path, args: &[&str]) -> (Output, u64) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imperm"))
+        .env(imperm::commands::NOW_ENV, "2026-01-15T06:30:00Z")
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let mut stderr = Vec::new();
+    err.read_to_end(&mut stderr).unwrap();
+    let stdout = reader.join().unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 fills it for this child alone (Child::wait
+    // is never called, so the pid is reaped once).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    use std::os::unix::process::ExitStatusExt;
+    let out = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout,
+        stderr,
+    };
+    (out, usage.ru_maxrss as u64)
+}
+
+/// The walk diff holds neither manifest: the manifest is read as the root is walked, both
+/// in tree order, so its peak memory does not grow with the tree (it used to hold both
+/// whole: 616 MB at 1,000,000 entries). `baseline` writes the manifest as it walks too.
+/// Measured on a tree of 20,000 entries, then of 100,000: the same, within a few MiB.
+#[test]
+fn the_walk_diff_and_the_baseline_do_not_grow_with_the_tree() {
+    let Some(fs) = btrfs("diff_memory") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let root = fs.path("@root");
+    let grow = |from: usize, to: usize| {
+        for d in from / 100..to / 100 {
+            let dir = root.join(format!("srv/data/d{:03}/e{d}", d % 97));
+            fs::create_dir_all(&dir).unwrap();
+            for f in 0..99 {
+                fs::write(dir.join(format!("f{f}")), "").unwrap();
+            }
+        }
+    };
+    let peaks = || {
+        let (out, baseline) = imperm_peak(&root, &["baseline"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs.write("@root/srv/data/new", "new");
+        let (out, diff) = imperm_peak(&root, &["diff", "--walk", "--format", "json"]);
+        let v = json(&out);
+        assert_eq!(v["method"], "walk");
+        assert_eq!(changes(&v), ["added /srv/data/new"]);
+        fs::remove_file(fs.path("@root/srv/data/new")).unwrap();
+        (baseline, diff)
+    };
+    grow(0, 20_000);
+    let small = peaks();
+    grow(20_000, 100_000);
+    let large = peaks();
+    // At 100,000 entries both manifests in memory took over 50 MiB more.
+    assert!(
+        large.0 < small.0 + (4 << 10) && large.1 < small.1 + (4 << 10),
+        "peak KiB (baseline, diff --walk): {small:?} at 20,000 entries, {large:?} at 100,000"
+    );
+}
+
+/// A manifest the walk reads as it goes, damaged or edited: out of tree order (written by
+/// hand) it is read whole and gives what the sorted one gives; a path twice (next to each
+/// other or far apart), a line cut short, garbage mid-stream, a header line among the
+/// entries or a line of 17 MiB is exit 2 with one line naming the file and the line, and
+/// nothing on stdout. (A manifest cut at a line's end cannot be told from a shorter one:
+/// what it lost shows as added.)
+#[test]
+fn damaged_or_unsorted_manifests_through_the_streaming_walk() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let root = dir.path();
+    for i in 0..50 {
+        let path = root.join(format!("srv/d{}/f{i}", i % 5));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, "x").unwrap();
+    }
+    let run = |args: &[&str]| {
+        common::run(
+            Command::new(env!("CARGO_BIN_EXE_imperm"))
+                .arg("--root")
+                .arg(root)
+                .args(args),
+        )
+    };
+    assert!(run(&["baseline"]).status.success());
+    fs::write(root.join("srv/d1/new"), "new").unwrap();
+    fs::remove_file(root.join("srv/d2/f7")).unwrap();
+    let manifest = root.join("run/imperm/baseline");
+    let good = fs::read(&manifest).unwrap();
+    let want = changes(&json(&run(&["diff", "--format", "json"])));
+    assert_eq!(want, ["added /srv/d1/new", "removed /srv/d2/f7"]);
+    let text = String::from_utf8(good.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let head = 1 + lines[1..].iter().take_while(|l| l.starts_with('#')).count();
+    let (header, entries) = lines.split_at(head);
+    let with = |entries: &[&str]| format!("{}\n{}\n", header.join("\n"), entries.join("\n"));
+    // Reversed: out of order, read whole, the same changes.
+    let mut reversed = entries.to_vec();
+    reversed.reverse();
+    fs::write(&manifest, with(&reversed)).unwrap();
+    assert_eq!(changes(&json(&run(&["diff", "--format", "json"]))), want);
+    let refused = |content: Vec<u8>, want: &str| {
+        fs::write(&manifest, content).unwrap();
+        let out = run(&["diff", "--format", "json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("run/imperm/baseline: line ") && err.contains(want),
+            "{err}"
+        );
+    };
+    let twice = |at: usize| {
+        let mut e = entries.to_vec();
+        e.insert(at, entries[20]);
+        with(&e).into_bytes()
+    };
+    let dup = format!(
+        "{} is listed twice",
+        entries[20].split('\t').nth(12).unwrap()
+    );
+    refused(twice(20), &dup);
+    // Far apart, in a manifest out of order: found when it is read whole.
+    let mut e = reversed.clone();
+    e.insert(3, entries[20]);
+    refused(with(&e).into_bytes(), &dup);
+    refused(good[..good.len() / 2].to_vec(), "not a manifest entry");
+    let mut e = entries.to_vec();
+    e.insert(25, "f\t644\tgarbage");
+    let line = |n: usize| format!("line {}: ", head + n + 1);
+    refused(
+        with(&e).into_bytes(),
+        &format!("{}not a manifest entry (3 fields, not 14)", line(25)),
+    );
+    let mut e = entries.to_vec();
+    e.insert(25, "#mount\t/x");
+    refused(
+        with(&e).into_bytes(),
+        &format!("{}a header line after the entries", line(25)),
+    );
+    let mut long = with(&entries[..10]).into_bytes();
+    long.extend(std::iter::repeat_n(b'x', 17 << 20));
+    refused(long, &format!("{}longer than 16 MiB", line(10)));
+    // Cut at a line's end: what is gone from it shows as added, nothing worse.
+    fs::write(&manifest, with(&entries[..entries.len() - 5])).unwrap();
+    let v = json(&run(&["diff", "--format", "json"]));
+    assert!(changes(&v).len() > 2, "{v}");
+    fs::write(&manifest, &good).unwrap();
+    assert_eq!(changes(&json(&run(&["diff", "--format", "json"]))), want);
+}
+
+/// The disk full while `baseline` writes its manifest (here a tmpfs of 64 KiB at /run):
+/// exit 2 naming the manifest, the last manifest left as it was, no temporary file, and
+/// `diff` still compares with the last one.
+#[test]
+fn a_full_disk_while_writing_the_manifest_leaves_the_last_one() {
+    let Some(fs) = btrfs("diff_full_run") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/srv/a", "a");
+    fs::create_dir_all(fs.path("@root/run")).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(fs.path("@root/run")),
+    );
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    let manifest = fs.path("@root/run/imperm/baseline");
+    let before = fs::read(&manifest).unwrap();
+    for i in 0..2000 {
+        fs.write(&format!("@root/srv/many/f{i}"), "");
+    }
+    let out = imperm(&fs, &["baseline"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("run/imperm/baseline") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&manifest).unwrap(), before);
+    let left: Vec<_> = fs::read_dir(fs.path("@root/run/imperm"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["baseline"]);
+    let v = json(&imperm(&fs, &["diff", "--walk", "--format", "json"]));
+    assert_eq!(changes(&v).len(), 2001, "{v}");
+}
+
+/// What the streaming walk must keep in step with the manifest, through both methods: a
+/// directory replaced by a file (its entries gone with it), a file replaced by a
+/// directory, names whose escaped form sorts otherwise than their bytes (a newline, a
+/// backslash, bytes that are not UTF-8, a name that is a prefix of another), and a comb
+/// deeper than the directories the walk keeps open (a subdirectory and a file at each
+/// level), changed at the bottom and in the middle.
+#[test]
+fn a_tree_that_tests_the_walks_order_through_both_methods() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(fs) = btrfs("diff_walk_order") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+    fs.write("@root/srv/x/a", "a");
+    fs.write("@root/srv/x/b/c", "c");
+    fs.write("@root/srv/y", "y");
+    let odd = [
+        &b"n"[..],
+        b"n\n",
+        b"n\\",
+        b"n\xff",
+        b"n-",
+        b"n.d",
+        b"n0",
+        b"n~",
+        b"\xc3\xa9",
+    ];
+    for name in odd {
+        let dir = p("srv/odd").join(std::ffi::OsStr::from_bytes(name));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("f"), "x").unwrap();
+    }
+    let mut comb = String::from("srv/comb");
+    for _ in 0..300 {
+        comb.push_str("/d");
+        fs::create_dir_all(p(&comb)).unwrap();
+        fs::write(p(&format!("{comb}/../e")), "e").unwrap();
+    }
+    assert!(imperm(&fs, &["baseline"]).status.success());
+    fs::remove_dir_all(p("srv/x")).unwrap();
+    fs.write("@root/srv/x", "now a file");
+    fs::remove_file(p("srv/y")).unwrap();
+    fs.write("@root/srv/y/inside", "now a directory");
+    for name in odd {
+        let dir = p("srv/odd").join(std::ffi::OsStr::from_bytes(name));
+        fs::write(dir.join("f"), "changed").unwrap();
+    }
+    fs.write(&format!("@root/{comb}/bottom"), "new");
+    let middle: String = "/d".repeat(150);
+    fs.write(&format!("@root/srv/comb{middle}/e"), "changed");
+    let (_, _, lines) = both_methods(&fs);
+    let mut want = vec![
+        "changed /srv/x [type]".to_string(),
+        "removed /srv/x/a".to_string(),
+        "removed /srv/x/b".to_string(),
+        "removed /srv/x/b/c".to_string(),
+        "changed /srv/y [type]".to_string(),
+        "added /srv/y/inside".to_string(),
+        format!("added /{comb}/bottom"),
+        format!("changed /srv/comb{middle}/e [content]"),
+    ];
+    for name in odd {
+        let path = Path::new("/srv/odd")
+            .join(std::ffi::OsStr::from_bytes(name))
+            .join("f");
+        want.push(format!(
+            "changed {} [content]",
+            imperm::paths::escape(&path)
+        ));
+    }
+    want.sort();
+    assert_eq!(lines, want);
 }

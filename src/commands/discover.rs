@@ -10,9 +10,10 @@ use crate::baseline::{self, Manifest};
 use crate::beneath;
 use crate::cli::{DiscoverArgs, FsArgs, GlobalArgs};
 use crate::config::Config;
+use crate::discover::ordered::Ordered;
 use crate::discover::scan::{self, Skipped};
 use crate::discover::suggest::{self, Context, Suggestion};
-use crate::error::Error;
+use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
 use crate::filesystem::backend;
 use crate::filesystem::toplevel::TopLevel;
@@ -71,9 +72,20 @@ pub fn load_manifest(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> 
     read_manifest(root, Manifest::parse)
 }
 
-/// [`load_manifest`]'s header alone (no entries): see [`Manifest::parse_header`].
+/// [`load_manifest`]'s header alone (no entries): see [`Manifest::parse_header`]. Only
+/// the header is read (a manifest of a million entries is over 100 MB).
 pub fn load_manifest_header(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> {
-    read_manifest(root, Manifest::parse_header)
+    let tree = beneath::Tree::open(root)?;
+    let abs = Path::new(baseline::MANIFEST);
+    let file = tree.on_disk(abs);
+    let Some(input) = tree.open_regular(abs)? else {
+        return Ok(None);
+    };
+    match Manifest::read_header(io::BufReader::new(input)) {
+        Ok(m) => Ok(Some((file, m))),
+        Err(baseline::ManifestError::Io(e)) => Err(FsError::new("read", &file, e).into()),
+        Err(e) => Err(Error::Usage(format!("{}: {e}", escape(&file)))),
+    }
 }
 
 fn read_manifest(
@@ -387,13 +399,10 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
         Err(note) => (None, Some(note), Vec::new()),
     };
     crate::snapshots::reset::failpoint("baseline-snapshot-taken", &mut |line| eprintln!("{line}"));
-    let mut manifest = record(&config, &config.root, scan::Xattrs::Every)?;
-    manifest.snapshot = Some(parts);
-    manifest.mounts = mounts;
-    let file = write_manifest(&config.root, &manifest)?;
+    let (file, entries) = write_manifest(&config, &parts, &mounts)?;
     let report = BaselineReport {
         manifest: file,
-        entries: manifest.len(),
+        entries,
         snapshot,
         snapshot_note,
     };
@@ -401,29 +410,33 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
     Ok(ExitStatus::Clean)
 }
 
-/// Every entry of the tree at `root` outside persisted paths, as a manifest.
-pub fn record(config: &Config, root: &Path, xattrs: scan::Xattrs) -> Result<Manifest, Error> {
-    let request = scan::Request {
-        root,
-        persisted: &config.persisted,
-        knowledge: knowledge::builtin(),
-        ignore: None,
-        since: None,
-        progress: true,
-    };
-    let (entries, _) = scan::record(&request, xattrs)?;
-    Ok(Manifest::new(entries))
-}
-
-/// Writes the manifest beneath the root with no symlink on the way (a `run` planted as a
-/// symlink is refused, not written through), atomically. Readable by root only: it names
-/// every file, also those in directories other users cannot list.
-fn write_manifest(root: &Path, manifest: &Manifest) -> Result<PathBuf, Error> {
-    let tree = beneath::Tree::open(root)?;
+/// Writes the manifest beneath the root as the root is walked, in tree order (what `diff`
+/// merges against), so that memory does not grow with the tree: with no symlink on the way
+/// (a `run` planted as a symlink is refused, not written through), atomically (the disk
+/// full half-way leaves the last manifest as it was, and no temporary file). Readable by
+/// root only: it names every file, also those in directories other users cannot list.
+/// Gives the manifest's path and its number of entries.
+fn write_manifest(
+    config: &Config,
+    snapshot: &[baseline::SnapshotPart],
+    mounts: &[PathBuf],
+) -> Result<(PathBuf, usize), Error> {
+    let tree = beneath::Tree::open(&config.root)?;
     let abs = Path::new(baseline::MANIFEST);
     remove_dead_temporaries(&tree, abs);
-    tree.write_atomic(abs, &manifest.render(), 0o600)?;
-    Ok(tree.on_disk(abs))
+    let walk = Ordered::new(&config.root, &config.persisted, knowledge::builtin())?;
+    let _progress = super::diff::Progress::start(vec![walk.read.clone()]);
+    let mut entries = 0;
+    tree.write_atomic_with(abs, 0o600, |file| {
+        let out = io::BufWriter::with_capacity(1 << 20, file);
+        let mut out = baseline::Writer::new(out, snapshot, mounts)?;
+        for (path, entry) in walk {
+            out.entry(&path, &entry.with_xattrs(&path, None))?;
+            entries += 1;
+        }
+        out.into_inner().flush()
+    })?;
+    Ok((tree.on_disk(abs), entries))
 }
 
 /// Removes the temporary files (`.NAME.PID.NANOS.tmp`) that runs killed while writing

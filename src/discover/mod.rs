@@ -4,6 +4,7 @@
 
 pub mod journal;
 pub mod lint;
+pub mod ordered;
 pub mod scan;
 pub mod suggest;
 pub mod units;

@@ -188,7 +188,7 @@ pub fn record(
 }
 
 /// A spinner after one second of walking, updated ten times a second.
-fn progress(entries: &AtomicU64, done: &AtomicBool) {
+pub(crate) fn progress(entries: &AtomicU64, done: &AtomicBool) {
     let started = Instant::now();
     let mut bar: Option<indicatif::ProgressBar> = None;
     while !done.load(Ordering::Relaxed) {
@@ -809,7 +809,7 @@ impl<'a> Walker<'a> {
 /// right after taking its snapshot, and the generation search would then find every
 /// directory of the root changed since (1,000,000 files: 46 s instead of a quarter
 /// second); and an audit should not change what it looks at.
-fn open_dir(
+pub(crate) fn open_dir(
     parent: impl rustix::fd::AsFd,
     name: &OsStr,
     extra: OFlags,
