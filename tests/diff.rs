@@ -1750,3 +1750,83 @@ fn a_tree_that_tests_the_walks_order_through_both_methods() {
     want.sort();
     assert_eq!(lines, want);
 }
+
+/// A comb 600 directories deep with names of 100 bytes (paths up to 60 KB; a subdirectory
+/// and then a file at each level, so the walk climbs back to directories it closed):
+/// `baseline` and the walk diff stay within a bounded memory (entries are handed between
+/// threads in batches bounded by their paths' bytes, not only their number), and the
+/// walk and the search agree on a change at the bottom and one in the middle.
+#[test]
+fn a_deep_comb_of_long_names_in_bounded_memory() {
+    use rustix::fs::{Mode, OFlags};
+    let Some(fs) = btrfs("diff_deep_comb") else {
+        return;
+    };
+    fs.subvolume("@root");
+    let name = "d".repeat(100);
+    let base = fs.path("@root/srv/comb");
+    fs::create_dir_all(&base).unwrap();
+    let open = |fd: &std::os::fd::OwnedFd, name: &str| {
+        rustix::fs::openat(fd, name, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap()
+    };
+    let write = |fd: &std::os::fd::OwnedFd, leaf: &str, content: &[u8]| {
+        let file = rustix::fs::openat(
+            fd,
+            leaf,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::TRUNC,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&file, content).unwrap();
+    };
+    let top =
+        || rustix::fs::open(&base, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+    let mut fd = top();
+    for _ in 0..600 {
+        rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        write(&fd, "e", b"e");
+        fd = open(&fd, &name);
+    }
+    let root = fs.path("@root");
+    let mut args = vec!["baseline", "--fs", "btrfs", "--mounted"];
+    let top_level = fs.top().to_str().unwrap().to_string();
+    args.push(&top_level);
+    let (out, baseline) = imperm_peak(&root, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write(&fd, "bottom", b"new");
+    let mut fd = top();
+    for _ in 0..300 {
+        fd = open(&fd, &name);
+    }
+    write(&fd, "e", b"changed");
+    let (out, walk) = imperm_peak(
+        &root,
+        &[
+            "diff",
+            "--walk",
+            "--format",
+            "json",
+            "--fs",
+            "btrfs",
+            "--mounted",
+            &top_level,
+        ],
+    );
+    let v = json(&out);
+    let lines = changes(&v);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("added /srv/comb/") && lines[0].ends_with("/bottom"));
+    assert!(lines[1].starts_with("changed /srv/comb/") && lines[1].ends_with("/e [content]"));
+    let (_, _, both) = both_methods(&fs);
+    assert_eq!(both.len(), 2);
+    // The manifest alone is 36 MB; both of it in memory, or batches of a thousand such
+    // paths, would be several times this.
+    assert!(
+        baseline < 40 << 10 && walk < 40 << 10,
+        "peak KiB: baseline {baseline}, diff --walk {walk}"
+    );
+}

@@ -984,20 +984,26 @@ impl<R: std::io::BufRead> Iterator for Checked<R> {
 }
 
 /// Entries made by `items` in a thread of `scope`, handed over in batches through a
-/// bounded channel: both sides of a merge are read at once, in bounded memory.
+/// bounded channel: both sides of a merge are read at once, in bounded memory. A batch is
+/// at most 1,024 entries or 256 KiB of paths (a tree thousands of directories deep has
+/// paths of tens of kilobytes).
 fn batched<'s, E: Send + 's>(
     scope: &'s std::thread::Scope<'s, '_>,
     items: impl Iterator<Item = Result<(PathBuf, Meta), E>> + Send + 's,
 ) -> Batches<E> {
     const BATCH: usize = 1024;
+    const BATCH_BYTES: usize = 256 << 10;
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     scope.spawn(move || {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut bytes = 0;
         for item in items {
             match item {
                 Ok(entry) => {
+                    bytes += entry.0.as_os_str().len();
                     batch.push(entry);
-                    if batch.len() == BATCH {
+                    if batch.len() == BATCH || bytes >= BATCH_BYTES {
+                        bytes = 0;
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                         // The other end stopped (an error, or done): so does this one.
                         if tx.send(Ok(full)).is_err() {

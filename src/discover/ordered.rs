@@ -23,16 +23,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, FileType, OFlags, Statx, StatxFlags};
+use rustix::fs::{AtFlags, FileType, OFlags, Statx};
 
-use super::scan::{STATX, fd_path, open_dir, xattr_digest};
+use super::scan::{STATX, dev_of, fd_path, foreign, mnt_of, open_dir, xattr_digest};
 use crate::baseline::Meta;
 use crate::error::FsError;
 use crate::knowledge::Knowledge;
 use crate::persisted::PersistedSet;
 
-/// Directory descriptors kept open at most (beside the root's).
-const OPEN_DIRS: usize = 128;
+/// Directory descriptors kept open at most (beside the root's): two walks at once (`--against`)
+/// stay well within the usual limit of 1,024 descriptors.
+const OPEN_DIRS: usize = 256;
 
 /// One entry of the walk, which comes with its path (as seen from the host's `/`).
 pub struct Entry {
@@ -73,7 +74,7 @@ struct Level {
     len: usize,
     /// Its entries' names, one after another, and where each is, with its type.
     names: Vec<u8>,
-    index: Vec<(u32, u8, FileType)>,
+    index: Vec<(usize, u8, FileType)>,
     next: usize,
     /// Whether a path never walked may be among its entries.
     near_excluded: bool,
@@ -95,14 +96,6 @@ pub struct Ordered<'a> {
     buf: Vec<u8>,
     /// Entries read so far, for a progress line.
     pub read: Arc<AtomicU64>,
-}
-
-fn dev_of(st: &Statx) -> u64 {
-    rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor)
-}
-
-fn mnt_of(st: &Statx) -> Option<u64> {
-    (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
 }
 
 impl<'a> Ordered<'a> {
@@ -134,14 +127,9 @@ impl<'a> Ordered<'a> {
         Ok(walk)
     }
 
-    /// Why an entry (by its statx) is not the root's to walk (as the parallel walk's).
+    /// Whether an entry is not the root's to walk: another mount or filesystem.
     fn foreign(&self, st: &Statx) -> bool {
-        let other_dev = dev_of(st) != self.root_dev;
-        match (self.root_mnt, mnt_of(st)) {
-            (Some(root), Some(mine)) if root == mine => false,
-            (Some(_), Some(_)) if !other_dev => true,
-            _ => other_dev,
-        }
+        foreign(self.root_dev, self.root_mnt, st).is_some()
     }
 
     /// Enters a directory: its path is `self.path[..len]`; its entries are read now,
@@ -157,15 +145,13 @@ impl<'a> Ordered<'a> {
             if name == b"." || name == b".." {
                 continue;
             }
-            index.push((names.len() as u32, name.len() as u8, entry.file_type()));
+            index.push((names.len(), name.len() as u8, entry.file_type()));
             names.extend_from_slice(name);
         }
         // Byte order of names is tree order of paths: a name that is a prefix of another
         // comes first, and its entries (`NAME/…`) before the longer name.
         index.sort_unstable_by(|a, b| {
-            let name = |&(at, n, _): &(u32, u8, FileType)| {
-                &names[at as usize..at as usize + usize::from(n)]
-            };
+            let name = |&(at, n, _): &(usize, u8, FileType)| &names[at..at + usize::from(n)];
             name(a).cmp(name(b))
         });
         self.read.fetch_add(index.len() as u64, Ordering::Relaxed);
@@ -258,7 +244,7 @@ impl<'a> Ordered<'a> {
             let level = &mut self.levels[i];
             let &(at, n, kind) = level.index.get(level.next)?;
             level.next += 1;
-            let name = level.names[at as usize..at as usize + usize::from(n)].to_vec();
+            let name = level.names[at..at + usize::from(n)].to_vec();
             let near_excluded = level.near_excluded;
             let mut path = Vec::with_capacity(level.len + 1 + name.len());
             path.extend_from_slice(&self.path[..level.len]);
