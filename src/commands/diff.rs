@@ -28,7 +28,7 @@ use crate::beneath;
 use crate::classify::{EntryKind, Facts};
 use crate::cli::{DiffArgs, GlobalArgs};
 use crate::config::{Config, FilesystemConfig, FsType};
-use crate::discover::ordered::{self, Ordered};
+use crate::discover::ordered::Ordered;
 use crate::discover::scan::{self, Unit};
 use crate::discover::suggest::{self, Suggestion};
 use crate::error::{Error, FsError};
@@ -881,13 +881,11 @@ fn against(
         let old = batched(
             s,
             old_walk.map(|(path, e)| {
-                let meta = e.with_xattrs(&path, None);
+                let meta = e.complete(&path, None);
                 Ok::<_, std::convert::Infallible>((path, meta))
             }),
         );
-        merge.run(old, now_walk.map(Ok), |path, e, _| {
-            e.with_xattrs(path, None)
-        })
+        merge.run(old, now_walk.map(Ok), |path, e, _| e.complete(path, None))
     });
     let Ok(changes) = changes;
     Ok(("walk", changes))
@@ -1121,7 +1119,11 @@ fn walk_diff(config: &Config) -> Result<Vec<Change>, Error> {
         };
         let merged = std::thread::scope(|s| {
             let _progress = Progress::start(vec![walk.read.clone()]);
-            merge.run(batched(s, old), walk.map(Ok), known_xattrs)
+            // Link targets and extended attributes are the manifest's where its entry is
+            // the same inode with the same ctime.
+            merge.run(batched(s, old), walk.map(Ok), |p, e, old| {
+                e.complete(p, old)
+            })
         });
         match merged {
             Ok(changes) => return Ok(changes),
@@ -1145,21 +1147,10 @@ fn walk_diff(config: &Config) -> Result<Vec<Change>, Error> {
         compared: &compared,
     };
     let ok = |entry| Ok::<_, std::convert::Infallible>(entry);
-    let Ok(changes) = merge.run(entries.into_iter().map(ok), walk.map(Ok), known_xattrs);
+    let Ok(changes) = merge.run(entries.into_iter().map(ok), walk.map(Ok), |p, e, old| {
+        e.complete(p, old)
+    });
     Ok(changes)
-}
-
-/// A walked entry's metadata, its extended attributes read only when the manifest's
-/// entry at its path is not the same inode with the same ctime (every change of one moves
-/// the ctime).
-fn known_xattrs(path: &Path, entry: ordered::Entry, old: Option<&Meta>) -> Meta {
-    let known = old
-        .filter(|old| {
-            matches!((&old.stamps, &entry.meta.stamps),
-                (Some(a), Some(b)) if a.same_inode(b) && a.ctime_ns == b.ctime_ns)
-        })
-        .and_then(|old| old.xattrs);
-    entry.with_xattrs(path, known)
 }
 
 /// Drops changes in persisted paths, in the paths never walked, and in the ignore globs.

@@ -394,12 +394,12 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
     // `diff` pairs the two only when they match, so a run cut short at any point, or one
     // refused the snapshot, leaves an old `.baseline` that is not used with a new
     // manifest, nor a new one with the old manifest.
-    let (snapshot, snapshot_note, parts) = match baseline_snapshot(&config, args) {
-        Ok((path, parts)) => (Some(path), None, parts),
-        Err(note) => (None, Some(note), Vec::new()),
+    let (snapshot, snapshot_note, parts, links) = match baseline_snapshot(&config, args) {
+        Ok((path, parts, root)) => (Some(path), None, parts, root),
+        Err(note) => (None, Some(note), Vec::new(), None),
     };
     crate::snapshots::reset::failpoint("baseline-snapshot-taken", &mut |line| eprintln!("{line}"));
-    let (file, entries) = write_manifest(&config, &parts, &mounts)?;
+    let (file, entries) = write_manifest(&config, &parts, &mounts, links)?;
     let report = BaselineReport {
         manifest: file,
         entries,
@@ -415,23 +415,30 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
 /// (a `run` planted as a symlink is refused, not written through), atomically (the disk
 /// full half-way leaves the last manifest as it was, and no temporary file). Readable by
 /// root only: it names every file, also those in directories other users cannot list.
+/// Symlink targets are read from the snapshot just taken (`links`, its root), where there
+/// is one: reading them in the live tree would write their access times under `relatime`,
+/// after the snapshot, and the generation search would read every fresh link again.
 /// Gives the manifest's path and its number of entries.
 fn write_manifest(
     config: &Config,
     snapshot: &[baseline::SnapshotPart],
     mounts: &[PathBuf],
+    links: Option<std::os::fd::OwnedFd>,
 ) -> Result<(PathBuf, usize), Error> {
     let tree = beneath::Tree::open(&config.root)?;
     let abs = Path::new(baseline::MANIFEST);
     remove_dead_temporaries(&tree, abs);
-    let walk = Ordered::new(&config.root, &config.persisted, knowledge::builtin())?;
+    let mut walk = Ordered::new(&config.root, &config.persisted, knowledge::builtin())?;
+    if let Some(snapshot) = links {
+        walk = walk.links_from(snapshot);
+    }
     let _progress = super::diff::Progress::start(vec![walk.read.clone()]);
     let mut entries = 0;
     tree.write_atomic_with(abs, 0o600, |file| {
         let out = io::BufWriter::with_capacity(1 << 20, file);
         let mut out = baseline::Writer::new(out, snapshot, mounts)?;
         for (path, entry) in walk {
-            out.entry(&path, &entry.with_xattrs(&path, None))?;
+            out.entry(&path, &entry.complete(&path, None))?;
             entries += 1;
         }
         out.into_inner().flush()
@@ -501,10 +508,18 @@ fn remove_dead_temporaries(tree: &beneath::Tree, abs: &Path) {
 /// subvolume (a mounted snapshot, another subvolume) gets no snapshot, and the running
 /// system's `.baseline` is left as it was: a snapshot of the root subvolume would not be
 /// of that tree.
+/// Gives its path, its parts and its root directory, opened (where it can be).
 fn baseline_snapshot(
     config: &Config,
     args: &FsArgs,
-) -> Result<(PathBuf, Vec<baseline::SnapshotPart>), String> {
+) -> Result<
+    (
+        PathBuf,
+        Vec<baseline::SnapshotPart>,
+        Option<std::os::fd::OwnedFd>,
+    ),
+    String,
+> {
     let fs = super::filesystem(config, args).map_err(|e| e.to_string())?;
     let backend = backend::for_type(fs.fs_type);
     if !backend.has_subvolumes() {
@@ -554,7 +569,8 @@ fn baseline_snapshot(
     .map_err(|e| e.to_string())?;
     let parts =
         super::diff::snapshot_parts(backend.as_ref(), &top, &snap).map_err(|e| e.to_string())?;
-    Ok((snap, parts))
+    let root = top.open_dir(&snap).ok();
+    Ok((snap, parts, root))
 }
 
 impl Report for BaselineReport {

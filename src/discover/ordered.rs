@@ -23,10 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, FileType, OFlags, Statx};
+use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, Statx};
 
 use super::scan::{STATX, dev_of, fd_path, foreign, mnt_of, open_dir, xattr_digest};
 use crate::baseline::Meta;
+use crate::classify::EntryKind;
 use crate::error::FsError;
 use crate::knowledge::Knowledge;
 use crate::persisted::PersistedSet;
@@ -37,31 +38,79 @@ const OPEN_DIRS: usize = 256;
 
 /// One entry of the walk, which comes with its path (as seen from the host's `/`).
 pub struct Entry {
-    /// Without the extended attributes: see [`Entry::with_xattrs`].
+    /// Without the link target and the extended attributes: see [`Entry::complete`].
     pub meta: Meta,
     /// The entry itself when it is a directory, else the directory it is in.
     at: Arc<OwnedFd>,
     is_dir: bool,
+    /// For a symlink: the snapshot of this very tree to read its target from (see
+    /// [`Ordered::links_from`]).
+    links: Option<Arc<OwnedFd>>,
 }
 
 impl Entry {
-    /// The metadata with the digest of the extended attributes: `known` when given (the
-    /// same inode with the same ctime had them: every change of one moves the ctime),
-    /// else read now (a system call or two), `None` when they cannot be read.
-    pub fn with_xattrs(self, path: &Path, known: Option<u64>) -> Meta {
-        let xattrs = known.or_else(|| {
+    /// The metadata with what is read last, and only where needed: the link target and
+    /// the digest of the extended attributes. Where `known` (a baseline's entry at the
+    /// same path) is the same inode with the same ctime, they are its own: a symlink's
+    /// target never changes, and every change of an attribute moves the ctime. Reading a
+    /// symlink in the live tree writes its access time under `relatime` (no flag
+    /// prevents it), and the generation search would then read every one read so again;
+    /// a target is read from the snapshot where there is one. `None` where they cannot
+    /// be read.
+    pub fn complete(self, path: &Path, known: Option<&Meta>) -> Meta {
+        let known = known.filter(|k| {
+            matches!((&k.stamps, &self.meta.stamps),
+                (Some(a), Some(b)) if a.same_inode(b) && a.ctime_ns == b.ctime_ns)
+        });
+        let name = path.file_name().unwrap_or_default();
+        let xattrs = known.and_then(|k| k.xattrs).or_else(|| {
             let (at, follow) = if self.is_dir {
                 (fd_path(self.at.as_fd(), None), true)
             } else {
-                (fd_path(self.at.as_fd(), path.file_name()), false)
+                (fd_path(self.at.as_fd(), Some(name)), false)
             };
             xattr_digest(&at, follow).ok()
         });
+        let target = if self.meta.kind == EntryKind::Symlink {
+            known
+                .and_then(|k| k.target.clone())
+                .or_else(|| {
+                    let snapshot = self.links.as_ref()?;
+                    target_in(snapshot.as_fd(), path, &self.meta)
+                })
+                .or_else(|| {
+                    let t = rustix::fs::readlinkat(self.at.as_fd(), name, Vec::new()).ok()?;
+                    Some(PathBuf::from(OsStr::from_bytes(t.as_bytes())))
+                })
+        } else {
+            None
+        };
         Meta {
             xattrs,
+            target,
             ..self.meta
         }
     }
+}
+
+/// The target of the symlink at `path` (as seen from the host's `/`) in `snapshot`, a
+/// read-only snapshot of the tree (reading it there writes nothing), when it is the
+/// same inode as `live` with the same ctime.
+fn target_in(snapshot: BorrowedFd, path: &Path, live: &Meta) -> Option<PathBuf> {
+    let rel = path.strip_prefix("/").ok()?;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let fd = crate::beneath::openat2_long(snapshot, rel, flags, resolve).ok()?;
+    let st = rustix::fs::statx(&fd, "", AtFlags::EMPTY_PATH, STATX).ok()?;
+    let there = Meta::from_statx(&st, None);
+    let (a, b) = (there.stamps?, live.stamps?);
+    let same = there.kind == EntryKind::Symlink
+        && (a.ino, a.btime_ns, a.ctime_ns) == (b.ino, b.btime_ns, b.ctime_ns);
+    if !same {
+        return None;
+    }
+    let t = rustix::fs::readlinkat(&fd, "", Vec::new()).ok()?;
+    Some(PathBuf::from(OsStr::from_bytes(t.as_bytes())))
 }
 
 /// A directory on the way down.
@@ -94,6 +143,8 @@ pub struct Ordered<'a> {
     open: usize,
     lowest_open: usize,
     buf: Vec<u8>,
+    /// See [`Ordered::links_from`].
+    links: Option<Arc<OwnedFd>>,
     /// Entries read so far, for a progress line.
     pub read: Arc<AtomicU64>,
 }
@@ -121,10 +172,19 @@ impl<'a> Ordered<'a> {
             open: 0,
             lowest_open: 1,
             buf: Vec::with_capacity(64 << 10),
+            links: None,
             read: Arc::new(AtomicU64::new(0)),
         };
         walk.push(Arc::new(fd), &st, 0);
         Ok(walk)
+    }
+
+    /// Symlink targets are read from `snapshot` (its root directory), a read-only
+    /// snapshot of this very tree taken just before, wherever the link there is the same
+    /// inode: see [`Entry::complete`].
+    pub fn links_from(mut self, snapshot: OwnedFd) -> Self {
+        self.links = Some(Arc::new(snapshot));
+        self
     }
 
     /// Whether an entry is not the root's to walk: another mount or filesystem.
@@ -291,6 +351,7 @@ impl<'a> Ordered<'a> {
                 meta: Meta::from_statx(&st, None),
                 at: fd,
                 is_dir: true,
+                links: None,
             };
             return Some((path, entry));
         }
@@ -302,14 +363,13 @@ impl<'a> Ordered<'a> {
             // A file mounted over this one.
             return None;
         }
-        let target = (kind == FileType::Symlink)
-            .then(|| rustix::fs::readlinkat(dir.as_fd(), name, Vec::new()).ok())
-            .flatten()
-            .map(|t| PathBuf::from(OsStr::from_bytes(t.as_bytes())));
         let entry = Entry {
-            meta: Meta::from_statx(&st, target),
+            meta: Meta::from_statx(&st, None),
             at: dir,
             is_dir: false,
+            links: (kind == FileType::Symlink)
+                .then(|| self.links.clone())
+                .flatten(),
         };
         Some((path, entry))
     }
