@@ -390,13 +390,8 @@ rec {
       of = storage: prefix: st: map (one storage prefix "directory" true) (st.directories or [ ]) ++ map (one storage prefix "file" false) (st.files or [ ]);
     in
     builtins.concatMap (
-      name:
-      let
-        st = storages.${name};
-        storage = st.persistentStoragePath or name;
-        users = st.users or { };
-      in
-      optional (st.enable or true) (of storage "" st)
+      { st, storage, users, ... }:
+      of storage "" st
       ++ builtins.concatMap (
         user:
         let
@@ -404,7 +399,29 @@ rec {
         in
         of storage (if home == "/" then "/" else home + "/") users.${user}
       ) (attrNames users)
-    ) (attrNames storages);
+    ) (enabledStorages storages);
+
+  # The enabled storages of `fromPersistence`'s set, each with its path and users.
+  enabledStorages =
+    storages:
+    map (name: {
+      inherit name;
+      st = storages.${name};
+      storage = storages.${name}.persistentStoragePath or name;
+      users = storages.${name}.users or { };
+    }) (filter (name: storages.${name}.enable or true) (attrNames storages));
+
+  # The filesystem of `filesystems` (fileSystems' values) whose mount point is the deepest
+  # at or above `path` (normal form), or null.
+  deepestMount =
+    filesystems: path:
+    builtins.foldl' (
+      best: fs:
+      let
+        m = normalPath fs.mountPoint;
+      in
+      if m != null && isAtOrBelow m path && (best == null || builtins.stringLength m > builtins.stringLength (normalPath best.mountPoint)) then fs else best
+    ) null filesystems;
 
   # Whether `path` is `dir` or below it.
   isAtOrBelow = dir: path: path == dir || (dir == "/" && path != "/") || builtins.substring 0 (builtins.stringLength dir + 1) path == dir + "/";
@@ -425,7 +442,7 @@ rec {
         && !(builtins.any (st: isAtOrBelow st fs.mountPoint) storages)
         && !(builtins.elem "bind" (fs.options or [ ]))
       ) filesystems;
-      deepest = p: builtins.foldl' (best: fs: if isAtOrBelow fs.mountPoint p.path && (best == null || builtins.stringLength fs.mountPoint > builtins.stringLength best.mountPoint) then fs else best) null separate;
+      deepest = p: deepestMount separate p.path;
     in
     builtins.concatMap (
       p:
@@ -464,12 +481,7 @@ rec {
       subvolOf = fs: let m = builtins.concatMap (o: let x = builtins.match "(subvol|X-mount.subdir)=/*(.*[^/])/*" o; in optional (x != null) [ (builtins.elemAt x 1) ]) (opts fs); in if m == [ ] then null else builtins.head m;
       root = builtins.foldl' (found: fs: if fs.mountPoint == "/" then fs else found) null filesystems;
       needed = fs: (fs.neededForBoot or false) || builtins.elem (normalPath fs.mountPoint) pathsNeededForBoot;
-      holder =
-        st:
-        let
-          holders = filter (fs: fs.mountPoint != "/" && normalPath fs.mountPoint != null && isAtOrBelow (normalPath fs.mountPoint) st) filesystems;
-        in
-        builtins.foldl' (best: fs: if best == null || builtins.stringLength (normalPath fs.mountPoint) > builtins.stringLength (normalPath best.mountPoint) then fs else best) null holders;
+      holder = deepestMount (filter (fs: fs.mountPoint != "/") filesystems);
       # Why `st` (normal) does not survive a reset, following binds a few levels deep.
       problem =
         raw: st: depth:
@@ -577,12 +589,7 @@ rec {
         optional (!(relative p)) [ "environment.persistence.${str storage}.users.${name}: ${str p} must be relative to the home directory (no `..`, no control characters)" ];
     in
     builtins.concatMap (
-      name:
-      let
-        st = storages.${name};
-        storage = st.persistentStoragePath or name;
-        users = st.users or { };
-      in
+      { st, storage, users, ... }:
       builtins.concatMap (system storage "directory") (st.directories or [ ])
       ++ builtins.concatMap (system storage "file") (st.files or [ ])
       ++ builtins.concatMap (
@@ -595,7 +602,7 @@ rec {
         ++ builtins.concatMap (user storage u "directory") (users.${u}.directories or [ ])
         ++ builtins.concatMap (user storage u "file") (users.${u}.files or [ ])
       ) (attrNames users)
-    ) (attrNames storages);
+    ) (enabledStorages storages);
 
   # Persisted paths that something reads before stage 2's bind mounts exist (`reads`:
   # [ { path; reader; fix ? null; } ]), each as the warning to give. imperm's `lint` says

@@ -32,13 +32,17 @@ fn tree(var: &str) -> PathBuf {
 /// Nix's `eval.nix` for `host` (a Nix expression for a module) with `extra` on top; the
 /// result, or Nix's error text.
 fn evaluate(host: &str, extra: &str) -> Result<Value, String> {
-    let expr = format!(
+    nix_eval(&format!(
         "import ./tests/module/eval.nix {{ nixpkgsLib = {}; impermanence = {}; host = {host}; extra = {extra}; }}",
         tree("IMPERM_NIXPKGS_LIB").display(),
         tree("IMPERM_IMPERMANENCE").display(),
-    );
+    ))
+}
+
+/// A Nix expression evaluated in the repository, as JSON, or Nix's error text.
+fn nix_eval(expr: &str) -> Result<Value, String> {
     let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .args(["--eval", "--strict", "--json", "-E", expr])
         .current_dir(repo())
         .output()
         .unwrap();
@@ -495,17 +499,7 @@ fn the_readmes_persistence_json_recipe_works() {
         example("juni"),
         r#"{ environment.persistence."/state".files = [ "/etc/adjtime" ]; }"#,
     );
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", &expr])
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = nix_eval(&expr).unwrap_or_else(|e| panic!("{e}"));
     let dir = TempDir::new().unwrap();
     let json = dir.path().join("persistence.json");
     fs::write(&json, v["applied"].to_string()).unwrap();
@@ -758,17 +752,7 @@ fn format_nix_snippets_evaluate_against_impermanence_and_preservation() {
             module.display(),
             file.display()
         );
-        let out = Command::new("nix-instantiate")
-            .args(["--eval", "--strict", "--json", "-E", &expr])
-            .current_dir(repo())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{style}: {}\n{snippet}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = nix_eval(&expr).unwrap_or_else(|e| panic!("{style}: {e}\n{snippet}"));
         assert_eq!(v["failedAssertions"], serde_json::json!([]), "{style}");
         let mut got: Vec<(String, Option<String>, bool)> = v["entries"]
             .as_array()
