@@ -296,7 +296,8 @@ mod tests {
                 Some("podman"),
             ),
             ("/etc/machine-id", file(), Persist, Some("systemd")),
-            ("/etc/wireguard", dir(2), Review, Some("wireguard")),
+            ("/etc/wireguard", dir(2), Persist, Some("WireGuard")),
+            ("/etc/someservice", dir(2), Review, Some("someservice")),
             ("/etc/foo.conf", file(), Review, Some("foo.conf")),
             ("/etc/passwd", file(), Generated, Some("NixOS activation")),
             ("/etc/sudoers", copied, Generated, None),
@@ -330,7 +331,7 @@ mod tests {
             ("/home/josh/projects", dir(40), Review, Some("user")),
             ("/root/.bash_history", file(), Persist, Some("user")),
             ("/bao-keys", dir(3), Persist, Some("OpenBao")),
-            ("/srv/media", dir(3), Review, Some("media")),
+            ("/srv/media", dir(3), Persist, Some("media")),
         ];
         for (path, facts, verdict, service) in cases {
             let got = classify(Path::new(path), &facts, &[], knowledge::builtin());

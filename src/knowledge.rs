@@ -399,8 +399,20 @@ mod tests {
                 Some(("/var/lib/containers", Verdict::Persist, "podman")),
             ),
             (
+                "/etc/someservice",
+                Some(("/etc/*", Verdict::Review, "someservice")),
+            ),
+            (
                 "/etc/wireguard",
-                Some(("/etc/*", Verdict::Review, "wireguard")),
+                Some(("/etc/wireguard", Verdict::Persist, "WireGuard")),
+            ),
+            (
+                "/etc/nix/id_rsa",
+                Some(("/etc/nix/*", Verdict::Persist, "Nix")),
+            ),
+            (
+                "/home/josh/Documents/cv.odt",
+                Some(("~/Documents", Verdict::Persist, "user")),
             ),
             (
                 "/etc/machine-id",

@@ -148,6 +148,7 @@ fn service_host_audit_classifies_each_service() {
         verdicts(&v),
         own(&[
             ("/bao-keys", "persist", None),
+            ("/etc/wireguard", "persist", None),
             ("/home/josh/.config", "persist", Some("josh")),
             ("/var/lib/containers/storage/libpod", "persist", None),
             ("/var/lib/containers/storage/volumes", "persist", None),
@@ -158,7 +159,6 @@ fn service_host_audit_classifies_each_service() {
             ("/var/lib/systemd/timers", "persist", None),
             ("/var/lib/zitadel", "persist", None),
             ("/etc/custom.conf", "review", None),
-            ("/etc/wireguard", "review", None),
             ("/home/josh/.cache", "ephemeral", Some("josh")),
             ("/var/cache/nginx", "ephemeral", None),
             ("/var/lib/containers/storage/overlay", "ephemeral", None),
@@ -302,16 +302,16 @@ fn laptop_home_paths_become_user_entries() {
         verdicts(&v),
         own(&[
             ("/home/josh/.local/share", "persist", Some("josh")),
+            ("/home/josh/.local/state", "persist", Some("josh")),
             ("/home/josh/.mozilla", "persist", Some("josh")),
             ("/home/josh/.zsh_history", "persist", Some("josh")),
+            ("/home/josh/Downloads", "persist", Some("josh")),
             ("/root/.bash_history", "persist", Some("root")),
-            ("/home/josh/.local/state", "review", Some("josh")),
-            ("/home/josh/Downloads", "review", Some("josh")),
         ])
     );
     let out = t.imperm(&["--config", &config, "audit", "--format", "nix"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("  users.josh = {\n    directories = [\n      \".local/share\"\n      \".mozilla\"\n    ];\n    files = [\n      \".zsh_history\"\n    ];\n  };\n"), "{text}");
+    assert!(text.contains("  users.josh = {\n    directories = [\n      \".local/share\"\n      \".local/state\"\n      \".mozilla\"\n      \"Downloads\"\n    ];\n    files = [\n      \".zsh_history\"\n    ];\n  };\n"), "{text}");
 }
 
 /// Every string of a list in the snippet, with the attribute path leading to it.

@@ -299,10 +299,10 @@ mod tests {
                     Persist,
                     None
                 ),
+                ("/etc/ssh/extra.conf".into(), Persist, None),
                 ("/etc/ssh/ssh_host_ed25519_key".into(), Persist, None),
+                ("/etc/wireguard".into(), Persist, None),
                 ("/etc/foo.conf".into(), Review, None),
-                ("/etc/ssh/extra.conf".into(), Review, None),
-                ("/etc/wireguard".into(), Review, None),
                 ("/etc/ssh/sshd_config".into(), Generated, None),
             ]
         );
