@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::classify::{self, Classification, EntryKind, Facts, UserRule};
+use crate::classify::{self, Classification, EntryKind, Evidence, Facts, UserRule};
 use crate::discover::scan::Unit;
 use crate::knowledge::{Knowledge, Verdict};
 use crate::persisted::{Kind, PersistedSet};
@@ -178,7 +178,8 @@ fn merge_generated_trees(
             && !cx.persisted.has_below(d)
             && !cx.persisted.contains(d)
     };
-    let mut groups: BTreeMap<PathBuf, (u64, u64, bool)> = BTreeMap::new();
+    // Files, bytes, and the first thing found in the files (a key among them).
+    let mut groups: BTreeMap<PathBuf, (u64, u64, Option<Evidence>)> = BTreeMap::new();
     let mut out = Vec::new();
     for (unit, c) in classified {
         let target = if in_tree(&unit.path) && c.verdict != Verdict::Generated {
@@ -194,17 +195,33 @@ fn merge_generated_trees(
         };
         match target {
             Some(dir) => {
+                let inside = unit
+                    .path
+                    .strip_prefix(&dir)
+                    .unwrap_or(&unit.path)
+                    .to_path_buf();
                 let g = groups.entry(dir).or_default();
                 g.0 += unit.facts.files;
                 g.1 += unit.bytes;
+                if g.2.is_none() {
+                    g.2 = unit.facts.content.map(|e| Evidence {
+                        at: if e.at.as_os_str().is_empty() {
+                            inside
+                        } else {
+                            inside.join(&e.at)
+                        },
+                        ..e
+                    });
+                }
             }
             None => out.push((unit, c)),
         }
     }
-    for (dir, (files, bytes, _)) in groups {
+    for (dir, (files, bytes, content)) in groups {
         let facts = Facts {
             kind: Some(EntryKind::Directory),
             files,
+            content,
             ..Facts::default()
         };
         let c = classify::classify(&dir, &facts, cx.rules, k);
@@ -245,7 +262,7 @@ mod tests {
                 files: 1,
                 generated: 1,
                 link_target: Some(target.into()),
-                nixos_copied: false,
+                ..Facts::default()
             },
             bytes: 10,
         }
@@ -306,6 +323,32 @@ mod tests {
                 ("/etc/ssh/sshd_config".into(), Generated, None),
             ]
         );
+    }
+
+    /// A key among the files of an /etc directory makes the directory they merge into one
+    /// to persist, and the reason names the file.
+    #[test]
+    fn what_merged_files_are_carries_to_their_directory() {
+        let mut key = unit("/etc/age/keys.txt", EntryKind::File, 1);
+        key.facts.content = Some(Evidence {
+            found: classify::Found::Key("an age secret key"),
+            at: PathBuf::new(),
+        });
+        let persisted = PersistedSet::default();
+        let cx = Context {
+            knowledge: knowledge::builtin(),
+            persisted: &persisted,
+            rules: &[],
+            homes: Vec::new(),
+            complete: true,
+        };
+        let got = suggest(vec![key, unit("/etc/age/readme", EntryKind::File, 1)], &cx);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].path.as_path(), got[0].verdict, got[0].files),
+            (Path::new("/etc/age"), Verdict::Persist, 2)
+        );
+        assert!(got[0].reason.contains("(keys.txt)"), "{}", got[0].reason);
     }
 
     #[test]
