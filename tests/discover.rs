@@ -565,6 +565,133 @@ fn laptop_repositories_databases_and_flatpak_data_are_persist() {
     );
 }
 
+/// Issue 12: an entry whose owner, group or mode differ from what impermanence and
+/// preservation make (root:root 0755; a user's own entries user:group 0755; preservation's
+/// files 0644) carries them, in JSON and in both Nix forms, with names from the tree's own
+/// /etc/passwd and /etc/group (numbers when a name is unknown), so that persisting it does
+/// not hand a service's directory to root. impermanence sets no owner on a file (it links
+/// the one there): it gets its parent directory's.
+#[test]
+fn owners_and_modes_that_differ_are_in_json_and_nix() {
+    if !as_root("owners_and_modes_that_differ_are_in_json_and_nix") {
+        return;
+    }
+    let t = Tree::new();
+    t.file(
+        "etc/passwd",
+        "root:x:0:0::/root:/bin/sh\njosh:x:1000:100::/home/josh:/bin/sh\nforgejo:x:991:988::/var/lib/forgejo:/bin/sh\n",
+    );
+    t.file("etc/group", "root:x:0:\nusers:x:100:\nforgejo:x:988:\n");
+    t.file("var/lib/forgejo/data/forgejo.db", "x");
+    t.chown("var/lib/forgejo", 991, 988);
+    t.chmod("var/lib/forgejo", 0o750);
+    t.file("var/lib/orphan/x", "x");
+    t.chown("var/lib/orphan", 4242, 4343);
+    t.file("var/lib/plain/x", "x");
+    t.file("home/josh/.ssh/id_ed25519", OPENSSH_KEY);
+    t.chmod("home/josh/.ssh", 0o700);
+    t.file("home/josh/.config/git/config", "[user]");
+    t.file("home/josh/.local/share/x", "x");
+    t.chown("home/josh/.local/share", 0, 0);
+    t.link("etc/secret/app.conf", "/etc/static/secret/app.conf");
+    t.file("etc/secret/token.key", "token");
+    t.chown("etc/secret/token.key", 991, 988);
+    t.chmod("etc/secret/token.key", 0o640);
+    t.chown("etc/secret", 991, 988);
+    t.chmod("etc/secret", 0o700);
+    t.link("etc/nix/nix.conf", "/etc/static/nix/nix.conf");
+    t.file("etc/nix/id_rsa", OPENSSH_KEY);
+    t.chmod("etc/nix/id_rsa", 0o600);
+    let (_, v) = t.json(&["audit", "--format", "json"]);
+    let perms = |p: &str| {
+        let s = suggestion(&v, p);
+        [
+            s["owner"].clone(),
+            s["group"].clone(),
+            s["mode"].clone(),
+            s["parent"].clone(),
+        ]
+    };
+    use serde_json::json;
+    let none = Value::Null;
+    let cases = [
+        (
+            "/var/lib/forgejo",
+            [
+                json!("forgejo"),
+                json!("forgejo"),
+                json!("0750"),
+                none.clone(),
+            ],
+        ),
+        (
+            "/var/lib/orphan",
+            [json!("4242"), json!("4343"), none.clone(), none.clone()],
+        ),
+        (
+            "/var/lib/plain",
+            [none.clone(), none.clone(), none.clone(), none.clone()],
+        ),
+        (
+            "/home/josh/.ssh",
+            [none.clone(), none.clone(), json!("0700"), none.clone()],
+        ),
+        (
+            "/home/josh/.config",
+            [none.clone(), none.clone(), none.clone(), none.clone()],
+        ),
+        (
+            "/home/josh/.local/share",
+            [json!("root"), json!("root"), none.clone(), none.clone()],
+        ),
+        (
+            "/etc/secret/token.key",
+            [
+                json!("forgejo"),
+                json!("forgejo"),
+                json!("0640"),
+                json!({"owner": "forgejo", "group": "forgejo", "mode": "0700"}),
+            ],
+        ),
+        (
+            "/etc/nix/id_rsa",
+            [none.clone(), none.clone(), json!("0600"), none.clone()],
+        ),
+    ];
+    for (path, want) in cases {
+        assert_eq!(perms(path), want, "{path}");
+    }
+    let nix = |style: &str| {
+        String::from_utf8(
+            t.imperm(&["audit", "--format", "nix", "--style", style])
+                .stdout,
+        )
+        .unwrap()
+    };
+    let text = nix("impermanence");
+    for line in [
+        r#"{ directory = "/var/lib/forgejo"; user = "forgejo"; group = "forgejo"; mode = "0750"; }"#,
+        r#"{ directory = "/var/lib/orphan"; user = "4242"; group = "4343"; }"#,
+        r#"    "/var/lib/plain""#,
+        r#"{ file = "/etc/secret/token.key"; parentDirectory = { user = "forgejo"; group = "forgejo"; mode = "0700"; }; }"#,
+        r#"    "/etc/nix/id_rsa""#,
+        r#"{ directory = ".ssh"; mode = "0700"; }"#,
+        r#"{ directory = ".local/share"; user = "root"; group = "root"; }"#,
+        r#"      ".config""#,
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    let text = nix("preservation");
+    for line in [
+        r#"{ directory = "/var/lib/forgejo"; user = "forgejo"; group = "forgejo"; mode = "0750"; }"#,
+        r#"{ file = "/etc/secret/token.key"; user = "forgejo"; group = "forgejo"; mode = "0640"; configureParent = true; parent = { user = "forgejo"; group = "forgejo"; mode = "0700"; }; }"#,
+        r#"{ file = "/etc/nix/id_rsa"; mode = "0600"; }"#,
+        r#"{ directory = ".ssh"; mode = "0700"; }"#,
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+}
+
 /// Issue 12, attacked: telling what a file is never follows a symlink (to /dev/zero, to a
 /// key outside the tree), never opens a FIFO or a device (a FIFO would hang the audit),
 /// reads only a bounded head of a huge file, takes names that are not UTF-8, keeps access

@@ -5,6 +5,7 @@
 pub mod content;
 pub mod journal;
 pub mod lint;
+pub mod owners;
 pub mod scan;
 pub mod suggest;
 pub mod units;

@@ -34,9 +34,21 @@ pub struct Suggestion {
     /// A file that must be in place before stage 2 (preservation's `inInitrd`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_initrd: bool,
-    /// The mode the directory must be persisted with.
+    /// The mode to persist it with: the one the knowledge asks for, else its own where it
+    /// differs from what impermanence and preservation make (0755; preservation's files
+    /// 0644; see `owners`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<crate::mode::Mode>,
+    /// Its owner's name (a number when unknown), where it differs from what the modules
+    /// make (root, or the user whose home holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Its group, likewise (root, or the user's group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// For a file: what differs of its directory, which the modules make for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::discover::owners::Perms>,
 }
 
 /// What suggestions are made with.
@@ -110,6 +122,9 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
                 user: user.map(|(u, _)| u),
                 in_initrd: c.in_initrd,
                 mode: c.mode,
+                owner: None,
+                group: None,
+                parent: None,
                 path: unit.path,
             }
         })
