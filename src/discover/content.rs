@@ -28,11 +28,23 @@ pub const FILES_PER_UNIT: u64 = 256;
 pub const BYTES_PER_UNIT: u64 = 256 * 1024;
 
 /// Key material by its name: `*.key`, and anything named a key file (`keyfile_nvme0n1p1`,
-/// `crypto_keyfile.bin`, `luks-keyfile`). Only for regular files.
+/// `crypto_keyfile.bin`, `luks-keyfile`), but not a program's source or a text about key
+/// files (`test_keyfile.py`, `keyfile.md`). Only for regular files.
 pub fn by_name(name: &[u8]) -> Option<Found> {
+    const TEXT: &[&[u8]] = &[
+        b"c", b"cc", b"conf", b"cpp", b"go", b"h", b"html", b"java", b"js", b"json", b"lua", b"md",
+        b"nix", b"pl", b"py", b"pyc", b"rb", b"rs", b"rst", b"sh", b"toml", b"ts", b"txt", b"xml",
+        b"yaml", b"yml",
+    ];
     let lower = name.to_ascii_lowercase();
-    let is_key =
-        (lower.len() > 4 && lower.ends_with(b".key")) || lower.windows(7).any(|w| w == b"keyfile");
+    let extension = lower
+        .iter()
+        .rposition(|&b| b == b'.')
+        .filter(|&dot| dot > 0)
+        .map(|dot| &lower[dot + 1..]);
+    let is_key = (lower.len() > 4 && lower.ends_with(b".key"))
+        || (lower.windows(7).any(|w| w == b"keyfile")
+            && !extension.is_some_and(|e| TEXT.contains(&e)));
     is_key.then_some(Found::Key("a key file, by its name"))
 }
 
@@ -318,6 +330,9 @@ mod tests {
             b"monkey",
             b"id_rsa.pub",
             b"keyfil",
+            b"test_keyfile.py",
+            b"keyfile.md",
+            b"KeyFile.Java",
         ] {
             assert!(by_name(name).is_none(), "{}", String::from_utf8_lossy(name));
         }
