@@ -11,7 +11,8 @@
 //! entries or known paths below them (statically, or a known path of another verdict that
 //! is really there), or lie in /etc; every other directory is one unit whose subtree is
 //! only counted. Nothing is kept per entry, so memory follows the number of units, not of
-//! files.
+//! files. Where a unit's verdict is still open (the knowledge would leave it to review),
+//! what its files are is looked at on the way, within a budget (`content`).
 //!
 //! Each directory is a task of its own (rayon's scope), not a recursive call: a tree of
 //! any depth walks in constant stack, and a directory's descriptor is closed once its
