@@ -363,6 +363,20 @@ impl Tree {
         .ok()
     }
 
+    /// What the tree's `abs` is, as it is (a final symlink is not followed), every component
+    /// a real directory beneath the tree; `None` when it is missing or reached through a
+    /// symlink. Opened with O_PATH: nothing is opened for reading.
+    pub fn stat_nofollow(&self, abs: &Path) -> Option<rustix::fs::Stat> {
+        let fd = openat2_long(
+            self.fd.as_fd(),
+            &relative(abs),
+            OFlags::PATH | OFlags::NOFOLLOW,
+            NO_SYMLINKS,
+        )
+        .ok()?;
+        rustix::fs::fstat(&fd).ok()
+    }
+
     /// The tree's regular file `abs` for reading, every component a real directory beneath
     /// the tree and no symlink anywhere; `None` when it is missing, reached through a
     /// symlink, or not a regular file. It is looked at before it is opened: a device or a

@@ -680,21 +680,73 @@ fn files_read_before_the_bind_mounts_exist_are_warned_of_and_linted() {
 /// the real impermanence module (and the real preservation module when
 /// `IMPERM_PRESERVATION` names a checkout), makes that module persist exactly the `persist`
 /// suggestions of the same command's JSON, with their modes, users' entries under their
-/// homes, and (preservation) the machine id in the initrd.
+/// homes, and (preservation) the machine id in the initrd; and (issue 12) creates each one
+/// with the owner, group and mode it has on the host: a service's directory owned by its
+/// user with mode 0750, one owned by ids no name is known for, a key file of mode 0600, a
+/// file whose directory is a service's own (impermanence: the parent directory;
+/// preservation: the file itself and its parent).
 #[test]
 #[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
 fn format_nix_snippets_evaluate_against_impermanence_and_preservation() {
+    use std::os::unix::fs::{PermissionsExt, lchown, symlink};
     let root = TempDir::new().unwrap();
+    // Directories 0755 and files 0644 whatever the umask; josh's home is his.
+    let mkdirs = |rel: &Path| {
+        let mut at = root.path().to_path_buf();
+        for part in rel.components() {
+            at.push(part);
+            if fs::symlink_metadata(&at).is_err() {
+                fs::create_dir(&at).unwrap();
+                fs::set_permissions(&at, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+    };
     let put = |rel: &str, content: &str| {
         let path = root.path().join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
+        mkdirs(Path::new(rel).parent().unwrap());
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     };
+    let set = |rel: &str, uid: u32, gid: u32, mode: u32| {
+        let path = root.path().join(rel);
+        lchown(&path, Some(uid), Some(gid)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    put(
+        "etc/passwd",
+        "root:x:0:0::/root:/bin/sh\njosh:x:1000:100::/home/josh:/bin/sh\nforgejo:x:991:988::/var/lib/forgejo:/bin/sh\n",
+    );
+    put("etc/group", "root:x:0:\nusers:x:100:\nforgejo:x:988:\n");
     put("var/lib/forgejo/data/db", "x");
+    set("var/lib/forgejo", 991, 988, 0o750);
+    put("var/lib/orphan/x", "x");
+    set("var/lib/orphan", 4242, 4343, 0o700);
     put("var/lib/private/adguard/conf", "x");
     put("home/josh/.gnupg/pubring.kbx", "k");
     put("home/josh/.config/git/config", "[user]");
+    put("home/josh/.local/share/x", "x");
+    for rel in [
+        "home/josh",
+        "home/josh/.gnupg",
+        "home/josh/.gnupg/pubring.kbx",
+        "home/josh/.config",
+        "home/josh/.config/git",
+        "home/josh/.config/git/config",
+    ] {
+        lchown(root.path().join(rel), Some(1000), Some(100)).unwrap();
+    }
     put("etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    put("etc/nix/id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    set("etc/nix/id_rsa", 0, 0, 0o600);
+    symlink(
+        "/etc/static/nix/nix.conf",
+        root.path().join("etc/nix/nix.conf"),
+    )
+    .unwrap();
+    put("etc/secret/token.key", "token");
+    set("etc/secret/token.key", 991, 988, 0o640);
+    set("etc/secret", 991, 988, 0o700);
+    symlink("/etc/static/secret/a", root.path().join("etc/secret/a")).unwrap();
     put("var/lib/we\"ird ${x}'s ''/state", "x");
     let etc = TempDir::new().unwrap();
     let config = etc.path().join("config.toml");
@@ -717,22 +769,79 @@ fn format_nix_snippets_evaluate_against_impermanence_and_preservation() {
         out.stdout
     };
     let json: Value = serde_json::from_slice(&run(&["audit", "--format", "json"])).unwrap();
-    let mut want: Vec<(String, Option<String>, bool)> = json["suggestions"]
+    let persist: Vec<&Value> = json["suggestions"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|s| s["verdict"] == "persist")
-        .map(|s| {
-            (
-                s["path"].as_str().unwrap().to_string(),
-                s["mode"].as_str().map(String::from),
-                s["in_initrd"] == true,
-            )
-        })
         .collect();
-    want.sort();
-    assert!(want.len() >= 6, "{want:?}");
-    assert!(want.iter().any(|w| w.0.contains("${x}")), "{want:?}");
+    assert!(persist.len() >= 10, "{persist:?}");
+    assert!(
+        persist
+            .iter()
+            .any(|s| s["path"].as_str().unwrap().contains("${x}")),
+        "{persist:?}"
+    );
+    for (path, field) in [
+        ("/var/lib/forgejo", "owner"),
+        ("/var/lib/orphan", "owner"),
+        ("/etc/nix/id_rsa", "mode"),
+        ("/etc/secret/token.key", "parent"),
+        ("/home/josh/.local/share", "owner"),
+    ] {
+        let s = persist.iter().find(|s| s["path"] == path).unwrap();
+        assert!(!s[field].is_null(), "{path} has no {field}: {s}");
+    }
+    // What each module must create an entry with: (path, mode, user, group, in the initrd,
+    // the parent directory's (mode, user, group) where preservation is told it).
+    type Want = (
+        String,
+        String,
+        String,
+        String,
+        bool,
+        Option<(String, String, String)>,
+    );
+    let want = |style: &str| -> Vec<Want> {
+        let mut out: Vec<Want> = persist
+            .iter()
+            .map(|s| {
+                let home = s["user"].as_str();
+                let (user, group) = match home {
+                    Some(u) => (u, "users"),
+                    None => ("root", "root"),
+                };
+                let text = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_string();
+                let own = |p: &Value, mode: &str| {
+                    (
+                        text(&p["mode"], mode),
+                        text(&p["owner"], user),
+                        text(&p["group"], group),
+                    )
+                };
+                let file = s["kind"] == "file";
+                // impermanence makes no file: what it makes is the file's directory.
+                let (mode, owner, grp) = match (file, style) {
+                    (true, "impermanence") => own(&s["parent"], "0755"),
+                    (true, _) => own(s, "0644"),
+                    (false, _) => own(s, "0755"),
+                };
+                let parent = (file && style == "preservation" && !s["parent"].is_null())
+                    .then(|| own(&s["parent"], "0755"));
+                let initrd = s["in_initrd"] == true && style == "preservation";
+                (
+                    s["path"].as_str().unwrap().to_string(),
+                    mode,
+                    owner,
+                    grp,
+                    initrd,
+                    parent,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
 
     let mut styles = vec![("impermanence", tree("IMPERM_IMPERMANENCE"))];
     match std::env::var_os("IMPERM_PRESERVATION") {
@@ -754,25 +863,28 @@ fn format_nix_snippets_evaluate_against_impermanence_and_preservation() {
         );
         let v = nix_eval(&expr).unwrap_or_else(|e| panic!("{style}: {e}\n{snippet}"));
         assert_eq!(v["failedAssertions"], serde_json::json!([]), "{style}");
-        let mut got: Vec<(String, Option<String>, bool)> = v["entries"]
+        let text = |v: &Value| v.as_str().unwrap_or("(none)").to_string();
+        let mut got: Vec<Want> = v["entries"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| {
-                let path = e["path"].as_str().unwrap().to_string();
-                let wanted_mode = want.iter().find(|w| w.0 == path).and_then(|w| w.1.clone());
-                // A mode is compared where imperm asks for one; elsewhere the module's
-                // default stands.
-                let mode = wanted_mode.and(e["mode"].as_str().map(String::from));
-                (path, mode, e["initrd"] == true)
+                let parent = (!e["parent"].is_null()).then(|| {
+                    let p = &e["parent"];
+                    (text(&p["mode"]), text(&p["user"]), text(&p["group"]))
+                });
+                (
+                    text(&e["path"]),
+                    text(&e["mode"]),
+                    text(&e["user"]),
+                    text(&e["group"]),
+                    e["initrd"] == true,
+                    parent,
+                )
             })
             .collect();
         got.sort();
-        let want: Vec<_> = want
-            .iter()
-            .map(|(p, m, initrd)| (p.clone(), m.clone(), *initrd && style == "preservation"))
-            .collect();
-        assert_eq!(got, want, "{style}:\n{snippet}");
+        assert_eq!(got, want(style), "{style}:\n{snippet}");
         let josh = v["entries"]
             .as_array()
             .unwrap()

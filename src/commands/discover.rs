@@ -199,6 +199,8 @@ fn run(
     };
     let found = scan::scan(&request)?;
     let not_nixos = not_nixos(&config.root)?;
+    let mut suggestions = suggest::suggest(found.units, &context(&config));
+    crate::discover::owners::fill(&config.root, &mut suggestions);
     let report = DiscoveryReport {
         command,
         root: config.root.clone(),
@@ -207,7 +209,7 @@ fn run(
         notes: not_nixos.into_iter().collect(),
         entries: found.entries,
         elapsed_ms: found.elapsed.as_millis() as u64,
-        suggestions: suggest::suggest(found.units, &context(&config)),
+        suggestions,
         skipped: found.skipped,
         subvolumes: found.subvolumes,
         errors: found.errors,

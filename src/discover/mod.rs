@@ -2,8 +2,10 @@
 //! (systemd units), the suggestions made of them, the journal's evidence, and the checks of
 //! a persistence configuration.
 
+pub mod content;
 pub mod journal;
 pub mod lint;
+pub mod owners;
 pub mod scan;
 pub mod suggest;
 pub mod units;
