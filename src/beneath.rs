@@ -16,6 +16,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
@@ -163,6 +164,77 @@ impl Tree {
             Err(rustix::io::Errno::NOENT) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The tree's directory `abs` opened to be listed, resolved as the tree sees it
+    /// (symlinks followed inside the tree: NixOS links `/etc/systemd/system` into the
+    /// store); `None` when it is missing, dangling, or not a directory.
+    pub fn open_dir_resolved(&self, abs: &Path) -> io::Result<Option<OwnedFd>> {
+        match rustix::fs::openat2(
+            &self.fd,
+            relative(abs),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where the tree's symlink `abs` points (its parent resolved as the tree sees it, the
+    /// link itself not followed); `None` when it is missing or not a symlink.
+    pub fn read_link(&self, abs: &Path) -> io::Result<Option<PathBuf>> {
+        let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+            return Ok(None);
+        };
+        let dir = match rustix::fs::openat2(
+            &self.fd,
+            relative(parent),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match rustix::fs::readlinkat(&dir, name, Vec::new()) {
+            Ok(target) => Ok(Some(PathBuf::from(std::ffi::OsString::from_vec(
+                target.into_bytes(),
+            )))),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What the tree's `abs` resolves to as the tree sees it: its kind and the name of the
+    /// file at the end of its symlinks (`foo.service` for a link to
+    /// `/nix/store/…-unit-foo.service/foo.service`, empty when /proc cannot say); `None`
+    /// when missing or dangling.
+    /// Opened with O_PATH: a FIFO or a device is looked at, never opened.
+    pub fn resolve(&self, abs: &Path) -> io::Result<Option<(FileType, std::ffi::OsString)>> {
+        let fd = match rustix::fs::openat2(
+            &self.fd,
+            relative(abs),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let stat = rustix::fs::fstat(&fd)?;
+        // The name, through the descriptor's /proc link; none without /proc.
+        let at = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        let name = rustix::fs::readlink(at, Vec::new())
+            .ok()
+            .map(|real| PathBuf::from(std::ffi::OsString::from_vec(real.into_bytes())))
+            .and_then(|real| real.file_name().map(|n| n.to_os_string()))
+            .unwrap_or_default();
+        Ok(Some((FileType::from_raw_mode(stat.st_mode), name)))
     }
 
     /// What the tree's `abs` is (a final symlink is not followed), `None` when missing.
