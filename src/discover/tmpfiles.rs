@@ -822,6 +822,39 @@ mod tests {
         assert_eq!(removed, vec!['R', 'r']);
     }
 
+    /// Real lines of every shape, to mutate.
+    const SAMPLE: &str = "# x\nd /var/lib/a 0755 a a 10d\nD! /run/b\nL+ /etc/c - - - - %S/x\nf~ /etc/d - - - - aGk=\nC /var/lib/e - - - - /nix/store/f\nR /var/tmp/g-*\nd \"/q u\"/\\x41 -\nw /proc/x - - - - \\n1\n";
+
+    /// Whatever the bytes, every line is a usable entry (absolute, simplified, no `..`)
+    /// or a reason, numbered in order; never a panic.
+    fn every_line_is_read(text: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        let host = Host::default();
+        let lines = parse(text, &host);
+        proptest::prop_assert!(lines.windows(2).all(|w| w[0].0 < w[1].0));
+        for (_, line) in lines {
+            if let Ok(e) = line {
+                proptest::prop_assert!(e.path.is_absolute());
+                proptest::prop_assert!(e.path.components().all(|c| matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_stop_the_parser(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            every_line_is_read(&bytes)?;
+        }
+
+        #[test]
+        fn mutations_of_real_lines_never_stop_the_parser(edits in crate::mutate::edits()) {
+            every_line_is_read(&crate::mutate::apply(SAMPLE.as_bytes(), &edits))?;
+        }
+    }
+
     #[test]
     fn files_by_name_across_directories() {
         let os = |names: &[&str]| names.iter().map(OsString::from).collect::<Vec<_>>();

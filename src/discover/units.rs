@@ -797,6 +797,51 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a unit file holds (bytes that are not UTF-8 included), reading it and
+        /// the directories it declares never panic, and every directory is a plain path
+        /// below its base.
+        #[test]
+        fn arbitrary_unit_files_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000), name in "[a-z@.%-]{1,12}") {
+            let mut s = Settings::default();
+            s.apply(&parse(&text_of(&bytes)));
+            let unit = format!("{name}.service");
+            for d in directories(&unit, &s) {
+                proptest::prop_assert!(d.path.starts_with(d.kind.base()));
+                proptest::prop_assert!(d.path.components().all(|c| matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )));
+            }
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_utf8_are_skipped_and_keep_the_numbering() {
+        assert_eq!(
+            text_of(b"[Service]\nStateDirectory=a\xff\nStateDirectory=b\n"),
+            "[Service]\n\nStateDirectory=b\n"
+        );
+        assert!(is_valid_service_name("a-b_c:d\\x2d.service"));
+        assert!(is_valid_service_name("getty@tty1.service"));
+        assert!(is_valid_service_name("t@.service"));
+        for bad in [
+            "evil\n.service",
+            "a/b.service",
+            "@x.service",
+            ".service",
+            "x.socket",
+            "caf\u{e9}.service",
+            "sp ace.service",
+        ] {
+            assert!(!is_valid_service_name(bad), "{bad:?}");
+        }
+        assert!(!is_valid_service_name(&format!(
+            "{}.service",
+            "a".repeat(250)
+        )));
+    }
+
     #[test]
     fn templates_and_dropins() {
         assert_eq!(
