@@ -2,6 +2,7 @@
 //! (systemd units, tmpfiles.d), the suggestions made of them, the journal's evidence, and
 //! the checks of a persistence configuration.
 
+pub mod declared;
 pub mod journal;
 pub mod lint;
 pub mod scan;

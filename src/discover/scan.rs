@@ -49,6 +49,8 @@ pub struct Request<'a> {
     pub since: Option<&'a Manifest>,
     /// Show a progress line on stderr (only when it is a terminal and the walk is long).
     pub progress: bool,
+    /// What the host's units declare: a directory holding a unit's directory is split.
+    pub declared: &'a crate::discover::declared::Declarations,
 }
 
 /// Which entries a record reads the extended attributes of (one more system call each).
@@ -457,6 +459,7 @@ impl<'a> Walker<'a> {
             || k.too_broad(dir)
             || k.in_generated_tree(dir)
             || self.req.persisted.has_below(dir)
+            || self.req.declared.splits(dir)
             || self.excluded.iter().any(|e| e != dir && e.starts_with(dir))
     }
 
