@@ -586,7 +586,7 @@ pub fn read(tree: &crate::beneath::Tree) -> Found {
     let mut budget = TOTAL_MAX;
     for file in chosen(&listed) {
         let bytes = match crate::discover::units::read_conf(tree, &file, FILE_MAX.min(budget)) {
-            Ok(Some(bytes)) => bytes,
+            Ok(Some((bytes, _))) => bytes,
             Ok(None) => continue,
             Err(why) => {
                 found

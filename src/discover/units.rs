@@ -549,7 +549,7 @@ impl Reader<'_> {
             let mut settings = Settings::default();
             settings.apply(&parse(&text_of(&bytes)));
             for dropin in self.dropins(unit, &dropins) {
-                if let Some(bytes) = self.conf(&dropin) {
+                if let Some((bytes, _)) = self.conf(&dropin) {
                     settings.apply(&parse(&text_of(&bytes)));
                 }
             }
@@ -567,25 +567,25 @@ impl Reader<'_> {
         units: &std::collections::BTreeSet<&str>,
     ) -> Option<Vec<u8>> {
         let own_name = path.file_name().and_then(|n| n.to_str()).unwrap_or(unit);
-        if let Ok(Some((rustix::fs::FileType::RegularFile, real))) = self.tree.resolve(path) {
-            // A link to a unit file of another name makes this name an alias of it
-            // (systemd.unit(5), "Alias="): the directories are that unit's, found under
-            // its own name.
-            let real = real.to_str().unwrap_or_default();
-            if real != own_name && is_valid_service_name(real) && units.contains(real) {
-                return None;
-            }
+        let (bytes, real) = self.conf(path)?;
+        // A link to a unit file of another name makes this name an alias of it
+        // (systemd.unit(5), "Alias="): the directories are that unit's, found under its
+        // own name.
+        let real = real.to_str().unwrap_or_default();
+        if real != own_name && is_valid_service_name(real) && units.contains(real) {
+            return None;
         }
-        self.conf(path)
+        Some(bytes)
     }
 
-    /// A unit file or drop-in read whole (see [`read_conf`]); a problem when it cannot be.
-    fn conf(&mut self, path: &std::path::Path) -> Option<Vec<u8>> {
+    /// A unit file or drop-in read whole, with the name of the file its links lead to (see
+    /// [`read_conf`]); a problem when it cannot be read.
+    fn conf(&mut self, path: &std::path::Path) -> Option<(Vec<u8>, std::ffi::OsString)> {
         match read_conf(self.tree, path, FILE_MAX.min(self.budget)) {
-            Ok(bytes) => {
-                let bytes = bytes?;
+            Ok(found) => {
+                let (bytes, name) = found?;
                 self.budget = self.budget.saturating_sub(bytes.len() as u64);
-                Some(bytes)
+                Some((bytes, name))
             }
             Err(why) => {
                 self.problem(path, why);
@@ -623,32 +623,37 @@ impl Reader<'_> {
 }
 
 /// A configuration file of the tree (a unit file, a drop-in, a tmpfiles.d file) read whole,
-/// resolved as the tree sees it: `Ok(None)` when it is masked (a link to `/dev/null`, which
-/// dangles in a tree without `/dev`, or an empty file) or gone; why it cannot be read when
-/// it is a link that leads nowhere, not a regular file (a FIFO is never opened), larger
-/// than `limit`, or unreadable.
+/// resolved as the tree sees it, with the name of the file its links lead to: `Ok(None)`
+/// when it is masked (a link to `/dev/null`: a character device, or a dangling link in a
+/// tree without `/dev`; an empty file) or gone; why it cannot be read when it is a link
+/// that leads nowhere, not a regular file (a FIFO is never opened), larger than `limit`,
+/// or unreadable.
 pub(crate) fn read_conf(
     tree: &crate::beneath::Tree,
     path: &std::path::Path,
     limit: u64,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<(Vec<u8>, std::ffi::OsString)>, String> {
     use rustix::fs::FileType;
-    if matches!(tree.read_link(path), Ok(Some(t)) if t == std::path::Path::new("/dev/null")) {
-        return Ok(None);
-    }
-    match tree.resolve(path) {
-        Ok(Some((FileType::RegularFile, _))) => {}
-        Ok(Some((FileType::CharacterDevice, _))) => return Ok(None),
-        Ok(Some((kind, _))) => return Err(not_regular(kind).to_string()),
-        Ok(None) if tree.read_link(path).is_ok_and(|t| t.is_some()) => {
-            return Err("a link that leads nowhere in the tree".to_string());
+    let found = match tree.resolve(path) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return match tree.read_link(path) {
+                Ok(Some(t)) if t != std::path::Path::new("/dev/null") => {
+                    Err("a link that leads nowhere in the tree".to_string())
+                }
+                _ => Ok(None),
+            };
         }
-        Ok(None) => return Ok(None),
         Err(e) => return Err(cause(&e)),
+    };
+    match found.kind {
+        FileType::RegularFile => {}
+        FileType::CharacterDevice => return Ok(None),
+        kind => return Err(not_regular(kind).to_string()),
     }
-    match tree.read_bounded(path, limit) {
-        Ok(Some(bytes)) => Ok((!bytes.is_empty()).then_some(bytes)),
-        Ok(None) => Ok(None),
+    match found.read(limit) {
+        Ok(bytes) if bytes.is_empty() => Ok(None),
+        Ok(bytes) => Ok(Some((bytes, found.name))),
         Err(e) => Err(cause(&e)),
     }
 }
