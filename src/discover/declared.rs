@@ -183,6 +183,9 @@ impl Declarations {
             hits.sort_unstable();
             for hit in hits {
                 let m = &self.tmpfiles.removed[self.removed_index[hit]];
+                if !dots_match(&m.entry.path, a) {
+                    continue;
+                }
                 let applies = match m.entry.kind {
                     'R' => true,
                     _ => a == path && (!is_dir || empty_dir),
@@ -404,6 +407,26 @@ impl Declarations {
     }
 }
 
+/// Whether a glob match of `pattern` on `path` is one glob(3) makes too: a wildcard does
+/// not match a name's leading dot (systemd-tmpfiles expands `r` and `R` paths with
+/// glob(3), whose `*` skips hidden names; globset's does not).
+fn dots_match(pattern: &Path, path: &Path) -> bool {
+    let names = |p: &Path| -> Vec<Vec<u8>> {
+        p.as_os_str()
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let (pattern, path) = (names(pattern), names(path));
+    pattern.len() == path.len()
+        && pattern
+            .iter()
+            .zip(&path)
+            .all(|(p, n)| !n.starts_with(b".") || p.starts_with(b"."))
+}
+
 fn unit_source(d: &UnitDir) -> Source {
     Source::Unit {
         unit: d.unit.clone(),
@@ -447,7 +470,7 @@ mod tests {
             dirs.extend(directories(unit, &s));
         }
         let mut table = Table::default();
-        let text = b"d /var/lib/made\nD /var/lib/quill/tmp\nf /etc/greeting - - - - hello\nF /etc/fresh\nL /etc/link - - - - /srv/target\nL+ /etc/forced - - - - /srv/target\nC /var/lib/seeded - - - - /nix/store/abc-seed\nr /var/lib/stale.lock\nr /var/lib/stale-dir\nR /var/lib/junk-*\np /var/lib/pipe\n";
+        let text = b"d /var/lib/made\nD /var/lib/quill/tmp\nf /etc/greeting - - - - hello\nF /etc/fresh\nL /etc/link - - - - /srv/target\nL+ /etc/forced - - - - /srv/target\nC /var/lib/seeded - - - - /nix/store/abc-seed\nr /var/lib/stale.lock\nr /var/lib/stale-dir\nR /var/lib/junk-*\np /var/lib/pipe\nR /var/lib/dots/*\n";
         for (line, entry) in tmpfiles::parse(text, &tmpfiles::Host::default()) {
             table.add(Path::new("/etc/tmpfiles.d/t.conf"), line, entry.unwrap());
         }
@@ -700,6 +723,24 @@ mod tests {
                 Some(Verdict::Ephemeral),
                 "tmpfiles: /etc/tmpfiles.d/t.conf:10",
                 "R /var/lib/junk-*",
+            ),
+            // glob(3)'s `*` does not match a leading dot.
+            (
+                "/var/lib/junk-1/.hidden",
+                facts(File, 1),
+                1,
+                Some(Verdict::Ephemeral),
+                "tmpfiles: /etc/tmpfiles.d/t.conf:10",
+                "R /var/lib/junk-*",
+            ),
+            ("/var/lib/dots/.x", facts(File, 1), 1, None, "", ""),
+            (
+                "/var/lib/dots/x",
+                facts(File, 1),
+                1,
+                Some(Verdict::Ephemeral),
+                "tmpfiles: /etc/tmpfiles.d/t.conf:12",
+                "R /var/lib/dots/*",
             ),
             ("/var/lib/junkyard", facts(Directory, 9), 9, None, "", ""),
             (
