@@ -163,14 +163,10 @@ pub fn classify_declared(
                 .is_some_and(|m| !m.known.path.contains(&d.at))
         };
         if let Some(verdict) = d.verdict.filter(|_| !deeper()) {
-            return Classification {
-                verdict,
-                reason: d.reason.clone(),
-                source: d.source.clone(),
-                service: d.service.clone(),
-                in_initrd: false,
-                mode: d.mode,
-            };
+            let mut c = Classification::new(verdict, d.source.clone(), d.reason.clone());
+            c.service = d.service.clone();
+            c.mode = d.mode;
+            return c;
         }
     }
     let mut c = classify_known(path, facts, knowledge);
