@@ -172,6 +172,22 @@ impl Classification {
     }
 }
 
+/// What the host's own declarations say about a path (a systemd unit's directory, a
+/// tmpfiles.d line), found by `discover` from the tree and the scan's facts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Declaration {
+    /// The verdict it gives; `None` when it only adds to the reason (tmpfiles.d makes the
+    /// path at boot, but it holds data written since).
+    pub verdict: Option<Verdict>,
+    pub reason: String,
+    pub source: Source,
+    pub service: Option<String>,
+    pub mode: Option<crate::mode::Mode>,
+    /// The path the declaration names (the path itself or an ancestor): a known path
+    /// deeper than it is more precise and wins.
+    pub at: PathBuf,
+}
+
 /// Decides `path` (as seen from the host's `/`). In order: the user's rules; what NixOS
 /// itself makes (links into the store, files listed in /etc/.clean) and empty directories;
 /// what its files are (key material, git repositories, databases), where the knowledge
@@ -181,6 +197,20 @@ pub fn classify(
     facts: &Facts,
     rules: &[UserRule],
     knowledge: &Knowledge,
+) -> Classification {
+    classify_declared(path, facts, rules, knowledge, None)
+}
+
+/// [`classify`] with what the host declares about `path`: after the user's rules, a
+/// declaration with a verdict decides, unless the knowledge names a path below the one
+/// declared (a unit's `StateDirectory=containers` does not make podman's overlay storage
+/// state). One without a verdict adds its reason to the verdict found otherwise.
+pub fn classify_declared(
+    path: &Path,
+    facts: &Facts,
+    rules: &[UserRule],
+    knowledge: &Knowledge,
+    declared: Option<&Declaration>,
 ) -> Classification {
     if let Some(rule) = rules
         .iter()
@@ -193,6 +223,28 @@ pub fn classify(
             format!("your rule for {}: {}", rule.path.text, rule.reason),
         );
     }
+    if let Some(d) = declared {
+        let deeper = || {
+            knowledge
+                .lookup(path)
+                .is_some_and(|m| !m.known.path.contains(&d.at))
+        };
+        if let Some(verdict) = d.verdict.filter(|_| !deeper()) {
+            let mut c = Classification::new(verdict, d.source.clone(), d.reason.clone());
+            c.service = d.service.clone();
+            c.mode = d.mode;
+            return c;
+        }
+    }
+    let mut c = classify_known(path, facts, knowledge);
+    if let Some(d) = declared.filter(|d| d.verdict.is_none()) {
+        c.reason = format!("{}; {}", c.reason, d.reason);
+    }
+    c
+}
+
+/// What NixOS makes, then the knowledge.
+fn classify_known(path: &Path, facts: &Facts, knowledge: &Knowledge) -> Classification {
     if let Some(target) = &facts.link_target {
         let resolved = resolve_link(path, target);
         if knowledge.is_generated_link(&resolved) {

@@ -51,6 +51,8 @@ pub struct Request<'a> {
     pub since: Option<&'a Manifest>,
     /// Show a progress line on stderr (only when it is a terminal and the walk is long).
     pub progress: bool,
+    /// What the host's units declare: a directory holding a unit's directory is split.
+    pub declared: &'a crate::discover::declared::Declarations,
 }
 
 /// Which entries a record reads the extended attributes of (one more system call each).
@@ -472,6 +474,7 @@ impl<'a> Walker<'a> {
             || k.too_broad(dir)
             || k.in_generated_tree(dir)
             || self.req.persisted.has_below(dir)
+            || self.req.declared.splits(dir)
             || self.excluded.iter().any(|e| e != dir && e.starts_with(dir))
     }
 
@@ -977,6 +980,7 @@ mod tests {
             ignore: None,
             since: None,
             progress: false,
+            declared: crate::discover::declared::Declarations::none(),
         };
         // One thread: a unit's own entries are met before its subdirectories are entered.
         let pool = rayon::ThreadPoolBuilder::new()

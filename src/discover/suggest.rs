@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 
 use crate::classify::{self, Classification, EntryKind, Evidence, Facts, UserRule};
+use crate::discover::declared::Declarations;
 use crate::discover::scan::Unit;
 use crate::knowledge::{Knowledge, Verdict};
 use crate::persisted::{Kind, PersistedSet};
@@ -62,9 +63,17 @@ pub struct Context<'a> {
     /// nothing generated among them really has nothing generated. Units from a diff or from
     /// the journal are a few paths; their /etc files stay files.
     pub complete: bool,
+    /// What the host's units and tmpfiles.d declare (read once per command).
+    pub declared: &'a Declarations,
 }
 
 impl Context<'_> {
+    /// The classification of a piece of state, with what the host declares about it.
+    fn classify(&self, path: &Path, facts: &Facts, bytes: u64) -> Classification {
+        let declared = self.declared.about(path, facts, bytes, self.persisted);
+        classify::classify_declared(path, facts, self.rules, self.knowledge, declared.as_ref())
+    }
+
     /// The user a path belongs to, and the path relative to the home directory. A name
     /// under /home that is not UTF-8 is no user name (`users.<name>` could not name it):
     /// such a path stays absolute.
@@ -94,7 +103,7 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
     let classified: Vec<(Unit, Classification)> = units
         .into_iter()
         .map(|u| {
-            let c = classify::classify(&u.path, &u.facts, cx.rules, cx.knowledge);
+            let c = cx.classify(&u.path, &u.facts, u.bytes);
             (u, c)
         })
         .collect();
@@ -139,8 +148,13 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
 
 /// The unit a single path belongs to (a changed entry, a path a failure named): its topmost
 /// ancestor that is one piece of state. Without a directory listing only the static reasons
-/// to split apply.
-pub fn unit_of(path: &Path, k: &Knowledge, persisted: &PersistedSet) -> PathBuf {
+/// to split apply, and the directories the host's units declare.
+pub fn unit_of(
+    path: &Path,
+    k: &Knowledge,
+    persisted: &PersistedSet,
+    declared: &Declarations,
+) -> PathBuf {
     let mut prefix = PathBuf::from("/");
     for component in path.components() {
         if let Component::Normal(name) = component {
@@ -148,7 +162,8 @@ pub fn unit_of(path: &Path, k: &Knowledge, persisted: &PersistedSet) -> PathBuf 
             let splits = k.too_broad(&prefix)
                 || k.in_generated_tree(&prefix)
                 || k.has_known_below(&prefix)
-                || persisted.has_below(&prefix);
+                || persisted.has_below(&prefix)
+                || declared.splits(&prefix);
             if !splits || prefix == path {
                 return prefix;
             }
@@ -239,7 +254,7 @@ fn merge_generated_trees(
             content,
             ..Facts::default()
         };
-        let c = classify::classify(&dir, &facts, cx.rules, k);
+        let c = cx.classify(&dir, &facts, bytes);
         out.push((
             Unit {
                 path: dir,
@@ -291,6 +306,7 @@ mod tests {
             rules: &[],
             homes: Vec::new(),
             complete: true,
+            declared: Declarations::none(),
         };
         suggest(units, &cx)
             .into_iter()
@@ -356,6 +372,7 @@ mod tests {
             rules: &[],
             homes: Vec::new(),
             complete: true,
+            declared: Declarations::none(),
         };
         let got = suggest(vec![key, unit("/etc/age/readme", EntryKind::File, 1)], &cx);
         assert_eq!(got.len(), 1, "{got:?}");

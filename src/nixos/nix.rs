@@ -186,6 +186,42 @@ impl Lists {
     }
 }
 
+/// The persist suggestions as they are written: one below a known directory that must
+/// have a mode (`/var/lib/private`: 0700) becomes that directory with its mode, once, as
+/// `restore` writes it. Persisted alone, the inner path would get a parent made with
+/// impermanence's default 0755 (what `lint` reports), and systemd then refuses to start
+/// the `DynamicUser=` services whose state is in it.
+fn under_required_modes(persist: Vec<&Suggestion>) -> Vec<Suggestion> {
+    let knowledge = crate::knowledge::builtin();
+    let mut out: Vec<Suggestion> = Vec::with_capacity(persist.len());
+    for s in persist {
+        let mut s = s.clone();
+        let outer = knowledge.paths.iter().find_map(|k| {
+            let mode = k.mode?;
+            let dir = s.path.ancestors().skip(1).find(|a| k.path.matches(a))?;
+            Some((dir.to_path_buf(), mode))
+        });
+        if let Some((dir, mode)) = outer {
+            let up = s.path.components().count() - dir.components().count();
+            s.relative = s.relative.map(|r| {
+                let mut r = r.as_path();
+                for _ in 0..up {
+                    r = r.parent().unwrap_or(r);
+                }
+                r.to_path_buf()
+            });
+            s.path = dir;
+            s.kind = Kind::Directory;
+            s.mode = Some(mode);
+        }
+        match out.iter_mut().find(|o| o.path == s.path) {
+            Some(o) => o.mode = o.mode.or(s.mode),
+            None => out.push(s),
+        }
+    }
+    out
+}
+
 /// The snippet for the `persist` suggestions, persisted at `storage`.
 pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> String {
     let persist: Vec<&Suggestion> = suggestions
@@ -195,6 +231,8 @@ pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> Strin
     if persist.is_empty() {
         return "# imperm: nothing to persist\n".to_string();
     }
+    let persist = under_required_modes(persist);
+    let persist: Vec<&Suggestion> = persist.iter().collect();
     let mut system = Lists::default();
     let mut users: BTreeMap<&str, Lists> = BTreeMap::new();
     let mut left_out = Vec::new();
@@ -419,6 +457,50 @@ environment.persistence."/persist" = {
             let parsed = rnix::Root::parse(&format!("[ {got} ]"));
             assert!(parsed.errors().is_empty(), "{got}: {:?}", parsed.errors());
         }
+    }
+
+    /// A path below a directory that must have a mode is written as that directory with
+    /// its mode, once: the state of two `DynamicUser=` services is persisted as
+    /// `/var/lib/private` at 0700, a user's `.gnupg/…` as `.gnupg` at 0700.
+    #[test]
+    fn paths_below_a_directory_that_needs_a_mode_become_it() {
+        let all = vec![
+            suggestion(
+                "/var/lib/private/a",
+                Kind::Directory,
+                Verdict::Persist,
+                None,
+            ),
+            suggestion("/var/lib/private/b", Kind::File, Verdict::Persist, None),
+            suggestion(
+                "/var/lib/privateer",
+                Kind::Directory,
+                Verdict::Persist,
+                None,
+            ),
+            suggestion(
+                "/home/josh/.gnupg/private-keys-v1.d",
+                Kind::Directory,
+                Verdict::Persist,
+                Some(("josh", ".gnupg/private-keys-v1.d")),
+            ),
+        ];
+        assert_eq!(
+            render(&all, Path::new("/persist"), Style::Impermanence),
+            r#"# imperm: 3 paths to persist; paste into the host's configuration
+environment.persistence."/persist" = {
+  directories = [
+    { directory = "/var/lib/private"; mode = "0700"; }
+    "/var/lib/privateer"
+  ];
+  users.josh = {
+    directories = [
+      { directory = ".gnupg"; mode = "0700"; }
+    ];
+  };
+};
+"#
+        );
     }
 
     /// What a Nix string cannot hold, or imperm's configuration would refuse once pasted
