@@ -169,11 +169,23 @@ fn write_state(top: &TopLevel, layout: &Layout, state: &State) -> Result<(), Err
         .map_err(|e| FsError::new("write", &path, e).into())
 }
 
-/// Aborts (as kill -9 would end it) when the failpoint `name` is set, for the crash tests.
+/// Aborts (as kill -9 would end it) when the failpoint `name` is set, for the crash tests;
+/// with `name:hang`, stops there for good instead, for the VM tests' power cuts: an abort
+/// ends the process's private mount namespace, and that unmount writes out what a power
+/// cut would lose.
 pub(crate) fn failpoint(name: &str, log: Log) {
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
+    let Ok(set) = std::env::var(FAILPOINT_ENV) else {
+        return;
+    };
+    if set == name {
         log(format!("failpoint {name}: aborting"));
         std::process::abort();
+    }
+    if set.strip_suffix(":hang") == Some(name) {
+        log(format!("failpoint {name}: hanging"));
+        loop {
+            std::thread::park();
+        }
     }
 }
 

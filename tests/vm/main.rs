@@ -1,0 +1,581 @@
+//! Proof by real boots (issue 11): imperm's reset, as the NixOS module wires it into the
+//! systemd initrd, on Debian's kernel in qemu, on btrfs and on bcachefs, then the commands
+//! a user runs on the booted system; and power cuts at random moments and at hanging
+//! failpoints inside the reset and gc, each followed by a normal boot.
+//!
+//! The scenarios (scenario.rs) run as two chains at once, each a series of VMs: the
+//! boots in a row (with the refusals riding along in the first VMs), and the power cuts.
+//! Each VM boots several disks one after the other, each as a whole boot of a host of its
+//! own (tests/vm/init).
+//!
+//! Needs root, qemu-system-x86_64, busybox-static, zstd, xz, mkfs.btrfs, nix-instantiate
+//! and the kernel `tests/vm/fetch-kernel` puts in the cache; `.ci/run` installs them all.
+//! Without them it prints SKIPPED, except under CI=true, where that fails the run.
+//!
+//! Knobs (environment): `IMPERM_VM_CACHE` (default /var/tmp/imperm-vm: kernel, images,
+//! consoles), `IMPERM_VM_CUTS` (power cuts per filesystem, default 10), `IMPERM_VM_FS`
+//! (`btrfs` or `bcachefs` for one only), `IMPERM_VM_SEED` (the random cuts), `IMPERM_VM_KEEP`
+//! (keep the run's directory), `IMPERM_VM_BENCH=FILE` (write the figures bench/ reports),
+//! `IMPERM_VM_BCACHEFS_IMAGE` (the blank bcachefs, default ../shared/fixtures/…).
+
+mod guest;
+mod image;
+mod nixeval;
+mod qemu;
+mod scenario;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use scenario::{Cut, Disk, Fs, Kind, Spec};
+
+/// The suite's name, as `cargo test` filters and lists tests.
+const NAME: &str = "vm_boots";
+const FIXTURE: &str = "bcachefs-blank-1g.img.zst";
+/// A VM that has not powered off by then is stuck.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("guest") {
+        std::process::exit(guest::main(&args[2..]));
+    }
+    if !selected(&args[1..]) {
+        return;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let setup = match Setup::new(ci) {
+        Ok(s) => s,
+        Err(why) if ci => {
+            eprintln!("{NAME}: the VM tests must run in CI, but {why}");
+            std::process::exit(1);
+        }
+        Err(why) => {
+            println!("SKIPPED {NAME}: {why}");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let disks = match setup.run() {
+        Ok(disks) => disks,
+        Err(e) => {
+            eprintln!("{NAME}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let failed: Vec<&Disk> = disks.iter().filter(|d| d.failed.is_some()).collect();
+    summary(&disks, started.elapsed(), &setup);
+    if !failed.is_empty() {
+        for d in &failed {
+            eprintln!("FAILED {}: {}", d.name, d.failed.as_ref().unwrap());
+        }
+        eprintln!("(run directory kept: {})", setup.work.display());
+        std::process::exit(1);
+    }
+    if std::env::var_os("IMPERM_VM_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&setup.work);
+    }
+}
+
+/// Whether `cargo test`'s arguments select this suite (libtest's rules, as far as they
+/// apply to one test): `--list` lists it, a filter must be part of its name.
+fn selected(args: &[String]) -> bool {
+    let mut filters = Vec::new();
+    let (mut exact, mut list, mut ignored_only) = (false, false, false);
+    let mut skips = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--list" => list = true,
+            "--exact" => exact = true,
+            "--ignored" => ignored_only = true,
+            "--skip" => skips.extend(it.next().cloned()),
+            "--test-threads" | "--format" | "--color" | "-Z" | "--logfile" | "--shuffle-seed" => {
+                it.next();
+            }
+            a if a.starts_with('-') => {}
+            a => filters.push(a.to_string()),
+        }
+    }
+    let matches = |f: &String| {
+        if exact {
+            f == NAME
+        } else {
+            NAME.contains(f.as_str())
+        }
+    };
+    let chosen = (filters.is_empty() || filters.iter().any(matches))
+        && !skips.iter().any(|s| NAME.contains(s.as_str()))
+        && !ignored_only;
+    if list {
+        if chosen {
+            println!("{NAME}: test");
+        }
+        return false;
+    }
+    if !chosen {
+        println!("running 0 tests (vm: {NAME} filtered out)");
+    }
+    chosen
+}
+
+struct Setup {
+    work: PathBuf,
+    kernel: image::Kernel,
+    base: Vec<u8>,
+    fixture: Option<PathBuf>,
+    filesystems: Vec<Fs>,
+    cuts: u32,
+    seed: u64,
+}
+
+impl Setup {
+    /// Everything a run needs, or why it cannot run.
+    fn new(ci: bool) -> Result<Setup, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("not running as root".into());
+        }
+        for (tool, package) in [
+            (
+                "qemu-system-x86_64",
+                "qemu-system-x86 (from bookworm-backports)",
+            ),
+            ("busybox", "busybox-static"),
+            ("zstd", "zstd"),
+            ("xz", "xz-utils"),
+            ("mkfs.btrfs", "btrfs-progs"),
+            ("nix-instantiate", "nix-bin"),
+        ] {
+            image::which(tool)
+                .map_err(|_| format!("{tool} is not installed (Debian: {package})"))?;
+        }
+        let cache =
+            std::env::var_os("IMPERM_VM_CACHE").map_or("/var/tmp/imperm-vm".into(), PathBuf::from);
+        let kernel =
+            image::Kernel::find(&cache).map_err(|e| format!("{e}: run tests/vm/fetch-kernel"))?;
+        let mut filesystems = match std::env::var("IMPERM_VM_FS").ok().as_deref() {
+            Some("btrfs") => vec![Fs::Btrfs],
+            Some("bcachefs") => vec![Fs::Bcachefs],
+            _ => vec![Fs::Btrfs, Fs::Bcachefs],
+        };
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let fixture = std::env::var_os("IMPERM_VM_BCACHEFS_IMAGE")
+            .map(PathBuf::from)
+            .or_else(|| {
+                [
+                    repo.join("../shared/fixtures"),
+                    repo.join("../../shared/fixtures"),
+                ]
+                .into_iter()
+                .map(|d| d.join(FIXTURE))
+                .find(|f| f.is_file())
+            });
+        if filesystems.contains(&Fs::Bcachefs) && fixture.is_none() {
+            let why = format!("no {FIXTURE} in ../shared/fixtures (set IMPERM_VM_BCACHEFS_IMAGE)");
+            if ci {
+                return Err(why);
+            }
+            println!("SKIPPED {NAME} on bcachefs: {why}");
+            filesystems.retain(|f| *f != Fs::Bcachefs);
+        }
+        let work = cache.join(format!("run-{}", std::process::id()));
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let base = image::base(&kernel, Path::new(env!("CARGO_BIN_EXE_imperm")), &work)?;
+        let cuts = std::env::var("IMPERM_VM_CUTS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10);
+        let seed = std::env::var("IMPERM_VM_SEED")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        Ok(Setup {
+            work,
+            kernel,
+            base,
+            fixture,
+            filesystems,
+            cuts,
+            seed,
+        })
+    }
+
+    fn machine(&self) -> qemu::Machine<'_> {
+        qemu::Machine {
+            vmlinuz: &self.kernel.vmlinuz,
+            base: &self.base,
+            work: &self.work,
+        }
+    }
+
+    /// Makes the disks and runs the two chains at once.
+    fn run(&self) -> Result<Vec<Disk>, String> {
+        println!(
+            "{NAME}: kernel {}, {} power cuts per filesystem, seed {} (IMPERM_VM_SEED), run directory {}",
+            self.kernel.version,
+            self.cuts,
+            self.seed,
+            self.work.display()
+        );
+        let mut sequence = Vec::new();
+        let mut cuts = Vec::new();
+        for kind in [Kind::Sequence, Kind::Refusals, Kind::PowerCuts] {
+            for &fs in &self.filesystems {
+                let disk = Disk::new(fs, kind, &self.work);
+                self.format(&disk)?;
+                match kind {
+                    Kind::PowerCuts => cuts.push(disk),
+                    _ => sequence.push(disk),
+                }
+            }
+        }
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| self.sequence(&mut sequence));
+            let b = s.spawn(|| self.power_cuts(&mut cuts));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        a?;
+        b?;
+        sequence.extend(cuts);
+        Ok(sequence)
+    }
+
+    fn format(&self, disk: &Disk) -> Result<(), String> {
+        let _ = std::fs::remove_file(&disk.image);
+        let mut cmd = match disk.fs {
+            Fs::Btrfs => {
+                std::fs::File::create(&disk.image)
+                    .and_then(|f| f.set_len(512 << 20))
+                    .map_err(|e| e.to_string())?;
+                let mut c = Command::new("mkfs.btrfs");
+                c.args(["-q", "-f", "-L", &disk.label]).arg(&disk.image);
+                c
+            }
+            Fs::Bcachefs => {
+                let mut c = Command::new("zstd");
+                c.args(["-q", "-d", "-f", "--sparse", "-o"])
+                    .arg(&disk.image)
+                    .arg(self.fixture.as_ref().unwrap());
+                c
+            }
+        };
+        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+
+    /// Ten boots in a row of each sequence disk, with the refusal disks in the first five
+    /// VMs: a boot, the root mounted, a plain directory, a symlink, a boot.
+    fn sequence(&self, disks: &mut [Disk]) -> Result<(), String> {
+        let tampers = [
+            None,
+            Some("mounted"),
+            Some("directory"),
+            Some("symlink"),
+            None,
+        ];
+        for i in 0..10u32 {
+            let mut boots = Vec::new();
+            for disk in disks.iter_mut() {
+                let spec = match disk.kind {
+                    Kind::Sequence => Spec {
+                        measure: 1,
+                        ..Spec::default()
+                    },
+                    _ if (i as usize) < tampers.len() => Spec {
+                        tamper: tampers[i as usize],
+                        ..Spec::default()
+                    },
+                    _ => continue,
+                };
+                boots.push((disk, spec));
+            }
+            self.boot(&format!("sequence-{i}"), date(13 * i), boots)?;
+        }
+        Ok(())
+    }
+
+    /// Each cut disk: two boots, then cuts (each in a VM where the other disks boot
+    /// normally first, so every cut is followed by a normal boot of its disk in the next
+    /// VM), then a last normal boot. First the failpoints and the unclean shutdown, then
+    /// random moments of the reset or of the whole boot.
+    fn power_cuts(&self, disks: &mut [Disk]) -> Result<(), String> {
+        let mut rng = Rng(self.seed | 1);
+        let mut day = 0;
+        for _ in 0..2 {
+            let boots = disks.iter_mut().map(|d| (d, Spec::default())).collect();
+            self.boot(&format!("cuts-{day}"), date(day), boots)?;
+            day += 1;
+        }
+        let mut planned: Vec<Vec<Cut>> = disks.iter().map(|d| fixed_cuts(d.fs)).collect();
+        let limit = 4 * self.cuts as usize + 8;
+        for turn in 0..limit * disks.len() {
+            let t = turn % disks.len();
+            if disks
+                .iter()
+                .all(|d| d.stats.cuts >= self.cuts || d.failed.is_some())
+            {
+                break;
+            }
+            if disks[t].stats.cuts >= self.cuts || disks[t].failed.is_some() {
+                continue;
+            }
+            // A cut boot is followed by a normal one: alone, a disk gets a VM of its own.
+            if disks[t].was_cut() {
+                let boots = disks.iter_mut().map(|d| (d, Spec::default())).collect();
+                self.boot(&format!("cuts-{day}"), date(day), boots)?;
+                day += 1;
+            }
+            let cut = if planned[t].is_empty() {
+                let fraction = rng.next();
+                if rng.next() < 0.5 {
+                    Cut::Random {
+                        from: "reset",
+                        fraction,
+                    }
+                } else {
+                    Cut::Random {
+                        from: "begin",
+                        fraction,
+                    }
+                }
+            } else {
+                planned[t].remove(0)
+            };
+            // The others first: their boot follows their own last cut.
+            let mut boots: Vec<(&mut Disk, Spec)> = Vec::new();
+            let (before, rest) = disks.split_at_mut(t);
+            let (target, after) = rest.split_first_mut().unwrap();
+            for d in before.iter_mut().chain(after.iter_mut()) {
+                boots.push((d, Spec::default()));
+            }
+            boots.push((
+                target,
+                Spec {
+                    cut: Some(cut),
+                    ..Spec::default()
+                },
+            ));
+            self.boot(&format!("cuts-{day}"), date(day), boots)?;
+            day += 1;
+        }
+        let boots = disks.iter_mut().map(|d| (d, Spec::default())).collect();
+        self.boot(&format!("cuts-{day}"), date(day), boots)?;
+        for d in disks.iter_mut() {
+            if d.failed.is_none() && d.stats.cuts < self.cuts {
+                d.failed = Some(format!(
+                    "only {} of {} power cuts struck a boot",
+                    d.stats.cuts, self.cuts
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One VM: each disk's boot in order, at `rtc`; then each boot checked.
+    fn boot(&self, name: &str, rtc: String, boots: Vec<(&mut Disk, Spec)>) -> Result<(), String> {
+        let mut boots: Vec<(&mut Disk, Spec)> = boots
+            .into_iter()
+            .filter(|(d, _)| d.failed.is_none())
+            .collect();
+        if boots.is_empty() {
+            return Ok(());
+        }
+        let nodes: Vec<String> = (0..boots.len())
+            .map(|i| format!("vd{}", (b'b' + i as u8) as char))
+            .collect();
+        let hosts: Vec<serde_json::Value> = boots
+            .iter()
+            .zip(&nodes)
+            .map(|((d, _), n)| d.host(n))
+            .collect();
+        let hosts = nixeval::evaluate(&hosts, &self.work.join(format!("{name}.hosts.json")))?;
+        if hosts.len() != boots.len() {
+            return Err(format!(
+                "{name}: Nix evaluated {} hosts of {}",
+                hosts.len(),
+                boots.len()
+            ));
+        }
+        let mut cpio = image::Cpio::new();
+        let mut cut = None;
+        for (slot, ((disk, spec), host)) in boots.iter_mut().zip(&hosts).enumerate() {
+            if let Some(c) = &spec.cut {
+                let step = disk.steps.get(match c {
+                    Cut::Random { from, .. } => from,
+                    _ => &"begin",
+                });
+                cut = Some((
+                    disk.name.clone(),
+                    c.clone(),
+                    step.copied().unwrap_or(Duration::from_secs(5)),
+                ));
+            }
+            disk.plan(&mut cpio, slot, &nodes[slot], host, spec.clone());
+        }
+        let images: Vec<PathBuf> = boots.iter().map(|(d, _)| d.image.clone()).collect();
+        let mut watch = |at: Instant, line: &str| {
+            let Some((disk, cut, step)) = &cut else {
+                return qemu::Act::Nothing;
+            };
+            let mark = line.strip_prefix(&format!("@@ {disk} "));
+            match cut {
+                Cut::Failpoint { name, .. }
+                    if line.contains(&format!("failpoint {name}: hanging")) =>
+                {
+                    qemu::Act::CutNow
+                }
+                Cut::AtMark(m) if mark == Some(m) => qemu::Act::CutNow,
+                Cut::Random { from, fraction } if mark == Some(from) => {
+                    qemu::Act::CutAt(at + step.mul_f64(*fraction))
+                }
+                _ => qemu::Act::Nothing,
+            }
+        };
+        let run = self
+            .machine()
+            .boot(name, &cpio.finish(), &images, &rtc, TIMEOUT, &mut watch)?;
+        for (slot, (disk, _)) in boots.iter_mut().enumerate() {
+            let report = guest::read_report(&run.out, slot as u64);
+            let name_of = disk.name.clone();
+            let marks: Vec<(Instant, &str)> = run.marks(&name_of).collect();
+            let seen: BTreeSet<String> = marks.iter().map(|(_, m)| m.to_string()).collect();
+            if let Err(e) = disk.check(report.as_ref(), seen.clone()) {
+                disk.failed = Some(format!(
+                    "{name}: {e}\n  console: {}\n{}",
+                    run.log.display(),
+                    run.tail()
+                ));
+                continue;
+            }
+            if seen.contains("end") && report.as_ref().is_some_and(|r| r.get("stopped").is_none()) {
+                let when = |m: &str| marks.iter().find(|(_, x)| *x == m).map(|(t, _)| *t);
+                for (from, to) in [("begin", "end"), ("reset", "reset done"), ("gc", "gc done")] {
+                    if let (Some(a), Some(b)) = (when(from), when(to)) {
+                        disk.steps.insert(from, b - a);
+                    }
+                }
+            }
+        }
+        if std::env::var_os("IMPERM_VM_KEEP").is_none() {
+            let _ = std::fs::remove_file(&run.out);
+        }
+        println!(
+            "{NAME}: {name} ({}) {:.1}s{}",
+            boots
+                .iter()
+                .map(|(d, _)| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            (Instant::now() - run.started).as_secs_f64(),
+            if run.cut { ", power cut" } else { "" }
+        );
+        Ok(())
+    }
+}
+
+/// The cuts each filesystem gets first: a hanging failpoint after each step of the reset,
+/// an unclean shutdown (files fsynced, nothing unmounted), and two inside gc (btrfs:
+/// failpoints after it made a snapshot, then one nested in it, writable; bcachefs cannot
+/// make a snapshot writable, so random moments of its gc).
+fn fixed_cuts(fs: Fs) -> Vec<Cut> {
+    let reset = |name| Cut::Failpoint {
+        command: "reset",
+        name,
+    };
+    let mut cuts = vec![
+        reset("snapshot-taken"),
+        reset("root-deleted"),
+        reset("root-created"),
+        Cut::AtMark("fsynced"),
+    ];
+    match fs {
+        Fs::Btrfs => cuts.extend([
+            Cut::Failpoint {
+                command: "gc",
+                name: "gc-flag-cleared",
+            },
+            Cut::Failpoint {
+                command: "gc",
+                name: "nested-flag-cleared",
+            },
+        ]),
+        Fs::Bcachefs => cuts.extend([
+            Cut::Random {
+                from: "gc",
+                fraction: 0.3,
+            },
+            Cut::Random {
+                from: "gc",
+                fraction: 0.7,
+            },
+        ]),
+    }
+    cuts
+}
+
+/// The guest's clock for a VM: 06:30 UTC, `days` after 2026-01-01.
+fn date(days: u32) -> String {
+    let d = jiff::civil::date(2026, 1, 1) + jiff::Span::new().days(i64::from(days));
+    format!("{d}T06:30:00")
+}
+
+/// xorshift64*: the random moments of the cuts, repeatable with IMPERM_VM_SEED.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Boots, cuts, and the reset's time against a mount+umount of the same filesystem in the
+/// same boot; written to IMPERM_VM_BENCH as JSON when set.
+fn summary(disks: &[Disk], elapsed: Duration, setup: &Setup) {
+    let mut bench = serde_json::Map::new();
+    for &fs in &setup.filesystems {
+        let of = disks.iter().filter(|d| d.fs == fs);
+        let boots: u32 = of.clone().map(|d| d.stats.boots).sum();
+        let cuts: u32 = of.clone().map(|d| d.stats.cuts).sum();
+        let mut ratios: Vec<f64> = of
+            .clone()
+            .flat_map(|d| d.stats.timings.iter())
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(r, m)| r / (m.iter().sum::<f64>() / m.len() as f64))
+            .collect();
+        let mut resets: Vec<f64> = of
+            .flat_map(|d| d.stats.timings.iter().map(|(r, _)| *r))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        resets.sort_by(f64::total_cmp);
+        let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "{NAME}: {}: {boots} boots checked, {cuts} power cuts survived; reset {:.2}s, {:.1}× a mount+umount (medians of {})",
+            fs.name(),
+            median(&resets),
+            median(&ratios),
+            ratios.len()
+        );
+        bench.insert(
+            fs.name().into(),
+            serde_json::json!({ "boots": boots, "cuts": cuts, "reset_seconds": resets, "ratios": ratios }),
+        );
+    }
+    println!("{NAME}: {:.0}s in all", elapsed.as_secs_f64());
+    if let Some(file) = std::env::var_os("IMPERM_VM_BENCH") {
+        bench.insert("seconds".into(), elapsed.as_secs_f64().into());
+        let _ = std::fs::write(file, serde_json::Value::Object(bench).to_string());
+    }
+}
