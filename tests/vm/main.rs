@@ -408,6 +408,10 @@ impl Setup {
         }
         let mut cpio = image::Cpio::new();
         let mut cut = None;
+        let clock = jiff::civil::DateTime::strptime("%Y-%m-%dT%H:%M:%S", &rtc)
+            .and_then(|t| jiff::tz::TimeZone::UTC.to_timestamp(t))
+            .map_err(|e| format!("{rtc}: {e}"))?
+            .as_second();
         for (slot, ((disk, spec), host)) in boots.iter_mut().zip(&hosts).enumerate() {
             if let Some(c) = &spec.cut {
                 let step = disk.steps.get(match c {
@@ -420,6 +424,7 @@ impl Setup {
                     step.copied().unwrap_or(Duration::from_secs(5)),
                 ));
             }
+            spec.clock = clock;
             disk.plan(&mut cpio, slot, &nodes[slot], host, spec.clone());
         }
         let images: Vec<PathBuf> = boots.iter().map(|(d, _)| d.image.clone()).collect();

@@ -70,6 +70,8 @@ pub struct Spec {
     pub cut: Option<Cut>,
     /// How many times to time a mount and unmount of the top level after the reset.
     pub measure: u32,
+    /// The guest's clock at power-on (seconds since 1970): snapshots are named by it.
+    pub clock: i64,
 }
 
 /// A boot as planned: what it writes, so that the next report can be checked.
@@ -139,6 +141,15 @@ pub struct Disk {
 pub const ROOT: &str = "@root";
 pub const SNAPSHOTS: &str = "@snapshots";
 const PERSISTED_DIR: &str = "/var/lib/app";
+/// What the installer puts in `@data`, the subvolume the root links to.
+const INSTALLED: [(&str, u32, &[u8]); 2] = [
+    (
+        "precious",
+        0o644,
+        b"another subvolume: no reset may touch it\n",
+    ),
+    ("deep/er", 0o600, b"deeper\n"),
+];
 const NESTED: [&str; 2] = ["/var/lib/machines", "/var/lib/machines/inner"];
 
 impl Disk {
@@ -256,16 +267,9 @@ impl Disk {
         cpio.file(format!("{dir}/activation/etc/NIXOS").as_bytes(), 0o644, b"");
         cpio.dir(format!("{dir}/state").as_bytes(), 0o755);
         if k == 1 {
-            cpio.file(
-                format!("{dir}/install/precious").as_bytes(),
-                0o644,
-                b"another subvolume: no reset may touch it\n",
-            );
-            cpio.file(
-                format!("{dir}/install/deep/er").as_bytes(),
-                0o600,
-                b"deeper\n",
-            );
+            for (path, mode, data) in INSTALLED {
+                cpio.file(format!("{dir}/install/{path}").as_bytes(), mode, data);
+            }
         } else {
             cpio.dir(format!("{dir}/install").as_bytes(), 0o755);
         }
@@ -516,6 +520,9 @@ impl Disk {
                     "{SNAPSHOTS}/{name} is left over: no snapshot, baseline or state file of imperm's"
                 ));
             }
+            if !tree[""].subvol {
+                return Err(format!("{SNAPSHOTS}/{name} is not a subvolume"));
+            }
             read_only(&tree, &name)?;
             snapshots.insert(name, tree);
         }
@@ -567,6 +574,22 @@ impl Disk {
             };
             self.cut_root_ok(&snapshots[name], written, seen)
                 .map_err(|e| format!("{name}, the root of cut boot {}: {e}", written.boot))?;
+        }
+        // Named by the clock of the reset that took them: this boot's, or a cut one's.
+        let since = cut
+            .iter()
+            .map(|(c, _)| c.spec.clock)
+            .chain([planned.spec.clock])
+            .min()
+            .unwrap();
+        for name in &new {
+            let (t, _) = parse_name(name).unwrap();
+            if t < since || t > planned.spec.clock + 1800 {
+                return Err(format!(
+                    "new snapshot {name} is not named by the time of its reset (clock {since}..{})",
+                    planned.spec.clock
+                ));
+            }
         }
         if new.len() > 1 + usize::from(!cut.is_empty()) {
             return Err(format!(
@@ -653,7 +676,20 @@ impl Disk {
             Some(old) if *old != data => {
                 return Err(format!("@data changed: {}", differences(old, &data)));
             }
-            None if !data.contains_key("precious") => return Err("@data was not installed".into()),
+            None => {
+                let files: BTreeMap<&str, (u32, String)> = data
+                    .iter()
+                    .filter(|(_, e)| e.kind != "d")
+                    .map(|(p, e)| (p.as_str(), (e.mode, e.digest.clone().unwrap_or_default())))
+                    .collect();
+                let want: BTreeMap<&str, (u32, String)> = INSTALLED
+                    .iter()
+                    .map(|(p, m, d)| (*p, (*m, digest(d))))
+                    .collect();
+                if files != want {
+                    return Err(format!("@data holds {files:?}, not what was installed"));
+                }
+            }
             _ => {}
         }
         self.commands(report, planned, holder.as_deref())?;
