@@ -16,7 +16,8 @@
 //! consoles), `IMPERM_VM_CUTS` (power cuts per filesystem, default 10), `IMPERM_VM_FS`
 //! (`btrfs` or `bcachefs` for one only), `IMPERM_VM_SEED` (the random cuts), `IMPERM_VM_KEEP`
 //! (keep the run's directory), `IMPERM_VM_BENCH=FILE` (write the figures bench/ reports),
-//! `IMPERM_VM_BCACHEFS_IMAGE` (the blank bcachefs, default ../shared/fixtures/…).
+//! `IMPERM_VM_BCACHEFS_IMAGE` (the blank bcachefs, default ../shared/fixtures/…),
+//! `IMPERM_VM_MEASURE` (mount+umount timings per boot, against the reset's, default 1).
 
 mod guest;
 mod image;
@@ -129,6 +130,8 @@ struct Setup {
     filesystems: Vec<Fs>,
     cuts: u32,
     seed: u64,
+    /// How many mount+umount of the top level each whole boot times after the reset.
+    measure: u32,
 }
 
 impl Setup {
@@ -196,7 +199,12 @@ impl Setup {
                     .unwrap()
                     .as_nanos() as u64
             });
+        let measure = std::env::var("IMPERM_VM_MEASURE")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
         Ok(Setup {
+            measure,
             work,
             kernel,
             base,
@@ -287,10 +295,7 @@ impl Setup {
             let mut boots = Vec::new();
             for disk in disks.iter_mut() {
                 let spec = match disk.kind {
-                    Kind::Sequence => Spec {
-                        measure: 1,
-                        ..Spec::default()
-                    },
+                    Kind::Sequence => Spec::default(),
                     _ if (i as usize) < tampers.len() => Spec {
                         tamper: tampers[i as usize],
                         ..Spec::default()
@@ -425,6 +430,9 @@ impl Setup {
                 ));
             }
             spec.clock = clock;
+            if spec.tamper.is_none() && spec.cut.is_none() {
+                spec.measure = self.measure;
+            }
             disk.plan(&mut cpio, slot, &nodes[slot], host, spec.clone());
         }
         let images: Vec<PathBuf> = boots.iter().map(|(d, _)| d.image.clone()).collect();

@@ -69,6 +69,8 @@ impl Machine<'_> {
             "2",
             "-nographic",
             "-no-reboot",
+            "-nic",
+            "none",
         ])
         .arg("-kernel")
         .arg(self.vmlinuz)
