@@ -6,6 +6,9 @@
 //!   subvol PATH            a new, empty subvolume (btrfs or bcachefs)
 //!   manifest DIR           every entry below DIR as JSON (see [`Entry`])
 //!   time FILE CMD…         runs CMD, writes its wall time in nanoseconds to FILE, exits as it did
+//!   time FILE --unit ARGV [VAR=VALUE…]
+//!                          the same for the NUL-separated words of file ARGV, with only
+//!                          PATH and the VARs in its environment, as systemd runs a unit
 //!   report DIR DEV SLOT    the files of DIR as one JSON document into slot SLOT of DEV
 
 use std::collections::BTreeMap;
@@ -274,8 +277,35 @@ fn writable(dir: &Path) -> Result<bool, String> {
 }
 
 fn time(file: &str, cmd: &[&str]) -> i32 {
+    let mut command = match cmd {
+        ["--unit", argv, vars @ ..] => {
+            let words = match fs::read(argv) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("vm guest time: {argv}: {e}");
+                    return 127;
+                }
+            };
+            let mut words = words
+                .split(|b| *b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| std::ffi::OsStr::from_bytes(w).to_owned());
+            let mut c = std::process::Command::new(words.next().unwrap_or_default());
+            c.args(words).env_clear().env("PATH", "/nix/tools/bin");
+            for var in vars {
+                let (k, v) = var.split_once('=').unwrap_or((var, ""));
+                c.env(k, v);
+            }
+            c
+        }
+        _ => {
+            let mut c = std::process::Command::new(cmd[0]);
+            c.args(&cmd[1..]);
+            c
+        }
+    };
     let start = Instant::now();
-    let status = std::process::Command::new(cmd[0]).args(&cmd[1..]).status();
+    let status = command.status();
     let nanos = start.elapsed().as_nanos();
     let _ = fs::write(file, format!("{nanos}\n"));
     match status {

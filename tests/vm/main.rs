@@ -442,10 +442,10 @@ impl Setup {
             };
             let mark = line.strip_prefix(&format!("@@ {disk} "));
             match cut {
-                Cut::Failpoint { name, .. }
+                Cut::Failpoint { name, settle, .. }
                     if line.contains(&format!("failpoint {name}: hanging")) =>
                 {
-                    qemu::Act::CutNow
+                    qemu::Act::CutAt(at + *settle)
                 }
                 Cut::AtMark(m) if mark == Some(m) => qemu::Act::CutNow,
                 Cut::Random { from, fraction } if mark == Some(from) => {
@@ -496,31 +496,28 @@ impl Setup {
     }
 }
 
-/// The cuts each filesystem gets first: a hanging failpoint after each step of the reset,
-/// an unclean shutdown (files fsynced, nothing unmounted), and two inside gc (btrfs:
+/// The cuts each filesystem gets first: hanging failpoints after the steps of the reset
+/// (after the snapshot twice: at once, and once the filesystem had time to commit it), an
+/// unclean shutdown (files fsynced, nothing unmounted), and two inside gc (btrfs:
 /// failpoints after it made a snapshot, then one nested in it, writable; bcachefs cannot
 /// make a snapshot writable, so random moments of its gc).
 fn fixed_cuts(fs: Fs) -> Vec<Cut> {
-    let reset = |name| Cut::Failpoint {
-        command: "reset",
+    let at = |command, name, settle| Cut::Failpoint {
+        command,
         name,
+        settle: Duration::from_secs(settle),
     };
     let mut cuts = vec![
-        reset("snapshot-taken"),
-        reset("root-deleted"),
-        reset("root-created"),
+        at("reset", "snapshot-taken", 0),
+        at("reset", "snapshot-taken", 5),
+        at("reset", "root-deleted", 5),
+        at("reset", "root-created", 0),
         Cut::AtMark("fsynced"),
     ];
     match fs {
         Fs::Btrfs => cuts.extend([
-            Cut::Failpoint {
-                command: "gc",
-                name: "gc-flag-cleared",
-            },
-            Cut::Failpoint {
-                command: "gc",
-                name: "nested-flag-cleared",
-            },
+            at("gc", "gc-flag-cleared", 0),
+            at("gc", "nested-flag-cleared", 5),
         ]),
         Fs::Bcachefs => cuts.extend([
             Cut::Random {

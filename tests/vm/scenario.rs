@@ -50,10 +50,12 @@ pub enum Kind {
 /// Where a power cut strikes in a boot.
 #[derive(Clone, Debug)]
 pub enum Cut {
-    /// A failpoint of `reset` or `snapshots gc` that hangs: the power goes when it says so.
+    /// A failpoint of `reset` or `snapshots gc` that hangs: the power goes when it says
+    /// so, or `settle` later (time for the filesystem to commit what the step did).
     Failpoint {
         command: &'static str,
         name: &'static str,
+        settle: Duration,
     },
     /// At a console mark of the boot: `fsynced` is after files were written and fsynced,
     /// before anything is unmounted (an unclean shutdown: the next mount replays the
@@ -219,6 +221,7 @@ impl Disk {
             Some(Cut::Failpoint {
                 command: "reset",
                 name,
+                ..
             }) => (format!("{name}:hang"), String::new()),
             Some(Cut::Failpoint { name, .. }) => (String::new(), format!("{name}:hang")),
             _ => (String::new(), String::new()),
@@ -232,7 +235,13 @@ impl Disk {
             spec.measure,
         );
         put(cpio, "vars", vars.as_bytes());
-        put(cpio, "reset", host.reset.as_bytes());
+        let argv: Vec<u8> = host
+            .argv()
+            .expect("checked")
+            .iter()
+            .flat_map(|w| w.bytes().chain([0]))
+            .collect();
+        put(cpio, "reset", &argv);
         put(cpio, "devices", lines(&host.devices).as_bytes());
         put(
             cpio,
