@@ -248,8 +248,24 @@ pub fn base(kernel: &Kernel, imperm: &Path, work: &Path) -> Result<Vec<u8>, Stri
     // Both programs run through the dynamic loader in the tools' lib directory, the way a
     // store path's binary finds its own glibc: the booted root has no /lib64.
     let helper = std::env::current_exe().map_err(|e| e.to_string())?;
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/scenarios");
+    // The scenario scripts' own maker of subvolumes, built as they say (plain rustc).
+    let bchsubvol = work.join("bchsubvol.unstripped");
+    let out = Command::new("rustc")
+        .args(["-O", "--edition", "2024", "-o"])
+        .arg(&bchsubvol)
+        .arg(scenarios.join("bchsubvol.rs"))
+        .output()
+        .map_err(|e| format!("rustc: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("rustc bchsubvol.rs: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    for script in scripts()? {
+        let file = scenarios.join(format!("{script}.sh"));
+        cpio.file(format!("{TOOLS}/scenarios/{script}.sh").as_bytes(), 0o755, &read(&file)?);
+    }
     let mut libs = BTreeMap::new();
-    for (name, path) in [("imperm", imperm), ("vm", helper.as_path())] {
+    for (name, path) in [("imperm", imperm), ("vm", helper.as_path()), ("bchsubvol", bchsubvol.as_path())] {
         let stripped = work.join(name);
         let ok = Command::new("strip")
             .arg("-o")
@@ -298,6 +314,17 @@ pub fn base(kernel: &Kernel, imperm: &Path, work: &Path) -> Result<Vec<u8>, Stri
         order.as_bytes(),
     );
     Ok(cpio.finish())
+}
+
+/// The scenario scripts of tests/vm/scenarios, by name (`bcachefs-ioctls`).
+pub fn scripts() -> Result<Vec<String>, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/scenarios");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".sh").map(String::from))
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {

@@ -244,14 +244,25 @@ impl Setup {
                 }
             }
         }
+        // The scenario scripts ride along in the first VM of the cut chain.
+        let mut scripts = Vec::new();
+        for name in image::scripts()? {
+            let fs = self.filesystems.iter().find(|f| name.starts_with(&format!("{}-", f.name())));
+            if let Some(&fs) = fs {
+                let disk = Disk::script(fs, &name, &self.work);
+                self.format(&disk)?;
+                scripts.push(disk);
+            }
+        }
         let (a, b) = std::thread::scope(|s| {
             let a = s.spawn(|| self.sequence(&mut sequence));
-            let b = s.spawn(|| self.power_cuts(&mut cuts));
+            let b = s.spawn(|| self.power_cuts(&mut cuts, &mut scripts));
             (a.join().unwrap(), b.join().unwrap())
         });
         a?;
         b?;
         sequence.extend(cuts);
+        sequence.extend(scripts);
         Ok(sequence)
     }
 
@@ -313,11 +324,14 @@ impl Setup {
     /// normally first, so every cut is followed by a normal boot of its disk in the next
     /// VM), then a last normal boot. First the failpoints and the unclean shutdown, then
     /// random moments of the reset or of the whole boot.
-    fn power_cuts(&self, disks: &mut [Disk]) -> Result<(), String> {
+    fn power_cuts(&self, disks: &mut [Disk], scripts: &mut [Disk]) -> Result<(), String> {
         let mut rng = Rng(self.seed | 1);
         let mut day = 0;
         for _ in 0..2 {
-            let boots = disks.iter_mut().map(|d| (d, Spec::default())).collect();
+            let mut boots: Vec<_> = disks.iter_mut().map(|d| (d, Spec::default())).collect();
+            if day == 0 {
+                boots.extend(scripts.iter_mut().map(|d| (d, Spec::default())));
+            }
             self.boot(&format!("cuts-{day}"), date(day), boots)?;
             day += 1;
         }

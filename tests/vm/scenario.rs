@@ -45,6 +45,9 @@ pub enum Kind {
     /// A boot, then the three refusals (each stops its boot, changing nothing), then a
     /// normal boot.
     Refusals,
+    /// A scenario script of tests/vm/scenarios, `FS-NAME.sh`, run once inside the guest on
+    /// a blank disk: its own checks, `PASS NAME` as its last line.
+    Script,
 }
 
 /// Where a power cut strikes in a boot.
@@ -160,6 +163,7 @@ impl Disk {
             Kind::Sequence => "sequence",
             Kind::PowerCuts => "cuts",
             Kind::Refusals => "refusals",
+            Kind::Script => "script",
         };
         let name = format!("{}-{what}", fs.name());
         // The bcachefs fixture is labelled `nixos`; btrfs disks get their own labels.
@@ -170,7 +174,7 @@ impl Disk {
         let by_label = match kind {
             Kind::Sequence => Some(format!("/dev/disk/by-label/{label}")),
             Kind::PowerCuts => Some(format!("LABEL={label}")),
-            Kind::Refusals => None,
+            Kind::Refusals | Kind::Script => None,
         };
         Disk {
             image: work.join(format!("{name}.img")),
@@ -186,6 +190,14 @@ impl Disk {
             failed: None,
             steps: BTreeMap::new(),
         }
+    }
+
+    /// Scenario script `tests/vm/scenarios/{name}.sh`, on a disk of its filesystem.
+    pub fn script(fs: Fs, name: &str, work: &std::path::Path) -> Disk {
+        let mut disk = Disk::new(fs, Kind::Script, work);
+        disk.name = name.to_string();
+        disk.image = work.join(format!("{name}.img"));
+        disk
     }
 
     /// Whether the last boot was cut by a power cut.
@@ -214,6 +226,16 @@ impl Disk {
         self.boots += 1;
         let k = self.boots;
         let dir = format!("nix/plan/{order:02}-{}", self.name);
+        if self.kind == Kind::Script {
+            let vars = format!(
+                "NAME={0}\nFS={1}\nDEV=/dev/{node}\nSLOT={order}\nSCRIPT={0}\n",
+                self.name,
+                self.fs.name()
+            );
+            cpio.file(format!("{dir}/vars").as_bytes(), 0o644, vars.as_bytes());
+            self.planned = Some(Planned { boot: k, spec, ..Planned::default() });
+            return;
+        }
         let put = |cpio: &mut Cpio, rel: &str, data: &[u8]| {
             cpio.file(format!("{dir}/{rel}").as_bytes(), 0o644, data)
         };
@@ -430,6 +452,21 @@ impl Disk {
             return Err(format!("boot {k}: failpoint {name} was never reached"));
         }
         let at = |what: String| format!("boot {k}: {what}");
+        if self.kind == Kind::Script {
+            let out = text(report, "script.out");
+            let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+            if text(report, "script.rc").trim() != "0" || last != format!("PASS {}", self.name) {
+                let n = out.lines().count().saturating_sub(40);
+                let tail: Vec<&str> = out.lines().skip(n).collect();
+                return Err(at(format!(
+                    "the scenario script exited {} without PASS:\n{}",
+                    text(report, "script.rc").trim(),
+                    tail.join("\n")
+                )));
+            }
+            self.stats.boots += 1;
+            return Ok(());
+        }
         if let Some(tamper) = planned.spec.tamper {
             return self.check_refusal(report, tamper).map_err(at);
         }
