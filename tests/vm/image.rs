@@ -258,14 +258,25 @@ pub fn base(kernel: &Kernel, imperm: &Path, work: &Path) -> Result<Vec<u8>, Stri
         .output()
         .map_err(|e| format!("rustc: {e}"))?;
     if !out.status.success() {
-        return Err(format!("rustc bchsubvol.rs: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "rustc bchsubvol.rs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     for script in scripts()? {
         let file = scenarios.join(format!("{script}.sh"));
-        cpio.file(format!("{TOOLS}/scenarios/{script}.sh").as_bytes(), 0o755, &read(&file)?);
+        cpio.file(
+            format!("{TOOLS}/scenarios/{script}.sh").as_bytes(),
+            0o755,
+            &read(&file)?,
+        );
     }
     let mut libs = BTreeMap::new();
-    for (name, path) in [("imperm", imperm), ("vm", helper.as_path()), ("bchsubvol", bchsubvol.as_path())] {
+    for (name, path) in [
+        ("imperm", imperm),
+        ("vm", helper.as_path()),
+        ("bchsubvol", bchsubvol.as_path()),
+    ] {
         let stripped = work.join(name);
         let ok = Command::new("strip")
             .arg("-o")
@@ -321,7 +332,14 @@ pub fn scripts() -> Result<Vec<String>, String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/scenarios");
     let mut names: Vec<String> = fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".sh").map(String::from))
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .into_string()
+                .ok()?
+                .strip_suffix(".sh")
+                .map(String::from)
+        })
         .collect();
     names.sort();
     Ok(names)

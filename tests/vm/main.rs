@@ -247,7 +247,10 @@ impl Setup {
         // The scenario scripts ride along in the first VM of the cut chain.
         let mut scripts = Vec::new();
         for name in image::scripts()? {
-            let fs = self.filesystems.iter().find(|f| name.starts_with(&format!("{}-", f.name())));
+            let fs = self
+                .filesystems
+                .iter()
+                .find(|f| name.starts_with(&format!("{}-", f.name())));
             if let Some(&fs) = fs {
                 let disk = Disk::script(fs, &name, &self.work);
                 self.format(&disk)?;
@@ -335,7 +338,12 @@ impl Setup {
             self.boot(&format!("cuts-{day}"), date(day), boots)?;
             day += 1;
         }
-        let mut planned: Vec<Vec<Cut>> = disks.iter().map(|d| fixed_cuts(d.fs)).collect();
+        // Each fixed cut with the boots it was tried in: a failpoint gc reaches only when
+        // it deletes a snapshot holding nested ones, which a cut boot's root may not.
+        let mut planned: Vec<Vec<(Cut, u32)>> = disks
+            .iter()
+            .map(|d| fixed_cuts(d.fs).into_iter().map(|c| (c, 0)).collect())
+            .collect();
         let limit = 4 * self.cuts as usize + 8;
         for turn in 0..limit * disks.len() {
             let t = turn % disks.len();
@@ -354,22 +362,16 @@ impl Setup {
                 self.boot(&format!("cuts-{day}"), date(day), boots)?;
                 day += 1;
             }
-            let cut = if planned[t].is_empty() {
+            let fixed = !planned[t].is_empty();
+            let (cut, tries) = if !fixed {
                 let fraction = rng.next();
-                if rng.next() < 0.5 {
-                    Cut::Random {
-                        from: "reset",
-                        fraction,
-                    }
-                } else {
-                    Cut::Random {
-                        from: "begin",
-                        fraction,
-                    }
-                }
+                let from = if rng.next() < 0.5 { "reset" } else { "begin" };
+                (Cut::Random { from, fraction }, 0)
             } else {
                 planned[t].remove(0)
             };
+            let struck = |d: &Disk| (d.stats.cuts, d.stats.struck.get("gc").copied());
+            let was = struck(&disks[t]);
             // The others first: their boot follows their own last cut.
             let mut boots: Vec<(&mut Disk, Spec)> = Vec::new();
             let (before, rest) = disks.split_at_mut(t);
@@ -380,12 +382,25 @@ impl Setup {
             boots.push((
                 target,
                 Spec {
-                    cut: Some(cut),
+                    cut: Some(cut.clone()),
                     ..Spec::default()
                 },
             ));
             self.boot(&format!("cuts-{day}"), date(day), boots)?;
             day += 1;
+            // A fixed cut must strike, and one meant for gc inside gc.
+            let now = struck(&disks[t]);
+            let missed = match cut {
+                Cut::Random { from: "gc", .. } => now.1 == was.1,
+                _ => now.0 == was.0,
+            };
+            if missed && fixed && disks[t].failed.is_none() {
+                if tries < 2 {
+                    planned[t].insert(0, (cut, tries + 1));
+                } else {
+                    disks[t].failed = Some(format!("{cut:?} did not strike in 3 boots"));
+                }
+            }
         }
         let boots = disks.iter_mut().map(|d| (d, Spec::default())).collect();
         self.boot(&format!("cuts-{day}"), date(day), boots)?;
@@ -582,11 +597,17 @@ fn summary(disks: &[Disk], elapsed: Duration, setup: &Setup) {
         let mut resets: Vec<f64> = of
             .flat_map(|d| d.stats.timings.iter().map(|(r, _)| *r))
             .collect();
+        let mut struck = std::collections::BTreeMap::new();
+        for d in disks.iter().filter(|d| d.fs == fs) {
+            for (step, n) in &d.stats.struck {
+                *struck.entry(*step).or_insert(0) += n;
+            }
+        }
         ratios.sort_by(f64::total_cmp);
         resets.sort_by(f64::total_cmp);
         let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
         println!(
-            "{NAME}: {}: {boots} boots checked, {cuts} power cuts survived; reset {:.2}s, {:.1}× a mount+umount (medians of {})",
+            "{NAME}: {}: {boots} boots checked, {cuts} power cuts survived ({struck:?}); reset {:.2}s, {:.1}× a mount+umount (medians of {})",
             fs.name(),
             median(&resets),
             median(&ratios),
@@ -594,7 +615,7 @@ fn summary(disks: &[Disk], elapsed: Duration, setup: &Setup) {
         );
         bench.insert(
             fs.name().into(),
-            serde_json::json!({ "boots": boots, "cuts": cuts, "reset_seconds": resets, "ratios": ratios }),
+            serde_json::json!({ "boots": boots, "cuts": cuts, "struck": struck, "reset_seconds": resets, "ratios": ratios }),
         );
     }
     println!("{NAME}: {:.0}s in all", elapsed.as_secs_f64());
