@@ -3,10 +3,9 @@
 //! a user runs on the booted system; and power cuts at random moments and at hanging
 //! failpoints inside the reset and gc, each followed by a normal boot.
 //!
-//! The scenarios (scenario.rs) run as two chains at once, each a series of VMs: the
-//! boots in a row (with the refusals riding along in the first VMs), and the power cuts.
-//! Each VM boots several disks one after the other, each as a whole boot of a host of its
-//! own (tests/vm/init).
+//! The scenarios (scenario.rs) run as one chain of VMs per filesystem, the two at once.
+//! Each VM boots several disks one after the other (one disk twice: the boot after a cut,
+//! then the next cut), each as a whole boot of a host of its own (tests/vm/init).
 //!
 //! Needs root, qemu-system-x86_64, busybox-static, zstd, xz, mkfs.btrfs, nix-instantiate
 //! and the kernel `tests/vm/fetch-kernel` puts in the cache; `.ci/run` installs them all.
@@ -223,7 +222,7 @@ impl Setup {
         }
     }
 
-    /// Makes the disks and runs the two chains at once.
+    /// Makes the disks and runs one chain of VMs per filesystem, at once.
     fn run(&self) -> Result<Vec<Disk>, String> {
         println!(
             "{NAME}: kernel {}, {} power cuts per filesystem, seed {} (IMPERM_VM_SEED), run directory {}",
@@ -232,41 +231,35 @@ impl Setup {
             self.seed,
             self.work.display()
         );
-        let mut sequence = Vec::new();
-        let mut cuts = Vec::new();
-        for kind in [Kind::Sequence, Kind::Refusals, Kind::PowerCuts] {
-            for &fs in &self.filesystems {
-                let disk = Disk::new(fs, kind, &self.work);
-                self.format(&disk)?;
-                match kind {
-                    Kind::PowerCuts => cuts.push(disk),
-                    _ => sequence.push(disk),
-                }
+        let mut chains = Vec::new();
+        let scripts = image::scripts()?;
+        for &fs in &self.filesystems {
+            let mut disks = Vec::new();
+            for kind in [Kind::Sequence, Kind::Refusals, Kind::PowerCuts] {
+                disks.push(Disk::new(fs, kind, &self.work));
             }
-        }
-        // The scenario scripts ride along in the first VM of the cut chain.
-        let mut scripts = Vec::new();
-        for name in image::scripts()? {
-            let fs = self
-                .filesystems
+            for name in scripts
                 .iter()
-                .find(|f| name.starts_with(&format!("{}-", f.name())));
-            if let Some(&fs) = fs {
-                let disk = Disk::script(fs, &name, &self.work);
-                self.format(&disk)?;
-                scripts.push(disk);
+                .filter(|n| n.starts_with(&format!("{}-", fs.name())))
+            {
+                disks.push(Disk::script(fs, name, &self.work));
             }
+            for disk in &disks {
+                self.format(disk)?;
+            }
+            chains.push(disks);
         }
-        let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| self.sequence(&mut sequence));
-            let b = s.spawn(|| self.power_cuts(&mut cuts, &mut scripts));
-            (a.join().unwrap(), b.join().unwrap())
+        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = chains
+                .iter_mut()
+                .map(|disks| s.spawn(|| self.chain(disks)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        a?;
-        b?;
-        sequence.extend(cuts);
-        sequence.extend(scripts);
-        Ok(sequence)
+        for result in results {
+            result?;
+        }
+        Ok(chains.into_iter().flatten().collect())
     }
 
     fn format(&self, disk: &Disk) -> Result<(), String> {
@@ -295,9 +288,20 @@ impl Setup {
         Ok(())
     }
 
-    /// Ten boots in a row of each sequence disk, with the refusal disks in the first five
-    /// VMs: a boot, the root mounted, a plain directory, a symlink, a boot.
-    fn sequence(&self, disks: &mut [Disk]) -> Result<(), String> {
+    /// The VMs of one filesystem, each booting, in this order: the next of the ten boots in a
+    /// row; in the first five, the refusal disk (a boot, the root mounted, a plain
+    /// directory, a symlink, a boot); in the first, the scenario scripts; then the cut
+    /// disk: twice normally in the first two, then its boot after the last cut (checked)
+    /// and a boot that is cut, until the cuts are done. First the fixed cuts (failpoints,
+    /// the unclean shutdown), then random moments of the reset or of the whole boot.
+    fn chain(&self, disks: &mut [Disk]) -> Result<(), String> {
+        let find = |kind| disks.iter().position(|d| d.kind == kind).unwrap();
+        let (sequence, refusals, cuts) = (
+            find(Kind::Sequence),
+            find(Kind::Refusals),
+            find(Kind::PowerCuts),
+        );
+        let fs = disks[cuts].fs;
         let tampers = [
             None,
             Some("mounted"),
@@ -305,132 +309,114 @@ impl Setup {
             Some("symlink"),
             None,
         ];
-        for i in 0..10u32 {
-            let mut boots = Vec::new();
-            for disk in disks.iter_mut() {
-                let spec = match disk.kind {
-                    Kind::Sequence => Spec::default(),
-                    _ if (i as usize) < tampers.len() => Spec {
-                        tamper: tampers[i as usize],
-                        ..Spec::default()
-                    },
-                    _ => continue,
-                };
-                boots.push((disk, spec));
-            }
-            self.boot(&format!("sequence-{i}"), date(13 * i), boots)?;
-        }
-        Ok(())
-    }
-
-    /// Each cut disk: two boots, then cuts (each in a VM where the other disks boot
-    /// normally first, so every cut is followed by a normal boot of its disk in the next
-    /// VM), then a last normal boot. First the failpoints and the unclean shutdown, then
-    /// random moments of the reset or of the whole boot.
-    fn power_cuts(&self, disks: &mut [Disk], scripts: &mut [Disk]) -> Result<(), String> {
-        let mut rng = Rng(self.seed | 1);
-        let mut day = 0;
-        for _ in 0..2 {
-            let mut boots: Vec<_> = disks.iter_mut().map(|d| (d, Spec::default())).collect();
-            if day == 0 {
-                boots.extend(scripts.iter_mut().map(|d| (d, Spec::default())));
-            }
-            self.boot(&format!("cuts-{day}"), date(day), boots)?;
-            day += 1;
-        }
+        let mut rng = Rng(self.seed ^ fs.name().len() as u64 | 1);
         // Each fixed cut with the boots it was tried in: a failpoint gc reaches only when
         // it deletes a snapshot holding nested ones, which a cut boot's root may not.
-        let mut planned: Vec<Vec<(Cut, u32)>> = disks
-            .iter()
-            .map(|d| fixed_cuts(d.fs).into_iter().map(|c| (c, 0)).collect())
-            .collect();
-        let limit = 4 * self.cuts as usize + 8;
-        for turn in 0..limit * disks.len() {
-            let t = turn % disks.len();
-            if disks
-                .iter()
-                .all(|d| d.stats.cuts >= self.cuts || d.failed.is_some())
-            {
+        let mut fixed: Vec<(Cut, u32)> = fixed_cuts(fs).into_iter().map(|c| (c, 0)).collect();
+        for vm in 0..4 * self.cuts + 20 {
+            let mut boots: Vec<(usize, Spec)> = Vec::new();
+            if disks[sequence].boots() < 10 {
+                boots.push((sequence, Spec::default()));
+            }
+            if let Some(&tamper) = tampers.get(disks[refusals].boots() as usize) {
+                boots.push((
+                    refusals,
+                    Spec {
+                        tamper,
+                        ..Spec::default()
+                    },
+                ));
+            }
+            if vm == 0 {
+                boots.extend(
+                    (0..disks.len())
+                        .filter(|&i| disks[i].kind == Kind::Script)
+                        .map(|i| (i, Spec::default())),
+                );
+            }
+            let c = &disks[cuts];
+            let cutting = c.failed.is_none() && vm >= 2 && c.stats.cuts < self.cuts;
+            if c.failed.is_none() && (vm < 2 || c.was_cut()) {
+                boots.push((cuts, Spec::default()));
+            }
+            let mut this = None;
+            if cutting {
+                let (cut, tries) = if fixed.is_empty() {
+                    let fraction = rng.next();
+                    let from = if rng.next() < 0.5 { "reset" } else { "begin" };
+                    (Cut::Random { from, fraction }, None)
+                } else {
+                    let (cut, tries) = fixed.remove(0);
+                    (cut, Some(tries))
+                };
+                boots.push((
+                    cuts,
+                    Spec {
+                        cut: Some(cut.clone()),
+                        ..Spec::default()
+                    },
+                ));
+                this = Some((
+                    cut,
+                    tries,
+                    (c.stats.cuts, c.stats.struck.get("gc").copied()),
+                ));
+            }
+            boots.retain(|(i, _)| disks[*i].failed.is_none());
+            if boots.is_empty() {
                 break;
             }
-            if disks[t].stats.cuts >= self.cuts || disks[t].failed.is_some() {
-                continue;
-            }
-            // A cut boot is followed by a normal one: alone, a disk gets a VM of its own.
-            if disks[t].was_cut() {
-                let boots = disks.iter_mut().map(|d| (d, Spec::default())).collect();
-                self.boot(&format!("cuts-{day}"), date(day), boots)?;
-                day += 1;
-            }
-            let fixed = !planned[t].is_empty();
-            let (cut, tries) = if !fixed {
-                let fraction = rng.next();
-                let from = if rng.next() < 0.5 { "reset" } else { "begin" };
-                (Cut::Random { from, fraction }, 0)
-            } else {
-                planned[t].remove(0)
-            };
-            let struck = |d: &Disk| (d.stats.cuts, d.stats.struck.get("gc").copied());
-            let was = struck(&disks[t]);
-            // The others first: their boot follows their own last cut.
-            let mut boots: Vec<(&mut Disk, Spec)> = Vec::new();
-            let (before, rest) = disks.split_at_mut(t);
-            let (target, after) = rest.split_first_mut().unwrap();
-            for d in before.iter_mut().chain(after.iter_mut()) {
-                boots.push((d, Spec::default()));
-            }
-            boots.push((
-                target,
-                Spec {
-                    cut: Some(cut.clone()),
-                    ..Spec::default()
-                },
-            ));
-            self.boot(&format!("cuts-{day}"), date(day), boots)?;
-            day += 1;
-            // A fixed cut must strike, and one meant for gc inside gc.
-            let now = struck(&disks[t]);
-            let missed = match cut {
-                Cut::Random { from: "gc", .. } => now.1 == was.1,
-                _ => now.0 == was.0,
-            };
-            if missed && fixed && disks[t].failed.is_none() {
-                if tries < 2 {
-                    planned[t].insert(0, (cut, tries + 1));
-                } else {
-                    disks[t].failed = Some(format!("{cut:?} did not strike in 3 boots"));
+            self.boot(&format!("{}-{vm}", fs.name()), date(13 * vm), disks, boots)?;
+            // A fixed cut must strike, and one meant for gc inside gc; it is tried again.
+            if let Some((cut, Some(tries), was)) = this {
+                let c = &mut disks[cuts];
+                let missed = match cut {
+                    Cut::Random { from: "gc", .. } => c.stats.struck.get("gc").copied() == was.1,
+                    _ => c.stats.cuts == was.0,
+                };
+                if missed && c.failed.is_none() {
+                    if tries < 2 {
+                        fixed.insert(0, (cut, tries + 1));
+                    } else {
+                        c.failed = Some(format!("{cut:?} did not strike in 3 boots"));
+                    }
                 }
             }
         }
-        let boots = disks.iter_mut().map(|d| (d, Spec::default())).collect();
-        self.boot(&format!("cuts-{day}"), date(day), boots)?;
-        for d in disks.iter_mut() {
-            if d.failed.is_none() && d.stats.cuts < self.cuts {
-                d.failed = Some(format!(
-                    "only {} of {} power cuts struck a boot",
-                    d.stats.cuts, self.cuts
-                ));
-            }
+        let c = &mut disks[cuts];
+        if c.failed.is_none() && c.stats.cuts < self.cuts {
+            c.failed = Some(format!(
+                "only {} of {} power cuts struck a boot",
+                c.stats.cuts, self.cuts
+            ));
         }
         Ok(())
     }
 
-    /// One VM: each disk's boot in order, at `rtc`; then each boot checked.
-    fn boot(&self, name: &str, rtc: String, boots: Vec<(&mut Disk, Spec)>) -> Result<(), String> {
-        let mut boots: Vec<(&mut Disk, Spec)> = boots
-            .into_iter()
-            .filter(|(d, _)| d.failed.is_none())
-            .collect();
-        if boots.is_empty() {
-            return Ok(());
+    /// One VM: the boots (a disk and what to do), in order, at `rtc`; then each checked.
+    fn boot(
+        &self,
+        name: &str,
+        rtc: String,
+        disks: &mut [Disk],
+        boots: Vec<(usize, Spec)>,
+    ) -> Result<(), String> {
+        // One drive per disk, also for a disk booted twice.
+        let mut attached: Vec<usize> = Vec::new();
+        for (d, _) in &boots {
+            if !attached.contains(d) {
+                attached.push(*d);
+            }
         }
-        let nodes: Vec<String> = (0..boots.len())
-            .map(|i| format!("vd{}", (b'b' + i as u8) as char))
-            .collect();
+        let node = |d: usize| {
+            let i = attached.iter().position(|a| *a == d).unwrap();
+            format!("vd{}", (b'b' + i as u8) as char)
+        };
+        let nodes: Vec<String> = boots.iter().map(|(d, _)| node(*d)).collect();
         let hosts: Vec<serde_json::Value> = boots
             .iter()
             .zip(&nodes)
-            .map(|((d, _), n)| d.host(n))
+            .map(|((d, _), n)| disks[*d].host(n))
             .collect();
         let hosts = nixeval::evaluate(&hosts, &self.work.join(format!("{name}.hosts.json")))?;
         if hosts.len() != boots.len() {
@@ -440,36 +426,40 @@ impl Setup {
                 boots.len()
             ));
         }
-        let mut cpio = image::Cpio::new();
-        let mut cut = None;
         let clock = jiff::civil::DateTime::strptime("%Y-%m-%dT%H:%M:%S", &rtc)
             .and_then(|t| jiff::tz::TimeZone::UTC.to_timestamp(t))
             .map_err(|e| format!("{rtc}: {e}"))?
             .as_second();
-        for (slot, ((disk, spec), host)) in boots.iter_mut().zip(&hosts).enumerate() {
-            if let Some(c) = &spec.cut {
-                let step = disk.steps.get(match c {
-                    Cut::Random { from, .. } => from,
-                    _ => &"begin",
-                });
-                cut = Some((
-                    disk.name.clone(),
-                    c.clone(),
-                    step.copied().unwrap_or(Duration::from_secs(5)),
-                ));
-            }
+        let mut cpio = image::Cpio::new();
+        let mut cut = None;
+        let mut labels = Vec::new();
+        for (slot, ((d, mut spec), host)) in boots.into_iter().zip(&hosts).enumerate() {
+            let disk = &mut disks[d];
             spec.clock = clock;
             if spec.tamper.is_none() && spec.cut.is_none() {
                 spec.measure = self.measure;
             }
-            disk.plan(&mut cpio, slot, &nodes[slot], host, spec.clone());
+            let k = disk.plan(&mut cpio, slot, &nodes[slot], host, spec.clone());
+            if let Some(c) = spec.cut {
+                let from = match c {
+                    Cut::Random { from, .. } => from,
+                    _ => "begin",
+                };
+                let step = disk
+                    .steps
+                    .get(from)
+                    .copied()
+                    .unwrap_or(Duration::from_secs(5));
+                cut = Some((disk.label(k), c, step));
+            }
+            labels.push((d, disk.label(k)));
         }
-        let images: Vec<PathBuf> = boots.iter().map(|(d, _)| d.image.clone()).collect();
+        let images: Vec<PathBuf> = attached.iter().map(|d| disks[*d].image.clone()).collect();
         let mut watch = |at: Instant, line: &str| {
-            let Some((disk, cut, step)) = &cut else {
+            let Some((label, cut, step)) = &cut else {
                 return qemu::Act::Nothing;
             };
-            let mark = line.strip_prefix(&format!("@@ {disk} "));
+            let mark = line.strip_prefix(&format!("@@ {label} "));
             match cut {
                 Cut::Failpoint { name, settle, .. }
                     if line.contains(&format!("failpoint {name}: hanging")) =>
@@ -486,10 +476,13 @@ impl Setup {
         let run = self
             .machine()
             .boot(name, &cpio.finish(), &images, &rtc, TIMEOUT, &mut watch)?;
-        for (slot, (disk, _)) in boots.iter_mut().enumerate() {
+        for (slot, (d, label)) in labels.iter().enumerate() {
+            let disk = &mut disks[*d];
+            if disk.failed.is_some() {
+                continue;
+            }
             let report = guest::read_report(&run.out, slot as u64);
-            let name_of = disk.name.clone();
-            let marks: Vec<(Instant, &str)> = run.marks(&name_of).collect();
+            let marks: Vec<(Instant, &str)> = run.marks(label).collect();
             let seen: BTreeSet<String> = marks.iter().map(|(_, m)| m.to_string()).collect();
             if let Err(e) = disk.check(report.as_ref(), seen.clone()) {
                 disk.failed = Some(format!(
@@ -513,9 +506,9 @@ impl Setup {
         }
         println!(
             "{NAME}: {name} ({}) {:.1}s{}",
-            boots
+            labels
                 .iter()
-                .map(|(d, _)| d.name.as_str())
+                .map(|(_, l)| l.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
             (Instant::now() - run.started).as_secs_f64(),

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::guest::SLOT_BYTES;
 
+/// Boots one VM may report (the output disk is sparse).
+pub const SLOTS: u64 = 32;
+
 /// What the caller wants after a console line.
 pub enum Act {
     Nothing,
@@ -57,7 +60,7 @@ impl Machine<'_> {
         fs::write(&initrd, bytes).map_err(|e| format!("{}: {e}", initrd.display()))?;
         let _ = fs::remove_file(&out);
         fs::File::create(&out)
-            .and_then(|f| f.set_len(SLOT_BYTES * (disks.len() as u64 + 1)))
+            .and_then(|f| f.set_len(SLOT_BYTES * SLOTS))
             .map_err(|e| format!("{}: {e}", out.display()))?;
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args([

@@ -101,6 +101,17 @@ struct Planned {
     persisted_files: Vec<String>,
 }
 
+impl Planned {
+    /// What the boot leaves in the root: its unpersisted files, and what it restored.
+    fn files(&self) -> BTreeMap<String, String> {
+        let mut files = self.root.clone();
+        if let Some((p, d)) = &self.restored_root {
+            files.insert(p.clone(), d.clone());
+        }
+        files
+    }
+}
+
 /// What is known to be on the disk.
 #[derive(Default)]
 struct Model {
@@ -137,7 +148,8 @@ pub struct Disk {
     /// the disk's node in this VM.
     by_label: Option<String>,
     boots: u32,
-    planned: Option<Planned>,
+    /// Boots planned and not checked yet (a VM may boot a disk twice), oldest first.
+    planned: std::collections::VecDeque<Planned>,
     model: Model,
     pub stats: Stats,
     pub failed: Option<String>,
@@ -175,7 +187,10 @@ impl Disk {
         };
         let by_label = match kind {
             Kind::Sequence => Some(format!("/dev/disk/by-label/{label}")),
-            Kind::PowerCuts => Some(format!("LABEL={label}")),
+            // Not on bcachefs: the fixture's label is every bcachefs disk's, and the
+            // sequence disk of the same VM takes the link.
+            Kind::PowerCuts if fs == Fs::Btrfs => Some(format!("LABEL={label}")),
+            Kind::PowerCuts => None,
             Kind::Refusals | Kind::Script => None,
         };
         Disk {
@@ -186,7 +201,7 @@ impl Disk {
             label,
             by_label,
             boots: 0,
-            planned: None,
+            planned: Default::default(),
             model: Model::default(),
             stats: Stats::default(),
             failed: None,
@@ -200,6 +215,11 @@ impl Disk {
         disk.name = name.to_string();
         disk.image = work.join(format!("{name}.img"));
         disk
+    }
+
+    /// How many boots were planned.
+    pub fn boots(&self) -> u32 {
+        self.boots
     }
 
     /// Whether the last boot was cut by a power cut.
@@ -223,24 +243,38 @@ impl Disk {
         })
     }
 
-    /// Adds this disk's next boot to a VM's plan archive, as `nix/plan/{order}-{name}/`.
-    pub fn plan(&mut self, cpio: &mut Cpio, order: usize, node: &str, host: &Host, spec: Spec) {
+    /// The name of boot `k` on the console and in the plan (`btrfs-cuts.7`).
+    pub fn label(&self, k: u32) -> String {
+        format!("{}.{k}", self.name)
+    }
+
+    /// Adds this disk's next boot to a VM's plan archive, as `nix/plan/{order}-{label}/`;
+    /// gives its number.
+    pub fn plan(
+        &mut self,
+        cpio: &mut Cpio,
+        order: usize,
+        node: &str,
+        host: &Host,
+        spec: Spec,
+    ) -> u32 {
         self.boots += 1;
         let k = self.boots;
-        let dir = format!("nix/plan/{order:02}-{}", self.name);
+        let label = self.label(k);
+        let dir = format!("nix/plan/{order:02}-{label}");
         if self.kind == Kind::Script {
             let vars = format!(
-                "NAME={0}\nFS={1}\nDEV=/dev/{node}\nSLOT={order}\nSCRIPT={0}\n",
+                "NAME={label}\nFS={}\nDEV=/dev/{node}\nSLOT={order}\nSCRIPT={}\n",
+                self.fs.name(),
                 self.name,
-                self.fs.name()
             );
             cpio.file(format!("{dir}/vars").as_bytes(), 0o644, vars.as_bytes());
-            self.planned = Some(Planned {
+            self.planned.push_back(Planned {
                 boot: k,
                 spec,
                 ..Planned::default()
             });
-            return;
+            return k;
         }
         let put = |cpio: &mut Cpio, rel: &str, data: &[u8]| {
             cpio.file(format!("{dir}/{rel}").as_bytes(), 0o644, data)
@@ -255,8 +289,7 @@ impl Disk {
             _ => (String::new(), String::new()),
         };
         let vars = format!(
-            "NAME={}\nFS={}\nDEV=/dev/{node}\nSLOT={order}\nROOT={ROOT}\nINSTALL={}\nTAMPER={}\nRESET_FAILPOINT={reset_fp}\nGC_FAILPOINT={gc_fp}\nMEASURE={}\n",
-            self.name,
+            "NAME={label}\nFS={}\nDEV=/dev/{node}\nSLOT={order}\nROOT={ROOT}\nINSTALL={}\nTAMPER={}\nRESET_FAILPOINT={reset_fp}\nGC_FAILPOINT={gc_fp}\nMEASURE={}\n",
             self.fs.name(),
             if k == 1 { "1" } else { "" },
             spec.tamper.unwrap_or(""),
@@ -401,10 +434,21 @@ impl Disk {
         );
         // The last whole boot's files, gone from this root: the journal names one as
         // missing, and restore brings it and another back. Not after a cut: which
-        // snapshot is the last reset's then depends on where the cut struck.
+        // snapshot is the last reset's then depends on where the cut struck. (A boot
+        // planned in this VM before this one counts as whole: it is no cut.)
         let mut journal = Vec::new();
         let (mut restore_root, mut restore_persist) = (String::new(), String::new());
-        if let (Some((j, last)), true) = (&self.model.last_files, self.model.cut.is_empty()) {
+        let last = match self.planned.back() {
+            Some(p) if p.spec.cut.is_none() => Some((p.boot, p.files())),
+            Some(_) => None,
+            None => self
+                .model
+                .cut
+                .is_empty()
+                .then(|| self.model.last_files.clone())
+                .flatten(),
+        };
+        if let Some((j, last)) = &last {
             let lost = format!("var/lib/lost/boot-{j}");
             let notes = format!("root/notes-{j}");
             planned.journal = Some(format!("/{lost}"));
@@ -438,13 +482,14 @@ impl Disk {
         put(cpio, "journal.json", (journal.join("\n") + "\n").as_bytes());
         put(cpio, "restore-root", restore_root.as_bytes());
         put(cpio, "restore-persist", restore_persist.as_bytes());
-        self.planned = Some(planned);
+        self.planned.push_back(planned);
+        k
     }
 
     /// Checks the boot just run against the model, from its report (None when the power
     /// was cut before it was written) and the console marks `seen` of this disk.
     pub fn check(&mut self, report: Option<&Value>, seen: BTreeSet<String>) -> Result<(), String> {
-        let planned = self.planned.take().expect("a boot was planned");
+        let planned = self.planned.pop_front().expect("a boot was planned");
         let k = planned.boot;
         let Some(report) = report else {
             if planned.spec.cut.is_none() {
@@ -757,11 +802,7 @@ impl Disk {
             .map(|(p, e)| (p.clone(), e.digest.clone()))
             .collect();
         self.model.snapshots = snapshots;
-        let mut files = planned.root.clone();
-        if let Some((p, d)) = &planned.restored_root {
-            files.insert(p.clone(), d.clone());
-        }
-        self.model.last_files = Some((planned.boot, files));
+        self.model.last_files = Some((planned.boot, planned.files()));
         self.model.last_root = Some(root);
         Ok(())
     }
