@@ -1015,6 +1015,7 @@ pub fn step_of(seen: &BTreeSet<String>) -> &'static str {
         ("gc done", "after gc"),
         ("gc", "gc"),
         ("written", "the user's commands"),
+        ("fsynced", "stage 2, files fsynced"),
         ("reset done", "stage 2"),
         ("reset", "reset"),
         ("begin", "before the reset"),
