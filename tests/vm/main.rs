@@ -15,7 +15,8 @@
 //! consoles), `IMPERM_VM_CUTS` (power cuts per filesystem, default 10), `IMPERM_VM_FS`
 //! (`btrfs` or `bcachefs` for one only), `IMPERM_VM_SEED` (the random cuts), `IMPERM_VM_KEEP`
 //! (keep the run's directory), `IMPERM_VM_BENCH=FILE` (write the figures bench/ reports),
-//! `IMPERM_VM_BCACHEFS_IMAGE` (the blank bcachefs, default ../shared/fixtures/…),
+//! `IMPERM_VM_BCACHEFS_IMAGE` (the blank bcachefs, default shared/fixtures/… beside the
+//! clone or a folder above it, else /work/shared/fixtures),
 //! `IMPERM_VM_MEASURE` (mount+umount timings per boot, against the reset's, default 1).
 
 mod guest;
@@ -34,6 +35,19 @@ use scenario::{Cut, Disk, Fs, Kind, Spec};
 /// The suite's name, as `cargo test` filters and lists tests.
 const NAME: &str = "vm_boots";
 const FIXTURE: &str = "bcachefs-blank-1g.img.zst";
+/// Where the project's shared data lives on its machines, for a clone made anywhere else
+/// (CI clones main into a directory of its own choosing).
+const SHARED_FALLBACK: &str = "/work/shared/fixtures";
+
+/// The blank bcachefs: `shared/fixtures` beside the clone or beside any folder above it
+/// (a worktree sits one or two levels deeper than the main checkout), then the machine's
+/// own copy.
+fn fixture_near(repo: &Path) -> Option<PathBuf> {
+    repo.ancestors()
+        .map(|dir| dir.join("shared/fixtures").join(FIXTURE))
+        .chain(std::iter::once(Path::new(SHARED_FALLBACK).join(FIXTURE)))
+        .find(|f| f.is_file())
+}
 /// A VM that has not powered off by then is stuck.
 const TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -165,17 +179,12 @@ impl Setup {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let fixture = std::env::var_os("IMPERM_VM_BCACHEFS_IMAGE")
             .map(PathBuf::from)
-            .or_else(|| {
-                [
-                    repo.join("../shared/fixtures"),
-                    repo.join("../../shared/fixtures"),
-                ]
-                .into_iter()
-                .map(|d| d.join(FIXTURE))
-                .find(|f| f.is_file())
-            });
+            .or_else(|| fixture_near(repo));
         if filesystems.contains(&Fs::Bcachefs) && fixture.is_none() {
-            let why = format!("no {FIXTURE} in ../shared/fixtures (set IMPERM_VM_BCACHEFS_IMAGE)");
+            let why = format!(
+                "no shared/fixtures/{FIXTURE} beside {} or any folder above it, nor in {SHARED_FALLBACK} (set IMPERM_VM_BCACHEFS_IMAGE)",
+                repo.display()
+            );
             if ci {
                 return Err(why);
             }
