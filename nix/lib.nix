@@ -197,16 +197,38 @@ rec {
 
   # The persisted set of a host: the template (unless "none") and its own additions.
   # `host` is services.imperm's settings; missing ones take the options' defaults.
+  # A template entry the host already persists (the same path, or one below a directory
+  # of its own) is left out, as is one at or below `host.separateMounts` (mount points of
+  # filesystems of their own, which no reset wipes: a `/var/log` subvolume, say): the host
+  # can take the template as it stands whatever it persists already.
   hostPersistence =
     host:
     let
       template = if (host.template or "server") == "server" then serverTemplate else { directories = [ ]; files = [ ]; };
+      pathOf = key: e: let n = normalPath (if isString e then e else e.${key} or ""); in if n == null then "" else n;
+      own = map (pathOf "directory") (host.directories or [ ]);
+      ownFiles = map (pathOf "file") (host.files or [ ]);
+      separate = map (m: let n = normalPath m; in if n == null then m else n) (host.separateMounts or [ ]);
+      keep = p: !(builtins.elem p ownFiles) && !(builtins.any (d: isAtOrBelow d p) (own ++ separate));
     in
     {
-      directories = template.directories ++ (host.directories or [ ]);
-      files = template.files ++ (host.files or [ ]);
+      directories = filter (d: keep (pathOf "directory" d)) template.directories ++ (host.directories or [ ]);
+      files = filter (f: keep (pathOf "file" f)) template.files ++ (host.files or [ ]);
       users = host.users or { };
     };
+
+  # Template paths the final persistence declares more than once (the template and some
+  # other definition), as messages: impermanence refuses duplicates without a word of where
+  # the second comes from.
+  templateDuplicates =
+    persisted:
+    let
+      template = serverTemplate.directories ++ serverTemplate.files;
+      count = p: builtins.length (filter (q: q.path == p) persisted);
+    in
+    map (p: "${str p} is in imperm's server template and declared again in environment.persistence: take your declaration out (the template keeps it), move it into services.imperm.directories or files (the template then leaves it out), or set services.imperm.template = \"none\"") (
+      filter (p: count p > 1) template
+    );
 
   # The device paths behind a `fileSystems.<n>.device` spelling, as udev names them, or
   # null for one imperm cannot wait for: `/dev/…` as it is, `UUID=`, `LABEL=`, `PARTUUID=`,
@@ -361,18 +383,15 @@ rec {
           path = normal (prefix + (if isString e then e else e.${key}));
           storage = normal (if isString e then storage else e.persistentStoragePath or storage);
           inherit directory;
+          # preservation mounts it in the initrd: in place before anything in stage 2 reads.
+          initrd = !(isString e) && (e.inInitrd or false);
         };
       defaultHome = user: if user == "root" then "/root" else "/home/${user}";
       of = storage: prefix: st: map (one storage prefix "directory" true) (st.directories or [ ]) ++ map (one storage prefix "file" false) (st.files or [ ]);
     in
     builtins.concatMap (
-      name:
-      let
-        st = storages.${name};
-        storage = st.persistentStoragePath or name;
-        users = st.users or { };
-      in
-      optional (st.enable or true) (of storage "" st)
+      { st, storage, users, ... }:
+      of storage "" st
       ++ builtins.concatMap (
         user:
         let
@@ -380,7 +399,29 @@ rec {
         in
         of storage (if home == "/" then "/" else home + "/") users.${user}
       ) (attrNames users)
-    ) (attrNames storages);
+    ) (enabledStorages storages);
+
+  # The enabled storages of `fromPersistence`'s set, each with its path and users.
+  enabledStorages =
+    storages:
+    map (name: {
+      inherit name;
+      st = storages.${name};
+      storage = storages.${name}.persistentStoragePath or name;
+      users = storages.${name}.users or { };
+    }) (filter (name: storages.${name}.enable or true) (attrNames storages));
+
+  # The filesystem of `filesystems` (fileSystems' values) whose mount point is the deepest
+  # at or above `path` (normal form), or null.
+  deepestMount =
+    filesystems: path:
+    builtins.foldl' (
+      best: fs:
+      let
+        m = normalPath fs.mountPoint;
+      in
+      if m != null && isAtOrBelow m path && (best == null || builtins.stringLength m > builtins.stringLength (normalPath best.mountPoint)) then fs else best
+    ) null filesystems;
 
   # Whether `path` is `dir` or below it.
   isAtOrBelow = dir: path: path == dir || (dir == "/" && path != "/") || builtins.substring 0 (builtins.stringLength dir + 1) path == dir + "/";
@@ -396,10 +437,12 @@ rec {
       separate = filter (
         fs:
         fs.mountPoint != "/"
+        # A tmpfs is wiped at every boot like the root: persisting from it is right.
+        && !(builtins.elem (fs.fsType or "") [ "tmpfs" "ramfs" ])
         && !(builtins.any (st: isAtOrBelow st fs.mountPoint) storages)
         && !(builtins.elem "bind" (fs.options or [ ]))
       ) filesystems;
-      deepest = p: builtins.foldl' (best: fs: if isAtOrBelow fs.mountPoint p.path && (best == null || builtins.stringLength fs.mountPoint > builtins.stringLength best.mountPoint) then fs else best) null separate;
+      deepest = p: deepestMount separate p.path;
     in
     builtins.concatMap (
       p:
@@ -423,24 +466,51 @@ rec {
   # Why the persistent storages cannot hold state across a reset, as messages: each must
   # be on a filesystem of its own (a fileSystems mount point at or above it, other than
   # "/"), mounted in the initrd. `storages` are paths, `filesystems` fileSystems' values.
+  #
+  # A storage bind-mounted from another path is judged by that path; one on a subvolume
+  # of the root's own filesystem inside the root subvolume (`subvol=@root/persist`) is
+  # replaced by every reset. `rootSubvolume` is services.imperm's, or null for a tmpfs.
   storageProblems =
-    storages: filesystems:
+    {
+      storages,
+      filesystems,
+      rootSubvolume ? null,
+    }:
+    let
+      opts = fs: builtins.concatMap (o: filter isString (builtins.split "," o)) (fs.options or [ ]);
+      subvolOf = fs: let m = builtins.concatMap (o: let x = builtins.match "(subvol|X-mount.subdir)=/*(.*[^/])/*" o; in optional (x != null) [ (builtins.elemAt x 1) ]) (opts fs); in if m == [ ] then null else builtins.head m;
+      root = builtins.foldl' (found: fs: if fs.mountPoint == "/" then fs else found) null filesystems;
+      needed = fs: (fs.neededForBoot or false) || builtins.elem (normalPath fs.mountPoint) pathsNeededForBoot;
+      holder = deepestMount (filter (fs: fs.mountPoint != "/") filesystems);
+      # Why `st` (normal) does not survive a reset, following binds a few levels deep.
+      problem =
+        raw: st: depth:
+        let
+          fs = holder st;
+          src = if fs == null then null else normalPath (fs.device or "");
+        in
+        if fs == null then
+          "the persistent storage ${str raw} lies on the root filesystem, which the reset wipes: give it a filesystem of its own (fileSystems.${str st} with neededForBoot = true, or a subvolume mounted there)"
+        else if !(needed fs) then
+          "fileSystems.${str fs.mountPoint}.neededForBoot must be true: the persistent storage ${str raw} is on it, and the bind mounts from it happen early"
+        else if builtins.elem "bind" (opts fs) && src != null && depth < 8 then
+          problem raw (src + builtins.substring (builtins.stringLength (normalPath fs.mountPoint)) (-1) st) (depth + 1)
+        else if rootSubvolume != null && root != null && (fs.device or null) == (root.device or null) && subvolOf fs != null
+          && isAtOrBelow (let m = builtins.match "/*(.*[^/])/*" rootSubvolume; in if m == null then rootSubvolume else builtins.head m) (subvolOf fs) then
+          "the persistent storage ${str raw} is the subvolume ${str (subvolOf fs)}, inside the root subvolume, which every reset replaces: give it a subvolume beside the root (subvol=@persist)"
+        else
+          null;
+    in
     builtins.concatMap (
       raw:
       let
         st = normalPath raw;
-        holders = filter (fs: fs.mountPoint != "/" && normalPath fs.mountPoint != null && isAtOrBelow (normalPath fs.mountPoint) st) filesystems;
-        deepest = builtins.foldl' (best: fs: if best == null || builtins.stringLength (normalPath fs.mountPoint) > builtins.stringLength (normalPath best.mountPoint) then fs else best) null holders;
-        needed = fs: (fs.neededForBoot or false) || builtins.elem (normalPath fs.mountPoint) pathsNeededForBoot;
+        p = if st == null || st == "/" then null else problem raw st 0;
       in
       if st == null || st == "/" then
         [ "the persistent storage ${str raw} is not an absolute path below / (no `..`, no control characters)" ]
-      else if deepest == null then
-        [ "the persistent storage ${str raw} lies on the root filesystem, which the reset wipes: give it a filesystem of its own (fileSystems.${str st} with neededForBoot = true, or a subvolume mounted there)" ]
-      else if !(needed deepest) then
-        [ "fileSystems.${str deepest.mountPoint}.neededForBoot must be true: the persistent storage ${str raw} is on it, and the bind mounts from it happen early" ]
       else
-        [ ]
+        optional (p != null) [ p ]
     ) storages;
 
   # Why `fileSystems."/"` (`root`, or null) is not the root that `fs` (services.imperm's
@@ -475,7 +545,7 @@ rec {
   layoutProblem =
     fs:
     let
-      strip = v: let m = builtins.match "/*(.*)" v; in builtins.head m;
+      strip = v: let m = builtins.match "/*(.*[^/])/*" v; in if m == null then "" else builtins.head m;
       plain = v: v != "" && builtins.match "[^[:cntrl:]]*" v != null && !(builtins.any (c: c == "" || c == "." || c == "..") (filter isString (builtins.split "/" v)));
       root = strip (fs.rootSubvolume or "@root");
       snaps = strip (fs.snapshotDir or "@snapshots");
@@ -519,12 +589,7 @@ rec {
         optional (!(relative p)) [ "environment.persistence.${str storage}.users.${name}: ${str p} must be relative to the home directory (no `..`, no control characters)" ];
     in
     builtins.concatMap (
-      name:
-      let
-        st = storages.${name};
-        storage = st.persistentStoragePath or name;
-        users = st.users or { };
-      in
+      { st, storage, users, ... }:
       builtins.concatMap (system storage "directory") (st.directories or [ ])
       ++ builtins.concatMap (system storage "file") (st.files or [ ])
       ++ builtins.concatMap (
@@ -537,7 +602,7 @@ rec {
         ++ builtins.concatMap (user storage u "directory") (users.${u}.directories or [ ])
         ++ builtins.concatMap (user storage u "file") (users.${u}.files or [ ])
       ) (attrNames users)
-    ) (attrNames storages);
+    ) (enabledStorages storages);
 
   # Persisted paths that something reads before stage 2's bind mounts exist (`reads`:
   # [ { path; reader; fix ? null; } ]), each as the warning to give. imperm's `lint` says
@@ -549,7 +614,9 @@ rec {
       let
         # Spelled as the persisted paths are (normal form), and a Nix path as its string.
         read = let n = normalPath (toString r.path); in if n == null then toString r.path else n;
-        covering = filter (p: p.path == read || (p.directory && isAtOrBelow p.path read)) persisted;
+        covering = filter (
+          p: (p.path == read || (p.directory && isAtOrBelow p.path read)) && (!(p.initrd or false) || (r.evenInInitrd or false))
+        ) persisted;
         p = builtins.head covering;
         kept = p.storage + read;
         fix = if (r.fix or null) != null then r.fix else "point it at ${kept} (the storage is mounted in the initrd), or keep the file with preservation's inInitrd = true";
@@ -567,8 +634,11 @@ rec {
       name: p:
       let
         users = builtins.attrValues (p.users or { });
-        dirs = (p.directories or [ ]) ++ builtins.concatMap (u: u.directories or [ ]) users;
-        files = (p.files or [ ]) ++ builtins.concatMap (u: u.files or [ ]) users;
+        # preservation adds a user entry's parents as `_intermediate`: only made, never
+        # mounted, so never persisted.
+        mounted = filter (e: isString e || (e.how or "bindmount") != "_intermediate");
+        dirs = mounted ((p.directories or [ ]) ++ builtins.concatMap (u: u.directories or [ ]) users);
+        files = mounted ((p.files or [ ]) ++ builtins.concatMap (u: u.files or [ ]) users);
         system = { user = "root"; group = "root"; mode = "0755"; };
         dir =
           d:
@@ -576,17 +646,51 @@ rec {
             keys = builtins.filter (k: (d.${k} or null) != null && d.${k} != system.${k}) (attrNames system);
           in
           if isString d then d
-          else if keys == [ ] then d.directory
-          else listToAttrs ([ { name = "directory"; value = d.directory; } ] ++ map (k: { name = k; value = d.${k}; }) keys);
+          else if keys == [ ] && !(d.inInitrd or false) then d.directory
+          else listToAttrs ([ { name = "directory"; value = d.directory; } ] ++ map (k: { name = k; value = d.${k}; }) keys ++ initrd d);
+        # Kept for the early-boot comparison; config.toml does not take it.
+        initrd = e: optional (e.inInitrd or false) [ { name = "inInitrd"; value = true; } ];
         storage = p.persistentStoragePath or name;
       in
       optionalAttrs (storage != name) { persistentStoragePath = storage; }
       // {
         directories = map dir dirs;
-        files = map (f: if isString f then f else f.file) files;
+        files = map (f: if isString f then f else if f.inInitrd or false then { inherit (f) file; inInitrd = true; } else f.file) files;
         users = { };
       }
     ) preserveAt;
+
+  # What impermanence's home-manager module declares (home-manager.users.<n>.home.persistence,
+  # whose entries carry their absolute dirPath/filePath and their storage), which
+  # impermanence's NixOS module mounts with the rest, as `fromPersistence` gives storages:
+  # system entries under their full path, with the owner and mode where they differ from
+  # root's 0755.
+  fromHomeManager =
+    hmUsers:
+    let
+      system = { user = "root"; group = "root"; mode = "0755"; };
+      storagesOf = u: filter (p: p.enable or true) (builtins.attrValues (u.home.persistence or { }));
+      all = builtins.concatMap storagesOf (builtins.attrValues hmUsers);
+      dir =
+        d:
+        let
+          keys = builtins.filter (k: (d.${k} or null) != null && d.${k} != system.${k}) (attrNames system);
+        in
+        if keys == [ ] then d.dirPath else listToAttrs ([ { name = "directory"; value = d.dirPath; } ] ++ map (k: { name = k; value = d.${k}; }) keys);
+      entries = builtins.concatMap (p: map (d: { storage = d.persistentStoragePath or p.persistentStoragePath; dir = dir d; }) (p.directories or [ ])
+        ++ map (f: { storage = f.persistentStoragePath or p.persistentStoragePath; file = f.filePath; }) (p.files or [ ])) all;
+      names = builtins.foldl' (acc: e: if builtins.elem e.storage acc then acc else acc ++ [ e.storage ]) [ ] entries;
+    in
+    listToAttrs (
+      map (st: {
+        name = st;
+        value = {
+          directories = map (e: e.dir) (filter (e: e.storage == st && e ? dir) entries);
+          files = map (e: e.file) (filter (e: e.storage == st && e ? file) entries);
+          users = { };
+        };
+      }) names
+    );
 
   # Two sets of storages as one: a storage in both gets both lists.
   mergeStorages =
@@ -603,6 +707,18 @@ rec {
       else
         st
     ) b;
+
+  # The reads config.toml gets as [[early_read]]: all but those a persisted entry mounted
+  # in the initrd settles (imperm's lint does not know preservation's inInitrd).
+  unsettledReads =
+    persisted: reads:
+    filter (
+      r:
+      let
+        read = let n = normalPath (toString r.path); in if n == null then toString r.path else n;
+      in
+      !(builtins.any (p: (p.initrd or false) && !(r.evenInInitrd or false) && (p.path == read || (p.directory && isAtOrBelow p.path read))) persisted)
+    ) reads;
 
   # services.imperm.users as impermanence takes them: without `home`, an option it has
   # removed (it deduces the home from users.users.NAME.home, and refuses the key). imperm's

@@ -20,7 +20,19 @@ let
   # imperm reads counts as 32-bit.
   keep = types.either types.ints.u32 (types.enum [ "all" ]);
   subvolumes = cfg.filesystem.type != "tmpfs";
-  persisted = imperm.hostPersistence cfg;
+  # The root's device as udev names it, to compare with the one the reset is given.
+  rootPaths =
+    let
+      d = config.fileSystems."/".device or null;
+    in
+    if d == null then null else imperm.devicePaths cfg.filesystem.type d;
+  # Filesystems of their own, which no reset wipes: template entries on them are left out.
+  separateMounts = map (fs: fs.mountPoint) (
+    builtins.filter (
+      fs: fs.mountPoint != "/" && !(builtins.elem fs.fsType [ "tmpfs" "ramfs" ]) && !(builtins.elem "bind" fs.options)
+    ) (builtins.attrValues config.fileSystems)
+  );
+  persisted = imperm.hostPersistence (cfg // { inherit separateMounts; });
   paths = if cfg.filesystem.device == null then null else imperm.devicePaths cfg.filesystem.type cfg.filesystem.device;
   # What imperm mounts: a path the kernel takes (a `UUID=` spelling is not one).
   device = imperm.resetDevice cfg.filesystem;
@@ -34,21 +46,31 @@ let
       imperm.fromPreservation config.preservation.preserveAt
     else
       { };
-  storages = imperm.mergeStorages (imperm.fromPersistence config.environment.persistence config.users.users) preserved;
+  storages = imperm.mergeStorages (imperm.mergeStorages (imperm.fromPersistence config.environment.persistence config.users.users) preserved) (
+    imperm.fromHomeManager (config.home-manager.users or { })
+  );
   persistedPaths = imperm.persistedPaths storages config.users.users;
   offRoot = imperm.offRootPaths persistedPaths (builtins.attrValues config.fileSystems);
   # What reads a file during activation or early in stage 2, before impermanence's bind
   # mounts and links exist. sops-nix and agenix are optional modules: read only when
   # imported (an undeclared option is an error, `config ? sops` is not).
   sopsEarly = config ? sops && builtins.any (s: s.neededForUsers or false) (builtins.attrValues (config.sops.secrets or { }));
+  # agenix does nothing without secrets (its whole configuration is under that condition).
+  agenixEarly = config ? age && (config.age.secrets or { }) != { };
+  sopsFix = "point sops.age.sshKeyPaths and sops.gnupg.sshKeyPaths (which defaults to the RSA host keys: set it to [ ] if you use age) at the storage's copy, or keep the file with preservation's inInitrd = true";
   machineIdCommit = config.systemd.services.systemd-machine-id-commit or { };
   earlyReads = map (r: r // { path = toString r.path; }) (
     lib.optionals sopsEarly (
-      map (path: { inherit path; reader = "sops-nix (secrets neededForUsers, decrypted before impermanence's bind mounts)"; }) (
+      map (path: { inherit path; reader = "sops-nix (secrets neededForUsers, decrypted before impermanence's bind mounts)"; fix = sopsFix; }) (
         (config.sops.age.sshKeyPaths or [ ]) ++ (config.sops.gnupg.sshKeyPaths or [ ])
       )
+      ++ lib.optional ((config.sops.age.keyFile or null) != null) {
+        path = config.sops.age.keyFile;
+        reader = "sops-nix (sops.age.keyFile, read before impermanence's bind mounts for secrets neededForUsers)";
+        fix = "point sops.age.keyFile at the storage's copy, or keep the file with preservation's inInitrd = true";
+      }
     )
-    ++ lib.optionals (config ? age) (
+    ++ lib.optionals agenixEarly (
       map (path: { inherit path; reader = "agenix (age.identityPaths, decrypted during activation)"; }) (config.age.identityPaths or [ ])
     )
     # Unless it runs on the first boot only (impermanence's own workaround since 2024-12),
@@ -59,17 +81,21 @@ let
     ) {
       path = "/etc/machine-id";
       reader = "systemd-machine-id-commit.service, at every boot";
-      fix = "run it on the first boot only (systemd.services.systemd-machine-id-commit.unitConfig.ConditionFirstBoot = true, as current impermanence does), or keep the file with preservation's inInitrd = true";
+      # Mounted in the initrd or not, the unit takes the mount for a transient id.
+      evenInInitrd = true;
+      fix = "run it on the first boot only (systemd.services.systemd-machine-id-commit.unitConfig.ConditionFirstBoot = true, as current impermanence does), or suppress it (systemd.suppressedSystemUnits = [ \"systemd-machine-id-commit.service\" ], as preservation's documentation does)";
     }
   );
-  # impermanence also mounts what home-manager users declare in home.persistence, which
-  # imperm's configuration cannot express (a storage per user, relative entries).
-  homeManagerPersistence = builtins.filter (u: (u.home.persistence or { }) != { }) (
-    builtins.attrValues (config.home-manager.users or { })
-  );
-  storagePaths = lib.unique ([ cfg.persistentStoragePath ] ++ map (p: p.storage) persistedPaths);
+  # Only storages that hold something: an unused default (/persist on a host that keeps
+  # everything in /nix/persist) needs no filesystem.
+  storagePaths = lib.unique (map (p: p.storage) persistedPaths);
   problems =
-    imperm.storageProblems storagePaths (builtins.attrValues config.fileSystems)
+    imperm.storageProblems {
+      storages = storagePaths;
+      filesystems = builtins.attrValues config.fileSystems;
+      rootSubvolume = if subvolumes then cfg.filesystem.rootSubvolume else null;
+    }
+    ++ lib.optionals (cfg.template == "server") (imperm.templateDuplicates persistedPaths)
     ++ imperm.entryProblems storages config.users.users
     ++ lib.optionals (subvolumes || cfg.filesystem.type == "tmpfs") (imperm.rootProblems cfg.filesystem (config.fileSystems."/" or null))
     ++ lib.optional (subvolumes && imperm.layoutProblem cfg.filesystem != null) (imperm.layoutProblem cfg.filesystem)
@@ -89,7 +115,8 @@ let
   configText = imperm.hostToml (
     cfg
     // {
-      inherit storages earlyReads;
+      inherit storages;
+      earlyReads = imperm.unsettledReads persistedPaths earlyReads;
       filesystem = cfg.filesystem // { inherit device; };
     }
   );
@@ -110,9 +137,10 @@ in
       };
       device = mkOption {
         type = types.nullOr types.str;
-        default = null;
+        default = if subvolumes then config.fileSystems."/".device or null else null;
+        defaultText = lib.literalExpression ''config.fileSystems."/".device'';
         example = "/dev/disk/by-label/nixos";
-        description = "The device holding the root subvolume (not for tmpfs).";
+        description = "The device holding the root subvolume (not for tmpfs); the root's own by default.";
       };
       rootSubvolume = mkOption {
         type = types.str;
@@ -263,8 +291,9 @@ in
 
     warnings = map (o: o.message) (builtins.filter (o: o.neededForBoot) offRoot)
       ++ imperm.earlyBootProblems persistedPaths earlyReads
-      ++ lib.optional (homeManagerPersistence != [ ])
-        "home-manager's home.persistence is mounted by impermanence but cannot be written to imperm's config.toml, so check and audit will call that state unkept: declare it as environment.persistence.<storage>.users.<name> instead";
+      ++ lib.optional (
+        subvolumes && cfg.filesystem.device != null && rootPaths != null && paths != null && rootPaths != paths
+      ) "services.imperm.filesystem.device is ${builtins.toJSON cfg.filesystem.device} but fileSystems.\"/\".device is ${builtins.toJSON config.fileSystems."/".device}: unless they are two names of one device, the reset acts on another filesystem than the root (leave services.imperm.filesystem.device unset to take the root's)";
 
     environment.persistence.${cfg.persistentStoragePath} = {
       hideMounts = true;
@@ -279,7 +308,8 @@ in
     # it, so that `imperm lint` on the host says what the evaluation warned of.
     environment.etc."imperm/config.toml".text = configText;
     system.checks = [
-      (pkgs.runCommand "imperm-config-check" { } ''
+      # A build has no /usr/share/zoneinfo: a time zone in [retention] needs the database.
+      (pkgs.runCommand "imperm-config-check" { TZDIR = "${pkgs.tzdata}/share/zoneinfo"; } ''
         mkdir root
         status=0
         ${cfg.package}/bin/imperm --root root --config ${pkgs.writeText "imperm-config.toml" configText} lint || status=$?

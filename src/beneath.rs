@@ -16,6 +16,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
@@ -173,6 +174,81 @@ impl Tree {
         }
     }
 
+    /// The tree's directory `abs` opened to be listed, resolved as the tree sees it
+    /// (symlinks followed inside the tree: NixOS links `/etc/systemd/system` into the
+    /// store); `None` when it is missing, dangling, or not a directory.
+    pub fn open_dir_resolved(&self, abs: &Path) -> io::Result<Option<OwnedFd>> {
+        match rustix::fs::openat2(
+            &self.fd,
+            relative(abs),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where the tree's symlink `abs` points (its parent resolved as the tree sees it, the
+    /// link itself not followed); `None` when it is missing or not a symlink.
+    pub fn read_link(&self, abs: &Path) -> io::Result<Option<PathBuf>> {
+        let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+            return Ok(None);
+        };
+        let dir = match rustix::fs::openat2(
+            &self.fd,
+            relative(parent),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match rustix::fs::readlinkat(&dir, name, Vec::new()) {
+            Ok(target) => Ok(Some(PathBuf::from(std::ffi::OsString::from_vec(
+                target.into_bytes(),
+            )))),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What the tree's `abs` resolves to as the tree sees it (symlinks followed inside the
+    /// tree): its kind and the name of the file at the end of its symlinks (`foo.service`
+    /// for a link to `/nix/store/…-unit-foo.service/foo.service`); `None` when missing or
+    /// dangling. Opened with O_PATH: a FIFO or a device is looked at, never opened; a
+    /// regular file is then read from that descriptor ([`Resolved::read`]), so what is
+    /// read is what was looked at.
+    pub fn resolve(&self, abs: &Path) -> io::Result<Option<Resolved>> {
+        let fd = match rustix::fs::openat2(
+            &self.fd,
+            relative(abs),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            IN_ROOT,
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let stat = rustix::fs::fstat(&fd)?;
+        // The name, through the descriptor's /proc link; empty without /proc.
+        let name = rustix::fs::readlink(proc_fd(&fd), Vec::new())
+            .ok()
+            .map(|real| PathBuf::from(std::ffi::OsString::from_vec(real.into_bytes())))
+            .and_then(|real| real.file_name().map(|n| n.to_os_string()))
+            .unwrap_or_default();
+        Ok(Some(Resolved {
+            kind: FileType::from_raw_mode(stat.st_mode),
+            name,
+            fd,
+        }))
+    }
+
     /// What the tree's `abs` is (a final symlink is not followed), `None` when missing.
     pub fn kind(&self, abs: &Path) -> Result<Option<FileType>, FsError> {
         match rustix::fs::openat2(
@@ -310,6 +386,35 @@ impl Tree {
     }
 }
 
+/// A file of the tree, resolved and looked at (see [`Tree::resolve`]).
+#[derive(Debug)]
+pub struct Resolved {
+    pub kind: FileType,
+    /// The name of the file at the end of the symlinks (empty when /proc cannot say).
+    pub name: std::ffi::OsString,
+    /// Opened with O_PATH.
+    fd: OwnedFd,
+}
+
+impl Resolved {
+    /// The file's content, as [`read_regular`] reads it (a regular file of at most
+    /// `limit` bytes), reopened from the descriptor through its /proc entry: the same
+    /// inode, whatever the path holds by now.
+    pub fn read(&self, limit: u64) -> io::Result<Vec<u8>> {
+        let file = rustix::fs::open(
+            proc_fd(&self.fd),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        )?;
+        read_regular(File::from(file), limit)
+    }
+}
+
+/// `/proc/self/fd/N` of a descriptor.
+fn proc_fd(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))
+}
+
 /// A name beside `name` that no other writer uses: `.NAME.PID.NANOS.tmp`.
 fn temporary_name(name: &OsStr) -> std::ffi::OsString {
     let nanos = std::time::SystemTime::now()
@@ -381,6 +486,20 @@ impl Tree {
             other => other,
         }
         .ok()
+    }
+
+    /// What the tree's `abs` is, as it is (a final symlink is not followed), every component
+    /// a real directory beneath the tree; `None` when it is missing or reached through a
+    /// symlink. Opened with O_PATH: nothing is opened for reading.
+    pub fn stat_nofollow(&self, abs: &Path) -> Option<rustix::fs::Stat> {
+        let fd = openat2_long(
+            self.fd.as_fd(),
+            &relative(abs),
+            OFlags::PATH | OFlags::NOFOLLOW,
+            NO_SYMLINKS,
+        )
+        .ok()?;
+        rustix::fs::fstat(&fd).ok()
     }
 
     /// The tree's regular file `abs` for reading, every component a real directory beneath

@@ -30,6 +30,72 @@ pub struct Facts {
     pub link_target: Option<PathBuf>,
     /// Listed in `/etc/.clean`: a file NixOS copied into /etc.
     pub nixos_copied: bool,
+    /// What its files say it is (a key, a git repository, a database), where the walk
+    /// looked (see [`content_decides`]).
+    pub content: Option<Evidence>,
+}
+
+/// What a unit's files showed it to be (src/discover/content.rs reads them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    pub found: Found,
+    /// Where, relative to the unit; empty for the unit itself.
+    pub at: PathBuf,
+}
+
+/// A kind of state known by what is on the disk, each with how it was recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Key material: a key file's name, a private key's header, a LUKS header.
+    Key(&'static str),
+    /// A git repository or work tree.
+    Git(&'static str),
+    /// A database file, by its header.
+    Database(&'static str),
+}
+
+impl Found {
+    /// How it was recognised (`an OpenSSH private key`), as `source` names it.
+    pub fn what(self) -> &'static str {
+        match self {
+            Found::Key(w) | Found::Git(w) | Found::Database(w) => w,
+        }
+    }
+
+    /// Why it must be persisted.
+    fn why(self) -> &'static str {
+        match self {
+            Found::Key(_) => {
+                "key material cannot be made again, and what it unlocks or signs is lost with it"
+            }
+            Found::Git(_) => "commits not pushed and work not committed are lost with it",
+            Found::Database(_) => "an application's data",
+        }
+    }
+}
+
+/// Whether what a unit's files are may decide its verdict: only where nothing surer does,
+/// that is where the knowledge would leave it to review (or knows nothing). The knowledge's
+/// other verdicts are deliberate: `~/.cache` holds git checkouts and container overlay
+/// storage holds images' keys, and neither is state. The walk reads files only for these
+/// units.
+pub fn content_decides(path: &Path, knowledge: &Knowledge) -> bool {
+    knowledge
+        .lookup(path)
+        .is_none_or(|m| m.known.verdict == Verdict::Review)
+}
+
+/// A place inside a unit, for a reason: escaped, and cut to its end (the name that says
+/// what it is) when long.
+fn place(at: &Path) -> String {
+    const MAX: usize = 120;
+    let text = crate::paths::escape(at);
+    let chars = text.chars().count();
+    if chars <= MAX {
+        return text;
+    }
+    let tail: String = text.chars().skip(chars - MAX).collect();
+    format!("…{tail}")
 }
 
 /// A rule from the configuration: `[[check.rule]]`.
@@ -106,14 +172,45 @@ impl Classification {
     }
 }
 
+/// What the host's own declarations say about a path (a systemd unit's directory, a
+/// tmpfiles.d line), found by `discover` from the tree and the scan's facts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Declaration {
+    /// The verdict it gives; `None` when it only adds to the reason (tmpfiles.d makes the
+    /// path at boot, but it holds data written since).
+    pub verdict: Option<Verdict>,
+    pub reason: String,
+    pub source: Source,
+    pub service: Option<String>,
+    pub mode: Option<crate::mode::Mode>,
+    /// The path the declaration names (the path itself or an ancestor): a known path
+    /// deeper than it is more precise and wins.
+    pub at: PathBuf,
+}
+
 /// Decides `path` (as seen from the host's `/`). In order: the user's rules; what NixOS
 /// itself makes (links into the store, files listed in /etc/.clean) and empty directories;
-/// the knowledge's deepest matching entry; otherwise `review`.
+/// what its files are (key material, git repositories, databases), where the knowledge
+/// would leave it to review; the knowledge's deepest matching entry; otherwise `review`.
 pub fn classify(
     path: &Path,
     facts: &Facts,
     rules: &[UserRule],
     knowledge: &Knowledge,
+) -> Classification {
+    classify_declared(path, facts, rules, knowledge, None)
+}
+
+/// [`classify`] with what the host declares about `path`: after the user's rules, a
+/// declaration with a verdict decides, unless the knowledge names a path below the one
+/// declared (a unit's `StateDirectory=containers` does not make podman's overlay storage
+/// state). One without a verdict adds its reason to the verdict found otherwise.
+pub fn classify_declared(
+    path: &Path,
+    facts: &Facts,
+    rules: &[UserRule],
+    knowledge: &Knowledge,
+    declared: Option<&Declaration>,
 ) -> Classification {
     if let Some(rule) = rules
         .iter()
@@ -126,6 +223,28 @@ pub fn classify(
             format!("your rule for {}: {}", rule.path.text, rule.reason),
         );
     }
+    if let Some(d) = declared {
+        let deeper = || {
+            knowledge
+                .lookup(path)
+                .is_some_and(|m| !m.known.path.contains(&d.at))
+        };
+        if let Some(verdict) = d.verdict.filter(|_| !deeper()) {
+            let mut c = Classification::new(verdict, d.source.clone(), d.reason.clone());
+            c.service = d.service.clone();
+            c.mode = d.mode;
+            return c;
+        }
+    }
+    let mut c = classify_known(path, facts, knowledge);
+    if let Some(d) = declared.filter(|d| d.verdict.is_none()) {
+        c.reason = format!("{}; {}", c.reason, d.reason);
+    }
+    c
+}
+
+/// What NixOS makes, then the knowledge.
+fn classify_known(path: &Path, facts: &Facts, knowledge: &Knowledge) -> Classification {
     if let Some(target) = &facts.link_target {
         let resolved = resolve_link(path, target);
         if knowledge.is_generated_link(&resolved) {
@@ -161,6 +280,25 @@ pub fn classify(
             Source::Nixos,
             "an empty directory: systemd-tmpfiles and service units recreate these",
         );
+    }
+    if let Some(e) = &facts.content {
+        if content_decides(path, knowledge) {
+            let what = e.found.what();
+            let reason = if e.at.as_os_str().is_empty() {
+                format!("{what}: {}", e.found.why())
+            } else {
+                format!("holds {what} ({}): {}", place(&e.at), e.found.why())
+            };
+            let known = knowledge.lookup(path);
+            return Classification {
+                verdict: Verdict::Persist,
+                reason,
+                source: Source::Content { what: what.into() },
+                service: known.as_ref().map(|m| m.service.clone()),
+                in_initrd: known.as_ref().is_some_and(|m| m.known.in_initrd),
+                mode: known.and_then(|m| m.known.mode),
+            };
+        }
     }
     match knowledge.lookup(path) {
         Some(m) => Classification {
@@ -296,7 +434,8 @@ mod tests {
                 Some("podman"),
             ),
             ("/etc/machine-id", file(), Persist, Some("systemd")),
-            ("/etc/wireguard", dir(2), Review, Some("wireguard")),
+            ("/etc/wireguard", dir(2), Persist, Some("WireGuard")),
+            ("/etc/someservice", dir(2), Review, Some("someservice")),
             ("/etc/foo.conf", file(), Review, Some("foo.conf")),
             ("/etc/passwd", file(), Generated, Some("NixOS activation")),
             ("/etc/sudoers", copied, Generated, None),
@@ -330,7 +469,7 @@ mod tests {
             ("/home/josh/projects", dir(40), Review, Some("user")),
             ("/root/.bash_history", file(), Persist, Some("user")),
             ("/bao-keys", dir(3), Persist, Some("OpenBao")),
-            ("/srv/media", dir(3), Review, Some("media")),
+            ("/srv/media", dir(3), Persist, Some("media")),
         ];
         for (path, facts, verdict, service) in cases {
             let got = classify(Path::new(path), &facts, &[], knowledge::builtin());
@@ -339,6 +478,117 @@ mod tests {
                 assert_eq!(got.service.as_deref(), Some(service), "{path}");
             }
         }
+    }
+
+    /// What the files are decides only where the knowledge would leave the path to review:
+    /// a git checkout in `~/.cache` stays a cache, an image's key in overlay storage stays
+    /// ephemeral; a user's rule and what NixOS makes still come first.
+    #[test]
+    fn content_decides_only_what_would_be_reviewed() {
+        let k = knowledge::builtin();
+        let with = |mut facts: Facts, found: Found, at: &str| {
+            facts.content = Some(Evidence {
+                found,
+                at: PathBuf::from(at),
+            });
+            facts
+        };
+        let git = Found::Git("a git repository");
+        let key = Found::Key("a key file, by its name");
+        let cases: Vec<(&str, Facts, Verdict, &str)> = vec![
+            (
+                "/home/josh/projects",
+                with(dir(3), git, "imperm/.git"),
+                Verdict::Persist,
+                "content: a git repository",
+            ),
+            (
+                "/opt/certs",
+                with(dir(1), key, "host.key"),
+                Verdict::Persist,
+                "content: a key file, by its name",
+            ),
+            (
+                "/data_keyfile.bin",
+                with(file(), key, ""),
+                Verdict::Persist,
+                "content: a key file, by its name",
+            ),
+            // What the knowledge persists already keeps its own reason.
+            (
+                "/crypto_keyfile.bin",
+                with(file(), key, ""),
+                Verdict::Persist,
+                "knowledge",
+            ),
+            (
+                "/home/josh/.cache",
+                with(dir(9), git, "nix/gitv3/x/.git"),
+                Verdict::Ephemeral,
+                "knowledge",
+            ),
+            (
+                "/var/lib/containers/storage/overlay",
+                with(dir(9), key, "l/x/etc/ssl/private/snakeoil.key"),
+                Verdict::Ephemeral,
+                "knowledge",
+            ),
+            (
+                "/var/lib/forgejo",
+                with(dir(2), key, "ssh/key"),
+                Verdict::Persist,
+                "knowledge",
+            ),
+            ("/home/josh/scratch", dir(2), Verdict::Review, "knowledge"),
+            (
+                "/srv/empty",
+                with(dir(0), key, "x.key"),
+                Verdict::Generated,
+                "nixos",
+            ),
+        ];
+        for (path, facts, verdict, source) in cases {
+            let c = classify(Path::new(path), &facts, &[], k);
+            assert_eq!(
+                (c.verdict, c.source.to_string()),
+                (verdict, source.to_string()),
+                "{path}: {}",
+                c.reason
+            );
+        }
+        let c = classify(
+            Path::new("/home/josh/projects"),
+            &with(dir(3), git, "imperm/.git"),
+            &[],
+            k,
+        );
+        assert_eq!(c.service.as_deref(), Some("user"));
+        assert_eq!(
+            c.reason,
+            "holds a git repository (imperm/.git): commits not pushed and work not committed are lost with it"
+        );
+        let rule = UserRule {
+            path: toml::Value::String("/srv/*".into()).try_into().unwrap(),
+            verdict: Verdict::Ephemeral,
+            reason: "scratch".into(),
+        };
+        let c = classify(
+            Path::new("/srv/certs"),
+            &with(dir(1), key, "host.key"),
+            &[rule],
+            k,
+        );
+        assert_eq!(c.verdict, Verdict::Ephemeral);
+        // A place deep down is named by its end.
+        let deep = "d/".repeat(500) + "luks.key";
+        let c = classify(Path::new("/opt/deep"), &with(dir(1), key, &deep), &[], k);
+        assert!(c.reason.len() < 300, "{}", c.reason);
+        assert!(
+            c.reason.starts_with("holds a key file, by its name (…d/d/")
+                && c.reason.contains("d/d/luks.key): "),
+            "{}",
+            c.reason
+        );
     }
 
     #[test]

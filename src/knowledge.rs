@@ -213,6 +213,9 @@ fn mode_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Mode>, D::E
 pub struct ScanRules {
     /// Host paths never walked.
     pub never_walk: Vec<std::path::PathBuf>,
+    /// Host paths usually on a filesystem of their own: walked when on the root's mount,
+    /// taken as never persisted by commands that do not walk.
+    pub usually_separate: Vec<std::path::PathBuf>,
     /// A symlink into one of these was made by NixOS.
     pub generated_link_targets: Vec<std::path::PathBuf>,
 }
@@ -240,12 +243,14 @@ impl Knowledge {
         self.suggest.too_broad.iter().any(|p| p.matches(path))
     }
 
-    /// The tree of `[scan] never_walk` that holds `path`, if any: another filesystem, the
-    /// kernel's, or one made anew at every boot, which no bind mount persists.
+    /// The tree of `[scan] never_walk` or `usually_separate` that holds `path`, if any:
+    /// another filesystem (as far as a command that does not walk can tell), the kernel's,
+    /// or one made anew at every boot, which no bind mount persists.
     pub fn never_walked(&self, path: &Path) -> Option<&Path> {
         self.scan
             .never_walk
             .iter()
+            .chain(&self.scan.usually_separate)
             .map(PathBuf::as_path)
             .find(|t| path.starts_with(t))
     }
@@ -399,8 +404,20 @@ mod tests {
                 Some(("/var/lib/containers", Verdict::Persist, "podman")),
             ),
             (
+                "/etc/someservice",
+                Some(("/etc/*", Verdict::Review, "someservice")),
+            ),
+            (
                 "/etc/wireguard",
-                Some(("/etc/*", Verdict::Review, "wireguard")),
+                Some(("/etc/wireguard", Verdict::Persist, "WireGuard")),
+            ),
+            (
+                "/etc/nix/id_rsa",
+                Some(("/etc/nix/*", Verdict::Persist, "Nix")),
+            ),
+            (
+                "/home/josh/Documents/cv.odt",
+                Some(("~/Documents", Verdict::Persist, "user")),
             ),
             (
                 "/etc/machine-id",

@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rnix::ast::{self, HasEntry};
@@ -32,7 +32,11 @@ impl Tree {
         tree.link("etc/ssh/sshd_config", "/etc/static/ssh/sshd_config");
         tree.link("etc/pam.d/sshd", "/etc/static/pam.d/sshd");
         tree.link("etc/resolv.conf", "/run/systemd/resolve/stub-resolv.conf");
-        tree.file("etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+        tree.file(
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\njosh:x:1000:100::/home/josh:/bin/sh\n",
+        );
+        tree.file("etc/group", "root:x:0:\nusers:x:100:\n");
         tree.file("etc/sudoers", "root ALL=(ALL) ALL\n");
         tree.file("etc/.clean", "sudoers\n");
         tree.file("etc/NIXOS", "");
@@ -55,19 +59,64 @@ impl Tree {
     }
 
     fn file(&self, rel: &str, content: &str) {
+        self.bytes(rel, content.as_bytes());
+    }
+
+    /// Directories and files are made as a host has them, whatever the umask: 0755 and
+    /// 0644, and what is in josh's home is his (uid 1000, group users), so that only the
+    /// owners and modes a test sets apart differ from what impermanence makes.
+    fn bytes(&self, rel: &str, content: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
         let path = self.root().join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
+        self.mkdirs(Path::new(rel).parent().unwrap());
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        self.own_if_home(rel);
     }
 
     fn dir(&self, rel: &str) {
-        fs::create_dir_all(self.root().join(rel)).unwrap();
+        self.mkdirs(Path::new(rel));
     }
 
     fn link(&self, rel: &str, target: &str) {
         let path = self.root().join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        self.mkdirs(Path::new(rel).parent().unwrap());
         symlink(target, path).unwrap();
+        self.own_if_home(rel);
+    }
+
+    /// Each missing directory of `rel`, mode 0755.
+    fn mkdirs(&self, rel: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut at = self.root().to_path_buf();
+        let mut done = PathBuf::new();
+        for part in rel.components() {
+            at.push(part);
+            done.push(part);
+            if fs::symlink_metadata(&at).is_err() {
+                fs::create_dir(&at).unwrap();
+                fs::set_permissions(&at, fs::Permissions::from_mode(0o755)).unwrap();
+                self.own_if_home(done.to_str().unwrap());
+            }
+        }
+    }
+
+    /// Gives `rel` to josh when it is in his home (as root; otherwise it stays the
+    /// runner's, and tests that compare owners need root).
+    fn own_if_home(&self, rel: &str) {
+        if rel.starts_with("home/josh") && rustix::process::geteuid().is_root() {
+            self.chown(rel, 1000, 100);
+        }
+    }
+
+    /// Sets the owner of `rel` (not following a symlink).
+    fn chown(&self, rel: &str, uid: u32, gid: u32) {
+        std::os::unix::fs::lchown(self.root().join(rel), Some(uid), Some(gid)).unwrap();
+    }
+
+    fn chmod(&self, rel: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.root().join(rel), fs::Permissions::from_mode(mode)).unwrap();
     }
 
     fn imperm(&self, args: &[&str]) -> Output {
@@ -148,6 +197,8 @@ fn service_host_audit_classifies_each_service() {
         verdicts(&v),
         own(&[
             ("/bao-keys", "persist", None),
+            // A private key in it (by its name), issue 12.
+            ("/etc/wireguard", "persist", None),
             ("/home/josh/.config", "persist", Some("josh")),
             ("/var/lib/containers/storage/libpod", "persist", None),
             ("/var/lib/containers/storage/volumes", "persist", None),
@@ -158,7 +209,6 @@ fn service_host_audit_classifies_each_service() {
             ("/var/lib/systemd/timers", "persist", None),
             ("/var/lib/zitadel", "persist", None),
             ("/etc/custom.conf", "review", None),
-            ("/etc/wireguard", "review", None),
             ("/home/josh/.cache", "ephemeral", Some("josh")),
             ("/var/cache/nginx", "ephemeral", None),
             ("/var/lib/containers/storage/overlay", "ephemeral", None),
@@ -302,16 +352,518 @@ fn laptop_home_paths_become_user_entries() {
         verdicts(&v),
         own(&[
             ("/home/josh/.local/share", "persist", Some("josh")),
+            ("/home/josh/.local/state", "persist", Some("josh")),
             ("/home/josh/.mozilla", "persist", Some("josh")),
             ("/home/josh/.zsh_history", "persist", Some("josh")),
+            ("/home/josh/Downloads", "persist", Some("josh")),
             ("/root/.bash_history", "persist", Some("root")),
-            ("/home/josh/.local/state", "review", Some("josh")),
-            ("/home/josh/Downloads", "review", Some("josh")),
         ])
     );
     let out = t.imperm(&["--config", &config, "audit", "--format", "nix"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("  users.josh = {\n    directories = [\n      \".local/share\"\n      \".mozilla\"\n    ];\n    files = [\n      \".zsh_history\"\n    ];\n  };\n"), "{text}");
+    assert!(text.contains("  users.josh = {\n    directories = [\n      \".local/share\"\n      \".local/state\"\n      \".mozilla\"\n      \"Downloads\"\n    ];\n    files = [\n      \".zsh_history\"\n    ];\n  };\n"), "{text}");
+}
+
+/// Deterministic bytes that look random, as a LUKS key file's do.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect()
+}
+
+/// The suggestion for `path`.
+fn suggestion<'v>(v: &'v Value, path: &str) -> &'v Value {
+    v["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["path"] == path)
+        .unwrap_or_else(|| panic!("no suggestion for {path}: {v}"))
+}
+
+const OPENSSH_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/// H003, the router, with /boot on the root filesystem (issue 12): /boot is walked like
+/// any directory of the root, so the seed's LUKS key there is found; other key files are
+/// known by what they are (a name, a detached LUKS header, a private key's header), and say
+/// so (`source: content: …`). The bootloader's own files are left to review.
+#[test]
+fn router_keys_under_boot_on_the_root_are_persist() {
+    let t = Tree::new();
+    t.bytes("boot/keyfile_nvme0n1p1", &noise(4096, 1));
+    t.bytes("boot/crypto_keyfile.bin", &noise(512, 2));
+    let mut header = b"LUKS\xba\xbe\x00\x02".to_vec();
+    header.resize(16384, 0);
+    t.bytes("boot/nvme1n1.hdr", &header);
+    t.file("boot/grub/grub.cfg", "menuentry NixOS {}");
+    t.file("boot/kernels/abc-linux-6.12-bzImage", "kernel");
+    t.file("var/lib/AdGuardHome/AdGuardHome.yaml", "dns: {}");
+    t.file("var/lib/dnsmasq/dnsmasq.leases", "lease");
+    // Keys in /etc: one beside what NixOS generates, one in a directory of its own.
+    t.link("etc/nix/nix.conf", "/etc/static/nix/nix.conf");
+    t.file("etc/nix/id_rsa", OPENSSH_KEY);
+    t.file(
+        "etc/age/keys.txt",
+        "# created: 2026-01-01T00:00:00Z\n# public key: age1qqq\nAGE-SECRET-KEY-1QQQQ\n",
+    );
+    t.file("etc/motd.local", "welcome");
+    let (code, v) = t.json(&["audit", "--format", "json"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/boot/crypto_keyfile.bin", "persist", None),
+            ("/boot/keyfile_nvme0n1p1", "persist", None),
+            ("/boot/nvme1n1.hdr", "persist", None),
+            ("/etc/age", "persist", None),
+            ("/etc/nix/id_rsa", "persist", None),
+            ("/var/lib/AdGuardHome", "persist", None),
+            ("/var/lib/dnsmasq", "persist", None),
+            ("/boot/grub", "review", None),
+            ("/boot/kernels", "review", None),
+            ("/etc/motd.local", "review", None),
+        ])
+    );
+    let source = |p: &str| suggestion(&v, p)["source"].as_str().unwrap().to_string();
+    assert_eq!(source("/boot/keyfile_nvme0n1p1"), "knowledge");
+    for (path, what) in [
+        (
+            "/boot/crypto_keyfile.bin",
+            "content: a key file, by its name",
+        ),
+        ("/boot/nvme1n1.hdr", "content: a LUKS header"),
+        // The knowledge knows keys put next to nix.conf; content finds the rest.
+        ("/etc/nix/id_rsa", "knowledge"),
+        ("/etc/age", "content: an age secret key"),
+    ] {
+        assert_eq!(source(path), what, "{path}");
+    }
+    // The reason says what was found where.
+    let reason = suggestion(&v, "/etc/age")["reason"].as_str().unwrap();
+    assert!(reason.contains("keys.txt"), "{reason}");
+    let nix = String::from_utf8(t.imperm(&["audit", "--format", "nix"]).stdout).unwrap();
+    for path in [
+        "/boot/keyfile_nvme0n1p1",
+        "/boot/crypto_keyfile.bin",
+        "/boot/nvme1n1.hdr",
+        "/etc/nix/id_rsa",
+        "/etc/age",
+    ] {
+        assert!(nix.contains(&format!("\"{path}\"")), "{path}: {nix}");
+    }
+}
+
+/// /boot on a filesystem of its own (the EFI system partition) is not the root's: the walk
+/// does not enter it, keys or not, and says so. The mount lives in a private mount
+/// namespace that ends with the command.
+#[test]
+fn boot_on_its_own_filesystem_is_not_walked() {
+    if !as_root("boot_on_its_own_filesystem_is_not_walked") {
+        return;
+    }
+    let t = Tree::new();
+    t.dir("boot");
+    let script = r#"set -e
+mount -t tmpfs -o size=1m none "$1/boot"
+printf key > "$1/boot/keyfile_nvme0n1p1"
+exec "$2" --root "$1" audit --format json"#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(t.root())
+        .arg(env!("CARGO_BIN_EXE_imperm"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdicts(&v), own(&[]));
+    assert_eq!(
+        v["skipped"],
+        serde_json::json!([{"path": "/boot", "why": "another filesystem or subvolume"}])
+    );
+}
+
+/// Juni, the laptop (issue 12): in a home directory, a directory holding git repositories
+/// or a database (known by its header, however deep) is persisted, and so is Flatpak's
+/// per-user data (`~/.var/app`); `.config` and `.local/share` stay whole units; the rest of
+/// the home stays to review.
+#[test]
+fn laptop_repositories_databases_and_flatpak_data_are_persist() {
+    let t = Tree::new();
+    t.file(
+        "home/josh/projects/imperm/.git/HEAD",
+        "ref: refs/heads/main\n",
+    );
+    t.file("home/josh/projects/imperm/src/main.rs", "fn main() {}\n");
+    t.file("home/josh/projects/dotfiles/.git/config", "[core]\n");
+    t.file("home/josh/projects/README", "my projects");
+    t.file(
+        "home/josh/.var/app/org.mozilla.firefox/.mozilla/firefox/profiles.ini",
+        "[Profile0]",
+    );
+    t.file("home/josh/.var/app/com.spotify.Client/config/x", "y");
+    let mut db = b"SQLite format 3\0".to_vec();
+    db.resize(4096, 0);
+    t.bytes("home/josh/recipes/2026/recipes.db", &db);
+    t.file("home/josh/recipes/index.txt", "soup");
+    t.file("home/josh/scratch/todo.txt", "buy milk");
+    t.file("home/josh/.config/nvim/init.lua", "vim.o.number = true");
+    t.file("home/josh/.local/share/fish/fish_history", "ls");
+    t.file("home/josh/.local/share/keyrings/login.keyring", "k");
+    let config = t.config(
+        "imperm.toml",
+        "[persistence.\"/persist\"]\nusers.josh.directories = [\".ssh\"]\n",
+    );
+    let (_, v) = t.json(&["--config", &config, "audit", "--format", "json"]);
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/home/josh/.config", "persist", Some("josh")),
+            ("/home/josh/.local/share", "persist", Some("josh")),
+            ("/home/josh/.var/app", "persist", Some("josh")),
+            ("/home/josh/projects", "persist", Some("josh")),
+            ("/home/josh/recipes", "persist", Some("josh")),
+            ("/home/josh/scratch", "review", Some("josh")),
+        ])
+    );
+    let projects = suggestion(&v, "/home/josh/projects");
+    assert_eq!(projects["source"], "content: a git repository");
+    assert!(
+        projects["reason"].as_str().unwrap().contains("/.git"),
+        "{projects}"
+    );
+    let recipes = suggestion(&v, "/home/josh/recipes");
+    assert_eq!(recipes["source"], "content: a SQLite database");
+    assert!(
+        recipes["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2026/recipes.db"),
+        "{recipes}"
+    );
+    assert_eq!(suggestion(&v, "/home/josh/.var/app")["source"], "knowledge");
+    let out = t.imperm(&["--config", &config, "audit", "--format", "nix"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("  users.josh = {\n    directories = [\n      \".config\"\n      \".local/share\"\n      \".var/app\"\n      \"projects\"\n      \"recipes\"\n    ];\n  };\n"),
+        "{text}"
+    );
+}
+
+/// Issue 12: an entry whose owner, group or mode differ from what impermanence and
+/// preservation make (root:root 0755; a user's own entries user:group 0755; preservation's
+/// files 0644) carries them, in JSON and in both Nix forms, with names from the tree's own
+/// /etc/passwd and /etc/group (numbers when a name is unknown), so that persisting it does
+/// not hand a service's directory to root. impermanence sets no owner on a file (it links
+/// the one there): it gets its parent directory's.
+#[test]
+fn owners_and_modes_that_differ_are_in_json_and_nix() {
+    if !as_root("owners_and_modes_that_differ_are_in_json_and_nix") {
+        return;
+    }
+    let t = Tree::new();
+    t.file(
+        "etc/passwd",
+        "root:x:0:0::/root:/bin/sh\njosh:x:1000:100::/home/josh:/bin/sh\nforgejo:x:991:988::/var/lib/forgejo:/bin/sh\n",
+    );
+    t.file("etc/group", "root:x:0:\nusers:x:100:\nforgejo:x:988:\n");
+    t.file("var/lib/forgejo/data/forgejo.db", "x");
+    t.chown("var/lib/forgejo", 991, 988);
+    t.chmod("var/lib/forgejo", 0o750);
+    t.file("var/lib/orphan/x", "x");
+    t.chown("var/lib/orphan", 4242, 4343);
+    t.file("var/lib/plain/x", "x");
+    t.file("home/josh/.ssh/id_ed25519", OPENSSH_KEY);
+    t.chmod("home/josh/.ssh", 0o700);
+    t.file("home/josh/.config/git/config", "[user]");
+    t.file("home/josh/.local/share/x", "x");
+    t.chown("home/josh/.local/share", 0, 0);
+    t.link("etc/secret/app.conf", "/etc/static/secret/app.conf");
+    t.file("etc/secret/token.key", "token");
+    t.chown("etc/secret/token.key", 991, 988);
+    t.chmod("etc/secret/token.key", 0o640);
+    t.chown("etc/secret", 991, 988);
+    t.chmod("etc/secret", 0o700);
+    t.link("etc/nix/nix.conf", "/etc/static/nix/nix.conf");
+    t.file("etc/nix/id_rsa", OPENSSH_KEY);
+    t.chmod("etc/nix/id_rsa", 0o600);
+    let (_, v) = t.json(&["audit", "--format", "json"]);
+    let perms = |p: &str| {
+        let s = suggestion(&v, p);
+        [
+            s["owner"].clone(),
+            s["group"].clone(),
+            s["mode"].clone(),
+            s["parent"].clone(),
+        ]
+    };
+    use serde_json::json;
+    let none = Value::Null;
+    let cases = [
+        (
+            "/var/lib/forgejo",
+            [
+                json!("forgejo"),
+                json!("forgejo"),
+                json!("0750"),
+                none.clone(),
+            ],
+        ),
+        (
+            "/var/lib/orphan",
+            [json!("4242"), json!("4343"), none.clone(), none.clone()],
+        ),
+        (
+            "/var/lib/plain",
+            [none.clone(), none.clone(), none.clone(), none.clone()],
+        ),
+        (
+            "/home/josh/.ssh",
+            [none.clone(), none.clone(), json!("0700"), none.clone()],
+        ),
+        (
+            "/home/josh/.config",
+            [none.clone(), none.clone(), none.clone(), none.clone()],
+        ),
+        (
+            "/home/josh/.local/share",
+            [json!("root"), json!("root"), none.clone(), none.clone()],
+        ),
+        (
+            "/etc/secret/token.key",
+            [
+                json!("forgejo"),
+                json!("forgejo"),
+                json!("0640"),
+                json!({"owner": "forgejo", "group": "forgejo", "mode": "0700"}),
+            ],
+        ),
+        (
+            "/etc/nix/id_rsa",
+            [none.clone(), none.clone(), json!("0600"), none.clone()],
+        ),
+    ];
+    for (path, want) in cases {
+        assert_eq!(perms(path), want, "{path}");
+    }
+    let nix = |style: &str| {
+        String::from_utf8(
+            t.imperm(&["audit", "--format", "nix", "--style", style])
+                .stdout,
+        )
+        .unwrap()
+    };
+    let text = nix("impermanence");
+    for line in [
+        r#"{ directory = "/var/lib/forgejo"; user = "forgejo"; group = "forgejo"; mode = "0750"; }"#,
+        r#"{ directory = "/var/lib/orphan"; user = "4242"; group = "4343"; }"#,
+        r#"    "/var/lib/plain""#,
+        r#"{ file = "/etc/secret/token.key"; parentDirectory = { user = "forgejo"; group = "forgejo"; mode = "0700"; }; }"#,
+        r#"    "/etc/nix/id_rsa""#,
+        r#"{ directory = ".ssh"; mode = "0700"; }"#,
+        r#"{ directory = ".local/share"; user = "root"; group = "root"; }"#,
+        r#"      ".config""#,
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    let text = nix("preservation");
+    for line in [
+        r#"{ directory = "/var/lib/forgejo"; user = "forgejo"; group = "forgejo"; mode = "0750"; }"#,
+        r#"{ file = "/etc/secret/token.key"; user = "forgejo"; group = "forgejo"; mode = "0640"; configureParent = true; parent = { user = "forgejo"; group = "forgejo"; mode = "0700"; }; }"#,
+        r#"{ file = "/etc/nix/id_rsa"; mode = "0600"; }"#,
+        r#"{ directory = ".ssh"; mode = "0700"; }"#,
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+}
+
+/// Issue 12, attacked: telling what a file is never follows a symlink (to /dev/zero, to a
+/// key outside the tree), never opens a FIFO or a device (a FIFO would hang the audit),
+/// reads only a bounded head of a huge file, takes names that are not UTF-8, keeps access
+/// times, and finds a key at the bottom of a deep tree; a `.git` that is a file naming its
+/// repository (a worktree) marks a work tree, one that is a symlink or holds anything else
+/// does not.
+#[test]
+fn what_tells_content_apart_is_read_safely() {
+    if !as_root("what_tells_content_apart_is_read_safely") {
+        return;
+    }
+    let t = Tree::new();
+    let outside = TempDir::new().unwrap();
+    fs::write(outside.path().join("id"), OPENSSH_KEY).unwrap();
+    t.link("opt/links/zero.key", "/dev/zero");
+    t.link("opt/links/id", outside.path().join("id").to_str().unwrap());
+    t.link("opt/links/keyfile", "/etc/shadow");
+    t.dir("opt/special");
+    let fifo = t.root().join("opt/special/keyfile");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dev = t.root().join("opt/special/luks.key");
+    assert!(
+        Command::new("mknod")
+            .arg(&dev)
+            .args(["c", "1", "5"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // 1 TiB, sparse: only its head is read.
+    let mut db = b"SQLite format 3\0".to_vec();
+    db.resize(4096, 0);
+    t.bytes("opt/huge/blob", &db);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(t.root().join("opt/huge/blob"))
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    t.dir("opt/odd");
+    fs::write(t.root().join("opt/odd").join(raw(b"\xff\xfe")), OPENSSH_KEY).unwrap();
+    t.dir("opt/deep");
+    deep_chain(&t.root().join("opt/deep"), 3000, "luks.key");
+    t.file(
+        "home/josh/work/feature/.git",
+        "gitdir: /home/josh/projects/imperm/.git/worktrees/feature\n",
+    );
+    t.file("home/josh/work/feature/src.rs", "x");
+    t.file(
+        "home/josh/projects/imperm/.git/HEAD",
+        "ref: refs/heads/main\n",
+    );
+    t.link("home/josh/linked/.git", "/home/josh/projects/imperm/.git");
+    t.file("home/josh/junk/.git", "not a pointer");
+    // Read once long ago, written since: a read under relatime would set the access time.
+    t.file("opt/plain/notes.txt", "nothing secret");
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    let probed = t.root().join("opt/plain/notes.txt");
+    fs::File::options()
+        .write(true)
+        .open(&probed)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_accessed(old))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imperm"))
+        .arg("--root")
+        .arg(t.root())
+        .args(["audit", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the audit hangs (a FIFO opened, or a huge file read whole)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/home/josh/projects", "persist", Some("josh")),
+            ("/home/josh/work", "persist", Some("josh")),
+            ("/opt/deep", "persist", None),
+            ("/opt/huge", "persist", None),
+            ("/opt/odd", "persist", None),
+            ("/home/josh/junk", "review", Some("josh")),
+            ("/home/josh/linked", "review", Some("josh")),
+            ("/opt/links", "review", None),
+            ("/opt/plain", "review", None),
+            ("/opt/special", "review", None),
+        ])
+    );
+    let source = |p: &str| suggestion(&v, p)["source"].as_str().unwrap().to_string();
+    assert_eq!(source("/home/josh/work"), "content: a git work tree");
+    assert_eq!(source("/opt/huge"), "content: a SQLite database");
+    assert_eq!(source("/opt/odd"), "content: an OpenSSH private key");
+    assert_eq!(source("/opt/deep"), "content: a key file, by its name");
+    let deep = suggestion(&v, "/opt/deep")["reason"].as_str().unwrap();
+    assert!(deep.contains("d/luks.key") && deep.len() < 400, "{deep}");
+    let odd = suggestion(&v, "/opt/odd")["reason"].as_str().unwrap();
+    assert!(odd.contains("\\xff\\xfe"), "{odd}");
+    for p in [
+        "/opt/links",
+        "/opt/special",
+        "/home/josh/linked",
+        "/home/josh/junk",
+    ] {
+        assert!(!source(p).starts_with("content"), "{p}: {}", source(p));
+    }
+    assert_eq!(
+        fs::metadata(&probed).unwrap().accessed().unwrap(),
+        old,
+        "the audit set the access time of a file it read"
+    );
+    // The FIFO and the device are still what they were (nothing replaced them).
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(
+        fs::symlink_metadata(&dev)
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+}
+
+/// Run as a user who cannot read a file: it is not a key as far as imperm can tell, which
+/// is no error (its name and size are read); one that says so by its name still is.
+#[test]
+fn a_file_that_cannot_be_read_is_told_by_its_name_only() {
+    if !as_root("a_file_that_cannot_be_read_is_told_by_its_name_only") {
+        return;
+    }
+    let t = Tree::new();
+    t.file("opt/vault/blob", OPENSSH_KEY);
+    t.chmod("opt/vault/blob", 0o600);
+    t.file("opt/keys/backup.key", "k");
+    t.chmod("opt/keys/backup.key", 0o600);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_imperm"))
+        .arg("--root")
+        .arg(t.root())
+        .args(["audit", "--format", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    assert_eq!(
+        verdicts(&v),
+        own(&[
+            ("/opt/keys", "persist", None),
+            ("/opt/vault", "review", None),
+        ])
+    );
 }
 
 /// Every string of a list in the snippet, with the attribute path leading to it.

@@ -32,13 +32,17 @@ fn tree(var: &str) -> PathBuf {
 /// Nix's `eval.nix` for `host` (a Nix expression for a module) with `extra` on top; the
 /// result, or Nix's error text.
 fn evaluate(host: &str, extra: &str) -> Result<Value, String> {
-    let expr = format!(
+    nix_eval(&format!(
         "import ./tests/module/eval.nix {{ nixpkgsLib = {}; impermanence = {}; host = {host}; extra = {extra}; }}",
         tree("IMPERM_NIXPKGS_LIB").display(),
         tree("IMPERM_IMPERMANENCE").display(),
-    );
+    ))
+}
+
+/// A Nix expression evaluated in the repository, as JSON, or Nix's error text.
+fn nix_eval(expr: &str) -> Result<Value, String> {
     let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .args(["--eval", "--strict", "--json", "-E", expr])
         .current_dir(repo())
         .output()
         .unwrap();
@@ -120,15 +124,15 @@ fn every_special_case_host_evaluates_to_a_clean_configuration() {
             "juni",
             r#"{ boot.bcachefs.package = { type = "derivation"; name = "bcachefs-custom"; outPath = "/nix/store/00000000000000000000000000000000-bcachefs-custom"; }; }"#.to_string(),
         ),
-        ("4: a UUID= device", "h001", r#"{ lib, ... }: { services.imperm.filesystem.device = lib.mkForce "UUID=1234-abcd"; }"#.to_string()),
-        ("4: a bcachefs multi-device", "juni", r#"{ lib, ... }: { services.imperm.filesystem.device = lib.mkForce "/dev/sda1:/dev/sdb1"; }"#.to_string()),
+        ("4: a UUID= device", "h001", r#"{ lib, ... }: { services.imperm.filesystem.device = lib.mkForce "UUID=1234-abcd"; fileSystems."/".device = lib.mkForce "/dev/disk/by-uuid/1234-abcd"; }"#.to_string()),
+        ("4: a bcachefs multi-device", "juni", r#"{ lib, ... }: { services.imperm.filesystem.device = lib.mkForce "/dev/sda1:/dev/sdb1"; fileSystems."/".device = lib.mkForce "/dev/sda1:/dev/sdb1"; }"#.to_string()),
         ("5: a policy that keeps only the last", "h001", "{ services.imperm.retention = { keepLast = 1; keepWeekly = 0; keepMonthly = 0; }; }".to_string()),
         ("6: a user's home", "juni", r#"{ lib, ... }: { services.imperm.users.josh.home = "/srv/josh"; users.users.josh.home = lib.mkForce "/srv/josh"; }"#.to_string()),
         ("10: check rules", "h001", r#"{ services.imperm.check.rules = [ { path = "/srv/*"; verdict = "persist"; } ]; }"#.to_string()),
         (
             "12: sops-nix pointed at the storage",
             "l001",
-            format!(r#"{{ {secrets} config = {{ sops.secrets.pw.neededForUsers = true; sops.age.sshKeyPaths = [ "/persist/etc/ssh/ssh_host_ed25519_key" ]; }}; }}"#),
+            format!(r#"{{ {secrets} config = {{ sops.secrets.pw.neededForUsers = true; sops.gnupg.sshKeyPaths = [ ]; sops.age.sshKeyPaths = [ "/persist/etc/ssh/ssh_host_ed25519_key" ]; }}; }}"#),
         ),
     ] {
         let v = evaluate(&example(host), &extra).unwrap_or_else(|e| panic!("{item}: {e}"));
@@ -495,17 +499,7 @@ fn the_readmes_persistence_json_recipe_works() {
         example("juni"),
         r#"{ environment.persistence."/state".files = [ "/etc/adjtime" ]; }"#,
     );
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", &expr])
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = nix_eval(&expr).unwrap_or_else(|e| panic!("{e}"));
     let dir = TempDir::new().unwrap();
     let json = dir.path().join("persistence.json");
     fs::write(&json, v["applied"].to_string()).unwrap();
@@ -614,30 +608,37 @@ fn files_read_before_the_bind_mounts_exist_are_warned_of_and_linted() {
     let key = "/etc/ssh/ssh_host_ed25519_key";
     let cases = [
         // (configuration, the warning's start or none, its advice)
+        // sops-nix's defaults read both host keys (age: ed25519, gnupg: RSA).
         (
-            format!(r#"{{ sops.secrets.rootpw.neededForUsers = true; sops.age.sshKeyPaths = [ "{key}" ]; }}"#),
+            format!(r#"{{ sops.secrets.rootpw.neededForUsers = true; sops.gnupg.sshKeyPaths = [ ]; sops.age.sshKeyPaths = [ "{key}" ]; }}"#),
             Some(format!("\"{key}\" is read by sops-nix (secrets neededForUsers")),
-            format!("point it at /persist{key}"),
+            "point sops.age.sshKeyPaths and sops.gnupg.sshKeyPaths".to_string(),
         ),
         (
-            r#"{ age.identityPaths = [ "/etc/ssh/ssh_host_rsa_key" ]; }"#.to_string(),
+            r#"{ sops.secrets.rootpw.neededForUsers = true; sops.age.sshKeyPaths = [ ]; sops.gnupg.sshKeyPaths = [ ]; sops.age.keyFile = "/var/lib/sops-nix/key.txt"; services.imperm.directories = [ "/var/lib/sops-nix" ]; }"#.to_string(),
+            Some("\"/var/lib/sops-nix/key.txt\" is read by sops-nix (sops.age.keyFile".to_string()),
+            "point sops.age.keyFile at the storage's copy".to_string(),
+        ),
+        (
+            r#"{ age.secrets.pw.file = "/dev/null"; age.identityPaths = [ "/etc/ssh/ssh_host_rsa_key" ]; }"#.to_string(),
             Some("\"/etc/ssh/ssh_host_rsa_key\" is read by agenix".to_string()),
-            "preservation's inInitrd = true".to_string(),
+            "point it at /persist/etc/ssh/ssh_host_rsa_key".to_string(),
         ),
         (
             r#"{ systemd.services.systemd-machine-id-commit.unitConfig.ConditionFirstBoot = lib.mkForce false; }"#.to_string(),
             Some("\"/etc/machine-id\" is read by systemd-machine-id-commit.service".to_string()),
             "ConditionFirstBoot = true".to_string(),
         ),
-        // Secrets not needed for users are decrypted after the bind mounts; a reader
-        // pointed into the storage reads what is there.
+        // Secrets not needed for users are decrypted after the bind mounts; agenix with no
+        // secret reads nothing; a reader pointed into the storage reads what is there.
         (
             format!(r#"{{ sops.secrets.api = {{ }}; sops.age.sshKeyPaths = [ "{key}" ]; }}"#),
             None,
             String::new(),
         ),
+        (r#"{ age.identityPaths = [ "/etc/ssh/ssh_host_rsa_key" ]; }"#.to_string(), None, String::new()),
         (
-            format!(r#"{{ sops.secrets.rootpw.neededForUsers = true; sops.age.sshKeyPaths = [ "/persist{key}" ]; }}"#),
+            format!(r#"{{ sops.secrets.rootpw.neededForUsers = true; sops.gnupg.sshKeyPaths = [ ]; sops.age.sshKeyPaths = [ "/persist{key}" ]; }}"#),
             None,
             String::new(),
         ),
@@ -679,21 +680,73 @@ fn files_read_before_the_bind_mounts_exist_are_warned_of_and_linted() {
 /// the real impermanence module (and the real preservation module when
 /// `IMPERM_PRESERVATION` names a checkout), makes that module persist exactly the `persist`
 /// suggestions of the same command's JSON, with their modes, users' entries under their
-/// homes, and (preservation) the machine id in the initrd.
+/// homes, and (preservation) the machine id in the initrd; and (issue 12) creates each one
+/// with the owner, group and mode it has on the host: a service's directory owned by its
+/// user with mode 0750, one owned by ids no name is known for, a key file of mode 0600, a
+/// file whose directory is a service's own (impermanence: the parent directory;
+/// preservation: the file itself and its parent).
 #[test]
 #[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
 fn format_nix_snippets_evaluate_against_impermanence_and_preservation() {
+    use std::os::unix::fs::{PermissionsExt, lchown, symlink};
     let root = TempDir::new().unwrap();
+    // Directories 0755 and files 0644 whatever the umask; josh's home is his.
+    let mkdirs = |rel: &Path| {
+        let mut at = root.path().to_path_buf();
+        for part in rel.components() {
+            at.push(part);
+            if fs::symlink_metadata(&at).is_err() {
+                fs::create_dir(&at).unwrap();
+                fs::set_permissions(&at, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+    };
     let put = |rel: &str, content: &str| {
         let path = root.path().join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
+        mkdirs(Path::new(rel).parent().unwrap());
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     };
+    let set = |rel: &str, uid: u32, gid: u32, mode: u32| {
+        let path = root.path().join(rel);
+        lchown(&path, Some(uid), Some(gid)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    put(
+        "etc/passwd",
+        "root:x:0:0::/root:/bin/sh\njosh:x:1000:100::/home/josh:/bin/sh\nforgejo:x:991:988::/var/lib/forgejo:/bin/sh\n",
+    );
+    put("etc/group", "root:x:0:\nusers:x:100:\nforgejo:x:988:\n");
     put("var/lib/forgejo/data/db", "x");
+    set("var/lib/forgejo", 991, 988, 0o750);
+    put("var/lib/orphan/x", "x");
+    set("var/lib/orphan", 4242, 4343, 0o700);
     put("var/lib/private/adguard/conf", "x");
     put("home/josh/.gnupg/pubring.kbx", "k");
     put("home/josh/.config/git/config", "[user]");
+    put("home/josh/.local/share/x", "x");
+    for rel in [
+        "home/josh",
+        "home/josh/.gnupg",
+        "home/josh/.gnupg/pubring.kbx",
+        "home/josh/.config",
+        "home/josh/.config/git",
+        "home/josh/.config/git/config",
+    ] {
+        lchown(root.path().join(rel), Some(1000), Some(100)).unwrap();
+    }
     put("etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    put("etc/nix/id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    set("etc/nix/id_rsa", 0, 0, 0o600);
+    symlink(
+        "/etc/static/nix/nix.conf",
+        root.path().join("etc/nix/nix.conf"),
+    )
+    .unwrap();
+    put("etc/secret/token.key", "token");
+    set("etc/secret/token.key", 991, 988, 0o640);
+    set("etc/secret", 991, 988, 0o700);
+    symlink("/etc/static/secret/a", root.path().join("etc/secret/a")).unwrap();
     put("var/lib/we\"ird ${x}'s ''/state", "x");
     let etc = TempDir::new().unwrap();
     let config = etc.path().join("config.toml");
@@ -716,22 +769,79 @@ fn format_nix_snippets_evaluate_against_impermanence_and_preservation() {
         out.stdout
     };
     let json: Value = serde_json::from_slice(&run(&["audit", "--format", "json"])).unwrap();
-    let mut want: Vec<(String, Option<String>, bool)> = json["suggestions"]
+    let persist: Vec<&Value> = json["suggestions"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|s| s["verdict"] == "persist")
-        .map(|s| {
-            (
-                s["path"].as_str().unwrap().to_string(),
-                s["mode"].as_str().map(String::from),
-                s["in_initrd"] == true,
-            )
-        })
         .collect();
-    want.sort();
-    assert!(want.len() >= 6, "{want:?}");
-    assert!(want.iter().any(|w| w.0.contains("${x}")), "{want:?}");
+    assert!(persist.len() >= 10, "{persist:?}");
+    assert!(
+        persist
+            .iter()
+            .any(|s| s["path"].as_str().unwrap().contains("${x}")),
+        "{persist:?}"
+    );
+    for (path, field) in [
+        ("/var/lib/forgejo", "owner"),
+        ("/var/lib/orphan", "owner"),
+        ("/etc/nix/id_rsa", "mode"),
+        ("/etc/secret/token.key", "parent"),
+        ("/home/josh/.local/share", "owner"),
+    ] {
+        let s = persist.iter().find(|s| s["path"] == path).unwrap();
+        assert!(!s[field].is_null(), "{path} has no {field}: {s}");
+    }
+    // What each module must create an entry with: (path, mode, user, group, in the initrd,
+    // the parent directory's (mode, user, group) where preservation is told it).
+    type Want = (
+        String,
+        String,
+        String,
+        String,
+        bool,
+        Option<(String, String, String)>,
+    );
+    let want = |style: &str| -> Vec<Want> {
+        let mut out: Vec<Want> = persist
+            .iter()
+            .map(|s| {
+                let home = s["user"].as_str();
+                let (user, group) = match home {
+                    Some(u) => (u, "users"),
+                    None => ("root", "root"),
+                };
+                let text = |v: &Value, default: &str| v.as_str().unwrap_or(default).to_string();
+                let own = |p: &Value, mode: &str| {
+                    (
+                        text(&p["mode"], mode),
+                        text(&p["owner"], user),
+                        text(&p["group"], group),
+                    )
+                };
+                let file = s["kind"] == "file";
+                // impermanence makes no file: what it makes is the file's directory.
+                let (mode, owner, grp) = match (file, style) {
+                    (true, "impermanence") => own(&s["parent"], "0755"),
+                    (true, _) => own(s, "0644"),
+                    (false, _) => own(s, "0755"),
+                };
+                let parent = (file && style == "preservation" && !s["parent"].is_null())
+                    .then(|| own(&s["parent"], "0755"));
+                let initrd = s["in_initrd"] == true && style == "preservation";
+                (
+                    s["path"].as_str().unwrap().to_string(),
+                    mode,
+                    owner,
+                    grp,
+                    initrd,
+                    parent,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
 
     let mut styles = vec![("impermanence", tree("IMPERM_IMPERMANENCE"))];
     match std::env::var_os("IMPERM_PRESERVATION") {
@@ -751,37 +861,30 @@ fn format_nix_snippets_evaluate_against_impermanence_and_preservation() {
             module.display(),
             file.display()
         );
-        let out = Command::new("nix-instantiate")
-            .args(["--eval", "--strict", "--json", "-E", &expr])
-            .current_dir(repo())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{style}: {}\n{snippet}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = nix_eval(&expr).unwrap_or_else(|e| panic!("{style}: {e}\n{snippet}"));
         assert_eq!(v["failedAssertions"], serde_json::json!([]), "{style}");
-        let mut got: Vec<(String, Option<String>, bool)> = v["entries"]
+        let text = |v: &Value| v.as_str().unwrap_or("(none)").to_string();
+        let mut got: Vec<Want> = v["entries"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| {
-                let path = e["path"].as_str().unwrap().to_string();
-                let wanted_mode = want.iter().find(|w| w.0 == path).and_then(|w| w.1.clone());
-                // A mode is compared where imperm asks for one; elsewhere the module's
-                // default stands.
-                let mode = wanted_mode.and(e["mode"].as_str().map(String::from));
-                (path, mode, e["initrd"] == true)
+                let parent = (!e["parent"].is_null()).then(|| {
+                    let p = &e["parent"];
+                    (text(&p["mode"]), text(&p["user"]), text(&p["group"]))
+                });
+                (
+                    text(&e["path"]),
+                    text(&e["mode"]),
+                    text(&e["user"]),
+                    text(&e["group"]),
+                    e["initrd"] == true,
+                    parent,
+                )
             })
             .collect();
         got.sort();
-        let want: Vec<_> = want
-            .iter()
-            .map(|(p, m, initrd)| (p.clone(), m.clone(), *initrd && style == "preservation"))
-            .collect();
-        assert_eq!(got, want, "{style}:\n{snippet}");
+        assert_eq!(got, want(style), "{style}:\n{snippet}");
         let josh = v["entries"]
             .as_array()
             .unwrap()
@@ -1013,7 +1116,7 @@ fn what_the_trial_broke_is_an_assertion_or_agrees() {
         (
             "a Nix path as an identity, not persisted",
             "o001",
-            format!("{{ {secrets} config.age.identityPaths = [ /nonexistent/imperm-test-key ]; }}"),
+            format!("{{ {secrets} config.age = {{ secrets.x.file = /dev/null; identityPaths = [ /nonexistent/imperm-test-key ]; }}; }}"),
         ),
     ] {
         let v = evaluate(&example(host), &extra).unwrap_or_else(|e| panic!("{class}: {e}"));
@@ -1026,7 +1129,7 @@ fn what_the_trial_broke_is_an_assertion_or_agrees() {
     ] {
         let v = evaluate(
             &example("o001"),
-            &format!("{{ {secrets} config.age.identityPaths = [ \"{spelled}\" ]; }}"),
+            &format!("{{ {secrets} config.age = {{ secrets.x.file = \"/dev/null\"; identityPaths = [ \"{spelled}\" ]; }}; }}"),
         )
         .unwrap();
         let warnings = v["warnings"].to_string();
@@ -1035,4 +1138,147 @@ fn what_the_trial_broke_is_an_assertion_or_agrees() {
             "{spelled}: {warnings}"
         );
     }
+}
+
+/// The second hostile trial of the module (issue 10) looked for valid configurations it
+/// refused or misread. Each below evaluates to a complete configuration (both directions
+/// of mounts and config.toml agree, lint clean), or gets the one message it should.
+#[test]
+#[ignore = "needs IMPERM_NIXPKGS_LIB and IMPERM_IMPERMANENCE: run tests/module/run"]
+fn valid_configurations_the_second_trial_found_refused_now_agree() {
+    let hm_entry = r#"{ directory = "Documents"; dirPath = "/home/josh/Documents"; persistentStoragePath = "/persist"; home = "/home/josh"; user = "josh"; group = "users"; mode = "0755"; hideMount = false; allowTrash = false; enableDebugging = false; defaultPerms = { user = "josh"; group = "users"; mode = "0755"; }; assertions = [ ]; }"#;
+    let tmpfs_nix_persist = r#"{ ... }: {
+      boot.initrd.systemd.enable = true;
+      fileSystems."/nix" = { device = "/dev/disk/by-label/nix"; fsType = "ext4"; neededForBoot = true; };
+      environment.persistence."/nix/persist".directories = [ "/var/lib/nixos" "/var/log" ];
+      services.imperm = { enable = true; filesystem.type = "tmpfs"; tmpfsRoot.enable = true; template = "none"; }; }"#;
+    let complete: Vec<(&str, String, String)> = vec![
+        (
+            "home-manager's home.persistence",
+            example("juni"),
+            format!(
+                r#"{{ imports = [ ./tests/module/home-manager-options.nix ]; home-manager.users.josh.home.persistence."/persist" = {{ enable = true; enableWarnings = true; assertions = [ ]; persistentStoragePath = "/persist"; hideMounts = false; files = [ ]; directories = [ {hm_entry} ]; }}; }}"#
+            ),
+        ),
+        ("an unused /persist on a tmpfs host", tmpfs_nix_persist.to_string(), "{ }".into()),
+        (
+            "template paths also in services.imperm",
+            example("o001"),
+            r#"{ services.imperm.directories = [ "/var/log" "/etc/ssh" "/var/lib/systemd" ]; services.imperm.files = [ "/etc/machine-id" ]; }"#.into(),
+        ),
+        (
+            "a tmpfs home",
+            example("o001"),
+            r#"{ users.users.r = { isNormalUser = true; }; fileSystems."/home/r" = { device = "tmpfs"; fsType = "tmpfs"; neededForBoot = true; }; environment.persistence."/persist".users.r.directories = [ "git" ]; }"#.into(),
+        ),
+        (
+            "/var/log on its own subvolume",
+            example("o001"),
+            r#"{ fileSystems."/var/log" = { device = "/dev/disk/by-label/nixos"; fsType = "btrfs"; options = [ "subvol=@log" ]; neededForBoot = true; }; }"#.into(),
+        ),
+        (
+            "a root subvolume with a trailing slash",
+            example("o001"),
+            r#"{ lib, ... }: { services.imperm.filesystem.rootSubvolume = "@root/"; fileSystems."/".options = lib.mkForce [ "subvol=@root/" ]; }"#.into(),
+        ),
+    ];
+    for (class, host, extra) in &complete {
+        let v = evaluate(host, extra).unwrap_or_else(|e| panic!("{class}: {e}"));
+        assert_complete(class, &v);
+    }
+    let failed = |host: &str, extra: &str| -> Vec<String> {
+        let v = evaluate(host, extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+        serde_json::from_value(v["failedAssertions"].clone()).unwrap()
+    };
+    // Declared twice: the message names the template and what to do.
+    let twice = failed(
+        &example("o001"),
+        r#"{ environment.persistence."/persist".directories = [ "/var/log" ]; }"#,
+    );
+    assert!(
+        twice
+            .iter()
+            .any(|m| m.starts_with("\"/var/log\" is in imperm's server template")),
+        "{twice:?}"
+    );
+    // Storages a reset would take away after all.
+    for (extra, want) in [
+        (
+            r#"{ lib, ... }: { fileSystems."/persist".options = lib.mkForce [ "subvol=@root/persist" ]; }"#,
+            "inside the root subvolume",
+        ),
+        (
+            r#"{ lib, ... }: { fileSystems."/persist" = lib.mkForce { device = "/persist-data"; options = [ "bind" ]; neededForBoot = true; }; }"#,
+            "lies on the root filesystem",
+        ),
+    ] {
+        let got = failed(&example("o001"), extra);
+        assert!(got.iter().any(|m| m.contains(want)), "{extra}: {got:?}");
+    }
+    // The device the reset is given and the root's are compared.
+    let v = evaluate(
+        &example("o001"),
+        r#"{ lib, ... }: { services.imperm.filesystem.device = lib.mkForce "/dev/sdz9"; }"#,
+    )
+    .unwrap();
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("the reset acts on another filesystem"),
+        "{}",
+        v["warnings"]
+    );
+    // Left unset, the device is the root's.
+    let no_device = r#"{ ... }: { boot.initrd.systemd.enable = true;
+      fileSystems."/" = { device = "/dev/disk/by-label/nixos"; fsType = "btrfs"; options = [ "subvol=@root" ]; };
+      fileSystems."/persist" = { device = "/dev/disk/by-label/nixos"; fsType = "btrfs"; options = [ "subvol=@persist" ]; neededForBoot = true; };
+      services.imperm = { enable = true; filesystem.type = "btrfs"; }; }"#;
+    let v = evaluate(no_device, "{ }").unwrap();
+    assert_complete("the root's device by default", &v);
+    assert_eq!(v["resetArgv"][2], "--device=/dev/disk/by-label/nixos");
+    // The build-time check of config.toml has a time zone database.
+    let check = &v["checks"][0];
+    assert_eq!(check["name"], "imperm-config-check");
+    assert!(
+        check["env"]["TZDIR"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("-tzdata/share/zoneinfo")),
+        "{check}"
+    );
+    // preservation: parents of a user's entries are only made, never persisted; a file in
+    // the initrd is read early without a word, but the machine-id commit still fails.
+    let Some(p) = std::env::var_os("IMPERM_PRESERVATION") else {
+        eprintln!("IMPERM_PRESERVATION is not set: preservation's cases were not evaluated");
+        return;
+    };
+    let p = Path::new(&p).display();
+    let secrets = "./tests/module/secrets-options.nix";
+    let v = evaluate(
+        &example("juni"),
+        &format!(
+            r#"{{ imports = [ {p}/module.nix {secrets} ]; preservation.enable = true;
+              users.users.alice.isNormalUser = true;
+              preservation.preserveAt."/persist".users.alice = {{ files = [ ".config/monitors.xml" ]; directories = [ ".local/share/direnv" ]; }};
+              preservation.preserveAt."/persist".files = [ {{ file = "/etc/ssh/ssh_host_ed25519_key.bak"; inInitrd = true; }} ];
+              age.secrets.x.file = "/dev/null"; age.identityPaths = [ "/etc/ssh/ssh_host_ed25519_key.bak" ]; }}"#
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_complete("preservation's users and an initrd file", &v);
+    let v = evaluate(
+        &example("juni"),
+        &format!(
+            r#"{{ lib, ... }}: {{ imports = [ {p}/module.nix ]; preservation.enable = true; services.imperm.template = "none";
+              preservation.preserveAt."/persist".files = [ {{ file = "/etc/machine-id"; inInitrd = true; }} ];
+              systemd.services.systemd-machine-id-commit.unitConfig.ConditionFirstBoot = lib.mkForce false; }}"#
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("systemd.suppressedSystemUnits"),
+        "{}",
+        v["warnings"]
+    );
 }

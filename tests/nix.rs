@@ -513,12 +513,12 @@ fn persisted_paths_are_absolute_with_their_storage() {
         } { josh.home = "/home/j"; }"#,
     );
     let want = serde_json::json!([
-        { "path": "/var/log", "storage": "/persist", "directory": true },
-        { "path": "/var/lib/private", "storage": "/persist", "directory": true },
-        { "path": "/etc/machine-id", "storage": "/persist", "directory": false },
-        { "path": "/home/j/.ssh", "storage": "/persist", "directory": true },
-        { "path": "/root/.bash_history", "storage": "/persist", "directory": false },
-        { "path": "/srv/ann/d", "storage": "/state", "directory": true },
+        { "path": "/var/log", "storage": "/persist", "directory": true, "initrd": false },
+        { "path": "/var/lib/private", "storage": "/persist", "directory": true, "initrd": false },
+        { "path": "/etc/machine-id", "storage": "/persist", "directory": false, "initrd": false },
+        { "path": "/home/j/.ssh", "storage": "/persist", "directory": true, "initrd": false },
+        { "path": "/root/.bash_history", "storage": "/persist", "directory": false, "initrd": false },
+        { "path": "/srv/ann/d", "storage": "/state", "directory": true, "initrd": false },
     ]);
     assert_eq!(got, want);
 }
@@ -707,12 +707,16 @@ fn the_root_and_the_storage_are_checked_against_file_systems() {
     }
     let storage = |st: &str| -> Vec<String> {
         serde_json::from_value(eval(&format!(
-            r#"(import ./nix/lib.nix).storageProblems [ "{st}" ] [
-              {{ mountPoint = "/"; }}
+            r#"(import ./nix/lib.nix).storageProblems {{ storages = [ "{st}" ]; rootSubvolume = "@root"; filesystems = [
+              {{ mountPoint = "/"; device = "/dev/a"; options = [ "subvol=@root" ]; }}
               {{ mountPoint = "/persist"; neededForBoot = true; }}
               {{ mountPoint = "/data"; }}
               {{ mountPoint = "/nix"; }}
-            ]"#
+              {{ mountPoint = "/inroot"; device = "/dev/a"; options = [ "noatime,subvol=/@root/p" ]; neededForBoot = true; }}
+              {{ mountPoint = "/beside"; device = "/dev/a"; options = [ "subvol=@rootx" ]; neededForBoot = true; }}
+              {{ mountPoint = "/bound"; device = "/persist/b"; options = [ "bind" ]; neededForBoot = true; }}
+              {{ mountPoint = "/boundroot"; device = "/srv/b"; options = [ "bind" ]; neededForBoot = true; }}
+            ]; }}"#
         )))
         .unwrap()
     };
@@ -726,6 +730,10 @@ fn the_root_and_the_storage_are_checked_against_file_systems() {
     assert!(storage("/state")[0].contains("lies on the root filesystem"));
     assert!(storage("/data/p")[0].contains("fileSystems.\"/data\".neededForBoot"));
     assert!(storage("persist")[0].contains("not an absolute path"));
+    assert!(storage("/inroot")[0].contains("inside the root subvolume"));
+    assert!(storage("/beside").is_empty(), "@rootx is beside @root");
+    assert!(storage("/bound/x").is_empty(), "bound from /persist");
+    assert!(storage("/boundroot")[0].contains("lies on the root filesystem"));
 }
 
 /// preservation's preserveAt, after its own processing, as config.toml's storages.
@@ -740,7 +748,14 @@ fn preservation_storages_become_system_entries() {
             persistentStoragePath = "/persist";
             directories = [ { directory = "/var/lib/a"; user = "root"; group = "root"; mode = "0755"; how = "bindmount"; } { directory = "/var/lib/b"; user = "b"; group = "root"; mode = "0750"; } ];
             files = [ { file = "/etc/machine-id"; inInitrd = true; } ];
-            users.josh = { directories = [ { directory = "/home/josh/.ssh"; user = "josh"; group = "users"; mode = "0700"; } ]; files = [ { file = "/home/josh/.x"; } ]; };
+            users.josh = {
+              directories = [
+                { directory = "/home/josh/.ssh"; user = "josh"; group = "users"; mode = "0700"; }
+                # What preservation adds for a user entry's parents: made, never mounted.
+                { directory = "/home/josh/.local"; how = "_intermediate"; user = "josh"; group = "users"; mode = "0755"; }
+              ];
+              files = [ { file = "/home/josh/.x"; } ];
+            };
           };
         }"#,
     );
@@ -749,7 +764,7 @@ fn preservation_storages_become_system_entries() {
         serde_json::json!({ "/persist": {
             "directories": ["/var/lib/a", {"directory": "/var/lib/b", "mode": "0750", "user": "b"},
                             {"directory": "/home/josh/.ssh", "group": "users", "mode": "0700", "user": "josh"}],
-            "files": ["/etc/machine-id", "/home/josh/.x"],
+            "files": [{"file": "/etc/machine-id", "inInitrd": true}, "/home/josh/.x"],
             "users": {}
         }})
     );

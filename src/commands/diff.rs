@@ -28,6 +28,7 @@ use crate::beneath;
 use crate::classify::{EntryKind, Facts};
 use crate::cli::{DiffArgs, GlobalArgs};
 use crate::config::{Config, FilesystemConfig, FsType};
+use crate::discover::declared::Declarations;
 use crate::discover::ordered::Ordered;
 use crate::discover::scan::{self, Unit};
 use crate::discover::suggest::{self, Suggestion};
@@ -107,7 +108,10 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     };
     let changes = outside_persisted(raw, &config);
     let against_snapshot = args.against.is_some();
-    let units = units_of(&changes, &config, against_snapshot);
+    // What the host declares, read once: it splits and decides the changed units.
+    let declared = Declarations::read(&config.root);
+    notes.extend(declared.notes());
+    let units = units_of(&changes, &config, against_snapshot, &declared);
     let report = DiffReport {
         against: args.against.clone(),
         method,
@@ -116,6 +120,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
             units,
             &suggest::Context {
                 complete: false,
+                declared: &declared,
                 ..discover::context(&config)
             },
         ),
@@ -1165,7 +1170,12 @@ fn outside_persisted(changes: Vec<Change>, config: &Config) -> Vec<Change> {
 
 /// Units of state from the changes: what was added or changed since the baseline, or,
 /// against an old root, what it had that is gone or different now (what the reset wiped).
-fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<Unit> {
+fn units_of(
+    changes: &[Change],
+    config: &Config,
+    against_snapshot: bool,
+    declared: &Declarations,
+) -> Vec<Unit> {
     let k = knowledge::builtin();
     let tree = beneath::Tree::open(&config.root).ok();
     let mut units: BTreeMap<PathBuf, Unit> = BTreeMap::new();
@@ -1196,7 +1206,7 @@ fn units_of(changes: &[Change], config: &Config, against_snapshot: bool) -> Vec<
         {
             continue;
         }
-        let unit = suggest::unit_of(&c.path, k, &config.persisted);
+        let unit = suggest::unit_of(&c.path, k, &config.persisted, declared);
         let is_dir = c.kind == Some(EntryKind::Directory);
         // A directory moved whole carries its files, which are listed nowhere else.
         let seen = seen.entry(unit.clone()).or_default();

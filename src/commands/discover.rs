@@ -8,8 +8,10 @@ use serde::Serialize;
 
 use crate::baseline::{self, Manifest};
 use crate::beneath;
+use crate::classify::Source;
 use crate::cli::{DiscoverArgs, FsArgs, GlobalArgs};
 use crate::config::Config;
+use crate::discover::declared::Declarations;
 use crate::discover::ordered::Ordered;
 use crate::discover::scan::{self, Skipped};
 use crate::discover::suggest::{self, Context, Suggestion};
@@ -175,6 +177,7 @@ pub fn context<'a>(config: &'a Config) -> Context<'a> {
         rules: &config.check.rules,
         homes,
         complete: true,
+        declared: Declarations::none(),
     }
 }
 
@@ -201,6 +204,8 @@ fn run(
         None
     };
     let ignore = config.check.ignore_set();
+    // What the host declares, read once: it splits the walk and decides the units.
+    let declared = Declarations::read(&config.root);
     let request = scan::Request {
         root: &config.root,
         persisted: &config.persisted,
@@ -208,18 +213,29 @@ fn run(
         ignore: ignore.as_ref(),
         since: since.as_ref().map(|(_, m)| m),
         progress: true,
+        declared: &declared,
     };
     let found = scan::scan(&request)?;
     let not_nixos = not_nixos(&config.root)?;
+    let mut notes: Vec<String> = not_nixos.iter().cloned().collect();
+    notes.extend(declared.notes());
+    let mut suggestions = suggest::suggest(
+        found.units,
+        &Context {
+            declared: &declared,
+            ..context(&config)
+        },
+    );
+    crate::discover::owners::fill(&config.root, &mut suggestions);
     let report = DiscoveryReport {
         command,
         root: config.root.clone(),
         baseline: since.map(|(file, _)| file),
         not_nixos: not_nixos.is_some(),
-        notes: not_nixos.into_iter().collect(),
+        notes,
         entries: found.entries,
         elapsed_ms: found.elapsed.as_millis() as u64,
-        suggestions: suggest::suggest(found.units, &context(&config)),
+        suggestions,
         skipped: found.skipped,
         subvolumes: found.subvolumes,
         errors: found.errors,
@@ -338,14 +354,16 @@ pub fn write_suggestions(
         }
         writeln!(out, "{style}{title} ({}){style:#}", items.len())?;
         for item in items {
+            // A unit's name is in its source already.
             let service = item
                 .service
                 .as_deref()
+                .filter(|_| !matches!(item.source, Source::Unit { .. }))
                 .map(|x| format!("{x}: "))
                 .unwrap_or_default();
             writeln!(
                 out,
-                "  {}{:<width$}{:#} {:>12} {:>10}  {}{service}{}{:#}",
+                "  {}{:<width$}{:#} {:>12} {:>10}  {}{service}{} · {}{:#}",
                 s.path,
                 shown(item),
                 s.path,
@@ -353,6 +371,7 @@ pub fn write_suggestions(
                 bytes(item.bytes),
                 s.dim,
                 item.reason,
+                item.source,
                 s.dim
             )?;
         }

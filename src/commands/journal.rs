@@ -14,6 +14,7 @@ use super::discover::{self, write_suggestions};
 use crate::classify::{EntryKind, Facts};
 use crate::cli::{GlobalArgs, JournalArgs};
 use crate::config::Config;
+use crate::discover::declared::Declarations;
 use crate::discover::journal::{self, Cause, FailedUnit};
 use crate::discover::scan::Unit;
 use crate::discover::suggest::{self, Suggestion};
@@ -156,7 +157,8 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
             restore,
         });
     }
-    let suggestions = suggestions(&failures, &config, snapshot.as_deref());
+    let declared = Declarations::read(&config.root);
+    let suggestions = suggestions(&failures, &config, snapshot.as_deref(), &declared);
     let report = JournalReport {
         source,
         lines: found.lines,
@@ -411,7 +413,12 @@ fn old_root(config: &Config, args: &JournalArgs) -> Result<(String, TopLevel, Pa
 /// The entries to write for the failures, each failure counted in the unit it belongs to.
 /// A path the last reset wiped is high-confidence state: `persist` unless the knowledge
 /// says it is a cache or NixOS makes it.
-fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) -> Vec<Suggestion> {
+fn suggestions(
+    failures: &[Failure],
+    config: &Config,
+    snapshot: Option<&str>,
+    declared: &Declarations,
+) -> Vec<Suggestion> {
     let k = knowledge::builtin();
     // Every path a failure named, sorted: what lies below a path follows it at once.
     let named: BTreeSet<&Path> = failures.iter().map(|f| f.path.as_path()).collect();
@@ -426,7 +433,7 @@ fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) ->
     // Units whose kind nothing told: a lone missing path, taken for a file.
     let mut guessed: BTreeSet<PathBuf> = BTreeSet::new();
     for f in failures.iter().filter(|f| !f.too_broad) {
-        let unit = suggest::unit_of(&f.path, k, &config.persisted);
+        let unit = suggest::unit_of(&f.path, k, &config.persisted, declared);
         if !units.contains_key(&unit) {
             // Something named below it proves a directory, whatever the old root or the
             // tree holds there now.
@@ -468,6 +475,7 @@ fn suggestions(failures: &[Failure], config: &Config, snapshot: Option<&str>) ->
         .collect();
     let cx = suggest::Context {
         complete: false,
+        declared,
         ..discover::context(config)
     };
     let mut out = suggest::suggest(units.into_values().map(|(u, _)| u).collect(), &cx);

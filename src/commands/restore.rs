@@ -802,6 +802,9 @@ fn entries(items: &[(&Item, Option<bool>)], storages: &[&Path]) -> (String, bool
             relative: user.as_ref().map(|(_, r)| r.clone()),
             in_initrd: false,
             mode,
+            owner: None,
+            group: None,
+            parent: None,
         });
     }
     let mut out = String::new();

@@ -11,7 +11,8 @@
 //! entries or known paths below them (statically, or a known path of another verdict that
 //! is really there), or lie in /etc; every other directory is one unit whose subtree is
 //! only counted. Nothing is kept per entry, so memory follows the number of units, not of
-//! files.
+//! files. Where a unit's verdict is still open (the knowledge would leave it to review),
+//! what its files are is looked at on the way, within a budget (`content`).
 //!
 //! Each directory is a task of its own (rayon's scope), not a recursive call: a tree of
 //! any depth walks in constant stack, and a directory's descriptor is closed once its
@@ -34,6 +35,7 @@ use serde::Serialize;
 
 use crate::baseline::{Manifest, Meta, Status};
 use crate::classify::{EntryKind, Facts};
+use crate::discover::content;
 use crate::knowledge::Knowledge;
 use crate::persisted::PersistedSet;
 
@@ -49,6 +51,8 @@ pub struct Request<'a> {
     pub since: Option<&'a Manifest>,
     /// Show a progress line on stderr (only when it is a terminal and the walk is long).
     pub progress: bool,
+    /// What the host's units declare: a directory holding a unit's directory is split.
+    pub declared: &'a crate::discover::declared::Declarations,
 }
 
 /// Which entries a record reads the extended attributes of (one more system call each).
@@ -89,6 +93,9 @@ pub struct Scan {
     /// Paths that could not be read (permission, vanished), with the error; at most 50.
     pub errors: Vec<String>,
     pub elapsed: Duration,
+    /// Files looked into to tell what they are (see `content`): at most this many heads
+    /// were read (a file known by its name is not read).
+    pub content_reads: u64,
 }
 
 const MAX_ERRORS: usize = 50;
@@ -108,6 +115,8 @@ struct Acc {
     /// The files with several links counted so far (device, inode): a file is counted
     /// once however many names it has in the unit, as it takes space once.
     linked: Mutex<HashSet<(u64, u64)>>,
+    /// What its files are, for a unit whose verdict they may decide.
+    probe: Option<content::Probe>,
 }
 
 impl Acc {
@@ -164,6 +173,8 @@ struct Walker<'a> {
     /// Directory units: path, counts, whether the directory itself changed.
     dir_units: Mutex<Vec<(PathBuf, Arc<Acc>, bool)>>,
     records: Mutex<Vec<(PathBuf, Meta)>>,
+    /// Heads of file units read to tell what they are.
+    content_reads: AtomicU64,
 }
 
 /// Walks the root.
@@ -368,6 +379,7 @@ impl<'a> Walker<'a> {
             units: Mutex::new(Vec::new()),
             dir_units: Mutex::new(Vec::new()),
             records: Mutex::new(Vec::new()),
+            content_reads: AtomicU64::new(0),
         };
         Ok((walker, root_fd))
     }
@@ -395,7 +407,11 @@ impl<'a> Walker<'a> {
         subvolumes.sort_by(|a, b| crate::paths::tree_order(a, b));
         let mut units = self.units.into_inner().unwrap_or_default();
         let since = self.req.since.is_some();
+        let mut content_reads = self.content_reads.into_inner();
         for (path, acc, own_changed) in self.dir_units.into_inner().unwrap_or_default() {
+            if let Some(probe) = &acc.probe {
+                content_reads += probe.reads.load(Ordering::Relaxed);
+            }
             if since && !own_changed && !acc.changed.load(Ordering::Relaxed) {
                 continue;
             }
@@ -404,8 +420,8 @@ impl<'a> Walker<'a> {
                     kind: Some(EntryKind::Directory),
                     files: acc.files.load(Ordering::Relaxed),
                     generated: acc.generated.load(Ordering::Relaxed),
-                    link_target: None,
-                    nixos_copied: false,
+                    content: acc.probe.as_ref().and_then(content::Probe::evidence),
+                    ..Facts::default()
                 },
                 bytes: acc.bytes.load(Ordering::Relaxed),
                 path,
@@ -419,6 +435,7 @@ impl<'a> Walker<'a> {
             entries: self.entries.into_inner(),
             errors: self.errors.into_inner().unwrap_or_default(),
             elapsed: started.elapsed(),
+            content_reads,
         };
         (scan, self.records.into_inner().unwrap_or_default())
     }
@@ -463,6 +480,7 @@ impl<'a> Walker<'a> {
             || k.too_broad(dir)
             || k.in_generated_tree(dir)
             || self.req.persisted.has_below(dir)
+            || self.req.declared.splits(dir)
             || self.excluded.iter().any(|e| e != dir && e.starts_with(dir))
     }
 
@@ -586,7 +604,16 @@ impl<'a> Walker<'a> {
                     return self.children(s, Arc::new(fd), dev, path, children, &Job::Split);
                 }
                 let own_changed = self.changed(path, &Meta::from_statx(&stat, None));
-                let acc = Arc::new(Acc::default());
+                // Its files are read only where they may decide its verdict.
+                let probe = crate::classify::content_decides(path, self.req.knowledge)
+                    .then(|| content::Probe::new(path));
+                if let Some(probe) = &probe {
+                    probe.listing(path, children.iter().map(|c| c.name.as_slice()));
+                }
+                let acc = Arc::new(Acc {
+                    probe,
+                    ..Acc::default()
+                });
                 self.dir_units
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -598,6 +625,9 @@ impl<'a> Walker<'a> {
                     acc.changed.store(true, Ordering::Relaxed);
                 }
                 let children = self.read(fd.as_fd(), path);
+                if let Some(probe) = &acc.probe {
+                    probe.listing(path, children.iter().map(|c| c.name.as_slice()));
+                }
                 self.children(s, Arc::new(fd), dev, path, children, &Job::Count(acc));
             }
             Job::Record => {
@@ -686,6 +716,11 @@ impl<'a> Walker<'a> {
             let Some((kind, stat)) = self.kind(fd.as_fd(), &child, &child_path) else {
                 continue;
             };
+            if let Job::Count(acc) = job {
+                if let Some(probe) = acc.probe.as_ref().filter(|p| !p.settled()) {
+                    probe.entry(fd.as_fd(), child.name(), kind, &child_path);
+                }
+            }
             if kind == FileType::Directory {
                 let next = match job {
                     Job::Split | Job::Decide => Job::Decide,
@@ -779,6 +814,7 @@ impl<'a> Walker<'a> {
                 .knowledge
                 .is_generated_link(&crate::classify::resolve_link(&path, t))
         });
+        let nixos_copied = self.etc_copied.contains(&path);
         match job {
             Job::Count(acc) => {
                 acc.changed.store(true, Ordering::Relaxed);
@@ -790,21 +826,32 @@ impl<'a> Walker<'a> {
                 acc.generated
                     .fetch_add(u64::from(generated), Ordering::Relaxed);
             }
-            _ => self
-                .units
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Unit {
-                    facts: Facts {
-                        kind: Some(meta.kind),
-                        files: 1,
-                        generated: u64::from(generated),
-                        nixos_copied: self.etc_copied.contains(&path),
-                        link_target: meta.target.clone(),
-                    },
-                    bytes: meta.size,
-                    path,
-                }),
+            _ => {
+                // A file of its own: what it is decides where nothing surer does.
+                let content = (kind == FileType::RegularFile
+                    && !nixos_copied
+                    && crate::classify::content_decides(&path, self.req.knowledge))
+                .then(|| {
+                    self.content_reads.fetch_add(1, Ordering::Relaxed);
+                    content::of_file(dir, child.name(), &path)
+                })
+                .flatten();
+                self.units
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Unit {
+                        facts: Facts {
+                            kind: Some(meta.kind),
+                            files: 1,
+                            generated: u64::from(generated),
+                            nixos_copied,
+                            link_target: meta.target.clone(),
+                            content,
+                        },
+                        bytes: meta.size,
+                        path,
+                    })
+            }
         }
     }
 }
@@ -900,4 +947,70 @@ pub fn count_tree_once(top: OwnedFd, seen: &mut HashSet<(u64, u64)>) -> (u64, u6
         }
     }
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounded work: inside a unit whose verdict its files may decide, the heads of at most
+    /// `FILES_PER_UNIT` files are read, and none once something is found; a unit the
+    /// knowledge decides is not read at all. Counting goes on regardless.
+    #[test]
+    fn content_reads_stop_once_settled_and_are_capped() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let root = dir.path();
+        let put = |rel: &str| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"plain").unwrap();
+        };
+        // Known by its name at the unit's top: its subdirectory's files are not read.
+        put("home/josh/keys/k.key");
+        for i in 0..300 {
+            put(&format!("home/josh/keys/sub/{i}"));
+        }
+        // Nothing to find: the budget ends the reading.
+        for i in 0..1000 {
+            put(&format!("home/josh/blobs/{i}"));
+        }
+        // Decided by the knowledge: never read.
+        for i in 0..100 {
+            put(&format!("var/lib/svc/{i}"));
+        }
+        let persisted = PersistedSet::default();
+        let req = Request {
+            root,
+            persisted: &persisted,
+            knowledge: crate::knowledge::builtin(),
+            ignore: None,
+            since: None,
+            progress: false,
+            declared: crate::discover::declared::Declarations::none(),
+        };
+        // One thread: a unit's own entries are met before its subdirectories are entered.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let found = pool.install(|| scan(&req)).unwrap();
+        let unit = |p: &str| {
+            found
+                .units
+                .iter()
+                .find(|u| u.path == Path::new(p))
+                .unwrap_or_else(|| panic!("{p}: {:?}", found.units))
+        };
+        let keys = unit("/home/josh/keys");
+        assert_eq!(
+            keys.facts.content.as_ref().map(|e| e.at.clone()),
+            Some(PathBuf::from("k.key"))
+        );
+        assert_eq!(keys.facts.files, 301);
+        let blobs = unit("/home/josh/blobs");
+        assert_eq!(blobs.facts.content, None);
+        assert_eq!(blobs.facts.files, 1000);
+        assert_eq!(unit("/var/lib/svc").facts.files, 100);
+        assert_eq!(found.content_reads, content::FILES_PER_UNIT);
+    }
 }

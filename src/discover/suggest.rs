@@ -7,7 +7,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::classify::{self, Classification, EntryKind, Facts, UserRule};
+use crate::classify::{self, Classification, EntryKind, Evidence, Facts, UserRule};
+use crate::discover::declared::Declarations;
 use crate::discover::scan::Unit;
 use crate::knowledge::{Knowledge, Verdict};
 use crate::persisted::{Kind, PersistedSet};
@@ -34,9 +35,21 @@ pub struct Suggestion {
     /// A file that must be in place before stage 2 (preservation's `inInitrd`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub in_initrd: bool,
-    /// The mode the directory must be persisted with.
+    /// The mode to persist it with: the one the knowledge asks for, else its own where it
+    /// differs from what impermanence and preservation make (0755; preservation's files
+    /// 0644; see `owners`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<crate::mode::Mode>,
+    /// Its owner's name (a number when unknown), where it differs from what the modules
+    /// make (root, or the user whose home holds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Its group, likewise (root, or the user's group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// For a file: what differs of its directory, which the modules make for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::discover::owners::Perms>,
 }
 
 /// What suggestions are made with.
@@ -50,9 +63,17 @@ pub struct Context<'a> {
     /// nothing generated among them really has nothing generated. Units from a diff or from
     /// the journal are a few paths; their /etc files stay files.
     pub complete: bool,
+    /// What the host's units and tmpfiles.d declare (read once per command).
+    pub declared: &'a Declarations,
 }
 
 impl Context<'_> {
+    /// The classification of a piece of state, with what the host declares about it.
+    fn classify(&self, path: &Path, facts: &Facts, bytes: u64) -> Classification {
+        let declared = self.declared.about(path, facts, bytes, self.persisted);
+        classify::classify_declared(path, facts, self.rules, self.knowledge, declared.as_ref())
+    }
+
     /// The user a path belongs to, and the path relative to the home directory. A name
     /// under /home that is not UTF-8 is no user name (`users.<name>` could not name it):
     /// such a path stays absolute.
@@ -82,7 +103,7 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
     let classified: Vec<(Unit, Classification)> = units
         .into_iter()
         .map(|u| {
-            let c = classify::classify(&u.path, &u.facts, cx.rules, cx.knowledge);
+            let c = cx.classify(&u.path, &u.facts, u.bytes);
             (u, c)
         })
         .collect();
@@ -110,6 +131,9 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
                 user: user.map(|(u, _)| u),
                 in_initrd: c.in_initrd,
                 mode: c.mode,
+                owner: None,
+                group: None,
+                parent: None,
                 path: unit.path,
             }
         })
@@ -124,8 +148,13 @@ pub fn suggest(units: Vec<Unit>, cx: &Context) -> Vec<Suggestion> {
 
 /// The unit a single path belongs to (a changed entry, a path a failure named): its topmost
 /// ancestor that is one piece of state. Without a directory listing only the static reasons
-/// to split apply.
-pub fn unit_of(path: &Path, k: &Knowledge, persisted: &PersistedSet) -> PathBuf {
+/// to split apply, and the directories the host's units declare.
+pub fn unit_of(
+    path: &Path,
+    k: &Knowledge,
+    persisted: &PersistedSet,
+    declared: &Declarations,
+) -> PathBuf {
     let mut prefix = PathBuf::from("/");
     for component in path.components() {
         if let Component::Normal(name) = component {
@@ -133,7 +162,8 @@ pub fn unit_of(path: &Path, k: &Knowledge, persisted: &PersistedSet) -> PathBuf 
             let splits = k.too_broad(&prefix)
                 || k.in_generated_tree(&prefix)
                 || k.has_known_below(&prefix)
-                || persisted.has_below(&prefix);
+                || persisted.has_below(&prefix)
+                || declared.splits(&prefix);
             if !splits || prefix == path {
                 return prefix;
             }
@@ -178,7 +208,8 @@ fn merge_generated_trees(
             && !cx.persisted.has_below(d)
             && !cx.persisted.contains(d)
     };
-    let mut groups: BTreeMap<PathBuf, (u64, u64, bool)> = BTreeMap::new();
+    // Files, bytes, and the first thing found in the files (a key among them).
+    let mut groups: BTreeMap<PathBuf, (u64, u64, Option<Evidence>)> = BTreeMap::new();
     let mut out = Vec::new();
     for (unit, c) in classified {
         let target = if in_tree(&unit.path) && c.verdict != Verdict::Generated {
@@ -194,20 +225,36 @@ fn merge_generated_trees(
         };
         match target {
             Some(dir) => {
+                let inside = unit
+                    .path
+                    .strip_prefix(&dir)
+                    .unwrap_or(&unit.path)
+                    .to_path_buf();
                 let g = groups.entry(dir).or_default();
                 g.0 += unit.facts.files;
                 g.1 += unit.bytes;
+                if g.2.is_none() {
+                    g.2 = unit.facts.content.map(|e| Evidence {
+                        at: if e.at.as_os_str().is_empty() {
+                            inside
+                        } else {
+                            inside.join(&e.at)
+                        },
+                        ..e
+                    });
+                }
             }
             None => out.push((unit, c)),
         }
     }
-    for (dir, (files, bytes, _)) in groups {
+    for (dir, (files, bytes, content)) in groups {
         let facts = Facts {
             kind: Some(EntryKind::Directory),
             files,
+            content,
             ..Facts::default()
         };
-        let c = classify::classify(&dir, &facts, cx.rules, k);
+        let c = cx.classify(&dir, &facts, bytes);
         out.push((
             Unit {
                 path: dir,
@@ -245,7 +292,7 @@ mod tests {
                 files: 1,
                 generated: 1,
                 link_target: Some(target.into()),
-                nixos_copied: false,
+                ..Facts::default()
             },
             bytes: 10,
         }
@@ -259,6 +306,7 @@ mod tests {
             rules: &[],
             homes: Vec::new(),
             complete: true,
+            declared: Declarations::none(),
         };
         suggest(units, &cx)
             .into_iter()
@@ -299,13 +347,40 @@ mod tests {
                     Persist,
                     None
                 ),
+                ("/etc/ssh/extra.conf".into(), Persist, None),
                 ("/etc/ssh/ssh_host_ed25519_key".into(), Persist, None),
+                ("/etc/wireguard".into(), Persist, None),
                 ("/etc/foo.conf".into(), Review, None),
-                ("/etc/ssh/extra.conf".into(), Review, None),
-                ("/etc/wireguard".into(), Review, None),
                 ("/etc/ssh/sshd_config".into(), Generated, None),
             ]
         );
+    }
+
+    /// A key among the files of an /etc directory makes the directory they merge into one
+    /// to persist, and the reason names the file.
+    #[test]
+    fn what_merged_files_are_carries_to_their_directory() {
+        let mut key = unit("/etc/age/keys.txt", EntryKind::File, 1);
+        key.facts.content = Some(Evidence {
+            found: classify::Found::Key("an age secret key"),
+            at: PathBuf::new(),
+        });
+        let persisted = PersistedSet::default();
+        let cx = Context {
+            knowledge: knowledge::builtin(),
+            persisted: &persisted,
+            rules: &[],
+            homes: Vec::new(),
+            complete: true,
+            declared: Declarations::none(),
+        };
+        let got = suggest(vec![key, unit("/etc/age/readme", EntryKind::File, 1)], &cx);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].path.as_path(), got[0].verdict, got[0].files),
+            (Path::new("/etc/age"), Verdict::Persist, 2)
+        );
+        assert!(got[0].reason.contains("(keys.txt)"), "{}", got[0].reason);
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl DirKind {
     }
 
     /// Where the system manager puts it (systemd.exec(5), "Paths").
-    fn base(self) -> &'static str {
+    pub fn base(self) -> &'static str {
         match self {
             DirKind::State => "/var/lib",
             DirKind::Cache => "/var/cache",
@@ -329,21 +329,354 @@ pub fn template_of(unit: &str) -> Option<String> {
     (!instance.is_empty()).then(|| format!("{prefix}@.{suffix}"))
 }
 
-/// Whether `name` is a unit this module reads (a service; templates are read through their
-/// instances).
-pub fn is_service(name: &str) -> bool {
-    name.ends_with(".service") && !name.starts_with('.')
+/// Whether `name` is a template (`foo@.service`), which is only read through instances.
+pub fn is_template(name: &str) -> bool {
+    name.rsplit_once('.')
+        .and_then(|(stem, _)| stem.split_once('@'))
+        .is_some_and(|(_, instance)| instance.is_empty())
 }
 
-/// Where a name's files are, relative to the search path, for `read`: the unit file's
-/// directory entries and the drop-in directory names to look in, in priority order.
+/// The names of the drop-in directories that apply to `unit`, in the order systemd looks
+/// at them in each unit directory (systemd.unit(5), "Description"): every service's
+/// `service.d`, each dash-prefix of the name (`foo-.service.d` for `foo-bar.service`), the
+/// template's (`foo@.service.d` for an instance), then the unit's own.
 pub fn dropin_dirs(unit: &str) -> Vec<String> {
     let mut dirs = Vec::new();
+    let Some((stem, suffix)) = unit.rsplit_once('.') else {
+        return dirs;
+    };
+    dirs.push(format!("{suffix}.d"));
+    let prefix = stem.split_once('@').map_or(stem, |(p, _)| p);
+    for (i, _) in prefix.match_indices('-') {
+        if i > 0 {
+            dirs.push(format!("{}-.{suffix}.d", &prefix[..i]));
+        }
+    }
     if let Some(template) = template_of(unit) {
         dirs.push(format!("{template}.d"));
     }
     dirs.push(format!("{unit}.d"));
     dirs
+}
+
+/// Whether `name` is a valid name of a service, template or instance (systemd's
+/// `unit_name_is_valid`): at most 255 bytes of letters, digits and `:-_.\\`, one `@`
+/// between the prefix and the instance (which may hold `@` too). A name with a newline, a
+/// slash or a byte that is not UTF-8 is none: systemd would not load it either.
+pub fn is_valid_service_name(name: &str) -> bool {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\');
+    let Some(stem) = name.strip_suffix(".service") else {
+        return false;
+    };
+    if name.len() > 255 || stem.is_empty() {
+        return false;
+    }
+    match stem.split_once('@') {
+        Some((prefix, instance)) => {
+            !prefix.is_empty()
+                && prefix.chars().all(valid)
+                && instance.chars().all(|c| valid(c) || c == '@')
+        }
+        None => stem.chars().all(valid),
+    }
+}
+
+/// A unit file's text as systemd reads it: a line that is not UTF-8 is skipped (systemd
+/// logs it and goes on), so it becomes an empty line and the others keep their numbers.
+pub fn text_of(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if let Ok(line) = std::str::from_utf8(line) {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The most bytes of one unit file or drop-in that are read: systemd's own limit for a
+/// line is 1 MiB, and real unit files are a few KiB.
+pub const FILE_MAX: u64 = 1 << 20;
+/// The most entries of one unit directory looked at, and the most units read: a NixOS
+/// host has about a thousand.
+const ENTRIES_MAX: usize = 100_000;
+const UNITS_MAX: usize = 50_000;
+/// The most bytes read over all unit files.
+const TOTAL_MAX: u64 = 256 << 20;
+
+/// What the units of a tree declare.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub dirs: Vec<UnitDir>,
+    /// Unit files that could not be read, with why (one line each, for a note).
+    pub problems: Vec<String>,
+}
+
+/// Reads the services of the tree as its system manager would: the first unit file of a
+/// name in [`SEARCH_PATH`] wins (a link to `/dev/null`, or an empty file, masks it), an
+/// instance without a file of its own takes its template's, the drop-ins of
+/// [`dropin_dirs`] are applied in file-name order (the first directory of the search path
+/// wins for a name), and instances are those named in `*.wants`, `*.requires` and
+/// `*.upholds` directories. Every path resolves as the tree sees it (NixOS links the unit
+/// directories and files into `/nix/store`: an absolute link names the tree's file, never
+/// the host's). Nothing here fails the command: what cannot be read is a problem to report.
+pub fn read(tree: &crate::beneath::Tree) -> Found {
+    let mut reader = Reader {
+        tree,
+        found: Found::default(),
+        budget: TOTAL_MAX,
+        listed: BTreeMap::new(),
+    };
+    reader.run();
+    reader.found
+}
+
+struct Reader<'t> {
+    tree: &'t crate::beneath::Tree,
+    found: Found,
+    budget: u64,
+    /// The drop-in directories listed so far (`service.d` applies to every service: it is
+    /// listed once, not once per service).
+    listed: BTreeMap<PathBuf, Vec<String>>,
+}
+
+/// A file found in a unit directory: the search path's index (lower wins) and where it is.
+type Located = (usize, PathBuf);
+
+impl Reader<'_> {
+    fn problem(&mut self, path: &std::path::Path, why: impl std::fmt::Display) {
+        self.found
+            .problems
+            .push(format!("{}: {why}", crate::paths::escape(path)));
+    }
+
+    /// The names in the tree's directory `dir` that are UTF-8 and hold no control
+    /// character (`None` when there is no such directory).
+    fn list(&mut self, dir: &std::path::Path) -> Option<Vec<String>> {
+        let fd = match self.tree.open_dir_resolved(dir) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return None,
+            Err(e) => {
+                self.problem(dir, cause(&e));
+                return None;
+            }
+        };
+        let mut names = Vec::new();
+        let entries = match rustix::fs::Dir::read_from(&fd) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.problem(dir, cause(&e.into()));
+                return None;
+            }
+        };
+        let mut seen = 0usize;
+        for entry in entries {
+            let Ok(entry) = entry else { break };
+            seen += 1;
+            if seen > ENTRIES_MAX {
+                self.problem(
+                    dir,
+                    format!("more than {ENTRIES_MAX} entries; the rest are not read"),
+                );
+                break;
+            }
+            let Ok(name) = std::str::from_utf8(entry.file_name().to_bytes()) else {
+                continue;
+            };
+            if name == "." || name == ".." || name.chars().any(char::is_control) {
+                continue;
+            }
+            names.push(name.to_string());
+        }
+        names.sort();
+        Some(names)
+    }
+
+    fn run(&mut self) {
+        let mut files: BTreeMap<String, Located> = BTreeMap::new();
+        let mut dropins: BTreeMap<String, Vec<Located>> = BTreeMap::new();
+        let mut instances: std::collections::BTreeSet<String> = Default::default();
+        for (priority, dir) in SEARCH_PATH.iter().enumerate() {
+            let dir = std::path::Path::new(dir);
+            let Some(names) = self.list(dir) else {
+                continue;
+            };
+            for name in names {
+                if is_valid_service_name(&name) {
+                    let at = dir.join(&name);
+                    files.entry(name).or_insert((priority, at));
+                } else if name.ends_with(".d") {
+                    let at = dir.join(&name);
+                    dropins.entry(name).or_default().push((priority, at));
+                } else if [".wants", ".requires", ".upholds"]
+                    .iter()
+                    .any(|s| name.ends_with(s))
+                {
+                    for linked in self.list(&dir.join(&name)).unwrap_or_default() {
+                        if is_valid_service_name(&linked) && template_of(&linked).is_some() {
+                            instances.insert(linked);
+                        }
+                    }
+                }
+            }
+        }
+        let mut units: Vec<String> = files.keys().filter(|n| !is_template(n)).cloned().collect();
+        units.extend(instances.into_iter().filter(|i| !files.contains_key(i)));
+        units.sort();
+        units.dedup();
+        if units.len() > UNITS_MAX {
+            let first = std::path::Path::new(SEARCH_PATH[0]);
+            self.problem(
+                first,
+                format!("more than {UNITS_MAX} services; the rest are not read"),
+            );
+            units.truncate(UNITS_MAX);
+        }
+        let names: std::collections::BTreeSet<&str> = units.iter().map(String::as_str).collect();
+        let mut dirs = Vec::new();
+        for unit in &units {
+            let fragment = files
+                .get(unit)
+                .or_else(|| template_of(unit).and_then(|t| files.get(&t)));
+            let Some((_, fragment)) = fragment else {
+                continue;
+            };
+            let Some(bytes) = self.unit_file(fragment, unit, &names) else {
+                continue;
+            };
+            let mut settings = Settings::default();
+            settings.apply(&parse(&text_of(&bytes)));
+            for dropin in self.dropins(unit, &dropins) {
+                if let Some((bytes, _)) = self.conf(&dropin) {
+                    settings.apply(&parse(&text_of(&bytes)));
+                }
+            }
+            dirs.extend(directories(unit, &settings));
+        }
+        self.found.dirs = dirs;
+    }
+
+    /// A unit's file, read; `None` when it is masked, an alias of another unit read under
+    /// its own name, or cannot be read (a problem then).
+    fn unit_file(
+        &mut self,
+        path: &std::path::Path,
+        unit: &str,
+        units: &std::collections::BTreeSet<&str>,
+    ) -> Option<Vec<u8>> {
+        let own_name = path.file_name().and_then(|n| n.to_str()).unwrap_or(unit);
+        let (bytes, real) = self.conf(path)?;
+        // A link to a unit file of another name makes this name an alias of it
+        // (systemd.unit(5), "Alias="): the directories are that unit's, found under its
+        // own name.
+        let real = real.to_str().unwrap_or_default();
+        if real != own_name && is_valid_service_name(real) && units.contains(real) {
+            return None;
+        }
+        Some(bytes)
+    }
+
+    /// A unit file or drop-in read whole, with the name of the file its links lead to (see
+    /// [`read_conf`]); a problem when it cannot be read.
+    fn conf(&mut self, path: &std::path::Path) -> Option<(Vec<u8>, std::ffi::OsString)> {
+        match read_conf(self.tree, path, FILE_MAX.min(self.budget)) {
+            Ok(found) => {
+                let (bytes, name) = found?;
+                self.budget = self.budget.saturating_sub(bytes.len() as u64);
+                Some((bytes, name))
+            }
+            Err(why) => {
+                self.problem(path, why);
+                None
+            }
+        }
+    }
+
+    /// The drop-ins of `unit`, in the order they apply: by file name, the first directory
+    /// of the search path (then of [`dropin_dirs`]) winning for a name.
+    fn dropins(&mut self, unit: &str, dirs: &BTreeMap<String, Vec<Located>>) -> Vec<PathBuf> {
+        let mut candidates: Vec<(usize, usize, &PathBuf)> = Vec::new();
+        for (order, name) in dropin_dirs(unit).iter().enumerate() {
+            for (priority, at) in dirs.get(name).into_iter().flatten() {
+                candidates.push((*priority, order, at));
+            }
+        }
+        candidates.sort();
+        let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for (_, _, dir) in candidates {
+            if !self.listed.contains_key(dir) {
+                let names = self.list(dir).unwrap_or_default();
+                self.listed.insert(dir.clone(), names);
+            }
+            for name in &self.listed[dir] {
+                if name.ends_with(".conf") && !name.starts_with('.') {
+                    by_name
+                        .entry(name.clone())
+                        .or_insert_with(|| dir.join(name));
+                }
+            }
+        }
+        by_name.into_values().collect()
+    }
+}
+
+/// A configuration file of the tree (a unit file, a drop-in, a tmpfiles.d file) read whole,
+/// resolved as the tree sees it, with the name of the file its links lead to: `Ok(None)`
+/// when it is masked (a link to `/dev/null`: a character device, or a dangling link in a
+/// tree without `/dev`; an empty file) or gone; why it cannot be read when it is a link
+/// that leads nowhere, not a regular file (a FIFO is never opened), larger than `limit`,
+/// or unreadable.
+pub(crate) fn read_conf(
+    tree: &crate::beneath::Tree,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<Option<(Vec<u8>, std::ffi::OsString)>, String> {
+    use rustix::fs::FileType;
+    let found = match tree.resolve(path) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            return match tree.read_link(path) {
+                Ok(Some(t)) if t != std::path::Path::new("/dev/null") => {
+                    Err("a link that leads nowhere in the tree".to_string())
+                }
+                _ => Ok(None),
+            };
+        }
+        Err(e) => return Err(cause(&e)),
+    };
+    match found.kind {
+        FileType::RegularFile => {}
+        FileType::CharacterDevice => return Ok(None),
+        kind => return Err(not_regular(kind).to_string()),
+    }
+    match found.read(limit) {
+        Ok(bytes) if bytes.is_empty() => Ok(None),
+        Ok(bytes) => Ok(Some((bytes, found.name))),
+        Err(e) => Err(cause(&e)),
+    }
+}
+
+/// Why reading a file of the tree failed. The files are reached through the tree's
+/// symlinks, so ELOOP is a loop of them (or a chain longer than the kernel follows).
+pub(crate) fn cause(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        "symlinks that loop (or a chain of more than 40)".to_string()
+    } else {
+        crate::error::describe(e)
+    }
+}
+
+/// Why a unit file of this kind is not read.
+fn not_regular(kind: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match kind {
+        FileType::Directory => "is a directory, not a file",
+        FileType::Fifo => "is a FIFO, not a regular file",
+        FileType::BlockDevice | FileType::CharacterDevice => "is a device, not a regular file",
+        _ => "is not a regular file",
+    }
 }
 
 #[cfg(test)]
@@ -469,6 +802,51 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a unit file holds (bytes that are not UTF-8 included), reading it and
+        /// the directories it declares never panic, and every directory is a plain path
+        /// below its base.
+        #[test]
+        fn arbitrary_unit_files_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000), name in "[a-z@.%-]{1,12}") {
+            let mut s = Settings::default();
+            s.apply(&parse(&text_of(&bytes)));
+            let unit = format!("{name}.service");
+            for d in directories(&unit, &s) {
+                proptest::prop_assert!(d.path.starts_with(d.kind.base()));
+                proptest::prop_assert!(d.path.components().all(|c| matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )));
+            }
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_utf8_are_skipped_and_keep_the_numbering() {
+        assert_eq!(
+            text_of(b"[Service]\nStateDirectory=a\xff\nStateDirectory=b\n"),
+            "[Service]\n\nStateDirectory=b\n"
+        );
+        assert!(is_valid_service_name("a-b_c:d\\x2d.service"));
+        assert!(is_valid_service_name("getty@tty1.service"));
+        assert!(is_valid_service_name("t@.service"));
+        for bad in [
+            "evil\n.service",
+            "a/b.service",
+            "@x.service",
+            ".service",
+            "x.socket",
+            "caf\u{e9}.service",
+            "sp ace.service",
+        ] {
+            assert!(!is_valid_service_name(bad), "{bad:?}");
+        }
+        assert!(!is_valid_service_name(&format!(
+            "{}.service",
+            "a".repeat(250)
+        )));
+    }
+
     #[test]
     fn templates_and_dropins() {
         assert_eq!(
@@ -479,7 +857,16 @@ mod tests {
         assert_eq!(template_of("foo.service"), None);
         assert_eq!(
             dropin_dirs("foo@bar.service"),
-            vec!["foo@.service.d", "foo@bar.service.d"]
+            vec!["service.d", "foo@.service.d", "foo@bar.service.d"]
+        );
+        assert_eq!(
+            dropin_dirs("a-b-c.service"),
+            vec![
+                "service.d",
+                "a-.service.d",
+                "a-b-.service.d",
+                "a-b-c.service.d"
+            ]
         );
     }
 }

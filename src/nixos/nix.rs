@@ -9,6 +9,7 @@ use std::path::Path;
 
 use clap::ValueEnum;
 
+use crate::discover::owners::Perms;
 use crate::discover::suggest::Suggestion;
 use crate::knowledge::Verdict;
 use crate::persisted::Kind;
@@ -79,27 +80,79 @@ fn element(s: &Suggestion, path: &Path, style: Style) -> Result<String, &'static
     if text.chars().any(char::is_control) {
         return Err("its name holds a control character, which imperm's configuration refuses");
     }
-    Ok(list_item(text, s.kind, s.mode, s.in_initrd, style))
+    let attrs = Attrs {
+        mode: s.mode,
+        owner: s.owner.as_deref(),
+        group: s.group.as_deref(),
+        parent: s.parent.as_ref(),
+        in_initrd: s.in_initrd,
+    };
+    Ok(list_item(text, s.kind, &attrs, style))
+}
+
+/// What an entry is written with besides its path.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Attrs<'a> {
+    pub mode: Option<crate::mode::Mode>,
+    pub owner: Option<&'a str>,
+    pub group: Option<&'a str>,
+    /// For a file: what differs of the directory the modules make for it.
+    pub parent: Option<&'a Perms>,
+    /// A file that must be in place before stage 2 (preservation's `inInitrd`).
+    pub in_initrd: bool,
+}
+
+/// `user = …; group = …; mode = …;`, each where it is given.
+fn owned(owner: Option<&str>, group: Option<&str>, mode: Option<crate::mode::Mode>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(owner) = owner {
+        out.push(format!("user = {};", string(owner)));
+    }
+    if let Some(group) = group {
+        out.push(format!("group = {};", string(group)));
+    }
+    if let Some(mode) = mode {
+        out.push(format!("mode = \"{mode}\";"));
+    }
+    out
 }
 
 /// One list element, as every Nix imperm writes spells it (`--format nix` and `persist
-/// add`): a directory that needs a mode as a set with `mode`; for preservation, a file that
-/// must be in place before stage 2 (`/etc/machine-id`) with `inInitrd = true`; else the
-/// path alone.
-pub fn list_item(
-    path: &str,
-    kind: Kind,
-    mode: Option<crate::mode::Mode>,
-    in_initrd: bool,
-    style: Style,
-) -> String {
+/// add`): the path alone, or a set when it must be made with an owner, group or mode other
+/// than the module's (a directory's own; for a file, impermanence's `parentDirectory`,
+/// since it makes no file, and preservation's file and, with `configureParent`, its
+/// `parent`), or, for preservation, a file that must be in place before stage 2
+/// (`/etc/machine-id`) with `inInitrd = true`.
+pub fn list_item(path: &str, kind: Kind, attrs: &Attrs, style: Style) -> String {
     let text = string(path);
-    match (kind, mode, style) {
-        (Kind::Directory, Some(mode), _) => format!("{{ directory = {text}; mode = \"{mode}\"; }}"),
-        (Kind::File, _, Style::Preservation) if in_initrd => {
-            format!("{{ file = {text}; inInitrd = true; }}")
+    let parent = attrs
+        .parent
+        .map(|p| owned(p.owner.as_deref(), p.group.as_deref(), p.mode))
+        .filter(|p| !p.is_empty());
+    let (head, fields) = match (kind, style) {
+        (Kind::Directory, _) => ("directory", owned(attrs.owner, attrs.group, attrs.mode)),
+        (Kind::File, Style::Impermanence) => (
+            "file",
+            parent
+                .map(|p| vec![format!("parentDirectory = {{ {} }};", p.join(" "))])
+                .unwrap_or_default(),
+        ),
+        (Kind::File, Style::Preservation) => {
+            let mut fields = owned(attrs.owner, attrs.group, attrs.mode);
+            if attrs.in_initrd {
+                fields.push("inInitrd = true;".into());
+            }
+            if let Some(p) = parent {
+                fields.push("configureParent = true;".into());
+                fields.push(format!("parent = {{ {} }};", p.join(" ")));
+            }
+            ("file", fields)
         }
-        _ => text,
+    };
+    if fields.is_empty() {
+        text
+    } else {
+        format!("{{ {head} = {text}; {} }}", fields.join(" "))
     }
 }
 
@@ -133,6 +186,42 @@ impl Lists {
     }
 }
 
+/// The persist suggestions as they are written: one below a known directory that must
+/// have a mode (`/var/lib/private`: 0700) becomes that directory with its mode, once, as
+/// `restore` writes it. Persisted alone, the inner path would get a parent made with
+/// impermanence's default 0755 (what `lint` reports), and systemd then refuses to start
+/// the `DynamicUser=` services whose state is in it.
+fn under_required_modes(persist: Vec<&Suggestion>) -> Vec<Suggestion> {
+    let knowledge = crate::knowledge::builtin();
+    let mut out: Vec<Suggestion> = Vec::with_capacity(persist.len());
+    for s in persist {
+        let mut s = s.clone();
+        let outer = knowledge.paths.iter().find_map(|k| {
+            let mode = k.mode?;
+            let dir = s.path.ancestors().skip(1).find(|a| k.path.matches(a))?;
+            Some((dir.to_path_buf(), mode))
+        });
+        if let Some((dir, mode)) = outer {
+            let up = s.path.components().count() - dir.components().count();
+            s.relative = s.relative.map(|r| {
+                let mut r = r.as_path();
+                for _ in 0..up {
+                    r = r.parent().unwrap_or(r);
+                }
+                r.to_path_buf()
+            });
+            s.path = dir;
+            s.kind = Kind::Directory;
+            s.mode = Some(mode);
+        }
+        match out.iter_mut().find(|o| o.path == s.path) {
+            Some(o) => o.mode = o.mode.or(s.mode),
+            None => out.push(s),
+        }
+    }
+    out
+}
+
 /// The snippet for the `persist` suggestions, persisted at `storage`.
 pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> String {
     let persist: Vec<&Suggestion> = suggestions
@@ -142,6 +231,8 @@ pub fn render(suggestions: &[Suggestion], storage: &Path, style: Style) -> Strin
     if persist.is_empty() {
         return "# imperm: nothing to persist\n".to_string();
     }
+    let persist = under_required_modes(persist);
+    let persist: Vec<&Suggestion> = persist.iter().collect();
     let mut system = Lists::default();
     let mut users: BTreeMap<&str, Lists> = BTreeMap::new();
     let mut left_out = Vec::new();
@@ -213,6 +304,9 @@ mod tests {
             relative: user.map(|(_, r)| PathBuf::from(r)),
             in_initrd: false,
             mode: None,
+            owner: None,
+            group: None,
+            parent: None,
         }
     }
 
@@ -279,6 +373,133 @@ environment.persistence."/persist" = {
         assert_eq!(
             render(&all[4..], Path::new("/persist"), Style::Impermanence),
             "# imperm: nothing to persist\n"
+        );
+    }
+
+    /// An entry whose owner, group or mode differ from what the module makes carries them:
+    /// a directory its own; a file, for impermanence (which makes no file), its directory's
+    /// as `parentDirectory`, for preservation its own and, with `configureParent`, its
+    /// directory's. Names are Nix strings.
+    #[test]
+    fn owners_groups_and_modes_are_written_where_they_differ() {
+        let parent = Perms {
+            owner: Some("forgejo".into()),
+            group: None,
+            mode: Some(crate::mode::Mode::from_bits(0o700)),
+        };
+        let mode = |m| Some(crate::mode::Mode::from_bits(m));
+        let cases = [
+            (
+                Kind::Directory,
+                Attrs {
+                    owner: Some("forgejo"),
+                    group: Some("forgejo"),
+                    mode: mode(0o750),
+                    ..Attrs::default()
+                },
+                Style::Impermanence,
+                r#"{ directory = "/x"; user = "forgejo"; group = "forgejo"; mode = "0750"; }"#,
+            ),
+            (
+                Kind::Directory,
+                Attrs {
+                    group: Some("a\"b${c}"),
+                    ..Attrs::default()
+                },
+                Style::Preservation,
+                r#"{ directory = "/x"; group = "a\"b\${c}"; }"#,
+            ),
+            (
+                Kind::File,
+                Attrs {
+                    owner: Some("forgejo"),
+                    mode: mode(0o600),
+                    parent: Some(&parent),
+                    ..Attrs::default()
+                },
+                Style::Impermanence,
+                r#"{ file = "/x"; parentDirectory = { user = "forgejo"; mode = "0700"; }; }"#,
+            ),
+            (
+                Kind::File,
+                Attrs {
+                    mode: mode(0o600),
+                    ..Attrs::default()
+                },
+                Style::Impermanence,
+                r#""/x""#,
+            ),
+            (
+                Kind::File,
+                Attrs {
+                    owner: Some("forgejo"),
+                    mode: mode(0o600),
+                    in_initrd: true,
+                    parent: Some(&parent),
+                    ..Attrs::default()
+                },
+                Style::Preservation,
+                r#"{ file = "/x"; user = "forgejo"; mode = "0600"; inInitrd = true; configureParent = true; parent = { user = "forgejo"; mode = "0700"; }; }"#,
+            ),
+            (
+                Kind::File,
+                Attrs {
+                    parent: Some(&Perms::default()),
+                    ..Attrs::default()
+                },
+                Style::Preservation,
+                r#""/x""#,
+            ),
+        ];
+        for (kind, attrs, style, want) in cases {
+            let got = list_item("/x", kind, &attrs, style);
+            assert_eq!(got, want, "{kind:?} {style:?}");
+            let parsed = rnix::Root::parse(&format!("[ {got} ]"));
+            assert!(parsed.errors().is_empty(), "{got}: {:?}", parsed.errors());
+        }
+    }
+
+    /// A path below a directory that must have a mode is written as that directory with
+    /// its mode, once: the state of two `DynamicUser=` services is persisted as
+    /// `/var/lib/private` at 0700, a user's `.gnupg/…` as `.gnupg` at 0700.
+    #[test]
+    fn paths_below_a_directory_that_needs_a_mode_become_it() {
+        let all = vec![
+            suggestion(
+                "/var/lib/private/a",
+                Kind::Directory,
+                Verdict::Persist,
+                None,
+            ),
+            suggestion("/var/lib/private/b", Kind::File, Verdict::Persist, None),
+            suggestion(
+                "/var/lib/privateer",
+                Kind::Directory,
+                Verdict::Persist,
+                None,
+            ),
+            suggestion(
+                "/home/josh/.gnupg/private-keys-v1.d",
+                Kind::Directory,
+                Verdict::Persist,
+                Some(("josh", ".gnupg/private-keys-v1.d")),
+            ),
+        ];
+        assert_eq!(
+            render(&all, Path::new("/persist"), Style::Impermanence),
+            r#"# imperm: 3 paths to persist; paste into the host's configuration
+environment.persistence."/persist" = {
+  directories = [
+    { directory = "/var/lib/private"; mode = "0700"; }
+    "/var/lib/privateer"
+  ];
+  users.josh = {
+    directories = [
+      { directory = ".gnupg"; mode = "0700"; }
+    ];
+  };
+};
+"#
         );
     }
 

@@ -172,6 +172,19 @@ const NO_MARKER: &str = "it has no imperm marker";
 const OTHER_TARGET: &str = "its marker names another path";
 const OTHER_ENTRIES: &str = "it holds more than the path it was made for";
 
+/// Whether the directory `fd` has no entry.
+fn is_empty(fd: &OwnedFd) -> io::Result<bool> {
+    let mut dir = rustix::fs::Dir::read_from(fd)?;
+    for entry in dir.by_ref() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// What stands at the temporary name of the target `dir/name`.
 pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
     let fd = match rustix::fs::openat(
@@ -187,7 +200,13 @@ pub fn leftover(dir: BorrowedFd, name: &OsStr) -> io::Result<Leftover> {
     };
     let st = rustix::fs::fstat(&fd)?;
     let marked = xattr(&fd, MARKER)?.is_some_and(|v| v == MARKER_VALUE);
-    if !marked || st.st_uid != rustix::process::geteuid().as_raw() {
+    let ours = st.st_uid == rustix::process::geteuid().as_raw();
+    // A restore killed between making its directory and marking it leaves it empty, ours
+    // and 0700 (so nobody else can put anything in): nothing to lose, removed as a copy.
+    if !marked && ours && st.st_mode & 0o7777 == 0o700 && is_empty(&fd)? {
+        return Ok(Leftover::Copy);
+    }
+    if !marked || !ours {
         return Ok(Leftover::Foreign(NO_MARKER));
     }
     match xattr(&fd, TARGET)? {
@@ -1288,6 +1307,32 @@ mod tests {
     fn set(dir: &Path, key: &str, value: &[u8]) {
         let fd = self::dir(dir);
         rustix::fs::fsetxattr(&fd, key, value, XattrFlags::empty()).unwrap();
+    }
+
+    /// A restore killed between making its temporary directory and marking it leaves an
+    /// empty 0700 directory of ours: the next restore removes it (nothing to lose); with
+    /// anything in it, or another mode, it is not ours to touch.
+    #[test]
+    fn an_unmarked_empty_temporary_directory_of_ours_is_a_copy() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let name = OsStr::new("tree");
+        let temp = tmp.path().join(temp_name(name));
+        std::fs::create_dir(&temp).unwrap();
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let parent = dir(tmp.path());
+        assert_eq!(leftover(parent.as_fd(), name).unwrap(), Leftover::Copy);
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            leftover(parent.as_fd(), name).unwrap(),
+            Leftover::Foreign(NO_MARKER)
+        );
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(temp.join("x"), "someone's").unwrap();
+        assert_eq!(
+            leftover(parent.as_fd(), name).unwrap(),
+            Leftover::Foreign(NO_MARKER)
+        );
     }
 
     /// A marked temporary directory is ours to remove only when it names this target and

@@ -81,6 +81,7 @@ in
   reset = unit (config.boot.initrd.systemd.services.imperm-reset or null);
   initrdExtraBin = config.boot.initrd.systemd.extraBin;
   initrdSecrets = config.boot.initrd.secrets;
+  checks = map (c: { inherit (c) name env script; }) config.system.checks;
   baseline = unit (services.imperm-baseline or null);
   gc = unit (services.imperm-gc or null);
   gcTimer = config.systemd.timers.imperm-gc.timerConfig or null;

@@ -333,7 +333,8 @@ in
               };
               group = mkOption {
                 type = types.str;
-                default = "";
+                # NixOS gives normal users "users" (mkDefault under isNormalUser).
+                default = if config.isNormalUser then "users" else "";
               };
               home = mkOption {
                 type = types.str;

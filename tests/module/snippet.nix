@@ -45,8 +45,9 @@ if impermanence != null then
       p:
       lib.concatMap (
         q:
-        map (d: { path = d.dirPath; inherit (d) mode user group; initrd = false; }) q.directories
-        ++ map (f: { path = f.filePath; inherit (f.parentDirectory) mode user group; initrd = false; }) q.files
+        map (d: { path = d.dirPath; inherit (d) mode user group; initrd = false; parent = null; }) q.directories
+        # impermanence makes no file, only the file's directory: its owner and mode.
+        ++ map (f: { path = f.filePath; inherit (f.parentDirectory) mode user group; initrd = false; parent = null; }) q.files
       ) ([ p ] ++ builtins.attrValues p.users)
     ) (builtins.attrValues config.environment.persistence);
   }
@@ -60,13 +61,19 @@ else
       initrd: m:
       let
         path = if initrd then lib.removePrefix "/sysroot" m.where else m.where;
-        r = if initrd then rule initrdTmpfiles "/sysroot/persist${path}" else rule tmpfiles "/persist${path}";
+        rules = if initrd then initrdTmpfiles else tmpfiles;
+        prefix = if initrd then "/sysroot/persist" else "/persist";
+        r = rule rules "${prefix}${path}";
+        # A file's directory, when preservation is told to make it (configureParent).
+        isFile = (rules."${prefix}${path}" or { }) ? f;
+        p = if isFile then (rules."${prefix}${dirOf path}" or { }).d or null else null;
       in
       {
         inherit path initrd;
         mode = if r == null then null else r.mode;
         user = if r == null then null else r.user;
         group = if r == null then null else r.group;
+        parent = if p == null then null else { inherit (p) mode user group; };
       };
   in
   {

@@ -19,7 +19,9 @@ let
         fn = if builtins.isFunction f then f else import f;
       in
       fn (builtins.intersectAttrs (builtins.functionArgs fn) { inherit lib pkgs; } // args);
-    runCommand = name: _env: _script: package name;
+    # What the tests look at of a command: its environment and script.
+    runCommand = name: env: script: package name // { inherit env script; };
+    tzdata = package "tzdata";
     writeShellScript = name: _text: package name;
     writeText = name: _text: package name;
     bash = package "bash";

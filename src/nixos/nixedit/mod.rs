@@ -135,7 +135,11 @@ fn item(family: Family, list: List, abs: &str, entry: &str) -> String {
         .paths
         .iter()
         .any(|k| k.in_initrd && k.path.matches(Path::new(abs)));
-    crate::nixos::nix::list_item(entry, kind, None, in_initrd, style)
+    let attrs = crate::nixos::nix::Attrs {
+        in_initrd,
+        ..Default::default()
+    };
+    crate::nixos::nix::list_item(entry, kind, &attrs, style)
 }
 
 /// What an edit came to.
