@@ -1127,7 +1127,9 @@ impl<R: std::io::BufRead> Reader<R> {
     }
 
     /// The next line, without its newline; `None` at the end. Every line ends with a
-    /// newline, the last one may not.
+    /// newline (imperm writes them so): a last line without one was cut short, and what
+    /// is left of it may still read as an entry (a symlink's target cut, or a file's line
+    /// cut right after its path), so it is refused.
     fn read_line(&mut self) -> Result<Option<&[u8]>, ManifestError> {
         use std::io::{BufRead, Read};
         self.buf.clear();
@@ -1146,6 +1148,11 @@ impl<R: std::io::BufRead> Reader<R> {
                 "line {}: longer than {} MiB",
                 self.line,
                 MAX_LINE >> 20
+            )));
+        } else {
+            return Err(ManifestError::Invalid(format!(
+                "line {}: cut short (no newline at its end)",
+                self.line
             )));
         }
         Ok(Some(&self.buf))

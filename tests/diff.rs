@@ -1641,6 +1641,60 @@ fn damaged_or_unsorted_manifests_through_the_streaming_walk() {
     assert_eq!(changes(&json(&run(&["diff", "--format", "json"]))), want);
 }
 
+/// A manifest cut inside its last line, where what is left still reads as an entry: in a
+/// symlink's target (the walk would keep that target, the link's inode and ctime being
+/// the same), or right after a file's path (its empty target field looks complete).
+/// imperm ends every line with a newline, so a last line without one is cut short: exit 2
+/// naming the file and the line, nothing on stdout, for the walk and for the search
+/// (which reads the header alone) when the header itself is cut.
+#[test]
+fn a_manifest_cut_inside_its_last_line_is_refused() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("srv/d")).unwrap();
+    fs::write(root.join("srv/d/f"), "x").unwrap();
+    std::os::unix::fs::symlink("/nix/store/abcdefghijklmnop-target", root.join("srv/zlink"))
+        .unwrap();
+    let run = |args: &[&str]| {
+        common::run(
+            Command::new(env!("CARGO_BIN_EXE_imperm"))
+                .arg("--root")
+                .arg(root)
+                .args(args),
+        )
+    };
+    assert!(run(&["baseline"]).status.success());
+    let manifest = root.join("run/imperm/baseline");
+    let good = fs::read(&manifest).unwrap();
+    assert!(good.ends_with(b"\t/nix/store/abcdefghijklmnop-target\n"));
+    let lines = good.iter().filter(|&&b| b == b'\n').count();
+    let refused = |content: &[u8], line: usize| {
+        fs::write(&manifest, content).unwrap();
+        let out = run(&["diff", "--format", "json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("run/imperm/baseline: line {line}: cut short")),
+            "{err}"
+        );
+    };
+    // In the target.
+    refused(&good[..good.len() - 8], lines);
+    // Right after the tab that ends the path: the line before the link's is a file's.
+    let file_line_end = good[..good.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap();
+    assert!(good[..file_line_end].ends_with(b"/srv/d/f\t"));
+    refused(&good[..file_line_end], lines - 1);
+    // Only the header, cut.
+    refused(b"imperm-baseline 4\n#no-snap", 2);
+    fs::write(&manifest, &good).unwrap();
+    assert!(changes(&json(&run(&["diff", "--format", "json"]))).is_empty());
+}
+
 /// The disk full while `baseline` writes its manifest (here a tmpfs of 64 KiB at /run):
 /// exit 2 naming the manifest, the last manifest left as it was, no temporary file, and
 /// `diff` still compares with the last one.
