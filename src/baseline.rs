@@ -1320,6 +1320,16 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
             crate::paths::quoted(&path)
         ));
     }
+    // As a walk makes them: the merge in tree order compares bytes, and a `..` would be
+    // paired with the real path by inode and reported as a rename.
+    if !crate::paths::normalize_given(path.as_os_str())
+        .is_ok_and(|n| n.as_os_str() == path.as_os_str())
+    {
+        return Err(format!(
+            "{BAD} (the path {} is not canonical)",
+            crate::paths::quoted(&path)
+        ));
+    }
     let target = match kind {
         EntryKind::Symlink => {
             Some(unescape(f[rest + 1]).ok_or_else(|| format!("{BAD} (bad escape in the target)"))?)
@@ -2043,10 +2053,16 @@ mod tests {
     }
 
     fn arbitrary_path() -> impl Strategy<Value = PathBuf> {
-        prop::collection::vec(any::<u8>(), 0..16).prop_map(|mut bytes| {
-            bytes.insert(0, b'/');
-            PathBuf::from(std::ffi::OsString::from_vec(bytes))
-        })
+        prop::collection::vec(any::<u8>(), 0..16)
+            .prop_map(|mut bytes| {
+                bytes.insert(0, b'/');
+                PathBuf::from(std::ffi::OsString::from_vec(bytes))
+            })
+            // As a walk makes them (a manifest refuses others).
+            .prop_filter("a canonical path", |p| {
+                crate::paths::normalize_given(p.as_os_str())
+                    .is_ok_and(|n| n.as_os_str() == p.as_os_str())
+            })
     }
 
     /// Two small states that share paths, inodes and links often: paths of one to three

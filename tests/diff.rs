@@ -1616,7 +1616,7 @@ fn damaged_or_unsorted_manifests_through_the_streaming_walk() {
     let mut e = reversed.clone();
     e.insert(3, entries[20]);
     refused(with(&e).into_bytes(), &dup);
-    refused(good[..good.len() / 2].to_vec(), "not a manifest entry");
+    refused(good[..good.len() / 2].to_vec(), "cut short");
     let mut e = entries.to_vec();
     e.insert(25, "f\t644\tgarbage");
     let line = |n: usize| format!("line {}: ", head + n + 1);
@@ -1691,6 +1691,53 @@ fn a_manifest_cut_inside_its_last_line_is_refused() {
     refused(&good[..file_line_end], lines - 1);
     // Only the header, cut.
     refused(b"imperm-baseline 4\n#no-snap", 2);
+    fs::write(&manifest, &good).unwrap();
+    assert!(changes(&json(&run(&["diff", "--format", "json"]))).is_empty());
+}
+
+/// A manifest path no walk makes (edited by hand): `..`, `.`, an empty component or a
+/// trailing `/`. The walk would otherwise pair it with the real path by inode and report
+/// a rename from `/srv/x/../d/f2`. Exit 2 naming the file, the line and the path.
+#[test]
+fn a_manifest_path_that_is_not_canonical_is_refused() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let root = dir.path();
+    for i in 1..=3 {
+        fs::create_dir_all(root.join("srv/d")).unwrap();
+        fs::write(root.join(format!("srv/d/f{i}")), "x").unwrap();
+    }
+    let run = |args: &[&str]| {
+        common::run(
+            Command::new(env!("CARGO_BIN_EXE_imperm"))
+                .arg("--root")
+                .arg(root)
+                .args(args),
+        )
+    };
+    assert!(run(&["baseline"]).status.success());
+    let manifest = root.join("run/imperm/baseline");
+    let good = fs::read_to_string(&manifest).unwrap();
+    let line = 1 + good
+        .lines()
+        .position(|l| l.contains("\t/srv/d/f2\t"))
+        .unwrap();
+    for bad in ["/srv/x/../d/f2", "/srv/d/./f2", "/srv/d//f2", "/srv/d/f2/"] {
+        fs::write(
+            &manifest,
+            good.replace("\t/srv/d/f2\t", &format!("\t{bad}\t")),
+        )
+        .unwrap();
+        let out = run(&["diff", "--format", "json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("run/imperm/baseline: line {line}: "))
+                && err.contains(&format!("the path \"{bad}\" is not canonical")),
+            "{err}"
+        );
+    }
     fs::write(&manifest, &good).unwrap();
     assert!(changes(&json(&run(&["diff", "--format", "json"]))).is_empty());
 }
