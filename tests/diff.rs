@@ -1380,36 +1380,78 @@ fn a_tree_written_in_the_baselines_transaction_is_not_searched() {
     use imperm::filesystem::backend::{Backend, Btrfs};
     use imperm::filesystem::toplevel::TopLevel;
     use std::path::Path;
-    let Some(fs) = btrfs("diff_same_transaction") else {
+    const FILES: usize = 2000;
+    let Some(first) = btrfs("diff_same_transaction") else {
         return;
     };
     if !common::strace_available("diff_same_transaction") {
         return;
     }
-    // No commit for an hour but the one the snapshot makes: the tree and the snapshot
-    // share a transaction.
-    common::check(
-        Command::new("mount")
-            .args(["-o", "remount,commit=3600"])
-            .arg(fs.top()),
-    );
-    fs.subvolume("@root");
+    // The tree written in the snapshot's transaction is this test's premise, not what it
+    // proves, and the test cannot hold it: a `sync` from anywhere on the machine (another
+    // test, another build) commits every filesystem, this one too, part-way through the
+    // writing (seen under load: 1,580 of 2,042 inodes in the snapshot's transaction). So it
+    // is checked: a quarter of the files there is enough (a search from that transaction
+    // would make over 1,000 tree searches, ten times the bound below), and less is written
+    // again on a new filesystem.
+    let mut attempt = 0;
+    let mut first = Some(first);
+    let (fs, same) = loop {
+        attempt += 1;
+        let fs = first
+            .take()
+            .unwrap_or_else(|| btrfs("diff_same_transaction").unwrap());
+        // No commit for an hour but the one the snapshot makes: the tree and the snapshot
+        // share a transaction.
+        common::check(
+            Command::new("mount")
+                .args(["-o", "remount,commit=3600"])
+                .arg(fs.top()),
+        );
+        fs.subvolume("@root");
+        let p = |rel: &str| fs.path(&format!("@root/{rel}"));
+        for i in 0..FILES {
+            fs.write(&format!("@root/srv/t/d{}/f{i}", i % 20), "x");
+        }
+        for i in 0..20 {
+            std::os::unix::fs::symlink("f0", p(&format!("srv/t/d{i}/link"))).unwrap();
+            fs::hard_link(p(&format!("srv/t/d{i}/f{i}")), p(&format!("srv/t/d{i}/hl"))).unwrap();
+        }
+        let out = imperm(&fs, &["baseline"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("read-only snapshot: "),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A search from the snapshot's transaction itself would take every one of these
+        // inodes for changed.
+        let top = TopLevel::existing(fs.top()).unwrap();
+        let taken = Btrfs
+            .info(&top, Path::new("@snapshots/.baseline"))
+            .unwrap()
+            .created
+            .unwrap();
+        let same = Btrfs
+            .changed_inodes(&top, Path::new("@root"), taken)
+            .unwrap()
+            .iter()
+            .filter(|i| i.created == taken)
+            .count();
+        if same > FILES / 4 {
+            break (fs, same);
+        }
+        assert!(
+            attempt < 3,
+            "only {same} inodes were made in the snapshot's transaction {taken}, {attempt} times: \
+             something commits this filesystem while the tree is written"
+        );
+        eprintln!(
+            "diff_same_transaction: a commit came while the tree was written ({same} inodes \
+             in the snapshot's transaction {taken}); again on a new filesystem"
+        );
+    };
     let p = |rel: &str| fs.path(&format!("@root/{rel}"));
-    const FILES: usize = 2000;
-    for i in 0..FILES {
-        fs.write(&format!("@root/srv/t/d{}/f{i}", i % 20), "x");
-    }
-    for i in 0..20 {
-        std::os::unix::fs::symlink("f0", p(&format!("srv/t/d{i}/link"))).unwrap();
-        fs::hard_link(p(&format!("srv/t/d{i}/f{i}")), p(&format!("srv/t/d{i}/hl"))).unwrap();
-    }
-    let out = imperm(&fs, &["baseline"]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("read-only snapshot: "),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     let (_, _, lines) = both_methods(&fs);
     assert!(lines.is_empty(), "nothing changed since: {lines:?}");
     // Right after, in the same second: a change of every kind.
@@ -1423,24 +1465,6 @@ fn a_tree_written_in_the_baselines_transaction_is_not_searched() {
     fs::remove_file(p("srv/t/d8/link")).unwrap();
     std::os::unix::fs::symlink("f1", p("srv/t/d8/link")).unwrap();
     fs::hard_link(p("srv/t/d9/f9"), p("srv/t/d9/hl2")).unwrap();
-    // The tree was written in the snapshot's transaction: a search from that transaction
-    // itself would take every one of its inodes for changed.
-    let top = TopLevel::existing(fs.top()).unwrap();
-    let taken = Btrfs
-        .info(&top, Path::new("@snapshots/.baseline"))
-        .unwrap()
-        .created
-        .unwrap();
-    let same = Btrfs
-        .changed_inodes(&top, Path::new("@root"), taken)
-        .unwrap()
-        .iter()
-        .filter(|i| i.created == taken)
-        .count();
-    assert!(
-        same > FILES,
-        "only {same} inodes were made in the snapshot's transaction {taken}"
-    );
     let searches = searches(&fs, &fs.path("@root"));
     assert!(
         searches < 100,
