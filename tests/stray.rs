@@ -429,3 +429,33 @@ fn without_declared_persistence_stray_refuses() {
     assert!(err.contains("no persistence is declared"), "{err}");
     assert!(!host.path("persist/.imperm-stray").exists());
 }
+
+#[test]
+fn what_lies_inside_a_nested_subvolume_is_reported_not_half_moved() {
+    let Some(host) = Host::new("what_lies_inside_a_nested_subvolume_is_reported_not_half_moved")
+    else {
+        return;
+    };
+    host.fs.subvolume("root/persist/srv");
+    host.write("persist/srv/keep/a", "declared");
+    host.write("persist/srv/junk/b", "stray, inside the subvolume");
+    let config = CONFIG.replace(
+        "\"/home/alice/.ssh\"]",
+        "\"/home/alice/.ssh\", \"/srv/keep\"]",
+    );
+    assert_ne!(config, CONFIG);
+    fs::write(&host.config, config).unwrap();
+    let (code, v) = host.json(&["stray", "--quarantine"]);
+    assert_eq!(code, 1, "{v:#}");
+    let not = v["quarantined"][0]["not_moved"].as_array().unwrap();
+    assert_eq!(not.len(), 1, "{v:#}");
+    assert!(
+        not[0]["why"].as_str().unwrap().contains("subvolume"),
+        "{v:#}"
+    );
+    assert!(host.path("persist/srv/junk/b").is_file());
+    // The others went; nothing was made in the quarantine for the one that did not.
+    let q = host.path("persist/.imperm-stray/20261126T100000Z");
+    assert!(q.join("var/lib/old-svc").is_dir());
+    assert!(!q.join("srv").exists());
+}

@@ -117,6 +117,11 @@ impl Report for StrayReport {
             }
         }
         for moved in &self.quarantined {
+            if moved.moved.is_empty() {
+                writeln!(out, "nothing was moved")?;
+                not_moved(out, styles, moved)?;
+                continue;
+            }
             writeln!(
                 out,
                 "moved {} to {} (manifest.json); put back with: imperm stray --restore {}",

@@ -321,11 +321,25 @@ impl Measure {
         }
     }
 
-    /// Adds what is below `top` on the same mount; iterative, so any depth will do.
+    /// Adds what is below `top` on the same mount; iterative, so any depth will do, and a
+    /// directory is opened only when its turn comes (each pending one holds its parent,
+    /// not itself, open: a directory of 100,000 directories costs one descriptor).
     fn walk(&mut self, top: OwnedFd, mount: &Statx) {
-        let mut stack = vec![top];
-        while let Some(fd) = stack.pop() {
+        let mut stack: Vec<(Arc<OwnedFd>, OsString)> = Vec::new();
+        let mut current = Some(top);
+        loop {
+            let fd = match current.take() {
+                Some(fd) => fd,
+                None => match stack.pop() {
+                    Some((parent, name)) => match open_dir_at(parent.as_fd(), &name) {
+                        Ok(fd) => fd,
+                        Err(_) => continue,
+                    },
+                    None => break,
+                },
+            };
             let Ok(list) = names(&fd) else { continue };
+            let fd = Arc::new(fd);
             for name in list {
                 let Ok(st) = statx_at(fd.as_fd(), &name) else {
                     continue;
@@ -338,9 +352,7 @@ impl Measure {
                 self.files += child.files;
                 self.bytes += child.bytes;
                 if child.files == 0 {
-                    if let Ok(sub) = open_dir_at(fd.as_fd(), &name) {
-                        stack.push(sub);
-                    }
+                    stack.push((fd.clone(), name));
                 }
             }
         }
@@ -547,6 +559,12 @@ pub fn quarantine(
             }),
         }
     }
+    if out.moved.is_empty() {
+        // Nothing went in: the quarantine is only what this run made; take it away.
+        let _ = rustix::fs::unlinkat(&dir, MANIFEST, AtFlags::empty());
+        let _ = rustix::fs::unlinkat(&root, out.name.as_str(), AtFlags::REMOVEDIR);
+        let _ = rustix::fs::unlinkat(storage_fd, QUARANTINE_DIR, AtFlags::REMOVEDIR);
+    }
     rustix::fs::syncfs(storage_fd).map_err(|e| FsError::new("sync", shown, e.into()))?;
     Ok(out)
 }
@@ -578,11 +596,27 @@ fn move_one(
         }
     }
     let dst = open_path(to, parent, true).map_err(words)?;
-    rustix::fs::renameat_with(&src, name, &dst, name, RenameFlags::NOREPLACE).map_err(|e| match e {
-        Errno::EXIST => "something of that name is already there; left alone".to_string(),
-        Errno::XDEV => "it is on another filesystem than the quarantine".to_string(),
-        Errno::BUSY => "it is in use as a mount point".to_string(),
-        e => words(e.into()),
+    rustix::fs::renameat_with(&src, name, &dst, name, RenameFlags::NOREPLACE).map_err(|e| {
+        // The directories just made for it are left empty: take them away again (what
+        // is not empty, another item's, stays).
+        let mut dir = Some(parent);
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            let (up, leaf) = (d.parent().unwrap_or(Path::new("")), d.file_name());
+            let removed = leaf.is_some_and(|leaf| {
+                open_path(to, up, false)
+                    .is_ok_and(|p| rustix::fs::unlinkat(&p, leaf, AtFlags::REMOVEDIR).is_ok())
+            });
+            if !removed {
+                break;
+            }
+            dir = Some(up);
+        }
+        match e {
+            Errno::EXIST => "something of that name is already there; left alone".to_string(),
+            Errno::XDEV => "it is inside a subvolume or filesystem of its own below the storage, which a rename cannot leave; move it yourself".to_string(),
+            Errno::BUSY => "it is in use as a mount point".to_string(),
+            e => words(e.into()),
+        }
     })
 }
 
