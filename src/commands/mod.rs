@@ -11,6 +11,7 @@ mod reset;
 mod restore;
 mod snapshots;
 mod status;
+mod stray;
 
 use std::path::Path;
 
@@ -43,6 +44,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Diff(args) => diff::run(global, args),
         Command::Journal(args) => journal::run(global, args),
         Command::Restore(args) => restore::run(global, args),
+        Command::Stray(args) => stray::run(global, args),
         Command::Persist(PersistCommand::Add(args)) => persist::add(global, args),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),
@@ -67,6 +69,7 @@ fn not_built(command: &Command) -> Error {
         | Command::Diff(_)
         | Command::Journal(_)
         | Command::Restore(_)
+        | Command::Stray(_)
         | Command::Persist(_)
         | Command::Reset(_)
         | Command::Snapshots(_)
