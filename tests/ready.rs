@@ -516,6 +516,11 @@ fn after_the_first_reset_the_ephemeral_hosts_own_reasons_flip() {
         &[("gc-timer", "ok"), ("baseline", "ok"), ("check", "ok")],
     );
     assert_eq!(v["gc_timer"]["enabled"], true);
+    let written: jiff::Timestamp = v["baseline"]["time"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (jiff::Timestamp::now().as_second() - written.as_second()).abs() < 600,
+        "{written}"
+    );
     assert_eq!(v["check"]["persist"], 0, "{}", v["check"]);
     assert_eq!(v["check"]["since_baseline"], true);
     assert_eq!(v["ready"], true, "{:#}", v["reasons"]);
@@ -590,4 +595,68 @@ fn as_a_user_what_needs_root_is_not_checked() {
         "{v}"
     );
     assert_eq!(v["ready"], false);
+}
+
+/// What a hostile or odd storage holds is never taken for a copy: a symlink on the way
+/// back onto the root (a bind mount would follow it, and the first reset wipes what it
+/// leads to); a FIFO is looked at, never opened; a live symlink to the storage's copy
+/// (impermanence's symlink method) is the storage's copy.
+#[test]
+fn symlinks_and_special_files_in_the_storage_are_judged_without_following_or_opening() {
+    let Some(mut host) = Host::new(
+        "symlinks_and_special_files_in_the_storage_are_judged_without_following_or_opening",
+    ) else {
+        return;
+    };
+    host.fs.subvolume("@root");
+    host.fs.subvolume("@persist");
+    let root = host.root.clone();
+    host.mount(&["-o", "subvol=@root"], &root);
+    let persist = host.at("/persist");
+    host.mount(&["-o", "subvol=@persist"], &persist);
+    host.mount_proc();
+    fs::create_dir_all(host.at("/var/lib/svc")).unwrap();
+    fs::write(host.at("/var/lib/svc/data"), "state").unwrap();
+    // /persist/var leads back to the root's /var: /persist/var/lib/svc "exists".
+    symlink("/var", host.at("/persist/var")).unwrap();
+    // A FIFO on both sides: opening either would block status for good.
+    fs::create_dir_all(host.at("/persist/etc")).unwrap();
+    fs::create_dir_all(host.at("/etc")).unwrap();
+    for fifo in ["/etc/machine-id", "/persist/etc/machine-id"] {
+        common::check(Command::new("mkfifo").arg(host.at(fifo)));
+    }
+    let v = host.status(&["--no-check"]);
+    assert_eq!(entry(&v, "/var/lib/svc")["state"], "blocked", "{v}");
+    assert_eq!(
+        entry(&v, "/var/lib/svc")["detail"],
+        "/persist/var/lib/svc: a symlink on the way, which the bind mount would follow"
+    );
+    assert_eq!(entry(&v, "/etc/machine-id")["state"], "in-storage");
+    expect(&v, &[("entries", "problem")]);
+    assert!(
+        detail(&v, "entries").contains("in the way in the storage: /persist/var/lib/svc"),
+        "{v}"
+    );
+
+    // The real copy, and the live file a symlink to the storage's.
+    fs::remove_file(host.at("/persist/var")).unwrap();
+    fs::create_dir_all(host.at("/persist/var/lib")).unwrap();
+    common::check(
+        Command::new("cp")
+            .arg("-a")
+            .arg(host.at("/var/lib/svc"))
+            .arg(host.at("/persist/var/lib/")),
+    );
+    fs::remove_file(host.at("/etc/machine-id")).unwrap();
+    fs::remove_file(host.at("/persist/etc/machine-id")).unwrap();
+    fs::write(host.at("/persist/etc/machine-id"), "0123\n").unwrap();
+    symlink("/persist/etc/machine-id", host.at("/etc/machine-id")).unwrap();
+    let v = host.status(&["--no-check"]);
+    assert_eq!(entry(&v, "/var/lib/svc")["state"], "in-storage", "{v}");
+    assert_eq!(entry(&v, "/etc/machine-id")["state"], "mounted", "{v}");
+    assert_eq!(
+        entry(&v, "/etc/machine-id")["detail"],
+        "a symlink to the storage's copy"
+    );
+    expect(&v, &[("entries", "ok")]);
 }

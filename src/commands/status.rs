@@ -6,10 +6,12 @@
 
 use std::collections::HashSet;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
-use rustix::fs::FileType;
+use rustix::fs::{FileType, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use serde::Serialize;
 
 use crate::beneath::Tree;
@@ -420,6 +422,49 @@ fn presence(tree: &Tree, abs: &Path) -> Presence {
     }
 }
 
+/// What the storage has at `path`'s place. The storage itself is found as the tree sees
+/// it; below it no symlink is followed: impermanence's bind mount would follow one, and a
+/// link back onto the root (`/persist/var -> /var`) makes a copy that is not one, which
+/// the first reset wipes.
+fn stored(tree: &Tree, storage: &Path, path: &Path) -> Presence {
+    let dir = match tree.open_dir_resolved(storage) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => return Presence::Absent,
+        Err(e) => return Presence::Unreadable(e.to_string()),
+    };
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let resolve = ResolveFlags::BENEATH
+        .union(ResolveFlags::NO_SYMLINKS)
+        .union(ResolveFlags::NO_MAGICLINKS);
+    let fd = match crate::beneath::openat2_long(
+        dir.as_fd(),
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW,
+        resolve,
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Presence::Absent,
+        Err(Errno::LOOP) => {
+            return Presence::Blocked(
+                "a symlink on the way, which the bind mount would follow".into(),
+            );
+        }
+        Err(Errno::NOTDIR) => {
+            return Presence::Blocked("something on the way is not a directory".into());
+        }
+        Err(e) => return Presence::Unreadable(std::io::Error::from(e).to_string()),
+    };
+    match rustix::fs::fstat(&fd) {
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => Presence::Directory,
+            FileType::RegularFile => Presence::File,
+            FileType::Symlink => Presence::Symlink,
+            _ => Presence::Special,
+        },
+        Err(e) => Presence::Unreadable(std::io::Error::from(e).to_string()),
+    }
+}
+
 /// The systemd unit the NixOS module enables for `snapshots gc` (nix/module.nix,
 /// `systemd.timers.imperm-gc`, wanted by timers.target).
 const GC_TIMER: &str = "/etc/systemd/system/timers.target.wants/imperm-gc.timer";
@@ -515,15 +560,25 @@ fn build(config: &Config, args: &StatusArgs) -> StatusReport {
     let entry_facts: Vec<EntryFact> = set
         .entries()
         .iter()
-        .map(|e| EntryFact {
-            path: e.path.clone(),
-            kind: e.kind,
-            storage: e.storage.clone(),
-            live: look(&e.path),
-            stored: look(&ready::in_storage(&e.storage, &e.path)),
-            mounted: mounted.contains(&e.path),
-            // migrate keeps no record of what it verified yet: see the README.
-            verified: None,
+        .map(|e| {
+            let copy = ready::in_storage(&e.storage, &e.path);
+            EntryFact {
+                path: e.path.clone(),
+                kind: e.kind,
+                storage: e.storage.clone(),
+                live: look(&e.path),
+                stored: match &tree {
+                    Some(tree) => stored(tree, &e.storage, &e.path),
+                    None => look(&copy),
+                },
+                mounted: mounted.contains(&e.path),
+                linked: tree
+                    .as_ref()
+                    .and_then(|t| t.read_link(&e.path).ok().flatten())
+                    .is_some_and(|target| target == copy),
+                // migrate keeps no record of what it verified yet: see the README.
+                verified: None,
+            }
         })
         .collect();
 
@@ -597,11 +652,13 @@ fn build(config: &Config, args: &StatusArgs) -> StatusReport {
             });
         }
         let baseline = match super::discover::load_manifest_header(&config.root) {
-            Ok(Some((file, _))) => {
-                let time = std::fs::metadata(&file)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| Timestamp::try_from(t).ok());
+            Ok(Some(_)) => {
+                // Looked at as the tree sees it, as it was read: never the host's file.
+                let time = tree
+                    .as_ref()
+                    .and_then(|t| t.stat_resolved(Path::new(crate::baseline::MANIFEST)).ok())
+                    .flatten()
+                    .and_then(|st| Timestamp::new(st.st_mtime, 0).ok());
                 Ok((PathBuf::from(crate::baseline::MANIFEST), time))
             }
             Ok(None) => Err(format!("no baseline at {}", crate::baseline::MANIFEST)),

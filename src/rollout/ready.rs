@@ -104,6 +104,10 @@ pub enum Presence {
     Special,
     /// Could not be looked at: why.
     Unreadable(String),
+    /// In the storage, something on the way is not what a bind mount would use: a
+    /// symlink (it could lead back onto the root, which the reset wipes), or a file where
+    /// a directory must be. Why.
+    Blocked(String),
 }
 
 impl Presence {
@@ -115,6 +119,7 @@ impl Presence {
             Presence::Symlink => "a symlink",
             Presence::Special => "a special file",
             Presence::Unreadable(_) => "unreadable",
+            Presence::Blocked(_) => "blocked",
         }
     }
 }
@@ -129,6 +134,9 @@ pub struct EntryFact {
     pub stored: Presence,
     /// The live path is a bind mount of the storage's copy (the host is ephemeral already).
     pub mounted: bool,
+    /// The live path is a symlink to the storage's copy (impermanence's `method =
+    /// "symlink"`, preservation's `how = "symlink"`).
+    pub linked: bool,
     /// When a copy was last verified against the live path, from migrate's record; `None`
     /// when there is no record of it.
     pub verified: Option<Timestamp>,
@@ -140,12 +148,14 @@ pub struct EntryFact {
 pub enum EntryState {
     /// In the storage, of the same kind as on the root (and verified, when recorded).
     InStorage,
-    /// The live path is the storage's copy, bind-mounted.
+    /// The live path is the storage's copy, bind-mounted or linked.
     Mounted,
     /// On the root, not in the storage: the first reset loses it.
     Missing,
     /// In the storage as another kind of file than on the root.
     KindDiffers,
+    /// Something in the storage is in the way of its copy (see [`Presence::Blocked`]).
+    Blocked,
     /// Not on the root: nothing to keep (impermanence makes it empty).
     NotOnRoot,
     /// One side could not be looked at.
@@ -157,6 +167,12 @@ pub fn entry_state(e: &EntryFact) -> (EntryState, String) {
     if e.mounted {
         return (EntryState::Mounted, "bind-mounted from the storage".into());
     }
+    if e.linked {
+        return (
+            EntryState::Mounted,
+            "a symlink to the storage's copy".into(),
+        );
+    }
     let on_disk = in_storage(&e.storage, &e.path);
     match (&e.live, &e.stored) {
         (Presence::Unreadable(why), _) => (EntryState::Unknown, format!("on the root: {why}")),
@@ -164,6 +180,10 @@ pub fn entry_state(e: &EntryFact) -> (EntryState, String) {
         (_, Presence::Unreadable(why)) => {
             (EntryState::Unknown, format!("{}: {why}", escape(&on_disk)))
         }
+        (_, Presence::Blocked(why)) => {
+            (EntryState::Blocked, format!("{}: {why}", escape(&on_disk)))
+        }
+        (Presence::Blocked(why), _) => (EntryState::Unknown, format!("on the root: {why}")),
         (_, Presence::Absent) => (
             EntryState::Missing,
             format!("not in the storage ({} is absent)", escape(&on_disk)),
@@ -422,6 +442,7 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
         .count();
     let missing = of(EntryState::Missing);
     let differs = of(EntryState::KindDiffers);
+    let blocked = of(EntryState::Blocked);
     let unknown = of(EntryState::Unknown);
     let mut parts = vec![format!(
         "{kept} of {} on the root in the storage",
@@ -457,6 +478,12 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
             named(&differs, |j| format!("{} ({})", escape(&j.0.path), j.2))
         ));
     }
+    if !blocked.is_empty() {
+        parts.push(format!(
+            "in the way in the storage: {}",
+            named(&blocked, |j| j.2.clone())
+        ));
+    }
     if !unknown.is_empty() {
         parts.push(format!(
             "not looked at: {}",
@@ -467,7 +494,7 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
     if absent > 0 {
         parts.push(format!("{absent} not on the root (nothing to keep)"));
     }
-    let state = if !missing.is_empty() || !differs.is_empty() {
+    let state = if !missing.is_empty() || !differs.is_empty() || !blocked.is_empty() {
         State::Problem
     } else if !unknown.is_empty() {
         State::Unknown
@@ -756,6 +783,7 @@ mod tests {
             live,
             stored,
             mounted: false,
+            linked: false,
             verified: None,
         }
     }
@@ -819,9 +847,24 @@ mod tests {
             (entry("/a", Unreadable("EACCES".into()), Absent), Unknown),
             (entry("/a", Directory, Unreadable("EACCES".into())), Unknown),
             (
+                entry(
+                    "/a",
+                    Directory,
+                    Presence::Blocked("a symlink on the way".into()),
+                ),
+                EntryState::Blocked,
+            ),
+            (
                 EntryFact {
                     mounted: true,
                     ..entry("/a", Directory, Absent)
+                },
+                Mounted,
+            ),
+            (
+                EntryFact {
+                    linked: true,
+                    ..entry("/a", Symlink, File)
                 },
                 Mounted,
             ),
@@ -871,6 +914,12 @@ mod tests {
             (
                 "entry of another kind",
                 |f| f.entries[0].stored = Presence::File,
+                "entries",
+                State::Problem,
+            ),
+            (
+                "a symlink on the way in the storage",
+                |f| f.entries[0].stored = Presence::Blocked("a symlink on the way".into()),
                 "entries",
                 State::Problem,
             ),
