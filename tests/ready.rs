@@ -104,36 +104,40 @@ impl Host {
         self.root.join(abs.trim_start_matches('/'))
     }
 
-    fn status(&self, extra: &[&str]) -> Value {
+    /// imperm with this host's configuration on the tree `root`, which must exit 0;
+    /// its stdout. `env` is set for it.
+    fn imperm_ok(&self, root: &Path, args: &[&str], env: &[(&str, &str)]) -> Vec<u8> {
         let out = common::run(
             imperm()
                 .arg("--root")
-                .arg(&self.root)
+                .arg(root)
                 .arg("--config")
                 .arg(&self.config)
-                .args(["--format", "json", "status"])
-                .args(extra),
+                .args(args)
+                .envs(env.iter().copied()),
         );
         assert_eq!(
             out.status.code(),
             Some(0),
-            "status exits 0 whatever the answer: {}",
+            "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        out.stdout
+    }
+
+    /// `status --format json`, which exits 0 whatever the answer.
+    fn status(&self, extra: &[&str]) -> Value {
+        let args: Vec<&str> = ["--format", "json", "status"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
+        serde_json::from_slice(&self.imperm_ok(&self.root, &args, &[])).unwrap()
     }
 
     fn human(&self) -> String {
-        let out = common::run(
-            imperm()
-                .arg("--root")
-                .arg(&self.root)
-                .arg("--config")
-                .arg(&self.config)
-                .args(["--color", "never", "status"]),
-        );
-        assert_eq!(out.status.code(), Some(0));
-        String::from_utf8(out.stdout).unwrap()
+        let out = self.imperm_ok(&self.root, &["--color", "never", "status"], &[]);
+        String::from_utf8(out).unwrap()
     }
 }
 
@@ -424,19 +428,7 @@ fn after_the_first_reset_the_ephemeral_hosts_own_reasons_flip() {
 
     // The first ephemeral boot: the reset (before the root is mounted), then the root,
     // the storage and impermanence's bind mounts.
-    let out = common::run(
-        imperm()
-            .arg("--root")
-            .arg(host.fs.scratch())
-            .arg("--config")
-            .arg(&host.config)
-            .arg("reset"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    host.imperm_ok(host.fs.scratch(), &["reset"], &[]);
     let root = host.root.clone();
     host.mount(&["-o", "subvol=@root"], &root);
     let persist = host.at("/persist");
@@ -497,19 +489,7 @@ fn after_the_first_reset_the_ephemeral_hosts_own_reasons_flip() {
     .unwrap();
     symlink("/etc/static/systemd", host.at("/etc/systemd")).unwrap();
     // The baseline of this boot.
-    let out = common::run(
-        imperm()
-            .arg("--root")
-            .arg(&host.root)
-            .arg("--config")
-            .arg(&host.config)
-            .arg("baseline"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    host.imperm_ok(&host.root, &["baseline"], &[]);
     let v = host.status(&[]);
     expect(
         &v,
@@ -659,4 +639,39 @@ fn symlinks_and_special_files_in_the_storage_are_judged_without_following_or_ope
         "a symlink to the storage's copy"
     );
     expect(&v, &[("entries", "ok")]);
+}
+
+/// A reset cut short (the power lost right after its snapshot) is what status reports,
+/// with the phase it stopped in; the next reset completes it and status says done.
+#[test]
+fn an_interrupted_reset_is_a_problem_until_a_reset_completes_it() {
+    let Some(host) = Host::new("an_interrupted_reset_is_a_problem_until_a_reset_completes_it")
+    else {
+        return;
+    };
+    host.fs.subvolume("@root");
+    host.fs.write("@root/etc/machine-id", "0123\n");
+    let failed = common::run(
+        imperm()
+            .arg("--root")
+            .arg(host.fs.scratch())
+            .arg("--config")
+            .arg(&host.config)
+            .arg("reset")
+            .env(imperm::snapshots::reset::FAILPOINT_ENV, "snapshot-taken"),
+    );
+    assert!(!failed.status.success());
+    // The tree is the new root's place, unmounted: no mount table, nothing else known.
+    let v = host.status(&["--no-check"]);
+    assert_eq!(v["ephemeral"], true, "{v}");
+    expect(&v, &[("last-reset", "problem")]);
+    assert_eq!(v["reset"]["phase"], "snapshot");
+    assert_eq!(
+        detail(&v, "last-reset"),
+        "interrupted while in phase snapshot (snapshot 20261126T100000Z): the next `imperm reset` completes it"
+    );
+    host.imperm_ok(host.fs.scratch(), &["reset"], &[]);
+    let v = host.status(&["--no-check"]);
+    expect(&v, &[("last-reset", "ok")]);
+    assert_eq!(v["reset"]["phase"], "done");
 }
