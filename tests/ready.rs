@@ -536,6 +536,14 @@ fn as_a_user_what_needs_root_is_not_checked() {
         return;
     };
     host.fs.subvolume("@root");
+    // impermanence's symlink method: the live file is a link to the storage's copy.
+    host.fs.write("@root/persist/etc/machine-id", "0123\n");
+    fs::create_dir_all(host.fs.path("@root/etc")).unwrap();
+    symlink(
+        "/persist/etc/machine-id",
+        host.fs.path("@root/etc/machine-id"),
+    )
+    .unwrap();
     let root = host.root.clone();
     host.mount(&["-o", "subvol=@root"], &root);
     host.mount_proc();
@@ -575,6 +583,20 @@ fn as_a_user_what_needs_root_is_not_checked() {
         "{v}"
     );
     assert_eq!(v["ready"], false);
+    // The link says the root is ephemeral; what only the top level tells is not checked.
+    assert_eq!(entry(&v, "/etc/machine-id")["state"], "mounted", "{v}");
+    assert!(detail(&v, "entries").contains("(1 linked)"), "{v}");
+    assert_eq!(v["ephemeral"], true, "{v}");
+    expect(
+        &v,
+        &[
+            ("last-reset", "unknown"),
+            ("snapshots", "unknown"),
+            ("gc-timer", "problem"),
+            ("baseline", "problem"),
+        ],
+    );
+    assert_eq!(v["reset"], Value::Null);
 }
 
 /// What a hostile or odd storage holds is never taken for a copy: a symlink on the way

@@ -616,10 +616,10 @@ fn build(config: &Config, args: &StatusArgs) -> StatusReport {
     let surveyed = top_facts.as_ref().and_then(|t| t.as_ref().ok());
     // Ephemeral: the root is a tmpfs, or a reset is recorded or has left snapshots; where
     // the top level could not be looked at (as a user), impermanence's bind mounts from
-    // the storage say so.
+    // the storage (or links to it) say so.
     let ephemeral = tmpfs_root
         || surveyed.is_some_and(|t| t.reset_seen)
-        || (surveyed.is_none() && entry_facts.iter().any(|e| e.mounted));
+        || (surveyed.is_none() && entry_facts.iter().any(|e| e.mounted || e.linked));
     let not_checked = |why: &str| format!("not checked: {why}");
     let mut check_status = None;
     let mut baseline_status = None;

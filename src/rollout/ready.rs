@@ -450,18 +450,24 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
     )];
     if kept > 0 {
         let mounted = of(EntryState::Mounted).len();
+        let bound = of(EntryState::Mounted)
+            .iter()
+            .filter(|j| j.0.mounted)
+            .count();
         let mut how = Vec::new();
-        if mounted > 0 {
-            how.push(format!("{mounted} bind-mounted"));
+        if bound > 0 {
+            how.push(format!("{bound} bind-mounted"));
+        }
+        if mounted > bound {
+            how.push(format!("{} linked", mounted - bound));
         }
         if verified > 0 {
             how.push(format!("{verified} verified by migrate"));
         }
         let unverified = kept - mounted - verified;
         if unverified > 0 {
-            how.push(format!(
-                "{unverified} by presence and kind (migrate keeps no record of its verification)"
-            ));
+            // migrate keeps no record of what it verified (yet): presence and kind decide.
+            how.push(format!("{unverified} present, not verified"));
         }
         parts[0] += &format!(" ({})", how.join(", "));
     }
@@ -1225,6 +1231,27 @@ mod tests {
         f.storages[0].needed_for_boot = Some(true);
         f.declared = Declared::Template;
         assert_eq!(decide(&f).headline(), "not ready: 2 problems");
+    }
+
+    #[test]
+    fn entries_kept_by_a_mount_or_a_link_are_counted_apart() {
+        let mut f = ready_facts();
+        f.entries = vec![
+            EntryFact {
+                mounted: true,
+                ..entry("/a", Presence::Directory, Presence::Directory)
+            },
+            EntryFact {
+                linked: true,
+                ..entry("/b", Presence::Symlink, Presence::File)
+            },
+            entry("/c", Presence::File, Presence::File),
+        ];
+        let r = decide(&f);
+        assert_eq!(
+            r.reasons[2].detail,
+            "3 of 3 declared entries on the root in the storage (1 bind-mounted, 1 linked, 1 present, not verified)"
+        );
     }
 
     #[test]
