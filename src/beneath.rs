@@ -249,6 +249,15 @@ impl Tree {
         }))
     }
 
+    /// The tree's `abs` looked at as the tree sees it (symlinks followed inside the tree;
+    /// a FIFO or device is never opened), `None` when missing or dangling.
+    pub fn stat_resolved(&self, abs: &Path) -> io::Result<Option<rustix::fs::Stat>> {
+        Ok(match self.resolve(abs)? {
+            Some(found) => Some(rustix::fs::fstat(&found.fd)?),
+            None => None,
+        })
+    }
+
     /// What the tree's `abs` is (a final symlink is not followed), `None` when missing.
     pub fn kind(&self, abs: &Path) -> Result<Option<FileType>, FsError> {
         match rustix::fs::openat2(

@@ -50,13 +50,18 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Host overview: configuration, filesystem, persisted set, snapshots
+    /// Host overview: configuration, filesystem, persisted set, snapshots, readiness
     ///
     /// Shows which configuration was loaded from where (file, Nix JSON, live bind mounts or
     /// the built-in server template), the filesystem type, each persistent storage path and
     /// whether it is a filesystem of its own, the size of the persisted set and the
-    /// retention policy. `--format json` prints the same as one JSON document.
-    Status,
+    /// retention policy, and whether the host is ready for its first ephemeral boot (the
+    /// configuration lints clean, every declared entry on the root is in its storage, the
+    /// storage survives a reset, the reset's layout exists; on an ephemeral host also the
+    /// last reset, snapshots, gc timer, baseline and what `check` finds), each reason with
+    /// its state. `--format json` prints the same as one JSON document. Exit 0 whatever
+    /// the answer: it is in the output.
+    Status(StatusArgs),
 
     /// Unpersisted state since boot, grouped and classified, with suggestions (exit 1 when
     /// something needs persisting)
@@ -238,6 +243,14 @@ pub struct DiscoverArgs {
     /// The module the `--format nix` snippet is for
     #[arg(long, value_enum, default_value_t)]
     pub style: Style,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct StatusArgs {
+    /// Do not run `check` on an ephemeral host (it walks the root: seconds on a large one);
+    /// its reason is then "not checked"
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 #[derive(Debug, Args, Default, Clone)]

@@ -198,6 +198,25 @@ fn run(
     command: &'static str,
 ) -> Result<ExitStatus, Error> {
     let config = super::load_config(global)?;
+    let report = discover(&config, command, args.style, true)?;
+    output::emit(&report, global.format, global.color)?;
+    // What could not be read may hold state: the answer is not a clean one.
+    Ok(if report.has_persist() || !report.errors.is_empty() {
+        ExitStatus::Findings
+    } else {
+        ExitStatus::Clean
+    })
+}
+
+/// What `check` (or `audit`) finds on the host `config` describes, without printing it:
+/// the one code path both commands and `status` take. `progress` shows a progress line on
+/// a terminal.
+pub fn discover(
+    config: &Config,
+    command: &'static str,
+    style: Style,
+    progress: bool,
+) -> Result<DiscoveryReport, Error> {
     let since = if command == "check" {
         load_manifest(&config.root)?
     } else {
@@ -212,7 +231,7 @@ fn run(
         knowledge: knowledge::builtin(),
         ignore: ignore.as_ref(),
         since: since.as_ref().map(|(_, m)| m),
-        progress: true,
+        progress,
         declared: &declared,
     };
     let found = scan::scan(&request)?;
@@ -223,11 +242,11 @@ fn run(
         found.units,
         &Context {
             declared: &declared,
-            ..context(&config)
+            ..context(config)
         },
     );
     crate::discover::owners::fill(&config.root, &mut suggestions);
-    let report = DiscoveryReport {
+    Ok(DiscoveryReport {
         command,
         root: config.root.clone(),
         baseline: since.map(|(file, _)| file),
@@ -239,15 +258,8 @@ fn run(
         skipped: found.skipped,
         subvolumes: found.subvolumes,
         errors: found.errors,
-        storage: storage(&config),
-        style: args.style,
-    };
-    output::emit(&report, global.format, global.color)?;
-    // What could not be read may hold state: the answer is not a clean one.
-    Ok(if report.has_persist() || !report.errors.is_empty() {
-        ExitStatus::Findings
-    } else {
-        ExitStatus::Clean
+        storage: storage(config),
+        style,
     })
 }
 

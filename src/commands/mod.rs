@@ -36,7 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
 fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
     let global = &cli.global;
     match &cli.command {
-        Command::Status => status::run(global),
+        Command::Status(args) => status::run(global, args),
         Command::Lint => lint::run(global),
         Command::Check(args) => discover::check(global, args),
         Command::Audit(args) => discover::audit(global, args),
@@ -61,7 +61,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
 fn not_built(command: &Command) -> Error {
     let (command, plan) = match command {
         Command::Migrate { .. } => ("migrate", "not yet planned in an issue"),
-        Command::Status
+        Command::Status(_)
         | Command::Lint
         | Command::Check(_)
         | Command::Audit(_)
