@@ -25,5 +25,6 @@ pub mod paths;
 pub mod persisted;
 pub mod recover;
 pub mod retention;
+pub mod rollout;
 pub mod snapshots;
 pub mod words;
