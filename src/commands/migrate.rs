@@ -139,7 +139,13 @@ impl Report for MigrateReport {
         for n in &self.notes {
             writeln!(out, "{}note{:#}: {n}", styles.dim, styles.dim)?;
         }
-        let tally = |a: Action| self.entries.iter().filter(|e| e.action == a).count();
+        // Done or to do: a path not migrated is counted apart.
+        let tally = |a: Action| {
+            self.entries
+                .iter()
+                .filter(|e| e.action == a && e.done != Some(false))
+                .count()
+        };
         let failed = self
             .entries
             .iter()
@@ -159,7 +165,7 @@ impl Report for MigrateReport {
             } else {
                 "migrate"
             },
-            tally(Action::Copy) - failed,
+            tally(Action::Copy),
             tally(Action::Replace),
             tally(Action::Skip),
             tally(Action::Absent),

@@ -888,7 +888,8 @@ mod tests {
         let differs = Target::Differs(vec!["/x/a: content".into()]);
         let blocked = Target::Blocked("a symlink stands in the way".into());
         let gone = Source::Unreachable("reached through a symlink".into());
-        let cases: Vec<(Option<Kind>, Source, Target, bool, Action, &str)> = vec![
+        type Case = (Option<Kind>, Source, Target, bool, Action, &'static str);
+        let cases: Vec<Case> = vec![
             (
                 Some(Kind::Directory),
                 Source::Absent,

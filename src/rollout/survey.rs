@@ -263,10 +263,7 @@ fn hash_file(
     .map_err(|e| ("read", e.into()))?;
     let now = rustix::fs::fstat(&fd).map_err(|e| ("read", e.into()))?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-        return Err((
-            "read",
-            io::Error::new(io::ErrorKind::Other, "replaced while it was read"),
-        ));
+        return Err(("read", io::Error::other("replaced while it was read")));
     }
     let mut file = File::from(fd);
     let mut hasher = blake3::Hasher::new();
