@@ -601,6 +601,8 @@ fn copy_entry(
         let copy = copy.map_err(|e| survey_error(&entry.target, e))?;
         last = survey::differences(&live, &copy, &item.path, 3);
         if last.is_empty() {
+            keep_link_times(copied.dir(), name, &copy)
+                .map_err(|e| survey_error(&entry.target, e))?;
             restore::sync_all(std::slice::from_ref(&copied))?;
             let placed = copied.place()?;
             restore::sync([(placed.dir.as_fd(), entry.target.as_path())])?;
@@ -608,6 +610,13 @@ fn copy_entry(
             entry.bytes = live.bytes;
             entry.aside = placed.out.aside.map(|a| entry.target.with_file_name(a));
             entry.done = Some(true);
+            for (below, why) in placed.out.not_restored {
+                entry.reason = format!(
+                    "{}; not copied: {} ({why})",
+                    entry.reason,
+                    escape(&item.path.join(below))
+                );
+            }
             return Ok(());
         }
         // Dropped: the copy is removed, and made again.
@@ -622,6 +631,46 @@ fn copy_entry(
         "not migrated: it kept changing while it was copied ({TRIES} tries; last: {}): {stop} and run migrate again",
         last.join("; ")
     );
+    Ok(())
+}
+
+/// Sets the access times of the copy's symlinks back to what they were before the check
+/// read them: reading a symlink sets its access time, and no flag prevents it.
+fn keep_link_times(dir: BorrowedFd, name: &OsStr, copy: &Survey) -> Result<(), SurveyError> {
+    let top = PathBuf::from(name);
+    for node in copy
+        .nodes
+        .iter()
+        .filter(|n| n.kind == survey::Kind::Symlink)
+    {
+        let rel = top.join(&node.rel);
+        let err = |e: Errno| SurveyError {
+            rel: node.rel.clone(),
+            op: "set times of",
+            source: e.into(),
+        };
+        let parent = crate::beneath::openat2_long(
+            dir,
+            rel.parent().unwrap_or(Path::new("")),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            BENEATH,
+        )
+        .map_err(err)?;
+        let at = |(tv_sec, ns): (i64, i64)| rustix::fs::Timespec {
+            tv_sec,
+            tv_nsec: ns as _,
+        };
+        rustix::fs::utimensat(
+            &parent,
+            rel.file_name().unwrap_or(name),
+            &rustix::fs::Timestamps {
+                last_access: at(node.atime),
+                last_modification: at(node.mtime),
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(err)?;
+    }
     Ok(())
 }
 

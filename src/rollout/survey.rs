@@ -31,6 +31,8 @@ pub struct Node {
     pub size: u64,
     /// Seconds and nanoseconds.
     pub mtime: (i64, i64),
+    /// As it was before this survey read the entry (not compared: see [`differences`]).
+    pub atime: (i64, i64),
     /// Device nodes only.
     pub rdev: u64,
     /// A symlink's target.
@@ -107,9 +109,10 @@ pub struct SurveyError {
 /// A block for what takes no data blocks of its own (a directory, a symlink, a device).
 const META_BLOCK: u64 = 4096;
 
-/// Surveys `dir/name` and everything below it, never following a symlink; with `hash`,
-/// every regular file's content is read and hashed.
-pub fn survey(dir: BorrowedFd, name: &OsStr, hash: bool) -> Result<Survey, SurveyError> {
+/// Surveys `dir/name` and everything below it, never following a symlink; with `read`,
+/// every regular file's content is hashed and every symlink's target read (which sets the
+/// symlink's access time: without it, nothing of the tree changes).
+pub fn survey(dir: BorrowedFd, name: &OsStr, read: bool) -> Result<Survey, SurveyError> {
     let top = PathBuf::from(name);
     let err = |rel: &Path, op, e: io::Error| SurveyError {
         rel: rel.to_path_buf(),
@@ -122,7 +125,7 @@ pub fn survey(dir: BorrowedFd, name: &OsStr, hash: bool) -> Result<Survey, Surve
     let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // (directory relative to `dir`, node) pairs still to look into.
     let mut stack: Vec<PathBuf> = Vec::new();
-    out.add(dir, name, PathBuf::new(), &st, hash, &mut seen)
+    out.add(dir, name, PathBuf::new(), &st, read, &mut seen)
         .map_err(|(op, e)| err(Path::new(""), op, e))?;
     if Kind::of(st.st_mode) == Kind::Directory {
         stack.push(PathBuf::new());
@@ -138,7 +141,7 @@ pub fn survey(dir: BorrowedFd, name: &OsStr, hash: bool) -> Result<Survey, Surve
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Err(err(&child_rel, "inspect", e.into())),
             };
-            out.add(fd.as_fd(), &child, child_rel.clone(), &st, hash, &mut seen)
+            out.add(fd.as_fd(), &child, child_rel.clone(), &st, read, &mut seen)
                 .map_err(|(op, e)| err(&child_rel, op, e))?;
             if Kind::of(st.st_mode) == Kind::Directory {
                 subdirs.push(child_rel);
@@ -159,7 +162,7 @@ impl Survey {
         name: &OsStr,
         rel: PathBuf,
         st: &Stat,
-        hash: bool,
+        read: bool,
         seen: &mut HashMap<(u64, u64), PathBuf>,
     ) -> Result<(), (&'static str, io::Error)> {
         let kind = Kind::of(st.st_mode);
@@ -174,7 +177,7 @@ impl Survey {
             }
         }
         let target = match kind {
-            Kind::Symlink => Some(
+            Kind::Symlink if read => Some(
                 rustix::fs::readlinkat(dir, name, Vec::new())
                     .map_err(|e| ("read the link", e.into()))?
                     .into_bytes(),
@@ -182,7 +185,7 @@ impl Survey {
             _ => None,
         };
         let content = match kind {
-            Kind::File if hash && link.is_none() => Some(hash_file(dir, name, st)?),
+            Kind::File if read && link.is_none() => Some(hash_file(dir, name, st)?),
             _ => None,
         };
         if kind != Kind::Directory {
@@ -209,6 +212,7 @@ impl Survey {
                 0
             },
             mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+            atime: (st.st_atime, st.st_atime_nsec as i64),
             rdev: match kind {
                 Kind::CharDevice | Kind::BlockDevice => st.st_rdev,
                 _ => 0,
@@ -396,7 +400,7 @@ fn node_difference(a: &Node, b: &Node) -> Option<String> {
     if a.size != b.size || (a.hash.is_some() && b.hash.is_some() && a.hash != b.hash) {
         what.push("content".to_string());
     }
-    if a.target != b.target {
+    if a.target.is_some() && b.target.is_some() && a.target != b.target {
         what.push("link target".into());
     }
     if a.rdev != b.rdev {
@@ -433,6 +437,7 @@ mod tests {
             gid: 0,
             size: 0,
             mtime: (1, 2),
+            atime: (0, 0),
             rdev: 0,
             target: None,
             hash: None,
