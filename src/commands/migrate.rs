@@ -18,6 +18,13 @@ use crate::words::{bytes, count};
 pub fn run(global: &GlobalArgs, args: &MigrateArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, MigrateReport::COMMAND)?;
     let config = super::load_config(global)?;
+    // Owners are set on every copy: as anyone else, the first chown would fail midway.
+    if !args.dry_run && !rustix::process::geteuid().is_root() {
+        return Err(Error::Usage(
+            "migrate sets the owners of what it copies: run it as root (or use --dry-run); nothing was done"
+                .into(),
+        ));
+    }
     // The lock `restore` and `reset` take, when there is a filesystem to take it on.
     let configured = config.filesystem.is_some() || args.fs.fs_type.is_some();
     let _top = if configured && !args.dry_run {
