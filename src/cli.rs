@@ -356,6 +356,10 @@ pub struct PersistAddArgs {
     /// Print a unified diff; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Migrate each path into the storage first (as `imperm migrate PATH`), then write the
+    /// entries: nothing is written when a path could not be migrated
+    #[arg(long = "move")]
+    pub move_paths: bool,
     /// Edit a file its owner may not write (keeping its mode), or one with other hard
     /// links (written in place, so that every link sees the change)
     #[arg(long)]

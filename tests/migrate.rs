@@ -866,3 +866,84 @@ fn parents_left_by_a_killed_run_are_never_half_made() {
     assert_eq!((var.uid(), var.gid(), var.mode() & 0o7777), (42, 43, 0o751));
     assert_copied_exactly(&host, SVC);
 }
+
+// `persist add --move`: the path migrated first, then its entry written.
+
+const NIX: &str = "{ ... }:\n{\n  environment.persistence.\"/persist\" = {\n    directories = [ \"/var/lib/nixos\" ];\n  };\n}\n";
+
+#[test]
+fn persist_add_move_migrates_then_writes_the_entry() {
+    let Some(host) = Host::new("migrate_persist_move", &[], &[]) else {
+        return;
+    };
+    live_tree(&host);
+    let nix = host.fs.scratch().join("host.nix");
+    fs::write(&nix, NIX).unwrap();
+    let nix_arg = nix.to_str().unwrap();
+    let out = host.imperm(&[
+        "persist",
+        "add",
+        "/var/lib/svc",
+        "--nix-file",
+        nix_arg,
+        "--move",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_copied_exactly(&host, SVC);
+    let text = fs::read_to_string(&nix).unwrap();
+    assert!(text.contains("\"/var/lib/svc\""), "{text}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("copied") && shown.contains("added 1 entry"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn persist_add_move_writes_nothing_when_the_path_cannot_be_migrated() {
+    let Some(host) = Host::new("migrate_persist_move_refused", &[], &[]) else {
+        return;
+    };
+    live_tree(&host);
+    fs::create_dir_all(host.stored(SVC)).unwrap();
+    fs::write(host.stored("var/lib/svc/other"), "other").unwrap();
+    let nix = host.fs.scratch().join("host.nix");
+    fs::write(&nix, NIX).unwrap();
+    let nix_arg = nix.to_str().unwrap();
+    let before = host.state();
+    let out = host.imperm(&[
+        "persist",
+        "add",
+        "/var/lib/svc",
+        "--nix-file",
+        nix_arg,
+        "--move",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the storage's copy differs"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(&nix).unwrap(),
+        NIX,
+        "the entry was written"
+    );
+    assert_same_state(&host.state(), &before, "persist add --move refused");
+    // A dry run says what the move would do, and writes nothing either.
+    let out = host.imperm(&[
+        "--format",
+        "json",
+        "persist",
+        "add",
+        "/var/lib/svc",
+        "--nix-file",
+        nix_arg,
+        "--move",
+        "--dry-run",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(json(&out)["migrate"]["entries"][0]["action"], "refuse");
+    assert_eq!(fs::read_to_string(&nix).unwrap(), NIX);
+}

@@ -3,7 +3,7 @@
 //! filesystem is configured, asks systemd which units run, and prints the result.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cli::{GlobalArgs, MigrateArgs};
 use crate::error::Error;
@@ -15,16 +15,21 @@ use crate::paths::escape;
 use crate::rollout::migrate::{Action, MigrateReport, Request, migrate};
 use crate::words::{bytes, count};
 
-pub fn run(global: &GlobalArgs, args: &MigrateArgs) -> Result<ExitStatus, Error> {
-    output::require_not_nix(global.format, MigrateReport::COMMAND)?;
-    let config = super::load_config(global)?;
-    // Owners are set on every copy: as anyone else, the first chown would fail midway.
-    if !args.dry_run && !rustix::process::geteuid().is_root() {
+/// Owners are set on every copy: as anyone else, the first chown would fail midway.
+fn require_root(dry_run: bool) -> Result<(), Error> {
+    if !dry_run && !rustix::process::geteuid().is_root() {
         return Err(Error::Usage(
             "migrate sets the owners of what it copies: run it as root (or use --dry-run); nothing was done"
                 .into(),
         ));
     }
+    Ok(())
+}
+
+pub fn run(global: &GlobalArgs, args: &MigrateArgs) -> Result<ExitStatus, Error> {
+    output::require_not_nix(global.format, MigrateReport::COMMAND)?;
+    require_root(args.dry_run)?;
+    let config = super::load_config(global)?;
     // The lock `restore` and `reset` take, when there is a filesystem to take it on.
     let configured = config.filesystem.is_some() || args.fs.fs_type.is_some();
     let _top = if configured && !args.dry_run {
@@ -39,6 +44,36 @@ pub fn run(global: &GlobalArgs, args: &MigrateArgs) -> Result<ExitStatus, Error>
     } else {
         None
     };
+    let report = run_migrate(global, &config, &args.paths, None, args.dry_run, args.force)?;
+    output::emit(&report, global.format, global.color)?;
+    Ok(if report.incomplete() {
+        ExitStatus::Findings
+    } else {
+        ExitStatus::Clean
+    })
+}
+
+/// `persist add --move`: the paths migrated into `storage`, before their entries are
+/// written (the storage's own lock is taken; no filesystem lock).
+pub(super) fn move_paths(
+    global: &GlobalArgs,
+    paths: &[PathBuf],
+    storage: &Path,
+    dry_run: bool,
+) -> Result<MigrateReport, Error> {
+    require_root(dry_run)?;
+    let config = super::load_config(global)?;
+    run_migrate(global, &config, paths, Some(storage), dry_run, false)
+}
+
+fn run_migrate(
+    global: &GlobalArgs,
+    config: &crate::config::Config,
+    paths: &[PathBuf],
+    storage: Option<&Path>,
+    dry_run: bool,
+    force: bool,
+) -> Result<MigrateReport, Error> {
     let units = crate::beneath::Tree::open(&config.root)
         .map(|tree| crate::discover::units::read(&tree).dirs)
         .unwrap_or_default();
@@ -46,21 +81,16 @@ pub fn run(global: &GlobalArgs, args: &MigrateArgs) -> Result<ExitStatus, Error>
     // not this system's.
     let live = config.root == Path::new("/");
     let running = |names: &[String]| if live { running(names) } else { Vec::new() };
-    let report = migrate(&Request {
-        config: &config,
-        paths: &args.paths,
-        dry_run: args.dry_run,
-        force: args.force,
+    migrate(&Request {
+        config,
+        paths,
+        storage,
+        dry_run,
+        force,
         stamp: super::now()?.strftime("%Y%m%dT%H%M%SZ").to_string(),
         units: &units,
         running: &running,
         progress: global.format == output::Format::Human && io::stderr().is_terminal(),
-    })?;
-    output::emit(&report, global.format, global.color)?;
-    Ok(if report.incomplete() {
-        ExitStatus::Findings
-    } else {
-        ExitStatus::Clean
     })
 }
 

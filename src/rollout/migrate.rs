@@ -239,6 +239,8 @@ pub struct Request<'a> {
     pub config: &'a Config,
     /// The paths given; empty: every declared entry.
     pub paths: &'a [PathBuf],
+    /// The storage the paths given go to, whatever declares them (`persist add --move`).
+    pub storage: Option<&'a Path>,
     pub dry_run: bool,
     pub force: bool,
     /// The time stamp of names things are kept aside under.
@@ -300,11 +302,14 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
         for raw in req.paths {
             let path = crate::paths::normalize_given(raw.as_os_str())
                 .map_err(|p| refuse(format!("{} {p}", quoted(raw))))?;
-            let (kind, storage) = match config.persisted.lookup(&path) {
+            let (kind, mut storage) = match config.persisted.lookup(&path) {
                 Some(e) if e.path == path => (Some(e.kind), e.storage.clone()),
                 Some(e) => (None, e.storage.clone()),
                 None => (None, default_storage.clone()),
             };
+            if let Some(given) = req.storage {
+                storage = given.to_path_buf();
+            }
             wanted.push((path, kind, storage));
         }
     }
