@@ -34,7 +34,7 @@ struct Host {
 impl Drop for Host {
     fn drop(&mut self) {
         for m in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
+            let _ = Command::new("umount").args(["-R", "-l"]).arg(m).status();
         }
     }
 }
@@ -45,7 +45,14 @@ impl Host {
     fn new(test: &str, directories: &[&str], files: &[&str]) -> Option<Host> {
         let fs = btrfs(test)?;
         fs.subvolume("root");
-        fs.subvolume("root/persist");
+        fs.subvolume("persist");
+        fs::create_dir(fs.path("root/persist")).unwrap();
+        // The storage a subvolume of its own, mounted in the root as at boot.
+        common::check(
+            Command::new("mount")
+                .args(["-o", "subvol=persist,noatime", &fs.device])
+                .arg(fs.path("root/persist")),
+        );
         let list = |l: &[&str]| {
             l.iter()
                 .map(|p| format!("{p:?}"))
@@ -67,16 +74,17 @@ impl Host {
         // without O_NOATIME would show as a change of the live root.
         let view = fs.scratch().join("view");
         fs::create_dir(&view).unwrap();
+        let storage = fs.path("root/persist");
         common::check(
             Command::new("mount")
-                .arg("--bind")
+                .arg("--rbind")
                 .arg(fs.path("root"))
                 .arg(&view),
         );
         let host = Host {
             fs,
             config,
-            mounts: vec![view.clone()],
+            mounts: vec![view.clone(), storage],
         };
         common::check(
             Command::new("mount")
@@ -88,6 +96,22 @@ impl Host {
 
     fn view(&self) -> &Path {
         &self.mounts[0]
+    }
+
+    /// Unmounts the storage, in both views: `/persist` is a plain directory of the root.
+    fn unmount_storage(&mut self) {
+        common::check(Command::new("umount").arg(self.view().join("persist")));
+        common::check(Command::new("umount").arg(self.live("persist")));
+        self.mounts.truncate(1);
+    }
+
+    /// Mounts the storage again (seen by imperm only).
+    fn mount_storage(&self) {
+        common::check(
+            Command::new("mount")
+                .args(["-o", "subvol=persist", &self.fs.device])
+                .arg(self.view().join("persist")),
+        );
     }
 
     fn live(&self, rel: &str) -> PathBuf {
@@ -601,7 +625,7 @@ fn a_storage_copy_that_differs_is_refused_and_kept_aside_with_force() {
 
 #[test]
 fn storage_refusals_write_nothing() {
-    let Some(host) = Host::new("migrate_storage", &["/var/lib/svc"], &[]) else {
+    let Some(mut host) = Host::new("migrate_storage", &["/var/lib/svc"], &[]) else {
         return;
     };
     live_tree(&host);
@@ -616,12 +640,15 @@ fn storage_refusals_write_nothing() {
     );
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     fs::remove_file(host.stored("var")).unwrap();
-    // The storage itself a symlink.
-    common::check(
-        Command::new("btrfs")
-            .args(["-q", "subvolume", "delete"])
-            .arg(host.live("persist")),
+    // The storage a plain directory of the root: the reset would wipe the copy.
+    host.unmount_storage();
+    assert_refused(
+        &host,
+        &["migrate"],
+        "storage /persist is not a filesystem of its own: it lies on the root",
     );
+    // The storage itself a symlink.
+    fs::remove_dir(host.live("persist")).unwrap();
     std::os::unix::fs::symlink(&outside, host.live("persist")).unwrap();
     let out = host.imperm(&["migrate"]);
     assert_eq!(out.status.code(), Some(2));
@@ -640,6 +667,7 @@ fn storage_refusals_write_nothing() {
     );
     // Bad paths.
     fs::create_dir(host.live("persist")).unwrap();
+    host.mount_storage();
     assert_refused(&host, &["migrate", "var/lib/svc"], "\"var/lib/svc\"");
     assert_refused(
         &host,
@@ -658,12 +686,6 @@ fn a_storage_without_room_is_refused_before_anything_is_written() {
     fs::create_dir_all(host.live("var/lib/small")).unwrap();
     fs::write(host.live("var/lib/small/f"), "small").unwrap();
     fs::write(host.live("var/lib/big/f"), vec![7u8; 4 << 20]).unwrap();
-    common::check(
-        Command::new("btrfs")
-            .args(["-q", "subvolume", "delete"])
-            .arg(host.live("persist")),
-    );
-    fs::create_dir(host.live("persist")).unwrap();
     common::check(
         Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])

@@ -830,7 +830,7 @@ pub fn open_noatime(dir: BorrowedFd, name: &OsStr, flags: OFlags) -> Result<Owne
 }
 
 /// The names in a directory, sorted, without `.` and `..`.
-fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+pub fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
     let mut out = Vec::new();
     let mut entries = rustix::fs::Dir::read_from(dir)?;
     while let Some(entry) = entries.read() {

@@ -315,6 +315,7 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
     }
     let mut notes = Vec::new();
     let mut storages: Vec<Storage> = Vec::new();
+    let mut table: Option<Option<crate::mountinfo::MountTable>> = None;
     let mut items: Vec<Item> = Vec::new();
     for (path, declared, storage) in wanted {
         if path.starts_with(&storage) || storage.starts_with(&path) {
@@ -327,10 +328,11 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
         let index = match storages.iter().position(|s| s.shown == storage) {
             Some(i) => i,
             None => {
-                storages.push(Storage {
-                    fd: open_storage(root.as_fd(), &storage)?,
-                    shown: storage,
-                });
+                let fd = open_storage(root.as_fd(), &storage)?;
+                if let Some(why) = wiped(&fd, &storage, config, &mut table) {
+                    return Err(refuse(why));
+                }
+                storages.push(Storage { fd, shown: storage });
                 storages.len() - 1
             }
         };
@@ -717,6 +719,47 @@ fn open_storage(root: BorrowedFd, storage: &Path) -> Result<OwnedFd, Error> {
             }))
         }
         Err(e) => Err(FsError::new("open the storage", storage, e.into()).into()),
+    }
+}
+
+/// Why the next reset would wipe the storage open at `fd`, judged as `restore --into
+/// persist` and `lint` judge it, on the mount the descriptor is on (the kernel's table, as
+/// seen from the tree): on the root's own mount, or mounted from inside the root's tree.
+/// A copy there would be lost with the root. `None` also when the table cannot tell.
+fn wiped(
+    fd: &OwnedFd,
+    storage: &Path,
+    config: &Config,
+    table: &mut Option<Option<crate::mountinfo::MountTable>>,
+) -> Option<String> {
+    let live = table
+        .get_or_insert_with(|| {
+            crate::mountinfo::own()
+                .and_then(|t| t.seen_from(&config.root))
+                .ok()
+        })
+        .as_ref()?;
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID).ok()?;
+    let holder = live
+        .mounts
+        .iter()
+        .find(|m| st.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0 && m.id == st.stx_mnt_id)
+        .or_else(|| live.containing(storage))?;
+    live.root_mount()?;
+    let root_subvolume = config
+        .filesystem
+        .as_ref()
+        .map(|f| f.root_subvolume.as_path());
+    let shown = escape(storage);
+    match live.wiped_by_reset(holder, root_subvolume)? {
+        crate::mountinfo::Wiped::OnRoot => Some(format!(
+            "storage {shown} is not a filesystem of its own: it lies on the root, which the next reset wipes (mount the persistent storage there first)"
+        )),
+        crate::mountinfo::Wiped::InsideRoot { tree } => Some(format!(
+            "storage {shown} is not a filesystem of its own: it is mounted from {}, inside the root subvolume {}, which the next reset deletes with the old root",
+            escape(&holder.root),
+            escape(&tree)
+        )),
     }
 }
 

@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, Stat};
@@ -15,7 +15,7 @@ use rustix::io::Errno;
 
 use crate::beneath::openat2_long;
 use crate::paths::escape;
-use crate::recover::restore::open_noatime;
+use crate::recover::restore::{names, open_noatime};
 
 /// One entry of a tree, as compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,19 +237,6 @@ fn open_dir(dir: BorrowedFd, rel: &Path) -> io::Result<OwnedFd> {
         other => other,
     }
     .map_err(Into::into)
-}
-
-/// The names in a directory, without `.` and `..`.
-fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
-    let mut out = Vec::new();
-    let mut entries = rustix::fs::Dir::read_from(dir)?;
-    while let Some(entry) = entries.read() {
-        let name = entry?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            out.push(OsString::from_vec(name));
-        }
-    }
-    Ok(out)
 }
 
 /// The BLAKE3 of a regular file's content. Opened without following a symlink and
