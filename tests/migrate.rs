@@ -669,6 +669,12 @@ fn storage_refusals_write_nothing() {
     fs::create_dir(host.live("persist")).unwrap();
     host.mount_storage();
     assert_refused(&host, &["migrate", "var/lib/svc"], "\"var/lib/svc\"");
+    std::os::unix::fs::symlink(host.live("var/lib"), host.live("var/link")).unwrap();
+    assert_refused(
+        &host,
+        &["migrate", "/var/link/svc"],
+        "/var/link/svc: it is reached through a symlink on the live root",
+    );
     assert_refused(
         &host,
         &["migrate", "/persist/x"],

@@ -104,7 +104,7 @@ const NAME_MAX: usize = 255;
 /// The longest directory path (below the temporary directory) a copy makes: within what
 /// the kernel resolves in one call (4095 bytes), so that everything a copy makes can be
 /// reopened, and removed, by its path there. A deeper tree is refused.
-const DEPTH_MAX: usize = 4000;
+pub const DEPTH_MAX: usize = 4000;
 
 /// The temporary name a copy is made under, beside its target.
 pub fn temp_name(name: &OsStr) -> OsString {

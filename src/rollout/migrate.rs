@@ -785,15 +785,29 @@ fn look_at_source(
 ) -> Result<(Source, Option<Survey>), Error> {
     let parent = rel.parent().unwrap_or(Path::new(""));
     let name = rel.file_name().expect("a normal path has a name");
+    let through_link = || {
+        // O_DIRECTORY on a symlink says ENOTDIR: look again without it.
+        matches!(
+            rustix::fs::openat2(
+                root,
+                parent,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                BENEATH
+            ),
+            Err(Errno::LOOP)
+        )
+    };
     let dir = match open_live_dir(root, parent) {
         Ok(fd) => fd,
-        Err(Errno::NOENT | Errno::NOTDIR) => return Ok((Source::Absent, None)),
-        Err(Errno::LOOP | Errno::XDEV) => {
+        Err(Errno::NOENT) => return Ok((Source::Absent, None)),
+        Err(Errno::NOTDIR) if !through_link() => return Ok((Source::Absent, None)),
+        Err(Errno::LOOP | Errno::XDEV | Errno::NOTDIR) => {
             return Ok((
-                Source::Unreachable(format!(
-                    "{} is reached through a symlink on the live root; copy what it leads to instead",
-                    escape(path)
-                )),
+                Source::Unreachable(
+                    "it is reached through a symlink on the live root; copy what it leads to instead"
+                        .into(),
+                ),
                 None,
             ));
         }
@@ -806,6 +820,23 @@ fn look_at_source(
     }
     let live = survey::survey(dir.as_fd(), name, false).map_err(|e| survey_error(path, e))?;
     let kind = live.nodes.first().map_or(survey::Kind::Unknown, |n| n.kind);
+    // The copy refuses a deeper tree when it meets it: refused here, before anything.
+    let deepest = live
+        .nodes
+        .iter()
+        .filter(|n| n.kind == survey::Kind::Directory)
+        .map(|n| name.len() + 1 + n.rel.as_os_str().len())
+        .max()
+        .unwrap_or(0);
+    if deepest > restore::DEPTH_MAX {
+        return Ok((
+            Source::Unreachable(format!(
+                "it holds a tree deeper than imperm copies (a directory path longer than {} bytes below it)",
+                restore::DEPTH_MAX
+            )),
+            Some(live),
+        ));
+    }
     Ok((Source::Present(kind), Some(live)))
 }
 
