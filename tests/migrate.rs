@@ -975,3 +975,74 @@ fn persist_add_move_writes_nothing_when_the_path_cannot_be_migrated() {
     assert_eq!(json(&out)["migrate"]["entries"][0]["action"], "refuse");
     assert_eq!(fs::read_to_string(&nix).unwrap(), NIX);
 }
+
+#[test]
+fn a_running_unit_that_owns_an_entry_is_warned_about_before_the_copy() {
+    let Some(host) = Host::new("migrate_running", &["/var/lib/busy", "/var/lib/calm"], &[]) else {
+        return;
+    };
+    fs::create_dir_all(host.live("etc/systemd/system")).unwrap();
+    fs::write(
+        host.live("etc/systemd/system/busy.service"),
+        "[Service]\nExecStart=/bin/busy\nStateDirectory=busy\n",
+    )
+    .unwrap();
+    fs::create_dir_all(host.live("var/lib/busy")).unwrap();
+    fs::create_dir_all(host.live("var/lib/calm")).unwrap();
+    let config = imperm::config::Config::load(&imperm::config::LoadOptions {
+        root: host.view().to_path_buf(),
+        config: Some(host.config.clone()),
+        persistence_json: None,
+    })
+    .unwrap();
+    let tree = imperm::beneath::Tree::open(host.view()).unwrap();
+    let units = imperm::discover::units::read(&tree).dirs;
+    let asked = std::cell::RefCell::new(Vec::new());
+    // systemd, as `systemctl is-active` would answer: every unit asked about runs.
+    let running = |names: &[String]| {
+        asked.borrow_mut().extend(names.iter().cloned());
+        names.to_vec()
+    };
+    let report = imperm::rollout::migrate::migrate(&imperm::rollout::migrate::Request {
+        config: &config,
+        paths: &[],
+        storage: None,
+        dry_run: true,
+        force: false,
+        stamp: STAMP.into(),
+        units: &units,
+        running: &running,
+        progress: false,
+    })
+    .unwrap();
+    assert_eq!(
+        *asked.borrow(),
+        ["busy.service"],
+        "only owners of entries to copy"
+    );
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].starts_with("busy.service is running and writes /var/lib/busy"),
+        "{:?}",
+        report.warnings
+    );
+    // What is not copied needs no warning: nothing is asked.
+    asked.borrow_mut().clear();
+    fs::create_dir_all(host.stored("var/lib")).unwrap();
+    let out = host.imperm(&["migrate", "/var/lib/busy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = imperm::rollout::migrate::migrate(&imperm::rollout::migrate::Request {
+        config: &config,
+        paths: &[],
+        storage: None,
+        dry_run: true,
+        force: false,
+        stamp: STAMP.into(),
+        units: &units,
+        running: &running,
+        progress: false,
+    })
+    .unwrap();
+    assert!(asked.borrow().is_empty(), "{:?}", asked.borrow());
+    assert!(report.warnings.is_empty());
+}
