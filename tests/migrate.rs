@@ -805,11 +805,8 @@ fn a_migrate_killed_after_each_step_is_finished_by_the_next_run() {
     }
 }
 
-#[test]
-fn a_path_that_keeps_changing_is_not_migrated_and_its_unit_named() {
-    let Some(host) = Host::new("migrate_changing", &["/var/lib/busy", "/var/lib/calm"], &[]) else {
-        return;
-    };
+/// `busy.service`, whose state directory is `/var/lib/busy`, and `/var/lib/calm`.
+fn busy_and_calm(host: &Host) {
     fs::create_dir_all(host.live("etc/systemd/system")).unwrap();
     fs::write(
         host.live("etc/systemd/system/busy.service"),
@@ -818,6 +815,14 @@ fn a_path_that_keeps_changing_is_not_migrated_and_its_unit_named() {
     .unwrap();
     fs::create_dir_all(host.live("var/lib/busy")).unwrap();
     fs::create_dir_all(host.live("var/lib/calm")).unwrap();
+}
+
+#[test]
+fn a_path_that_keeps_changing_is_not_migrated_and_its_unit_named() {
+    let Some(host) = Host::new("migrate_changing", &["/var/lib/busy", "/var/lib/calm"], &[]) else {
+        return;
+    };
+    busy_and_calm(&host);
     fs::write(host.live("var/lib/calm/f"), "calm").unwrap();
     for i in 0..200 {
         fs::write(host.live(&format!("var/lib/busy/f{i}")), "x".repeat(4096)).unwrap();
@@ -976,19 +981,32 @@ fn persist_add_move_writes_nothing_when_the_path_cannot_be_migrated() {
     assert_eq!(fs::read_to_string(&nix).unwrap(), NIX);
 }
 
+/// A dry run through the library, with `running` answering for systemd.
+fn plan(
+    config: &imperm::config::Config,
+    units: &[imperm::discover::units::UnitDir],
+    running: &dyn Fn(&[String]) -> Vec<String>,
+) -> imperm::rollout::migrate::MigrateReport {
+    imperm::rollout::migrate::migrate(&imperm::rollout::migrate::Request {
+        config,
+        paths: &[],
+        storage: None,
+        dry_run: true,
+        force: false,
+        stamp: STAMP.into(),
+        units,
+        running,
+        progress: false,
+    })
+    .unwrap()
+}
+
 #[test]
 fn a_running_unit_that_owns_an_entry_is_warned_about_before_the_copy() {
     let Some(host) = Host::new("migrate_running", &["/var/lib/busy", "/var/lib/calm"], &[]) else {
         return;
     };
-    fs::create_dir_all(host.live("etc/systemd/system")).unwrap();
-    fs::write(
-        host.live("etc/systemd/system/busy.service"),
-        "[Service]\nExecStart=/bin/busy\nStateDirectory=busy\n",
-    )
-    .unwrap();
-    fs::create_dir_all(host.live("var/lib/busy")).unwrap();
-    fs::create_dir_all(host.live("var/lib/calm")).unwrap();
+    busy_and_calm(&host);
     let config = imperm::config::Config::load(&imperm::config::LoadOptions {
         root: host.view().to_path_buf(),
         config: Some(host.config.clone()),
@@ -1003,18 +1021,7 @@ fn a_running_unit_that_owns_an_entry_is_warned_about_before_the_copy() {
         asked.borrow_mut().extend(names.iter().cloned());
         names.to_vec()
     };
-    let report = imperm::rollout::migrate::migrate(&imperm::rollout::migrate::Request {
-        config: &config,
-        paths: &[],
-        storage: None,
-        dry_run: true,
-        force: false,
-        stamp: STAMP.into(),
-        units: &units,
-        running: &running,
-        progress: false,
-    })
-    .unwrap();
+    let report = plan(&config, &units, &running);
     assert_eq!(
         *asked.borrow(),
         ["busy.service"],
@@ -1031,18 +1038,7 @@ fn a_running_unit_that_owns_an_entry_is_warned_about_before_the_copy() {
     fs::create_dir_all(host.stored("var/lib")).unwrap();
     let out = host.imperm(&["migrate", "/var/lib/busy"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report = imperm::rollout::migrate::migrate(&imperm::rollout::migrate::Request {
-        config: &config,
-        paths: &[],
-        storage: None,
-        dry_run: true,
-        force: false,
-        stamp: STAMP.into(),
-        units: &units,
-        running: &running,
-        progress: false,
-    })
-    .unwrap();
+    let report = plan(&config, &units, &running);
     assert!(asked.borrow().is_empty(), "{:?}", asked.borrow());
     assert!(report.warnings.is_empty());
 }
