@@ -131,6 +131,15 @@ pub enum Command {
     /// and refused without it.
     Restore(RestoreArgs),
 
+    /// What lies in the persistent storage that no declared entry covers (exit 1 when any)
+    ///
+    /// Walks every storage of the persisted set (without following a symlink or leaving
+    /// its filesystem) and lists what no entry declares any more, or what another
+    /// storage's mount hides, each with its size, owner and last change. `--quarantine`
+    /// moves it (a rename) under `STORAGE/.imperm-stray/TIME/` with a manifest;
+    /// `--restore TIME` puts it back. imperm never deletes any of it.
+    Stray(StrayArgs),
+
     /// Copy declared state from the live root into persistent storage (exit 1 when
     /// something was not migrated)
     ///
@@ -217,6 +226,17 @@ pub struct RestoreArgs {
 
     #[command(flatten)]
     pub fs: FsArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StrayArgs {
+    /// Move what is stray under STORAGE/.imperm-stray/TIME/ (a rename; nothing is deleted)
+    #[arg(long, conflicts_with = "restore")]
+    pub quarantine: bool,
+
+    /// Put back what the quarantine TIME moved (its directory's name, as printed)
+    #[arg(long, value_name = "TIME")]
+    pub restore: Option<String>,
 }
 
 #[derive(Debug, Args, Default, Clone)]

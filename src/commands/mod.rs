@@ -12,6 +12,7 @@ mod reset;
 mod restore;
 mod snapshots;
 mod status;
+mod stray;
 
 use std::path::Path;
 
@@ -44,6 +45,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Diff(args) => diff::run(global, args),
         Command::Journal(args) => journal::run(global, args),
         Command::Restore(args) => restore::run(global, args),
+        Command::Stray(args) => stray::run(global, args),
         Command::Persist(PersistCommand::Add(args)) => persist::add(global, args),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),

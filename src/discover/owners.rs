@@ -97,7 +97,7 @@ impl Accounts {
 
     /// A user's name; 0 is root even in a tree without /etc/passwd (what the modules make
     /// is `root`, by name).
-    fn user(&self, uid: u32) -> String {
+    pub fn user(&self, uid: u32) -> String {
         match self.users.get(&uid) {
             Some(name) => name.clone(),
             None if uid == 0 => "root".into(),
@@ -105,7 +105,7 @@ impl Accounts {
         }
     }
 
-    fn group(&self, gid: u32) -> String {
+    pub fn group(&self, gid: u32) -> String {
         match self.groups.get(&gid) {
             Some(name) => name.clone(),
             None if gid == 0 => "root".into(),

@@ -630,7 +630,7 @@ fn move_aside(
     }
     Err(Errno::EXIST)
 }
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     if std::env::var(crate::snapshots::reset::FAILPOINT_ENV).is_ok_and(|v| v == name) {
         eprintln!("imperm: failpoint {name}: aborting");
         std::process::abort();

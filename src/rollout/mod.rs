@@ -1,6 +1,9 @@
-//! The rollout of impermanence on a live host: its declared state copied into the
-//! persistent storage (`migrate`). Uses the discovery (units), the recovery (restore's
-//! exact copy) and the shared layer; nothing below it uses it.
+//! The rollout: what moves state into the persistent storage and keeps it tidy there —
+//! the live root's declared state copied into the storage (`migrate`, on restore's exact
+//! copy), and what the storage holds that nothing declares (`stray`). Uses the shared
+//! layer, discovery (units, owners), recovery (restore's copy) and the snapshots' names;
+//! nothing below imports it.
 
 pub mod migrate;
+pub mod stray;
 pub mod survey;

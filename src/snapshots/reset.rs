@@ -169,11 +169,23 @@ fn write_state(top: &TopLevel, layout: &Layout, state: &State) -> Result<(), Err
         .map_err(|e| FsError::new("write", &path, e).into())
 }
 
-/// Aborts (as kill -9 would end it) when the failpoint `name` is set, for the crash tests.
+/// Aborts (as kill -9 would end it) when the failpoint `name` is set, for the crash tests;
+/// with `name:hang`, stops there for good instead, for the VM tests' power cuts: an abort
+/// ends the process's private mount namespace, and that unmount writes out what a power
+/// cut would lose.
 pub(crate) fn failpoint(name: &str, log: Log) {
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
+    let Ok(set) = std::env::var(FAILPOINT_ENV) else {
+        return;
+    };
+    if set == name {
         log(format!("failpoint {name}: aborting"));
         std::process::abort();
+    }
+    if set.strip_suffix(":hang") == Some(name) {
+        log(format!("failpoint {name}: hanging"));
+        loop {
+            std::thread::park();
+        }
     }
 }
 
@@ -261,6 +273,27 @@ pub fn reset(
                         log(format!("deleting {} to take it again", top.name(&snap)));
                         snapshot::delete_tree(backend, top, &snap)?;
                         name
+                    }
+                    Err(why)
+                        if root_exists && kind == Kind::Subvolume && !backend.has_lineage() =>
+                    {
+                        // Taken read-only in one step, it is whole or absent; whole and
+                        // holding what the root holds, it is this reset's, finished before
+                        // the power went: the old root is in it, and another snapshot of
+                        // it would be one too many.
+                        if complete_copy(backend, top, layout, &snap).is_ok() {
+                            log(format!(
+                                "{} holds the root as it is: the snapshot was taken; going on from there",
+                                top.name(&snap)
+                            ));
+                            return replace_with(backend, top, layout, &name, true, log);
+                        }
+                        let free = snapshot::free_name(top, &layout.snapshot_dir, now)?;
+                        log(format!(
+                            "{} {why}, and does not hold the root as it is: not this reset's, left alone; taking {free} instead",
+                            top.name(&snap)
+                        ));
+                        free
                     }
                     Err(why) => {
                         let free = snapshot::free_name(top, &layout.snapshot_dir, now)?;
@@ -401,6 +434,29 @@ fn own_partial(
     snapshot::partial_of(backend, top, &layout.root, snap)
 }
 
+/// Where snapshots record no lineage: whether `snap`, found under the name a reset in its
+/// `snapshot` phase recorded, is that reset's whole snapshot of the root: a read-only
+/// subvolume, not the blank snapshot (nor holding it), nothing of it mounted, with every
+/// entry of the root as it is now (nothing writes the root between a failed reset and the
+/// next one).
+fn complete_copy(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    snap: &Path,
+) -> Result<(), String> {
+    if let Some(blank) = &layout.blank {
+        if blank == snap || blank.starts_with(snap) {
+            return Err("is or holds the blank snapshot".into());
+        }
+    }
+    if let Some(at) = crate::filesystem::toplevel::mounted_at(&top.mounts(), snap) {
+        return Err(format!("is mounted at {}", escape(&at)));
+    }
+    complete_alone(backend, top, snap)?;
+    snapshot::same_tree(backend, top, &layout.root, snap)
+}
+
 /// A snapshot on its own can still be checked to be a read-only subvolume.
 fn complete_alone(backend: &dyn Backend, top: &TopLevel, snap: &Path) -> Result<(), String> {
     match backend.kind(top, snap).map_err(|e| e.to_string())? {
@@ -472,6 +528,19 @@ fn replace(
     ));
     snapshot::snapshot_tree(backend, top, &layout.root, &snap, log)?;
     failpoint("snapshot-taken", log);
+    replace_with(backend, top, layout, name, resumed, log)
+}
+
+/// With snapshot `name` taken: verify it, delete the old root, create the new one.
+fn replace_with(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    name: &str,
+    resumed: bool,
+    log: Log,
+) -> Result<Outcome, Error> {
+    let snap = layout.snapshot_dir.join(name);
     snapshot::verify(backend, top, &layout.root, &snap).map_err(|why| {
         Error::Usage(format!(
             "{why}; the old root was left in place (a re-run takes the snapshot again)"

@@ -711,6 +711,81 @@ pub fn taken_of(
         .map_err(|why| format!("{} {why} ({})", top.name(snap), top.name(src)))
 }
 
+/// Whether `snap` holds what `src` holds: every entry below them by name, type, mode,
+/// owner, modification time, and for files and symlinks size and target (contents are not
+/// read), the subvolumes nested in `src` left out (a snapshot that cannot hold them has no
+/// entry for them). Where snapshots record no lineage, this is how a resumed reset knows
+/// that the snapshot it was taking, read-only in one step, is whole and of this root,
+/// which nothing has written to since (a failed reset stops the boot).
+pub fn same_tree(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    src: &Path,
+    snap: &Path,
+) -> Result<(), String> {
+    let nested = backend.nested(top, src).map_err(|e| e.to_string())?;
+    same_dirs(top, src, snap, &nested)
+}
+
+fn same_dirs(top: &TopLevel, a: &Path, b: &Path, skip: &[PathBuf]) -> Result<(), String> {
+    use rustix::fs::{FileType, StatxFlags};
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", top.name(p));
+    let mut names = top.list_dir(a).map_err(|e| io(a, e))?;
+    names.retain(|n| !skip.contains(&a.join(n)));
+    if names != top.list_dir(b).map_err(|e| io(b, e))? {
+        return Err(format!(
+            "{} does not hold the names {} holds",
+            top.name(b),
+            top.name(a)
+        ));
+    }
+    let mask = StatxFlags::TYPE
+        | StatxFlags::MODE
+        | StatxFlags::UID
+        | StatxFlags::GID
+        | StatxFlags::SIZE
+        | StatxFlags::MTIME;
+    for name in names {
+        let (pa, pb) = (a.join(&name), b.join(&name));
+        let sa = crate::filesystem::toplevel::statx(top, &pa, mask).map_err(|e| io(&pa, e))?;
+        let sb = crate::filesystem::toplevel::statx(top, &pb, mask).map_err(|e| io(&pb, e))?;
+        let kind = FileType::from_raw_mode(u32::from(sa.stx_mode));
+        let sized = kind != FileType::Directory;
+        let same = sa.stx_mode == sb.stx_mode
+            && (sa.stx_uid, sa.stx_gid) == (sb.stx_uid, sb.stx_gid)
+            && (sa.stx_mtime.tv_sec, sa.stx_mtime.tv_nsec)
+                == (sb.stx_mtime.tv_sec, sb.stx_mtime.tv_nsec)
+            && (!sized || sa.stx_size == sb.stx_size);
+        if !same {
+            return Err(format!(
+                "{} is not {} as it is",
+                top.name(&pb),
+                top.name(&pa)
+            ));
+        }
+        match kind {
+            FileType::Directory => same_dirs(top, &pa, &pb, skip)?,
+            FileType::Symlink if read_link(top, &pa)? != read_link(top, &pb)? => {
+                return Err(format!(
+                    "{} leads elsewhere than {}",
+                    top.name(&pb),
+                    top.name(&pa)
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn read_link(top: &TopLevel, rel: &Path) -> Result<std::ffi::CString, String> {
+    let (parent, name) = crate::filesystem::toplevel::split(rel).map_err(|e| e.to_string())?;
+    let dir = top
+        .open_dir(parent)
+        .map_err(|e| format!("{}: {e}", top.name(parent)))?;
+    rustix::fs::readlinkat(&dir, name, Vec::new()).map_err(|e| format!("{}: {e}", top.name(rel)))
+}
+
 /// gc's record of deletions under way: `SNAPSHOT_DIR/.imperm-gc.json`.
 pub const GC_STATE_FILE: &str = ".imperm-gc.json";
 

@@ -338,7 +338,12 @@ done
 kill $racer
 wait $racer 2>/dev/null
 for v in $T/@snapshots.moved $T/@snapshots/*.away; do [ -e "$v" ] && echo "  race left $v"; done
-[ -L $T/@snapshots ] && rm $T/@snapshots && mv $T/@snapshots.moved $T/@snapshots
+# Killed between its two renames, the racer left the directory aside, and a symlink or
+# nothing in its place.
+if [ -e $T/@snapshots.moved ]; then
+  rm -f $T/@snapshots
+  mv $T/@snapshots.moved $T/@snapshots
+fi
 for f in $T/@snapshots/*.away; do [ -e "$f" ] && mv "$f" "${f%.away}"; done
 for f in $T/@snapshots/*; do [ -L "$f" ] && [ "$f" != $T/@snapshots/20250101T000000Z ] && rm "$f"; done
 run imperm --config /tmp/gc.toml snapshots gc $R
