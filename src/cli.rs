@@ -145,12 +145,18 @@ pub enum Command {
     /// `--restore TIME` puts it back. imperm never deletes any of it.
     Stray(StrayArgs),
 
-    /// Copy declared state from the live root into persistent storage
-    Migrate {
-        /// Show what would be copied; copy nothing
-        #[arg(long)]
-        dry_run: bool,
-    },
+    /// Copy declared state from the live root into persistent storage (exit 1 when
+    /// something was not migrated)
+    ///
+    /// For every declared entry (or each PATH) that exists on the live root: copies it into
+    /// the persistent storage at the matching place, exactly (contents, owner, group, mode,
+    /// times, xattrs and ACLs, symlinks as symlinks, hard links linked, sparse files
+    /// sparse, FIFOs and device nodes), parents made with the live parents' owner and mode,
+    /// then compares every file's content on both sides (BLAKE3) before the copy takes its
+    /// name. An entry already in the storage and the same is skipped; one that differs is
+    /// refused, or with --force kept aside (NAME.imperm-replaced-TIME). A killed run is
+    /// finished by the next one. Nothing on the live root is changed.
+    Migrate(MigrateArgs),
 
     /// Edit a host's .nix configuration
     #[command(subcommand)]
@@ -327,6 +333,22 @@ pub struct FsArgs {
     pub blank_snapshot: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Paths to migrate [default: every declared entry]
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Say what would be copied, skipped or refused, and whether the storage has room;
+    /// change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace a storage copy that differs, keeping it aside
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub fs: FsArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PersistCommand {
     /// Add entries to a host's persistence in a .nix file, keeping everything else as is
@@ -367,6 +389,10 @@ pub struct PersistAddArgs {
     /// Print a unified diff; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Migrate each path into the storage first (as `imperm migrate PATH`), then write the
+    /// entries: nothing is written when a path could not be migrated
+    #[arg(long = "move")]
+    pub move_paths: bool,
     /// Edit a file its owner may not write (keeping its mode), or one with other hard
     /// links (written in place, so that every link sees the change)
     #[arg(long)]
