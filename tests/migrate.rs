@@ -876,7 +876,11 @@ fn the_lock_restore_takes_and_the_storage_lock_are_taken() {
     drop(top);
     let storage = fs::File::open(host.live("persist")).unwrap();
     rustix::fs::flock(&storage, rustix::fs::FlockOperation::LockExclusive).unwrap();
-    assert_refused(&host, &["migrate"], "another imperm migrate holds its lock");
+    assert_refused(
+        &host,
+        &["migrate"],
+        "another imperm (migrate or stray) holds its lock",
+    );
     drop(storage);
     let out = host.imperm(&["migrate", "--fs", "btrfs", "--mounted", &mounted]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

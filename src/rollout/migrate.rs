@@ -365,14 +365,7 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
     // Exclusive use of each storage for the run (a dry run only reads).
     if !req.dry_run {
         for s in &storages {
-            rustix::fs::flock(&s.fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                .map_err(|e| match e {
-                    Errno::WOULDBLOCK => refuse(format!(
-                        "storage {}: another imperm migrate holds its lock",
-                        escape(&s.shown)
-                    )),
-                    e => FsError::new("lock", &s.shown, e.into()).into(),
-                })?;
+            super::lock_storage(&s.fd, &s.shown)?;
         }
     }
 

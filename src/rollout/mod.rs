@@ -9,3 +9,24 @@ pub mod migrate;
 pub mod ready;
 pub mod stray;
 pub mod survey;
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use crate::error::{Error, FsError};
+
+/// Takes a storage's own lock (held while `fd` is open), shared by every command that
+/// changes what a storage holds: two of them never interleave there. Refuses instead of
+/// waiting.
+pub fn lock_storage(fd: &OwnedFd, shown: &Path) -> Result<(), Error> {
+    rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            Error::Usage(format!(
+                "storage {}: another imperm (migrate or stray) holds its lock; nothing was done",
+                crate::paths::escape(shown)
+            ))
+        } else {
+            FsError::new("lock", shown, e.into()).into()
+        }
+    })
+}
