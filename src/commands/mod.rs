@@ -3,6 +3,7 @@
 
 mod diff;
 mod discover;
+mod fleet;
 mod generate;
 mod journal;
 mod lint;
@@ -17,7 +18,9 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
-use crate::cli::{Cli, Command, FsArgs, GlobalArgs, PersistCommand, SnapshotsCommand};
+use crate::cli::{
+    Cli, Command, FleetCommand, FsArgs, GlobalArgs, PersistCommand, SnapshotsCommand,
+};
 use crate::config::{
     Config, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, LayoutKey, LoadOptions,
     check_layout, subvolume_name,
@@ -45,6 +48,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Journal(args) => journal::run(global, args),
         Command::Restore(args) => restore::run(global, args),
         Command::Stray(args) => stray::run(global, args),
+        Command::Fleet(FleetCommand::Status(args)) => fleet::status(global, args),
         Command::Persist(PersistCommand::Add(args)) => persist::add(global, args),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),
@@ -70,6 +74,7 @@ fn not_built(command: &Command) -> Error {
         | Command::Journal(_)
         | Command::Restore(_)
         | Command::Stray(_)
+        | Command::Fleet(_)
         | Command::Persist(_)
         | Command::Reset(_)
         | Command::Snapshots(_)
