@@ -264,6 +264,11 @@ pub struct FleetStatusArgs {
     #[arg(long, value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
 
+    /// Also the hosts a flake defines: the names of its nixosConfigurations (with `nix
+    /// eval`, which needs flakes enabled or allows them here)
+    #[arg(long, value_name = "FLAKE")]
+    pub flake: Option<String>,
+
     /// Seconds a host has to answer, connection included; then its ssh is killed
     #[arg(long, value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]

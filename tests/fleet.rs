@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 const SSHD: &str = "/usr/sbin/sshd";
-const TIMEOUT_SECS: u64 = 5;
+const TIMEOUT_SECS: u64 = 8;
 
 fn imperm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_imperm"))
@@ -116,8 +116,16 @@ struct Fleet {
     dir: TempDir,
     sshd: Child,
     ssh_config: PathBuf,
-    closed_port: u16,
+    port: u16,
 }
+
+/// Where nothing listens: this fixture's port on an address no fixture listens on.
+const DOWN_ADDRESS: &str = "127.0.0.254";
+
+/// Held while a fixture picks its port and starts sshd: two tests of this binary must not
+/// pick the same free port (the second sshd would fail to bind, and the second test find
+/// the first's sshd listening there).
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Fleet {
     fn drop(&mut self) {
@@ -199,10 +207,10 @@ impl Fleet {
             );
             ssh_hosts += &format!("Host {alias}\n  HostName {address}\n");
         }
-        let closed_port = free_port();
         let key = d.join("user_key");
         let known = d.join("known_hosts");
         let ssh_config = d.join("ssh_config");
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         // Several tries: the free port may be taken between the look and sshd's bind.
         for _ in 0..5 {
             let port = free_port();
@@ -214,7 +222,7 @@ impl Fleet {
                 format!(
                     "Port {port}\n{}\nHostKey {}\nAuthorizedKeysFile {}\nStrictModes no\n\
                      UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                     PermitRootLogin prohibit-password\nPidFile none\nLogLevel ERROR\n{}\n",
+                     PermitRootLogin prohibit-password\nPidFile none\nLogLevel ERROR\nMaxStartups 100\n{}\n",
                     listen.join("\n"),
                     d.join("host_key").display(),
                     d.join("authorized_keys").display(),
@@ -225,7 +233,7 @@ impl Fleet {
             fs::write(
                 &ssh_config,
                 format!(
-                    "Host down\n  HostName 127.0.0.1\n  Port {closed_port}\n{ssh_hosts}\
+                    "Host down\n  HostName {DOWN_ADDRESS}\n{ssh_hosts}\
                      Host *\n  Port {port}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n\
                      UserKnownHostsFile {}\n  StrictHostKeyChecking accept-new\n",
                     key.display(),
@@ -269,7 +277,7 @@ impl Fleet {
                     dir,
                     sshd,
                     ssh_config,
-                    closed_port,
+                    port,
                 });
             }
         }
@@ -324,11 +332,11 @@ fn text(out: &Output) -> (String, String) {
 }
 
 const ALL: &[&str] = &[
-    "hang", "l001", "juni", "o001", "down", "bare", "junk", "other", "huge",
+    "hang", "l001", "juni", "o001", "down", "bare", "junk", "other",
 ];
 
 const NOT_FOUND: &str = "imperm not found on the host: bash: line 1: imperm: command not found";
-const TIMED_OUT: &str = "no answer within 5 s (ssh was stopped)";
+const TIMED_OUT: &str = "no answer within 8 s (ssh was stopped)";
 const JUNK: &str = "answered something that is not JSON (expected value at line 1 column 1), beginning \"<html>Welcome to nginx</html>\"";
 const OTHER: &str = "answered JSON that is not an imperm status (no filesystem, persisted, snapshots, storage at the top)";
 const HUGE: &str = "answered more than 16 MiB: not an imperm status (ssh was stopped)";
@@ -346,8 +354,8 @@ fn every_host_is_a_row_and_a_dead_one_costs_one_timeout() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     let refused = format!(
-        "unreachable: ssh: connect to host 127.0.0.1 port {}: Connection refused",
-        fleet.closed_port
+        "ssh failed: ssh: connect to host {DOWN_ADDRESS} port {}: Connection refused",
+        fleet.port
     );
     let want = format!(
         "\
@@ -360,8 +368,7 @@ down   error: {refused}
 bare   error: {NOT_FOUND}
 junk   error: {JUNK}
 other  error: {OTHER}
-huge   error: {HUGE}
-9 hosts: 2 fine, 1 not ready or with problems, 6 without an answer
+8 hosts: 2 fine, 1 not ready or with problems, 5 without an answer
 "
     );
     assert_eq!(stdout, want, "stderr: {stderr}");
@@ -386,7 +393,7 @@ fn json_is_one_array_of_rows_each_with_its_status_or_its_error() {
         return;
     };
     let (out, _) = fleet.run(&[
-        "--format", "json", "l001", "juni", "bare", "junk", "l001", "down",
+        "--format", "json", "l001", "juni", "bare", "junk", "l001", "down", "huge",
     ]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
@@ -394,7 +401,7 @@ fn json_is_one_array_of_rows_each_with_its_status_or_its_error() {
     let rows = rows.as_array().unwrap();
     // l001 named twice is asked once, where it was first named.
     let hosts: Vec<&str> = rows.iter().map(|r| r["host"].as_str().unwrap()).collect();
-    assert_eq!(hosts, ["l001", "juni", "bare", "junk", "down"]);
+    assert_eq!(hosts, ["l001", "juni", "bare", "junk", "down", "huge"]);
     let status = |i: usize| {
         let mut row = rows[i].clone();
         let status = row.as_object_mut().unwrap().remove("status").unwrap();
@@ -430,10 +437,14 @@ fn json_is_one_array_of_rows_each_with_its_status_or_its_error() {
     assert_eq!(
         rows[4],
         json!({"host": "down", "error": format!(
-            "unreachable: ssh: connect to host 127.0.0.1 port {}: Connection refused",
-            fleet.closed_port
+            "ssh failed: ssh: connect to host {DOWN_ADDRESS} port {}: Connection refused",
+            fleet.port
         )})
     );
+    // Its 17 MiB are not read past 16 (the default timeout: moving 16 MiB through ssh on
+    // a loaded machine takes seconds).
+    assert_eq!(rows[5], json!({"host": "huge", "error": HUGE}));
+    assert_eq!(rows.len(), 6);
     assert_eq!(stderr, "");
 }
 
@@ -457,6 +468,53 @@ l001  btrfs       ?          ?      16         ?           ?          ?         
 juni  tmpfs       yes        ?      4          ?           ?          ?           -
 2 hosts: 2 fine
 "
+    );
+}
+
+/// `--flake`: the names of a flake's nixosConfigurations, read without evaluating any
+/// of them (here each throws), are hosts like the others.
+#[test]
+fn a_flake_names_its_nixos_configurations_as_hosts() {
+    let Some(fleet) = Fleet::start("a_flake_names_its_nixos_configurations_as_hosts") else {
+        return;
+    };
+    let flake = fleet.dir.path().join("flake");
+    fs::create_dir_all(&flake).unwrap();
+    fs::write(
+        flake.join("flake.nix"),
+        "{ outputs = { self }: { nixosConfigurations = {\n\
+         l001 = throw \"not evaluated\"; bare = throw \"not evaluated\"; }; }; }\n",
+    )
+    .unwrap();
+    let (out, _) = fleet.run(&["--flake", flake.to_str().unwrap(), "juni"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "\
+HOST  FILESYSTEM  EPHEMERAL  READY  PERSISTED  TO PERSIST  SNAPSHOTS  LAST RESET  PROBLEMS
+bare  error: {NOT_FOUND}
+l001  btrfs       ?          ?      16         ?           ?          ?           -
+juni  tmpfs       yes        ?      4          ?           ?          ?           -
+3 hosts: 2 fine, 1 without an answer
+"
+        )
+    );
+    fs::write(
+        flake.join("flake.nix"),
+        "{ outputs = { self }: { nixosConfigurations = { \"-oProxyCommand=x\" = 1; }; }; }\n",
+    )
+    .unwrap();
+    let (out, _) = fleet.run(&["--flake", flake.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "imperm: --flake \"{}\": nixosConfigurations.\"-oProxyCommand=x\" starts with `-` (ssh would take it as an option)",
+            flake.display()
+        )
     );
 }
 
@@ -484,7 +542,8 @@ fn bad_hosts_and_hosts_files_exit_2_naming_them() {
         ),
         (
             vec![],
-            "imperm: no hosts: name them (HOST…) or give --hosts-file FILE".into(),
+            "imperm: no hosts: name them (HOST…), or give --hosts-file FILE or --flake FLAKE"
+                .into(),
         ),
         (
             vec!["--hosts-file".into(), two.clone()],

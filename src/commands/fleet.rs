@@ -40,6 +40,9 @@ pub fn status(global: &GlobalArgs, args: &FleetStatusArgs) -> Result<ExitStatus,
         Some(file) => hosts_file(file)?,
         None => Vec::new(),
     };
+    if let Some(flake) = &args.flake {
+        hosts.extend(flake_hosts(flake)?);
+    }
     for host in &args.hosts {
         if let Some(why) = fleet::host_problem(host) {
             return Err(Error::Usage(format!("host {} {why}", shown(host))));
@@ -49,7 +52,7 @@ pub fn status(global: &GlobalArgs, args: &FleetStatusArgs) -> Result<ExitStatus,
     let hosts = fleet::unique(hosts);
     if hosts.is_empty() {
         return Err(Error::Usage(
-            "no hosts: name them (HOST…) or give --hosts-file FILE".into(),
+            "no hosts: name them (HOST…), or give --hosts-file FILE or --flake FLAKE".into(),
         ));
     }
     let control = control_dir()?;
@@ -94,6 +97,43 @@ fn hosts_file(file: &Path) -> Result<Vec<String>, Error> {
         .map_err(|_| Error::Usage(format!("{at}: not UTF-8 text: not a hosts file")))?;
     fleet::parse_hosts_file(&text)
         .map_err(|(line, why)| Error::Usage(format!("{at}:{line}: {why}")))
+}
+
+/// The names of a flake's nixosConfigurations, which `nix eval` lists without evaluating
+/// any of them.
+fn flake_hosts(flake: &str) -> Result<Vec<String>, Error> {
+    let at = format!("--flake {}", shown(flake));
+    if flake.contains('#') || flake.is_empty() || flake.starts_with('-') {
+        return Err(Error::Usage(format!(
+            "{at}: give the flake alone (its nixosConfigurations are read)"
+        )));
+    }
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "eval",
+            "--json",
+            "--apply",
+            "builtins.attrNames",
+        ])
+        .arg(format!("{flake}#nixosConfigurations"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Usage(format!("{at}: running nix: {}", describe(&e))))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        let line = said
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && !l.starts_with("warning:"))
+            .unwrap_or("no message");
+        return Err(Error::Usage(format!(
+            "{at}: nix eval failed: {}",
+            escape(Path::new(line))
+        )));
+    }
+    fleet::flake_hosts(&out.stdout).map_err(|why| Error::Usage(format!("{at}: {why}")))
 }
 
 /// The directory of this run's ssh control sockets, 0700. In `$TMPDIR` when the socket

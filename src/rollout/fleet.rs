@@ -80,6 +80,19 @@ pub fn parse_hosts_file(text: &str) -> Result<Vec<String>, (usize, String)> {
     Ok(hosts)
 }
 
+/// The hosts of a flake: the names `nix eval --json FLAKE#nixosConfigurations --apply
+/// builtins.attrNames` prints, each checked as a host.
+pub fn flake_hosts(json: &[u8]) -> Result<Vec<String>, String> {
+    let names: Vec<String> = serde_json::from_slice(json)
+        .map_err(|e| format!("nix printed something that is not a list of names ({e})"))?;
+    for name in &names {
+        if let Some(why) = host_problem(name) {
+            return Err(format!("nixosConfigurations.{} {why}", shown(name)));
+        }
+    }
+    Ok(names)
+}
+
 /// Hosts in the order given, each once.
 pub fn unique(hosts: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
@@ -265,9 +278,10 @@ fn judge(answer: &Answer) -> Result<Value, String> {
         }
         Ended::Signal(n) => return Err(format!("ssh was ended by signal {n}")),
         Ended::Exit(255) => {
+            // ssh's own last line says which: refused, no route, key not accepted.
             return Err(format!(
-                "unreachable: {}",
-                said_or("ssh failed (exit 255) without a message")
+                "ssh failed: {}",
+                said_or("exit 255 without a message")
             ));
         }
         Ended::Exit(code) => {
@@ -282,10 +296,13 @@ fn judge(answer: &Answer) -> Result<Value, String> {
                 ));
             }
             if answer.stdout.iter().all(u8::is_ascii_whitespace) {
-                return Err(format!(
-                    "imperm status failed (exit {code}): {}",
-                    said_or("no message")
-                ));
+                return Err(match (code, said) {
+                    (0, None) => "answered nothing".to_string(),
+                    (_, said) => format!(
+                        "imperm status failed (exit {code}): {}",
+                        said.unwrap_or_else(|| "no message".into())
+                    ),
+                });
             }
         }
     }
@@ -622,6 +639,16 @@ mod tests {
             assert_eq!(at, line, "{text:?}");
             assert!(message.contains(why), "{text:?}: {message}");
         }
+        assert_eq!(
+            flake_hosts(br#"["juni","l001"]"#).unwrap(),
+            ["juni", "l001"]
+        );
+        assert!(
+            flake_hosts(br#"["-oProxyCommand=x"]"#)
+                .unwrap_err()
+                .starts_with("nixosConfigurations.\"-oProxyCommand=x\" starts with `-`")
+        );
+        assert!(flake_hosts(b"{}").is_err());
         assert_eq!(unique(vec!["a".into(), "b".into(), "a".into()]), ["a", "b"]);
     }
 
@@ -635,11 +662,11 @@ mod tests {
                     "ssh: connect to host 127.0.0.1 port 1: Connection refused\n",
                     Ended::Exit(255),
                 ),
-                "unreachable: ssh: connect to host 127.0.0.1 port 1: Connection refused",
+                "ssh failed: ssh: connect to host 127.0.0.1 port 1: Connection refused",
             ),
             (
                 answer("", "", Ended::Exit(255)),
-                "unreachable: ssh failed (exit 255) without a message",
+                "ssh failed: exit 255 without a message",
             ),
             (
                 answer(
@@ -689,6 +716,7 @@ mod tests {
                 answer("", "", Ended::TimedOut(3)),
                 "no answer within 3 s (ssh was stopped)",
             ),
+            (answer("\n", "", Ended::Exit(0)), "answered nothing"),
             (
                 answer(&status, "", Ended::TooLarge),
                 "answered more than 16 MiB: not an imperm status (ssh was stopped)",
