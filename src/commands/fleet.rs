@@ -122,15 +122,9 @@ fn flake_hosts(flake: &str) -> Result<Vec<String>, Error> {
         .output()
         .map_err(|e| Error::Usage(format!("{at}: running nix: {}", describe(&e))))?;
     if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stderr);
-        let line = said
-            .lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty() && !l.starts_with("warning:"))
-            .unwrap_or("no message");
         return Err(Error::Usage(format!(
             "{at}: nix eval failed: {}",
-            escape(Path::new(line))
+            fleet::last_line(&out.stderr).unwrap_or_else(|| "no message".into())
         )));
     }
     fleet::flake_hosts(&out.stdout).map_err(|why| Error::Usage(format!("{at}: {why}")))

@@ -132,7 +132,11 @@ pub struct Answer {
 mod field {
     pub const FS_TYPE: &[&str] = &["/filesystem/type"];
     pub const READY: &[&str] = &["/ready/ready", "/ready"];
-    pub const READY_REASONS: &[&str] = &["/ready/reasons"];
+    /// Every reason checked, `ok` ones too (`check`, `state`, `detail`).
+    pub const READY_REASONS: &[&str] = &["/reasons", "/ready/reasons"];
+    /// In a reason: its state, and the state of one that needs nothing.
+    pub const REASON_STATE: &str = "state";
+    pub const REASON_OK: &str = "ok";
     pub const EPHEMERAL: &[&str] = &["/ephemeral", "/ready/ephemeral"];
     pub const DIRECTORIES: &[&str] = &["/persisted/directories"];
     pub const FILES: &[&str] = &["/persisted/files"];
@@ -176,23 +180,38 @@ fn text_at(doc: &Value, pointers: &[&str]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A reason or problem as the host wrote it: a string, or an object with its sentence.
+/// A reason or problem as the host wrote it: a string, or an object with its sentence
+/// (`detail`, after what was checked when it says so: `entries: /var/lib/x is not in
+/// /persist`).
 fn sentence(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Object(o) => ["reason", "message", "what", "text", "why"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(Value::as_str))
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string()),
+        Value::Object(o) => {
+            let text = ["detail", "reason", "message", "text", "why"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(Value::as_str));
+            match (o.get("check").and_then(Value::as_str), text) {
+                (Some(check), Some(text)) => format!("{check}: {text}"),
+                (None, Some(text)) => text.to_string(),
+                (_, None) => v.to_string(),
+            }
+        }
         other => other.to_string(),
     }
 }
 
+/// The sentences of a list, leaving out the items whose state is `ok`.
 fn sentences(doc: &Value, pointers: &[&str]) -> Vec<String> {
     first(doc, pointers)
         .and_then(Value::as_array)
-        .map(|a| a.iter().map(sentence).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|r| {
+                    r.get(field::REASON_STATE).and_then(Value::as_str) != Some(field::REASON_OK)
+                })
+                .map(sentence)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -241,12 +260,15 @@ impl Row {
     }
 }
 
-/// The last line of what a host wrote to stderr that says something.
-fn last_line(stderr: &[u8]) -> Option<String> {
+/// The last line of a program's stderr that says why it failed: not a warning (ssh's
+/// "Warning: Permanently added …", nix's "warning: …") unless there is nothing else;
+/// printable.
+pub fn last_line(stderr: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(stderr);
-    text.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
+    let said = || text.lines().map(str::trim).filter(|l| !l.is_empty());
+    said()
+        .rfind(|l| !l.to_ascii_lowercase().starts_with("warning:"))
+        .or_else(|| said().next_back())
         .map(printable)
 }
 
@@ -665,6 +687,18 @@ mod tests {
                 "ssh failed: ssh: connect to host 127.0.0.1 port 1: Connection refused",
             ),
             (
+                answer(
+                    "",
+                    "Warning: Permanently added '[127.0.0.1]:2222' (ED25519) to the list of known hosts.\r\nPermission denied (publickey).\r\n",
+                    Ended::Exit(255),
+                ),
+                "ssh failed: Permission denied (publickey).",
+            ),
+            (
+                answer("", "Warning: only this\n", Ended::Exit(255)),
+                "ssh failed: Warning: only this",
+            ),
+            (
                 answer("", "", Ended::Exit(255)),
                 "ssh failed: exit 255 without a message",
             ),
@@ -777,6 +811,40 @@ mod tests {
                 "2 paths to persist"
             ]
         );
+
+        // Readiness as `status` reports it (issue 13): flattened at the top, every reason
+        // checked with its state; the check's counts on an ephemeral host.
+        let mut flat = status_today();
+        let o = flat.as_object_mut().unwrap();
+        o.insert("ready".into(), json!(false));
+        o.insert("ephemeral".into(), json!(true));
+        o.insert("problems".into(), json!(1));
+        o.insert("unknown".into(), json!(1));
+        o.insert(
+            "reasons".into(),
+            json!([
+                {"check": "config", "state": "ok", "detail": "loaded from /etc/imperm/config.toml"},
+                {"check": "entries", "state": "problem", "detail": "/var/lib/headscale is not in /persist"},
+                {"check": "gc-timer", "state": "unknown", "detail": "not checked"}
+            ]),
+        );
+        o.insert(
+            "check".into(),
+            json!({"skipped": false, "persist": 0, "review": 3}),
+        );
+        let s = summary_of(&flat);
+        assert_eq!(
+            (s.ready, s.ephemeral, s.to_persist),
+            (Some(false), Some(true), Some(0))
+        );
+        assert_eq!(
+            s.reasons,
+            [
+                "entries: /var/lib/headscale is not in /persist",
+                "gc-timer: not checked"
+            ]
+        );
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
 
         // Fields of the wrong type or missing: unknown, never an error.
         let odd = json!({"filesystem": {"type": 7}, "persisted": {"directories": "many"},
