@@ -22,6 +22,9 @@ pub const STDERR_CAP: usize = 64 << 10;
 /// The longest text a table cell takes from a host; a longer one is cut (JSON keeps it).
 const CELL_MAX: usize = 80;
 
+/// The same for the reason a host is not ready (JSON has them all).
+const REASON_MAX: usize = 48;
+
 /// The same for an error, which runs to the end of its line.
 const ERROR_MAX: usize = 240;
 
@@ -137,6 +140,7 @@ mod field {
     /// In a reason: its state, and the state of one that needs nothing.
     pub const REASON_STATE: &str = "state";
     pub const REASON_OK: &str = "ok";
+    pub const REASON_PROBLEM: &str = "problem";
     pub const EPHEMERAL: &[&str] = &["/ephemeral", "/ready/ephemeral"];
     pub const DIRECTORIES: &[&str] = &["/persisted/directories"];
     pub const FILES: &[&str] = &["/persisted/files"];
@@ -200,19 +204,24 @@ fn sentence(v: &Value) -> String {
     }
 }
 
-/// The sentences of a list, leaving out the items whose state is `ok`.
+/// The sentences of a list, leaving out the items whose state is `ok`, problems first
+/// (before what could not be checked).
 fn sentences(doc: &Value, pointers: &[&str]) -> Vec<String> {
-    first(doc, pointers)
+    let state = |r: &Value| {
+        r.get(field::REASON_STATE)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let mut items: Vec<&Value> = first(doc, pointers)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter(|r| {
-                    r.get(field::REASON_STATE).and_then(Value::as_str) != Some(field::REASON_OK)
-                })
-                .map(sentence)
+                .filter(|r| state(r).as_deref() != Some(field::REASON_OK))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    items.sort_by_key(|r| state(r).as_deref() != Some(field::REASON_PROBLEM));
+    items.into_iter().map(sentence).collect()
 }
 
 /// One host's line of the table: what its status says, or why there is none.
@@ -495,10 +504,11 @@ fn cells(row: &Row) -> Vec<(String, bool)> {
     let ready = match (s.ready, s.reasons.as_slice()) {
         (Some(true), _) => ("ready".to_string(), false),
         (Some(false), []) => ("not ready".to_string(), true),
-        (Some(false), [one]) => (format!("no: {}", cell(one)), true),
-        (Some(false), [one, rest @ ..]) => {
-            (format!("no: {} (+{} more)", cell(one), rest.len()), true)
-        }
+        (Some(false), [one]) => (format!("no: {}", cut(one, REASON_MAX)), true),
+        (Some(false), [one, rest @ ..]) => (
+            format!("no: {} (+{} more)", cut(one, REASON_MAX), rest.len()),
+            true,
+        ),
         (None, _) => ("?".to_string(), false),
     };
     vec![
@@ -824,8 +834,8 @@ mod tests {
             "reasons".into(),
             json!([
                 {"check": "config", "state": "ok", "detail": "loaded from /etc/imperm/config.toml"},
-                {"check": "entries", "state": "problem", "detail": "/var/lib/headscale is not in /persist"},
-                {"check": "gc-timer", "state": "unknown", "detail": "not checked"}
+                {"check": "gc-timer", "state": "unknown", "detail": "not checked"},
+                {"check": "entries", "state": "problem", "detail": "/var/lib/headscale is not in /persist"}
             ]),
         );
         o.insert(
