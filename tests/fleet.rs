@@ -6,9 +6,11 @@
 //! its `imperm` is, or is not) and `HOME` (so the machine's own root dotfiles do not run).
 //! A good host's `imperm` is a two-line script that runs the freshly built binary with
 //! `--root` at the host's tree (its configuration and mount table) and records the
-//! arguments it got; the others print junk, a document that is not a status, 17 MiB, or
-//! sleep past the timeout; one has no `imperm` at all, so its shell answers "command not
-//! found" (exit 127) for real. The keys (host and user) are made by the test in its
+//! arguments it got; two print a fixed status of a ready ephemeral host (what a fleet that
+//! needs nothing answers, whatever this version's status says of a fixture tree); the
+//! others print junk, a document that is not a status, 17 MiB, or sleep past the timeout;
+//! one has no `imperm` at all, so its shell answers "command not found" (exit 127) for
+//! real. The keys (host and user) are made by the test in its
 //! temporary directory; sshd runs as root in the foreground with `UsePAM no` and
 //! `StrictModes no`, and is killed when the fixture is dropped. The ssh config names one
 //! alias per host (HostName its address), and one more to a closed port. imperm runs the
@@ -110,7 +112,24 @@ const HOSTS: &[(&str, Kind)] = &[
         Kind::Script("echo '{\"suggestions\": []}'; exit 1"),
     ),
     ("huge", Kind::Script("head -c 17000000 /dev/zero")),
+    // A status as an ephemeral host that is ready prints it (the fields readiness adds
+    // included), word for word: what a fleet that needs nothing looks like.
+    ("ok1", Kind::Script(READY_STATUS)),
+    ("ok2", Kind::Script(READY_STATUS)),
 ];
+
+const READY_STATUS: &str = r#"cat <<'EOF'
+{"root": "/", "config": {"path": "/etc/imperm/config.toml", "loaded": true},
+ "persistence": {"kind": "config-file", "file": "/etc/imperm/config.toml"},
+ "filesystem": {"type": "bcachefs", "from": "config", "device": "/dev/nvme0n1p2",
+                "root_subvolume": "@root", "snapshot_dir": "@snapshots"},
+ "persisted": {"directories": 11, "files": 5, "users": ["josh"]},
+ "storage": [{"path": "/persist", "separate": true, "wiped_by_reset": false}],
+ "snapshots": {"count": 23, "last_reset": "2026-11-26T06:12:03Z", "note": null},
+ "ready": true, "ephemeral": true, "problems": 0, "unknown": 0,
+ "reasons": [{"check": "config", "state": "ok", "detail": "loaded"}],
+ "check": {"skipped": false, "persist": 0, "review": 2}}
+EOF"#;
 
 struct Fleet {
     dir: TempDir,
@@ -456,16 +475,16 @@ fn hosts_that_answer_and_are_fine_exit_0_and_a_hosts_file_names_them() {
         return;
     };
     let file = fleet.dir.path().join("hosts.txt");
-    fs::write(&file, "# the fleet\nl001   # headscale\n\njuni\n").unwrap();
+    fs::write(&file, "# the fleet\nok1   # juni\n\nok2\n").unwrap();
     let (out, _) = fleet.run(&["--hosts-file", file.to_str().unwrap(), "--jobs", "1"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert_eq!(
         stdout,
         "\
-HOST  FILESYSTEM  EPHEMERAL  READY  PERSISTED  TO PERSIST  SNAPSHOTS  LAST RESET  PROBLEMS
-l001  btrfs       ?          ?      16         ?           ?          ?           -
-juni  tmpfs       yes        ?      4          ?           ?          ?           -
+HOST  FILESYSTEM  EPHEMERAL  READY  PERSISTED  TO PERSIST  SNAPSHOTS  LAST RESET            PROBLEMS
+ok1   bcachefs    yes        ready  16         0           23         2026-11-26T06:12:03Z  -
+ok2   bcachefs    yes        ready  16         0           23         2026-11-26T06:12:03Z  -
 2 hosts: 2 fine
 "
     );
@@ -483,20 +502,20 @@ fn a_flake_names_its_nixos_configurations_as_hosts() {
     fs::write(
         flake.join("flake.nix"),
         "{ outputs = { self }: { nixosConfigurations = {\n\
-         l001 = throw \"not evaluated\"; bare = throw \"not evaluated\"; }; }; }\n",
+         ok1 = throw \"not evaluated\"; bare = throw \"not evaluated\"; }; }; }\n",
     )
     .unwrap();
-    let (out, _) = fleet.run(&["--flake", flake.to_str().unwrap(), "juni"]);
+    let (out, _) = fleet.run(&["--flake", flake.to_str().unwrap(), "ok2"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert_eq!(
         stdout,
         format!(
             "\
-HOST  FILESYSTEM  EPHEMERAL  READY  PERSISTED  TO PERSIST  SNAPSHOTS  LAST RESET  PROBLEMS
+HOST  FILESYSTEM  EPHEMERAL  READY  PERSISTED  TO PERSIST  SNAPSHOTS  LAST RESET            PROBLEMS
 bare  error: {NOT_FOUND}
-l001  btrfs       ?          ?      16         ?           ?          ?           -
-juni  tmpfs       yes        ?      4          ?           ?          ?           -
+ok1   bcachefs    yes        ready  16         0           23         2026-11-26T06:12:03Z  -
+ok2   bcachefs    yes        ready  16         0           23         2026-11-26T06:12:03Z  -
 3 hosts: 2 fine, 1 without an answer
 "
         )
