@@ -405,6 +405,47 @@ other  error: {OTHER}
     assert!(!fleet.ssh_running(), "an ssh outlived the run");
 }
 
+/// imperm killed (Ctrl-C reaches only it: each ssh has a process group of its own) takes
+/// its ssh processes with it, also the one waiting on a hung host.
+#[test]
+fn a_killed_run_leaves_no_ssh_behind() {
+    let Some(fleet) = Fleet::start("a_killed_run_leaves_no_ssh_behind") else {
+        return;
+    };
+    let mut run = Command::new(imperm_bin())
+        .args(["fleet", "status", "hang", "l001"])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                fleet.dir.path().join("client").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !fleet.ssh_running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no ssh started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let killed = Instant::now();
+    while fleet.ssh_running() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "an ssh outlived the imperm that started it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn json_is_one_array_of_rows_each_with_its_status_or_its_error() {
     let Some(fleet) = Fleet::start("json_is_one_array_of_rows_each_with_its_status_or_its_error")

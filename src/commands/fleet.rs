@@ -193,6 +193,16 @@ fn ssh(host: &str, timeout: Duration, control: &Path) -> Command {
         .stderr(Stdio::piped())
         // Its own process group: a timeout kills ssh with its master and ProxyCommand.
         .process_group(0);
+    // Out of the terminal's process group, Ctrl-C no longer reaches ssh: it dies with the
+    // thread that started it (which waits for it), so a killed imperm leaves no ssh
+    // waiting on a hung host.
+    // SAFETY: the closure makes one system call, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(io::Error::from)
+        });
+    }
     cmd
 }
 
