@@ -62,12 +62,18 @@ pub fn status(global: &GlobalArgs, args: &FleetStatusArgs) -> Result<ExitStatus,
         args.jobs as usize,
         control.path(),
     );
-    let control_path = control.path().to_path_buf();
-    control
-        .close()
-        .map_err(|e| FsError::new("remove", &control_path, e))?;
     let report = FleetReport { rows };
-    output::emit(&report, global.format, global.color)?;
+    let emitted = output::emit(&report, global.format, global.color);
+    // The hosts' answers are worth more than the cleanup: a directory that cannot be
+    // removed is said, not an error.
+    let control_path = control.path().to_path_buf();
+    if let Err(e) = control.close() {
+        eprintln!(
+            "imperm: warning: {}",
+            FsError::new("remove", &control_path, e)
+        );
+    }
+    emitted?;
     Ok(if report.rows.iter().all(Row::fine) {
         ExitStatus::Clean
     } else {
