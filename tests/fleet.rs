@@ -414,6 +414,8 @@ fn a_killed_run_leaves_no_ssh_behind() {
     };
     let mut run = Command::new(imperm_bin())
         .args(["fleet", "status", "hang", "l001"])
+        // A killed run leaves its control directory: here, not in /tmp.
+        .env("TMPDIR", fleet.dir.path())
         .env(
             "PATH",
             format!(
