@@ -88,6 +88,9 @@ rec {
       checkIgnore ? [ ],
       checkRules ? [ ], # [ { path; verdict; reason; } ]
       earlyReads ? [ ], # [ { path; reader; fix ? null; } ]
+      # The storages on a filesystem the initrd mounts, as `neededForBootStorages` finds
+      # them; null for a file that does not say (not written from a NixOS configuration).
+      neededForBoot ? null,
     }:
     let
       fs = optional (filesystem != null) [
@@ -183,6 +186,11 @@ rec {
           ++ optional ((r.fix or null) != null) [ (line "fix" r.fix) ]
         )
       ) earlyReads;
+      # What the evaluation knows and a running host's mount table does not: `imperm
+      # status` reads it.
+      module = optional (neededForBoot != null) [
+        (section "[module]" [ (line "needed_for_boot" neededForBoot) ])
+      ];
     in
     concatStringsSep "\n" (
       [ "# Written by the imperm NixOS module; edit the module's options instead.\n" ]
@@ -193,6 +201,7 @@ rec {
       ++ check
       ++ rules
       ++ early
+      ++ module
     );
 
   # The persisted set of a host: the template (unless "none") and its own additions.
@@ -513,6 +522,17 @@ rec {
         optional (p != null) [ p ]
     ) storages;
 
+  # The storages (paths) that `storageProblems` finds nothing wrong with: each on a
+  # filesystem of its own that the initrd mounts (neededForBoot, or a path NixOS mounts
+  # there anyway) and that no reset replaces. config.toml's [module] needed_for_boot.
+  neededForBootStorages =
+    {
+      storages,
+      filesystems,
+      rootSubvolume ? null,
+    }:
+    filter (st: storageProblems { storages = [ st ]; inherit filesystems rootSubvolume; } == [ ]) storages;
+
   # Why `fileSystems."/"` (`root`, or null) is not the root that `fs` (services.imperm's
   # filesystem) resets: a reset of another subvolume or filesystem would leave the real
   # root as it is, and keep nothing of what imperm thinks it keeps. As messages.
@@ -775,5 +795,6 @@ rec {
       checkIgnore = host.check.ignore or [ ];
       checkRules = host.check.rules or [ ];
       earlyReads = host.earlyReads or [ ];
+      neededForBoot = host.neededForBoot or null;
     };
 }

@@ -89,12 +89,13 @@ let
   # Only storages that hold something: an unused default (/persist on a host that keeps
   # everything in /nix/persist) needs no filesystem.
   storagePaths = lib.unique (map (p: p.storage) persistedPaths);
+  storageSettings = {
+    storages = storagePaths;
+    filesystems = builtins.attrValues config.fileSystems;
+    rootSubvolume = if subvolumes then cfg.filesystem.rootSubvolume else null;
+  };
   problems =
-    imperm.storageProblems {
-      storages = storagePaths;
-      filesystems = builtins.attrValues config.fileSystems;
-      rootSubvolume = if subvolumes then cfg.filesystem.rootSubvolume else null;
-    }
+    imperm.storageProblems storageSettings
     ++ lib.optionals (cfg.template == "server") (imperm.templateDuplicates persistedPaths)
     ++ imperm.entryProblems storages config.users.users
     ++ lib.optionals (subvolumes || cfg.filesystem.type == "tmpfs") (imperm.rootProblems cfg.filesystem (config.fileSystems."/" or null))
@@ -118,6 +119,8 @@ let
       inherit storages;
       earlyReads = imperm.unsettledReads persistedPaths earlyReads;
       filesystem = cfg.filesystem // { inherit device; };
+      # A running host cannot tell what its initrd mounts: `imperm status` reads it here.
+      neededForBoot = imperm.neededForBootStorages storageSettings;
     }
   );
 in

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::classify::EntryKind;
@@ -538,75 +539,258 @@ fn change(
 }
 
 impl Compare<'_> {
-    /// The changes between two whole states. An entry at the same path with the same inode
-    /// on both sides (nearly all of them) is compared there and then; the rest are grouped
-    /// by inode (number and birth time) where both states share a history and have
-    /// stamps, else by path, and paired as [`Compare::changes`] does.
-    pub fn between<'a>(&self, old: &'a Manifest, new: &'a Manifest) -> Vec<Change> {
-        #[derive(Hash, PartialEq, Eq)]
-        enum Key<'a> {
-            Inode(Option<u64>, u64, Option<i128>),
-            Path(&'a OsStr),
-        }
-        let key = |path: &'a Path, meta: &Meta| match (&meta.stamps, self.same_history) {
-            (Some(s), true) => Key::Inode(s.subvol, s.ino, s.btime_ns),
-            _ => Key::Path(path.as_os_str()),
+    /// The changes between two whole states (see [`Merge`]).
+    pub fn between(&self, old: &Manifest, new: &Manifest) -> Vec<Change> {
+        let sorted = |m: &Manifest| {
+            let mut entries: Vec<(PathBuf, Meta)> = m
+                .iter()
+                .map(|(p, m)| (p.to_path_buf(), m.clone()))
+                .collect();
+            entries.sort_unstable_by(|a, b| crate::paths::tree_order(&a.0, &b.0));
+            entries
         };
+        let merge = Merge {
+            same_history: self.same_history,
+            same_content: self.same_content,
+            compared: &|_| true,
+        };
+        let ok = |(p, m)| Ok::<_, std::convert::Infallible>((p, m));
+        match merge.run(
+            sorted(old).into_iter().map(ok),
+            sorted(new).into_iter().map(ok),
+            |_, m, _| m,
+        ) {
+            Ok(changes) => changes,
+        }
+    }
+}
+
+/// The comparison of two whole states given as streams of entries in tree order (a
+/// manifest as written, a walk in that order), merged like sorted lists. An entry at the
+/// same path with the same inode on both sides (nearly all of them) is compared there and
+/// then and forgotten; the rest are grouped by inode (number and birth time) where both
+/// states share a history and have stamps, else by path, and paired as
+/// [`Compare::changes`] does. What is kept follows the changes (the entries that differ,
+/// and their parent directories, which the pairing of renames asks about) and the depth
+/// of the tree (the directories above the current entry), never the number of entries.
+pub struct Merge<'a> {
+    /// As [`Compare::same_history`].
+    pub same_history: bool,
+    /// As [`Compare::same_content`].
+    pub same_content: Option<SameContent<'a>>,
+    /// The part of the tree compared: old entries elsewhere (a manifest recorded under
+    /// another configuration) are left out, as the generation search leaves them out.
+    /// New entries are taken to be in it: they come from a walk of that part alone (and
+    /// asking of each of a million entries would cost a second).
+    pub compared: &'a dyn Fn(&Path) -> bool,
+}
+
+/// What a merge keeps of one side: the entries that differ and their parents, by path.
+/// A path it does not hold is not there (see [`Merge::run`]).
+#[derive(Default)]
+struct Kept(HashMap<OsString, Meta>);
+
+impl Side for Kept {
+    fn get(&self, path: &Path) -> Option<Cow<'_, Meta>> {
+        self.0.get(path.as_os_str()).map(Cow::Borrowed)
+    }
+}
+
+/// The directories above the current entry of one side, each as the length of its path
+/// (a prefix of the deepest one's) and its metadata: what the parent of an entry is, in
+/// memory that follows the depth of the tree.
+#[derive(Default)]
+struct Above {
+    deepest: Vec<u8>,
+    dirs: Vec<(usize, Meta)>,
+}
+
+impl Above {
+    /// Moves to `path` (which comes after every entry given before, in tree order) and
+    /// gives its parent directory's metadata, when the parent is an entry of this side.
+    fn enter(&mut self, path: &Path, meta: &Meta) -> Option<Meta> {
+        let bytes = path.as_os_str().as_bytes();
+        while let Some(&(len, _)) = self.dirs.last() {
+            if bytes.len() > len && bytes[len] == b'/' && bytes[..len] == self.deepest[..len] {
+                break;
+            }
+            self.dirs.pop();
+        }
+        let parent_len = path.parent().map_or(0, |p| p.as_os_str().len());
+        let parent = self
+            .dirs
+            .last()
+            .filter(|(len, _)| *len == parent_len)
+            .map(|(_, m)| m.clone());
+        if meta.kind == EntryKind::Directory {
+            self.deepest.clear();
+            self.deepest.extend_from_slice(bytes);
+            self.dirs.push((bytes.len(), meta.clone()));
+        }
+        parent
+    }
+}
+
+/// What groups the entries that differ: the inode, where the states share a history.
+#[derive(Hash, PartialEq, Eq)]
+enum Key {
+    Inode(Option<u64>, u64, Option<i128>),
+    Path(OsString),
+}
+
+/// The state of a merge in progress.
+#[derive(Default)]
+struct Merged {
+    old: Kept,
+    new: Kept,
+    above_old: Above,
+    above_new: Above,
+    rest: HashMap<Key, Group>,
+    out: Vec<Change>,
+}
+
+impl Merge<'_> {
+    fn linked(&self, m: &Meta) -> bool {
+        self.same_history && m.stamps.is_some_and(|s| s.nlink > 1)
+    }
+
+    fn key(&self, path: &Path, meta: &Meta) -> Key {
+        match (&meta.stamps, self.same_history) {
+            (Some(s), true) => Key::Inode(s.subvol, s.ino, s.btime_ns),
+            _ => Key::Path(path.as_os_str().to_os_string()),
+        }
+    }
+
+    /// Keeps an entry of one side (`new`: the new one) that differs, to be paired.
+    fn keep(&self, m: &mut Merged, new: bool, path: &Path, meta: Meta, parent: Option<Meta>) {
+        let group = m.rest.entry(self.key(path, &meta)).or_default();
+        let (kept, paths) = if new {
+            (&mut m.new, &mut group.new)
+        } else {
+            (&mut m.old, &mut group.old)
+        };
+        paths.push(path.to_path_buf());
+        if let (Some(dir), Some(parent)) = (path.parent(), parent) {
+            kept.0.insert(dir.as_os_str().to_os_string(), parent);
+        }
+        kept.0.insert(path.as_os_str().to_os_string(), meta);
+    }
+
+    /// One path of the merged order, with what each side has there.
+    fn step(&self, m: &mut Merged, path: &Path, then: Option<Meta>, now: Option<Meta>) {
+        let parent_then = then.as_ref().and_then(|t| m.above_old.enter(path, t));
+        let parent_now = now.as_ref().and_then(|n| m.above_new.enter(path, n));
+        if now.is_none() && !(self.compared)(path) {
+            return;
+        }
         // An inode with several links is compared with all of its paths (see `group`): a
         // link moved explains its ctime.
-        let linked = |m: &Meta| self.same_history && m.stamps.is_some_and(|s| s.nlink > 1);
-        let same_entry = |then: &Meta, now: &Meta| {
-            (!self.same_history || !then.other_inode(now)) && !linked(then) && !linked(now)
+        if let (Some(then), Some(now)) = (&then, &now) {
+            let same_entry = (!self.same_history || !then.other_inode(now))
+                && !self.linked(then)
+                && !self.linked(now);
+            if same_entry {
+                let mut what = differences(then, now, self.same_history);
+                if what.is_empty() && !self.same_history && self.content_differs(path, then, now) {
+                    what.push("content");
+                }
+                if !what.is_empty() {
+                    m.out.push(change(
+                        path,
+                        ChangeKind::Changed,
+                        None,
+                        what,
+                        Some(then),
+                        Some(now),
+                    ));
+                }
+                return;
+            }
+        }
+        if let Some(then) = then {
+            self.keep(m, false, path, then, parent_then);
+        }
+        if let Some(now) = now {
+            self.keep(m, true, path, now, parent_now);
+        }
+    }
+
+    fn content_differs(&self, path: &Path, then: &Meta, now: &Meta) -> bool {
+        let compare = Compare {
+            old: &Kept::default(),
+            new: &Kept::default(),
+            same_history: self.same_history,
+            same_content: self.same_content,
         };
-        let mut out = Vec::new();
-        let mut rest: HashMap<Key, Group> = HashMap::new();
-        for (path, now) in new.iter() {
-            match old.get(path) {
-                Some(then) if same_entry(then, now) => {
-                    let mut what = differences(then, now, self.same_history);
-                    if what.is_empty()
-                        && !self.same_history
-                        && self.content_differs(path, then, now)
-                    {
-                        what.push("content");
-                    }
-                    if !what.is_empty() {
-                        out.push(change(
-                            path,
-                            ChangeKind::Changed,
-                            None,
-                            what,
-                            Some(then),
-                            Some(now),
-                        ));
-                    }
+        compare.content_differs(path, then, now)
+    }
+
+    /// Merges the old state's entries with the new state's, both in tree order, and gives
+    /// the changes, sorted by path. A new entry comes as a `T` that `complete` turns into
+    /// its metadata, given the old entry at the same path, if any (a walk reads the
+    /// extended attributes only of what is new or whose ctime moved).
+    ///
+    /// Every question the pairing asks of a side is about an entry kept (one that differs
+    /// or whose path holds another inode on the other side, both kept then) or its parent
+    /// (kept with it): what a side does not hold is not there.
+    pub fn run<E, T>(
+        &self,
+        mut old: impl Iterator<Item = Result<(PathBuf, Meta), E>>,
+        mut new: impl Iterator<Item = Result<(PathBuf, T), E>>,
+        mut complete: impl FnMut(&Path, T, Option<&Meta>) -> Meta,
+    ) -> Result<Vec<Change>, E> {
+        let mut m = Merged::default();
+        let mut o = old.next().transpose()?;
+        let mut n = new.next().transpose()?;
+        loop {
+            let order = match (&o, &n) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((p, _)), Some((q, _))) => crate::paths::tree_order(p, q),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let (path, then) = o.take().expect("an old entry");
+                    self.step(&mut m, &path, Some(then), None);
+                    o = old.next().transpose()?;
                 }
-                _ => {
-                    rest.entry(key(path, now))
-                        .or_default()
-                        .new
-                        .push(path.to_path_buf());
+                std::cmp::Ordering::Greater => {
+                    let (path, item) = n.take().expect("a new entry");
+                    let now = complete(&path, item, None);
+                    self.step(&mut m, &path, None, Some(now));
+                    n = new.next().transpose()?;
+                }
+                std::cmp::Ordering::Equal => {
+                    let (path, then) = o.take().expect("an old entry");
+                    let (_, item) = n.take().expect("a new entry");
+                    let now = complete(&path, item, Some(&then));
+                    self.step(&mut m, &path, Some(then), Some(now));
+                    o = old.next().transpose()?;
+                    n = new.next().transpose()?;
                 }
             }
         }
-        for (path, then) in old.iter() {
-            match new.get(path) {
-                Some(now) if same_entry(then, now) => {}
-                _ => {
-                    rest.entry(key(path, then))
-                        .or_default()
-                        .old
-                        .push(path.to_path_buf());
-                }
-            }
-        }
+        let Merged {
+            old: kept_old,
+            new: kept_new,
+            rest,
+            mut out,
+            ..
+        } = m;
+        let compare = Compare {
+            old: &kept_old,
+            new: &kept_new,
+            same_history: self.same_history,
+            same_content: self.same_content,
+        };
         for g in rest.into_values() {
-            self.group(g, &mut out);
+            compare.group(g, &mut out);
         }
         out.sort_by(|a, b| {
             crate::paths::tree_order(&a.path, &b.path).then(a.change.cmp(&b.change))
         });
-        out
+        Ok(out)
     }
 }
 
@@ -696,62 +880,15 @@ impl Manifest {
     /// (`kind mode uid gid size mtime_ns ctime_ns ino btime_ns nlink xattrs subvol path
     /// target`; `-` for what is unknown; the extended attributes' digest in lowercase hex,
     /// `0` for none), paths escaped
-    /// so that any byte survives and each entry is one line.
+    /// so that any byte survives and each entry is one line. Entries are in tree order
+    /// (see [`crate::paths::tree_order`]): `diff` merges a walk in that order against it.
     pub fn render(&self) -> Vec<u8> {
         let mut lines: Vec<(&Path, &Meta)> = self.iter().collect();
         lines.sort_unstable_by(|a, b| crate::paths::tree_order(a.0, b.0));
         let mut out = String::with_capacity(lines.len() * 100);
-        out.push_str(HEADER);
-        out.push('\n');
-        match &self.snapshot {
-            None => {}
-            Some(parts) if parts.is_empty() => out.push_str("#no-snapshot\n"),
-            Some(parts) => {
-                for part in parts {
-                    let uuid = part.uuid.map_or_else(
-                        || "-".to_string(),
-                        |u| u.iter().map(|b| format!("{b:02x}")).collect(),
-                    );
-                    let _ = writeln!(out, "#snapshot\t{}\t{uuid}\t{}", part.id, escape(&part.at));
-                }
-            }
-        }
-        for mount in &self.mounts {
-            let _ = writeln!(out, "#mount\t{}", escape(mount));
-        }
-        let unknown = || "-".to_string();
+        render_header(&mut out, self.snapshot.as_deref(), &self.mounts);
         for (path, m) in lines {
-            let kind = match m.kind {
-                EntryKind::Directory => 'd',
-                EntryKind::File => 'f',
-                EntryKind::Symlink => 'l',
-                EntryKind::Other => 'o',
-            };
-            let target = m.target.as_deref().map(escape).unwrap_or_default();
-            let (ctime, ino, btime, nlink) = match &m.stamps {
-                Some(s) => (
-                    s.ctime_ns.to_string(),
-                    s.ino.to_string(),
-                    s.btime_ns.map_or_else(unknown, |b| b.to_string()),
-                    s.nlink.to_string(),
-                ),
-                None => (unknown(), unknown(), unknown(), unknown()),
-            };
-            let xattrs = m.xattrs.map_or_else(unknown, |x| format!("{x:x}"));
-            let subvol = m
-                .stamps
-                .and_then(|s| s.subvol)
-                .map_or_else(unknown, |v| v.to_string());
-            let _ = writeln!(
-                out,
-                "{kind}\t{:o}\t{}\t{}\t{}\t{}\t{ctime}\t{ino}\t{btime}\t{nlink}\t{xattrs}\t{subvol}\t{}\t{target}",
-                m.mode,
-                m.uid,
-                m.gid,
-                m.size,
-                m.mtime_ns,
-                escape(path)
-            );
+            render_entry(&mut out, path, m);
         }
         out.into_bytes()
     }
@@ -768,83 +905,313 @@ impl Manifest {
         Manifest::parse_up_to(data, true)
     }
 
+    /// [`Manifest::parse_header`] of a file, read no further than its header.
+    pub fn read_header(input: impl std::io::BufRead) -> Result<Manifest, ManifestError> {
+        let reader = Reader::new(input)?;
+        Ok(Manifest {
+            entries: HashMap::new(),
+            snapshot: reader.snapshot,
+            mounts: reader.mounts,
+        })
+    }
+
     fn parse_up_to(data: &[u8], header_only: bool) -> Result<Manifest, String> {
-        // Every line ends with a newline, the last one too.
-        let body = data.strip_suffix(b"\n").unwrap_or(data);
-        let mut lines = body.split(|&b| b == b'\n');
-        let version = match lines.next() {
-            Some(h) if h == HEADER.as_bytes() => 4,
-            Some(h) if h == HEADER_3.as_bytes() => 3,
-            Some(h) if h == HEADER_2.as_bytes() => 2,
-            Some(h) if h == HEADER_1.as_bytes() => 1,
-            _ => {
-                return Err(format!(
-                    "line 1: expected {HEADER:?} (or {HEADER_3:?}, {HEADER_2:?}, {HEADER_1:?})"
-                ));
-            }
-        };
+        let mut reader = Reader::new(data).map_err(|e| e.to_string())?;
         let mut entries = HashMap::new();
-        let mut snapshot = None;
-        let mut mounts = Vec::new();
-        for (i, line) in lines.enumerate() {
-            let n = i + 2;
-            if version >= 4 && line.first() == Some(&b'#') {
-                let why = |w: &str| format!("line {n}: {w}");
-                // The header comes first (see `render`), and the search reads no further:
-                // a header line among the entries would be read by the walk alone.
-                if !entries.is_empty() {
-                    return Err(why("a header line after the entries"));
-                }
-                let line = std::str::from_utf8(line).map_err(|_| why("not UTF-8"))?;
-                let f: Vec<&str> = line.split('\t').collect();
-                match f[..] {
-                    ["#no-snapshot"] if snapshot.is_none() => snapshot = Some(Vec::new()),
-                    ["#snapshot", id, uuid, at] => {
-                        let parts: &mut Vec<SnapshotPart> = snapshot.get_or_insert_with(Vec::new);
-                        let id = Some(id)
-                            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-                            .and_then(|t| t.parse().ok())
-                            .ok_or_else(|| why("bad subvolume id"))?;
-                        let uuid = match uuid {
-                            "-" => None,
-                            hex => Some(parse_uuid(hex).ok_or_else(|| why("bad uuid"))?),
-                        };
-                        let at = unescape(at)
-                            .filter(|p| p.is_absolute())
-                            .ok_or_else(|| why("bad snapshot path"))?;
-                        parts.push(SnapshotPart { at, id, uuid });
+        if !header_only {
+            while let Some(entry) = reader.next_entry() {
+                let (path, meta) = entry.map_err(|e| e.to_string())?;
+                match entries.entry(path.into_os_string()) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        return Err(format!(
+                            "line {}: {} is listed twice",
+                            reader.line(),
+                            escape(Path::new(e.key()))
+                        ));
                     }
-                    ["#mount", at] => mounts.push(
-                        unescape(at)
-                            .filter(|p| p.is_absolute())
-                            .ok_or_else(|| why("bad mount path"))?,
-                    ),
-                    _ => return Err(why("not a manifest header line")),
-                }
-                continue;
-            }
-            // Header lines come first (see `render`).
-            if header_only {
-                break;
-            }
-            let (path, meta) = entry(line, version).map_err(|why| format!("line {n}: {why}"))?;
-            match entries.entry(path.into_os_string()) {
-                std::collections::hash_map::Entry::Occupied(e) => {
-                    return Err(format!(
-                        "line {n}: {} is listed twice",
-                        escape(Path::new(e.key()))
-                    ));
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(meta);
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(meta);
+                    }
                 }
             }
         }
         Ok(Manifest {
             entries,
-            snapshot,
-            mounts,
+            snapshot: reader.snapshot,
+            mounts: reader.mounts,
         })
+    }
+}
+
+/// The header line and the lines starting with `#` (format 4).
+fn render_header(out: &mut String, snapshot: Option<&[SnapshotPart]>, mounts: &[PathBuf]) {
+    out.push_str(HEADER);
+    out.push('\n');
+    match snapshot {
+        None => {}
+        Some([]) => out.push_str("#no-snapshot\n"),
+        Some(parts) => {
+            for part in parts {
+                let uuid = part.uuid.map_or_else(
+                    || "-".to_string(),
+                    |u| u.iter().map(|b| format!("{b:02x}")).collect(),
+                );
+                let _ = writeln!(out, "#snapshot\t{}\t{uuid}\t{}", part.id, escape(&part.at));
+            }
+        }
+    }
+    for mount in mounts {
+        let _ = writeln!(out, "#mount\t{}", escape(mount));
+    }
+}
+
+/// One entry's line.
+fn render_entry(out: &mut String, path: &Path, m: &Meta) {
+    let kind = match m.kind {
+        EntryKind::Directory => 'd',
+        EntryKind::File => 'f',
+        EntryKind::Symlink => 'l',
+        EntryKind::Other => 'o',
+    };
+    let _ = write!(
+        out,
+        "{kind}\t{:o}\t{}\t{}\t{}\t{}\t",
+        m.mode, m.uid, m.gid, m.size, m.mtime_ns
+    );
+    match &m.stamps {
+        Some(s) => {
+            let _ = write!(out, "{}\t{}\t", s.ctime_ns, s.ino);
+            match s.btime_ns {
+                Some(b) => {
+                    let _ = write!(out, "{b}\t");
+                }
+                None => out.push_str("-\t"),
+            }
+            let _ = write!(out, "{}\t", s.nlink);
+        }
+        None => out.push_str("-\t-\t-\t-\t"),
+    }
+    match m.xattrs {
+        Some(x) => {
+            let _ = write!(out, "{x:x}\t");
+        }
+        None => out.push_str("-\t"),
+    }
+    match m.stamps.and_then(|s| s.subvol) {
+        Some(v) => {
+            let _ = write!(out, "{v}\t");
+        }
+        None => out.push_str("-\t"),
+    }
+    out.push_str(&escape(path));
+    out.push('\t');
+    if let Some(target) = &m.target {
+        out.push_str(&escape(target));
+    }
+    out.push('\n');
+}
+
+/// A manifest written one entry at a time, in the order given (tree order, for `diff` to
+/// merge against), with memory that does not grow with the number of entries.
+pub struct Writer<W: std::io::Write> {
+    out: W,
+    line: String,
+}
+
+impl<W: std::io::Write> Writer<W> {
+    /// Writes the header: the snapshot the manifest belongs to (`Some(empty)`: none) and
+    /// the mounts below the root.
+    pub fn new(
+        mut out: W,
+        snapshot: &[SnapshotPart],
+        mounts: &[PathBuf],
+    ) -> std::io::Result<Writer<W>> {
+        let mut line = String::new();
+        render_header(&mut line, Some(snapshot), mounts);
+        out.write_all(line.as_bytes())?;
+        Ok(Writer { out, line })
+    }
+
+    pub fn entry(&mut self, path: &Path, meta: &Meta) -> std::io::Result<()> {
+        self.line.clear();
+        render_entry(&mut self.line, path, meta);
+        self.out.write_all(self.line.as_bytes())
+    }
+
+    /// The output, to be flushed and synced.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug)]
+pub enum ManifestError {
+    /// It is not a manifest: `line N: why`.
+    Invalid(String),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ManifestError::Invalid(why) => f.write_str(why),
+            ManifestError::Io(e) => write!(f, "{}", crate::error::describe(e)),
+        }
+    }
+}
+
+/// The longest line read (a path of a tree tens of thousands of directories deep, every
+/// byte escaped, fits many times): a longer one is damage, not an entry, and is not held
+/// in memory.
+const MAX_LINE: usize = 16 << 20;
+
+/// A manifest read one line at a time: the header when opened, then each entry in the
+/// order of the file. Memory holds one line, whatever the number of entries.
+pub struct Reader<R> {
+    input: R,
+    version: u32,
+    /// As [`Manifest::snapshot`].
+    pub snapshot: Option<Vec<SnapshotPart>>,
+    /// As [`Manifest::mounts`].
+    pub mounts: Vec<PathBuf>,
+    /// The number of the last line read.
+    line: usize,
+    buf: Vec<u8>,
+    /// `buf` holds an entry line, read while looking for the end of the header.
+    pending: bool,
+}
+
+impl<R: std::io::BufRead> Reader<R> {
+    /// Reads the header (the format line and the `#` lines of format 4).
+    pub fn new(input: R) -> Result<Reader<R>, ManifestError> {
+        let mut reader = Reader {
+            input,
+            version: 0,
+            snapshot: None,
+            mounts: Vec::new(),
+            line: 0,
+            buf: Vec::new(),
+            pending: false,
+        };
+        let first = reader.read_line()?;
+        reader.version = match first {
+            Some(h) if h == HEADER.as_bytes() => 4,
+            Some(h) if h == HEADER_3.as_bytes() => 3,
+            Some(h) if h == HEADER_2.as_bytes() => 2,
+            Some(h) if h == HEADER_1.as_bytes() => 1,
+            _ => {
+                return Err(ManifestError::Invalid(format!(
+                    "line 1: expected {HEADER:?} (or {HEADER_3:?}, {HEADER_2:?}, {HEADER_1:?})"
+                )));
+            }
+        };
+        while reader.read_line()?.is_some() {
+            if reader.version < 4 || reader.buf.first() != Some(&b'#') {
+                reader.pending = true;
+                break;
+            }
+            reader.header_line()?;
+        }
+        Ok(reader)
+    }
+
+    /// The format's number (1 to 4).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The number of the line the last entry (or error) came from.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// The next line, without its newline; `None` at the end. Every line ends with a
+    /// newline (imperm writes them so): a last line without one was cut short, and what
+    /// is left of it may still read as an entry (a symlink's target cut, or a file's line
+    /// cut right after its path), so it is refused.
+    fn read_line(&mut self) -> Result<Option<&[u8]>, ManifestError> {
+        use std::io::{BufRead, Read};
+        self.buf.clear();
+        let n = (&mut self.input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(ManifestError::Io)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+        } else if self.buf.len() > MAX_LINE {
+            return Err(ManifestError::Invalid(format!(
+                "line {}: longer than {} MiB",
+                self.line,
+                MAX_LINE >> 20
+            )));
+        } else {
+            return Err(ManifestError::Invalid(format!(
+                "line {}: cut short (no newline at its end)",
+                self.line
+            )));
+        }
+        Ok(Some(&self.buf))
+    }
+
+    /// One `#` line of the header, in `buf`.
+    fn header_line(&mut self) -> Result<(), ManifestError> {
+        let n = self.line;
+        let why = |w: &str| ManifestError::Invalid(format!("line {n}: {w}"));
+        let line = std::str::from_utf8(&self.buf).map_err(|_| why("not UTF-8"))?;
+        let f: Vec<&str> = line.split('\t').collect();
+        match f[..] {
+            ["#no-snapshot"] if self.snapshot.is_none() => self.snapshot = Some(Vec::new()),
+            ["#snapshot", id, uuid, at] => {
+                let parts: &mut Vec<SnapshotPart> = self.snapshot.get_or_insert_with(Vec::new);
+                let id = Some(id)
+                    .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| why("bad subvolume id"))?;
+                let uuid = match uuid {
+                    "-" => None,
+                    hex => Some(parse_uuid(hex).ok_or_else(|| why("bad uuid"))?),
+                };
+                let at = unescape(at)
+                    .filter(|p| p.is_absolute())
+                    .ok_or_else(|| why("bad snapshot path"))?;
+                parts.push(SnapshotPart { at, id, uuid });
+            }
+            ["#mount", at] => self.mounts.push(
+                unescape(at)
+                    .filter(|p| p.is_absolute())
+                    .ok_or_else(|| why("bad mount path"))?,
+            ),
+            _ => return Err(why("not a manifest header line")),
+        }
+        Ok(())
+    }
+
+    /// The next entry; `None` at the end of the file.
+    pub fn next_entry(&mut self) -> Option<Result<(PathBuf, Meta), ManifestError>> {
+        if !std::mem::take(&mut self.pending) {
+            match self.read_line() {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let n = self.line;
+        // The header comes first (see `render`), and the search reads no further: a
+        // header line among the entries would be read by the walk alone.
+        if self.version >= 4 && self.buf.first() == Some(&b'#') {
+            return Some(Err(ManifestError::Invalid(format!(
+                "line {n}: a header line after the entries"
+            ))));
+        }
+        Some(
+            entry(&self.buf, self.version)
+                .map_err(|why| ManifestError::Invalid(format!("line {n}: {why}"))),
+        )
     }
 }
 
@@ -950,6 +1317,16 @@ fn entry(line: &[u8], version: u32) -> Result<(PathBuf, Meta), String> {
     if !path.is_absolute() {
         return Err(format!(
             "{BAD} (the path {} is not absolute)",
+            crate::paths::quoted(&path)
+        ));
+    }
+    // As a walk makes them: the merge in tree order compares bytes, and a `..` would be
+    // paired with the real path by inode and reported as a rename.
+    if !crate::paths::normalize_given(path.as_os_str())
+        .is_ok_and(|n| n.as_os_str() == path.as_os_str())
+    {
+        return Err(format!(
+            "{BAD} (the path {} is not canonical)",
             crate::paths::quoted(&path)
         ));
     }
@@ -1323,6 +1700,81 @@ mod tests {
         );
     }
 
+    impl Compare<'_> {
+        /// The comparison as it was before the merge, holding both states in memory: the
+        /// oracle the merge must agree with.
+        /// The changes between two whole states. An entry at the same path with the same inode
+        /// on both sides (nearly all of them) is compared there and then; the rest are grouped
+        /// by inode (number and birth time) where both states share a history and have
+        /// stamps, else by path, and paired as [`Compare::changes`] does.
+        fn between_in_memory<'a>(&self, old: &'a Manifest, new: &'a Manifest) -> Vec<Change> {
+            #[derive(Hash, PartialEq, Eq)]
+            enum Key<'a> {
+                Inode(Option<u64>, u64, Option<i128>),
+                Path(&'a OsStr),
+            }
+            let key = |path: &'a Path, meta: &Meta| match (&meta.stamps, self.same_history) {
+                (Some(s), true) => Key::Inode(s.subvol, s.ino, s.btime_ns),
+                _ => Key::Path(path.as_os_str()),
+            };
+            // An inode with several links is compared with all of its paths (see `group`): a
+            // link moved explains its ctime.
+            let linked = |m: &Meta| self.same_history && m.stamps.is_some_and(|s| s.nlink > 1);
+            let same_entry = |then: &Meta, now: &Meta| {
+                (!self.same_history || !then.other_inode(now)) && !linked(then) && !linked(now)
+            };
+            let mut out = Vec::new();
+            let mut rest: HashMap<Key, Group> = HashMap::new();
+            for (path, now) in new.iter() {
+                match old.get(path) {
+                    Some(then) if same_entry(then, now) => {
+                        let mut what = differences(then, now, self.same_history);
+                        if what.is_empty()
+                            && !self.same_history
+                            && self.content_differs(path, then, now)
+                        {
+                            what.push("content");
+                        }
+                        if !what.is_empty() {
+                            out.push(change(
+                                path,
+                                ChangeKind::Changed,
+                                None,
+                                what,
+                                Some(then),
+                                Some(now),
+                            ));
+                        }
+                    }
+                    _ => {
+                        rest.entry(key(path, now))
+                            .or_default()
+                            .new
+                            .push(path.to_path_buf());
+                    }
+                }
+            }
+            for (path, then) in old.iter() {
+                match new.get(path) {
+                    Some(now) if same_entry(then, now) => {}
+                    _ => {
+                        rest.entry(key(path, then))
+                            .or_default()
+                            .old
+                            .push(path.to_path_buf());
+                    }
+                }
+            }
+            for g in rest.into_values() {
+                self.group(g, &mut out);
+            }
+            out.sort_by(|a, b| {
+                crate::paths::tree_order(&a.path, &b.path).then(a.change.cmp(&b.change))
+            });
+            out
+        }
+    }
+
     fn lines(changes: &[Change]) -> Vec<String> {
         changes
             .iter()
@@ -1601,10 +2053,116 @@ mod tests {
     }
 
     fn arbitrary_path() -> impl Strategy<Value = PathBuf> {
-        prop::collection::vec(any::<u8>(), 0..16).prop_map(|mut bytes| {
-            bytes.insert(0, b'/');
-            PathBuf::from(std::ffi::OsString::from_vec(bytes))
-        })
+        prop::collection::vec(any::<u8>(), 0..16)
+            .prop_map(|mut bytes| {
+                bytes.insert(0, b'/');
+                PathBuf::from(std::ffi::OsString::from_vec(bytes))
+            })
+            // As a walk makes them (a manifest refuses others).
+            .prop_filter("a canonical path", |p| {
+                crate::paths::normalize_given(p.as_os_str())
+                    .is_ok_and(|n| n.as_os_str() == p.as_os_str())
+            })
+    }
+
+    /// Two small states that share paths, inodes and links often: paths of one to three
+    /// components from a few names, a few inode numbers, files and directories.
+    fn arbitrary_state() -> impl Strategy<Value = Manifest> {
+        let name = prop::sample::select(vec!["a", "b", "a b", "a.c", "\u{e9}", "\\"]);
+        let path = prop::collection::vec(name, 1..4).prop_map(|names| {
+            let mut p = PathBuf::from("/");
+            for n in names {
+                p.push(n);
+            }
+            p
+        });
+        let meta = (
+            prop::sample::select(vec![EntryKind::Directory, EntryKind::File]),
+            1u64..7,
+            1i128..3,
+            1u64..3,
+            prop::option::of(1u64..3),
+            0u32..2,
+        )
+            .prop_map(|(kind, ino, ctime, nlink, subvol, mode)| {
+                let mut m = stamped(kind, ino, ctime);
+                m.mode = 0o644 + mode;
+                let s = m.stamps.as_mut().unwrap();
+                s.nlink = nlink;
+                s.subvol = subvol;
+                m
+            });
+        prop::collection::vec((path, meta), 0..14).prop_map(Manifest::new)
+    }
+
+    /// A state and what it became: a directory renamed (every path below it carried
+    /// along), entries removed or changed, new ones added.
+    fn arbitrary_change() -> impl Strategy<Value = (Manifest, Manifest)> {
+        (
+            arbitrary_state(),
+            arbitrary_state(),
+            prop::sample::select(vec!["a", "b", "a b", "z"]),
+            prop::sample::select(vec!["a", "b", "z", "a.c"]),
+            prop::collection::vec(0u8..6, 14),
+        )
+            .prop_map(|(old, extra, from, to, ops)| {
+                let mut new = Vec::new();
+                let mut entries: Vec<(&Path, &Meta)> = old.iter().collect();
+                entries.sort_by(|a, b| crate::paths::tree_order(a.0, b.0));
+                for ((path, meta), op) in entries.into_iter().zip(ops.iter().cycle()) {
+                    let mut meta = meta.clone();
+                    let rel = path.strip_prefix("/").unwrap();
+                    let mut comps = rel.components();
+                    let first = comps.next().unwrap().as_os_str();
+                    let path = if first == from {
+                        Path::new("/").join(to).join(comps.as_path())
+                    } else {
+                        path.to_path_buf()
+                    };
+                    match op {
+                        0 => continue,
+                        1 => meta.mode ^= 0o100,
+                        2 => meta.stamps.as_mut().unwrap().ctime_ns += 1,
+                        _ => {}
+                    }
+                    new.push((path, meta));
+                }
+                new.extend(
+                    extra
+                        .iter()
+                        .take(3)
+                        .map(|(p, m)| (p.to_path_buf(), m.clone())),
+                );
+                let mut seen = std::collections::HashSet::new();
+                new.retain(|(p, _)| seen.insert(p.clone()));
+                (old, Manifest::new(new))
+            })
+    }
+
+    proptest! {
+        /// The merge of two sorted streams reports exactly what the comparison of two
+        /// whole states in memory reported.
+        #[test]
+        fn the_merge_agrees_with_the_comparison_in_memory(
+            (old, new) in prop_oneof![
+                (arbitrary_state(), arbitrary_state()),
+                arbitrary_change(),
+            ],
+            same_history in any::<bool>(),
+        ) {
+            let same = |p: &Path| Some(p.as_os_str().len().is_multiple_of(2));
+            let compare = Compare {
+                old: &old,
+                new: &new,
+                same_history,
+                same_content: Some(&same),
+            };
+            let mut merged = lines(&compare.between(&old, &new));
+            let mut in_memory = lines(&compare.between_in_memory(&old, &new));
+            merged.sort();
+            in_memory.sort();
+            prop_assert_eq!(merged, in_memory);
+        }
     }
 
     proptest! {

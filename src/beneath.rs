@@ -123,6 +123,18 @@ impl Tree {
 
     /// The tree's file `abs`, read as the tree sees it; `None` when it does not exist.
     pub fn read(&self, abs: &Path) -> Result<Option<Vec<u8>>, FsError> {
+        let Some(mut file) = self.open_regular(abs)? else {
+            return Ok(None);
+        };
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)
+            .map_err(|e| self.err("read", abs, e))?;
+        Ok(Some(data))
+    }
+
+    /// The tree's regular file `abs`, opened to be read as the tree sees it (see
+    /// [`Tree::read`]); `None` when it does not exist.
+    pub fn open_regular(&self, abs: &Path) -> Result<Option<File>, FsError> {
         let fd = match rustix::fs::openat2(
             &self.fd,
             relative(abs),
@@ -142,11 +154,7 @@ impl Tree {
                 io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
             ));
         }
-        let mut data = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut data)
-            .map_err(|e| self.err("read", abs, e))?;
-        Ok(Some(data))
+        Ok(Some(File::from(fd)))
     }
 
     /// The tree's file `abs` as [`read_regular`] reads it, resolved as the tree sees it (an
@@ -241,6 +249,15 @@ impl Tree {
         }))
     }
 
+    /// The tree's `abs` looked at as the tree sees it (symlinks followed inside the tree;
+    /// a FIFO or device is never opened), `None` when missing or dangling.
+    pub fn stat_resolved(&self, abs: &Path) -> io::Result<Option<rustix::fs::Stat>> {
+        Ok(match self.resolve(abs)? {
+            Some(found) => Some(rustix::fs::fstat(&found.fd)?),
+            None => None,
+        })
+    }
+
     /// What the tree's `abs` is (a final symlink is not followed), `None` when missing.
     pub fn kind(&self, abs: &Path) -> Result<Option<FileType>, FsError> {
         match rustix::fs::openat2(
@@ -332,6 +349,18 @@ impl Tree {
     /// Missing directories are made with mode 0755. A symlink at `abs` itself is replaced,
     /// not followed.
     pub fn write_atomic(&self, abs: &Path, data: &[u8], mode: u32) -> Result<(), FsError> {
+        self.write_atomic_with(abs, mode, |file| file.write_all(data))
+    }
+
+    /// [`Tree::write_atomic`] of what `write` writes, as it goes: a file of any size in
+    /// little memory. A failure (the disk full) leaves the file as it was and no
+    /// temporary file.
+    pub fn write_atomic_with(
+        &self,
+        abs: &Path,
+        mode: u32,
+        write: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<(), FsError> {
         let parent = abs.parent().unwrap_or(Path::new("/"));
         let name = abs.file_name().ok_or_else(|| {
             self.err(
@@ -351,7 +380,7 @@ impl Tree {
         .map_err(|e| self.err("write", &parent.join(&tmp), e))?;
         let written = (|| -> io::Result<()> {
             let mut file = File::from(fd);
-            file.write_all(data)?;
+            write(&mut file)?;
             // The mode asked for, whatever the umask.
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
             file.sync_all()?;

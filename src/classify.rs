@@ -296,18 +296,18 @@ fn classify_known(path: &Path, facts: &Facts, knowledge: &Knowledge) -> Classifi
                 source: Source::Content { what: what.into() },
                 service: known.as_ref().map(|m| m.service.clone()),
                 in_initrd: known.as_ref().is_some_and(|m| m.known.in_initrd),
-                mode: known.and_then(|m| m.known.mode),
+                mode: known.and_then(|m| m.mode_at(path)),
             };
         }
     }
     match knowledge.lookup(path) {
         Some(m) => Classification {
+            mode: m.mode_at(path),
             verdict: m.known.verdict,
             reason: m.known.reason.clone(),
             source: Source::Knowledge,
             service: Some(m.service),
             in_initrd: m.known.in_initrd,
-            mode: m.known.mode,
         },
         None => Classification::new(
             Verdict::Review,
@@ -402,6 +402,17 @@ mod tests {
             .unwrap(),
             "\"tmpfiles: /etc/tmpfiles.d/x.conf:3\""
         );
+    }
+
+    /// A mode the knowledge asks for is the named place's, not what lies below it.
+    #[test]
+    fn a_known_mode_is_for_the_named_path_only() {
+        let k = knowledge::builtin();
+        let mode = |path: &str| classify(Path::new(path), &dir(2), &[], k).mode;
+        assert_eq!(mode("/var/lib/private"), Some("0700".parse().unwrap()));
+        assert_eq!(mode("/var/lib/private/AdGuardHome"), None);
+        assert_eq!(mode("/home/alice/.gnupg"), Some("0700".parse().unwrap()));
+        assert_eq!(mode("/home/alice/.gnupg/private-keys-v1.d"), None);
     }
 
     #[test]

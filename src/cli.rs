@@ -50,13 +50,18 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Host overview: configuration, filesystem, persisted set, snapshots
+    /// Host overview: configuration, filesystem, persisted set, snapshots, readiness
     ///
     /// Shows which configuration was loaded from where (file, Nix JSON, live bind mounts or
     /// the built-in server template), the filesystem type, each persistent storage path and
     /// whether it is a filesystem of its own, the size of the persisted set and the
-    /// retention policy. `--format json` prints the same as one JSON document.
-    Status,
+    /// retention policy, and whether the host is ready for its first ephemeral boot (the
+    /// configuration lints clean, every declared entry on the root is in its storage, the
+    /// storage survives a reset, the reset's layout exists; on an ephemeral host also the
+    /// last reset, snapshots, gc timer, baseline and what `check` finds), each reason with
+    /// its state. `--format json` prints the same as one JSON document. Exit 0 whatever
+    /// the answer: it is in the output.
+    Status(StatusArgs),
 
     /// Unpersisted state since boot, grouped and classified, with suggestions (exit 1 when
     /// something needs persisting)
@@ -144,12 +149,18 @@ pub enum Command {
     #[command(subcommand)]
     Fleet(FleetCommand),
 
-    /// Copy declared state from the live root into persistent storage
-    Migrate {
-        /// Show what would be copied; copy nothing
-        #[arg(long)]
-        dry_run: bool,
-    },
+    /// Copy declared state from the live root into persistent storage (exit 1 when
+    /// something was not migrated)
+    ///
+    /// For every declared entry (or each PATH) that exists on the live root: copies it into
+    /// the persistent storage at the matching place, exactly (contents, owner, group, mode,
+    /// times, xattrs and ACLs, symlinks as symlinks, hard links linked, sparse files
+    /// sparse, FIFOs and device nodes), parents made with the live parents' owner and mode,
+    /// then compares every file's content on both sides (BLAKE3) before the copy takes its
+    /// name. An entry already in the storage and the same is skipped; one that differs is
+    /// refused, or with --force kept aside (NAME.imperm-replaced-TIME). A killed run is
+    /// finished by the next one. Nothing on the live root is changed.
+    Migrate(MigrateArgs),
 
     /// Edit a host's .nix configuration
     #[command(subcommand)]
@@ -288,6 +299,14 @@ pub struct DiscoverArgs {
 }
 
 #[derive(Debug, Args, Default, Clone)]
+pub struct StatusArgs {
+    /// Do not run `check` on an ephemeral host (it walks the root: seconds on a large one);
+    /// its reason is then "not checked"
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+#[derive(Debug, Args, Default, Clone)]
 pub struct DiffArgs {
     /// Compare with this old-root snapshot (a name in the snapshot directory) instead of
     /// the boot baseline
@@ -361,6 +380,22 @@ pub struct FsArgs {
     pub blank_snapshot: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Paths to migrate [default: every declared entry]
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Say what would be copied, skipped or refused, and whether the storage has room;
+    /// change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace a storage copy that differs, keeping it aside
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub fs: FsArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PersistCommand {
     /// Add entries to a host's persistence in a .nix file, keeping everything else as is
@@ -401,6 +436,10 @@ pub struct PersistAddArgs {
     /// Print a unified diff; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Migrate each path into the storage first (as `imperm migrate PATH`), then write the
+    /// entries: nothing is written when a path could not be migrated
+    #[arg(long = "move")]
+    pub move_paths: bool,
     /// Edit a file its owner may not write (keeping its mode), or one with other hard
     /// links (written in place, so that every link sees the change)
     #[arg(long)]

@@ -203,6 +203,15 @@ pub struct Match<'k> {
     pub service: String,
 }
 
+impl Match<'_> {
+    /// The mode the knowledge asks `path` to be persisted with: only for the place the
+    /// entry names itself. What lies below keeps its own (`/var/lib/private` must be 0700;
+    /// a service's directory in it is whatever the service made it).
+    pub fn mode_at(&self, path: &Path) -> Option<Mode> {
+        self.known.mode.filter(|_| self.known.path.matches(path))
+    }
+}
+
 fn mode_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Mode>, D::Error> {
     let raw = String::deserialize(d)?;
     raw.parse().map(Some).map_err(serde::de::Error::custom)

@@ -282,22 +282,6 @@ fn a_root_that_is_not_a_directory_is_exit_2() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_exit_2_and_print_nothing() {
-    let cases: &[&[&str]] = &[&["migrate", "--dry-run"]];
-    for args in cases {
-        let r = run(imperm().args(*args));
-        assert_eq!(r.code, 2, "{args:?}");
-        assert_eq!(r.stdout, "", "{args:?}");
-        assert!(
-            r.stderr.contains("is not built yet"),
-            "{args:?}: {}",
-            r.stderr
-        );
-        assert_eq!(r.stderr.lines().count(), 1);
-    }
-}
-
-#[test]
 fn usage_errors_exit_2() {
     assert_eq!(run(imperm().arg("frobnicate")).code, 2);
     assert_eq!(run(imperm().args(["--format", "yaml", "status"])).code, 2);

@@ -175,6 +175,20 @@ fn assert_complete(label: &str, v: &Value) {
     // declared would be called state a wipe loses; one declared but not mounted would be
     // called kept while every reset wipes it.
     let config = load_toml(toml);
+    // The module evaluated, so every storage passed its assertions: `imperm status` is
+    // told each is on a filesystem the initrd mounts.
+    let storages: Vec<PathBuf> = config
+        .persisted
+        .storages()
+        .into_iter()
+        .map(Path::to_path_buf)
+        .collect();
+    let mut needed = config.needed_for_boot.clone().unwrap_or_default();
+    needed.sort();
+    assert_eq!(
+        needed, storages,
+        "{label}: [module] needed_for_boot\n{toml}"
+    );
     let mut mounted: Vec<(String, String)> = v["mounted"]
         .as_array()
         .unwrap()

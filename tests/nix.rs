@@ -736,6 +736,38 @@ fn the_root_and_the_storage_are_checked_against_file_systems() {
     assert!(storage("/boundroot")[0].contains("lies on the root filesystem"));
 }
 
+/// config.toml carries what only the evaluation knows, the storages on a filesystem the
+/// initrd mounts, for `imperm status`: the storages `storageProblems` passes, and no
+/// `[module]` at all when nothing says.
+#[test]
+fn storages_needed_for_boot_are_written_for_status() {
+    if !common::nix_available("storages_needed_for_boot_are_written_for_status") {
+        return;
+    }
+    let needed = eval(
+        r#"(import ./nix/lib.nix).neededForBootStorages { storages = [ "/persist" "/state" "/data/p" "/nix/persist" "/inroot" ]; rootSubvolume = "@root"; filesystems = [
+          { mountPoint = "/"; device = "/dev/a"; options = [ "subvol=@root" ]; }
+          { mountPoint = "/persist"; neededForBoot = true; }
+          { mountPoint = "/data"; }
+          { mountPoint = "/nix"; }
+          { mountPoint = "/inroot"; device = "/dev/a"; options = [ "subvol=@root/p" ]; neededForBoot = true; }
+        ]; }"#,
+    );
+    assert_eq!(needed, serde_json::json!(["/persist", "/nix/persist"]));
+    let toml = eval(
+        r#"(import ./nix/lib.nix).configToml { storage = "/persist"; directories = [ "/var/lib/x" ]; neededForBoot = [ "/persist" ]; }"#,
+    );
+    let (_dir, config) = load(toml.as_str().unwrap());
+    assert_eq!(
+        config.needed_for_boot,
+        Some(vec![PathBuf::from("/persist")])
+    );
+    let toml = eval(r#"(import ./nix/lib.nix).configToml { storage = "/persist"; }"#);
+    assert!(!toml.as_str().unwrap().contains("[module]"), "{toml}");
+    let (_dir, config) = load(toml.as_str().unwrap());
+    assert_eq!(config.needed_for_boot, None);
+}
+
 /// preservation's preserveAt, after its own processing, as config.toml's storages.
 #[test]
 fn preservation_storages_become_system_entries() {

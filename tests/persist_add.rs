@@ -608,8 +608,7 @@ fn a_locked_file_is_refused() {
     let case = case("01-dotted-list");
     let dir = TempDir::new().unwrap();
     let file = copy_of(&case.join("input.nix"), &dir);
-    let held = fs::File::open(&file).unwrap();
-    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let held = common::HeldLock::new(&file);
     let out = run(&args_of(&case), &file, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another imperm is editing it"));

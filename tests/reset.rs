@@ -5,7 +5,6 @@
 mod common;
 
 use std::fs;
-use std::os::fd::AsFd;
 use std::process::{Command, Output};
 
 use common::{LoopBtrfs, btrfs};
@@ -458,12 +457,7 @@ fn a_held_lock_is_a_refusal_not_a_wait() {
     };
     populate(&fs);
     let before = (fs.subvolumes(), fs.tree(""));
-    let top = fs::File::open(fs.top()).unwrap();
-    rustix::fs::flock(
-        top.as_fd(),
-        rustix::fs::FlockOperation::NonBlockingLockExclusive,
-    )
-    .unwrap();
+    let top = common::HeldLock::new(fs.top());
     let out = reset(&fs, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(

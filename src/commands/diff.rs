@@ -14,19 +14,23 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use rustix::fs::{AtFlags, OFlags, ResolveFlags};
 
 use serde::Serialize;
 
 use super::discover::{self, write_suggestions};
-use crate::baseline::{self, Change, ChangeKind, Compare, Group, Manifest, Meta, Side};
+use crate::baseline::{
+    self, Change, ChangeKind, Compare, Group, Manifest, ManifestError, Merge, Meta, Reader, Side,
+};
 use crate::beneath;
 use crate::classify::{EntryKind, Facts};
 use crate::cli::{DiffArgs, GlobalArgs};
 use crate::config::{Config, FilesystemConfig, FsType};
 use crate::discover::declared::Declarations;
-use crate::discover::scan::{self, Unit, Xattrs};
+use crate::discover::ordered::Ordered;
+use crate::discover::scan::{self, Unit};
 use crate::discover::suggest::{self, Suggestion};
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
@@ -77,22 +81,13 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
                 }
                 _ => Err(None),
             };
-            let manifest = match (&search, header) {
-                (Ok(_), header) => header,
-                (Err(_), Some(_)) => discover::load_manifest(&config.root)?.map(|(_, m)| m),
-                (Err(_), None) => None,
-            };
-            let manifest = manifest.ok_or_else(|| {
-                Error::Usage(format!(
-                    "no baseline in {}: run `imperm baseline` right after boot (the NixOS module does), or pass --against SNAP",
-                    escape(&under_root(&config.root, Path::new(baseline::MANIFEST)))
-                ))
-            })?;
+            // The walk reads the entries as it goes, merged with the walk in tree order.
+            let manifest = header.ok_or_else(|| no_baseline(&config))?;
             let (method, raw) = match search {
                 Ok(changes) => (GENERATION, changes),
                 Err(why) => {
                     notes.extend(why);
-                    ("walk", walk_diff(&config, &manifest)?)
+                    ("walk", walk_diff(&config)?)
                 }
             };
             (
@@ -873,19 +868,32 @@ fn against(
     // (NixOS copies files out of the store with their mtime of 1, and a restore keeps
     // times): the cost is bounded by what the fresh root holds with the old size and
     // mtime, which a boot makes little of.
+    // Both trees are walked in tree order, the old one in a thread of its own, and merged.
     let old_dir = top.join(&rel);
-    let old = discover::record(config, &old_dir, Xattrs::Every)?;
-    let now = discover::record(config, &config.root, Xattrs::Every)?;
+    let old_walk = Ordered::new(&old_dir, &config.persisted, knowledge::builtin())?;
+    let now_walk = Ordered::new(&config.root, &config.persisted, knowledge::builtin())?;
     let old_tree = beneath::Tree::open(&old_dir)?;
     let now_tree = beneath::Tree::open(&config.root)?;
     let same = |path: &Path| same_content(&old_tree, &now_tree, path);
-    let compare = Compare {
-        old: &old,
-        new: &now,
+    let compared = walked(config);
+    let merge = Merge {
         same_history: false,
         same_content: Some(&same),
+        compared: &compared,
     };
-    Ok(("walk", compare.between(&old, &now)))
+    let changes = std::thread::scope(|s| {
+        let _progress = Progress::start(vec![old_walk.read.clone(), now_walk.read.clone()]);
+        let old = batched(
+            s,
+            old_walk.map(|(path, e)| {
+                let meta = e.complete(&path, None);
+                Ok::<_, std::convert::Infallible>((path, meta))
+            }),
+        );
+        merge.run(old, now_walk.map(Ok), |path, e, _| e.complete(path, None))
+    });
+    let Ok(changes) = changes;
+    Ok(("walk", changes))
 }
 
 /// Whether a file holds the same bytes in two trees; `None` when either cannot be read.
@@ -920,18 +928,234 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Compares the root now with the baseline manifest `old`. Renames are paired and ctime
-/// counts when the manifest has inode numbers and times (format 2).
-fn walk_diff(config: &Config, old: &Manifest) -> Result<Vec<Change>, Error> {
+fn no_baseline(config: &Config) -> Error {
+    Error::Usage(format!(
+        "no baseline in {}: run `imperm baseline` right after boot (the NixOS module does), or pass --against SNAP",
+        escape(&under_root(&config.root, Path::new(baseline::MANIFEST)))
+    ))
+}
+
+/// Why a merge with the manifest stopped before its end.
+enum Stop {
+    /// The manifest is damaged (or could not be read).
+    Manifest(ManifestError),
+    /// An entry comes before the one above it in the file: not in tree order (a manifest
+    /// written by hand), so not mergeable as it is read.
+    OutOfOrder,
+    /// An entry without inode number or times, in a manifest taken to have them all.
+    NoStamps,
+}
+
+/// The manifest's entries as read, checked to be in strict tree order (and, with
+/// `stamps`, to have inode numbers and times).
+struct Checked<R> {
+    reader: Reader<R>,
+    stamps: bool,
+    previous: Vec<u8>,
+    first: bool,
+}
+
+impl<R: std::io::BufRead> Iterator for Checked<R> {
+    type Item = Result<(PathBuf, Meta), Stop>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (path, meta) = match self.reader.next_entry()? {
+            Ok(entry) => entry,
+            Err(e) => return Some(Err(Stop::Manifest(e))),
+        };
+        if !std::mem::take(&mut self.first) {
+            let previous = Path::new(std::ffi::OsStr::from_bytes(&self.previous));
+            match crate::paths::tree_order(previous, &path) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    return Some(Err(Stop::Manifest(ManifestError::Invalid(format!(
+                        "line {}: {} is listed twice",
+                        self.reader.line(),
+                        escape(&path)
+                    )))));
+                }
+                std::cmp::Ordering::Greater => return Some(Err(Stop::OutOfOrder)),
+            }
+        }
+        if self.stamps && meta.stamps.is_none() {
+            return Some(Err(Stop::NoStamps));
+        }
+        self.previous.clear();
+        self.previous.extend_from_slice(path.as_os_str().as_bytes());
+        Some(Ok((path, meta)))
+    }
+}
+
+/// Entries made by `items` in a thread of `scope`, handed over in batches through a
+/// bounded channel: both sides of a merge are read at once, in bounded memory. A batch is
+/// at most 1,024 entries or 256 KiB of paths (a tree thousands of directories deep has
+/// paths of tens of kilobytes).
+fn batched<'s, E: Send + 's>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    items: impl Iterator<Item = Result<(PathBuf, Meta), E>> + Send + 's,
+) -> Batches<E> {
+    const BATCH: usize = 1024;
+    const BATCH_BYTES: usize = 256 << 10;
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    scope.spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut bytes = 0;
+        for item in items {
+            match item {
+                Ok(entry) => {
+                    bytes += entry.0.as_os_str().len();
+                    batch.push(entry);
+                    if batch.len() == BATCH || bytes >= BATCH_BYTES {
+                        bytes = 0;
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        // The other end stopped (an error, or done): so does this one.
+                        if tx.send(Ok(full)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Ok(batch));
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Ok(batch));
+    });
+    Batches {
+        rx,
+        current: Vec::new().into_iter(),
+    }
+}
+
+/// The receiving end of [`batched`].
+struct Batches<E> {
+    rx: std::sync::mpsc::Receiver<Result<Vec<(PathBuf, Meta)>, E>>,
+    current: std::vec::IntoIter<(PathBuf, Meta)>,
+}
+
+impl<E> Iterator for Batches<E> {
+    type Item = Result<(PathBuf, Meta), E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.current.next() {
+                return Some(Ok(entry));
+            }
+            match self.rx.recv() {
+                Ok(Ok(batch)) => self.current = batch.into_iter(),
+                Ok(Err(e)) => return Some(Err(e)),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// A progress line on a terminal while walks run (see `scan::progress`: after a second,
+/// the entries read so far), ended when dropped.
+pub(crate) struct Progress {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub(crate) fn start(counters: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>>) -> Progress {
+        use std::io::IsTerminal;
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let thread = io::stderr().is_terminal().then(|| {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let total = AtomicU64::new(0);
+                std::thread::scope(|s| {
+                    s.spawn(|| scan::progress(&total, &done));
+                    while !done.load(Ordering::Relaxed) {
+                        let sum = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                        total.store(sum, Ordering::Relaxed);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                });
+            })
+        });
+        Progress { done, thread }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Compares the root now with the baseline manifest: the manifest is read as the walk
+/// goes, in a thread of its own, both in tree order, and merged (see [`Merge`]), so that
+/// neither is held in memory. Renames are paired and ctime counts when the manifest has
+/// inode numbers and times (format 2). A manifest not in tree order (imperm writes them
+/// so; one edited by hand may not be) is read whole and sorted in memory instead.
+fn walk_diff(config: &Config) -> Result<Vec<Change>, Error> {
+    let tree = beneath::Tree::open(&config.root)?;
+    let abs = Path::new(baseline::MANIFEST);
+    let file = tree.on_disk(abs);
+    let bad = |e: ManifestError| match e {
+        ManifestError::Io(e) => Error::from(FsError::new("read", &file, e)),
+        e => Error::Usage(format!("{}: {e}", escape(&file))),
+    };
+    let compared = walked(config);
+    let mut same_history = None;
+    loop {
+        let input = tree.open_regular(abs)?.ok_or_else(|| no_baseline(config))?;
+        let reader = Reader::new(io::BufReader::with_capacity(1 << 20, input)).map_err(bad)?;
+        let stamps = *same_history.get_or_insert(reader.version() >= 2);
+        let walk = Ordered::new(&config.root, &config.persisted, knowledge::builtin())?;
+        let old = Checked {
+            reader,
+            stamps,
+            previous: Vec::new(),
+            first: true,
+        };
+        let merge = Merge {
+            same_history: stamps,
+            same_content: None,
+            compared: &compared,
+        };
+        let merged = std::thread::scope(|s| {
+            let _progress = Progress::start(vec![walk.read.clone()]);
+            // Link targets and extended attributes are the manifest's where its entry is
+            // the same inode with the same ctime.
+            merge.run(batched(s, old), walk.map(Ok), |p, e, old| {
+                e.complete(p, old)
+            })
+        });
+        match merged {
+            Ok(changes) => return Ok(changes),
+            Err(Stop::Manifest(e)) => return Err(bad(e)),
+            Err(Stop::NoStamps) => same_history = Some(false),
+            Err(Stop::OutOfOrder) => break,
+        }
+    }
+    let (_, old) = discover::load_manifest(&config.root)?.ok_or_else(|| no_baseline(config))?;
     let same_history = old.has_stamps();
-    let now = discover::record(config, &config.root, Xattrs::ChangedSince(old))?;
-    let compare = Compare {
-        old,
-        new: &now,
+    let mut entries: Vec<(PathBuf, Meta)> = old
+        .iter()
+        .map(|(p, m)| (p.to_path_buf(), m.clone()))
+        .collect();
+    drop(old);
+    entries.sort_unstable_by(|a, b| crate::paths::tree_order(&a.0, &b.0));
+    let walk = Ordered::new(&config.root, &config.persisted, knowledge::builtin())?;
+    let merge = Merge {
         same_history,
         same_content: None,
+        compared: &compared,
     };
-    Ok(compare.between(old, &now))
+    let ok = |entry| Ok::<_, std::convert::Infallible>(entry);
+    let Ok(changes) = merge.run(entries.into_iter().map(ok), walk.map(Ok), |p, e, old| {
+        e.complete(p, old)
+    });
+    Ok(changes)
 }
 
 /// Drops changes in persisted paths, in the paths never walked, and in the ignore globs.

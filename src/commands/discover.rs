@@ -12,9 +12,10 @@ use crate::classify::Source;
 use crate::cli::{DiscoverArgs, FsArgs, GlobalArgs};
 use crate::config::Config;
 use crate::discover::declared::Declarations;
+use crate::discover::ordered::Ordered;
 use crate::discover::scan::{self, Skipped};
 use crate::discover::suggest::{self, Context, Suggestion};
-use crate::error::Error;
+use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
 use crate::filesystem::backend;
 use crate::filesystem::toplevel::TopLevel;
@@ -73,9 +74,20 @@ pub fn load_manifest(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> 
     read_manifest(root, Manifest::parse)
 }
 
-/// [`load_manifest`]'s header alone (no entries): see [`Manifest::parse_header`].
+/// [`load_manifest`]'s header alone (no entries): see [`Manifest::parse_header`]. Only
+/// the header is read (a manifest of a million entries is over 100 MB).
 pub fn load_manifest_header(root: &Path) -> Result<Option<(PathBuf, Manifest)>, Error> {
-    read_manifest(root, Manifest::parse_header)
+    let tree = beneath::Tree::open(root)?;
+    let abs = Path::new(baseline::MANIFEST);
+    let file = tree.on_disk(abs);
+    let Some(input) = tree.open_regular(abs)? else {
+        return Ok(None);
+    };
+    match Manifest::read_header(io::BufReader::new(input)) {
+        Ok(m) => Ok(Some((file, m))),
+        Err(baseline::ManifestError::Io(e)) => Err(FsError::new("read", &file, e).into()),
+        Err(e) => Err(Error::Usage(format!("{}: {e}", escape(&file)))),
+    }
 }
 
 fn read_manifest(
@@ -186,6 +198,25 @@ fn run(
     command: &'static str,
 ) -> Result<ExitStatus, Error> {
     let config = super::load_config(global)?;
+    let report = discover(&config, command, args.style, true)?;
+    output::emit(&report, global.format, global.color)?;
+    // What could not be read may hold state: the answer is not a clean one.
+    Ok(if report.has_persist() || !report.errors.is_empty() {
+        ExitStatus::Findings
+    } else {
+        ExitStatus::Clean
+    })
+}
+
+/// What `check` (or `audit`) finds on the host `config` describes, without printing it:
+/// the one code path both commands and `status` take. `progress` shows a progress line on
+/// a terminal.
+pub fn discover(
+    config: &Config,
+    command: &'static str,
+    style: Style,
+    progress: bool,
+) -> Result<DiscoveryReport, Error> {
     let since = if command == "check" {
         load_manifest(&config.root)?
     } else {
@@ -200,7 +231,7 @@ fn run(
         knowledge: knowledge::builtin(),
         ignore: ignore.as_ref(),
         since: since.as_ref().map(|(_, m)| m),
-        progress: true,
+        progress,
         declared: &declared,
     };
     let found = scan::scan(&request)?;
@@ -211,11 +242,11 @@ fn run(
         found.units,
         &Context {
             declared: &declared,
-            ..context(&config)
+            ..context(config)
         },
     );
     crate::discover::owners::fill(&config.root, &mut suggestions);
-    let report = DiscoveryReport {
+    Ok(DiscoveryReport {
         command,
         root: config.root.clone(),
         baseline: since.map(|(file, _)| file),
@@ -227,15 +258,8 @@ fn run(
         skipped: found.skipped,
         subvolumes: found.subvolumes,
         errors: found.errors,
-        storage: storage(&config),
-        style: args.style,
-    };
-    output::emit(&report, global.format, global.color)?;
-    // What could not be read may hold state: the answer is not a clean one.
-    Ok(if report.has_persist() || !report.errors.is_empty() {
-        ExitStatus::Findings
-    } else {
-        ExitStatus::Clean
+        storage: storage(config),
+        style,
     })
 }
 
@@ -401,18 +425,15 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
     // `diff` pairs the two only when they match, so a run cut short at any point, or one
     // refused the snapshot, leaves an old `.baseline` that is not used with a new
     // manifest, nor a new one with the old manifest.
-    let (snapshot, snapshot_note, parts) = match baseline_snapshot(&config, args) {
-        Ok((path, parts)) => (Some(path), None, parts),
-        Err(note) => (None, Some(note), Vec::new()),
+    let (snapshot, snapshot_note, parts, links) = match baseline_snapshot(&config, args) {
+        Ok((path, parts, root)) => (Some(path), None, parts, root),
+        Err(note) => (None, Some(note), Vec::new(), None),
     };
     crate::snapshots::reset::failpoint("baseline-snapshot-taken", &mut |line| eprintln!("{line}"));
-    let mut manifest = record(&config, &config.root, scan::Xattrs::Every)?;
-    manifest.snapshot = Some(parts);
-    manifest.mounts = mounts;
-    let file = write_manifest(&config.root, &manifest)?;
+    let (file, entries) = write_manifest(&config, &parts, &mounts, links)?;
     let report = BaselineReport {
         manifest: file,
-        entries: manifest.len(),
+        entries,
         snapshot,
         snapshot_note,
     };
@@ -420,30 +441,40 @@ pub fn baseline(global: &GlobalArgs, args: &FsArgs) -> Result<ExitStatus, Error>
     Ok(ExitStatus::Clean)
 }
 
-/// Every entry of the tree at `root` outside persisted paths, as a manifest.
-pub fn record(config: &Config, root: &Path, xattrs: scan::Xattrs) -> Result<Manifest, Error> {
-    let request = scan::Request {
-        root,
-        persisted: &config.persisted,
-        knowledge: knowledge::builtin(),
-        ignore: None,
-        since: None,
-        progress: true,
-        declared: Declarations::none(),
-    };
-    let (entries, _) = scan::record(&request, xattrs)?;
-    Ok(Manifest::new(entries))
-}
-
-/// Writes the manifest beneath the root with no symlink on the way (a `run` planted as a
-/// symlink is refused, not written through), atomically. Readable by root only: it names
-/// every file, also those in directories other users cannot list.
-fn write_manifest(root: &Path, manifest: &Manifest) -> Result<PathBuf, Error> {
-    let tree = beneath::Tree::open(root)?;
+/// Writes the manifest beneath the root as the root is walked, in tree order (what `diff`
+/// merges against), so that memory does not grow with the tree: with no symlink on the way
+/// (a `run` planted as a symlink is refused, not written through), atomically (the disk
+/// full half-way leaves the last manifest as it was, and no temporary file). Readable by
+/// root only: it names every file, also those in directories other users cannot list.
+/// Symlink targets are read from the snapshot just taken (`links`, its root), where there
+/// is one: reading them in the live tree would write their access times under `relatime`,
+/// after the snapshot, and the generation search would read every fresh link again.
+/// Gives the manifest's path and its number of entries.
+fn write_manifest(
+    config: &Config,
+    snapshot: &[baseline::SnapshotPart],
+    mounts: &[PathBuf],
+    links: Option<std::os::fd::OwnedFd>,
+) -> Result<(PathBuf, usize), Error> {
+    let tree = beneath::Tree::open(&config.root)?;
     let abs = Path::new(baseline::MANIFEST);
     remove_dead_temporaries(&tree, abs);
-    tree.write_atomic(abs, &manifest.render(), 0o600)?;
-    Ok(tree.on_disk(abs))
+    let mut walk = Ordered::new(&config.root, &config.persisted, knowledge::builtin())?;
+    if let Some(snapshot) = links {
+        walk = walk.links_from(snapshot);
+    }
+    let _progress = super::diff::Progress::start(vec![walk.read.clone()]);
+    let mut entries = 0;
+    tree.write_atomic_with(abs, 0o600, |file| {
+        let out = io::BufWriter::with_capacity(1 << 20, file);
+        let mut out = baseline::Writer::new(out, snapshot, mounts)?;
+        for (path, entry) in walk {
+            out.entry(&path, &entry.complete(&path, None))?;
+            entries += 1;
+        }
+        out.into_inner().flush()
+    })?;
+    Ok((tree.on_disk(abs), entries))
 }
 
 /// Removes the temporary files (`.NAME.PID.NANOS.tmp`) that runs killed while writing
@@ -508,10 +539,18 @@ fn remove_dead_temporaries(tree: &beneath::Tree, abs: &Path) {
 /// subvolume (a mounted snapshot, another subvolume) gets no snapshot, and the running
 /// system's `.baseline` is left as it was: a snapshot of the root subvolume would not be
 /// of that tree.
+/// Gives its path, its parts and its root directory, opened (where it can be).
 fn baseline_snapshot(
     config: &Config,
     args: &FsArgs,
-) -> Result<(PathBuf, Vec<baseline::SnapshotPart>), String> {
+) -> Result<
+    (
+        PathBuf,
+        Vec<baseline::SnapshotPart>,
+        Option<std::os::fd::OwnedFd>,
+    ),
+    String,
+> {
     let fs = super::filesystem(config, args).map_err(|e| e.to_string())?;
     let backend = backend::for_type(fs.fs_type);
     if !backend.has_subvolumes() {
@@ -561,7 +600,8 @@ fn baseline_snapshot(
     .map_err(|e| e.to_string())?;
     let parts =
         super::diff::snapshot_parts(backend.as_ref(), &top, &snap).map_err(|e| e.to_string())?;
-    Ok((snap, parts))
+    let root = top.open_dir(&snap).ok();
+    Ok((snap, parts, root))
 }
 
 impl Report for BaselineReport {

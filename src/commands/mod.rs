@@ -7,6 +7,7 @@ mod fleet;
 mod generate;
 mod journal;
 mod lint;
+mod migrate;
 mod persist;
 mod reset;
 mod restore;
@@ -39,7 +40,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, Error> {
 fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
     let global = &cli.global;
     match &cli.command {
-        Command::Status => status::run(global),
+        Command::Status(args) => status::run(global, args),
         Command::Lint => lint::run(global),
         Command::Check(args) => discover::check(global, args),
         Command::Audit(args) => discover::audit(global, args),
@@ -57,33 +58,8 @@ fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
         }
         Command::Completions { shell } => generate::completions(*shell),
         Command::Man { dir } => generate::man(dir.as_deref()),
-        other => Err(not_built(other)),
+        Command::Migrate(args) => migrate::run(global, args),
     }
-}
-
-/// Commands later issues fill in say so and change nothing.
-fn not_built(command: &Command) -> Error {
-    let (command, plan) = match command {
-        Command::Migrate { .. } => ("migrate", "not yet planned in an issue"),
-        Command::Status
-        | Command::Lint
-        | Command::Check(_)
-        | Command::Audit(_)
-        | Command::Baseline(_)
-        | Command::Diff(_)
-        | Command::Journal(_)
-        | Command::Restore(_)
-        | Command::Stray(_)
-        | Command::Fleet(_)
-        | Command::Persist(_)
-        | Command::Reset(_)
-        | Command::Snapshots(_)
-        | Command::Ls(_)
-        | Command::Gc(_)
-        | Command::Completions { .. }
-        | Command::Man { .. } => unreachable!("built commands are dispatched in run"),
-    };
-    Error::NotBuilt { command, plan }
 }
 
 /// Loads the configuration the global options name, printing its warnings to stderr.

@@ -43,6 +43,9 @@ struct AddReport {
     snippet: Option<String>,
     /// Things said about how the file was written (hard links).
     notes: Vec<String>,
+    /// With --move: the migration of the paths, made before the entries were written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migrate: Option<crate::rollout::migrate::MigrateReport>,
 }
 
 /// The file as opened and checked, before it is read.
@@ -71,7 +74,13 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
         refused: None,
         snippet: None,
         notes: Vec::new(),
+        migrate: None,
     };
+    if args.move_paths && args.user.is_some() {
+        return Err(Error::Usage(
+            "--move takes absolute paths: give them without --user; nothing changed".into(),
+        ));
+    }
     match outcome {
         Outcome::Refused {
             reason,
@@ -103,6 +112,11 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
             storage,
             notes,
         } => {
+            if args.move_paths && !moved(global, args, &storage, &mut report)? {
+                report.present = present;
+                output::emit(&report, global.format, global.color)?;
+                return Ok(ExitStatus::Findings);
+            }
             report.present = present;
             report.storage = Some(storage);
             report.notes = notes;
@@ -114,6 +128,13 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
             storage,
             notes,
         } => {
+            // The data first, then the entry that bind-mounts it: an entry written for
+            // a path not migrated would hide the live data under an empty mount.
+            if args.move_paths && !moved(global, args, &storage, &mut report)? {
+                report.present = present;
+                output::emit(&report, global.format, global.color)?;
+                return Ok(ExitStatus::Findings);
+            }
             report.added = added;
             report.present = present;
             report.storage = Some(storage);
@@ -145,6 +166,21 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
 }
 
 /// The request, from the command line, or a one-line refusal.
+/// `--move`: migrates the paths into `storage` (a dry run with `--dry-run`); whether every
+/// one is there now (or, in a dry run, would be).
+fn moved(
+    global: &GlobalArgs,
+    args: &PersistAddArgs,
+    storage: &str,
+    report: &mut AddReport,
+) -> Result<bool, Error> {
+    let migrated =
+        super::migrate::move_paths(global, &args.paths, Path::new(storage), args.dry_run)?;
+    let complete = !migrated.incomplete();
+    report.migrate = Some(migrated);
+    Ok(complete)
+}
+
 fn request(args: &PersistAddArgs) -> Result<Request, Error> {
     let storage = match &args.storage {
         Some(given) => Some(
@@ -501,6 +537,18 @@ impl Report for AddReport {
     const COMMAND: &'static str = "persist add";
 
     fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
+        if let Some(migrated) = &self.migrate {
+            migrated.human(out, s)?;
+            if migrated.incomplete() {
+                return writeln!(
+                    out,
+                    "{}not migrated: {} is unchanged{:#}",
+                    s.problem,
+                    escape(&self.file),
+                    s.problem
+                );
+            }
+        }
         if let Some(diff) = &self.diff {
             out.write_all(diff.as_bytes())?;
             return writeln!(

@@ -185,7 +185,7 @@ pub fn run(global: &GlobalArgs, args: &StrayArgs) -> Result<ExitStatus, Error> {
         let shown = under_root(root, storage);
         let fd = stray::open_storage(root_fd.as_fd(), storage, &shown)?;
         if let (Some(fd), true) = (&fd, args.quarantine || restore.is_some()) {
-            stray::lock(fd, &shown)?;
+            crate::rollout::lock_storage(fd, &shown)?;
         }
         opened.push((*storage, shown, fd));
     }

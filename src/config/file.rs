@@ -29,6 +29,16 @@ struct RawConfig {
     check: Option<RawCheck>,
     #[serde(default)]
     early_read: Vec<RawEarlyRead>,
+    module: Option<RawModule>,
+}
+
+/// `[module]`: what the NixOS module established at evaluation and a running host cannot
+/// see (which filesystems the initrd mounts).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    #[serde(default)]
+    needed_for_boot: Vec<Spanned<String>>,
 }
 
 /// `[[early_read]]`: a path something reads before stage 2's bind mounts exist.
@@ -165,6 +175,9 @@ pub struct FileConfig {
     pub retention: Option<Policy>,
     pub check: CheckConfig,
     pub early_reads: Vec<EarlyRead>,
+    /// `[module] needed_for_boot`: the storages the module found on a filesystem mounted
+    /// in the initrd; `None` without a `[module]` table (a file the module did not write).
+    pub needed_for_boot: Option<Vec<PathBuf>>,
 }
 
 /// Parses and validates a configuration file's text. `file` names it in errors.
@@ -192,12 +205,31 @@ pub fn parse(file: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         .enumerate()
         .map(|(i, r)| cx.early_read(i, r))
         .collect::<Result<_, _>>()?;
+    let needed_for_boot = raw
+        .module
+        .map(|m| {
+            m.needed_for_boot
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    normalize_absolute(raw.as_ref()).map_err(|p| {
+                        cx.error(
+                            format!("module.needed_for_boot[{i}]"),
+                            raw,
+                            format!("{} {p}", shown(raw.as_ref())),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
     Ok(FileConfig {
         filesystem,
         persistence,
         retention,
         check,
         early_reads,
+        needed_for_boot,
     })
 }
 
@@ -634,6 +666,30 @@ timezone = "Europe/Berlin"
 [check]
 ignore = ["/var/lib/foo/**", "**/*.tmp"]
 "#;
+
+    #[test]
+    fn the_modules_needed_for_boot_loads_and_a_bad_one_names_its_key() {
+        let cfg = parse(
+            Path::new("c.toml"),
+            "[module]\nneeded_for_boot = [\"/persist/\", \"/nix/persist\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.needed_for_boot,
+            Some(vec![
+                PathBuf::from("/persist"),
+                PathBuf::from("/nix/persist")
+            ])
+        );
+        assert_eq!(
+            parse(Path::new("c.toml"), "").unwrap().needed_for_boot,
+            None
+        );
+        let err = parse_err("[module]\nneeded_for_boot = [\"persist\"]\n");
+        assert!(err.contains("module.needed_for_boot[0]"), "{err}");
+        let err = parse_err("[module]\nneeded = []\n");
+        assert!(err.contains("unknown field `needed`"), "{err}");
+    }
 
     #[test]
     fn early_reads_load_and_a_bad_one_names_its_key() {

@@ -357,6 +357,9 @@ pub struct Config {
     pub check: CheckConfig,
     /// `[[early_read]]`.
     pub early_reads: Vec<EarlyRead>,
+    /// `[module] needed_for_boot`: the storages the NixOS module found on a filesystem
+    /// mounted in the initrd, when the file says (see `status`).
+    pub needed_for_boot: Option<Vec<PathBuf>>,
     /// The live mount table, when the tree has one.
     pub mount_table: Option<MountTable>,
     /// Non-fatal remarks for stderr (unknown attributes in Nix JSON).
@@ -441,6 +444,7 @@ impl Config {
             retention: file_config.retention.unwrap_or_default(),
             check: file_config.check,
             early_reads: file_config.early_reads,
+            needed_for_boot: file_config.needed_for_boot,
             mount_table,
             warnings,
         })

@@ -6,6 +6,7 @@ pub mod content;
 pub mod declared;
 pub mod journal;
 pub mod lint;
+pub mod ordered;
 pub mod owners;
 pub mod scan;
 pub mod suggest;

@@ -199,7 +199,7 @@ pub fn record(
 }
 
 /// A spinner after one second of walking, updated ten times a second.
-fn progress(entries: &AtomicU64, done: &AtomicBool) {
+pub(crate) fn progress(entries: &AtomicU64, done: &AtomicBool) {
     let started = Instant::now();
     let mut bar: Option<indicatif::ProgressBar> = None;
     while !done.load(Ordering::Relaxed) {
@@ -252,12 +252,24 @@ fn raise_fd_limit() {
     }
 }
 
-fn dev_of(st: &Statx) -> u64 {
+pub(crate) fn dev_of(st: &Statx) -> u64 {
     rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor)
 }
 
-fn mnt_of(st: &Statx) -> Option<u64> {
+pub(crate) fn mnt_of(st: &Statx) -> Option<u64> {
     (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
+}
+
+/// Why an entry (by its statx) is not the root's to walk, given the root's device and
+/// mount id: see `Walker::foreign`.
+pub(crate) fn foreign(root_dev: u64, root_mnt: Option<u64>, st: &Statx) -> Option<&'static str> {
+    let other_dev = dev_of(st) != root_dev;
+    match (root_mnt, mnt_of(st)) {
+        (Some(root), Some(mine)) if root == mine => None,
+        (Some(_), Some(_)) if !other_dev => Some("another mount"),
+        _ if other_dev => Some("another filesystem or subvolume"),
+        _ => None,
+    }
 }
 
 /// FNV-1a, 64 bits: a digest that stays the same across builds and versions.
@@ -458,13 +470,7 @@ impl<'a> Walker<'a> {
     /// root's mount: a reset deletes it with the root, so it is walked. Without mount ids
     /// (Linux before 5.8) another device number is all there is to go by.
     fn foreign(&self, st: &Statx) -> Option<&'static str> {
-        let other_dev = dev_of(st) != self.root_dev;
-        match (self.root_mnt, mnt_of(st)) {
-            (Some(root), Some(mine)) if root == mine => None,
-            (Some(_), Some(_)) if !other_dev => Some("another mount"),
-            _ if other_dev => Some("another filesystem or subvolume"),
-            _ => None,
-        }
+        foreign(self.root_dev, self.root_mnt, st)
     }
 
     /// Whether `dir` is not one unit but holds several.
@@ -856,7 +862,7 @@ impl<'a> Walker<'a> {
 /// right after taking its snapshot, and the generation search would then find every
 /// directory of the root changed since (1,000,000 files: 46 s instead of a quarter
 /// second); and an audit should not change what it looks at.
-fn open_dir(
+pub(crate) fn open_dir(
     parent: impl rustix::fd::AsFd,
     name: &OsStr,
     extra: OFlags,

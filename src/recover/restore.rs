@@ -104,7 +104,7 @@ const NAME_MAX: usize = 255;
 /// The longest directory path (below the temporary directory) a copy makes: within what
 /// the kernel resolves in one call (4095 bytes), so that everything a copy makes can be
 /// reopened, and removed, by its path there. A deeper tree is refused.
-const DEPTH_MAX: usize = 4000;
+pub const DEPTH_MAX: usize = 4000;
 
 /// The temporary name a copy is made under, beside its target.
 pub fn temp_name(name: &OsStr) -> OsString {
@@ -323,49 +323,10 @@ pub fn copy(job: &Job) -> Result<Prepared, Error> {
         }));
     }
 
+    clear_leftover(job)?;
     let temp = temp_name(job.name);
     let temp_shown = job.shown.with_file_name(&temp);
     let fs_err = |op: &str, e: Errno| -> Error { FsError::new(op, &temp_shown, e.into()).into() };
-    match leftover(job.target_dir, job.name).map_err(|e| FsError::new("inspect", &temp_shown, e))? {
-        Leftover::None => {}
-        Leftover::Copy => remove_tree(job.target_dir, &temp)
-            .map_err(|e| FsError::new("remove the leftover", &temp_shown, e))?,
-        Leftover::Kept => {
-            // Kept aside like a target replaced now, then the rest removed as a copy.
-            let temp_dir = rustix::fs::openat(
-                job.target_dir,
-                &temp,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| fs_err("open", e))?;
-            let aside = move_aside(
-                temp_dir.as_fd(),
-                job.name,
-                job.target_dir,
-                job.name,
-                job.stamp,
-            )
-            .map_err(|e| {
-                FsError::new(
-                    "keep aside what a killed restore left of",
-                    job.shown,
-                    e.into(),
-                )
-            })?;
-            if let Some(aside) = aside {
-                eprintln!(
-                    "imperm restore: kept what a killed restore left of {} in {}",
-                    escape(job.shown),
-                    escape(&job.shown.with_file_name(aside))
-                );
-            }
-            sync([(job.target_dir, job.shown)])?;
-            remove_tree(job.target_dir, &temp)
-                .map_err(|e| FsError::new("remove the leftover", &temp_shown, e))?;
-        }
-        Leftover::Foreign(why) => return Err(foreign_leftover(&temp_shown, why)),
-    }
     rustix::fs::mkdirat(job.target_dir, &temp, Mode::from_raw_mode(0o700))
         .map_err(|e| fs_err("create", e))?;
     let temp_dir = rustix::fs::openat(
@@ -440,6 +401,56 @@ pub fn copy(job: &Job) -> Result<Prepared, Error> {
     Ok(Prepared::Copied(copied))
 }
 
+/// Clears what a killed run left at the temporary name of `job`'s target: a copy (or part
+/// of one) is removed; what a swap took out of the target is kept aside like a target
+/// replaced now; anything else is refused, never touched.
+pub fn clear_leftover(job: &Job) -> Result<(), Error> {
+    let temp = temp_name(job.name);
+    let temp_shown = job.shown.with_file_name(&temp);
+    let fs_err = |op: &str, e: Errno| -> Error { FsError::new(op, &temp_shown, e.into()).into() };
+    match leftover(job.target_dir, job.name).map_err(|e| FsError::new("inspect", &temp_shown, e))? {
+        Leftover::None => {}
+        Leftover::Copy => remove_tree(job.target_dir, &temp)
+            .map_err(|e| FsError::new("remove the leftover", &temp_shown, e))?,
+        Leftover::Kept => {
+            // Kept aside like a target replaced now, then the rest removed as a copy.
+            let temp_dir = rustix::fs::openat(
+                job.target_dir,
+                &temp,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| fs_err("open", e))?;
+            let aside = move_aside(
+                temp_dir.as_fd(),
+                job.name,
+                job.target_dir,
+                job.name,
+                job.stamp,
+            )
+            .map_err(|e| {
+                FsError::new(
+                    "keep aside what a killed restore left of",
+                    job.shown,
+                    e.into(),
+                )
+            })?;
+            if let Some(aside) = aside {
+                eprintln!(
+                    "imperm restore: kept what a killed restore left of {} in {}",
+                    escape(job.shown),
+                    escape(&job.shown.with_file_name(aside))
+                );
+            }
+            sync([(job.target_dir, job.shown)])?;
+            remove_tree(job.target_dir, &temp)
+                .map_err(|e| FsError::new("remove the leftover", &temp_shown, e))?;
+        }
+        Leftover::Foreign(why) => return Err(foreign_leftover(&temp_shown, why)),
+    }
+    Ok(())
+}
+
 /// Flushes the copies to disk, once per filesystem, before any of them is renamed into
 /// place: a name must never point to data that a crash could still lose.
 pub fn sync_all(copies: &[Copied]) -> Result<(), Error> {
@@ -473,6 +484,12 @@ pub struct Placed {
 }
 
 impl Copied {
+    /// The temporary directory, which holds the copy under the target's own name: for a
+    /// check of the copy before it is placed (`migrate` verifies it against its source).
+    pub fn dir(&self) -> BorrowedFd<'_> {
+        self.temp_dir.as_fd()
+    }
+
     /// Puts the copy into place, never onto an existing name: renamed there when the
     /// target did not exist; swapped with it in one step when it did, what was there then
     /// being renamed aside. Call `sync_all` first.
@@ -786,11 +803,10 @@ impl<'a> Cursor<'a> {
         let mut at = same;
         while at < parts.len() && self.open.len() < Self::KEEP {
             let parent = self.open.last().map_or(self.base, |(_, fd)| fd.as_fd());
-            let fd = rustix::fs::openat(
+            let fd = open_noatime(
                 parent,
                 parts[at],
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
             )?;
             self.open.push((parts[at].to_os_string(), fd));
             at += 1;
@@ -804,8 +820,17 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// `openat` with `O_NOATIME` where the kernel allows it (the file's owner, or root):
+/// reading a live tree (`migrate`) must not change it, access times included.
+pub fn open_noatime(dir: BorrowedFd, name: &OsStr, flags: OFlags) -> Result<OwnedFd, Errno> {
+    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        other => other,
+    }
+}
+
 /// The names in a directory, sorted, without `.` and `..`.
-fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+pub fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
     let mut out = Vec::new();
     let mut entries = rustix::fs::Dir::read_from(dir)?;
     while let Some(entry) = entries.read() {
@@ -936,11 +961,10 @@ impl Walk<'_> {
         let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
         match kind {
             FileType::RegularFile => {
-                let src = rustix::fs::openat(
+                let src = open_noatime(
                     from,
                     name,
                     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
                 )
                 .map_err(|e| self.err("read", rel, e))?;
                 let dst = rustix::fs::openat(

@@ -400,25 +400,6 @@ pub struct NotMoved {
     pub why: String,
 }
 
-/// Takes the storage's lock (held while `storage_fd` is open): two quarantines, or a
-/// quarantine and a putting back, never interleave.
-pub fn lock(storage_fd: &OwnedFd, shown: &Path) -> Result<(), Error> {
-    rustix::fs::flock(
-        storage_fd,
-        rustix::fs::FlockOperation::NonBlockingLockExclusive,
-    )
-    .map_err(|e| {
-        if e == Errno::WOULDBLOCK {
-            Error::Usage(format!(
-                "{}: another imperm stray holds the lock; nothing was done",
-                escape(shown)
-            ))
-        } else {
-            FsError::new("lock", shown, e.into()).into()
-        }
-    })
-}
-
 /// Opens (making it, root only, 0700) the storage's quarantine directory; one planted as
 /// a symlink or owned by someone else is refused.
 fn quarantine_root(

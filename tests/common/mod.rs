@@ -270,3 +270,60 @@ pub fn path_verdicts(v: &serde_json::Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// An exclusive `flock` on `path`, held by a process of its own (util-linux's `flock`)
+/// until dropped. Not held by the test process: a lock belongs to the open file, and a
+/// child that another test's thread is spawning at that moment (forked, not yet exec'd)
+/// holds a copy of every descriptor, so a lock the test took and dropped could still be
+/// held when the next command runs (a `baseline` then got no snapshot and `diff` walked,
+/// seen once under heavy load).
+pub struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    pub fn new(path: &Path) -> HeldLock {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new("flock")
+            // --close: the command does not inherit the lock; flock alone holds it, and
+            // it is gone once flock is (it waits for its command, which reads stdin).
+            .args(["--exclusive", "--nonblock", "--close"])
+            .arg(path)
+            .args(["sh", "-c", "echo held; exec cat >/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("flock (util-linux)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "held\n", "flock could not lock {}", path.display());
+        HeldLock(child)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        // End of input ends `cat`, then flock exits; once it is reaped, its descriptors,
+        // and the lock with them, are gone.
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `strace` is here, for tests that count what a command asks of the kernel.
+/// Outside CI a machine without it skips them with a printed reason; under `CI=true` that
+/// is a failure.
+pub fn strace_available(test: &str) -> bool {
+    let found = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: strace is needed in CI (Debian: strace)");
+        }
+        eprintln!("SKIPPED {test}: strace is not installed (Debian: strace)");
+    }
+    found
+}

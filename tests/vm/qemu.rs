@@ -89,7 +89,11 @@ impl Machine<'_> {
             .arg(self.vmlinuz)
             .arg("-initrd")
             .arg(&initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1", "-rtc"])
+            .args([
+                "-append",
+                "console=ttyS0 quiet panic=-1 no_timer_check",
+                "-rtc",
+            ])
             .arg(format!("base={rtc}"));
             // cache=unsafe: a killed qemu loses nothing the guest wrote to its disks (the
             // host's page cache keeps it), exactly as without it, and runs are faster.

@@ -1,0 +1,499 @@
+//! What a tree is, entry by entry, for comparing two of them: the live path and its copy in
+//! the storage. Reading never changes the tree (`O_NOATIME` where the kernel allows it, no
+//! symlink followed, a FIFO or device never opened), and the comparison is pure.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+use crate::beneath::openat2_long;
+use crate::paths::escape;
+use crate::recover::restore::{names, open_noatime};
+
+/// One entry of a tree, as compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Relative to the surveyed path; empty for the path itself.
+    pub rel: PathBuf,
+    pub kind: Kind,
+    /// Permission bits, set-id and sticky bits included.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Regular files only (a directory's size says nothing).
+    pub size: u64,
+    /// Seconds and nanoseconds.
+    pub mtime: (i64, i64),
+    /// As it was before this survey read the entry (not compared: see [`differences`]).
+    pub atime: (i64, i64),
+    /// Device nodes only.
+    pub rdev: u64,
+    /// A symlink's target.
+    pub target: Option<Vec<u8>>,
+    /// A regular file's content (BLAKE3), when hashed.
+    pub hash: Option<[u8; 32]>,
+    /// Extended attributes (ACLs included), sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// For an entry with other names in the tree: the first of them (hard links).
+    pub link: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Directory,
+    File,
+    Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+    Unknown,
+}
+
+impl Kind {
+    pub fn of(mode: u32) -> Kind {
+        match FileType::from_raw_mode(mode) {
+            FileType::Directory => Kind::Directory,
+            FileType::RegularFile => Kind::File,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::CharacterDevice => Kind::CharDevice,
+            FileType::BlockDevice => Kind::BlockDevice,
+            FileType::Socket => Kind::Socket,
+            FileType::Unknown => Kind::Unknown,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Directory => "a directory",
+            Kind::File => "a file",
+            Kind::Symlink => "a symlink",
+            Kind::Fifo => "a FIFO",
+            Kind::CharDevice => "a character device",
+            Kind::BlockDevice => "a block device",
+            Kind::Socket => "a socket",
+            Kind::Unknown => "an unknown kind of file",
+        }
+    }
+}
+
+/// A tree, in name order (byte order of the relative paths).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Survey {
+    pub nodes: Vec<Node>,
+    /// Entries that are not directories, each name counted.
+    pub files: u64,
+    /// Their sizes (apparent).
+    pub bytes: u64,
+    /// What it takes on disk: allocated blocks, each inode once, and a block for each
+    /// directory and special file.
+    pub allocated: u64,
+}
+
+/// What reading a tree ran into, with the path below it.
+#[derive(Debug)]
+pub struct SurveyError {
+    pub rel: PathBuf,
+    pub op: &'static str,
+    pub source: io::Error,
+}
+
+/// A block for what takes no data blocks of its own (a directory, a symlink, a device).
+const META_BLOCK: u64 = 4096;
+
+/// Surveys `dir/name` and everything below it, never following a symlink; with `read`,
+/// every regular file's content is hashed and every symlink's target read (which sets the
+/// symlink's access time: without it, nothing of the tree changes).
+pub fn survey(dir: BorrowedFd, name: &OsStr, read: bool) -> Result<Survey, SurveyError> {
+    let top = PathBuf::from(name);
+    let err = |rel: &Path, op, e: io::Error| SurveyError {
+        rel: rel.to_path_buf(),
+        op,
+        source: e,
+    };
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| err(Path::new(""), "inspect", e.into()))?;
+    let mut out = Survey::default();
+    let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    // (directory relative to `dir`, node) pairs still to look into.
+    let mut stack: Vec<PathBuf> = Vec::new();
+    out.add(dir, name, PathBuf::new(), &st, read, &mut seen)
+        .map_err(|(op, e)| err(Path::new(""), op, e))?;
+    if Kind::of(st.st_mode) == Kind::Directory {
+        stack.push(PathBuf::new());
+    }
+    while let Some(rel) = stack.pop() {
+        let fd = open_dir(dir, &top.join(&rel)).map_err(|e| err(&rel, "open", e))?;
+        let mut subdirs = Vec::new();
+        for child in names(&fd).map_err(|e| err(&rel, "list", e))? {
+            let child_rel = rel.join(&child);
+            let st = match rustix::fs::statat(&fd, &child, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Gone since it was listed: a live tree moves.
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(err(&child_rel, "inspect", e.into())),
+            };
+            out.add(fd.as_fd(), &child, child_rel.clone(), &st, read, &mut seen)
+                .map_err(|(op, e)| err(&child_rel, op, e))?;
+            if Kind::of(st.st_mode) == Kind::Directory {
+                subdirs.push(child_rel);
+            }
+        }
+        // Last pushed is walked first: keep name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    out.nodes
+        .sort_by(|a, b| a.rel.as_os_str().cmp(b.rel.as_os_str()));
+    Ok(out)
+}
+
+impl Survey {
+    fn add(
+        &mut self,
+        dir: BorrowedFd,
+        name: &OsStr,
+        rel: PathBuf,
+        st: &Stat,
+        read: bool,
+        seen: &mut HashMap<(u64, u64), PathBuf>,
+    ) -> Result<(), (&'static str, io::Error)> {
+        let kind = Kind::of(st.st_mode);
+        let mut link = None;
+        if kind != Kind::Directory && st.st_nlink > 1 {
+            let key = (st.st_dev, st.st_ino);
+            match seen.get(&key) {
+                Some(first) => link = Some(first.clone()),
+                None => {
+                    seen.insert(key, rel.clone());
+                }
+            }
+        }
+        let target = match kind {
+            Kind::Symlink if read => Some(
+                rustix::fs::readlinkat(dir, name, Vec::new())
+                    .map_err(|e| ("read the link", e.into()))?
+                    .into_bytes(),
+            ),
+            _ => None,
+        };
+        let content = match kind {
+            Kind::File if read && link.is_none() => Some(hash_file(dir, name, st)?),
+            _ => None,
+        };
+        if kind != Kind::Directory {
+            self.files += 1;
+            if kind == Kind::File {
+                self.bytes += st.st_size as u64;
+            }
+        }
+        if link.is_none() {
+            self.allocated += match kind {
+                Kind::File => st.st_blocks as u64 * 512,
+                _ => META_BLOCK,
+            };
+        }
+        self.nodes.push(Node {
+            rel,
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: if kind == Kind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+            atime: (st.st_atime, st.st_atime_nsec as i64),
+            rdev: match kind {
+                Kind::CharDevice | Kind::BlockDevice => st.st_rdev,
+                _ => 0,
+            },
+            target,
+            hash: content,
+            xattrs: xattrs(dir, name).map_err(|e| ("read the extended attributes of", e))?,
+            link,
+        });
+        Ok(())
+    }
+}
+
+/// The directory `rel` below `dir`, with no symlink on the way.
+fn open_dir(dir: BorrowedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let resolve = ResolveFlags::BENEATH
+        .union(ResolveFlags::NO_SYMLINKS)
+        .union(ResolveFlags::NO_MAGICLINKS);
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+    match openat2_long(dir, rel, flags | OFlags::NOATIME, resolve) {
+        Err(Errno::PERM) => openat2_long(dir, rel, flags, resolve),
+        other => other,
+    }
+    .map_err(Into::into)
+}
+
+/// The BLAKE3 of a regular file's content. Opened without following a symlink and
+/// without blocking; what is opened must still be the inode looked at.
+fn hash_file(
+    dir: BorrowedFd,
+    name: &OsStr,
+    st: &Stat,
+) -> Result<[u8; 32], (&'static str, io::Error)> {
+    let fd = open_noatime(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+    )
+    .map_err(|e| ("read", e.into()))?;
+    let now = rustix::fs::fstat(&fd).map_err(|e| ("read", e.into()))?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(("read", io::Error::other("replaced while it was read")));
+    }
+    let mut file = File::from(fd);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| ("read", e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// The extended attributes of `dir/name` (the name itself, never what it links to),
+/// sorted by name; none where the filesystem keeps none.
+fn xattrs(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let path = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+    let list = loop {
+        let size = match rustix::fs::llistxattr_query(&path) {
+            Ok(size) => size,
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; size];
+        match rustix::fs::llistxattr(&path, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                break buf;
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        let key_os = OsStr::from_bytes(key);
+        let value = loop {
+            let size = match rustix::fs::lgetxattr_query(&path, key_os) {
+                Ok(size) => size,
+                // Removed since it was listed.
+                Err(Errno::NODATA) => break None,
+                Err(e) => return Err(e.into()),
+            };
+            let mut buf = vec![0u8; size];
+            match rustix::fs::lgetxattr(&path, key_os, &mut buf[..]) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    break Some(buf);
+                }
+                Err(Errno::RANGE) => continue,
+                Err(Errno::NODATA) => break None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(value) = value {
+            out.push((key.to_vec(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// How two trees differ, as sentences naming the path below `shown` (at most `limit` of
+/// them; the rest are counted in a last one). Empty when they are the same: names, kinds,
+/// contents (when both were hashed), symlink targets, owners, modes, modification times,
+/// device numbers, extended attributes and which names are links of one file. Access
+/// times are not compared (reading moves them where `O_NOATIME` is not allowed), nor
+/// sockets (never copied).
+pub fn differences(a: &Survey, b: &Survey, shown: &Path, limit: usize) -> Vec<String> {
+    let (a, b) = (compared(a), compared(b));
+    let path = |rel: &Path| {
+        if rel.as_os_str().is_empty() {
+            escape(shown)
+        } else {
+            escape(&shown.join(rel))
+        }
+    };
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let order = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.rel.as_os_str().cmp(y.rel.as_os_str()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                out.push(format!("{}: only on the live side", path(&a[i].rel)));
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(format!("{}: only in the storage", path(&b[j].rel)));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                if let Some(what) = node_difference(a[i], b[j]) {
+                    out.push(format!("{}: {what}", path(&a[i].rel)));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    if out.len() > limit {
+        let more = out.len() - limit;
+        out.truncate(limit);
+        out.push(format!("and {more} more"));
+    }
+    out
+}
+
+/// The nodes compared: all but sockets and unknown kinds, which are never copied.
+fn compared(s: &Survey) -> Vec<&Node> {
+    s.nodes
+        .iter()
+        .filter(|n| !matches!(n.kind, Kind::Socket | Kind::Unknown))
+        .collect()
+}
+
+/// What differs between two entries of one name, in a few words.
+fn node_difference(a: &Node, b: &Node) -> Option<String> {
+    if a.kind != b.kind {
+        return Some(format!("{} here, {} there", a.kind.word(), b.kind.word()));
+    }
+    let mut what = Vec::new();
+    if a.size != b.size || (a.hash.is_some() && b.hash.is_some() && a.hash != b.hash) {
+        what.push("content".to_string());
+    }
+    if a.target.is_some() && b.target.is_some() && a.target != b.target {
+        what.push("link target".into());
+    }
+    if a.rdev != b.rdev {
+        what.push("device number".into());
+    }
+    if (a.uid, a.gid) != (b.uid, b.gid) {
+        what.push(format!("owner {}:{} vs {}:{}", a.uid, a.gid, b.uid, b.gid));
+    }
+    if a.mode != b.mode {
+        what.push(format!("mode {:04o} vs {:04o}", a.mode, b.mode));
+    }
+    if a.mtime != b.mtime {
+        what.push("modification time".into());
+    }
+    if a.xattrs != b.xattrs {
+        what.push("extended attributes".into());
+    }
+    if a.link != b.link {
+        what.push("hard links".into());
+    }
+    (!what.is_empty()).then(|| what.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(rel: &str, kind: Kind) -> Node {
+        Node {
+            rel: PathBuf::from(rel),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: (1, 2),
+            atime: (0, 0),
+            rdev: 0,
+            target: None,
+            hash: None,
+            xattrs: Vec::new(),
+            link: None,
+        }
+    }
+
+    fn tree(nodes: Vec<Node>) -> Survey {
+        Survey {
+            nodes,
+            ..Survey::default()
+        }
+    }
+
+    #[test]
+    fn every_compared_property_is_a_difference() {
+        let base = || {
+            let mut f = node("f", Kind::File);
+            f.hash = Some([1; 32]);
+            f.size = 3;
+            vec![node("", Kind::Directory), f]
+        };
+        type Edit = fn(&mut Node);
+        let cases: &[(Edit, &str)] = &[
+            (|n| n.hash = Some([2; 32]), "content"),
+            (|n| n.size = 4, "content"),
+            (|n| n.uid = 7, "owner 7:0 vs 0:0"),
+            (|n| n.mode = 0o600, "mode 0600 vs 0644"),
+            (|n| n.mtime = (1, 3), "modification time"),
+            (
+                |n| n.xattrs = vec![(b"user.a".to_vec(), b"1".to_vec())],
+                "extended attributes",
+            ),
+            (|n| n.link = Some(PathBuf::from("g")), "hard links"),
+            (|n| n.kind = Kind::Fifo, "a FIFO here, a file there"),
+        ];
+        for (edit, want) in cases {
+            let mut a = base();
+            edit(&mut a[1]);
+            let got = differences(&tree(a), &tree(base()), Path::new("/x"), 10);
+            assert_eq!(got, vec![format!("/x/f: {want}")]);
+        }
+        assert!(differences(&tree(base()), &tree(base()), Path::new("/x"), 10).is_empty());
+    }
+
+    #[test]
+    fn names_on_one_side_only_are_named_and_sockets_ignored() {
+        let a = tree(vec![node("", Kind::Directory), node("a", Kind::File)]);
+        let b = tree(vec![
+            node("", Kind::Directory),
+            node("b", Kind::File),
+            node("s", Kind::Socket),
+        ]);
+        assert_eq!(
+            differences(&a, &b, Path::new("/x"), 10),
+            vec!["/x/a: only on the live side", "/x/b: only in the storage"]
+        );
+        assert_eq!(
+            differences(&a, &b, Path::new("/x"), 1),
+            vec!["/x/a: only on the live side", "and 1 more"]
+        );
+    }
+
+    #[test]
+    fn access_times_are_not_compared_and_unhashed_contents_count_by_size() {
+        let mut a = node("", Kind::File);
+        a.hash = Some([1; 32]);
+        let b = node("", Kind::File);
+        assert!(differences(&tree(vec![a]), &tree(vec![b]), Path::new("/f"), 10).is_empty());
+    }
+}
