@@ -145,6 +145,10 @@ pub enum Command {
     /// `--restore TIME` puts it back. imperm never deletes any of it.
     Stray(StrayArgs),
 
+    /// Many hosts at once over OpenSSH
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+
     /// Copy declared state from the live root into persistent storage (exit 1 when
     /// something was not migrated)
     ///
@@ -242,6 +246,49 @@ pub struct StrayArgs {
     /// Put back what the quarantine TIME moved (its directory's name, as printed)
     #[arg(long, value_name = "TIME")]
     pub restore: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// The status of many hosts in one table (exit 1 when one is not ready, has problems
+    /// or did not answer)
+    ///
+    /// Runs `imperm status --format json` on every host over the user's own `ssh` (their
+    /// ssh config, agent and jump hosts apply; it never prompts: BatchMode), several hosts
+    /// at once, each within --timeout, and prints one row a host: filesystem, whether the
+    /// root is already ephemeral, ready for the first ephemeral boot or why not, persisted
+    /// entries, what the host's check finds to persist, snapshots, the last reset and
+    /// problems. A host that is unreachable, has no imperm, answers something that is not
+    /// a status or does not answer in time is a row with its error. `--format json`: an
+    /// array of rows. Global options such as --root and --config are not sent to the
+    /// hosts: each uses its own configuration.
+    Status(FleetStatusArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FleetStatusArgs {
+    /// Hosts as ssh takes them: aliases of your ssh config, names, addresses, USER@HOST
+    #[arg(value_name = "HOST")]
+    pub hosts: Vec<String>,
+
+    /// Read hosts from FILE ("-" for stdin): one a line, `#` starts a comment
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+
+    /// Also the hosts a flake defines: the names of its nixosConfigurations (with `nix
+    /// eval`, which needs flakes enabled or allows them here)
+    #[arg(long, value_name = "FLAKE")]
+    pub flake: Option<String>,
+
+    /// Seconds a host has to answer, connection included; then its ssh is killed
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+
+    /// Hosts asked at the same time
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
 }
 
 #[derive(Debug, Args, Default, Clone)]

@@ -3,6 +3,7 @@
 
 mod diff;
 mod discover;
+mod fleet;
 mod generate;
 mod journal;
 mod lint;
@@ -18,7 +19,9 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
-use crate::cli::{Cli, Command, FsArgs, GlobalArgs, PersistCommand, SnapshotsCommand};
+use crate::cli::{
+    Cli, Command, FleetCommand, FsArgs, GlobalArgs, PersistCommand, SnapshotsCommand,
+};
 use crate::config::{
     Config, DEFAULT_ROOT_SUBVOLUME, DEFAULT_SNAPSHOT_DIR, FilesystemConfig, LayoutKey, LoadOptions,
     check_layout, subvolume_name,
@@ -46,6 +49,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Journal(args) => journal::run(global, args),
         Command::Restore(args) => restore::run(global, args),
         Command::Stray(args) => stray::run(global, args),
+        Command::Fleet(FleetCommand::Status(args)) => fleet::status(global, args),
         Command::Persist(PersistCommand::Add(args)) => persist::add(global, args),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),
