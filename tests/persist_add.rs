@@ -870,8 +870,11 @@ fn deep_files_are_refused_not_crashed() {
                 || (text.len() > nixedit::MAX_BYTES && err.contains("bytes, more than")),
             "{shape}: {err}"
         );
+        // A guard against a hang (quadratic work on 100,000 levels runs for hours), not
+        // a performance target: those live in bench/. It failed at 10 s on a loaded
+        // machine where it takes under one alone.
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(120),
             "{shape}: {:?}",
             start.elapsed()
         );
