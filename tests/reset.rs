@@ -461,7 +461,7 @@ fn a_held_lock_is_a_refusal_not_a_wait() {
     let out = reset(&fs, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(
-        "another imperm (reset, gc, restore or baseline) holds the lock; nothing was done"
+        "another imperm (reset, gc, restore, migrate or baseline) holds the lock; nothing was done"
     ));
     assert_eq!((fs.subvolumes(), fs.tree("")), before);
     drop(top);

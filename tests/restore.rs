@@ -1051,7 +1051,7 @@ fn what_a_killed_swap_left_in_the_temporary_directory_is_kept() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(&format!(
-            "kept what a killed restore left of /var/lib/app in /var/lib/app.imperm-replaced-{SNAP}"
+            "kept what a killed restore or migrate left of /var/lib/app in /var/lib/app.imperm-replaced-{SNAP}"
         )),
         "{}",
         stderr(&out)

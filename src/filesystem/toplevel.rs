@@ -223,7 +223,7 @@ impl TopLevel {
         rustix::fs::flock(&self.dir, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
             if e == rustix::io::Errno::WOULDBLOCK {
                 Error::Usage(format!(
-                    "{}: another imperm (reset, gc, restore or baseline) holds the lock; nothing was done",
+                    "{}: another imperm (reset, gc, restore, migrate or baseline) holds the lock; nothing was done",
                     self.name(Path::new(""))
                 ))
             } else {

@@ -430,14 +430,14 @@ pub fn clear_leftover(job: &Job) -> Result<(), Error> {
             )
             .map_err(|e| {
                 FsError::new(
-                    "keep aside what a killed restore left of",
+                    "keep aside what a killed restore or migrate left of",
                     job.shown,
                     e.into(),
                 )
             })?;
             if let Some(aside) = aside {
                 eprintln!(
-                    "imperm restore: kept what a killed restore left of {} in {}",
+                    "imperm: kept what a killed restore or migrate left of {} in {}",
                     escape(job.shown),
                     escape(&job.shown.with_file_name(aside))
                 );
