@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +20,7 @@ use crate::discover::owners::Accounts;
 use crate::error::{Error, FsError};
 use crate::paths::escape;
 use crate::persisted::PersistedSet;
+use crate::recover::restore::names;
 
 /// The directory at the top of a storage that quarantines go into, one per run.
 pub const QUARANTINE_DIR: &str = ".imperm-stray";
@@ -162,26 +162,10 @@ fn same_mount(top: &Statx, st: &Statx) -> bool {
     }
 }
 
+/// A directory opened to be read, without moving its access time where that is allowed.
 fn open_dir_at(parent: BorrowedFd, name: &OsStr) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match rustix::fs::openat(parent, name, flags | OFlags::NOATIME, Mode::empty()) {
-        Err(Errno::PERM) => rustix::fs::openat(parent, name, flags, Mode::empty()),
-        other => other,
-    }
-    .map_err(Into::into)
-}
-
-fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
-    let mut out = Vec::new();
-    for entry in rustix::fs::Dir::read_from(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            out.push(OsStr::from_bytes(name).to_os_string());
-        }
-    }
-    out.sort();
-    Ok(out)
+    crate::recover::restore::open_noatime(parent, name, flags).map_err(Into::into)
 }
 
 /// Opens a storage below `root` for reading and renaming in it: no symlink followed on the
