@@ -285,8 +285,9 @@ pub struct FleetStatusArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
 
-    /// Hosts asked at the same time
-    #[arg(long, value_name = "N", default_value_t = 8,
+    /// Hosts asked at the same time (32, as pssh and pdsh: each mostly waits on the
+    /// network)
+    #[arg(long, value_name = "N", default_value_t = 32,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
 }
