@@ -99,6 +99,13 @@ pub fn read_regular(file: File, limit: u64) -> io::Result<Vec<u8>> {
 }
 
 impl Tree {
+    /// The tree at a directory already open (`root` is how it is shown).
+    pub fn from_fd(root: PathBuf, dir: BorrowedFd) -> Result<Tree, FsError> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(dir, 0)
+            .map_err(|e| FsError::new("open", &root, e.into()))?;
+        Ok(Tree { root, fd })
+    }
+
     pub fn open(root: &Path) -> Result<Tree, FsError> {
         let fd = rustix::fs::open(
             root,

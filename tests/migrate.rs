@@ -1046,3 +1046,56 @@ fn a_running_unit_that_owns_an_entry_is_warned_about_before_the_copy() {
     assert!(asked.borrow().is_empty(), "{:?}", asked.borrow());
     assert!(report.warnings.is_empty());
 }
+
+/// migrate's record of what it verified is imperm's own file in the storage: `stray`
+/// never reports it (nor the temporary name a write killed half-way leaves), and it
+/// names every entry migrate verified, with the copy's digest.
+#[test]
+fn the_record_of_verified_copies_is_kept_and_is_not_stray() {
+    let Some(host) = Host::new("migrate_record", &["/var/lib/svc"], &["/etc/machine-id"]) else {
+        return;
+    };
+    live_tree(&host);
+    assert_eq!(host.imperm(&["migrate"]).status.code(), Some(0));
+    let record: Value =
+        serde_json::from_slice(&fs::read(host.stored(".imperm-migrate.json")).unwrap()).unwrap();
+    assert_eq!(record["version"], 1);
+    let entries = record["entries"].as_object().unwrap();
+    assert_eq!(
+        entries.keys().collect::<Vec<_>>(),
+        ["/etc/machine-id", "/var/lib/svc"]
+    );
+    let svc = &entries["/var/lib/svc"];
+    assert_eq!(svc["digest"].as_str().unwrap().len(), 64, "{svc}");
+    assert!(svc["files"].as_u64().unwrap() > 0);
+    let mode = fs::metadata(host.stored(".imperm-migrate.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A write of the record killed before its rename leaves this.
+    fs::write(
+        host.stored("..imperm-migrate.json.4242.1764158400000000000.tmp"),
+        "{",
+    )
+    .unwrap();
+    let out = host.imperm(&["--format", "json", "stray"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A record that is not one is said and written anew; nothing is refused for it.
+    fs::write(host.stored(".imperm-migrate.json"), "not json").unwrap();
+    let out = host.imperm(&["--format", "json", "migrate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let notes = json(&out)["notes"].to_string();
+    assert!(
+        notes.contains(".imperm-migrate.json") && notes.contains("written anew"),
+        "{notes}"
+    );
+    let record: Value =
+        serde_json::from_slice(&fs::read(host.stored(".imperm-migrate.json")).unwrap()).unwrap();
+    assert_eq!(record["entries"].as_object().unwrap().len(), 2);
+}

@@ -312,13 +312,92 @@ fn a_host_is_made_ready_step_by_step_and_each_reason_flips() {
                 .arg(host.at(to)),
         );
     }
+    // Copied by hand: there, but nothing says it is what the root has.
+    let v = host.status(&[]);
+    expect(
+        &v,
+        &[("entries", "unknown"), ("needed-for-boot", "unknown")],
+    );
+    assert_eq!(entry(&v, "/var/lib/svc")["state"], "unverified");
+    assert_eq!(entry(&v, "/var/lib/svc")["verified"], Value::Null);
+    assert!(
+        detail(&v, "entries").contains(
+            "in the storage, not verified: /var/lib/svc and /etc/machine-id \
+             (`imperm migrate` compares and records them)"
+        ),
+        "{v}"
+    );
+    // migrate finds both the same, copies nothing, and records them as verified.
+    let out: Value =
+        serde_json::from_slice(&host.imperm_ok(&root, &["--format", "json", "migrate"], &[]))
+            .unwrap();
+    let actions: Vec<&Value> = out["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["action"])
+        .collect();
+    assert_eq!(actions, ["skip", "absent", "skip"], "{out}");
     let v = host.status(&[]);
     expect(&v, &[("entries", "ok"), ("needed-for-boot", "unknown")]);
     assert_eq!(entry(&v, "/var/lib/svc")["state"], "in-storage");
-    assert_eq!(entry(&v, "/var/lib/svc")["verified"], Value::Null);
+    assert!(entry(&v, "/var/lib/svc")["verified"].is_string(), "{v}");
     assert_eq!(v["ready"], false, "needed-for-boot is not known");
     assert_eq!(v["problems"], 0);
     assert_eq!(v["unknown"], 1);
+
+    // The service writes after the copy: the storage's copy is older than the root.
+    fs::write(host.at("/var/lib/svc/late"), "written after migrate").unwrap();
+    let v = host.status(&[]);
+    expect(&v, &[("entries", "problem")]);
+    assert_eq!(entry(&v, "/var/lib/svc")["state"], "changed");
+    assert!(
+        detail(&v, "entries").contains("changed since migrate verified them: /var/lib/svc"),
+        "{v}"
+    );
+    // migrate takes its own recorded copy for replaceable (kept aside), no --force.
+    let out: Value =
+        serde_json::from_slice(&host.imperm_ok(&root, &["--format", "json", "migrate"], &[]))
+            .unwrap();
+    assert_eq!(entry(&out, "/var/lib/svc")["action"], "replace", "{out}");
+    assert_eq!(
+        fs::read(host.at("/persist/var/lib/svc/late")).unwrap(),
+        b"written after migrate"
+    );
+    let aside = entry(&out, "/var/lib/svc")["aside"].as_str().unwrap();
+    assert!(host.at(aside).join("db/data").exists(), "{out}");
+    assert!(!host.at(aside).join("late").exists(), "{out}");
+    // A copy someone changed in the storage is no longer the one verified.
+    fs::write(
+        host.at("/persist/var/lib/svc/db/data"),
+        "edited in the storage",
+    )
+    .unwrap();
+    let v = host.status(&[]);
+    assert_eq!(entry(&v, "/var/lib/svc")["state"], "changed");
+    assert!(
+        entry(&v, "/var/lib/svc")["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the storage's copy changed since migrate verified it"),
+        "{v}"
+    );
+    // And migrate refuses to replace it without --force: it is not its own copy any more.
+    let out = common::run(
+        imperm()
+            .arg("--root")
+            .arg(&root)
+            .arg("--config")
+            .arg(&host.config)
+            .args(["migrate"]),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--force keeps it aside"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.imperm_ok(&root, &["migrate", "--force"], &[]);
 
     // What the NixOS module writes: the storage is on a filesystem the initrd mounts.
     host.write_config("\n[module]\nneeded_for_boot = [\"/persist\"]\n");
@@ -633,7 +712,8 @@ fn symlinks_and_special_files_in_the_storage_are_judged_without_following_or_ope
         entry(&v, "/var/lib/svc")["detail"],
         "/persist/var/lib/svc: a symlink on the way, which the bind mount would follow"
     );
-    assert_eq!(entry(&v, "/etc/machine-id")["state"], "in-storage");
+    // Present and of one kind, but not verified: nothing reads a FIFO to compare.
+    assert_eq!(entry(&v, "/etc/machine-id")["state"], "unverified");
     expect(&v, &[("entries", "problem")]);
     assert!(
         detail(&v, "entries").contains("in the way in the storage: /persist/var/lib/svc"),
@@ -654,13 +734,13 @@ fn symlinks_and_special_files_in_the_storage_are_judged_without_following_or_ope
     fs::write(host.at("/persist/etc/machine-id"), "0123\n").unwrap();
     symlink("/persist/etc/machine-id", host.at("/etc/machine-id")).unwrap();
     let v = host.status(&["--no-check"]);
-    assert_eq!(entry(&v, "/var/lib/svc")["state"], "in-storage", "{v}");
+    assert_eq!(entry(&v, "/var/lib/svc")["state"], "unverified", "{v}");
     assert_eq!(entry(&v, "/etc/machine-id")["state"], "mounted", "{v}");
     assert_eq!(
         entry(&v, "/etc/machine-id")["detail"],
         "a symlink to the storage's copy"
     );
-    expect(&v, &[("entries", "ok")]);
+    expect(&v, &[("entries", "unknown")]);
 }
 
 /// A reset cut short (the power lost right after its snapshot) is what status reports,

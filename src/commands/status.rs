@@ -4,7 +4,7 @@
 //! mounted privately as root, `check`'s own walk); the decision is
 //! [`crate::rollout::ready::decide`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,9 @@ use crate::retention::Policy;
 use crate::rollout::ready::{
     self, CheckFact, Declared, EntryFact, EntryState, EphemeralFacts, Facts, LastReset, LayoutFact,
     LintFact, Node, Presence, Readiness, SnapshotFact, SnapshotsFact, State, StorageFact,
+    Verification,
 };
+use crate::rollout::{record, survey};
 use crate::snapshots::reset::{self, Layout};
 use crate::snapshots::snapshot;
 use crate::words::count;
@@ -465,6 +467,50 @@ fn stored(tree: &Tree, storage: &Path, path: &Path) -> Presence {
     }
 }
 
+/// The record migrate keeps in `storage`, as found from the tree's root.
+fn read_record(tree: &Tree, storage: &Path) -> Result<Option<record::Record>, String> {
+    let fd = match tree.open_dir_resolved(storage) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", escape(storage))),
+    };
+    let at = Tree::from_fd(storage.to_path_buf(), fd.as_fd()).map_err(|e| e.to_string())?;
+    record::read(&at, storage)
+}
+
+/// Whether a recorded copy still holds: neither the live path nor the storage's copy
+/// changed since migrate verified it (their newest inode change times; nothing is read
+/// but metadata).
+fn verification(tree: &Tree, storage: &Path, path: &Path, v: &record::Verified) -> Verification {
+    let newest = |abs: &Path| -> Result<(i64, i64), String> {
+        let parent = abs.parent().unwrap_or(Path::new("/"));
+        let name = abs.file_name().unwrap_or_default();
+        let dir = tree
+            .open_dir_resolved(parent)
+            .map_err(|e| format!("{}: {e}", escape(parent)))?
+            .ok_or_else(|| format!("{} is gone", escape(parent)))?;
+        let s = survey::survey(dir.as_fd(), name, false)
+            .map_err(|e| format!("{}: {} {}", escape(&abs.join(&e.rel)), e.op, e.source))?;
+        Ok(survey::newest_change(&s))
+    };
+    let live = newest(path);
+    let copy = newest(&ready::in_storage(storage, path));
+    match (live, copy) {
+        (Err(why), _) | (_, Err(why)) => Verification::Unreadable(why),
+        (Ok(live), Ok(copy)) => {
+            if record::still_verified(v, live, (i64::MIN, 0)) {
+                if record::still_verified(v, live, copy) {
+                    Verification::Verified(v.verified)
+                } else {
+                    Verification::CopyChanged(v.verified)
+                }
+            } else {
+                Verification::LiveChanged(v.verified)
+            }
+        }
+    }
+}
+
 /// The systemd unit the NixOS module enables for `snapshots gc` (nix/module.nix,
 /// `systemd.timers.imperm-gc`, wanted by timers.target).
 const GC_TIMER: &str = "/etc/systemd/system/timers.target.wants/imperm-gc.timer";
@@ -576,11 +622,31 @@ fn build(config: &Config, args: &StatusArgs) -> StatusReport {
                     .as_ref()
                     .and_then(|t| t.read_link(&e.path).ok().flatten())
                     .is_some_and(|target| target == copy),
-                // migrate keeps no record of what it verified yet: see the README.
-                verified: None,
+                record: Verification::None,
             }
         })
         .collect();
+    // migrate's records, one read per storage, for the copies that are there to be kept.
+    let mut records: HashMap<PathBuf, Result<Option<record::Record>, String>> = HashMap::new();
+    let mut entry_facts = entry_facts;
+    for fact in &mut entry_facts {
+        if fact.mounted || fact.linked || fact.live == Presence::Absent || fact.live != fact.stored
+        {
+            continue;
+        }
+        let Some(tree) = &tree else { continue };
+        let got = records
+            .entry(fact.storage.clone())
+            .or_insert_with(|| read_record(tree, &fact.storage));
+        fact.record = match got {
+            Err(why) => Verification::Unreadable(why.clone()),
+            Ok(None) => Verification::None,
+            Ok(Some(r)) => match r.get(&fact.path) {
+                None => Verification::None,
+                Some(v) => verification(tree, &fact.storage, &fact.path, v),
+            },
+        };
+    }
 
     // The top level: the reset's layout, its record, the snapshots.
     let backend = config
@@ -785,7 +851,7 @@ fn build(config: &Config, args: &StatusArgs) -> StatusReport {
                 storage: e.storage.clone(),
                 state,
                 detail,
-                verified: e.verified.map(|t| t.to_string()),
+                verified: e.record.verified().map(|t| t.to_string()),
             }
         })
         .collect();

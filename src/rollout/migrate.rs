@@ -28,6 +28,7 @@ use crate::error::{Error, FsError};
 use crate::paths::{escape, quoted};
 use crate::persisted::Kind;
 use crate::recover::restore::{self, Job, Prepared};
+use crate::rollout::record;
 use crate::rollout::survey::{self, Survey, SurveyError};
 use crate::words::bytes;
 
@@ -82,6 +83,9 @@ pub enum Target {
     Same,
     /// A copy that differs: how.
     Differs(Vec<String>),
+    /// A copy that differs (how), which is still the one migrate verified and recorded at
+    /// that time: the live path changed since.
+    Outdated(jiff::Timestamp, Vec<String>),
     /// Something in the way of a copy (a symlink where a directory must be, a leftover not
     /// imperm's): why.
     Blocked(String),
@@ -133,6 +137,13 @@ pub fn decide(
             "the live path is the storage's copy (bind-mounted)".into(),
         ),
         Target::Same => (Action::Skip, "in the storage already, the same".into()),
+        Target::Outdated(at, how) => (
+            Action::Replace,
+            format!(
+                "changed on the live root since migrate verified its copy at {at} ({}): copied again, the copy of then kept aside",
+                how.join("; ")
+            ),
+        ),
         Target::Blocked(why) => (Action::Refuse, why.clone()),
         Target::Differs(how) if force => (
             Action::Replace,
@@ -261,10 +272,11 @@ struct Item {
     storage: usize,
 }
 
-/// A storage, open.
+/// A storage, open, and migrate's record of what it verified there.
 struct Storage {
     shown: PathBuf,
     fd: OwnedFd,
+    record: record::Record,
 }
 
 const BENEATH: ResolveFlags = ResolveFlags::BENEATH
@@ -332,7 +344,12 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
                 if let Some(why) = wiped(&fd, &storage, config, &mut table) {
                     return Err(refuse(why));
                 }
-                storages.push(Storage { fd, shown: storage });
+                let record = read_record(&fd, &storage, &mut notes)?;
+                storages.push(Storage {
+                    fd,
+                    shown: storage,
+                    record,
+                });
                 storages.len() - 1
             }
         };
@@ -371,17 +388,22 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
 
     // Every check before anything is written.
     let mut entries = Vec::new();
+    // Entries found the same in the storage: their verification, recorded by the run.
+    let mut same: Vec<Option<record::Verified>> = Vec::new();
     let mut needed: BTreeMap<u64, (Vec<usize>, u64)> = BTreeMap::new();
     for item in &items {
         let storage = &storages[item.storage];
         let target = storage.shown.join(&item.rel);
         let (source, live) = look_at_source(root.as_fd(), &item.rel, &item.path)?;
         let mut place = Target::Absent;
+        let mut verified = None;
         if let Source::Present(kind) = &source {
             if !matches!(kind, survey::Kind::Socket | survey::Kind::Unknown) {
-                place = look_at_target(root.as_fd(), storage, &item.rel, &target, &item.path)?;
+                (place, verified) =
+                    look_at_target(root.as_fd(), storage, &item.rel, &target, &item.path)?;
             }
         }
+        same.push(verified);
         let (action, reason) = decide(item.declared, &source, &place, req.force);
         let (files, size, allocated) = live
             .as_ref()
@@ -502,13 +524,18 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
         .sum();
     let bar = req.progress.then(|| progress_bar(total));
     let count = report.entries.len();
-    for (n, (item, entry)) in items.iter().zip(report.entries.iter_mut()).enumerate() {
+    for (n, ((item, entry), same)) in items
+        .iter()
+        .zip(report.entries.iter_mut())
+        .zip(same)
+        .enumerate()
+    {
         if let Some(bar) = &bar {
             bar.set_message(format!("{}/{count} {}", n + 1, escape(&item.path)));
         }
-        let storage = &storages[item.storage];
-        match entry.action {
-            Action::Copy | Action::Replace => {}
+        let storage = &mut storages[item.storage];
+        let verified = match entry.action {
+            Action::Copy | Action::Replace => copy_entry(root.as_fd(), storage, item, entry, req)?,
             Action::Skip if entry.kind.is_some() => {
                 // A run killed after placing its copy left its empty temporary directory.
                 if let Ok(dir) =
@@ -517,14 +544,17 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
                     clear(dir.as_fd(), item, entry, &req.stamp)?;
                 }
                 entry.done = Some(true);
-                continue;
+                same
             }
             _ => {
                 entry.done = Some(entry.action != Action::Refuse);
-                continue;
+                None
             }
+        };
+        if let Some(verified) = verified {
+            storage.record.set(&item.path, verified);
+            record::write(&storage.fd, &storage.shown, &storage.record)?;
         }
-        copy_entry(root.as_fd(), storage, item, entry, req)?;
         if let Some(bar) = &bar {
             bar.inc(entry.bytes);
         }
@@ -562,14 +592,15 @@ fn clear(dir: BorrowedFd, item: &Item, entry: &EntryReport, stamp: &str) -> Resu
     restore::clear_leftover(&job)
 }
 
-/// Copies one entry, verified, and puts it into place.
+/// Copies one entry, verified, and puts it into place; what the record keeps of it, when
+/// it was placed.
 fn copy_entry(
     root: BorrowedFd,
     storage: &Storage,
     item: &Item,
     entry: &mut EntryReport,
     req: &Request,
-) -> Result<(), Error> {
+) -> Result<Option<record::Verified>, Error> {
     let name = item.rel.file_name().expect("a normal path has a name");
     let parent = item.rel.parent().unwrap_or(Path::new(""));
     let source_dir = open_live_dir(root, parent)
@@ -589,10 +620,12 @@ fn copy_entry(
         let copied = match restore::copy(&job)? {
             Prepared::Nothing(_) => {
                 entry.done = Some(true);
-                return Ok(());
+                return Ok(None);
             }
             Prepared::Copied(copied) => copied,
         };
+        // Whatever changes on the live side from here on has a later inode change time.
+        let began = record::change_clock();
         let (live, copy) = rayon::join(
             || survey::survey(source_dir.as_fd(), name, true),
             || survey::survey(copied.dir(), name, true),
@@ -606,6 +639,13 @@ fn copy_entry(
             restore::sync_all(std::slice::from_ref(&copied))?;
             let placed = copied.place()?;
             restore::sync([(placed.dir.as_fd(), entry.target.as_path())])?;
+            let verified = record::Verified {
+                verified: began,
+                placed: record::change_clock(),
+                digest: survey::digest(&copy),
+                files: live.files,
+                bytes: live.bytes,
+            };
             entry.files = live.files;
             entry.bytes = live.bytes;
             entry.aside = placed.out.aside.map(|a| entry.target.with_file_name(a));
@@ -617,7 +657,7 @@ fn copy_entry(
                     escape(&item.path.join(below))
                 );
             }
-            return Ok(());
+            return Ok(Some(verified));
         }
         // Dropped: the copy is removed, and made again.
         drop(copied);
@@ -631,7 +671,24 @@ fn copy_entry(
         "not migrated: it kept changing while it was copied ({TRIES} tries; last: {}): {stop} and run migrate again",
         last.join("; ")
     );
-    Ok(())
+    Ok(None)
+}
+
+/// A storage's record; an unreadable one is said and started again (it only speeds up
+/// what a run would find anyway: a copy without a record is compared in full).
+fn read_record(
+    fd: &OwnedFd,
+    shown: &Path,
+    notes: &mut Vec<String>,
+) -> Result<record::Record, Error> {
+    let tree = crate::beneath::Tree::from_fd(shown.to_path_buf(), fd.as_fd())?;
+    Ok(match record::read(&tree, shown) {
+        Ok(r) => r.unwrap_or_default(),
+        Err(why) => {
+            notes.push(format!("{why}: not read, written anew"));
+            record::Record::default()
+        }
+    })
 }
 
 /// Sets the access times of the copy's symlinks back to what they were before the check
@@ -849,14 +906,15 @@ fn open_target_dir(storage: &Storage, rel: &Path) -> Result<OwnedFd, Errno> {
     )
 }
 
-/// What the storage has at the place of `rel`.
+/// What the storage has at the place of `rel`, and, when it is the same as the live path,
+/// that verification for the record.
 fn look_at_target(
     root: BorrowedFd,
     storage: &Storage,
     rel: &Path,
     target: &Path,
     path: &Path,
-) -> Result<Target, Error> {
+) -> Result<(Target, Option<record::Verified>), Error> {
     let name = rel.file_name().expect("a normal path has a name");
     let mut dir =
         rustix::io::dup(&storage.fd).map_err(|e| FsError::new("open", &storage.shown, e.into()))?;
@@ -873,18 +931,19 @@ fn look_at_target(
             Mode::empty(),
         ) {
             Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(Target::Absent),
+            Err(Errno::NOENT) => return Ok((Target::Absent, None)),
             Err(e @ (Errno::NOTDIR | Errno::LOOP)) => {
                 let link = rustix::fs::statat(&dir, part, AtFlags::SYMLINK_NOFOLLOW)
                     .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
-                return Ok(Target::Blocked(if link || e == Errno::LOOP {
+                let why = if link || e == Errno::LOOP {
                     format!(
                         "a symlink stands in the way at {}; migrate never follows one",
                         escape(&shown)
                     )
                 } else {
                     format!("{} is not a directory", escape(&shown))
-                }));
+                };
+                return Ok((Target::Blocked(why), None));
             }
             Err(e) => return Err(FsError::new("open", &shown, e.into()).into()),
         };
@@ -893,14 +952,15 @@ fn look_at_target(
         restore::leftover(dir.as_fd(), name).map_err(|e| FsError::new("inspect", target, e))?
     {
         let temp = target.with_file_name(restore::temp_name(name));
-        return Ok(Target::Blocked(format!(
+        let why = format!(
             "{} exists and is not a copy imperm left ({why}): move it away",
             escape(&temp)
-        )));
+        );
+        return Ok((Target::Blocked(why), None));
     }
     let there = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
-        Err(Errno::NOENT) => return Ok(Target::Absent),
+        Err(Errno::NOENT) => return Ok((Target::Absent, None)),
         Err(e) => return Err(FsError::new("inspect", target, e.into()).into()),
     };
     let live_dir = open_live_dir(root, rel.parent().unwrap_or(Path::new("")))
@@ -908,8 +968,9 @@ fn look_at_target(
     let live = rustix::fs::statat(&live_dir, name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| FsError::new("inspect", path, e.into()))?;
     if (live.st_dev, live.st_ino) == (there.st_dev, there.st_ino) {
-        return Ok(Target::SameInode);
+        return Ok((Target::SameInode, None));
     }
+    let began = record::change_clock();
     let (a, b) = rayon::join(
         || survey::survey(live_dir.as_fd(), name, true),
         || survey::survey(dir.as_fd(), name, true),
@@ -917,10 +978,28 @@ fn look_at_target(
     let a = a.map_err(|e| survey_error(path, e))?;
     let b = b.map_err(|e| survey_error(target, e))?;
     let how = survey::differences(&a, &b, path, 3);
-    Ok(if how.is_empty() {
-        Target::Same
-    } else {
-        Target::Differs(how)
+    let digest = survey::digest(&b);
+    if how.is_empty() {
+        // Recorded already, and nothing changed since: the record stays as it is (a run
+        // that finds nothing to do writes nothing).
+        if storage.record.get(path).is_some_and(|v| {
+            v.digest == digest
+                && record::still_verified(v, survey::newest_change(&a), survey::newest_change(&b))
+        }) {
+            return Ok((Target::Same, None));
+        }
+        let verified = record::Verified {
+            verified: began,
+            placed: began,
+            digest,
+            files: a.files,
+            bytes: a.bytes,
+        };
+        return Ok((Target::Same, Some(verified)));
+    }
+    Ok(match storage.record.get(path) {
+        Some(v) if v.digest == digest => (Target::Outdated(v.verified, how), None),
+        _ => (Target::Differs(how), None),
     })
 }
 
@@ -1138,6 +1217,17 @@ mod tests {
                 false,
                 Action::Refuse,
                 "differs",
+            ),
+            (
+                Some(Kind::Directory),
+                Source::Present(DIR),
+                Target::Outdated(
+                    "2026-11-26T12:00:00Z".parse().unwrap(),
+                    vec!["/x/a: content".into()],
+                ),
+                false,
+                Action::Replace,
+                "since migrate verified its copy at 2026-11-26T12:00:00Z (/x/a: content): copied again, the copy of then kept aside",
             ),
         ];
         for (declared, source, target, force, want, words) in cases {

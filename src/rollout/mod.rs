@@ -9,6 +9,7 @@
 pub mod fleet;
 pub mod migrate;
 pub mod ready;
+pub mod record;
 pub mod stray;
 pub mod survey;
 

@@ -137,17 +137,48 @@ pub struct EntryFact {
     /// The live path is a symlink to the storage's copy (impermanence's `method =
     /// "symlink"`, preservation's `how = "symlink"`).
     pub linked: bool,
-    /// When a copy was last verified against the live path, from migrate's record; `None`
-    /// when there is no record of it.
-    pub verified: Option<Timestamp>,
+    /// What migrate's record says of the storage's copy, and whether either side changed
+    /// since.
+    pub record: Verification,
+}
+
+/// An entry's copy against migrate's record of it (see [`super::record`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// No record of it: copied by hand, or by an imperm before the record existed.
+    None,
+    /// The record, or one side of the entry, could not be read: why.
+    Unreadable(String),
+    /// Verified then, and neither side has changed since.
+    Verified(Timestamp),
+    /// Verified then, and the live path has changed since: the storage's copy is older.
+    LiveChanged(Timestamp),
+    /// Verified then, and the storage's copy has changed since.
+    CopyChanged(Timestamp),
+}
+
+impl Verification {
+    /// When it was verified, while it still holds.
+    pub fn verified(&self) -> Option<Timestamp> {
+        match self {
+            Verification::Verified(at) => Some(*at),
+            _ => None,
+        }
+    }
 }
 
 /// Where an entry stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntryState {
-    /// In the storage, of the same kind as on the root (and verified, when recorded).
+    /// In the storage, the same as on the root when migrate verified it, and neither side
+    /// changed since.
     InStorage,
+    /// In the storage, of the same kind, but not verified by migrate: what it holds is not
+    /// known to be what the root has.
+    Unverified,
+    /// Verified by migrate once, and one side changed since.
+    Changed,
     /// The live path is the storage's copy, bind-mounted or linked.
     Mounted,
     /// On the root, not in the storage: the first reset loses it.
@@ -196,9 +227,27 @@ pub fn entry_state(e: &EntryFact) -> (EntryState, String) {
                 stored.word()
             ),
         ),
-        _ => match e.verified {
-            Some(at) => (EntryState::InStorage, format!("verified {at}")),
-            None => (EntryState::InStorage, "present, same kind".into()),
+        _ => match &e.record {
+            Verification::Verified(at) => (EntryState::InStorage, format!("verified {at}")),
+            Verification::None => (
+                EntryState::Unverified,
+                "in the storage, not verified by migrate".into(),
+            ),
+            Verification::Unreadable(why) => (
+                EntryState::Unverified,
+                format!("in the storage; not verified: {why}"),
+            ),
+            Verification::LiveChanged(at) => (
+                EntryState::Changed,
+                format!("changed on the root since migrate verified its copy at {at}"),
+            ),
+            Verification::CopyChanged(at) => (
+                EntryState::Changed,
+                format!(
+                    "the storage's copy changed since migrate verified it at {at} ({} holds it)",
+                    escape(&on_disk)
+                ),
+            ),
         },
     }
 }
@@ -436,10 +485,9 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
         .filter(|j| j.1 != EntryState::NotOnRoot)
         .count();
     let kept = of(EntryState::InStorage).len() + of(EntryState::Mounted).len();
-    let verified = judged
-        .iter()
-        .filter(|j| j.1 == EntryState::InStorage && j.0.verified.is_some())
-        .count();
+    let verified = of(EntryState::InStorage).len();
+    let unverified = of(EntryState::Unverified);
+    let changed = of(EntryState::Changed);
     let missing = of(EntryState::Missing);
     let differs = of(EntryState::KindDiffers);
     let blocked = of(EntryState::Blocked);
@@ -464,14 +512,21 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
         if verified > 0 {
             how.push(format!("{verified} verified by migrate"));
         }
-        let unverified = kept - mounted - verified;
-        if unverified > 0 {
-            // migrate keeps no record of what it verified (yet): presence and kind decide.
-            how.push(format!("{unverified} present, not verified"));
-        }
         parts[0] += &format!(" ({})", how.join(", "));
     }
     let path = |j: &&(&EntryFact, EntryState, String)| escape(&j.0.path);
+    if !changed.is_empty() {
+        parts.push(format!(
+            "changed since migrate verified them: {} (stop what writes them, then `imperm migrate` copies them again)",
+            named(&changed, |j| format!("{} ({})", escape(&j.0.path), j.2))
+        ));
+    }
+    if !unverified.is_empty() {
+        parts.push(format!(
+            "in the storage, not verified: {} (`imperm migrate` compares and records them)",
+            named(&unverified, path)
+        ));
+    }
     if !missing.is_empty() {
         parts.push(format!(
             "not in the storage: {} (`imperm migrate` copies them)",
@@ -500,13 +555,15 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
     if absent > 0 {
         parts.push(format!("{absent} not on the root (nothing to keep)"));
     }
-    let state = if !missing.is_empty() || !differs.is_empty() || !blocked.is_empty() {
-        State::Problem
-    } else if !unknown.is_empty() {
-        State::Unknown
-    } else {
-        State::Ok
-    };
+    let state =
+        if !missing.is_empty() || !differs.is_empty() || !blocked.is_empty() || !changed.is_empty()
+        {
+            State::Problem
+        } else if !unknown.is_empty() || !unverified.is_empty() {
+            State::Unknown
+        } else {
+            State::Ok
+        };
     reason("entries", state, parts.join("; "))
 }
 
@@ -790,7 +847,7 @@ mod tests {
             stored,
             mounted: false,
             linked: false,
-            verified: None,
+            record: Verification::Verified("2026-01-15T06:30:00Z".parse().unwrap()),
         }
     }
 
@@ -880,11 +937,76 @@ mod tests {
         }
         let missing = entry_state(&entry("/var/lib/a", Directory, Absent)).1;
         assert_eq!(missing, "not in the storage (/persist/var/lib/a is absent)");
-        let verified = EntryFact {
-            verified: Some("2026-01-15T06:30:00Z".parse().unwrap()),
-            ..entry("/a", File, File)
-        };
+        let verified = entry("/a", File, File);
         assert_eq!(entry_state(&verified).1, "verified 2026-01-15T06:30:00Z");
+        let at: Timestamp = "2026-01-15T06:30:00Z".parse().unwrap();
+        let records = [
+            (Verification::None, Unverified, "not verified by migrate"),
+            (
+                Verification::Unreadable("EACCES".into()),
+                Unverified,
+                "not verified: EACCES",
+            ),
+            (
+                Verification::LiveChanged(at),
+                Changed,
+                "changed on the root since migrate verified its copy at 2026-01-15T06:30:00Z",
+            ),
+            (
+                Verification::CopyChanged(at),
+                Changed,
+                "the storage's copy changed since migrate verified it at 2026-01-15T06:30:00Z (/persist/a holds it)",
+            ),
+        ];
+        for (record, state, words) in records {
+            let fact = EntryFact {
+                record,
+                ..entry("/a", File, File)
+            };
+            let (got, why) = entry_state(&fact);
+            assert_eq!(got, state, "{fact:?}");
+            assert!(why.contains(words), "{why:?} lacks {words:?}");
+        }
+    }
+
+    #[test]
+    fn only_verified_copies_make_the_entries_ready() {
+        let at: Timestamp = "2026-01-15T06:30:00Z".parse().unwrap();
+        let cases = [
+            (
+                Verification::Verified(at),
+                State::Ok,
+                "1 verified by migrate",
+            ),
+            (
+                Verification::None,
+                State::Unknown,
+                "in the storage, not verified: /var/lib/a (`imperm migrate` compares and records them)",
+            ),
+            (
+                Verification::LiveChanged(at),
+                State::Problem,
+                "changed since migrate verified them: /var/lib/a (changed on the root since",
+            ),
+            (
+                Verification::CopyChanged(at),
+                State::Problem,
+                "changed since migrate verified them",
+            ),
+        ];
+        for (record, state, words) in cases {
+            let mut f = ready_facts();
+            f.entries[0].record = record;
+            let r = decide(&f);
+            let entries = r.reasons.iter().find(|x| x.check == "entries").unwrap();
+            assert_eq!(entries.state, state, "{}", entries.detail);
+            assert!(
+                entries.detail.contains(words),
+                "{:?} lacks {words:?}",
+                entries.detail
+            );
+            assert_eq!(r.ready, state == State::Ok);
+        }
     }
 
     #[test]
@@ -1250,7 +1372,7 @@ mod tests {
         let r = decide(&f);
         assert_eq!(
             r.reasons[2].detail,
-            "3 of 3 declared entries on the root in the storage (1 bind-mounted, 1 linked, 1 present, not verified)"
+            "3 of 3 declared entries on the root in the storage (1 bind-mounted, 1 linked, 1 verified by migrate)"
         );
     }
 

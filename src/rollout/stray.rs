@@ -110,9 +110,10 @@ pub struct Item {
     pub rel: PathBuf,
 }
 
-/// Names a storage keeps for imperm's own use, at its top.
+/// Names a storage keeps for imperm's own use, at its top: the quarantine, and migrate's
+/// record of what it verified.
 fn ours(rel: &Path) -> bool {
-    rel == Path::new(QUARANTINE_DIR)
+    rel == Path::new(QUARANTINE_DIR) || super::record::is_record_name(rel)
 }
 
 fn kind_word(kind: FileType) -> &'static str {

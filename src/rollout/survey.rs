@@ -33,6 +33,9 @@ pub struct Node {
     pub mtime: (i64, i64),
     /// As it was before this survey read the entry (not compared: see [`differences`]).
     pub atime: (i64, i64),
+    /// The last change of the inode (not compared: a copy's is its own); what tells that
+    /// a tree changed after a moment (see [`newest_change`]).
+    pub ctime: (i64, i64),
     /// Device nodes only.
     pub rdev: u64,
     /// A symlink's target.
@@ -213,6 +216,7 @@ impl Survey {
             },
             mtime: (st.st_mtime, st.st_mtime_nsec as i64),
             atime: (st.st_atime, st.st_atime_nsec as i64),
+            ctime: (st.st_ctime, st.st_ctime_nsec as i64),
             rdev: match kind {
                 Kind::CharDevice | Kind::BlockDevice => st.st_rdev,
                 _ => 0,
@@ -370,6 +374,47 @@ pub fn differences(a: &Survey, b: &Survey, shown: &Path, limit: usize) -> Vec<St
     out
 }
 
+/// A fingerprint of everything [`differences`] compares, so that two surveys made at
+/// different times (a copy when it was verified, the same copy later) can be told equal
+/// without keeping the first: equal digests, no difference. BLAKE3, in hex.
+pub fn digest(s: &Survey) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut field = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for n in compared(s) {
+        field(n.rel.as_os_str().as_bytes());
+        field(n.kind.word().as_bytes());
+        field(&n.mode.to_le_bytes());
+        field(&n.uid.to_le_bytes());
+        field(&n.gid.to_le_bytes());
+        field(&n.size.to_le_bytes());
+        field(&n.mtime.0.to_le_bytes());
+        field(&n.mtime.1.to_le_bytes());
+        field(&n.rdev.to_le_bytes());
+        field(n.target.as_deref().unwrap_or(b"\0none"));
+        field(n.hash.as_ref().map_or(&b"\0none"[..], |h| &h[..]));
+        field(&(n.xattrs.len() as u64).to_le_bytes());
+        for (name, value) in &n.xattrs {
+            field(name);
+            field(value);
+        }
+        field(
+            n.link
+                .as_ref()
+                .map_or(&b"\0none"[..], |l| l.as_os_str().as_bytes()),
+        );
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// The newest inode change in a tree (seconds, nanoseconds): anything written, moved,
+/// chmod-ed or given an attribute since a moment has a later one.
+pub fn newest_change(s: &Survey) -> (i64, i64) {
+    s.nodes.iter().map(|n| n.ctime).max().unwrap_or((0, 0))
+}
+
 /// The nodes compared: all but sockets and unknown kinds, which are never copied.
 fn compared(s: &Survey) -> Vec<&Node> {
     s.nodes
@@ -425,6 +470,7 @@ mod tests {
             size: 0,
             mtime: (1, 2),
             atime: (0, 0),
+            ctime: (0, 0),
             rdev: 0,
             target: None,
             hash: None,
@@ -469,6 +515,62 @@ mod tests {
             assert_eq!(got, vec![format!("/x/f: {want}")]);
         }
         assert!(differences(&tree(base()), &tree(base()), Path::new("/x"), 10).is_empty());
+    }
+
+    #[test]
+    fn the_digest_changes_with_every_compared_property_and_nothing_else() {
+        let base = || {
+            let mut f = node("f", Kind::File);
+            f.hash = Some([1; 32]);
+            f.size = 3;
+            let mut l = node("l", Kind::Symlink);
+            l.target = Some(b"f".to_vec());
+            vec![node("", Kind::Directory), f, l]
+        };
+        let want = digest(&tree(base()));
+        type Edit = fn(&mut Vec<Node>);
+        let changes: &[Edit] = &[
+            |t| t[1].hash = Some([2; 32]),
+            |t| t[1].size = 4,
+            |t| t[1].uid = 7,
+            |t| t[1].gid = 7,
+            |t| t[1].mode = 0o600,
+            |t| t[1].mtime = (1, 3),
+            |t| t[1].xattrs = vec![(b"user.a".to_vec(), b"1".to_vec())],
+            |t| t[1].link = Some(PathBuf::from("g")),
+            |t| t[1].kind = Kind::Fifo,
+            |t| t[1].rel = PathBuf::from("g"),
+            |t| t[2].target = Some(b"g".to_vec()),
+            |t| t.push(node("z", Kind::File)),
+        ];
+        for (i, edit) in changes.iter().enumerate() {
+            let mut t = base();
+            edit(&mut t);
+            assert_ne!(digest(&tree(t)), want, "change {i}");
+        }
+        // What is not compared does not count: access and change times, sockets.
+        let mut t = base();
+        t[1].atime = (9, 9);
+        t[1].ctime = (9, 9);
+        t.push(node("s", Kind::Socket));
+        assert_eq!(digest(&tree(t)), want);
+        // Length-prefixed fields: moving bytes from one field to the next is a change.
+        let mut a = base();
+        a[2].target = Some(b"ab".to_vec());
+        a[2].rel = PathBuf::from("l");
+        let mut b = base();
+        b[2].target = Some(b"b".to_vec());
+        b[2].rel = PathBuf::from("la");
+        assert_ne!(digest(&tree(a)), digest(&tree(b)));
+    }
+
+    #[test]
+    fn the_newest_change_is_the_latest_ctime() {
+        let mut t = vec![node("", Kind::Directory), node("a", Kind::File)];
+        t[0].ctime = (5, 1);
+        t[1].ctime = (5, 2);
+        assert_eq!(newest_change(&tree(t)), (5, 2));
+        assert_eq!(newest_change(&Survey::default()), (0, 0));
     }
 
     #[test]
