@@ -278,7 +278,8 @@ fn reset_mounts_the_device_itself_privately() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_reset_once(&fs, &before);
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // Bytes, lossily: another test's mount point need not be UTF-8.
+    let mounts = String::from_utf8_lossy(&fs::read("/proc/self/mountinfo").unwrap()).into_owned();
     assert!(
         !mounts.contains(&format!("imperm-top-{pid}-")),
         "the private mount is not visible outside"

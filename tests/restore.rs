@@ -1304,8 +1304,9 @@ fn mounts_below_the_target_are_found_by_filesystem_not_by_name() {
         .unwrap();
     let mounted = (0..100).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        fs::read_to_string(format!("/proc/{}/mountinfo", other.id()))
-            .is_ok_and(|t| t.contains("/var/lib/ns/sub"))
+        // Bytes, lossily: another test's mount point need not be UTF-8.
+        fs::read(format!("/proc/{}/mountinfo", other.id()))
+            .is_ok_and(|t| String::from_utf8_lossy(&t).contains("/var/lib/ns/sub"))
     });
     let out = host.imperm(&["restore", "/var/lib/ns", "--force"]);
     let _ = other.kill();

@@ -638,8 +638,9 @@ pub(crate) fn failpoint(name: &str) {
 }
 
 /// Opens `base/rel` as a directory, creating the missing ones with the owner and mode of
-/// the same directory below `model` (the snapshot). Each step is one name opened without
-/// following a symlink, so nothing planted on the way is followed.
+/// the same directory below `model` (the snapshot; for migrate, the live root). Each step
+/// is one name opened without following a symlink, so nothing planted on the way is
+/// followed; each directory made is complete before it has its name ([`make_dir_like`]).
 pub fn create_parents(
     base: BorrowedFd,
     model: BorrowedFd,
@@ -663,28 +664,56 @@ pub fn create_parents(
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| FsError::new("read the snapshot's", &shown, e.into()))?;
+        .map_err(|e| FsError::new("read the original of", &shown, e.into()))?;
         dir = match rustix::fs::openat(&dir, part, dir_flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => {
-                match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(FsError::new("create", &shown, e.into()).into()),
-                }
-                let fd = rustix::fs::openat(&dir, part, dir_flags, Mode::empty())
-                    .map_err(|e| not_a_directory(&dir, part, &shown, e))?;
                 let m = rustix::fs::fstat(&like)
-                    .map_err(|e| FsError::new("read the snapshot's", &shown, e.into()))?;
-                rustix::fs::fchown(&fd, Some(uid(&m)), Some(gid(&m)))
-                    .map_err(|e| FsError::new("chown", &shown, e.into()))?;
-                rustix::fs::fchmod(&fd, Mode::from_raw_mode(m.st_mode & 0o7777))
-                    .map_err(|e| FsError::new("chmod", &shown, e.into()))?;
-                fd
+                    .map_err(|e| FsError::new("read the original of", &shown, e.into()))?;
+                make_dir_like(&dir, part, &m, &shown)?
             }
             Err(e) => return Err(not_a_directory(&dir, part, &shown, e)),
         };
     }
     Ok(dir)
+}
+
+/// The temporary name a missing parent directory is made under before it is renamed
+/// into place.
+pub fn parent_temp(name: &OsStr) -> std::ffi::OsString {
+    let mut out = std::ffi::OsString::from(".");
+    out.push(name);
+    out.push(".imperm-parent");
+    out
+}
+
+/// Makes `dir/name` with the owner and mode of `like`, complete under a temporary name
+/// and then renamed into place: a run killed in between never leaves a directory with
+/// the wrong owner or mode (root's, 0700) under its name, and the next run removes the
+/// empty leftover. One made meanwhile by someone else is used as it is.
+fn make_dir_like(dir: &OwnedFd, name: &OsStr, like: &Stat, shown: &Path) -> Result<OwnedFd, Error> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let temp = parent_temp(name);
+    let temp_shown = shown.with_file_name(&temp);
+    let err = |op: &str, e: Errno| -> Error { FsError::new(op, &temp_shown, e.into()).into() };
+    match rustix::fs::unlinkat(dir, &temp, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(err("remove the leftover", e)),
+    }
+    rustix::fs::mkdirat(dir, &temp, Mode::from_raw_mode(0o700)).map_err(|e| err("create", e))?;
+    let fd = rustix::fs::openat(dir, &temp, flags, Mode::empty()).map_err(|e| err("open", e))?;
+    rustix::fs::fchown(&fd, Some(uid(like)), Some(gid(like))).map_err(|e| err("chown", e))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(like.st_mode & 0o7777))
+        .map_err(|e| err("chmod", e))?;
+    match rustix::fs::renameat_with(dir, &temp, dir, name, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(fd),
+        Err(Errno::EXIST) => {
+            let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::REMOVEDIR);
+            rustix::fs::openat(dir, name, flags, Mode::empty())
+                .map_err(|e| not_a_directory(dir, name, shown, e))
+        }
+        Err(e) => Err(err("rename into place", e)),
+    }
 }
 
 /// The error for `dir/name` that could not be opened as a directory.
@@ -697,7 +726,7 @@ fn not_a_directory(dir: &OwnedFd, name: &OsStr, shown: &Path, e: Errno) -> Error
             escape(shown)
         )),
         (Errno::NOTDIR, Ok(_)) => Error::Usage(format!(
-            "{} is not a directory, so nothing can be restored below it",
+            "{} is not a directory, so nothing can be placed below it",
             escape(shown)
         )),
         _ => FsError::new("open", shown, e.into()).into(),
@@ -1451,6 +1480,57 @@ mod tests {
 
     /// Parents are created one name at a time on descriptors: a symlink on the way (planted
     /// after the checks) is refused, never followed.
+    #[test]
+    fn parents_are_made_whole_under_a_temporary_name_and_a_leftover_is_cleared() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, model) = (tmp.path().join("base"), tmp.path().join("model"));
+        std::fs::create_dir_all(model.join("a/b")).unwrap();
+        std::fs::create_dir_all(&base).unwrap();
+        for (dir, mode, owner) in [("a", 0o751, 42), ("a/b", 0o2710, 43)] {
+            let at = model.join(dir);
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::chown(&at, Some(owner), Some(owner + 1)).unwrap();
+        }
+        // What a run killed after its mkdir left: root's, 0700, under the temporary name.
+        std::fs::create_dir(base.join(".a.imperm-parent")).unwrap();
+        create_parents(
+            dir(&base).as_fd(),
+            dir(&model).as_fd(),
+            Path::new("a/b"),
+            Path::new("/persist"),
+        )
+        .unwrap();
+        for (d, mode, owner) in [("a", 0o751, 42), ("a/b", 0o2710, 43)] {
+            let m = std::fs::metadata(base.join(d)).unwrap();
+            assert_eq!(
+                (m.mode() & 0o7777, m.uid(), m.gid()),
+                (mode, owner, owner + 1),
+                "{d}"
+            );
+        }
+        let names: Vec<_> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a"]);
+        // A leftover that is not empty is not imperm's to remove: said, nothing made.
+        std::fs::create_dir_all(model.join("c")).unwrap();
+        std::fs::create_dir_all(base.join(".c.imperm-parent/x")).unwrap();
+        let err = create_parents(
+            dir(&base).as_fd(),
+            dir(&model).as_fd(),
+            Path::new("c"),
+            Path::new("/persist"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/persist/.c.imperm-parent"),
+            "{err}"
+        );
+        assert!(!base.join("c").exists());
+    }
+
     #[test]
     fn create_parents_never_follows_a_symlink() {
         let tmp = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use serde::Serialize;
 
@@ -1003,77 +1003,11 @@ fn look_at_target(
     })
 }
 
-/// The temporary name a parent directory is made under before it is renamed into place.
-fn parent_temp(name: &OsStr) -> std::ffi::OsString {
-    let mut out = std::ffi::OsString::from(".");
-    out.push(name);
-    out.push(".imperm-parent");
-    out
-}
-
 /// Opens the storage's directory `rel`, making each missing one with the owner and mode of
-/// the same directory on the live root. Each is made complete under a temporary name and
-/// renamed into place, so that a run killed in between never leaves a parent with the
-/// wrong owner or mode under its name; a leftover empty temporary directory is removed.
+/// the same directory on the live root (restore's way: each made complete under a
+/// temporary name, then renamed into place; never following a symlink on either side).
 fn create_parents(root: BorrowedFd, storage: &Storage, rel: &Path) -> Result<OwnedFd, Error> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut dir =
-        rustix::io::dup(&storage.fd).map_err(|e| FsError::new("open", &storage.shown, e.into()))?;
-    let mut live = PathBuf::new();
-    let mut shown = storage.shown.clone();
-    for part in rel.components() {
-        let Component::Normal(part) = part else {
-            continue;
-        };
-        live.push(part);
-        shown.push(part);
-        match rustix::fs::openat(&dir, part, flags, Mode::empty()) {
-            Ok(fd) => {
-                dir = fd;
-                continue;
-            }
-            Err(Errno::NOENT) => {}
-            Err(Errno::NOTDIR | Errno::LOOP) => {
-                return Err(refuse(format!(
-                    "{} is not a directory (or is a symlink, never followed)",
-                    escape(&shown)
-                )));
-            }
-            Err(e) => return Err(FsError::new("open", &shown, e.into()).into()),
-        }
-        let model = rustix::fs::statat(root, &live, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| FsError::new("inspect", &Path::new("/").join(&live), e.into()))?;
-        let temp = parent_temp(part);
-        let temp_shown = shown.with_file_name(&temp);
-        let err = |op: &str, e: Errno| -> Error { FsError::new(op, &temp_shown, e.into()).into() };
-        match rustix::fs::unlinkat(&dir, &temp, AtFlags::REMOVEDIR) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(err("remove the leftover", e)),
-        }
-        rustix::fs::mkdirat(&dir, &temp, Mode::from_raw_mode(0o700))
-            .map_err(|e| err("create", e))?;
-        let fd =
-            rustix::fs::openat(&dir, &temp, flags, Mode::empty()).map_err(|e| err("open", e))?;
-        rustix::fs::fchown(
-            &fd,
-            Some(rustix::process::Uid::from_raw(model.st_uid)),
-            Some(rustix::process::Gid::from_raw(model.st_gid)),
-        )
-        .map_err(|e| err("chown", e))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(model.st_mode & 0o7777))
-            .map_err(|e| err("chmod", e))?;
-        match rustix::fs::renameat_with(&dir, &temp, &dir, part, RenameFlags::NOREPLACE) {
-            Ok(()) => dir = fd,
-            // Made by someone else meanwhile: theirs is used.
-            Err(Errno::EXIST) => {
-                let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::REMOVEDIR);
-                dir = rustix::fs::openat(&dir, part, flags, Mode::empty())
-                    .map_err(|e| FsError::new("open", &shown, e.into()))?;
-            }
-            Err(e) => return Err(err("rename into place", e)),
-        }
-    }
-    Ok(dir)
+    restore::create_parents(storage.fd.as_fd(), root, rel, &storage.shown)
 }
 
 #[cfg(test)]
