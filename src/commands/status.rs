@@ -261,9 +261,11 @@ fn open_top(config: &Config) -> Result<(TopLevel, Layout), String> {
         snapshot_dir: fs.snapshot_dir.clone(),
         blank: fs.blank_snapshot.clone(),
     };
+    // The opener's refusals end with what they mean for a command that changes things;
+    // status only looks.
     TopLevel::open(fs, None)
         .map(|top| (top, layout))
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string().trim_end_matches("; nothing was done").to_string())
 }
 
 /// What status learns from the top level.
