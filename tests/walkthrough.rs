@@ -532,6 +532,16 @@ fn l001_is_rolled_out_with_imperm_alone() {
     let v = json(&live, None, &["status", "--no-check"], 0);
     assert_eq!(v["ready"], false);
     assert_eq!(reason(&v, "config")["state"], "problem");
+    assert!(
+        reason(&v, "config")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "after `nixos-rebuild boot`, before the reboot, it is {NEXT_CONFIG}"
+            )),
+        "{:#}",
+        v["reasons"]
+    );
 
     // 4. nixos-rebuild boot: the new generation, not active before the reboot.
     let generation_etc = host.at("/nix/var/nix/profiles/system/etc");
@@ -584,18 +594,33 @@ fn l001_is_rolled_out_with_imperm_alone() {
         ),
         "{human}"
     );
+    // One table: the sizes and reasons line up whatever the length of the path.
+    let columns: Vec<Option<usize>> = human
+        .lines()
+        .filter(|l| l.starts_with("copy ") || l.starts_with("absent "))
+        .map(|l| l.find("  not "))
+        .collect();
+    assert_eq!(columns.len(), 12, "{human}");
+    assert!(columns.iter().all(|c| *c == columns[0]), "{human}");
     assert_eq!(describe(&persist), storage_before, "a dry run wrote");
 
     // 7. The copy, exact: the storage's copy is the live tree, but for the socket.
-    let done = json(&live, Some(&config), &["migrate"], 0);
-    let hs = entry(&done, HEADSCALE);
-    assert_eq!((&hs["action"], &hs["done"]), (&"copy".into(), &true.into()));
+    let out = run(&live, Some(&config), &["migrate"], 0);
+    let copied = text(&out);
+    let hs = copied
+        .lines()
+        .find(|l| l.starts_with("copied ") && l.contains(" /var/lib/headscale "))
+        .unwrap_or_else(|| panic!("{copied}"));
     assert!(
-        hs["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not copied: /var/lib/headscale/headscale.sock (a socket"),
+        hs.ends_with(
+            "not in the storage yet; not copied: /var/lib/headscale/headscale.sock (a socket \
+             cannot be copied: the program that listens on it makes it again when it starts)"
+        ),
         "{hs}"
+    );
+    assert!(
+        copied.ends_with("migrate: 8 copied, 0 replaced, 0 skipped, 4 absent, 0 refused\n"),
+        "{copied}"
     );
     let stored = host.at("/persist/var/lib/headscale");
     assert_same_tree(&host.at(HEADSCALE), &stored);
@@ -687,6 +712,7 @@ fn l001_is_rolled_out_with_imperm_alone() {
     )
     .unwrap();
     link(&boot, "/etc/systemd/system", "/etc/static/systemd/system");
+    let done = json(&live, Some(&config), &["migrate", "--dry-run"], 0);
     for e in done["entries"].as_array().unwrap() {
         if e["action"] == "absent" {
             continue;

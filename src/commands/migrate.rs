@@ -165,11 +165,14 @@ impl Report for MigrateReport {
             if e.tries > 1 && e.done == Some(true) {
                 reason = format!("{reason} (changed while copied: {} tries)", e.tries);
             }
+            // The padding after the styled path, not a width for it: a path is as long
+            // as it is, and the columns after it start where the longest one ends.
             writeln!(
                 out,
-                "{style}{word:<12}{style:#} {}{:pad$}{:#} {size}  {}",
-                styles.path.render(),
+                "{style}{word:<12}{style:#} {}{}{:#}{:pad$} {size}  {}",
+                styles.path,
                 escape(&e.path),
+                styles.path,
                 "",
                 reason,
                 pad = width - escape(&e.path).chars().count(),
