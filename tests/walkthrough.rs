@@ -568,7 +568,7 @@ fn l001_is_rolled_out_with_imperm_alone() {
             v["reasons"]
         );
     }
-    let human = text(&run(&live, Some(&config), &["status", "--no-check"], 0));
+    let human = text(&run(&live, Some(&config), &["status"], 0));
     assert!(human.contains("\nnot ready: 1 problem\n"), "{human}");
 
     // 6. The dry run: what would be copied, with sizes; nothing written.
