@@ -570,6 +570,11 @@ fn l001_is_rolled_out_with_imperm_alone() {
     }
     let human = text(&run(&live, Some(&config), &["status"], 0));
     assert!(human.contains("\nnot ready: 1 problem\n"), "{human}");
+    // A tmpfs root has no subvolumes to name.
+    assert!(
+        human.contains("\nfilesystem   tmpfs (from the config)\n"),
+        "{human}"
+    );
 
     // 6. The dry run: what would be copied, with sizes; nothing written.
     let storage_before = describe(&persist);
