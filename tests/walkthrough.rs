@@ -678,6 +678,9 @@ fn l001_is_rolled_out_with_imperm_alone() {
         "{aside}"
     );
     assert_same_tree(&host.at(HEADSCALE), &stored);
+    // The kept copy is what `stray` lists: no entry declares it.
+    let out = run(&live, Some(&config), &["stray"], 1);
+    assert!(text(&out).contains(aside), "{}", text(&out));
 
     // 9. The first ephemeral boot, simulated (tests/vm does real boots): a fresh, empty
     // tmpfs root; /nix (its own disk on L001) and /persist mounted; activation's /etc
