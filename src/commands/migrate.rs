@@ -6,6 +6,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use crate::cli::{GlobalArgs, MigrateArgs};
+use crate::config::PersistenceSource;
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::filesystem::backend;
@@ -14,6 +15,9 @@ use crate::output::{self, Report, Styles};
 use crate::paths::escape;
 use crate::rollout::migrate::{Action, MigrateReport, Request, migrate};
 use crate::words::{bytes, count};
+
+/// Where `nixos-rebuild boot` leaves the configuration the next boot activates.
+const NEXT_CONFIG: &str = "/nix/var/nix/profiles/system/etc/imperm/config.toml";
 
 /// Owners are set on every copy: as anyone else, the first chown would fail midway.
 fn require_root(dry_run: bool) -> Result<(), Error> {
@@ -30,6 +34,19 @@ pub fn run(global: &GlobalArgs, args: &MigrateArgs) -> Result<ExitStatus, Error>
     output::require_not_nix(global.format, MigrateReport::COMMAND)?;
     require_root(args.dry_run)?;
     let config = super::load_config(global)?;
+    // Without the host's own entries, "every declared entry" would be imperm's template:
+    // a run that copies the template, misses the host's services and exits 0 is worse
+    // than none. On a host being rolled out, the usual cause is `nixos-rebuild boot`,
+    // which does not activate the new generation's /etc.
+    if args.paths.is_empty() && config.persistence_source == PersistenceSource::Template {
+        return Err(Error::Usage(format!(
+            "no persistence is declared ({} has none, and no --persistence-json was given): \
+             migrate copies the host's own entries, not imperm's template; after \
+             `nixos-rebuild boot`, the new generation's is --config {NEXT_CONFIG} \
+             (or name the paths to copy); nothing was done",
+            escape(&config.config_file.path)
+        )));
+    }
     // The lock `restore` and `reset` take, when there is a filesystem to take it on.
     let configured = config.filesystem.is_some() || args.fs.fs_type.is_some();
     let _top = if configured && !args.dry_run {
@@ -148,11 +165,14 @@ impl Report for MigrateReport {
             if e.tries > 1 && e.done == Some(true) {
                 reason = format!("{reason} (changed while copied: {} tries)", e.tries);
             }
+            // The padding after the styled path, not a width for it: a path is as long
+            // as it is, and the columns after it start where the longest one ends.
             writeln!(
                 out,
-                "{style}{word:<12}{style:#} {}{:pad$}{:#} {size}  {}",
-                styles.path.render(),
+                "{style}{word:<12}{style:#} {}{}{:#}{:pad$} {size}  {}",
+                styles.path,
                 escape(&e.path),
+                styles.path,
                 "",
                 reason,
                 pad = width - escape(&e.path).chars().count(),

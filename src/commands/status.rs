@@ -1017,7 +1017,10 @@ impl Report for StatusReport {
                 if let Some(device) = &fs.device {
                     text += &format!(" on {device}");
                 }
-                if let (Some(root), Some(snaps)) = (&fs.root_subvolume, &fs.snapshot_dir) {
+                // A tmpfs root has no subvolumes: config.toml names the defaults anyway.
+                if let (Some(root), Some(snaps), false) =
+                    (&fs.root_subvolume, &fs.snapshot_dir, t == "tmpfs")
+                {
                     text += &format!(", root {}, snapshots in {}", escape(root), escape(snaps));
                 }
                 format!("{text} (from the {from})")

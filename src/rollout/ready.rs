@@ -444,7 +444,9 @@ fn config_reason(f: &Facts) -> Reason {
             State::Problem,
             "no persistence declared (no configuration file, no bind mounts from a storage): \
              the built-in template stood in; give the host's own with --config or \
-             --persistence-json (the NixOS module writes /etc/imperm/config.toml)",
+             --persistence-json (the NixOS module writes /etc/imperm/config.toml; after \
+             `nixos-rebuild boot`, before the reboot, it is \
+             /nix/var/nix/profiles/system/etc/imperm/config.toml)",
         ),
     }
 }
