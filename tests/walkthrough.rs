@@ -407,23 +407,46 @@ fn rebuild(host_file: &Path, generation_etc: &Path) {
     write(generation_etc, "imperm/config.toml", toml.as_bytes(), 0o444);
 }
 
-/// What today's migrate does when a service wrote after the copy: it refuses, exit 2,
-/// naming the file and `--force`; status still says ready, since migrate keeps no record
-/// of what it verified (entries count by presence and kind). The lead's record of verified
-/// copies changes both: this is the one place that says what they do now.
-fn a_write_after_migrate_today(live: &Path, config: &Path) {
-    let out = run(live, Some(config), &["migrate"], 2);
-    assert_eq!(
-        stderr(&out),
-        "imperm: /var/lib/headscale: the storage's copy differs \
-         (/var/lib/headscale/db.sqlite: content, modification time); --force keeps it aside \
-         and copies the live one; nothing was done\n"
-    );
-    assert_eq!(text(&out), "");
+/// When a service wrote after the copy (headscale not stopped before migrate): status
+/// sees that the live path changed since migrate verified its copy (its record), so the
+/// host is not ready; migrate takes the copy it recorded for outdated and copies again,
+/// without `--force`, keeping the copy of then aside. Its JSON report.
+fn a_write_after_migrate(live: &Path, config: &Path) -> Value {
     let v = json(live, Some(config), &["status", "--no-check"], 0);
-    assert_eq!(v["ready"], true, "{:#}", v["reasons"]);
-    assert_eq!(entry(&v, HEADSCALE)["state"], "in-storage");
+    assert_eq!(v["ready"], false, "{:#}", v["reasons"]);
+    assert_eq!(entry(&v, HEADSCALE)["state"], "changed");
     assert_eq!(entry(&v, HEADSCALE)["verified"], Value::Null);
+    let entries = v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["check"] == "entries")
+        .unwrap();
+    assert!(
+        entries["detail"].as_str().unwrap().starts_with(
+            "7 of 8 declared entries on the root in the storage (7 verified by migrate); \
+             changed since migrate verified them: /var/lib/headscale (changed on the root \
+             since migrate verified its copy at "
+        ),
+        "{entries}"
+    );
+    let v = json(live, Some(config), &["migrate", HEADSCALE], 0);
+    let hs = entry(&v, HEADSCALE);
+    assert_eq!(
+        (&hs["action"], &hs["done"]),
+        (&"replace".into(), &true.into())
+    );
+    assert!(
+        hs["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("changed on the live root since migrate verified its copy at "),
+        "{hs}"
+    );
+    let v2 = json(live, Some(config), &["status", "--no-check"], 0);
+    assert_eq!(v2["ready"], true, "{:#}", v2["reasons"]);
+    assert!(entry(&v2, HEADSCALE)["verified"].is_string());
+    v
 }
 
 #[test]
@@ -652,6 +675,7 @@ fn l001_is_rolled_out_with_imperm_alone() {
     let v = json(&live, Some(&config), &["status"], 0);
     assert_eq!(v["ready"], true, "{:#}", v["reasons"]);
     assert_eq!(entry(&v, HEADSCALE)["state"], "in-storage");
+    assert!(entry(&v, HEADSCALE)["verified"].is_string(), "{v:#}");
     let human = text(&run(&live, Some(&config), &["status"], 0));
     assert!(
         human.contains("\nready for the first ephemeral boot\n"),
@@ -664,14 +688,8 @@ fn l001_is_rolled_out_with_imperm_alone() {
         .open(host.at("/var/lib/headscale/db.sqlite"))
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"a new node"))
         .unwrap();
-    a_write_after_migrate_today(&live, &config);
-    // Stopped, then taken again with --force: the older copy is kept aside.
-    let v = json(&live, Some(&config), &["migrate", "--force", HEADSCALE], 0);
+    let v = a_write_after_migrate(&live, &config);
     let hs = entry(&v, HEADSCALE);
-    assert_eq!(
-        (&hs["action"], &hs["done"]),
-        (&"replace".into(), &true.into())
-    );
     let aside = hs["aside"].as_str().unwrap();
     assert!(
         aside.starts_with("/persist/var/lib/headscale.imperm-replaced-"),

@@ -265,7 +265,11 @@ fn open_top(config: &Config) -> Result<(TopLevel, Layout), String> {
     // status only looks.
     TopLevel::open(fs, None)
         .map(|top| (top, layout))
-        .map_err(|e| e.to_string().trim_end_matches("; nothing was done").to_string())
+        .map_err(|e| {
+            e.to_string()
+                .trim_end_matches("; nothing was done")
+                .to_string()
+        })
 }
 
 /// What status learns from the top level.
