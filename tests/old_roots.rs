@@ -512,3 +512,45 @@ fn odd_names_are_mounted_and_unmounted_exactly() {
     assert_eq!(json(&out)["unmounted"][0]["name"], printed);
     assert!(!place.exists());
 }
+
+/// A mount stopped after its checks, just before it mounts (a failpoint), holds the
+/// place: a second one at the same moment waits, then refuses, rather than finding the
+/// directory empty too and mounting on it. Killed there (kill -9), the first leaves
+/// nothing mounted, only the empty directory it made, which the next mount uses.
+#[test]
+fn a_mount_killed_half_way_holds_others_off_and_leaves_nothing_mounted() {
+    use std::io::BufRead;
+    let Some(fx) = fixture("mount_killed") else {
+        return;
+    };
+    let place = fx.place(SECOND);
+    let mut first = imperm_at(&fx.fs, &fx.tree, "2026-01-16T00:00:00Z")
+        .env(
+            imperm::snapshots::reset::FAILPOINT_ENV,
+            "mount-checked:hang",
+        )
+        .args(["snapshots", "mount", "--device", &fx.fs.device])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(first.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "imperm: failpoint mount-checked: hanging\n");
+    let second = fx.imperm(&["snapshots", "mount"]);
+    refused(&second, "another process holds the lock");
+    assert!(mounted_at(&place).is_none());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(mounted_at(&place).is_none());
+    assert_eq!(fs::read_dir(&place).unwrap().count(), 0);
+    let out = fx.imperm(&["snapshots", "mount"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(table().iter().filter(|(p, _)| *p == place).count(), 1);
+    assert_eq!(
+        fs::read_to_string(place.join("etc/hostname")).unwrap(),
+        "second"
+    );
+}

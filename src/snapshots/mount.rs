@@ -292,7 +292,11 @@ fn attach(
     device: (u32, u32),
     inside: &Path,
 ) -> Result<bool, Error> {
-    let (dir, made) = open_target(path, own)?;
+    let Target {
+        dir,
+        made,
+        _lock: _held,
+    } = open_target(path, own)?;
     let undo = |e: Error| {
         for (parent, name) in made.iter().rev() {
             let _ = rustix::fs::unlinkat(parent, name.as_os_str(), AtFlags::REMOVEDIR);
@@ -301,7 +305,7 @@ fn attach(
     };
     let fs_err = |op: &str, e: io::Error| Error::from(FsError::new(op, path, e));
     let st = rustix::fs::statx(&dir, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)
-        .map_err(|e| fs_err("inspect", e.into()))?;
+        .map_err(|e| undo(fs_err("inspect", e.into())))?;
     if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
         || st.stx_mask & StatxFlags::MNT_ID.bits() == 0
     {
@@ -330,6 +334,7 @@ fn attach(
             escape(path)
         )));
     }
+    crate::snapshots::reset::failpoint("mount-checked", &mut |line| eprintln!("imperm: {line}"));
     use rustix::mount::MoveMountFlags;
     rustix::mount::move_mount(
         &tree,
@@ -366,18 +371,22 @@ fn is_empty(dir: &OwnedFd) -> io::Result<bool> {
 
 /// Opens directory `path` one name at a time from `/`, never following a symlink (one on
 /// the way, or `path` itself, is an error naming it). Missing directories are made, 0700:
-/// `path` itself, and `own` (`/run/imperm` on this machine) and any below it. Returns the directory and what was made
-/// (each as its parent and name), in order.
-fn open_target(path: &Path, own: &Path) -> Result<(OwnedFd, Vec<(OwnedFd, OsString)>), Error> {
+/// `path` itself, and `own` (`/run/imperm` on this machine) and any below it. The parent
+/// of `path` stays locked while the result is held.
+fn open_target(path: &Path, own: &Path) -> Result<Target, Error> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut dir = rustix::fs::open("/", dir_flags, Mode::empty())
         .map_err(|e| FsError::new("open", Path::new("/"), e.into()))?;
     let mut made = Vec::new();
+    let mut lock = None;
     let mut at = PathBuf::from("/");
     let names: Vec<&OsStr> = path.strip_prefix("/").unwrap_or(path).iter().collect();
     for (i, name) in names.iter().enumerate() {
         at.push(name);
         let last = i + 1 == names.len();
+        if last {
+            lock = Some(lock_dir(&dir, &at, path)?);
+        }
         let next = match rustix::fs::openat(&dir, *name, dir_flags, Mode::empty()) {
             Err(Errno::NOENT) if last || at.starts_with(own) => {
                 match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(0o700)) {
@@ -391,7 +400,41 @@ fn open_target(path: &Path, own: &Path) -> Result<(OwnedFd, Vec<(OwnedFd, OsStri
         };
         dir = next.map_err(|e| not_a_directory(&at, path, e))?;
     }
-    Ok((dir, made))
+    Ok(Target {
+        dir,
+        made,
+        _lock: lock,
+    })
+}
+
+/// A directory to mount on, opened by [`open_target`].
+struct Target {
+    dir: OwnedFd,
+    /// What was made on the way to it, each as its parent and name, in order.
+    made: Vec<(OwnedFd, OsString)>,
+    /// Its parent, locked until the mount is made.
+    _lock: Option<OwnedFd>,
+}
+
+/// Locks directory `dir` (the parent of `path`), so that two imperm mounting at `path`
+/// at once do not both find it empty and mount twice, one on the other: the second one
+/// opens `path` after the first has mounted on it, and finds that mounted. Waits a few
+/// seconds at most: a lock held longer is not an imperm mounting.
+fn lock_dir(dir: &OwnedFd, at: &Path, path: &Path) -> Result<OwnedFd, Error> {
+    use rustix::fs::FlockOperation;
+    let held = dup(dir, at)?;
+    for _ in 0..100 {
+        match rustix::fs::flock(&held, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(held),
+            Err(Errno::WOULDBLOCK) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => return Err(FsError::new("lock", at, e.into()).into()),
+        }
+    }
+    Err(Error::Usage(format!(
+        "{}: another process holds the lock on {} (another imperm mounting there?); nothing was done",
+        escape(path),
+        escape(at.parent().unwrap_or(at))
+    )))
 }
 
 fn dup(dir: &OwnedFd, at: &Path) -> Result<OwnedFd, Error> {
