@@ -313,6 +313,10 @@ fn refuses_bad_places_and_names_and_mounts_nothing() {
             "/full: is not empty",
         ),
         (
+            &["snapshots", "mount", SECOND, "/full/mine"],
+            "/full/mine: is not a directory",
+        ),
+        (
             &["snapshots", "mount", SECOND, "/link"],
             "/link: is a symlink",
         ),
@@ -352,6 +356,13 @@ fn refuses_bad_places_and_names_and_mounts_nothing() {
     assert!(!fx.place("20990101T000000Z").exists());
     assert_eq!(fs::read_to_string(t.join("full/mine")).unwrap(), "mine");
     common::check(Command::new("umount").arg(t.join("busy")));
+
+    // A symlink planted where imperm makes its own directory.
+    std::os::unix::fs::symlink(t.join("empty"), t.join("run/imperm")).unwrap();
+    let out = fx.imperm(&["snapshots", "mount"]);
+    refused(&out, "run/imperm on the way is a symlink");
+    assert_eq!(fs::read_dir(t.join("empty")).unwrap().count(), 0);
+    fs::remove_file(t.join("run/imperm")).unwrap();
 
     // A tmpfs root keeps no old roots.
     let out = common::run(imperm_at(&fx.fs, &fx.tree, "2026-01-16T00:00:00Z").args([
@@ -499,7 +510,19 @@ fn odd_names_are_mounted_and_unmounted_exactly() {
             .arg(&dst),
     );
     let printed = "odd\\x0ana\\xffme";
-    let out = fx.imperm(&["snapshots", "mount", printed, "--format", "json"]);
+    // Through a top level mounted already (--mounted): no private namespace this time.
+    let out = common::run(
+        imperm_at(&fx.fs, &fx.tree, "2026-01-16T00:00:00Z")
+            .args([
+                "snapshots",
+                "mount",
+                printed,
+                "--format",
+                "json",
+                "--mounted",
+            ])
+            .arg(fx.fs.top()),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(json(&out)["name"], printed);
     let place = fx.tree.join("run/imperm/old-roots").join(name);
