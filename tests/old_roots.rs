@@ -577,3 +577,67 @@ fn a_mount_killed_half_way_holds_others_off_and_leaves_nothing_mounted() {
         "second"
     );
 }
+
+/// The library as browse's snapshot picker calls it, from a thread that already mounted a
+/// top level privately (its mount namespace is a copy that never sees the new mount): the
+/// old root lands where every other process sees it, and `Mounted::root` reaches it from
+/// the caller's namespace, where `path` is an empty directory.
+#[test]
+fn the_library_mounts_for_everyone_and_gives_a_way_in_from_a_private_namespace() {
+    use imperm::config::{FilesystemConfig, FsType};
+    use imperm::snapshots::mount::{OldRoots, mount_old_root, umount_old_roots};
+    let Some(fx) = fixture("mount_library") else {
+        return;
+    };
+    let fs_config = FilesystemConfig {
+        fs_type: FsType::Btrfs,
+        device: Some(fx.fs.device.clone()),
+        root_subvolume: "@root".into(),
+        snapshot_dir: "@snapshots".into(),
+        blank_snapshot: None,
+    };
+    let tree = fx.tree.clone();
+    let place = fx.place(FIRST);
+    let seen_by_all = place.clone();
+    // A thread of its own: unsharing a mount namespace is a thread's, and must not change
+    // the test harness's threads.
+    let (seen_there, seen_through_root, unmounted) = std::thread::spawn(move || {
+        let _top = imperm::filesystem::toplevel::TopLevel::open(&fs_config, None).unwrap();
+        let at = OldRoots {
+            fs: &fs_config,
+            mounted: None,
+            root: &tree,
+            now: "2026-01-16T00:00:00Z".parse().unwrap(),
+        };
+        let m = mount_old_root(&at, Some(FIRST), None).unwrap();
+        assert_eq!(m.name, FIRST);
+        assert!(!m.already_mounted);
+        let there = fs::read_dir(&m.path).unwrap().count();
+        // /proc/self is the main thread's: the host's namespace.
+        assert!(
+            mounted_at(&seen_by_all).is_some(),
+            "not in the host's namespace"
+        );
+        let through = fs::read_to_string(format!(
+            "/proc/self/fd/{}/etc/hostname",
+            std::os::fd::AsRawFd::as_raw_fd(&*m.root)
+        ))
+        .unwrap();
+        // The same again: found mounted, in the namespace where it is.
+        let again = mount_old_root(&at, Some(FIRST), None).unwrap();
+        assert!(again.already_mounted);
+        drop((m, again));
+        let done = umount_old_roots(&at, None, false).unwrap();
+        (there, through, done.unmounted.len())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        seen_there, 0,
+        "the private namespace does not see the mount"
+    );
+    assert_eq!(seen_through_root, "first");
+    assert_eq!(unmounted, 1);
+    assert!(mounted_at(&place).is_none());
+    assert!(!place.exists());
+}

@@ -49,7 +49,7 @@ pub struct OldRoots<'a> {
 }
 
 /// An old root mounted (or found already mounted) read-only.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Mounted {
     /// The snapshot, as `snapshots ls` prints it.
     pub name: String,
@@ -61,6 +61,13 @@ pub struct Mounted {
     pub path: PathBuf,
     /// It was mounted there already: nothing was done.
     pub already_mounted: bool,
+    /// The mount's root, open (`O_PATH`): the way in for a process that mounted a top
+    /// level privately before, whose mount namespace is a copy that never gets this mount
+    /// (`path` shows it an empty directory there); `openat` below it, or the path
+    /// `/proc/self/fd/N/…`, reach the old root from any namespace. While it is held the
+    /// mount is in use: drop it before unmounting.
+    #[serde(skip)]
+    pub root: std::sync::Arc<OwnedFd>,
 }
 
 /// What `umount` did.
@@ -138,13 +145,15 @@ pub fn mount_old_root(
     // The private top level is not needed any more: the clone holds the filesystem.
     drop(top);
     let own = under_root(at.root, Path::new(OWN_DIR));
-    let already = toplevel::in_host_namespace(|| attach(tree, &path, &own, device, &inside))
-        .map_err(|e| FsError::new("enter the first mount namespace for", &path, e))??;
+    let (already, root) =
+        toplevel::in_host_namespace(|| attach(tree, &path, &own, device, &inside))
+            .map_err(|e| FsError::new("enter the first mount namespace for", &path, e))??;
     Ok(Mounted {
         name,
         mount_point,
         path,
         already_mounted: already,
+        root: std::sync::Arc::new(root),
     })
 }
 
@@ -282,7 +291,8 @@ fn clone_readonly(top: &TopLevel, rel: &Path) -> Result<OwnedFd, Error> {
 }
 
 /// Attaches `tree` (a mount of `inside` of filesystem `device`) at `path`, in this
-/// thread's mount namespace; `Ok(true)` when that is mounted there already. Everything is
+/// thread's mount namespace; `true` when that is mounted there already; and the mount's
+/// root, open. Everything is
 /// checked before anything is made; a directory made here is removed again when the
 /// mount fails.
 fn attach(
@@ -291,7 +301,7 @@ fn attach(
     own: &Path,
     device: (u32, u32),
     inside: &Path,
-) -> Result<bool, Error> {
+) -> Result<(bool, OwnedFd), Error> {
     let Target {
         dir,
         made,
@@ -319,7 +329,7 @@ fn attach(
         let there = table.mounts.iter().find(|m| m.id == st.stx_mnt_id);
         if let Some(m) = there {
             if m.device == device && m.root == inside {
-                return Ok(true);
+                return Ok((true, dir));
             }
         }
         return Err(Error::Usage(format!(
@@ -344,7 +354,8 @@ fn attach(
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
     .map_err(|e| undo(fs_err("mount the old root at", e.into())))?;
-    Ok(false)
+    // Attached, the clone's descriptor is the mount's root.
+    Ok((false, tree))
 }
 
 /// What a mount is, for a message: `tmpfs "none" (/)`.
