@@ -428,6 +428,24 @@ fn umount_unmounts_only_old_roots_and_not_one_in_use() {
     );
     assert!(mounted_at(&fx.place(FIRST)).is_some());
 
+    // A mount inside it: not even --lazy (which would detach that one along with it).
+    let inner = fx.place(FIRST).join("etc");
+    common::check(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "inner"])
+            .arg(&inner),
+    );
+    let out = fx.imperm(&["snapshots", "umount", "--lazy", FIRST, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        v["busy"][0]["mounts_inside"],
+        serde_json::json!([format!("/run/imperm/old-roots/{FIRST}/etc")])
+    );
+    assert!(stderr(&out).contains("is mounted inside it; unmount that first"));
+    assert!(mounted_at(&inner).is_some());
+    common::check(Command::new("umount").arg(&inner));
+
     // --lazy detaches it although it is in use.
     let out = fx.imperm(&["snapshots", "umount", "--lazy", FIRST, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -289,6 +289,13 @@ pub fn umount(global: &GlobalArgs, args: &UmountArgs) -> Result<ExitStatus, Erro
     output::emit(&UmountReport(&done), global.format, global.color)?;
     for busy in &done.busy {
         let at = escape(&busy.mount_point);
+        if let Some(inner) = busy.mounts_inside.first() {
+            eprintln!(
+                "imperm: {at} is not unmounted: {} is mounted inside it; unmount that first",
+                escape(inner)
+            );
+            continue;
+        }
         eprintln!(
             "imperm: {at} is in use, not unmounted: close what uses it (`fuser -vm {at}` lists it) and run this again, or detach it now with `imperm snapshots umount --lazy {at}`"
         );
@@ -366,9 +373,13 @@ impl Report for UmountReport<'_> {
             )?;
         }
         for r in &u.busy {
+            let why = match r.mounts_inside.first() {
+                Some(inner) => format!("{} is mounted inside it", escape(inner)),
+                None => "in use".into(),
+            };
             writeln!(
                 out,
-                "{}in use{:#}: {} at {}: not unmounted",
+                "{}not unmounted{:#}: {} at {}: {why}",
                 s.problem,
                 s.problem,
                 r.name,

@@ -96,6 +96,10 @@ pub struct Unmounted {
     pub lazy: bool,
     /// Its directory under the old-roots directory was removed (empty once unmounted).
     pub removed_dir: bool,
+    /// Mounts inside it (someone's, on a directory of the old root): it is not
+    /// unmounted, not even with `--lazy`, which would detach them along with it.
+    #[serde(serialize_with = "crate::paths::json_all")]
+    pub mounts_inside: Vec<PathBuf>,
 }
 
 /// A mount under the old-roots directory that is not imperm's.
@@ -562,7 +566,18 @@ impl Unmount<'_> {
                 mount_point: seen,
                 lazy: self.lazy,
                 removed_dir: false,
+                mounts_inside: table
+                    .mounts
+                    .iter()
+                    .filter(|inner| inner.parent == m.id)
+                    .map(|inner| self.seen(&inner.mount_point))
+                    .collect(),
             };
+            if !row.mounts_inside.is_empty() {
+                row.lazy = false;
+                out.busy.push(row);
+                continue;
+            }
             // The one on top now must still be the one judged: a mount made meanwhile
             // on top of it is someone else's.
             let now_on_top = rustix::fs::statx(
