@@ -120,8 +120,8 @@ pub struct LeftAlone {
 /// else mounted on it. A missing `dir` is made (0700), with its parents below
 /// `/run/imperm`.
 ///
-/// Needs root. Must be called from the thread that mounts top levels (the main thread:
-/// a mount namespace is a thread's).
+/// Needs root. A process that mounted a top level privately before (whose namespace is a
+/// copy that never gets this mount) looks at the old root through `Mounted::root`.
 pub fn mount_old_root(
     at: &OldRoots,
     name: Option<&str>,
