@@ -341,6 +341,51 @@ pub enum SnapshotsCommand {
     /// a snapshot whose deletion is refused is skipped and named at the end (exit 2), the
     /// others still go; --dry-run shows every decision and deletes nothing.
     Gc(GcArgs),
+    /// Mount an old-root snapshot read-only, to look at it with your own tools
+    ///
+    /// NAME as `snapshots ls` prints it [default: the last reset's snapshot]; DIR [default:
+    /// /run/imperm/old-roots/NAME, made 0700 when missing]. Read-only, nosuid, nodev,
+    /// noexec, in the host's mount namespace (every process sees it) until `snapshots
+    /// umount`. Mounted there already: says so, exit 0. A DIR that is a symlink, is not
+    /// empty, or has something else mounted on it is refused (exit 2), nothing done.
+    Mount(MountArgs),
+    /// Unmount old roots `snapshots mount` mounted
+    ///
+    /// A DIR (with a `/` in it) or a snapshot NAME (its place under /run/imperm/old-roots);
+    /// none: every old root mounted under /run/imperm/old-roots. Only a mount of a snapshot
+    /// of this filesystem is unmounted, never anything else; emptied directories under
+    /// /run/imperm/old-roots are removed. One in use is not unmounted (exit 1) unless
+    /// --lazy.
+    Umount(UmountArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The snapshot, as `snapshots ls` prints it [default: the last reset's]
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Where to mount it [default: /run/imperm/old-roots/NAME]
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub fs: FsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// A directory (with a `/` in it) or a snapshot's name [default: every old root
+    /// under /run/imperm/old-roots]
+    #[arg(value_name = "DIR|NAME")]
+    pub target: Option<std::ffi::OsString>,
+
+    /// Detach an old root in use now (it is freed when the last file in it is closed)
+    #[arg(long)]
+    pub lazy: bool,
+
+    #[command(flatten)]
+    pub fs: FsArgs,
 }
 
 #[derive(Debug, Args)]

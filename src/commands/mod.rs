@@ -56,6 +56,8 @@ fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Snapshots(SnapshotsCommand::Gc(args)) | Command::Gc(args) => {
             snapshots::gc(global, args)
         }
+        Command::Snapshots(SnapshotsCommand::Mount(args)) => snapshots::mount(global, args),
+        Command::Snapshots(SnapshotsCommand::Umount(args)) => snapshots::umount(global, args),
         Command::Completions { shell } => generate::completions(*shell),
         Command::Man { dir } => generate::man(dir.as_deref()),
         Command::Migrate(args) => migrate::run(global, args),
@@ -160,60 +162,13 @@ fn now() -> Result<Timestamp, Error> {
     }
 }
 
-/// The old-root snapshot a command works with: `name`, or the last reset's snapshot
-/// (the one the last reset recorded, else the newest not in the future: the definition
-/// `snapshots ls` and `status` show). A name is given as `snapshots ls` prints it (the
-/// escaped form of paths in output, so that any name can be given), and must be a plain
-/// name in the snapshot directory, and a subvolume there. Returns the name in that form
-/// and the snapshot's path relative to the top level.
+/// The old-root snapshot a command works with: see
+/// [`crate::snapshots::snapshot::old_root`].
 fn old_root(
     backend: &dyn crate::filesystem::backend::Backend,
     top: &crate::filesystem::toplevel::TopLevel,
     fs: &FilesystemConfig,
     name: Option<&str>,
 ) -> Result<(String, std::path::PathBuf), Error> {
-    let name = match name {
-        Some(name) => name.to_string(),
-        None => last_reset(backend, top, fs)?.ok_or_else(|| {
-            Error::Usage(format!("no snapshots in {}", top.name(&fs.snapshot_dir)))
-        })?,
-    };
-    let os_name = crate::snapshots::snapshot::given_name(&name)
-        .map_err(|why| Error::Usage(format!("{why} in {}", escape(&fs.snapshot_dir))))?;
-    let rel = fs.snapshot_dir.join(&os_name);
-    if backend.kind(top, &rel).map_err(|e| top.locate(e.into()))?
-        != crate::filesystem::backend::Kind::Subvolume
-    {
-        return Err(Error::Usage(format!(
-            "no snapshot {} in {} (see `imperm snapshots ls`)",
-            crate::paths::quoted(std::path::Path::new(&os_name)),
-            top.name(&fs.snapshot_dir)
-        )));
-    }
-    Ok((escape(std::path::Path::new(&os_name)), rel))
-}
-
-/// The last reset's snapshot, as [`crate::snapshots::snapshot::survey`] defines it.
-fn last_reset(
-    backend: &dyn crate::filesystem::backend::Backend,
-    top: &crate::filesystem::toplevel::TopLevel,
-    fs: &FilesystemConfig,
-) -> Result<Option<String>, Error> {
-    let layout = crate::snapshots::reset::Layout {
-        root: fs.root_subvolume.clone(),
-        snapshot_dir: fs.snapshot_dir.clone(),
-        blank: fs.blank_snapshot.clone(),
-    };
-    let survey = crate::snapshots::snapshot::survey(
-        backend,
-        top,
-        &layout,
-        &jiff::tz::TimeZone::system(),
-        now()?,
-    )
-    .map_err(|e| top.locate(e))?;
-    if let Some(problem) = &survey.state_problem {
-        eprintln!("imperm: warning: {problem}; using the newest snapshot");
-    }
-    Ok(survey.last_reset_name().map(str::to_string))
+    crate::snapshots::snapshot::old_root(backend, top, fs, name, now()?)
 }

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::cli::{FsArgs, GcArgs, GlobalArgs};
+use crate::cli::{FsArgs, GcArgs, GlobalArgs, MountArgs, UmountArgs};
 use crate::error::Error;
 use crate::exit::ExitStatus;
 use crate::filesystem::backend::{self, Backend, Kind};
@@ -15,6 +15,7 @@ use crate::filesystem::toplevel::TopLevel;
 use crate::output::{self, Report, Styles};
 use crate::paths::escape;
 use crate::retention::{self, Stamp};
+use crate::snapshots::mount::{self, Mounted, OLD_ROOTS, OldRoots, Unmounting};
 use crate::snapshots::reset::Layout;
 use crate::snapshots::snapshot::{self, NameStyle, NotDeleted};
 
@@ -39,6 +40,9 @@ struct Row {
     deleted: bool,
     /// Why this run could not delete it (gc went on with the others).
     error: Option<String>,
+    /// Where it is mounted (`snapshots mount`, or anyone's mount of it or of a directory
+    /// in it), as this process's mount table shows it.
+    mounted: Vec<String>,
     #[serde(skip)]
     stamp: Option<Stamp>,
     /// Index into the survey's entries.
@@ -122,6 +126,16 @@ fn run(global: &GlobalArgs, args: &FsArgs, dry_run: Option<bool>) -> Result<Exit
         }
         report.last_reset = survey.last_reset_name().map(str::to_string);
         report.snapshots = rows(&survey, policy, &zone, now);
+        let mounts = top.mounts();
+        for row in &mut report.snapshots {
+            let rel = layout.snapshot_dir.join(&survey.found[row.index].os_name);
+            let inside = std::path::Path::new("/").join(rel);
+            row.mounted = mounts
+                .iter()
+                .filter(|(root, _)| root.starts_with(&inside))
+                .map(|(_, at)| escape(at))
+                .collect();
+        }
         match dry_run {
             Some(false) => delete_unkept(
                 backend.as_ref(),
@@ -171,6 +185,7 @@ fn rows(
                 reasons: d.reasons,
                 deleted: false,
                 error: None,
+                mounted: Vec::new(),
                 stamp: f.time.map(|(s, _)| s),
                 name: f.name.clone(),
                 index,
@@ -240,6 +255,159 @@ fn delete_unkept(
             },
             skipped.join("; ")
         ))),
+    }
+}
+
+/// `snapshots mount`.
+pub fn mount(global: &GlobalArgs, args: &MountArgs) -> Result<ExitStatus, Error> {
+    output::require_not_nix(global.format, MountReport::COMMAND)?;
+    let config = super::load_config(global)?;
+    let fs = super::filesystem(&config, &args.fs)?;
+    let at = OldRoots {
+        fs: &fs,
+        mounted: args.fs.mounted.as_deref(),
+        root: &global.root,
+        now: super::now()?,
+    };
+    let mounted = mount::mount_old_root(&at, args.name.as_deref(), args.dir.as_deref())?;
+    output::emit(&MountReport(mounted), global.format, global.color)?;
+    Ok(ExitStatus::Clean)
+}
+
+/// `snapshots umount`: exit 1 when an old root is in use (not unmounted without --lazy).
+pub fn umount(global: &GlobalArgs, args: &UmountArgs) -> Result<ExitStatus, Error> {
+    output::require_not_nix(global.format, UmountReport::COMMAND)?;
+    let config = super::load_config(global)?;
+    let fs = super::filesystem(&config, &args.fs)?;
+    let at = OldRoots {
+        fs: &fs,
+        mounted: args.fs.mounted.as_deref(),
+        root: &global.root,
+        now: super::now()?,
+    };
+    let done = mount::umount_old_roots(&at, args.target.as_deref(), args.lazy)?;
+    output::emit(&UmountReport(&done), global.format, global.color)?;
+    for busy in &done.busy {
+        let at = escape(&busy.mount_point);
+        if let Some(inner) = busy.mounts_inside.first() {
+            eprintln!(
+                "imperm: {at} is not unmounted: {} is mounted inside it; unmount that first",
+                escape(inner)
+            );
+            continue;
+        }
+        eprintln!(
+            "imperm: {at} is in use, not unmounted: close what uses it (`fuser -vm {at}` lists it) and run this again, or detach it now with `imperm snapshots umount --lazy {at}`"
+        );
+    }
+    Ok(if done.busy.is_empty() {
+        ExitStatus::Clean
+    } else {
+        ExitStatus::Findings
+    })
+}
+
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct MountReport(Mounted);
+
+impl Report for MountReport {
+    const COMMAND: &'static str = "snapshots mount";
+
+    fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
+        let m = &self.0;
+        let here = if m.path != m.mount_point {
+            format!(" ({} on this machine)", escape(&m.path))
+        } else {
+            String::new()
+        };
+        if m.already_mounted {
+            writeln!(
+                out,
+                "{}{}{:#} is mounted at {}{}{:#}{here} already; nothing was done",
+                s.path,
+                m.name,
+                s.path,
+                s.path,
+                escape(&m.mount_point),
+                s.path
+            )
+        } else {
+            writeln!(
+                out,
+                "mounted {}{}{:#} read-only at {}{}{:#}{here}; `imperm snapshots umount {}` unmounts it",
+                s.path,
+                m.name,
+                s.path,
+                s.path,
+                escape(&m.mount_point),
+                s.path,
+                escape(&m.mount_point)
+            )
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct UmountReport<'a>(&'a Unmounting);
+
+impl Report for UmountReport<'_> {
+    const COMMAND: &'static str = "snapshots umount";
+
+    fn human(&self, out: &mut dyn Write, s: &Styles) -> io::Result<()> {
+        let u = self.0;
+        for r in &u.unmounted {
+            writeln!(
+                out,
+                "unmounted {}{}{:#} from {}{}",
+                s.path,
+                r.name,
+                s.path,
+                escape(&r.mount_point),
+                match (r.lazy, r.removed_dir) {
+                    (true, _) => " (detached: freed when the last file in it is closed)",
+                    (false, true) => " and removed the directory",
+                    (false, false) => "",
+                }
+            )?;
+        }
+        for r in &u.busy {
+            let why = match r.mounts_inside.first() {
+                Some(inner) => format!("{} is mounted inside it", escape(inner)),
+                None => "in use".into(),
+            };
+            writeln!(
+                out,
+                "{}not unmounted{:#}: {} at {}: {why}",
+                s.problem,
+                s.problem,
+                r.name,
+                escape(&r.mount_point)
+            )?;
+        }
+        for l in &u.left_alone {
+            writeln!(
+                out,
+                "left alone: {} ({}): not an old root of this filesystem",
+                escape(&l.mount_point),
+                l.what
+            )?;
+        }
+        for p in &u.not_mounted {
+            writeln!(out, "nothing is mounted at {}; nothing to do", escape(p))?;
+        }
+        if u.unmounted.is_empty()
+            && u.busy.is_empty()
+            && u.left_alone.is_empty()
+            && u.not_mounted.is_empty()
+        {
+            writeln!(
+                out,
+                "no old roots are mounted under {OLD_ROOTS}; nothing to do"
+            )?;
+        }
+        Ok(())
     }
 }
 

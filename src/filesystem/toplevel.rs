@@ -159,6 +159,29 @@ impl TopLevel {
         let Ok(Some(table)) = crate::mountinfo::read(Path::new("/")) else {
             return Vec::new();
         };
+        let Some(device) = self.device_in(&table) else {
+            return Vec::new();
+        };
+        table
+            .mounts
+            .iter()
+            .filter(|m| m.device == device)
+            .map(|m| (m.root.clone(), m.mount_point.clone()))
+            .collect()
+    }
+
+    /// The filesystem's `major:minor` as mount tables show it (every mount of it shares
+    /// this, bind mounts and `subvol=` mounts included; btrfs's `stat` gives each
+    /// subvolume a device of its own, so this is not `st_dev`). `None` when this
+    /// process's mount table cannot be read or does not hold the top level's mount.
+    pub fn device(&self) -> Option<(u32, u32)> {
+        let table = crate::mountinfo::own().ok()?;
+        self.device_in(&table)
+    }
+
+    /// [`TopLevel::device`] in `table`: the top level's own mount found by its mount id,
+    /// else by where it is mounted.
+    fn device_in(&self, table: &crate::mountinfo::MountTable) -> Option<(u32, u32)> {
         let own = rustix::fs::statx(
             &self.dir,
             "",
@@ -172,15 +195,7 @@ impl TopLevel {
             let path = std::fs::canonicalize(&self.path).ok()?;
             table.mounts.iter().rev().find(|m| m.mount_point == path)
         });
-        let Some(device) = own.map(|m| m.device) else {
-            return Vec::new();
-        };
-        table
-            .mounts
-            .iter()
-            .filter(|m| m.device == device)
-            .map(|m| (m.root.clone(), m.mount_point.clone()))
-            .collect()
+        own.map(|m| m.device)
     }
 
     /// What of its filesystem the mount whose root is the top level's directory shows:
@@ -564,6 +579,17 @@ impl PrivateMount {
                 ));
             }
         };
+        // Kept before the first unshare: what imperm mounts for others to see
+        // (`snapshots mount`) goes there, not into this namespace, which ends with the
+        // process.
+        HOST_NAMESPACE.get_or_init(|| {
+            rustix::fs::open(
+                "/proc/thread-self/ns/mnt",
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io::Error::from)
+        });
         // SAFETY: only the mount namespace is unshared; file descriptor tables, which the
         // safety contract is about, stay shared.
         unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.map_err(|e| {
@@ -609,6 +635,43 @@ impl PrivateMount {
             _lock: lock,
         })
     }
+}
+
+/// The mount namespace this process was in before it first made a private one to mount
+/// a top level in (unset while it has made none).
+static HOST_NAMESPACE: std::sync::OnceLock<io::Result<OwnedFd>> = std::sync::OnceLock::new();
+
+/// Runs `f` in the mount namespace this process started in, where a mount is seen by
+/// everyone (the private one a top level is mounted in ends with the process). Where no
+/// private namespace was made, `f` runs on the calling thread. Else on a thread of its
+/// own that joins the first namespace: a mount namespace is a thread's, so the caller's
+/// stays as it is, and so do its working directory and root, which joining one resets.
+pub fn in_host_namespace<T: Send>(f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let Some(host) = HOST_NAMESPACE.get() else {
+        return Ok(f());
+    };
+    let host = host.as_ref().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("the mount namespace imperm started in could not be kept: {e}"),
+        )
+    })?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: unsharing the filesystem information (root, working directory,
+                // umask) of this thread alone touches no memory; joining a mount namespace
+                // needs it unshared.
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }?;
+                rustix::thread::move_into_link_name_space(
+                    host.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Mount),
+                )?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Opens `dir` and locks it, with a descriptor children inherit (no close-on-exec), so

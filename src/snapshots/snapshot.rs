@@ -463,6 +463,58 @@ pub fn last_reset(
     (newest, false)
 }
 
+/// The old-root snapshot a command works with: `name`, or the last reset's snapshot
+/// (the one the last reset recorded, else the newest not in the future: the definition
+/// `snapshots ls` and `status` show). A name is given as `snapshots ls` prints it (the
+/// escaped form of paths in output, so that any name can be given), and must be a plain
+/// name in the snapshot directory, and a subvolume there. Returns the name in that form
+/// and the snapshot's path relative to the top level.
+pub fn old_root(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    fs: &crate::config::FilesystemConfig,
+    name: Option<&str>,
+    now: Timestamp,
+) -> Result<(String, PathBuf), Error> {
+    let name = match name {
+        Some(name) => name.to_string(),
+        None => last_reset_of(backend, top, fs, now)?.ok_or_else(|| {
+            Error::Usage(format!("no snapshots in {}", top.name(&fs.snapshot_dir)))
+        })?,
+    };
+    let os_name = given_name(&name)
+        .map_err(|why| Error::Usage(format!("{why} in {}", escape(&fs.snapshot_dir))))?;
+    let rel = fs.snapshot_dir.join(&os_name);
+    if backend.kind(top, &rel).map_err(|e| top.locate(e.into()))? != Kind::Subvolume {
+        return Err(Error::Usage(format!(
+            "no snapshot {} in {} (see `imperm snapshots ls`)",
+            crate::paths::quoted(Path::new(&os_name)),
+            top.name(&fs.snapshot_dir)
+        )));
+    }
+    Ok((escape(Path::new(&os_name)), rel))
+}
+
+/// The last reset's snapshot, as [`survey`] defines it.
+fn last_reset_of(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    fs: &crate::config::FilesystemConfig,
+    now: Timestamp,
+) -> Result<Option<String>, Error> {
+    let layout = Layout {
+        root: fs.root_subvolume.clone(),
+        snapshot_dir: fs.snapshot_dir.clone(),
+        blank: fs.blank_snapshot.clone(),
+    };
+    let survey =
+        survey(backend, top, &layout, &TimeZone::system(), now).map_err(|e| top.locate(e))?;
+    if let Some(problem) = &survey.state_problem {
+        eprintln!("imperm: warning: {problem}; using the newest snapshot");
+    }
+    Ok(survey.last_reset_name().map(str::to_string))
+}
+
 /// What a path was in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Existed {

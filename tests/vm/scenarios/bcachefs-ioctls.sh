@@ -2,7 +2,7 @@
 # bcachefs-ioctls: imperm's bcachefs backend on a real bcachefs, through imperm itself:
 # reset (a root with nested subvolumes, odd names, and symlinks planted where a delete
 # that follows them would destroy another subvolume), snapshots ls, snapshots gc, restore
-# from an old root, diff --walk; the refusals; and the attacks of issue 11 (symlinks at
+# from an old root, diff --walk, snapshots mount and umount; the refusals; and the attacks of issue 11 (symlinks at
 # every name, names with a newline and non-UTF-8 bytes, a read-only snapshot as the
 # target, a destroy racing a rename).
 #
@@ -212,6 +212,45 @@ has /tmp/out '"/var/lib/portables"' "diff"
 grep -qF '"/etc/day"' /tmp/out || fail "diff: /etc/day (content changed) is missing"
 ok "diff --walk against 20260106T000000Z names the added, removed and changed paths"
 umount /mnt/root
+
+# --- old roots at hand: snapshots mount / umount -------------------------------------
+# bcachefs has no subvol= option: imperm clones the snapshot's directory out of its
+# private top level and makes the clone read-only before it is attached.
+mkdir -p /run
+O=/run/imperm/old-roots
+run imperm snapshots mount $R
+want_rc 0 "snapshots mount (the last reset's)"
+[ "$(cat $O/20260106T000000Z/etc/day)" = "before 06" ] || fail "snapshots mount: etc/day"
+opts=$(awk -v o=$O/20260106T000000Z '$5 == o { print $6 }' /proc/self/mountinfo)
+for want in ro nosuid nodev noexec; do
+  echo ",$opts," | grep -qF ",$want," || fail "snapshots mount: not $want ($opts)"
+done
+(echo x >$O/20260106T000000Z/etc/day) 2>/tmp/werr && fail "snapshots mount: the old root is writable"
+has /tmp/werr "Read-only" "a write into the old root"
+run imperm snapshots mount $R
+want_rc 0 "snapshots mount again"
+has /tmp/out "already; nothing was done" "snapshots mount again"
+[ "$(awk -v o=$O/20260106T000000Z '$5 == o' /proc/self/mountinfo | wc -l)" = 1 ] ||
+  fail "snapshots mount again: mounted twice"
+mkdir -p /mnt/look
+run imperm snapshots mount 20260105T000000Z /mnt/look $R
+want_rc 0 "snapshots mount NAME DIR"
+[ "$(cat /mnt/look/etc/day)" = "before 05" ] || fail "snapshots mount NAME DIR: etc/day"
+run imperm --config /tmp/gc.toml --format json snapshots gc --dry-run $R
+want_rc 0 "gc --dry-run with old roots mounted"
+has /tmp/out '"mounted at /mnt/look"' "gc --dry-run with old roots mounted"
+mkdir -p $O/foreign && mount -t tmpfs keepme $O/foreign || fail "mount a tmpfs under $O"
+run imperm snapshots umount $R
+want_rc 0 "snapshots umount"
+[ -e $O/20260106T000000Z ] && fail "snapshots umount: the place is still there"
+awk -v o=$O/foreign '$5 == o' /proc/self/mountinfo | grep -q . || fail "snapshots umount: the tmpfs was unmounted"
+has /tmp/out "left alone: $O/foreign" "snapshots umount"
+run imperm snapshots umount /mnt/look $R
+want_rc 0 "snapshots umount DIR"
+awk '$5 == "/mnt/look"' /proc/self/mountinfo | grep -q . && fail "snapshots umount DIR: still mounted"
+umount $O/foreign
+precious_ok "snapshots mount"
+ok "snapshots mount: the last reset's and a named old root, read-only, once; umount took only them"
 
 # --- refusals: nothing changes --------------------------------------------------------
 refused() { # WHAT TEXT: reset must stop with one line naming @root, and change nothing
