@@ -1099,3 +1099,52 @@ fn the_record_of_verified_copies_is_kept_and_is_not_stray() {
         serde_json::from_slice(&fs::read(host.stored(".imperm-migrate.json")).unwrap()).unwrap();
     assert_eq!(record["entries"].as_object().unwrap().len(), 2);
 }
+
+/// `nixos-rebuild switch` with an entry newly declared mounts the storage's empty copy
+/// over the live path before migrate copied it: the live data lies hidden under the
+/// mount, and the next boot loses it. migrate must not take the mount for a finished
+/// copy ("skip: bind-mounted"), and status must not call the entry kept.
+#[test]
+fn live_state_hidden_under_a_bind_mount_of_the_storage_is_refused_and_reported() {
+    let Some(mut host) = Host::new("migrate_hidden", &["/var/lib/svc"], &[]) else {
+        return;
+    };
+    live_tree(&host);
+    fs::create_dir_all(host.stored(SVC)).unwrap();
+    let over = host.view().join(SVC);
+    common::check(
+        Command::new("mount")
+            .arg("--bind")
+            .arg(host.view().join("persist").join(SVC))
+            .arg(&over),
+    );
+    host.mounts.push(over.clone());
+    let before = host.state();
+    let out = host.imperm(&["migrate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("/var/lib/svc: bind-mounted from the storage already, but the root's own copy under the mount still holds ")
+            && err.contains("which the next boot loses"),
+        "{err}"
+    );
+    assert_same_state(&host.state(), &before, "a refused run");
+    let out = host.imperm(&["--format", "json", "status", "--no-check"]);
+    let v = json(&out);
+    let svc = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "/var/lib/svc")
+        .unwrap();
+    assert_eq!(svc["state"], "hidden", "{svc}");
+    assert_eq!(v["ready"], false);
+    // Unmounted, the same tree is a plain copy to make.
+    common::check(Command::new("umount").arg(&over));
+    host.mounts.pop();
+    let out = host.imperm(&["--format", "json", "migrate", "--dry-run"]);
+    assert_eq!(entry(&json(&out), "/var/lib/svc")["action"], "refuse");
+    // (the empty directory the mount stood on differs from the live tree: --force)
+    let out = host.imperm(&["migrate", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

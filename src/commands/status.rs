@@ -484,6 +484,27 @@ fn read_record(tree: &Tree, storage: &Path) -> Result<Option<record::Record>, St
     record::read(&at, storage)
 }
 
+/// Whether `a` and `b` (below the tree at `root`) are one inode: a bind mount of one on
+/// the other.
+fn same_inode(root: &Path, a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let meta = |p: &Path| std::fs::symlink_metadata(crate::paths::under_root(root, p));
+    match (meta(a), meta(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
+    }
+}
+
+/// What the root's own copy of a bind-mounted entry still holds under the mount (see
+/// [`survey::hidden_under_mount`]); nothing said where it cannot be looked at (as a user).
+fn hidden(tree: &Tree, path: &Path) -> Option<(u64, u64)> {
+    let dir = tree
+        .open_dir_resolved(path.parent().unwrap_or(Path::new("/")))
+        .ok()??;
+    let under = survey::hidden_under_mount(dir.as_fd(), path.file_name()?).ok()??;
+    Some((under.files, under.bytes))
+}
+
 /// Whether a recorded copy still holds: neither the live path nor the storage's copy
 /// changed since migrate verified it (their newest inode change times; nothing is read
 /// but metadata).
@@ -623,12 +644,15 @@ fn build(config: &Config, args: &StatusArgs) -> StatusReport {
                     Some(tree) => stored(tree, &e.storage, &e.path),
                     None => look(&copy),
                 },
-                mounted: mounted.contains(&e.path),
+                // The mount table says so; where none is readable (a tree without /proc),
+                // the live path being the copy's very inode does.
+                mounted: mounted.contains(&e.path) || same_inode(&config.root, &e.path, &copy),
                 linked: tree
                     .as_ref()
                     .and_then(|t| t.read_link(&e.path).ok().flatten())
                     .is_some_and(|target| target == copy),
                 record: Verification::None,
+                hidden: None,
             }
         })
         .collect();
@@ -636,8 +660,13 @@ fn build(config: &Config, args: &StatusArgs) -> StatusReport {
     let mut records: HashMap<PathBuf, Result<Option<record::Record>, String>> = HashMap::new();
     let mut entry_facts = entry_facts;
     for fact in &mut entry_facts {
-        if fact.mounted || fact.linked || fact.live == Presence::Absent || fact.live != fact.stored
-        {
+        if fact.mounted {
+            if let Some(tree) = &tree {
+                fact.hidden = hidden(tree, &fact.path);
+            }
+            continue;
+        }
+        if fact.linked || fact.live == Presence::Absent || fact.live != fact.stored {
             continue;
         }
         let Some(tree) = &tree else { continue };

@@ -79,6 +79,9 @@ pub enum Target {
     Absent,
     /// The very inode the live path is: a bind mount of the storage's copy.
     SameInode,
+    /// A bind mount of the storage's copy, over the root's own copy, which still holds
+    /// files (how many, how many bytes): mounted before migrate copied them.
+    Hidden(u64, u64),
     /// A copy identical to the live path.
     Same,
     /// A copy that differs: how.
@@ -137,6 +140,14 @@ pub fn decide(
             "the live path is the storage's copy (bind-mounted)".into(),
         ),
         Target::Same => (Action::Skip, "in the storage already, the same".into()),
+        Target::Hidden(files, size) => (
+            Action::Refuse,
+            format!(
+                "bind-mounted from the storage already, but the root's own copy under the mount still holds {} ({}), which the next boot loses: the storage's copy was mounted over it before migrate copied it (`nixos-rebuild switch`); see the README, \"Hidden under a bind mount\"",
+                crate::words::count(*files as usize, "file", "files"),
+                bytes(*size)
+            ),
+        ),
         Target::Outdated(at, how) => (
             Action::Replace,
             format!(
@@ -968,7 +979,13 @@ fn look_at_target(
     let live = rustix::fs::statat(&live_dir, name, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| FsError::new("inspect", path, e.into()))?;
     if (live.st_dev, live.st_ino) == (there.st_dev, there.st_ino) {
-        return Ok((Target::SameInode, None));
+        return match survey::hidden_under_mount(live_dir.as_fd(), name) {
+            Ok(Some(under)) => Ok((Target::Hidden(under.files, under.bytes), None)),
+            Ok(None) => Ok((Target::SameInode, None)),
+            // Without the right to clone a mount nothing can be seen under it: as before.
+            Err(e) if e.source.raw_os_error() == Some(libc::EPERM) => Ok((Target::SameInode, None)),
+            Err(e) => Err(survey_error(path, e)),
+        };
     }
     let began = record::change_clock();
     let (a, b) = rayon::join(
@@ -1151,6 +1168,14 @@ mod tests {
                 false,
                 Action::Refuse,
                 "differs",
+            ),
+            (
+                Some(Kind::Directory),
+                Source::Present(DIR),
+                Target::Hidden(3, 10),
+                true,
+                Action::Refuse,
+                "still holds 3 files (10 B), which the next boot loses",
             ),
             (
                 Some(Kind::Directory),

@@ -140,6 +140,9 @@ pub struct EntryFact {
     /// What migrate's record says of the storage's copy, and whether either side changed
     /// since.
     pub record: Verification,
+    /// Bind-mounted, and the root's own copy under the mount still holds files (how many,
+    /// how many bytes): mounted over before migrate copied them.
+    pub hidden: Option<(u64, u64)>,
 }
 
 /// An entry's copy against migrate's record of it (see [`super::record`]).
@@ -179,6 +182,8 @@ pub enum EntryState {
     Unverified,
     /// Verified by migrate once, and one side changed since.
     Changed,
+    /// Bind-mounted from the storage over files of the root's own that were never copied.
+    Hidden,
     /// The live path is the storage's copy, bind-mounted or linked.
     Mounted,
     /// On the root, not in the storage: the first reset loses it.
@@ -195,6 +200,16 @@ pub enum EntryState {
 
 /// The verdict on one entry, and why.
 pub fn entry_state(e: &EntryFact) -> (EntryState, String) {
+    if let (true, Some((files, size))) = (e.mounted, e.hidden) {
+        return (
+            EntryState::Hidden,
+            format!(
+                "bind-mounted from the storage over the root's own copy, which still holds {} ({}) that the next boot loses",
+                crate::words::count(files as usize, "file", "files"),
+                crate::words::bytes(size)
+            ),
+        );
+    }
     if e.mounted {
         return (EntryState::Mounted, "bind-mounted from the storage".into());
     }
@@ -490,6 +505,7 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
     let verified = of(EntryState::InStorage).len();
     let unverified = of(EntryState::Unverified);
     let changed = of(EntryState::Changed);
+    let hidden = of(EntryState::Hidden);
     let missing = of(EntryState::Missing);
     let differs = of(EntryState::KindDiffers);
     let blocked = of(EntryState::Blocked);
@@ -517,6 +533,12 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
         parts[0] += &format!(" ({})", how.join(", "));
     }
     let path = |j: &&(&EntryFact, EntryState, String)| escape(&j.0.path);
+    if !hidden.is_empty() {
+        parts.push(format!(
+            "hidden under a bind mount from the storage, never copied: {} (see the README, \"Hidden under a bind mount\")",
+            named(&hidden, |j| format!("{} ({})", escape(&j.0.path), j.2))
+        ));
+    }
     if !changed.is_empty() {
         parts.push(format!(
             "changed since migrate verified them: {} (stop what writes them, then `imperm migrate` copies them again)",
@@ -557,15 +579,18 @@ fn entries_reason(entries: &[EntryFact]) -> Reason {
     if absent > 0 {
         parts.push(format!("{absent} not on the root (nothing to keep)"));
     }
-    let state =
-        if !missing.is_empty() || !differs.is_empty() || !blocked.is_empty() || !changed.is_empty()
-        {
-            State::Problem
-        } else if !unknown.is_empty() || !unverified.is_empty() {
-            State::Unknown
-        } else {
-            State::Ok
-        };
+    let state = if !missing.is_empty()
+        || !differs.is_empty()
+        || !blocked.is_empty()
+        || !changed.is_empty()
+        || !hidden.is_empty()
+    {
+        State::Problem
+    } else if !unknown.is_empty() || !unverified.is_empty() {
+        State::Unknown
+    } else {
+        State::Ok
+    };
     reason("entries", state, parts.join("; "))
 }
 
@@ -850,6 +875,7 @@ mod tests {
             mounted: false,
             linked: false,
             record: Verification::Verified("2026-01-15T06:30:00Z".parse().unwrap()),
+            hidden: None,
         }
     }
 
@@ -932,6 +958,14 @@ mod tests {
                     ..entry("/a", Symlink, File)
                 },
                 Mounted,
+            ),
+            (
+                EntryFact {
+                    mounted: true,
+                    hidden: Some((2, 10)),
+                    ..entry("/a", Directory, Directory)
+                },
+                EntryState::Hidden,
             ),
         ];
         for (fact, want) in cases {

@@ -374,6 +374,37 @@ pub fn differences(a: &Survey, b: &Survey, shown: &Path, limit: usize) -> Vec<St
     out
 }
 
+/// What lies under a mount at `dir/name`, on `dir`'s own filesystem: the tree a bind
+/// mount hides. `nixos-rebuild switch` with an entry newly declared mounts the storage's
+/// (empty) copy over the live path before `migrate` copied it, and the live data goes on
+/// lying underneath, unseen, until the next boot drops it. Seen through a clone of
+/// `dir`'s mount alone (`open_tree` without `AT_RECURSIVE`: no mount below it comes
+/// along); `None` when nothing but an empty directory or an empty file is there (what
+/// impermanence makes to mount on). Needs `CAP_SYS_ADMIN` (`EPERM` otherwise).
+pub fn hidden_under_mount(dir: BorrowedFd, name: &OsStr) -> Result<Option<Survey>, SurveyError> {
+    use rustix::mount::OpenTreeFlags;
+    let alone = rustix::mount::open_tree(
+        dir,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| SurveyError {
+        rel: PathBuf::new(),
+        op: "look under the mount at",
+        source: e.into(),
+    })?;
+    let under = match survey(alone.as_fd(), name, false) {
+        Ok(s) => s,
+        Err(e) if e.rel.as_os_str().is_empty() && e.source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    Ok((under.nodes.len() > 1 || under.bytes > 0).then_some(under))
+}
+
 /// A fingerprint of everything [`differences`] compares, so that two surveys made at
 /// different times (a copy when it was verified, the same copy later) can be told equal
 /// without keeping the first: equal digests, no difference. BLAKE3, in hex.
