@@ -652,7 +652,7 @@ fn copy_entry(
             restore::sync([(placed.dir.as_fd(), entry.target.as_path())])?;
             let verified = record::Verified {
                 verified: began,
-                placed: record::change_clock(),
+                placed: record::placed_clock(),
                 digest: survey::digest(&copy),
                 files: live.files,
                 bytes: live.bytes,

@@ -110,6 +110,13 @@ pub fn still_verified(v: &Verified, live_newest: (i64, i64), copy_newest: (i64, 
     before(live_newest, v.verified) && before(copy_newest, v.placed)
 }
 
+/// Now, from the fine clock: later than the change time of anything changed before it,
+/// whichever clock stamped that (the coarse one, or the fine one where the kernel's
+/// multigrain timestamps use it). What a copy placed before it may be changed by.
+pub fn placed_clock() -> Timestamp {
+    Timestamp::now()
+}
+
 /// The time inode changes are stamped with (`CLOCK_REALTIME_COARSE`, which may lag the
 /// fine clock by a tick): a moment taken from it is never later than the change time of
 /// anything written after it.
