@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, SeekFrom, Stat};
 use rustix::io::Errno;
 
 use crate::beneath::openat2_long;
@@ -241,11 +240,18 @@ fn open_dir(dir: BorrowedFd, rel: &Path) -> io::Result<OwnedFd> {
 
 /// The BLAKE3 of a regular file's content. Opened without following a symlink and
 /// without blocking; what is opened must still be the inode looked at.
+///
+/// Only what SEEK_DATA finds is read, so that a sparse file of a huge apparent size (a VM
+/// image, a 4 TiB `truncate`) costs its data, not its length. The hash does not depend on
+/// where the holes are: it covers the size and each aligned chunk that is not all zeros,
+/// with its offset, and a hole reads as zeros; the same content with holes elsewhere (a
+/// copy made without keeping them) hashes the same.
 fn hash_file(
     dir: BorrowedFd,
     name: &OsStr,
     st: &Stat,
 ) -> Result<[u8; 32], (&'static str, io::Error)> {
+    const CHUNK: u64 = 1 << 20;
     let fd = open_noatime(
         dir,
         name,
@@ -256,15 +262,47 @@ fn hash_file(
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
         return Err(("read", io::Error::other("replaced while it was read")));
     }
-    let mut file = File::from(fd);
+    let size = u64::try_from(now.st_size).unwrap_or(0);
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| ("read", e))?;
-        if n == 0 {
-            break;
+    hasher.update(&size.to_le_bytes());
+    let mut buf = vec![0u8; CHUNK as usize];
+    // The next chunk not hashed yet; always a multiple of CHUNK.
+    let mut pos = 0;
+    while pos < size {
+        let data = match rustix::fs::seek(&fd, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            Err(Errno::NXIO) => break,
+            // No hole support: all of it is data.
+            Err(Errno::INVAL | Errno::NOTSUP) => pos,
+            Err(e) => return Err(("read", e.into())),
+        };
+        let hole = match rustix::fs::seek(&fd, SeekFrom::Hole(data)) {
+            Ok(hole) => hole.min(size),
+            Err(Errno::INVAL | Errno::NOTSUP) => size,
+            Err(e) => return Err(("read", e.into())),
+        };
+        pos = pos.max(data / CHUNK * CHUNK);
+        while pos < hole {
+            let want = usize::try_from((size - pos).min(CHUNK)).unwrap_or(buf.len());
+            let mut got = 0;
+            while got < want {
+                match rustix::io::pread(&fd, &mut buf[got..want], pos + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(Errno::INTR) => {}
+                    Err(e) => return Err(("read", e.into())),
+                }
+            }
+            if buf[..got].iter().any(|&b| b != 0) {
+                hasher.update(&pos.to_le_bytes());
+                hasher.update(&buf[..got]);
+            }
+            if got < want {
+                // Shorter than it was: the survey's sizes will differ.
+                return Ok(*hasher.finalize().as_bytes());
+            }
+            pos += CHUNK;
         }
-        hasher.update(&buf[..n]);
     }
     Ok(*hasher.finalize().as_bytes())
 }

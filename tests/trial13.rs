@@ -1,0 +1,153 @@
+//! Findings of the hostile trial of issue 13's rollout commands (TRIAL-REPORT-13.md), each
+//! a test that failed before its fix: on real loop btrfs, through the binary.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{LoopBtrfs, btrfs};
+use serde_json::Value;
+
+const NOW: &str = "2026-01-15T06:30:00Z";
+
+/// A live root `root` (a subvolume) with the storage `/persist` mounted in it (a subvolume
+/// of its own), as at boot, and a configuration of the test's own.
+struct Host {
+    fs: LoopBtrfs,
+    config: PathBuf,
+    mounts: Vec<PathBuf>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = Command::new("umount").args(["-R", "-l"]).arg(m).status();
+        }
+    }
+}
+
+impl Host {
+    fn new(test: &str, config: &str) -> Option<Host> {
+        let fs = btrfs(test)?;
+        fs.subvolume("root");
+        fs.subvolume("persist");
+        fs::create_dir(fs.path("root/persist")).unwrap();
+        let storage = fs.path("root/persist");
+        common::check(
+            Command::new("mount")
+                .args(["-o", "subvol=persist,noatime", &fs.device])
+                .arg(&storage),
+        );
+        let path = fs.scratch().join("imperm.toml");
+        fs::write(&path, config).unwrap();
+        Some(Host {
+            fs,
+            config: path,
+            mounts: vec![storage],
+        })
+    }
+
+    fn live(&self, rel: &str) -> PathBuf {
+        self.fs.path("root").join(rel.trim_start_matches('/'))
+    }
+
+    fn stored(&self, rel: &str) -> PathBuf {
+        self.live("persist").join(rel.trim_start_matches('/'))
+    }
+
+    fn write(&self, rel: &str, data: &str) {
+        let p = self.live(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imperm"));
+        cmd.env(imperm::commands::NOW_ENV, NOW)
+            .env_remove("IMPERM_FAILPOINT")
+            .arg("--root")
+            .arg(self.fs.path("root"))
+            .arg("--config")
+            .arg(&self.config);
+        cmd
+    }
+
+    fn imperm(&self, args: &[&str]) -> Output {
+        common::run(self.command().args(args))
+    }
+
+    /// Runs imperm, killed after `limit`: `None` when it had to be killed.
+    fn imperm_within(&self, args: &[&str], limit: Duration) -> Option<Output> {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if child.try_wait().unwrap().is_some() {
+                return Some(child.wait_with_output().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        )
+    })
+}
+
+/// A file of a huge apparent size is mostly holes: the verification reads its data, not
+/// its holes (reading 4 TiB of zeros takes hours, holding the storage's lock).
+#[test]
+fn a_sparse_file_of_huge_apparent_size_is_verified_without_reading_its_holes() {
+    let Some(host) = Host::new(
+        "trial13_sparse",
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/svc\"]\n",
+    ) else {
+        return;
+    };
+    host.write("var/lib/svc/small", "small");
+    let huge = fs::File::create(host.live("var/lib/svc/huge.img")).unwrap();
+    huge.set_len(4 << 40).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&huge, b"data far out", 3 << 40).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&huge, b"and at the start", 0).unwrap();
+    drop(huge);
+    let out = host
+        .imperm_within(&["migrate"], Duration::from_secs(120))
+        .expect("migrate of a 4 TiB sparse file still runs after 120 s");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let copy = host.stored("var/lib/svc/huge.img");
+    let meta = fs::metadata(&copy).unwrap();
+    assert_eq!(meta.len(), 4 << 40);
+    assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
+    let mut buf = [0u8; 12];
+    std::os::unix::fs::FileExt::read_exact_at(&fs::File::open(&copy).unwrap(), &mut buf, 3 << 40)
+        .unwrap();
+    assert_eq!(&buf, b"data far out");
+    // Both sides are hashed again, and found the same.
+    let second = host
+        .imperm_within(&["--format", "json", "migrate"], Duration::from_secs(120))
+        .expect("a second migrate still runs after 120 s");
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(json(&second)["entries"][0]["action"], "skip");
+}
