@@ -151,3 +151,43 @@ fn a_sparse_file_of_huge_apparent_size_is_verified_without_reading_its_holes() {
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
     assert_eq!(json(&second)["entries"][0]["action"], "skip");
 }
+
+/// A storage nested in another (`/persist/var` in `/persist`): what an entry of one
+/// declares is not stray from the other's point of view, and a quarantine leaves it.
+#[test]
+fn an_entry_of_a_storage_nested_in_another_is_not_stray() {
+    let Some(host) = Host::new(
+        "trial13_nested_storages",
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/svc\"]\n\n\
+         [persistence.\"/persist/var\"]\ndirectories = [\"/lib/x\"]\n\n\
+         [persistence.\"/persist/var/lib\"]\ndirectories = [\"/y\"]\n",
+    ) else {
+        return;
+    };
+    host.write("persist/var/lib/x/important", "declared by /persist/var");
+    host.write("persist/var/lib/svc/state", "declared by /persist");
+    host.write("persist/var/lib/y/state", "declared by /persist/var/lib");
+    host.write("persist/var/lib/old/junk", "stray");
+    let out = host.imperm(&["--format", "json", "stray"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    let stray: Vec<&str> = report["storages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["items"].as_array().unwrap())
+        .map(|i| i["on_disk"].as_str().unwrap())
+        .collect();
+    assert_eq!(stray.len(), 1, "{stray:?}");
+    assert!(stray[0].ends_with("persist/var/lib/old"), "{stray:?}");
+    let out = host.imperm(&["stray", "--quarantine"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for declared in [
+        "var/lib/x/important",
+        "var/lib/svc/state",
+        "var/lib/y/state",
+    ] {
+        assert!(host.stored(declared).exists(), "{declared} was moved");
+    }
+    assert!(!host.stored("var/lib/old").exists());
+}

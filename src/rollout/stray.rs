@@ -76,6 +76,20 @@ pub fn judge(
     {
         return Verdict::Descend;
     }
+    // This storage inside another (`/persist/var` in `/persist`): the same place on disk
+    // may be what an entry of the outer one declares.
+    for outer in storages.iter().filter(|s| **s != storage) {
+        let Ok(below) = on_disk.strip_prefix(outer) else {
+            continue;
+        };
+        let there = Path::new("/").join(below);
+        if is_dir && set.has_below(&there) {
+            return Verdict::Descend;
+        }
+        if set.lookup(&there).is_some_and(|e| e.storage == *outer) {
+            return Verdict::Covered;
+        }
+    }
     match set.lookup(path) {
         Some(entry) if entry.storage == storage => Verdict::Covered,
         Some(entry) => Verdict::Stray(Why::Shadowed(entry.storage.clone())),
