@@ -191,3 +191,52 @@ fn an_entry_of_a_storage_nested_in_another_is_not_stray() {
     }
     assert!(!host.stored("var/lib/old").exists());
 }
+
+/// A service that replaces its files by renames (write a temporary, rename it over) and
+/// makes and removes directories while migrate copies: what vanished or was replaced
+/// between the listing and the read is a change, copied again (exit 0, or 1 naming what
+/// kept changing), never an error (exit 2) that blames "the snapshot's" copy.
+#[test]
+fn files_replaced_or_removed_while_they_are_copied_are_a_change_not_an_error() {
+    let Some(host) = Host::new(
+        "trial13_churn",
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/svc\"]\n",
+    ) else {
+        return;
+    };
+    for i in 0..300 {
+        host.write(&format!("var/lib/svc/calm/f{i}"), "calm");
+    }
+    host.write("var/lib/svc/busy/state", "0");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = host.live("var/lib/svc/busy");
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let tmp = busy.join(format!("state.{}", n % 7));
+                let _ = fs::write(&tmp, n.to_string());
+                let _ = fs::rename(&tmp, busy.join("state"));
+                let dir = busy.join(format!("d{}", n % 5));
+                let _ = fs::create_dir(&dir);
+                let _ = fs::write(dir.join("x"), "x");
+                let _ = fs::remove_file(dir.join("x"));
+                let _ = fs::remove_dir(&dir);
+            }
+        })
+    };
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let out = host.imperm(&["migrate"]);
+        codes.push((out.status.code(), stderr(&out)));
+        let _ = fs::remove_dir_all(host.stored("var"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    for (code, err) in &codes {
+        assert!(matches!(code, Some(0 | 1)), "{code:?}: {err}");
+        assert!(!err.contains("snapshot"), "{err}");
+    }
+}

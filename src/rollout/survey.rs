@@ -105,8 +105,37 @@ pub struct SurveyError {
     pub source: io::Error,
 }
 
+/// Why a file's content was not read: its name named another inode by then.
+const REPLACED: &str = "replaced while it was read";
+
+impl SurveyError {
+    /// Whether the tree changed under the survey (a name gone, or replaced by a rename
+    /// between the look and the read): what a service writing does, not a fault.
+    pub fn is_change(&self) -> bool {
+        is_change(&self.source)
+    }
+}
+
+/// Whether an error reading a tree is the tree changing meanwhile (see
+/// [`SurveyError::is_change`]).
+pub fn is_change(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.to_string() == REPLACED
+}
+
 /// A block for what takes no data blocks of its own (a directory, a symlink, a device).
 const META_BLOCK: u64 = 4096;
+
+/// [`survey`], looked at again when the tree changed under it (a name gone or replaced
+/// between the listing and the look: a service writing), up to 3 times.
+pub fn survey_settled(dir: BorrowedFd, name: &OsStr, read: bool) -> Result<Survey, SurveyError> {
+    let mut tries = 1;
+    loop {
+        match survey(dir, name, read) {
+            Err(e) if e.is_change() && tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
+}
 
 /// Surveys `dir/name` and everything below it, never following a symlink; with `read`,
 /// every regular file's content is hashed and every symlink's target read (which sets the
@@ -260,7 +289,7 @@ fn hash_file(
     .map_err(|e| ("read", e.into()))?;
     let now = rustix::fs::fstat(&fd).map_err(|e| ("read", e.into()))?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-        return Err(("read", io::Error::other("replaced while it was read")));
+        return Err(("read", io::Error::other(REPLACED)));
     }
     let size = u64::try_from(now.st_size).unwrap_or(0);
     let mut hasher = blake3::Hasher::new();
