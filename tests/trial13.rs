@@ -240,3 +240,51 @@ fn files_replaced_or_removed_while_they_are_copied_are_a_change_not_an_error() {
         assert!(!err.contains("snapshot"), "{err}");
     }
 }
+
+/// A quarantine killed before its manifest took its name (`kill -9` in the first
+/// milliseconds) leaves its directory with only `.manifest.json.tmp`: nothing was moved
+/// (the manifest is in place before the first rename), so `--restore` clears it instead
+/// of failing on a missing manifest, and the next quarantine is not disturbed by it.
+#[test]
+fn a_quarantine_killed_before_its_manifest_is_cleared_by_restore() {
+    let Some(host) = Host::new(
+        "trial13_no_manifest",
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/keep\"]\n",
+    ) else {
+        return;
+    };
+    host.write("persist/var/lib/keep/k", "declared");
+    host.write("persist/var/lib/old/junk", "stray");
+    let quarantine = host.stored(".imperm-stray/20260101T000000Z");
+    fs::create_dir_all(&quarantine).unwrap();
+    for dir in [host.stored(".imperm-stray"), quarantine.clone()] {
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    }
+    fs::write(
+        quarantine.join(".manifest.json.tmp"),
+        "{\"version\": 1, \"sto",
+    )
+    .unwrap();
+    let out = host.imperm(&["stray", "--restore", "20260101T000000Z"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !quarantine.exists(),
+        "the unfinished quarantine is still there"
+    );
+    assert_eq!(
+        fs::read_to_string(host.stored("var/lib/old/junk")).unwrap(),
+        "stray"
+    );
+    // What holds more than an unfinished manifest is not imperm's to clear.
+    fs::create_dir_all(&quarantine).unwrap();
+    fs::set_permissions(
+        &quarantine,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    fs::write(quarantine.join("something"), "else").unwrap();
+    let out = host.imperm(&["stray", "--restore", "20260101T000000Z"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("manifest.json"), "{}", stderr(&out));
+    assert!(quarantine.join("something").exists());
+}
