@@ -288,3 +288,66 @@ fn a_quarantine_killed_before_its_manifest_is_cleared_by_restore() {
     assert!(stderr(&out).contains("manifest.json"), "{}", stderr(&out));
     assert!(quarantine.join("something").exists());
 }
+
+/// `restore --into persist` writes into a storage as migrate and `stray --quarantine`
+/// do, so it takes the storage's lock too: with a configuration that has no
+/// `[filesystem]` (a host before its rollout), migrate takes no top-level lock, and the
+/// two copied into the same `.NAME.imperm-restore`, or a quarantine moved restore's copy
+/// away mid-way.
+#[test]
+fn restore_into_the_storage_takes_the_storage_lock() {
+    let Some(fs) = btrfs("trial13_restore_lock") else {
+        return;
+    };
+    fs.subvolume("@root");
+    fs.write("@root/var/lib/x/f", "from the old root");
+    let config = fs.scratch().join("imperm.toml");
+    fs::write(
+        &config,
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/log\"]\n",
+    )
+    .unwrap();
+    let imperm = |args: &[&str]| {
+        common::run(
+            Command::new(env!("CARGO_BIN_EXE_imperm"))
+                .env(imperm::commands::NOW_ENV, NOW)
+                .arg("--root")
+                .arg(fs.path("@root"))
+                .arg("--config")
+                .arg(&config)
+                .args(args)
+                .args(["--fs", "btrfs", "--mounted"])
+                .arg(fs.top()),
+        )
+    };
+    let out = imperm(&["reset"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    fs.subvolume("@persist");
+    let storage = fs.path("@root/persist");
+    fs::create_dir_all(&storage).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-o", "subvol=@persist,noatime", &fs.device])
+            .arg(&storage),
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _mounted = Unmount(storage.clone());
+    {
+        let _held = common::HeldLock::new(&storage);
+        let out = imperm(&["restore", "/var/lib/x", "--into", "persist"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("holds its lock"), "{}", stderr(&out));
+        assert!(!storage.join("var").exists(), "written under the lock");
+    }
+    let out = imperm(&["restore", "/var/lib/x", "--into", "persist"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(storage.join("var/lib/x/f")).unwrap(),
+        "from the old root"
+    );
+}
