@@ -351,3 +351,52 @@ fn restore_into_the_storage_takes_the_storage_lock() {
         "from the old root"
     );
 }
+
+/// `fleet status --jobs 256` (the documented maximum) under the usual soft limit of 1024
+/// descriptors, with no higher hard limit: every host still answers (the jobs wait for
+/// descriptors instead of failing with "Too many open files"). An `ssh` on PATH that
+/// answers like a host stands in for OpenSSH: what is tested is imperm's side.
+#[test]
+fn fleet_status_with_256_jobs_fits_the_descriptor_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("ssh");
+    fs::write(
+        &ssh,
+        "#!/bin/sh\nsleep 0.2\necho '{\"filesystem\": {\"type\": \"btrfs\"}, \"ready\": {\"ready\": true}}'\n",
+    )
+    .unwrap();
+    fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hosts = dir.path().join("hosts");
+    let names: Vec<String> = (1..=300).map(|i| format!("h{i}")).collect();
+    fs::write(&hosts, names.join("\n")).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = common::run(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 1024 && exec \"$@\"", "sh"])
+            .arg(env!("CARGO_BIN_EXE_imperm"))
+            .args([
+                "--format",
+                "json",
+                "fleet",
+                "status",
+                "--jobs",
+                "256",
+                "--timeout",
+                "60",
+            ])
+            .arg("--hosts-file")
+            .arg(&hosts)
+            .env("PATH", path),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 300);
+    for row in rows {
+        assert!(row.get("error").is_none(), "{row}");
+    }
+}
