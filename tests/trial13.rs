@@ -400,3 +400,46 @@ fn fleet_status_with_256_jobs_fits_the_descriptor_limit() {
         assert!(row.get("error").is_none(), "{row}");
     }
 }
+
+/// A storage that is a file, or a symlink (which migrate never writes through): status
+/// must not call the entries merely missing with "`imperm migrate` copies them", since
+/// migrate refuses; the entry is blocked, naming the storage.
+#[test]
+fn status_blames_a_storage_that_migrate_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fs::create_dir_all(root.join("etc/imperm")).unwrap();
+    fs::create_dir_all(root.join("var/lib/a")).unwrap();
+    fs::create_dir_all(root.join("mnt/data")).unwrap();
+    fs::write(
+        root.join("etc/imperm/config.toml"),
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/a\"]\n",
+    )
+    .unwrap();
+    let status = || {
+        let out = common::run(
+            Command::new(env!("CARGO_BIN_EXE_imperm"))
+                .env(imperm::commands::NOW_ENV, NOW)
+                .arg("--root")
+                .arg(root)
+                .args(["--format", "json", "status"]),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        json(&out)["entries"][0].clone()
+    };
+    fs::write(root.join("persist"), "a file").unwrap();
+    let entry = status();
+    assert_eq!(entry["state"], "blocked", "{entry}");
+    assert!(
+        entry["detail"].as_str().unwrap().contains("/persist"),
+        "{entry}"
+    );
+    fs::remove_file(root.join("persist")).unwrap();
+    std::os::unix::fs::symlink("/mnt/data", root.join("persist")).unwrap();
+    let entry = status();
+    assert_eq!(entry["state"], "blocked", "{entry}");
+    assert!(
+        entry["detail"].as_str().unwrap().contains("symlink"),
+        "{entry}"
+    );
+}
