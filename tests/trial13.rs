@@ -443,3 +443,51 @@ fn status_blames_a_storage_that_migrate_would_refuse() {
         "{entry}"
     );
 }
+
+/// A mount inside an entry on the live root: another filesystem (a tmpfs), or the
+/// storage itself bind-mounted there, which the copy then copied into itself until the
+/// depth limit ("holds a tree deeper than imperm copies … nothing was restored").
+/// Refused before anything is written, naming the mount point.
+#[test]
+fn a_mount_inside_an_entry_is_refused_before_the_copy() {
+    let Some(mut host) = Host::new(
+        "trial13_mount_in_entry",
+        "[persistence.\"/persist\"]\ndirectories = [\"/var/lib/svc\"]\n",
+    ) else {
+        return;
+    };
+    host.write("var/lib/svc/a", "a");
+    let (tmp, loopback) = (host.live("var/lib/svc/t"), host.live("var/lib/svc/p"));
+    fs::create_dir_all(&tmp).unwrap();
+    fs::create_dir_all(&loopback).unwrap();
+    common::check(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "none"])
+            .arg(&tmp),
+    );
+    host.mounts.push(tmp.clone());
+    fs::write(tmp.join("t"), "on a tmpfs").unwrap();
+    for (mount, shown) in [
+        (None, "/var/lib/svc/t"),
+        (Some(&loopback), "/var/lib/svc/p"),
+    ] {
+        if let Some(at) = mount {
+            common::check(Command::new("umount").arg(&tmp));
+            host.mounts.pop();
+            common::check(
+                Command::new("mount")
+                    .arg("--bind")
+                    .arg(host.live("persist"))
+                    .arg(at),
+            );
+            host.mounts.push(at.clone());
+        }
+        let out = host
+            .imperm_within(&["migrate"], Duration::from_secs(60))
+            .expect("migrate still runs after 60 s");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(shown), "{}", stderr(&out));
+        assert!(stderr(&out).contains("mount"), "{}", stderr(&out));
+        assert_eq!(fs::read_dir(host.stored("")).unwrap().count(), 0);
+    }
+}

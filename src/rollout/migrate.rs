@@ -839,6 +839,16 @@ fn look_at_source(
     }
     let live =
         survey::survey_settled(dir.as_fd(), name, false).map_err(|e| survey_error(path, e))?;
+    if let Some(mount) = live.mounts.first() {
+        // Not what the root holds (a bind mount of the storage there is copied into itself).
+        return Ok((
+            Source::Unreachable(format!(
+                "{} is a mount point: migrate copies what the root holds, not what is mounted in it; unmount it, or give the paths beside it",
+                escape(&path.join(mount))
+            )),
+            None,
+        ));
+    }
     let kind = live.nodes.first().map_or(survey::Kind::Unknown, |n| n.kind);
     // The copy refuses a deeper tree when it meets it: refused here, before anything.
     let deepest = live

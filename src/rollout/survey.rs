@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, SeekFrom, Stat};
+use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, SeekFrom, Stat, StatxFlags};
 use rustix::io::Errno;
 
 use crate::beneath::openat2_long;
@@ -95,6 +95,9 @@ pub struct Survey {
     /// What it takes on disk: allocated blocks, each inode once, and a block for each
     /// directory and special file.
     pub allocated: u64,
+    /// Directories below the top that are mount points (another filesystem, a bind
+    /// mount): listed, not walked.
+    pub mounts: Vec<PathBuf>,
 }
 
 /// What reading a tree ran into, with the path below it.
@@ -172,7 +175,11 @@ pub fn survey(dir: BorrowedFd, name: &OsStr, read: bool) -> Result<Survey, Surve
             out.add(fd.as_fd(), &child, child_rel.clone(), &st, read, &mut seen)
                 .map_err(|(op, e)| err(&child_rel, op, e))?;
             if Kind::of(st.st_mode) == Kind::Directory {
-                subdirs.push(child_rel);
+                if is_mount_point(fd.as_fd(), &child) {
+                    out.mounts.push(child_rel);
+                } else {
+                    subdirs.push(child_rel);
+                }
             }
         }
         // Last pushed is walked first: keep name order.
@@ -181,6 +188,16 @@ pub fn survey(dir: BorrowedFd, name: &OsStr, read: bool) -> Result<Survey, Surve
     out.nodes
         .sort_by(|a, b| a.rel.as_os_str().cmp(b.rel.as_os_str()));
     Ok(out)
+}
+
+/// Whether `dir/name` is the root of a mount (statx's STATX_ATTR_MOUNT_ROOT; a kernel
+/// that does not say is taken at its word: no). A nested btrfs subvolume is not one.
+fn is_mount_point(dir: BorrowedFd, name: &OsStr) -> bool {
+    use rustix::fs::StatxAttributes;
+    rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::empty()).is_ok_and(|st| {
+        st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+            && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+    })
 }
 
 impl Survey {
