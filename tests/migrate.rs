@@ -879,7 +879,7 @@ fn the_lock_restore_takes_and_the_storage_lock_are_taken() {
     assert_refused(
         &host,
         &["migrate"],
-        "another imperm (migrate or stray) holds its lock",
+        "another imperm (migrate, stray or restore) holds its lock",
     );
     drop(storage);
     let out = host.imperm(&["migrate", "--fs", "btrfs", "--mounted", &mounted]);

@@ -152,8 +152,23 @@ fn control_dir() -> Result<tempfile::TempDir, Error> {
         .map_err(|e| FsError::new("create a directory in", &base, e).into())
 }
 
-/// Asks every host, `jobs` at a time; the rows come back in the hosts' order.
+/// Descriptors one ask holds at its peak: ssh's two pipes (both ends while it starts),
+/// its standard input, and the pipe `spawn` reports an exec failure through.
+const FDS_PER_JOB: u64 = 8;
+/// What imperm itself keeps open besides.
+const FDS_SPARE: u64 = 64;
+
+/// Asks every host, `jobs` at a time (fewer when the descriptor limit, raised to its
+/// hard maximum first, cannot hold that many: 256 jobs need about 2000, and the usual
+/// soft limit is 1024); the rows come back in the hosts' order.
 fn ask_all(hosts: &[String], timeout: Duration, jobs: usize, control: &Path) -> Vec<Row> {
+    let jobs = match crate::discover::scan::raise_fd_limit() {
+        Some(limit) => {
+            let room = limit.saturating_sub(FDS_SPARE) / FDS_PER_JOB;
+            jobs.min(usize::try_from(room).unwrap_or(usize::MAX).max(1))
+        }
+        None => jobs,
+    };
     let next = AtomicUsize::new(0);
     let rows: Vec<Mutex<Option<Row>>> = hosts.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {

@@ -204,6 +204,11 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
     }
 
     top.lock()?;
+    // A storage is also written by migrate and `stray --quarantine`, which take its own
+    // lock (migrate takes the top level's only with a filesystem configured).
+    for base in &bases[1..] {
+        crate::rollout::lock_storage(&base.fd, &base.shown)?;
+    }
     let stamp = super::now()?.strftime("%Y%m%dT%H%M%SZ").to_string();
     let snapshot = top
         .open_dir(&snap)

@@ -435,6 +435,22 @@ fn presence(tree: &Tree, abs: &Path) -> Presence {
 /// link back onto the root (`/persist/var -> /var`) makes a copy that is not one, which
 /// the first reset wipes.
 fn stored(tree: &Tree, storage: &Path, path: &Path) -> Presence {
+    // What migrate refuses to write into is no place for the copy either.
+    match tree.kind(storage) {
+        Ok(Some(FileType::Symlink)) => {
+            return Presence::Blocked(format!(
+                "the storage {} is a symlink, and migrate never writes through one",
+                escape(storage)
+            ));
+        }
+        Ok(Some(kind)) if kind != FileType::Directory => {
+            return Presence::Blocked(format!(
+                "the storage {} is not a directory",
+                escape(storage)
+            ));
+        }
+        _ => {}
+    }
     let dir = match tree.open_dir_resolved(storage) {
         Ok(Some(fd)) => fd,
         Ok(None) => return Presence::Absent,

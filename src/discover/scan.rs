@@ -242,14 +242,19 @@ fn read_etc_clean(root: &Path) -> HashSet<PathBuf> {
 }
 
 /// A deep tree held open in a wide walk can need more descriptors than the default soft
-/// limit of 1024; the hard limit is ours to take.
-fn raise_fd_limit() {
+/// limit of 1024; the hard limit is ours to take. Returns the soft limit then in force
+/// (`None`: unlimited).
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
+    if limit.current < limit.maximum || (limit.current.is_some() && limit.maximum.is_none()) {
+        let wanted = limit.maximum;
+        limit.current = wanted;
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            return getrlimit(Resource::Nofile).current;
+        }
     }
+    limit.current
 }
 
 pub(crate) fn dev_of(st: &Statx) -> u64 {

@@ -628,12 +628,22 @@ fn copy_entry(
     let mut last = Vec::new();
     for attempt in 1..=TRIES {
         entry.tries = attempt;
-        let copied = match restore::copy(&job)? {
-            Prepared::Nothing(_) => {
+        // What vanished or was replaced between the look and the read (a service
+        // renaming its files) is a change like any other: copied again.
+        let copied = match restore::copy(&job) {
+            Ok(Prepared::Nothing(_)) => {
                 entry.done = Some(true);
                 return Ok(None);
             }
-            Prepared::Copied(copied) => copied,
+            Ok(Prepared::Copied(copied)) => copied,
+            Err(Error::Fs(e)) if survey::is_change(&e.source) => {
+                last = vec![format!(
+                    "{}: gone while it was copied",
+                    shown_live(item, entry, &e.path)
+                )];
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         // Whatever changes on the live side from here on has a later inode change time.
         let began = record::change_clock();
@@ -641,7 +651,14 @@ fn copy_entry(
             || survey::survey(source_dir.as_fd(), name, true),
             || survey::survey(copied.dir(), name, true),
         );
-        let live = live.map_err(|e| survey_error(&item.path, e))?;
+        let live = match live {
+            Err(e) if e.is_change() => {
+                let gone = survey_error(&item.path, e);
+                last = vec![format!("{gone}")];
+                continue;
+            }
+            live => live.map_err(|e| survey_error(&item.path, e))?,
+        };
         let copy = copy.map_err(|e| survey_error(&entry.target, e))?;
         last = survey::differences(&live, &copy, &item.path, 3);
         if last.is_empty() {
@@ -700,6 +717,15 @@ fn read_record(
             record::Record::default()
         }
     })
+}
+
+/// The live path of what the copy engine names by its place in the storage.
+fn shown_live(item: &Item, entry: &EntryReport, target: &Path) -> String {
+    escape(&match target.strip_prefix(&entry.target) {
+        Ok(below) if !below.as_os_str().is_empty() => item.path.join(below),
+        _ => item.path.clone(),
+    })
+    .to_string()
 }
 
 /// Sets the access times of the copy's symlinks back to what they were before the check
@@ -879,7 +905,18 @@ fn look_at_source(
         Err(Errno::NOENT) => return Ok((Source::Absent, None)),
         Err(e) => return Err(FsError::new("inspect", path, e.into()).into()),
     }
-    let live = survey::survey(dir.as_fd(), name, false).map_err(|e| survey_error(path, e))?;
+    let live =
+        survey::survey_settled(dir.as_fd(), name, false).map_err(|e| survey_error(path, e))?;
+    if let Some(mount) = live.mounts.first() {
+        // Not what the root holds (a bind mount of the storage there is copied into itself).
+        return Ok((
+            Source::Unreachable(format!(
+                "{} is a mount point: migrate copies what the root holds, not what is mounted in it; unmount it, or give the paths beside it",
+                escape(&path.join(mount))
+            )),
+            None,
+        ));
+    }
     let kind = live.nodes.first().map_or(survey::Kind::Unknown, |n| n.kind);
     // The copy refuses a deeper tree when it meets it: refused here, before anything.
     let deepest = live
@@ -989,8 +1026,8 @@ fn look_at_target(
     }
     let began = record::change_clock();
     let (a, b) = rayon::join(
-        || survey::survey(live_dir.as_fd(), name, true),
-        || survey::survey(dir.as_fd(), name, true),
+        || survey::survey_settled(live_dir.as_fd(), name, true),
+        || survey::survey_settled(dir.as_fd(), name, true),
     );
     let a = a.map_err(|e| survey_error(path, e))?;
     let b = b.map_err(|e| survey_error(target, e))?;

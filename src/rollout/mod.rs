@@ -25,7 +25,7 @@ pub fn lock_storage(fd: &OwnedFd, shown: &Path) -> Result<(), Error> {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|e| {
         if e == rustix::io::Errno::WOULDBLOCK {
             Error::Usage(format!(
-                "storage {}: another imperm (migrate or stray) holds its lock; nothing was done",
+                "storage {}: another imperm (migrate, stray or restore) holds its lock; nothing was done",
                 crate::paths::escape(shown)
             ))
         } else {

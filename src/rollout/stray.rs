@@ -76,6 +76,20 @@ pub fn judge(
     {
         return Verdict::Descend;
     }
+    // This storage inside another (`/persist/var` in `/persist`): the same place on disk
+    // may be what an entry of the outer one declares.
+    for outer in storages.iter().filter(|s| **s != storage) {
+        let Ok(below) = on_disk.strip_prefix(outer) else {
+            continue;
+        };
+        let there = Path::new("/").join(below);
+        if is_dir && set.has_below(&there) {
+            return Verdict::Descend;
+        }
+        if set.lookup(&there).is_some_and(|e| e.storage == *outer) {
+            return Verdict::Covered;
+        }
+    }
     match set.lookup(path) {
         Some(entry) if entry.storage == storage => Verdict::Covered,
         Some(entry) => Verdict::Stray(Why::Shadowed(entry.storage.clone())),
@@ -639,6 +653,20 @@ pub fn put_back(storage_fd: &OwnedFd, shown: &Path, name: &str) -> Result<Option
     ) {
         Ok(fd) => crate::beneath::read_regular(std::fs::File::from(fd), MANIFEST_MAX)
             .map_err(|e| FsError::new("read", &manifest_shown, e))?,
+        // The manifest takes its name before the first rename: without it, a run killed
+        // that early moved nothing, and left at most the manifest it was writing.
+        Err(Errno::NOENT)
+            if names(&dir).is_ok_and(|n| n.iter().all(|n| *n == *format!(".{MANIFEST}.tmp"))) =>
+        {
+            let _ = rustix::fs::unlinkat(&dir, format!(".{MANIFEST}.tmp"), AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&root, name, AtFlags::REMOVEDIR);
+            let _ = rustix::fs::unlinkat(storage_fd, QUARANTINE_DIR, AtFlags::REMOVEDIR);
+            return Ok(Some(Moved {
+                name: name.to_string(),
+                dir: dir_shown,
+                ..Moved::default()
+            }));
+        }
         Err(e) => return Err(FsError::new("read", &manifest_shown, e.into()).into()),
     };
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {

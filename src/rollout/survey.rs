@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, FileType, OFlags, ResolveFlags, SeekFrom, Stat, StatxFlags};
 use rustix::io::Errno;
 
 use crate::beneath::openat2_long;
@@ -99,6 +98,9 @@ pub struct Survey {
     /// What it takes on disk: allocated blocks, each inode once, and a block for each
     /// directory and special file.
     pub allocated: u64,
+    /// Directories below the top that are mount points (another filesystem, a bind
+    /// mount): listed, not walked.
+    pub mounts: Vec<PathBuf>,
 }
 
 /// What reading a tree ran into, with the path below it.
@@ -109,8 +111,37 @@ pub struct SurveyError {
     pub source: io::Error,
 }
 
+/// Why a file's content was not read: its name named another inode by then.
+const REPLACED: &str = "replaced while it was read";
+
+impl SurveyError {
+    /// Whether the tree changed under the survey (a name gone, or replaced by a rename
+    /// between the look and the read): what a service writing does, not a fault.
+    pub fn is_change(&self) -> bool {
+        is_change(&self.source)
+    }
+}
+
+/// Whether an error reading a tree is the tree changing meanwhile (see
+/// [`SurveyError::is_change`]).
+pub fn is_change(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.to_string() == REPLACED
+}
+
 /// A block for what takes no data blocks of its own (a directory, a symlink, a device).
 const META_BLOCK: u64 = 4096;
+
+/// [`survey`], looked at again when the tree changed under it (a name gone or replaced
+/// between the listing and the look: a service writing), up to 3 times.
+pub fn survey_settled(dir: BorrowedFd, name: &OsStr, read: bool) -> Result<Survey, SurveyError> {
+    let mut tries = 1;
+    loop {
+        match survey(dir, name, read) {
+            Err(e) if e.is_change() && tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
+}
 
 /// Surveys `dir/name` and everything below it, never following a symlink; with `read`,
 /// every regular file's content is hashed and every symlink's target read (which sets the
@@ -147,7 +178,11 @@ pub fn survey(dir: BorrowedFd, name: &OsStr, read: bool) -> Result<Survey, Surve
             out.add(fd.as_fd(), &child, child_rel.clone(), &st, read, &mut seen)
                 .map_err(|(op, e)| err(&child_rel, op, e))?;
             if Kind::of(st.st_mode) == Kind::Directory {
-                subdirs.push(child_rel);
+                if is_mount_point(fd.as_fd(), &child) {
+                    out.mounts.push(child_rel);
+                } else {
+                    subdirs.push(child_rel);
+                }
             }
         }
         // Last pushed is walked first: keep name order.
@@ -156,6 +191,16 @@ pub fn survey(dir: BorrowedFd, name: &OsStr, read: bool) -> Result<Survey, Surve
     out.nodes
         .sort_by(|a, b| a.rel.as_os_str().cmp(b.rel.as_os_str()));
     Ok(out)
+}
+
+/// Whether `dir/name` is the root of a mount (statx's STATX_ATTR_MOUNT_ROOT; a kernel
+/// that does not say is taken at its word: no). A nested btrfs subvolume is not one.
+fn is_mount_point(dir: BorrowedFd, name: &OsStr) -> bool {
+    use rustix::fs::StatxAttributes;
+    rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::empty()).is_ok_and(|st| {
+        st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+            && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+    })
 }
 
 impl Survey {
@@ -245,11 +290,18 @@ fn open_dir(dir: BorrowedFd, rel: &Path) -> io::Result<OwnedFd> {
 
 /// The BLAKE3 of a regular file's content. Opened without following a symlink and
 /// without blocking; what is opened must still be the inode looked at.
+///
+/// Only what SEEK_DATA finds is read, so that a sparse file of a huge apparent size (a VM
+/// image, a 4 TiB `truncate`) costs its data, not its length. The hash does not depend on
+/// where the holes are: it covers the size and each aligned chunk that is not all zeros,
+/// with its offset, and a hole reads as zeros; the same content with holes elsewhere (a
+/// copy made without keeping them) hashes the same.
 fn hash_file(
     dir: BorrowedFd,
     name: &OsStr,
     st: &Stat,
 ) -> Result<[u8; 32], (&'static str, io::Error)> {
+    const CHUNK: u64 = 1 << 20;
     let fd = open_noatime(
         dir,
         name,
@@ -258,17 +310,49 @@ fn hash_file(
     .map_err(|e| ("read", e.into()))?;
     let now = rustix::fs::fstat(&fd).map_err(|e| ("read", e.into()))?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
-        return Err(("read", io::Error::other("replaced while it was read")));
+        return Err(("read", io::Error::other(REPLACED)));
     }
-    let mut file = File::from(fd);
+    let size = u64::try_from(now.st_size).unwrap_or(0);
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| ("read", e))?;
-        if n == 0 {
-            break;
+    hasher.update(&size.to_le_bytes());
+    let mut buf = vec![0u8; CHUNK as usize];
+    // The next chunk not hashed yet; always a multiple of CHUNK.
+    let mut pos = 0;
+    while pos < size {
+        let data = match rustix::fs::seek(&fd, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            Err(Errno::NXIO) => break,
+            // No hole support: all of it is data.
+            Err(Errno::INVAL | Errno::NOTSUP) => pos,
+            Err(e) => return Err(("read", e.into())),
+        };
+        let hole = match rustix::fs::seek(&fd, SeekFrom::Hole(data)) {
+            Ok(hole) => hole.min(size),
+            Err(Errno::INVAL | Errno::NOTSUP) => size,
+            Err(e) => return Err(("read", e.into())),
+        };
+        pos = pos.max(data / CHUNK * CHUNK);
+        while pos < hole {
+            let want = usize::try_from((size - pos).min(CHUNK)).unwrap_or(buf.len());
+            let mut got = 0;
+            while got < want {
+                match rustix::io::pread(&fd, &mut buf[got..want], pos + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(Errno::INTR) => {}
+                    Err(e) => return Err(("read", e.into())),
+                }
+            }
+            if buf[..got].iter().any(|&b| b != 0) {
+                hasher.update(&pos.to_le_bytes());
+                hasher.update(&buf[..got]);
+            }
+            if got < want {
+                // Shorter than it was: the survey's sizes will differ.
+                return Ok(*hasher.finalize().as_bytes());
+            }
+            pos += CHUNK;
         }
-        hasher.update(&buf[..n]);
     }
     Ok(*hasher.finalize().as_bytes())
 }
