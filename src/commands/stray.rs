@@ -14,7 +14,7 @@ use crate::discover::owners::Accounts;
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
 use crate::output::{self, Report, Styles};
-use crate::paths::{escape, under_root};
+use crate::paths::escape;
 use crate::rollout::stray::{self, Item, Moved, Why};
 use crate::words::{bytes, count};
 
@@ -182,7 +182,7 @@ pub fn run(global: &GlobalArgs, args: &StrayArgs) -> Result<ExitStatus, Error> {
     // anywhere leaves every storage as it was.
     let mut opened = Vec::new();
     for storage in &storages {
-        let shown = under_root(root, storage);
+        let shown = storage.to_path_buf();
         let fd = stray::open_storage(root_fd.as_fd(), storage, &shown)?;
         if let (Some(fd), true) = (&fd, args.quarantine || restore.is_some()) {
             crate::rollout::lock_storage(fd, &shown)?;
