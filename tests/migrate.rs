@@ -1148,3 +1148,28 @@ fn live_state_hidden_under_a_bind_mount_of_the_storage_is_refused_and_reported()
     let out = host.imperm(&["migrate", "--force"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// An entry named like imperm's own temporary name of another entry's copy would be
+/// taken for a leftover half-way through a run: refused before anything is written.
+#[test]
+fn an_entry_named_like_imperms_own_files_is_refused_before_any_copy() {
+    let Some(host) = Host::new(
+        "migrate_reserved",
+        &["/var/lib/svc", "/var/lib/.svc.imperm-restore"],
+        &[],
+    ) else {
+        return;
+    };
+    live_tree(&host);
+    fs::create_dir_all(host.live("var/lib/.svc.imperm-restore")).unwrap();
+    let before = host.state();
+    let out = host.imperm(&["migrate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/var/lib/.svc.imperm-restore has a name imperm gives its own files"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1);
+    assert_same_state(&host.state(), &before, "a refused run");
+}

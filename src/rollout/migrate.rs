@@ -173,6 +173,22 @@ pub fn decide(
     }
 }
 
+/// Why a path cannot be an entry to copy: its place in the storage has a name imperm
+/// gives its own files there (a copy in the making, a parent in the making, a copy kept
+/// aside, the quarantine, the record), which a run would take for its own leftover.
+pub fn reserved(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = path.file_name()?.as_bytes();
+    let top = path.parent() == Some(Path::new("/"));
+    let ours = (name.starts_with(b".")
+        && (name.ends_with(b".imperm-restore") || name.ends_with(b".imperm-parent")))
+        || name.windows(17).any(|w| w == b".imperm-replaced-")
+        || (top
+            && (name == super::stray::QUARANTINE_DIR.as_bytes()
+                || super::record::is_record_name(Path::new(path.file_name()?))));
+    ours.then_some("has a name imperm gives its own files in the storage (a copy in the making or kept aside, the quarantine, migrate's record): it cannot be copied there")
+}
+
 /// Why the storage lacks room, if it does.
 pub fn short_of_space(storage: &Path, needed: u64, free: u64) -> Option<String> {
     (needed > free).then(|| {
@@ -341,6 +357,9 @@ pub fn migrate(req: &Request) -> Result<MigrateReport, Error> {
     let mut table: Option<Option<crate::mountinfo::MountTable>> = None;
     let mut items: Vec<Item> = Vec::new();
     for (path, declared, storage) in wanted {
+        if let Some(why) = reserved(&path) {
+            return Err(refuse(format!("{} {why}", escape(&path))));
+        }
         if path.starts_with(&storage) || storage.starts_with(&path) {
             return Err(refuse(format!(
                 "{} overlaps its storage {}: it cannot be copied into it",
@@ -1233,6 +1252,22 @@ mod tests {
                 "{declared:?} {source:?} {target:?} force={force}"
             );
             assert!(reason.contains(words), "{reason:?} lacks {words:?}");
+        }
+    }
+
+    #[test]
+    fn imperms_own_names_are_not_entries() {
+        for (path, refused) in [
+            ("/var/lib/.app.imperm-restore", true),
+            ("/var/lib/.app.imperm-parent", true),
+            ("/var/lib/app.imperm-replaced-20260115T063000Z", true),
+            ("/.imperm-stray", true),
+            ("/.imperm-migrate.json", true),
+            ("/var/.imperm-stray", false),
+            ("/var/lib/app", false),
+            ("/var/lib/app.imperm-restore", false),
+        ] {
+            assert_eq!(reserved(Path::new(path)).is_some(), refused, "{path}");
         }
     }
 
