@@ -387,7 +387,7 @@ down   error: {refused}
 bare   error: {NOT_FOUND}
 junk   error: {JUNK}
 other  error: {OTHER}
-8 hosts: 0 fine, 3 not ready or with problems, 5 without an answer
+8 hosts: 0 fine, 3 not ready, not known to be, or with problems, 5 without an answer
 "
     );
     assert_eq!(stdout, want, "stderr: {stderr}");

@@ -260,10 +260,12 @@ pub struct Summary {
 }
 
 impl Row {
-    /// Whether this host needs nothing: it answered, is not unready, and has no problem.
+    /// Whether this host needs nothing: it answered, says it is ready (a readiness it
+    /// does not give, or gives as something else than true or false, is not taken for
+    /// good), and has no problem.
     pub fn fine(&self) -> bool {
         match &self.result {
-            HostResult::Status(s) => s.ready != Some(false) && s.problems.is_empty(),
+            HostResult::Status(s) => s.ready == Some(true) && s.problems.is_empty(),
             HostResult::Error { .. } => false,
         }
     }
@@ -579,7 +581,7 @@ pub fn render(rows: &[Row], out: &mut dyn Write, styles: &Styles) -> io::Result<
     let need = rows.len() - errors - fine;
     let mut parts = vec![format!("{fine} fine")];
     if need > 0 {
-        parts.push(format!("{need} not ready or with problems"));
+        parts.push(format!("{need} not ready, not known to be, or with problems"));
     }
     if errors > 0 {
         parts.push(format!("{errors} without an answer"));
@@ -911,7 +913,7 @@ HOST  FILESYSTEM  EPHEMERAL  READY                       PERSISTED  TO PERSIST  
 l001  btrfs       no         ?                           16         ?           0          ?                     -
 o001  btrfs       yes        no: a\\x1b[31mred (+1 more)  16         ?           2          2026-11-20T06:30:00Z  -
 h002  error: no answer within 5 s (ssh was stopped)
-3 hosts: 1 fine, 1 not ready or with problems, 1 without an answer
+3 hosts: 0 fine, 2 not ready, not known to be, or with problems, 1 without an answer
 "
         );
         let json = serde_json::to_value(&rows).unwrap();
