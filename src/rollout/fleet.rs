@@ -581,7 +581,9 @@ pub fn render(rows: &[Row], out: &mut dyn Write, styles: &Styles) -> io::Result<
     let need = rows.len() - errors - fine;
     let mut parts = vec![format!("{fine} fine")];
     if need > 0 {
-        parts.push(format!("{need} not ready, not known to be, or with problems"));
+        parts.push(format!(
+            "{need} not ready, not known to be, or with problems"
+        ));
     }
     if errors > 0 {
         parts.push(format!("{errors} without an answer"));
