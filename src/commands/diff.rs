@@ -46,7 +46,7 @@ use crate::words::count;
 const GENERATION: &str = "btrfs-generation";
 
 #[derive(Debug, Serialize)]
-struct DiffReport {
+pub(super) struct DiffReport {
     /// The snapshot compared with, or null for the boot baseline.
     against: Option<String>,
     /// `btrfs-generation` or `walk`.
@@ -55,7 +55,7 @@ struct DiffReport {
     /// and what was not compared.
     notes: Vec<String>,
     changes: Vec<Change>,
-    suggestions: Vec<Suggestion>,
+    pub(super) suggestions: Vec<Suggestion>,
     #[serde(skip)]
     storage: PathBuf,
     #[serde(skip)]
@@ -64,6 +64,14 @@ struct DiffReport {
 
 pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let config = super::load_config(global)?;
+    let report = report(&config, args)?;
+    output::emit(&report, global.format, global.color)?;
+    Ok(ExitStatus::Clean)
+}
+
+/// What `diff` finds, without printing it (`browse diff` shows the same).
+pub(super) fn report(config: &Config, args: &DiffArgs) -> Result<DiffReport, Error> {
+    let config = config;
     let fs = super::filesystem(&config, &args.fs).ok();
     let searchable = !args.walk
         && fs.as_ref().is_some_and(|f| f.fs_type == FsType::Btrfs)
@@ -125,11 +133,10 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
             },
         ),
         changes,
-        storage: discover::storage(&config),
+        storage: discover::storage(config),
         style: args.discover.style,
     };
-    output::emit(&report, global.format, global.color)?;
-    Ok(ExitStatus::Clean)
+    Ok(report)
 }
 
 /// A path relative to a subvolume, as seen from the host's `/`.
