@@ -40,10 +40,14 @@ impl Disk {
             return vec!["not on disk (gone, or reached through a symlink)".into()];
         };
         let kind = FileType::from_raw_mode(st.st_mode);
+        // A directory's own size says how its filesystem stores names, nothing more.
+        let size = match kind {
+            FileType::Directory => String::new(),
+            _ => format!(" · {}", bytes(st.st_size as u64)),
+        };
         let mut out = vec![format!(
-            "{} · {} · mode {:04o} · uid {} gid {}",
+            "{}{size} · mode {:04o} · owner {}:{}",
             kind_word(kind),
-            bytes(st.st_size as u64),
             st.st_mode & 0o7777,
             st.st_uid,
             st.st_gid

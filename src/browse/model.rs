@@ -558,19 +558,26 @@ pub fn shown(s: &Suggestion) -> String {
 /// it too, with glob syntax in names escaped (a name may hold `*`, `[` or `,`). `None` for
 /// a name that is not UTF-8: the configuration's globs are strings.
 pub fn ignore_glob(path: &Path, dir: bool) -> Option<String> {
-    let mut glob = String::new();
-    for c in path.to_str()?.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '!' | ',') {
-            glob.push('\\');
+    let escaped = |text: &str| {
+        let mut out = String::new();
+        for c in text.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '!' | ',') {
+                out.push('\\');
+            }
+            out.push(c);
         }
-        glob.push(c);
-    }
-    Some(if dir {
+        out
+    };
+    let text = path.to_str()?;
+    Some(match (dir, text.rsplit_once('/')) {
         // The directory and everything in it, in one glob (`diff` matches every changed
-        // path against the globs, not only the top of a tree).
-        format!("{{{glob},{glob}/**}}")
-    } else {
-        glob
+        // path against the globs, not only the top of a tree); the alternation on the
+        // last name, since imperm's globs start with `/`.
+        (true, Some((parent, name))) if !name.is_empty() => {
+            let name = escaped(name);
+            format!("{}/{{{name},{name}/**}}", escaped(parent))
+        }
+        _ => escaped(text),
     })
 }
 
@@ -831,8 +838,9 @@ mod tests {
         );
         assert_eq!(
             ignore_glob(Path::new("/var/c"), true).unwrap(),
-            "{/var/c,/var/c/**}"
+            "/var/{c,c/**}"
         );
+        assert_eq!(ignore_glob(Path::new("/c"), true).unwrap(), "/{c,c/**}");
         use std::os::unix::ffi::OsStrExt;
         let odd = std::ffi::OsStr::from_bytes(b"/var/\xff");
         assert_eq!(ignore_glob(Path::new(odd), true), None);

@@ -16,21 +16,15 @@ use crate::words::{bytes, count};
 
 /// The keys, for `?` and the README.
 pub const HELP: &[(&str, &str)] = &[
-    ("↑ ↓ j k", "move; PgUp PgDn g G: page, first, last"),
+    ("↑ ↓ j k", "move (PgUp PgDn g G: page, first, last)"),
     ("enter space → l", "expand / collapse a directory"),
     ("← h", "collapse, or go to the parent"),
-    ("/", "search units by path (enter keeps it, esc clears)"),
-    (
-        "f",
-        "filter: findings, persist, review, ephemeral, generated, all",
-    ),
-    (
-        "p",
-        "persist: into --nix-file, or the snippet printed on exit",
-    ),
-    ("i", "ignore: add a glob to [check] ignore in the config"),
-    ("u", "undo the last p or i (and what it wrote)"),
-    ("r", "restore the path from the last reset's old root"),
+    ("/", "search units (enter: keep, esc: clear)"),
+    ("f", "filter: findings, each verdict, all"),
+    ("p", "persist into --nix-file (or the snippet)"),
+    ("i", "ignore: a glob into [check] ignore"),
+    ("u", "undo the last p or i, and what it wrote"),
+    ("r", "restore from the last reset's old root"),
     ("?", "this help (any key closes it)"),
     ("q", "quit, printing what was written"),
 ];
@@ -51,10 +45,15 @@ fn verdict_style(v: Verdict, color: bool) -> Style {
 
 /// Draws the whole screen. `preview` is what the disk says about the selected node.
 pub fn draw(frame: &mut Frame, model: &mut Model, preview: &[String], color: bool) {
+    // A question naming two long paths must be read whole before its y: the last line
+    // grows to three when it needs them.
+    let foot_text = footer(model);
+    let width = frame.area().width.max(1) as usize;
+    let foot_lines = foot_text.chars().count().div_ceil(width).clamp(1, 3) as u16;
     let [head, body, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(1),
-        Constraint::Length(1),
+        Constraint::Length(foot_lines),
     ])
     .areas(frame.area());
     let tree_width = (body.width * 3 / 5).max(20).min(body.width);
@@ -66,7 +65,7 @@ pub fn draw(frame: &mut Frame, model: &mut Model, preview: &[String], color: boo
     frame.render_widget(Paragraph::new(header(model)), head);
     draw_tree(frame, model, left, color);
     draw_preview(frame, model, preview, right, color);
-    frame.render_widget(Paragraph::new(footer(model)), foot);
+    frame.render_widget(Paragraph::new(foot_text).wrap(Wrap { trim: false }), foot);
     if model.mode == Mode::Help {
         draw_help(frame, body);
     }
@@ -195,13 +194,22 @@ fn draw_preview(frame: &mut Frame, model: &Model, preview: &[String], area: Rect
     if node.parent.is_some() {
         lines.push(Line::from(format!("in {}", super::model::shown(unit))));
     }
-    lines.push(Line::from(Span::styled(
+    let verdict = if node.parent.is_none() {
         format!(
             "{} {} · {}",
             letter(unit.verdict),
             word(unit.verdict),
             unit.kind.as_str()
-        ),
+        )
+    } else {
+        format!(
+            "{} {}, as its unit",
+            letter(unit.verdict),
+            word(unit.verdict)
+        )
+    };
+    lines.push(Line::from(Span::styled(
+        verdict,
         verdict_style(unit.verdict, color),
     )));
     lines.push(Line::from(unit.reason.clone()));
@@ -232,7 +240,7 @@ fn draw_preview(frame: &mut Frame, model: &Model, preview: &[String], area: Rect
 }
 
 fn draw_help(frame: &mut Frame, body: Rect) {
-    let width = body.width.min(72);
+    let width = body.width.min(60);
     let height = (HELP.len() as u16 + 2).min(body.height);
     let area = Rect {
         x: body.x + (body.width - width) / 2,
