@@ -521,3 +521,36 @@ fn the_diff_view_shows_what_changed_since_the_baseline() {
     assert!(!screen.contains("/var/lib/forgejo"), "{screen}");
     tmux.press(&["q"], "[exit 0]");
 }
+
+#[test]
+fn a_panic_gives_the_terminal_back() {
+    let host = Host::new();
+    let tmux = Tmux::start(&format!(
+        "env IMPERM_FAILPOINT=browse-key {}",
+        host.browse("")
+    ));
+    tmux.wait_for(HEADER);
+    assert_eq!(tmux.tmux(&["display", "-p", "#{alternate_on}"]).trim(), "1");
+    let screen = tmux.press(&["j"], "[exit 101]");
+    assert!(screen.contains("browse-key"), "{screen}");
+    assert!(
+        !screen.contains(HEADER),
+        "the alternate screen is left: {screen}"
+    );
+    assert_eq!(
+        tmux.tmux(&["display", "-p", "#{alternate_on}"]).trim(),
+        "0",
+        "the alternate screen is left"
+    );
+    // Raw mode is off again: the terminal echoes and turns a newline into CR LF.
+    let stty = tmux.tmux(&["display", "-p", "#{pane_tty}"]);
+    let out = Command::new("stty")
+        .args(["-a", "-F", stty.trim()])
+        .output()
+        .unwrap();
+    let modes = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        modes.contains(" icanon") && modes.contains(" echo "),
+        "{modes}"
+    );
+}

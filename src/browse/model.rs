@@ -430,11 +430,9 @@ impl Model {
             Key::Char('/') => {
                 self.mode = Mode::Search(self.search.clone());
             }
-            Key::Esc => {
-                if !self.search.is_empty() {
-                    self.search.clear();
-                    self.rebuild();
-                }
+            Key::Esc if !self.search.is_empty() => {
+                self.search.clear();
+                self.rebuild();
             }
             Key::Char('f') => {
                 self.filter = self.filter.next();

@@ -94,8 +94,14 @@ struct Screen {
 
 impl Screen {
     fn enter() -> Result<Screen, Error> {
-        let terminal = ratatui::try_init().map_err(Error::Output)?;
-        Ok(Screen { terminal })
+        match ratatui::try_init() {
+            Ok(terminal) => Ok(Screen { terminal }),
+            Err(e) => {
+                // Raw mode may be on already when the alternate screen failed.
+                ratatui::restore();
+                Err(Error::Output(e))
+            }
+        }
     }
 }
 
@@ -128,6 +134,10 @@ fn interact(
         };
         if k.kind != KeyEventKind::Press {
             continue;
+        }
+        // A test hook: a bug at a key press, to see the terminal given back.
+        if std::env::var(crate::snapshots::reset::FAILPOINT_ENV).is_ok_and(|v| v == "browse-key") {
+            panic!("failpoint browse-key");
         }
         if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
             return Ok(());

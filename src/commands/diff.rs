@@ -71,8 +71,7 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
 
 /// What `diff` finds, without printing it (`browse diff` shows the same).
 pub(super) fn report(config: &Config, args: &DiffArgs) -> Result<DiffReport, Error> {
-    let config = config;
-    let fs = super::filesystem(&config, &args.fs).ok();
+    let fs = super::filesystem(config, &args.fs).ok();
     let searchable = !args.walk
         && fs.as_ref().is_some_and(|f| f.fs_type == FsType::Btrfs)
         && (args.fs.mounted.is_some() || rustix::process::geteuid().is_root());
@@ -85,26 +84,26 @@ pub(super) fn report(config: &Config, args: &DiffArgs) -> Result<DiffReport, Err
             // The filesystem options first: a wrong --mounted is the error to name.
             let search = match (searchable, fs.as_ref()) {
                 (true, Some(fs)) => {
-                    generation_if_baseline_snapshot(&config, fs, args, header.as_ref())?
+                    generation_if_baseline_snapshot(config, fs, args, header.as_ref())?
                 }
                 _ => Err(None),
             };
             // The walk reads the entries as it goes, merged with the walk in tree order.
-            let manifest = header.ok_or_else(|| no_baseline(&config))?;
+            let manifest = header.ok_or_else(|| no_baseline(config))?;
             let (method, raw) = match search {
                 Ok(changes) => (GENERATION, changes),
                 Err(why) => {
                     notes.extend(why);
-                    ("walk", walk_diff(&config)?)
+                    ("walk", walk_diff(config)?)
                 }
             };
             (
                 method,
-                not_mounted(raw, &config, &manifest.mounts, &mut notes),
+                not_mounted(raw, config, &manifest.mounts, &mut notes),
             )
         }
         (Some(_), None) => {
-            return Err(super::filesystem(&config, &args.fs)
+            return Err(super::filesystem(config, &args.fs)
                 .err()
                 .unwrap_or_else(|| {
                     Error::Usage(
@@ -112,14 +111,14 @@ pub(super) fn report(config: &Config, args: &DiffArgs) -> Result<DiffReport, Err
                     )
                 }));
         }
-        (Some(snap), Some(fs)) => against(&config, fs, args, snap, searchable, &mut notes)?,
+        (Some(snap), Some(fs)) => against(config, fs, args, snap, searchable, &mut notes)?,
     };
-    let changes = outside_persisted(raw, &config);
+    let changes = outside_persisted(raw, config);
     let against_snapshot = args.against.is_some();
     // What the host declares, read once: it splits and decides the changed units.
     let declared = Declarations::read(&config.root);
     notes.extend(declared.notes());
-    let units = units_of(&changes, &config, against_snapshot, &declared);
+    let units = units_of(&changes, config, against_snapshot, &declared);
     let report = DiffReport {
         against: args.against.clone(),
         method,
@@ -129,7 +128,7 @@ pub(super) fn report(config: &Config, args: &DiffArgs) -> Result<DiffReport, Err
             &suggest::Context {
                 complete: false,
                 declared: &declared,
-                ..discover::context(&config)
+                ..discover::context(config)
             },
         ),
         changes,

@@ -127,12 +127,12 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
 pub(super) fn report(config: &Config, args: &JournalArgs) -> Result<JournalReport, Error> {
     // The old root first: an --against that cannot be used stops the run before the
     // journal is read, like `diff` and `restore`.
-    let (snapshot, snapshot_note, lookup) = match old_root(&config, args) {
+    let (snapshot, snapshot_note, lookup) = match old_root(config, args) {
         Ok((name, top, dir)) => (Some(name), None, Some((top, dir))),
         Err(Lookup::Refused(e)) => return Err(e),
         Err(Lookup::Note(note)) => (None, Some(note), None),
     };
-    let (source, found) = read(&config, args)?;
+    let (source, found) = read(config, args)?;
     let mut failures = Vec::new();
     let mut persisted = Vec::new();
     let mut in_storage = Vec::new();
@@ -177,7 +177,7 @@ pub(super) fn report(config: &Config, args: &JournalArgs) -> Result<JournalRepor
         });
     }
     let declared = Declarations::read(&config.root);
-    let suggestions = suggestions(&failures, &config, snapshot.as_deref(), &declared);
+    let suggestions = suggestions(&failures, config, snapshot.as_deref(), &declared);
     let report = JournalReport {
         source,
         lines: found.lines,
