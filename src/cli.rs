@@ -312,6 +312,11 @@ pub struct BrowseArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub nix_file: Option<PathBuf>,
 
+    /// Where the old roots are: `r` restores from the last reset's, and the preview
+    /// compares with it
+    #[command(flatten)]
+    pub fs: FsArgs,
+
     #[command(subcommand)]
     pub view: Option<BrowseView>,
 }

@@ -4,6 +4,8 @@
 //! main views' screens are compared with the captures in tests/fixtures/browse/
 //! (`IMPERM_BLESS=1` writes them anew).
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -552,5 +554,143 @@ fn a_panic_gives_the_terminal_back() {
     assert!(
         modes.contains(" icanon") && modes.contains(" echo "),
         "{modes}"
+    );
+}
+
+/// A live root `@root` on loop btrfs whose state the last reset kept as an old root:
+/// `populate` writes the state, a reset snapshots it and empties the root.
+struct Reset {
+    fs: common::LoopBtrfs,
+    config: PathBuf,
+}
+
+impl Reset {
+    fn new(test: &str, populate: impl FnOnce(&Path)) -> Option<Reset> {
+        let fs = common::btrfs(test)?;
+        fs.subvolume("@root");
+        populate(&fs.path("@root"));
+        let config = fs.scratch().join("imperm.toml");
+        fs::write(
+            &config,
+            "[persistence.\"/persist\"]\ndirectories = [\"/var/log\"]\n",
+        )
+        .unwrap();
+        let reset = Reset { fs, config };
+        let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+            .env("IMPERM_NOW", "2026-11-26T06:30:00Z")
+            .arg("--root")
+            .arg(reset.fs.path("@root"))
+            .arg("--config")
+            .arg(&reset.config)
+            .args(["reset", "--fs", "btrfs", "--mounted"])
+            .arg(reset.fs.top())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        Some(reset)
+    }
+
+    fn live(&self, rel: &str) -> PathBuf {
+        self.fs.path("@root").join(rel)
+    }
+
+    fn browse(&self, view: &str) -> String {
+        format!(
+            "{} --root {} --config {} browse --fs btrfs --mounted {} {view}",
+            env!("CARGO_BIN_EXE_imperm"),
+            self.fs.path("@root").display(),
+            self.config.display(),
+            self.fs.top().display()
+        )
+    }
+}
+
+fn put(root: &Path, rel: &str, content: &str) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+const SNAP: &str = "20261126T063000Z";
+
+#[test]
+fn the_preview_compares_with_the_last_reset_old_root() {
+    let Some(reset) = Reset::new("browse_preview_old_root", |root| {
+        put(root, "etc/NIXOS", "");
+        put(
+            root,
+            "var/lib/forgejo/app.ini",
+            "[server]\nHTTP_PORT = 3000\n",
+        );
+    }) else {
+        return;
+    };
+    // After the reset, the service writes its state again, changed, and something new.
+    put(&reset.live(""), "etc/NIXOS", "");
+    put(
+        &reset.live(""),
+        "var/lib/forgejo/app.ini",
+        "[server]\nHTTP_PORT = 3001\n",
+    );
+    put(&reset.live(""), "var/lib/newsvc/state", "{}\n");
+    let tmux = Tmux::start(&reset.browse(""));
+    tmux.wait_for(HEADER);
+    let screen = tmux.press(&["Enter", "j"], &format!("─ against {SNAP} ─"));
+    assert!(screen.contains("-HTTP_PORT = 3000"), "{screen}");
+    assert!(screen.contains("+HTTP_PORT = 3001"), "{screen}");
+    assert!(screen.contains(" [server]"), "{screen}");
+    let screen = tmux.press(&["j", "Enter", "j"], "new since the last reset");
+    assert!(screen.contains("state"), "{screen}");
+    tmux.press(&["q"], "[exit 0]");
+}
+
+#[test]
+fn r_asks_then_restores_a_lost_path_from_the_old_root() {
+    let Some(reset) = Reset::new("browse_restore", |root| {
+        put(root, "etc/NIXOS", "");
+        put(root, "var/lib/mystery/notes.txt", "remember\n");
+    }) else {
+        return;
+    };
+    put(&reset.live(""), "etc/NIXOS", "");
+    // The unit failed at boot: its state was wiped.
+    let journal = reset.fs.scratch().join("journal.json");
+    fs::write(
+        &journal,
+        concat!(
+            r#"{"MESSAGE":"Failed to open /var/lib/mystery/notes.txt: No such file or directory","_SYSTEMD_UNIT":"mystery.service","PRIORITY":"3"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let tmux = Tmux::start(&reset.browse(&format!(
+        "journal --file {} --fs btrfs --mounted {}",
+        journal.display(),
+        reset.fs.top().display()
+    )));
+    let screen = tmux.wait_for("imperm browse journal");
+    assert!(screen.contains("/var/lib/mystery"), "{screen}");
+    let screen = tmux.press(&["r"], "y/n");
+    assert!(
+        words(&screen).contains(&format!("r: restore /var/lib/mystery from {SNAP}? y/n")),
+        "{screen}"
+    );
+    assert!(
+        !reset.live("var/lib/mystery").exists(),
+        "nothing before the y"
+    );
+    tmux.press(&["y"], "done: restored");
+    assert_eq!(
+        fs::read_to_string(reset.live("var/lib/mystery/notes.txt")).unwrap(),
+        "remember\n"
+    );
+    // Again: it is there now, and restore refuses to overwrite it.
+    tmux.press(&["r"], "y/n");
+    let screen = tmux.press(&["y"], "r: ");
+    assert!(words(&screen).contains("nothing"), "{screen}");
+    let out = tmux.press(&["q"], "[exit 0]");
+    assert!(
+        out.contains(&format!("browse: restored /var/lib/mystery from {SNAP}")),
+        "{out}"
     );
 }

@@ -22,15 +22,87 @@ const HEAD: usize = 4096;
 /// files must not stall a key.
 const MAX_CHILDREN: usize = 10_000;
 
+/// What the comparison with an old root reads of a file: enough for a preview.
+const COMPARED: u64 = 64 << 10;
+
 pub struct Disk {
     tree: Tree,
+    /// The last reset's old root (its name, and the tree), when there is one.
+    old: Option<(String, Tree)>,
 }
 
 impl Disk {
     pub fn open(root: &Path) -> Result<Disk, crate::error::FsError> {
         Ok(Disk {
             tree: Tree::open(root)?,
+            old: None,
         })
+    }
+
+    /// Compares each previewed path with the same path in the old root `name`, whose
+    /// tree is at `dir`.
+    pub fn with_old_root(
+        mut self,
+        name: String,
+        dir: &Path,
+    ) -> Result<Disk, crate::error::FsError> {
+        self.old = Some((name, Tree::open(dir)?));
+        Ok(self)
+    }
+
+    /// What the preview says about `path` against the old root: "new since the last
+    /// reset" when it was not there, else whether it changed, with the diff of a text.
+    fn against_old(&self, path: &Path, kind: FileType) -> Vec<String> {
+        let Some((name, old)) = &self.old else {
+            return Vec::new();
+        };
+        let mut out = vec![format!("─ against {name} ─")];
+        let Some(was) = old.stat_nofollow(path) else {
+            out.push("new since the last reset".into());
+            return out;
+        };
+        let was_kind = FileType::from_raw_mode(was.st_mode);
+        if was_kind != kind {
+            out.push(format!(
+                "was a {} before the last reset",
+                kind_word(was_kind)
+            ));
+            return out;
+        }
+        if kind != FileType::RegularFile {
+            out.push(format!("there before the last reset ({})", kind_word(kind)));
+            return out;
+        }
+        let read = |tree: &Tree| -> Option<Vec<u8>> {
+            let file = tree.open_file(path).ok()??;
+            let mut data = Vec::new();
+            file.take(COMPARED).read_to_end(&mut data).ok()?;
+            Some(data)
+        };
+        let (Some(before), Some(now)) = (read(old), read(&self.tree)) else {
+            out.push("(cannot be read)".into());
+            return out;
+        };
+        if before == now {
+            out.push("unchanged since the last reset".into());
+            return out;
+        }
+        match (std::str::from_utf8(&before), std::str::from_utf8(&now)) {
+            (Ok(a), Ok(b)) if !a.contains('\0') && !b.contains('\0') => {
+                let diff = similar::TextDiff::from_lines(a, b);
+                for change in diff.iter_all_changes() {
+                    let sign = match change.tag() {
+                        similar::ChangeTag::Delete => '-',
+                        similar::ChangeTag::Insert => '+',
+                        similar::ChangeTag::Equal => ' ',
+                    };
+                    let line = change.value().trim_end_matches('\n');
+                    out.push(format!("{sign}{}", printable(line)));
+                }
+            }
+            _ => out.push("changed since the last reset (binary)".into()),
+        }
+        out
     }
 
     /// The preview's lines for `path`: what it is, its size, mode and owner, and for a
@@ -61,6 +133,7 @@ impl Disk {
             FileType::RegularFile => out.extend(self.head(path)),
             _ => {}
         }
+        out.extend(self.against_old(path, kind));
         out
     }
 
@@ -85,15 +158,7 @@ impl Disk {
         match valid.filter(|t| !t.contains('\0')) {
             Some(text) => {
                 let mut lines = vec!["─ head ─".to_string()];
-                lines.extend(text.lines().map(|l| {
-                    l.chars()
-                        .map(|c| match c {
-                            '\t' => "    ".to_string(),
-                            c if c.is_control() => c.escape_default().to_string(),
-                            c => c.to_string(),
-                        })
-                        .collect::<String>()
-                }));
+                lines.extend(text.lines().map(printable));
                 lines
             }
             None => vec![format!("binary ({})", binary_type(&data))],
@@ -136,6 +201,18 @@ impl Lister for Disk {
         });
         out
     }
+}
+
+/// A line of a file as the screen may show it: control characters escaped, never sent
+/// to the terminal.
+fn printable(line: &str) -> String {
+    line.chars()
+        .map(|c| match c {
+            '\t' => "    ".to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn kind_word(kind: FileType) -> &'static str {

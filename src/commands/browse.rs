@@ -10,11 +10,15 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers
 use crate::browse::disk::Disk;
 use crate::browse::model::{self, Action, Effect, Key, Mark, Model, Targets, Undo};
 use crate::browse::{ignore, view};
-use crate::cli::{BrowseArgs, BrowseView, DiscoverArgs, GlobalArgs};
+use crate::cli::{
+    BrowseArgs, BrowseView, DiscoverArgs, FsArgs, GlobalArgs, RestoreArgs, RestoreInto,
+};
 use crate::config::Config;
 use crate::discover::suggest::Suggestion;
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
+use crate::filesystem::backend;
+use crate::filesystem::toplevel::TopLevel;
 use crate::knowledge::Verdict;
 use crate::nixos::nix::{self, Style};
 use crate::nixos::nixedit::{self, List, Outcome, Request};
@@ -40,13 +44,28 @@ pub fn run(global: &GlobalArgs, args: &BrowseArgs) -> Result<ExitStatus, Error> 
     }
     let config = super::load_config(global)?;
     let (suggestions, style) = result(&config, &view)?;
+    // The last reset's old root, when there is one to compare with and restore from;
+    // why not, otherwise (said on the last line at the start).
+    let old = old_root(&config, &args.fs);
+    let mut disk = Disk::open(&config.root)?;
+    let (old_name, note) = match &old {
+        Ok((name, top, dir)) => {
+            disk = disk.with_old_root(name.clone(), &top.join(dir))?;
+            (Some(name.clone()), None)
+        }
+        // A host with no filesystem configured has no old roots: nothing to say.
+        Err(_) if config.filesystem.is_none() && args.fs.fs_type.is_none() => (None, None),
+        Err(why) => (None, Some(format!("no old root: {why}"))),
+    };
     let targets = Targets {
         nix_file: args.nix_file.as_deref().map(escape),
         config: escape(&config.config_file.path),
-        old_root: None,
+        old_root: old_name.clone(),
     };
-    let disk = Disk::open(&config.root)?;
     let mut model = Model::new(name, suggestions, targets);
+    if let Some(note) = note {
+        model.say(note);
+    }
     let color = match global.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
@@ -55,6 +74,8 @@ pub fn run(global: &GlobalArgs, args: &BrowseArgs) -> Result<ExitStatus, Error> 
     let edge = Edge {
         config: &config,
         nix_file: args.nix_file.as_deref(),
+        fs: &args.fs,
+        old_root: old_name,
     };
     {
         let mut screen = Screen::enter()?;
@@ -84,6 +105,23 @@ fn result(config: &Config, view: &BrowseView) -> Result<(Vec<Suggestion>, Style)
             a.discover.style,
         ),
     })
+}
+
+/// The last reset's old root: its name, the top level it is in (kept mounted while the
+/// browser runs) and its directory there; or why there is none, in a few words.
+fn old_root(config: &Config, args: &FsArgs) -> Result<(String, TopLevel, PathBuf), String> {
+    let fs = super::filesystem(config, args).map_err(|e| e.to_string())?;
+    let backend = backend::for_type(fs.fs_type);
+    if !backend.has_subvolumes() {
+        return Err("a tmpfs root keeps none".into());
+    }
+    if args.mounted.is_none() && !rustix::process::geteuid().is_root() {
+        return Err("mounting the top level needs root (or --mounted DIR)".into());
+    }
+    let top = TopLevel::open(&fs, args.mounted.as_deref()).map_err(|e| e.to_string())?;
+    let (name, dir) =
+        super::old_root(backend.as_ref(), &top, &fs, None).map_err(|e| e.to_string())?;
+    Ok((name, top, dir))
 }
 
 /// The terminal in raw mode on the alternate screen, given back when dropped (an error's
@@ -164,6 +202,11 @@ fn interact(
                 if let Err(e) = edge.perform(model, action, node) {
                     model.say(format!("{}: {e}", letter(action)));
                 }
+                // What the write printed on stderr (restore names what it copied) is
+                // drawn over: the whole screen again.
+                terminal.clear().map_err(Error::Output)?;
+                // What was written changes what the preview shows.
+                preview = None;
             }
         }
     }
@@ -182,6 +225,8 @@ fn letter(action: Action) -> char {
 struct Edge<'a> {
     config: &'a Config,
     nix_file: Option<&'a Path>,
+    fs: &'a FsArgs,
+    old_root: Option<String>,
 }
 
 impl Edge<'_> {
@@ -190,10 +235,45 @@ impl Edge<'_> {
             Action::Persist => self.persist(model, node),
             Action::Ignore => self.ignore(model, node),
             Action::Undo => self.undo(model),
-            Action::Restore => Err(Error::Usage(
-                "restoring from the old root is not in this version: use imperm restore".into(),
-            )),
+            Action::Restore => self.restore(model, node),
         }
+    }
+
+    /// `r`: the path back from the last reset's old root into the live root, as
+    /// `imperm restore PATH --from SNAP` does it (an existing path is refused: restore's
+    /// --force, which keeps it aside, is for the plain command).
+    fn restore(&self, model: &mut Model, node: usize) -> Result<(), Error> {
+        let Some(from) = &self.old_root else {
+            return Err(Error::Usage("no old root to restore from".into()));
+        };
+        let path = model.nodes[node].path.clone();
+        let args = RestoreArgs {
+            paths: vec![path.clone()],
+            from: Some(from.clone()),
+            into: RestoreInto::Root,
+            force: false,
+            fs: self.fs.clone(),
+        };
+        let report = super::restore::report(self.config, &args)?;
+        if let Some(not) = report.not_restored.first() {
+            return Err(Error::Usage(format!(
+                "{}: {}; nothing written",
+                escape(&path),
+                not.reason
+            )));
+        }
+        let target = report
+            .restored
+            .first()
+            .map(|r| escape(&r.target))
+            .unwrap_or_else(|| escape(&path));
+        model.marked(Mark {
+            action: Action::Restore,
+            path,
+            summary: format!("restored {target} from {from}"),
+            undo: Undo::Nothing,
+        });
+        Ok(())
     }
 
     fn persist(&self, model: &mut Model, node: usize) -> Result<(), Error> {
