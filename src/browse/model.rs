@@ -84,6 +84,16 @@ impl Filter {
     }
 }
 
+/// Where a verdict is counted in [`Model::counts`].
+pub fn verdict_index(v: Verdict) -> usize {
+    match v {
+        Verdict::Persist => 0,
+        Verdict::Review => 1,
+        Verdict::Ephemeral => 2,
+        Verdict::Generated => 3,
+    }
+}
+
 /// A verdict's word.
 pub fn word(v: Verdict) -> &'static str {
     match v {
@@ -218,6 +228,11 @@ pub struct Model {
     pub targets: Targets,
     /// Everything written, and taken back, in order: what `q` prints.
     pub log: Vec<String>,
+    /// How many units have each verdict (persist, review, ephemeral, generated): the
+    /// header shows them at every key, and the units never change.
+    pub counts: [usize; 4],
+    /// The units' labels in lower case, made at the first search.
+    lower: Vec<String>,
 }
 
 impl Model {
@@ -237,7 +252,13 @@ impl Model {
                 expanded: false,
             })
             .collect();
+        let mut counts = [0; 4];
+        for s in &units {
+            counts[verdict_index(s.verdict)] += 1;
+        }
         let mut m = Model {
+            counts,
+            lower: Vec::new(),
             command,
             units,
             nodes,
@@ -270,14 +291,18 @@ impl Model {
 
     fn shows_unit(&self, unit: usize, needle: &str) -> bool {
         let s = &self.units[unit];
-        self.filter.shows(s.verdict)
-            && (needle.is_empty() || self.nodes[unit].label.to_lowercase().contains(needle))
+        self.filter.shows(s.verdict) && (needle.is_empty() || self.lower[unit].contains(needle))
     }
 
     /// Recomputes the rows, keeping the selected node where it is still shown.
     fn rebuild(&mut self) {
         let keep = self.current();
         let needle = self.search.to_lowercase();
+        if !needle.is_empty() && self.lower.is_empty() {
+            self.lower = (0..self.units.len())
+                .map(|u| self.nodes[u].label.to_lowercase())
+                .collect();
+        }
         let mut rows = Vec::with_capacity(self.rows.len().max(64));
         for unit in 0..self.units.len() {
             if self.shows_unit(unit, &needle) {

@@ -72,7 +72,7 @@ pub fn draw(frame: &mut Frame, model: &mut Model, preview: &[String], color: boo
 }
 
 fn header(model: &Model) -> String {
-    let n = |v: Verdict| model.units.iter().filter(|s| s.verdict == v).count();
+    let n = |v: Verdict| model.counts[super::model::verdict_index(v)];
     let mut text = format!(
         "imperm browse {} · {}P {}R {}E {}G · {}/{} · filter {}",
         model.command,
