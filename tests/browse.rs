@@ -694,3 +694,46 @@ fn r_asks_then_restores_a_lost_path_from_the_old_root() {
         "{out}"
     );
 }
+
+#[test]
+fn odd_names_fifos_and_symlinks_are_shown_never_followed_or_opened() {
+    use std::os::unix::ffi::OsStrExt;
+    let host = Host::new();
+    let odd = host.root().join("var/lib/mystery");
+    fs::write(odd.join("new\nline"), "x\n").unwrap();
+    fs::write(odd.join(std::ffi::OsStr::from_bytes(b"bad\xffbyte")), "y\n").unwrap();
+    let fifo = odd.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/etc", odd.join("link")).unwrap();
+    // The configuration file replaced by a symlink: `i` refuses to write through it.
+    let real = host.path("real.toml");
+    fs::rename(host.path("config.toml"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, host.path("config.toml")).unwrap();
+    let tmux = Tmux::start(&host.browse(""));
+    tmux.wait_for(HEADER);
+    let screen = tmux.press(&["j", "j", "Enter"], "new\\x0aline");
+    assert!(screen.contains("bad\\xffbyte"), "{screen}");
+    // Names sort bytewise: bad…, link, new…, notes.txt, pipe.
+    let screen = tmux.press(&["j"], "─ head ─");
+    assert!(screen.contains(">   · bad\\xffbyte"), "{screen}");
+    let screen = tmux.press(&["j"], "symlink");
+    assert!(screen.contains("→ /etc"), "{screen}");
+    // Right on a symlink to a directory lists nothing: it is not followed.
+    let screen = tmux.press(&["Right"], "symlink");
+    assert!(!screen.contains("passwd"), "{screen}");
+    let screen = tmux.press(&["j", "j", "j"], "fifo");
+    assert!(screen.contains("pipe"), "{screen}");
+    // The non-UTF-8 name cannot be a glob.
+    tmux.press(&["k", "k", "k", "k"], "bad");
+    tmux.press(&["i"], "no glob can name it");
+    // The config is a symlink: nothing is written through it.
+    tmux.press(&["k", "i"], "y/n");
+    let screen = tmux.press(&["y"], "i: ");
+    assert!(words(&screen).contains("a symlink"), "{screen}");
+    assert_eq!(
+        fs::read_to_string(&real).unwrap(),
+        "# the host's own\n[persistence.\"/persist\"]\ndirectories = [\"/var/log\"]\n"
+    );
+    tmux.press(&["q"], "[exit 0]");
+}
