@@ -170,9 +170,10 @@ pub enum Command {
     /// selected entry (the reason, where the verdict came from, a file's head). `p`
     /// persists the entry into --nix-file (as `persist add` does) or, without one, collects
     /// it for the Nix snippet printed on exit; `i` adds a glob to `[check] ignore` in the
-    /// configuration file; `u` takes the last of these back; `?` lists the keys. Nothing is
-    /// written before a y on the question the last line asks. Needs a terminal on stdout
-    /// (exit 2 otherwise: use the plain command).
+    /// configuration file; `u` takes the last of these back; `r` restores the path from the
+    /// last reset's old root (as `restore`), and the preview compares with it; `?` lists
+    /// the keys. Nothing is written before a y on the question the last line asks. Needs a
+    /// terminal on stdout (exit 2 otherwise: use the plain command).
     Browse(BrowseArgs),
 
     /// Edit a host's .nix configuration
