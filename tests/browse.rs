@@ -92,6 +92,8 @@ impl Host {
 /// server is killed when dropped.
 struct Tmux {
     socket: String,
+    /// The server's socket file: tmux leaves it behind when the server is killed.
+    path: Option<PathBuf>,
 }
 
 static SESSIONS: AtomicUsize = AtomicUsize::new(0);
@@ -105,7 +107,7 @@ impl Tmux {
             std::process::id(),
             SESSIONS.fetch_add(1, Ordering::SeqCst)
         );
-        let tmux = Tmux { socket };
+        let mut tmux = Tmux { socket, path: None };
         let line = format!(
             "env NO_COLOR=1 IMPERM_NOW=2026-11-26T12:00:00Z {command}; echo \"[exit $?]\"; sleep 600"
         );
@@ -129,6 +131,8 @@ impl Tmux {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let path = tmux.tmux(&["display", "-p", "#{socket_path}"]);
+        tmux.path = Some(PathBuf::from(path.trim()));
         tmux
     }
 
@@ -192,6 +196,9 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .output();
+        if let Some(path) = &self.path {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
