@@ -162,6 +162,20 @@ pub enum Command {
     /// finished by the next one. Nothing on the live root is changed.
     Migrate(MigrateArgs),
 
+    /// A terminal interface over check, audit, diff or journal: look, then persist or
+    /// ignore with one key
+    ///
+    /// Shows the same result the plain command computes as a tree (units collapsed, each
+    /// with its verdict as a letter and a colour, files, size), and a preview of the
+    /// selected entry (the reason, where the verdict came from, a file's head). `p`
+    /// persists the entry into --nix-file (as `persist add` does) or, without one, collects
+    /// it for the Nix snippet printed on exit; `i` adds a glob to `[check] ignore` in the
+    /// configuration file; `u` takes the last of these back; `r` restores the path from the
+    /// last reset's old root (as `restore`), and the preview compares with it; `?` lists
+    /// the keys. Nothing is written before a y on the question the last line asks. Needs a
+    /// terminal on stdout (exit 2 otherwise: use the plain command).
+    Browse(BrowseArgs),
+
     /// Edit a host's .nix configuration
     #[command(subcommand)]
     Persist(PersistCommand),
@@ -290,6 +304,35 @@ pub struct FleetStatusArgs {
     #[arg(long, value_name = "N", default_value_t = 32,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BrowseArgs {
+    /// What `p` writes into (as `persist add --nix-file`); without it, `p` collects the
+    /// entries and the snippet is printed on exit
+    #[arg(long, global = true, value_name = "FILE")]
+    pub nix_file: Option<PathBuf>,
+
+    /// Where the old roots are: `r` restores from the last reset's, and the preview
+    /// compares with it
+    #[command(flatten)]
+    pub fs: FsArgs,
+
+    #[command(subcommand)]
+    pub view: Option<BrowseView>,
+}
+
+/// What `browse` shows (default: check).
+#[derive(Debug, Subcommand, Clone)]
+pub enum BrowseView {
+    /// What `check` finds (the default)
+    Check(DiscoverArgs),
+    /// What `audit` finds
+    Audit(DiscoverArgs),
+    /// What `diff` finds (its suggestions)
+    Diff(DiffArgs),
+    /// What `journal` finds (its suggestions)
+    Journal(JournalArgs),
 }
 
 #[derive(Debug, Args, Default, Clone)]

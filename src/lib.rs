@@ -6,6 +6,7 @@
 
 pub mod baseline;
 pub mod beneath;
+pub mod browse;
 pub mod classify;
 pub mod cli;
 pub mod commands;

@@ -46,7 +46,7 @@ use crate::words::count;
 const GENERATION: &str = "btrfs-generation";
 
 #[derive(Debug, Serialize)]
-struct DiffReport {
+pub(super) struct DiffReport {
     /// The snapshot compared with, or null for the boot baseline.
     against: Option<String>,
     /// `btrfs-generation` or `walk`.
@@ -55,7 +55,7 @@ struct DiffReport {
     /// and what was not compared.
     notes: Vec<String>,
     changes: Vec<Change>,
-    suggestions: Vec<Suggestion>,
+    pub(super) suggestions: Vec<Suggestion>,
     #[serde(skip)]
     storage: PathBuf,
     #[serde(skip)]
@@ -64,7 +64,14 @@ struct DiffReport {
 
 pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
     let config = super::load_config(global)?;
-    let fs = super::filesystem(&config, &args.fs).ok();
+    let report = report(&config, args)?;
+    output::emit(&report, global.format, global.color)?;
+    Ok(ExitStatus::Clean)
+}
+
+/// What `diff` finds, without printing it (`browse diff` shows the same).
+pub(super) fn report(config: &Config, args: &DiffArgs) -> Result<DiffReport, Error> {
+    let fs = super::filesystem(config, &args.fs).ok();
     let searchable = !args.walk
         && fs.as_ref().is_some_and(|f| f.fs_type == FsType::Btrfs)
         && (args.fs.mounted.is_some() || rustix::process::geteuid().is_root());
@@ -77,26 +84,26 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
             // The filesystem options first: a wrong --mounted is the error to name.
             let search = match (searchable, fs.as_ref()) {
                 (true, Some(fs)) => {
-                    generation_if_baseline_snapshot(&config, fs, args, header.as_ref())?
+                    generation_if_baseline_snapshot(config, fs, args, header.as_ref())?
                 }
                 _ => Err(None),
             };
             // The walk reads the entries as it goes, merged with the walk in tree order.
-            let manifest = header.ok_or_else(|| no_baseline(&config))?;
+            let manifest = header.ok_or_else(|| no_baseline(config))?;
             let (method, raw) = match search {
                 Ok(changes) => (GENERATION, changes),
                 Err(why) => {
                     notes.extend(why);
-                    ("walk", walk_diff(&config)?)
+                    ("walk", walk_diff(config)?)
                 }
             };
             (
                 method,
-                not_mounted(raw, &config, &manifest.mounts, &mut notes),
+                not_mounted(raw, config, &manifest.mounts, &mut notes),
             )
         }
         (Some(_), None) => {
-            return Err(super::filesystem(&config, &args.fs)
+            return Err(super::filesystem(config, &args.fs)
                 .err()
                 .unwrap_or_else(|| {
                     Error::Usage(
@@ -104,14 +111,14 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
                     )
                 }));
         }
-        (Some(snap), Some(fs)) => against(&config, fs, args, snap, searchable, &mut notes)?,
+        (Some(snap), Some(fs)) => against(config, fs, args, snap, searchable, &mut notes)?,
     };
-    let changes = outside_persisted(raw, &config);
+    let changes = outside_persisted(raw, config);
     let against_snapshot = args.against.is_some();
     // What the host declares, read once: it splits and decides the changed units.
     let declared = Declarations::read(&config.root);
     notes.extend(declared.notes());
-    let units = units_of(&changes, &config, against_snapshot, &declared);
+    let units = units_of(&changes, config, against_snapshot, &declared);
     let report = DiffReport {
         against: args.against.clone(),
         method,
@@ -121,15 +128,14 @@ pub fn run(global: &GlobalArgs, args: &DiffArgs) -> Result<ExitStatus, Error> {
             &suggest::Context {
                 complete: false,
                 declared: &declared,
-                ..discover::context(&config)
+                ..discover::context(config)
             },
         ),
         changes,
-        storage: discover::storage(&config),
+        storage: discover::storage(config),
         style: args.discover.style,
     };
-    output::emit(&report, global.format, global.color)?;
-    Ok(ExitStatus::Clean)
+    Ok(report)
 }
 
 /// A path relative to a subvolume, as seen from the host's `/`.

@@ -48,7 +48,7 @@ struct Failure {
 }
 
 #[derive(Debug, Serialize)]
-struct JournalReport {
+pub(super) struct JournalReport {
     /// Where the entries came from.
     source: String,
     lines: u64,
@@ -79,7 +79,7 @@ struct JournalReport {
     /// them, so they are never suggested.
     #[serde(serialize_with = "crate::paths::json_all")]
     never_persisted: Vec<PathBuf>,
-    suggestions: Vec<Suggestion>,
+    pub(super) suggestions: Vec<Suggestion>,
     #[serde(skip)]
     storage: PathBuf,
     #[serde(skip)]
@@ -106,14 +106,33 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         }
     }
     let config = super::load_config(global)?;
+    let report = report(&config, args)?;
+    output::emit(&report, global.format, global.color)?;
+    let findings = report
+        .suggestions
+        .iter()
+        .any(|s| matches!(s.verdict, Verdict::Persist | Verdict::Review))
+        || !report.failed_units.is_empty()
+        || report.unnamed_paths > 0
+        || report.failures.iter().any(|f| f.too_broad)
+        || !report.in_storage.is_empty();
+    Ok(if findings {
+        ExitStatus::Findings
+    } else {
+        ExitStatus::Clean
+    })
+}
+
+/// What `journal` finds, without printing it (`browse journal` shows the same).
+pub(super) fn report(config: &Config, args: &JournalArgs) -> Result<JournalReport, Error> {
     // The old root first: an --against that cannot be used stops the run before the
     // journal is read, like `diff` and `restore`.
-    let (snapshot, snapshot_note, lookup) = match old_root(&config, args) {
+    let (snapshot, snapshot_note, lookup) = match old_root(config, args) {
         Ok((name, top, dir)) => (Some(name), None, Some((top, dir))),
         Err(Lookup::Refused(e)) => return Err(e),
         Err(Lookup::Note(note)) => (None, Some(note), None),
     };
-    let (source, found) = read(&config, args)?;
+    let (source, found) = read(config, args)?;
     let mut failures = Vec::new();
     let mut persisted = Vec::new();
     let mut in_storage = Vec::new();
@@ -158,7 +177,7 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         });
     }
     let declared = Declarations::read(&config.root);
-    let suggestions = suggestions(&failures, &config, snapshot.as_deref(), &declared);
+    let suggestions = suggestions(&failures, config, snapshot.as_deref(), &declared);
     let report = JournalReport {
         source,
         lines: found.lines,
@@ -175,23 +194,10 @@ pub fn run(global: &GlobalArgs, args: &JournalArgs) -> Result<ExitStatus, Error>
         never_persisted,
         suggestions,
         failures,
-        storage: discover::storage(&config),
+        storage: discover::storage(config),
         style: args.discover.style,
     };
-    output::emit(&report, global.format, global.color)?;
-    let findings = report
-        .suggestions
-        .iter()
-        .any(|s| matches!(s.verdict, Verdict::Persist | Verdict::Review))
-        || !report.failed_units.is_empty()
-        || report.unnamed_paths > 0
-        || report.failures.iter().any(|f| f.too_broad)
-        || !report.in_storage.is_empty();
-    Ok(if findings {
-        ExitStatus::Findings
-    } else {
-        ExitStatus::Clean
-    })
+    Ok(report)
 }
 
 /// A message as the journal holds it may carry escape sequences (any local user can log

@@ -1,6 +1,7 @@
 //! Commands: each takes the parsed command line, does its work through the library's
 //! modules, and hands one result to `output`. This is where I/O meets the pure core.
 
+mod browse;
 mod diff;
 mod discover;
 mod fleet;
@@ -50,6 +51,7 @@ fn dispatch(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Restore(args) => restore::run(global, args),
         Command::Stray(args) => stray::run(global, args),
         Command::Fleet(FleetCommand::Status(args)) => fleet::status(global, args),
+        Command::Browse(args) => browse::run(global, args),
         Command::Persist(PersistCommand::Add(args)) => persist::add(global, args),
         Command::Reset(fs) => reset::run(global, fs),
         Command::Snapshots(SnapshotsCommand::Ls(fs)) | Command::Ls(fs) => snapshots::ls(global, fs),

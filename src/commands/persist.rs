@@ -165,6 +165,22 @@ pub fn add(global: &GlobalArgs, args: &PersistAddArgs) -> Result<ExitStatus, Err
     Ok(ExitStatus::Clean)
 }
 
+/// `browse`'s writes (`p` into the .nix file, `i` into the configuration, `u` taking
+/// either back): `file` opened, locked and replaced as `persist add` does it, with what
+/// `change` makes of its text (`None`: nothing to write). Gives the text before and after.
+pub(super) fn rewrite(
+    file: &Path,
+    change: impl FnOnce(&str) -> Result<Option<String>, Error>,
+) -> Result<Option<(String, String)>, Error> {
+    let target = open(file, false)?;
+    let text = read(file, &target)?;
+    let Some(edited) = change(&text)? else {
+        return Ok(None);
+    };
+    write_atomically(file, &target, &edited)?;
+    Ok(Some((text, edited)))
+}
+
 /// The request, from the command line, or a one-line refusal.
 /// `--move`: migrates the paths into `storage` (a dry run with `--dry-run`); whether every
 /// one is there now (or, in a dry run, would be).

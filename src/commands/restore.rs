@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::discover;
 use crate::cli::{GlobalArgs, RestoreArgs, RestoreInto};
+use crate::config::Config;
 use crate::discover::suggest::Suggestion;
 use crate::error::{Error, FsError};
 use crate::exit::ExitStatus;
@@ -27,12 +28,12 @@ use crate::recover::restore::{self, Job, Leftover, Prepared};
 use crate::words::{bytes, count};
 
 #[derive(Debug, Serialize)]
-struct Restored {
+pub(super) struct Restored {
     #[serde(serialize_with = "crate::paths::json")]
     path: PathBuf,
     /// Where it went, as seen from the host's `/`.
     #[serde(serialize_with = "crate::paths::json")]
-    target: PathBuf,
+    pub(super) target: PathBuf,
     kind: Kind,
     /// The storage it went into (`--into persist`).
     #[serde(serialize_with = "crate::paths::json_opt")]
@@ -47,19 +48,19 @@ struct Restored {
 }
 
 #[derive(Debug, Serialize)]
-struct NotRestored {
+pub(super) struct NotRestored {
     #[serde(serialize_with = "crate::paths::json")]
     path: PathBuf,
-    reason: &'static str,
+    pub(super) reason: &'static str,
 }
 
 #[derive(Debug, Serialize)]
-struct RestoreReport {
+pub(super) struct RestoreReport {
     from: String,
     into: &'static str,
-    restored: Vec<Restored>,
+    pub(super) restored: Vec<Restored>,
     /// What could not be restored, each with why (exit 1 when any).
-    not_restored: Vec<NotRestored>,
+    pub(super) not_restored: Vec<NotRestored>,
     /// The persistence entries to add, as Nix (empty when every path is declared), with a
     /// comment for each path left out.
     entries: String,
@@ -110,7 +111,18 @@ fn refuse(what: String) -> Error {
 pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error> {
     output::require_not_nix(global.format, RestoreReport::COMMAND)?;
     let config = super::load_config(global)?;
-    let fs = super::filesystem(&config, &args.fs)?;
+    let report = report(&config, args)?;
+    output::emit(&report, global.format, global.color)?;
+    Ok(if report.not_restored.is_empty() {
+        ExitStatus::Clean
+    } else {
+        ExitStatus::Findings
+    })
+}
+
+/// Restores, and says what it did without printing it (`browse`'s `r` does the same).
+pub(super) fn report(config: &Config, args: &RestoreArgs) -> Result<RestoreReport, Error> {
+    let fs = super::filesystem(config, &args.fs)?;
     let backend = backend::for_type(fs.fs_type);
     if !backend.has_subvolumes() {
         return Err(Error::Usage(
@@ -136,8 +148,8 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         Mode::empty(),
     )
     .map_err(|e| FsError::new("open", &config.root, e.into()))?;
-    let default_storage = discover::storage(&config);
-    let cx = discover::context(&config);
+    let default_storage = discover::storage(config);
+    let cx = discover::context(config);
 
     // Every check before anything is written.
     let mut bases = vec![Base {
@@ -311,12 +323,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<ExitStatus, Error>
         to_add: entries.1,
         not_restored,
     };
-    output::emit(&report, global.format, global.color)?;
-    Ok(if report.not_restored.is_empty() {
-        ExitStatus::Clean
-    } else {
-        ExitStatus::Findings
-    })
+    Ok(report)
 }
 
 /// What `rel` is in the snapshot, reached without a symlink, and why it cannot be

@@ -13,7 +13,7 @@
 
 mod declared;
 mod error;
-mod file;
+pub(crate) mod file;
 mod nix_json;
 
 use std::fs;
