@@ -865,8 +865,8 @@ fn the_lock_restore_takes_and_the_storage_lock_are_taken() {
         return;
     };
     live_tree(&host);
-    let top = fs::File::open(host.fs.top()).unwrap();
-    rustix::fs::flock(&top, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    // Locks held by a process of their own (see common::HeldLock).
+    let top = common::HeldLock::new(host.fs.top());
     let mounted = host.fs.top().to_str().unwrap().to_string();
     assert_refused(
         &host,
@@ -874,8 +874,7 @@ fn the_lock_restore_takes_and_the_storage_lock_are_taken() {
         "holds the lock",
     );
     drop(top);
-    let storage = fs::File::open(host.live("persist")).unwrap();
-    rustix::fs::flock(&storage, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let storage = common::HeldLock::new(&host.live("persist"));
     assert_refused(
         &host,
         &["migrate"],

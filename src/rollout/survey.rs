@@ -235,9 +235,13 @@ impl Survey {
             ),
             _ => None,
         };
-        let content = match kind {
-            Kind::File if read && link.is_none() => Some(hash_file(dir, name, st)?),
-            _ => None,
+        // A file hashed is open: its attributes are read through that descriptor.
+        let (content, attrs) = match kind {
+            Kind::File if read && link.is_none() => {
+                let (hash, attrs) = hash_file(dir, name, st)?;
+                (Some(hash), Some(attrs))
+            }
+            _ => (None, None),
         };
         if kind != Kind::Directory {
             self.files += 1;
@@ -271,7 +275,15 @@ impl Survey {
             },
             target,
             hash: content,
-            xattrs: xattrs(dir, name).map_err(|e| ("read the extended attributes of", e))?,
+            // Only a survey that reads compares them (a survey that does not counts and
+            // dates: sizes, the newest change).
+            xattrs: match attrs {
+                Some(attrs) => attrs,
+                None if read => {
+                    xattrs(dir, name).map_err(|e| ("read the extended attributes of", e))?
+                }
+                None => Vec::new(),
+            },
             link,
         });
         Ok(())
@@ -299,11 +311,12 @@ fn open_dir(dir: BorrowedFd, rel: &Path) -> io::Result<OwnedFd> {
 /// where the holes are: it covers the size and each aligned chunk that is not all zeros,
 /// with its offset, and a hole reads as zeros; the same content with holes elsewhere (a
 /// copy made without keeping them) hashes the same.
+#[allow(clippy::type_complexity)]
 fn hash_file(
     dir: BorrowedFd,
     name: &OsStr,
     st: &Stat,
-) -> Result<[u8; 32], (&'static str, io::Error)> {
+) -> Result<([u8; 32], Vec<(Vec<u8>, Vec<u8>)>), (&'static str, io::Error)> {
     let fd = open_noatime(
         dir,
         name,
@@ -320,12 +333,14 @@ fn hash_file(
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    BUF.with_borrow_mut(|buf| {
+    let hash = BUF.with_borrow_mut(|buf| {
         if buf.len() < CHUNK as usize {
             buf.resize(CHUNK as usize, 0);
         }
         hash_chunks(&fd, size, buf)
-    })
+    })?;
+    let attrs = xattrs_of(&fd).map_err(|e| ("read the extended attributes of", e))?;
+    Ok((hash, attrs))
 }
 
 /// [`hash_file`]'s reading: the size, then each chunk of `CHUNK` bytes that holds data
@@ -389,8 +404,33 @@ fn hash_chunks(
 /// sorted by name; none where the filesystem keeps none.
 fn xattrs(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let path = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
-    let list = loop {
-        let size = match rustix::fs::llistxattr_query(&path) {
+    read_xattrs(
+        || rustix::fs::llistxattr_query(&path),
+        |buf| rustix::fs::llistxattr(&path, buf),
+        |key| rustix::fs::lgetxattr_query(&path, key),
+        |key, buf| rustix::fs::lgetxattr(&path, key, buf),
+    )
+}
+
+/// The extended attributes of an open file: what [`xattrs`] reads, without resolving a
+/// path through /proc for each call (most of the cost on a tree of small files).
+fn xattrs_of(fd: &OwnedFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    read_xattrs(
+        || rustix::fs::flistxattr_query(fd),
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |key| rustix::fs::fgetxattr_query(fd, key),
+        |key, buf| rustix::fs::fgetxattr(fd, key, buf),
+    )
+}
+
+fn read_xattrs(
+    list_size: impl Fn() -> rustix::io::Result<usize>,
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    value_size: impl Fn(&OsStr) -> rustix::io::Result<usize>,
+    value: impl Fn(&OsStr, &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = loop {
+        let size = match list_size() {
             Ok(size) => size,
             Err(Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -399,7 +439,7 @@ fn xattrs(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> 
             return Ok(Vec::new());
         }
         let mut buf = vec![0u8; size];
-        match rustix::fs::llistxattr(&path, &mut buf[..]) {
+        match list(&mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 break buf;
@@ -409,17 +449,17 @@ fn xattrs(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> 
         }
     };
     let mut out = Vec::new();
-    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+    for key in names.split(|&b| b == 0).filter(|k| !k.is_empty()) {
         let key_os = OsStr::from_bytes(key);
-        let value = loop {
-            let size = match rustix::fs::lgetxattr_query(&path, key_os) {
+        let got = loop {
+            let size = match value_size(key_os) {
                 Ok(size) => size,
                 // Removed since it was listed.
                 Err(Errno::NODATA) => break None,
                 Err(e) => return Err(e.into()),
             };
             let mut buf = vec![0u8; size];
-            match rustix::fs::lgetxattr(&path, key_os, &mut buf[..]) {
+            match value(key_os, &mut buf[..]) {
                 Ok(n) => {
                     buf.truncate(n);
                     break Some(buf);
@@ -429,8 +469,8 @@ fn xattrs(dir: BorrowedFd, name: &OsStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> 
                 Err(e) => return Err(e.into()),
             }
         };
-        if let Some(value) = value {
-            out.push((key.to_vec(), value));
+        if let Some(got) = got {
+            out.push((key.to_vec(), got));
         }
     }
     out.sort();
