@@ -39,6 +39,18 @@ impl Disk {
         })
     }
 
+    /// The tree beneath the directory `dir` is open as (an old root's mount, reached
+    /// through its descriptor: this process's mount namespace may not see it at `root`).
+    pub fn from_fd(
+        root: &Path,
+        dir: std::os::fd::BorrowedFd,
+    ) -> Result<Disk, crate::error::FsError> {
+        Ok(Disk {
+            tree: Tree::from_fd(root.to_path_buf(), dir)?,
+            old: None,
+        })
+    }
+
     /// Compares each previewed path with the same path in the old root `name`, whose
     /// tree is at `dir`.
     pub fn with_old_root(
