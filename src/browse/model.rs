@@ -947,4 +947,33 @@ mod tests {
         assert_eq!(m.selected, 99_979);
         assert_eq!(fake.listed.get(), 0);
     }
+
+    #[test]
+    fn s_asks_for_the_picker_and_an_old_roots_tree_acts_on_nothing() {
+        let (mut m, fake) = model();
+        assert_eq!(m.key(Key::Char('s'), &fake), Effect::Pick);
+        let mut fake = Fake::default();
+        fake.dirs
+            .insert("/".into(), vec![child("etc", true), child("notes", false)]);
+        let mut old = Model::old_root("old root X".into(), &fake);
+        // Its `/` is open: its entries are the rows.
+        let rows: Vec<String> = old
+            .rows
+            .iter()
+            .map(|&r| old.nodes[r].label.clone())
+            .collect();
+        assert_eq!(rows, ["/", "etc", "notes"]);
+        for k in ['p', 'i', 'r', 'u', 's'] {
+            assert_eq!(old.key(Key::Char(k), &fake), Effect::None);
+            assert_eq!(old.mode, Mode::Normal, "{k} asks nothing");
+            assert!(old.message.contains("read-only"), "{k}: {}", old.message);
+        }
+        // Esc clears a search first, then goes back.
+        old.key(Key::Char('/'), &fake);
+        old.key(Key::Char('n'), &fake);
+        old.key(Key::Enter, &fake);
+        assert_eq!(old.key(Key::Esc, &fake), Effect::None);
+        assert_eq!(old.key(Key::Esc, &fake), Effect::Quit);
+        assert_eq!(old.key(Key::Char('q'), &fake), Effect::Quit);
+    }
 }
