@@ -847,6 +847,21 @@ fn s_picks_an_old_root_mounts_it_on_y_and_browses_its_tree() {
     // q: back to the picker, which says it stays mounted; Esc: back to the check view.
     let screen = tmux.press(&["q"], "stays mounted");
     assert!(screen.contains("old roots ·"), "{screen}");
+    // The same one again: found mounted, shown again, mounted once.
+    tmux.press(&["Enter"], "y/n");
+    let screen = tmux.press(&["y"], &format!("old root {SNAP}"));
+    assert!(screen.contains("▸· var"), "{screen}");
+    tmux.press(&["Escape"], "stays mounted");
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let shown = place.display().to_string();
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(&*shown))
+            .count(),
+        1,
+        "{table}"
+    );
     tmux.press(&["Escape"], HEADER);
     let out = tmux.press(&["q"], "[exit 0]");
     // The shell's lines wrap at 80 columns, mid-word.
