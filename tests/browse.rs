@@ -871,6 +871,11 @@ fn s_picks_an_old_root_mounts_it_on_y_and_browses_its_tree() {
         )),
         "{out}"
     );
+    assert_eq!(
+        out.replace('\n', "").matches("is still mounted").count(),
+        1,
+        "{out}"
+    );
     assert!(
         is_mount_point(&place),
         "left mounted for the user's own tools"
