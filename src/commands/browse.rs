@@ -3,15 +3,13 @@
 //! code `persist add` uses; the terminal given back as it was on every way out.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use jiff::tz::TimeZone;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
 use crate::browse::disk::Disk;
-use std::os::fd::AsFd;
-
-use jiff::tz::TimeZone;
-
 use crate::browse::model::{self, Action, Effect, Key, Mark, Model, Targets, Undo};
 use crate::browse::picker::{Entry, Pick, Picker};
 use crate::browse::{ignore, view};
@@ -322,12 +320,15 @@ impl Edge<'_> {
             if !model.mounted.iter().any(|(n, _)| *n == mounted.name) {
                 model.mounted.push((mounted.name.clone(), at.clone()));
             }
-            let quit = browse_old_root(terminal, &mounted, color, self)?;
-            if quit {
-                return Ok(true);
-            }
-            picker.message =
-                format!("{name} stays mounted at {at}: `imperm snapshots umount {at}` unmounts it");
+            picker.message = match browse_old_root(terminal, &mounted, color, self) {
+                Ok(true) => return Ok(true),
+                Ok(false) => format!(
+                    "{name} stays mounted at {at}: `imperm snapshots umount {at}` unmounts it"
+                ),
+                // Mounted, but not to be read (its `/` cannot be opened): said here, and
+                // the summary still names it.
+                Err(e) => format!("s: {e}; {name} stays mounted at {at}"),
+            };
             terminal.clear().map_err(Error::Output)?;
         }
     }
