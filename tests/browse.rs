@@ -109,7 +109,7 @@ impl Tmux {
         );
         let mut tmux = Tmux { socket, path: None };
         let line = format!(
-            "env NO_COLOR=1 IMPERM_NOW=2026-11-26T12:00:00Z {command}; echo \"[exit $?]\"; sleep 600"
+            "env NO_COLOR=1 RUST_BACKTRACE=0 IMPERM_NOW=2026-11-26T12:00:00Z {command}; echo \"[exit $?]\"; sleep 600"
         );
         let out = Command::new("tmux")
             .args(["-f", "/dev/null", "-L", &tmux.socket])
@@ -743,4 +743,155 @@ fn odd_names_fifos_and_symlinks_are_shown_never_followed_or_opened() {
         "# the host's own\n[persistence.\"/persist\"]\ndirectories = [\"/var/log\"]\n"
     );
     tmux.press(&["q"], "[exit 0]");
+}
+
+/// Unmounts a place when dropped (a panic included): the old root the picker mounted.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_mount_point(&self.0) {
+            let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+        }
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    Command::new("mountpoint")
+        .arg("-q")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn s_picks_an_old_root_mounts_it_on_y_and_browses_its_tree() {
+    let Some(reset) = Reset::new("browse_picker", |root| {
+        put(root, "etc/NIXOS", "");
+        put(root, "var/lib/gone/only-old.txt", "kept in the old root\n");
+    }) else {
+        return;
+    };
+    // A second boot, a second reset: two old roots, the newer one the last reset's.
+    put(&reset.live(""), "etc/NIXOS", "");
+    put(&reset.live(""), "var/lib/second/state", "second\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+        .env("IMPERM_NOW", "2026-11-26T09:00:00Z")
+        .arg("--root")
+        .arg(reset.live(""))
+        .arg("--config")
+        .arg(&reset.config)
+        .args(["reset", "--fs", "btrfs", "--mounted"])
+        .arg(reset.fs.top())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    put(&reset.live(""), "etc/NIXOS", "");
+    // A host has its /run (the mount makes what is below it).
+    fs::create_dir(reset.live("run")).unwrap();
+    let place = reset.live(&format!("run/imperm/old-roots/{SNAP}"));
+    let _unmount = Unmount(place.clone());
+
+    let tmux = Tmux::start(&reset.browse(""));
+    tmux.wait_for(HEADER);
+    let screen = tmux.press(&["s"], "old roots ·");
+    assert!(
+        screen.contains("> 2026-11-26T09:00:00Z  20261126T090000Z  (last reset's)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("  2026-11-26T06:30:00Z  20261126T063000Z\n")
+            || screen.contains("  2026-11-26T06:30:00Z  20261126T063000Z "),
+        "{screen}"
+    );
+    // Newest first.
+    assert!(screen.find("090000Z").unwrap() < screen.find("063000Z").unwrap());
+    matches_capture("picker", &screen, &Host::new());
+
+    // Enter asks; anything but y mounts nothing.
+    let screen = tmux.press(&["j", "Enter"], "y/n");
+    assert!(
+        words(&screen).contains(&format!(
+            "s: mount {SNAP} read-only at /run/imperm/old-roots/{SNAP}? y/n"
+        )),
+        "{screen}"
+    );
+    tmux.press(&["n"], "cancelled: nothing mounted");
+    assert!(!is_mount_point(&place), "nothing mounted before the y");
+
+    tmux.press(&["Enter"], "y/n");
+    let screen = tmux.press(&["y"], &format!("old root {SNAP}"));
+    assert!(
+        words(&screen).contains(&format!(
+            "imperm browse · old root {SNAP} · mounted read-only at /run/imperm/old-roots/{SNAP}"
+        )),
+        "{screen}"
+    );
+    assert!(is_mount_point(&place), "mounted on the y");
+    // Everyone sees it, read-only, at its place.
+    assert_eq!(
+        fs::read_to_string(place.join("var/lib/gone/only-old.txt")).unwrap(),
+        "kept in the old root\n"
+    );
+    assert!(fs::write(place.join("x"), "").is_err());
+    // The tree is the old root's: its `/` open, directories first.
+    assert!(screen.contains("▸· etc"), "{screen}");
+    assert!(!screen.contains("second"), "{screen}");
+    // var, lib, gone, only-old.txt: a file only the old root has, its head in the preview.
+    tmux.press(&["j", "j", "Enter", "j", "Enter"], "gone");
+    let screen = tmux.press(&["j", "Enter", "j"], "─ head ─");
+    assert!(screen.contains("only-old.txt"), "{screen}");
+    assert!(screen.contains("kept in the old root"), "{screen}");
+    // Nothing to act on in an old root.
+    tmux.press(&["p"], "read-only");
+    // q: back to the picker, which says it stays mounted; Esc: back to the check view.
+    let screen = tmux.press(&["q"], "stays mounted");
+    assert!(screen.contains("old roots ·"), "{screen}");
+    // The same one again: found mounted, shown again, mounted once.
+    tmux.press(&["Enter"], "y/n");
+    let screen = tmux.press(&["y"], &format!("old root {SNAP}"));
+    assert!(screen.contains("▸· var"), "{screen}");
+    tmux.press(&["Escape"], "stays mounted");
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let shown = place.display().to_string();
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(&*shown))
+            .count(),
+        1,
+        "{table}"
+    );
+    tmux.press(&["Escape"], HEADER);
+    let out = tmux.press(&["q"], "[exit 0]");
+    // The shell's lines wrap at 80 columns, mid-word.
+    assert!(
+        out.replace('\n', "").contains(&format!(
+            "browse: old root {SNAP} is still mounted read-only at /run/imperm/old-roots/{SNAP}; `imperm snapshots umount /run/imperm/old-roots/{SNAP}` unmounts it"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        out.replace('\n', "").matches("is still mounted").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        is_mount_point(&place),
+        "left mounted for the user's own tools"
+    );
+
+    // What the summary says unmounts it.
+    let out = Command::new(env!("CARGO_BIN_EXE_imperm"))
+        .arg("--root")
+        .arg(reset.live(""))
+        .arg("--config")
+        .arg(&reset.config)
+        .args(["snapshots", "umount", "--fs", "btrfs", "--mounted"])
+        .arg(reset.fs.top())
+        .arg(format!("/run/imperm/old-roots/{SNAP}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!is_mount_point(&place));
 }

@@ -39,6 +39,18 @@ impl Disk {
         })
     }
 
+    /// The tree beneath the directory `dir` is open as (an old root's mount, reached
+    /// through its descriptor: this process's mount namespace may not see it at `root`).
+    pub fn from_fd(
+        root: &Path,
+        dir: std::os::fd::BorrowedFd,
+    ) -> Result<Disk, crate::error::FsError> {
+        Ok(Disk {
+            tree: Tree::from_fd(root.to_path_buf(), dir)?,
+            old: None,
+        })
+    }
+
     /// Compares each previewed path with the same path in the old root `name`, whose
     /// tree is at `dir`.
     pub fn with_old_root(
@@ -252,6 +264,7 @@ fn binary_type(data: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn preview_says_text_binary_and_symlink_without_following() {
@@ -286,5 +299,39 @@ mod tests {
         );
         // A path through a symlink is not read.
         assert_eq!(disk.list(Path::new("/var/lib/x/link")), Vec::new());
+    }
+
+    #[test]
+    fn an_old_root_is_read_through_an_o_path_descriptor_never_out_through_a_symlink() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("var/lib/gone")).unwrap();
+        std::fs::write(root.join("var/lib/gone/only-old.txt"), "kept\n").unwrap();
+        std::os::unix::fs::symlink("/", root.join("var/lib/gone/out")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("var/lib/gone/up")).unwrap();
+        // As `Mounted::root` is: O_PATH, the path it was opened by not used again.
+        let fd = rustix::fs::open(
+            root,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let disk = Disk::from_fd(Path::new("/run/imperm/old-roots/X"), fd.as_fd()).unwrap();
+        let names: Vec<String> = disk
+            .list(Path::new("/var/lib/gone"))
+            .into_iter()
+            .map(|c| c.name.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["only-old.txt", "out", "up"]);
+        let head = disk.preview(Path::new("/var/lib/gone/only-old.txt"));
+        assert_eq!(head[1..], ["─ head ─", "kept"]);
+        for link in ["/var/lib/gone/out", "/var/lib/gone/up"] {
+            assert_eq!(disk.list(Path::new(link)), Vec::new(), "{link}");
+            assert!(disk.preview(Path::new(link))[0].starts_with("symlink"));
+        }
+        assert_eq!(disk.list(Path::new("/var/lib/gone/out/etc")), Vec::new());
+        assert!(
+            disk.preview(Path::new("/var/lib/gone/up/etc/passwd"))[0].starts_with("not on disk")
+        );
     }
 }

@@ -7,4 +7,5 @@
 pub mod disk;
 pub mod ignore;
 pub mod model;
+pub mod picker;
 pub mod view;

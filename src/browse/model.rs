@@ -145,6 +145,8 @@ pub enum Action {
 pub enum Effect {
     None,
     Quit,
+    /// `s`: open the picker of old roots.
+    Pick,
     /// Confirmed: do `action` on `node` (for Undo: the last mark).
     Do {
         action: Action,
@@ -233,6 +235,12 @@ pub struct Model {
     pub counts: [usize; 4],
     /// The units' labels in lower case, made at the first search.
     lower: Vec<String>,
+    /// For the view of an old root (a tree from its `/`, nothing to act on): what the
+    /// header says, which old root it is and where it is mounted.
+    pub old_root_view: Option<String>,
+    /// Old roots the picker mounted, `(name, mount point)`: they stay mounted after the
+    /// browser ends, and the summary says how to unmount them.
+    pub mounted: Vec<(String, String)>,
 }
 
 impl Model {
@@ -274,8 +282,36 @@ impl Model {
             message: String::new(),
             targets,
             log: Vec::new(),
+            old_root_view: None,
+            mounted: Vec::new(),
         };
         m.rebuild();
+        m
+    }
+
+    /// The view of an old root's tree: one node, its `/`, expanded through `lister` (which
+    /// reads the old root). `header` says which old root and where it is mounted.
+    pub fn old_root(header: String, lister: &dyn Lister) -> Model {
+        let root = Suggestion {
+            path: PathBuf::from("/"),
+            kind: crate::persisted::Kind::Directory,
+            verdict: Verdict::Review,
+            reason: String::new(),
+            source: crate::classify::Source::Unknown,
+            service: None,
+            files: 0,
+            bytes: 0,
+            user: None,
+            relative: None,
+            in_initrd: false,
+            mode: None,
+            owner: None,
+            group: None,
+            parent: None,
+        };
+        let mut m = Model::new("old root", vec![root], Targets::default());
+        m.old_root_view = Some(header);
+        m.toggle(0, lister);
         m
     }
 
@@ -425,6 +461,17 @@ impl Model {
 
     fn normal(&mut self, key: Key, lister: &dyn Lister) -> Effect {
         self.message.clear();
+        if self.old_root_view.is_some() {
+            match key {
+                Key::Char('p' | 'i' | 'r' | 'u' | 's') => {
+                    self.message =
+                        "an old root is read-only: nothing to act on here (q: back)".into();
+                    return Effect::None;
+                }
+                Key::Esc if self.search.is_empty() => return Effect::Quit,
+                _ => {}
+            }
+        }
         let page = self.height.max(1);
         match key {
             Key::Up | Key::Char('k') => self.select(self.selected.saturating_sub(1)),
@@ -470,6 +517,7 @@ impl Model {
             Key::Char('i') => self.ask(Action::Ignore),
             Key::Char('r') => self.ask(Action::Restore),
             Key::Char('u') => self.ask(Action::Undo),
+            Key::Char('s') => return Effect::Pick,
             _ => {}
         }
         Effect::None
@@ -898,5 +946,34 @@ mod tests {
         m.key(Key::PageUp, &fake);
         assert_eq!(m.selected, 99_979);
         assert_eq!(fake.listed.get(), 0);
+    }
+
+    #[test]
+    fn s_asks_for_the_picker_and_an_old_roots_tree_acts_on_nothing() {
+        let (mut m, fake) = model();
+        assert_eq!(m.key(Key::Char('s'), &fake), Effect::Pick);
+        let mut fake = Fake::default();
+        fake.dirs
+            .insert("/".into(), vec![child("etc", true), child("notes", false)]);
+        let mut old = Model::old_root("old root X".into(), &fake);
+        // Its `/` is open: its entries are the rows.
+        let rows: Vec<String> = old
+            .rows
+            .iter()
+            .map(|&r| old.nodes[r].label.clone())
+            .collect();
+        assert_eq!(rows, ["/", "etc", "notes"]);
+        for k in ['p', 'i', 'r', 'u', 's'] {
+            assert_eq!(old.key(Key::Char(k), &fake), Effect::None);
+            assert_eq!(old.mode, Mode::Normal, "{k} asks nothing");
+            assert!(old.message.contains("read-only"), "{k}: {}", old.message);
+        }
+        // Esc clears a search first, then goes back.
+        old.key(Key::Char('/'), &fake);
+        old.key(Key::Char('n'), &fake);
+        old.key(Key::Enter, &fake);
+        assert_eq!(old.key(Key::Esc, &fake), Effect::None);
+        assert_eq!(old.key(Key::Esc, &fake), Effect::Quit);
+        assert_eq!(old.key(Key::Char('q'), &fake), Effect::Quit);
     }
 }

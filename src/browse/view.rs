@@ -10,6 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
 use super::model::{Mode, Model, letter, word};
+use super::picker::Picker;
 use crate::knowledge::Verdict;
 use crate::paths::escape;
 use crate::words::{bytes, count};
@@ -25,6 +26,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("i", "ignore: a glob into [check] ignore"),
     ("u", "undo the last p or i, and what it wrote"),
     ("r", "restore from the last reset's old root"),
+    ("s", "old roots: pick one, mount it, browse it"),
     ("?", "this help (any key closes it)"),
     ("q", "quit, printing what was written"),
 ];
@@ -50,8 +52,11 @@ pub fn draw(frame: &mut Frame, model: &mut Model, preview: &[String], color: boo
     let foot_text = footer(model);
     let width = frame.area().width.max(1) as usize;
     let foot_lines = foot_text.chars().count().div_ceil(width).clamp(1, 3) as u16;
+    // An old root's header names it and its mount point whole, on two lines if need be.
+    let head_text = header(model);
+    let head_lines = head_text.chars().count().div_ceil(width).clamp(1, 2) as u16;
     let [head, body, foot] = Layout::vertical([
-        Constraint::Length(1),
+        Constraint::Length(head_lines),
         Constraint::Min(1),
         Constraint::Length(foot_lines),
     ])
@@ -62,7 +67,7 @@ pub fn draw(frame: &mut Frame, model: &mut Model, preview: &[String], color: boo
     model.height = left.height as usize;
     model.scroll();
 
-    frame.render_widget(Paragraph::new(header(model)), head);
+    frame.render_widget(Paragraph::new(head_text).wrap(Wrap { trim: false }), head);
     draw_tree(frame, model, left, color);
     draw_preview(frame, model, preview, right, color);
     frame.render_widget(Paragraph::new(foot_text).wrap(Wrap { trim: false }), foot);
@@ -72,6 +77,9 @@ pub fn draw(frame: &mut Frame, model: &mut Model, preview: &[String], color: boo
 }
 
 fn header(model: &Model) -> String {
+    if let Some(text) = &model.old_root_view {
+        return text.clone();
+    }
     let n = |v: Verdict| model.counts[super::model::verdict_index(v)];
     let mut text = format!(
         "imperm browse {} · {}P {}R {}E {}G · {}/{} · filter {}",
@@ -99,7 +107,12 @@ fn footer(model: &Model) -> String {
         Mode::Confirm { question, .. } => question.clone(),
         Mode::Search(text) => format!("/{text}▏ (enter: keep, esc: clear)"),
         _ if !model.message.is_empty() => model.message.clone(),
-        _ => "p persist i ignore u undo r restore / search f filter ? help q quit".into(),
+        _ if model.old_root_view.is_some() => {
+            "enter expand / search f filter ? help q/esc back (it stays mounted)".into()
+        }
+        _ => {
+            "p persist i ignore u undo r restore s old roots / search f filter ? help q quit".into()
+        }
     }
 }
 
@@ -132,12 +145,12 @@ fn draw_tree(frame: &mut Frame, model: &Model, area: Rect, color: bool) {
             (true, true) => '▾',
         };
         let indent = "  ".repeat(node.depth as usize);
-        let mark = if node.parent.is_none() {
+        let mark = if node.parent.is_none() && model.old_root_view.is_none() {
             letter(unit.verdict)
         } else {
             '·'
         };
-        let right = if node.parent.is_none() {
+        let right = if node.parent.is_none() && model.old_root_view.is_none() {
             format!(" {:>5} {:>9}", unit.files, bytes(unit.bytes))
         } else if node.dir {
             String::new()
@@ -191,6 +204,19 @@ fn draw_preview(frame: &mut Frame, model: &Model, preview: &[String], area: Rect
     let node = &model.nodes[id];
     let unit = &model.units[node.unit];
     let mut lines: Vec<Line> = vec![Line::from(escape(&node.path))];
+    if model.old_root_view.is_some() {
+        // An old root's tree: no verdict, no reason; what the disk says.
+        lines.extend(preview.iter().map(|l| Line::from(l.clone())));
+        frame.render_widget(
+            Paragraph::new(lines).wrap(Wrap { trim: false }),
+            Rect {
+                x: area.x + 1,
+                width: area.width.saturating_sub(1),
+                ..area
+            },
+        );
+        return;
+    }
     if node.parent.is_some() {
         lines.push(Line::from(format!("in {}", super::model::shown(unit))));
     }
@@ -237,6 +263,59 @@ fn draw_preview(frame: &mut Frame, model: &Model, preview: &[String], area: Rect
             ..area
         },
     );
+}
+
+/// Draws the picker of old roots: a header, one line per old root (newest first, the
+/// last reset's marked), and the last line for the keys, the question or a message.
+pub fn draw_picker(frame: &mut Frame, picker: &mut Picker) {
+    let [head, body, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(2),
+    ])
+    .areas(frame.area());
+    picker.height = body.height as usize;
+    picker.scroll();
+    frame.render_widget(
+        Paragraph::new(format!(
+            "imperm browse · old roots · {} · newest first",
+            count(picker.entries.len(), "snapshot", "snapshots")
+        )),
+        head,
+    );
+    let width = body.width as usize;
+    let mut lines = Vec::with_capacity(body.height as usize);
+    if picker.entries.is_empty() {
+        lines.push(Line::from("no old root: no reset has kept one yet"));
+    }
+    for (i, e) in picker
+        .entries
+        .iter()
+        .enumerate()
+        .skip(picker.offset)
+        .take(body.height as usize)
+    {
+        let cursor = if i == picker.selected { ">" } else { " " };
+        let last = if e.last { "  (last reset's)" } else { "" };
+        let time = if e.time.is_empty() { "-" } else { &e.time };
+        let text = fit(&format!("{cursor} {time:<20}  {}{last}", e.name), width);
+        let pad = width.saturating_sub(text.chars().count());
+        let mut style = Style::default();
+        if i == picker.selected {
+            style = style.add_modifier(Modifier::REVERSED);
+        }
+        lines.push(Line::from(Span::styled(
+            format!("{text}{}", " ".repeat(pad)),
+            style,
+        )));
+    }
+    frame.render_widget(Paragraph::new(lines), body);
+    let text = match &picker.question {
+        Some(q) => q.clone(),
+        None if !picker.message.is_empty() => picker.message.clone(),
+        None => "enter mount read-only and browse · esc back".into(),
+    };
+    frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), foot);
 }
 
 fn draw_help(frame: &mut Frame, body: Rect) {

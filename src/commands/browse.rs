@@ -3,12 +3,15 @@
 //! code `persist add` uses; the terminal given back as it was on every way out.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use jiff::tz::TimeZone;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
 use crate::browse::disk::Disk;
 use crate::browse::model::{self, Action, Effect, Key, Mark, Model, Targets, Undo};
+use crate::browse::picker::{Entry, Pick, Picker};
 use crate::browse::{ignore, view};
 use crate::cli::{
     BrowseArgs, BrowseView, DiscoverArgs, FsArgs, GlobalArgs, RestoreArgs, RestoreInto,
@@ -24,6 +27,10 @@ use crate::nixos::nix::{self, Style};
 use crate::nixos::nixedit::{self, List, Outcome, Request};
 use crate::output::ColorChoice;
 use crate::paths::escape;
+use crate::retention::Stamp;
+use crate::snapshots::mount::{Mounted, OLD_ROOTS, OldRoots, mount_old_root};
+use crate::snapshots::reset::Layout;
+use crate::snapshots::snapshot;
 
 pub fn run(global: &GlobalArgs, args: &BrowseArgs) -> Result<ExitStatus, Error> {
     let view = args
@@ -149,13 +156,15 @@ impl Drop for Screen {
     }
 }
 
+/// Runs a view until `q` (or Esc in an old root's view); `true` when the person pressed
+/// Ctrl-C, which ends the browser from any view.
 fn interact(
     terminal: &mut ratatui::DefaultTerminal,
     model: &mut Model,
     disk: &Disk,
     edge: &Edge,
     color: bool,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     // The preview of the node under the cursor, read again only when it changes.
     let mut preview: Option<(usize, Vec<String>)> = None;
     loop {
@@ -167,6 +176,36 @@ fn interact(
         terminal
             .draw(|f| view::draw(f, model, lines, color))
             .map_err(Error::Output)?;
+        let Some(key) = next_key()? else {
+            return Ok(true);
+        };
+        match model.key(key, disk) {
+            Effect::None => {}
+            Effect::Quit => return Ok(false),
+            Effect::Pick => {
+                if edge.pick(terminal, model, color)? {
+                    return Ok(true);
+                }
+                terminal.clear().map_err(Error::Output)?;
+                preview = None;
+            }
+            Effect::Do { action, node } => {
+                if let Err(e) = edge.perform(model, action, node) {
+                    model.say(format!("{}: {e}", letter(action)));
+                }
+                // What the write printed on stderr (restore names what it copied) is
+                // drawn over: the whole screen again.
+                terminal.clear().map_err(Error::Output)?;
+                // What was written changes what the preview shows.
+                preview = None;
+            }
+        }
+    }
+}
+
+/// The next key pressed, as the model understands it; `None` for Ctrl-C.
+fn next_key() -> Result<Option<Key>, Error> {
+    loop {
         let Event::Key(k) = event::read().map_err(Error::Output)? else {
             continue;
         };
@@ -178,7 +217,7 @@ fn interact(
             panic!("failpoint browse-key");
         }
         if k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char('c') {
-            return Ok(());
+            return Ok(None);
         }
         let key = match k.code {
             KeyCode::Up => Key::Up,
@@ -195,20 +234,7 @@ fn interact(
             KeyCode::Char(c) => Key::Char(c),
             _ => continue,
         };
-        match model.key(key, disk) {
-            Effect::None => {}
-            Effect::Quit => return Ok(()),
-            Effect::Do { action, node } => {
-                if let Err(e) = edge.perform(model, action, node) {
-                    model.say(format!("{}: {e}", letter(action)));
-                }
-                // What the write printed on stderr (restore names what it copied) is
-                // drawn over: the whole screen again.
-                terminal.clear().map_err(Error::Output)?;
-                // What was written changes what the preview shows.
-                preview = None;
-            }
-        }
+        return Ok(Some(key));
     }
 }
 
@@ -221,6 +247,28 @@ fn letter(action: Action) -> char {
     }
 }
 
+/// An old root's tree, read through the descriptor of its mount (this process mounted a
+/// top level privately, so its own namespace does not see the new mount at its path),
+/// until `q` or Esc. `true` on Ctrl-C.
+fn browse_old_root(
+    terminal: &mut ratatui::DefaultTerminal,
+    mounted: &Mounted,
+    color: bool,
+    edge: &Edge,
+) -> Result<bool, Error> {
+    let disk = Disk::from_fd(&mounted.path, mounted.root.as_fd())?;
+    let mut model = Model::old_root(
+        format!(
+            "imperm browse · old root {} · mounted read-only at {}",
+            mounted.name,
+            escape(&mounted.mount_point)
+        ),
+        &disk,
+    );
+    terminal.clear().map_err(Error::Output)?;
+    interact(terminal, &mut model, &disk, edge, color)
+}
+
 /// Where the writes go.
 struct Edge<'a> {
     config: &'a Config,
@@ -230,6 +278,118 @@ struct Edge<'a> {
 }
 
 impl Edge<'_> {
+    /// `s`: the picker of old roots; the one chosen (after its y) mounted read-only
+    /// where `snapshots mount` mounts it, and browsed as a tree. It stays mounted, for
+    /// the person's own tools: the summary says how to unmount it. `true` on Ctrl-C.
+    fn pick(
+        &self,
+        terminal: &mut ratatui::DefaultTerminal,
+        model: &mut Model,
+        color: bool,
+    ) -> Result<bool, Error> {
+        let entries = match self.old_roots() {
+            Ok(entries) => entries,
+            Err(e) => {
+                model.say(format!("s: {e}"));
+                return Ok(false);
+            }
+        };
+        let mut picker = Picker::new(entries, escape(Path::new(OLD_ROOTS)));
+        loop {
+            terminal
+                .draw(|f| view::draw_picker(f, &mut picker))
+                .map_err(Error::Output)?;
+            let Some(key) = next_key()? else {
+                return Ok(true);
+            };
+            let i = match picker.key(key) {
+                Pick::None => continue,
+                Pick::Back => return Ok(false),
+                Pick::Mount(i) => i,
+            };
+            let name = picker.entries[i].name.clone();
+            let mounted = match self.mount(&name) {
+                Ok(m) => m,
+                Err(e) => {
+                    picker.message = format!("s: {e}");
+                    terminal.clear().map_err(Error::Output)?;
+                    continue;
+                }
+            };
+            let at = escape(&mounted.mount_point);
+            if !model.mounted.iter().any(|(n, _)| *n == mounted.name) {
+                model.mounted.push((mounted.name.clone(), at.clone()));
+            }
+            picker.message = match browse_old_root(terminal, &mounted, color, self) {
+                Ok(true) => return Ok(true),
+                Ok(false) => format!(
+                    "{name} stays mounted at {at}: `imperm snapshots umount {at}` unmounts it"
+                ),
+                // Mounted, but not to be read (its `/` cannot be opened): said here, and
+                // the summary still names it.
+                Err(e) => format!("s: {e}; {name} stays mounted at {at}"),
+            };
+            terminal.clear().map_err(Error::Output)?;
+        }
+    }
+
+    /// The old roots, as `snapshots ls` finds them: newest first, the last reset's marked.
+    fn old_roots(&self) -> Result<Vec<Entry>, Error> {
+        let fs = super::filesystem(self.config, self.fs)?;
+        let backend = backend::for_type(fs.fs_type);
+        if !backend.has_subvolumes() {
+            return Err(Error::Usage("a tmpfs root keeps no old roots".into()));
+        }
+        let top = TopLevel::open(&fs, self.fs.mounted.as_deref())?;
+        let layout = Layout {
+            root: fs.root_subvolume.clone(),
+            snapshot_dir: fs.snapshot_dir.clone(),
+            blank: fs.blank_snapshot.clone(),
+        };
+        let survey = snapshot::survey(
+            backend.as_ref(),
+            &top,
+            &layout,
+            &TimeZone::system(),
+            super::now()?,
+        )
+        .map_err(|e| top.locate(e))?;
+        let mut old: Vec<(Stamp, Entry)> = survey
+            .found
+            .iter()
+            .zip(&survey.candidates)
+            .enumerate()
+            .filter_map(|(i, (f, c))| {
+                // An old root whole: not the blank, not writable, not half deleted.
+                let stamp = c
+                    .stamp
+                    .filter(|_| c.held.is_empty() && c.finish.is_none())?;
+                Some((
+                    stamp,
+                    Entry {
+                        name: f.name.clone(),
+                        time: stamp.time.to_string(),
+                        last: survey.last_reset == Some(i),
+                    },
+                ))
+            })
+            .collect();
+        old.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name)));
+        Ok(old.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// Mounts old root `name` as `imperm snapshots mount NAME` does.
+    fn mount(&self, name: &str) -> Result<Mounted, Error> {
+        let fs = super::filesystem(self.config, self.fs)?;
+        let at = OldRoots {
+            fs: &fs,
+            mounted: self.fs.mounted.as_deref(),
+            root: &self.config.root,
+            now: super::now()?,
+        };
+        mount_old_root(&at, Some(name), None)
+    }
+
     fn perform(&self, model: &mut Model, action: Action, node: usize) -> Result<(), Error> {
         match action {
             Action::Persist => self.persist(model, node),
@@ -459,6 +619,12 @@ fn summary(model: &Model, config: &Config, style: Style) -> std::io::Result<()> 
     }
     for line in &model.log {
         writeln!(out, "browse: {line}")?;
+    }
+    for (name, at) in &model.mounted {
+        writeln!(
+            out,
+            "browse: old root {name} is still mounted read-only at {at}; `imperm snapshots umount {at}` unmounts it"
+        )?;
     }
     if !model.collected.is_empty() {
         let storage: PathBuf = super::discover::storage(config);
