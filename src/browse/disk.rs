@@ -77,12 +77,15 @@ impl Disk {
         if was_kind != kind {
             out.push(format!(
                 "was a {} before the last reset",
-                kind_word(was_kind)
+                crate::words::file_kind(was_kind)
             ));
             return out;
         }
         if kind != FileType::RegularFile {
-            out.push(format!("there before the last reset ({})", kind_word(kind)));
+            out.push(format!(
+                "there before the last reset ({})",
+                crate::words::file_kind(kind)
+            ));
             return out;
         }
         let read = |tree: &Tree| -> Option<Vec<u8>> {
@@ -131,7 +134,7 @@ impl Disk {
         };
         let mut out = vec![format!(
             "{}{size} · mode {:04o} · owner {}:{}",
-            kind_word(kind),
+            crate::words::file_kind(kind),
             st.st_mode & 0o7777,
             st.st_uid,
             st.st_gid
@@ -225,19 +228,6 @@ fn printable(line: &str) -> String {
             c => c.to_string(),
         })
         .collect()
-}
-
-fn kind_word(kind: FileType) -> &'static str {
-    match kind {
-        FileType::RegularFile => "file",
-        FileType::Directory => "directory",
-        FileType::Symlink => "symlink",
-        FileType::Fifo => "fifo",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::BlockDevice => "block device",
-        FileType::Unknown => "unknown",
-    }
 }
 
 /// What a binary file is, from its first bytes: the few kinds state holds.

@@ -130,19 +130,6 @@ fn ours(rel: &Path) -> bool {
     rel == Path::new(QUARANTINE_DIR) || super::record::is_record_name(rel)
 }
 
-fn kind_word(kind: FileType) -> &'static str {
-    match kind {
-        FileType::Directory => "directory",
-        FileType::RegularFile => "file",
-        FileType::Symlink => "symlink",
-        FileType::Fifo => "fifo",
-        FileType::Socket => "socket",
-        FileType::CharacterDevice => "character device",
-        FileType::BlockDevice => "block device",
-        FileType::Unknown => "unknown",
-    }
-}
-
 const STATX: StatxFlags = StatxFlags::TYPE
     .union(StatxFlags::MODE)
     .union(StatxFlags::UID)
@@ -275,7 +262,7 @@ pub fn find(
                         path: host,
                         on_disk: shown.join(&rel),
                         why,
-                        kind: kind_word(kind),
+                        kind: crate::words::file_kind(kind),
                         files: m.files,
                         bytes: m.bytes,
                         owner: names_of.user(st.stx_uid),
