@@ -564,6 +564,44 @@ fn a_panic_gives_the_terminal_back() {
     );
 }
 
+/// A `kill` (SIGTERM) or a lost terminal (SIGHUP) ends the browser the way `q` does:
+/// the alternate screen left, raw mode off, the summary printed.
+#[test]
+fn sigterm_gives_the_terminal_back() {
+    let host = Host::new();
+    let tmux = Tmux::start(&host.browse(""));
+    tmux.wait_for(HEADER);
+    assert_eq!(tmux.tmux(&["display", "-p", "#{alternate_on}"]).trim(), "1");
+    let pid = tmux.tmux(&["display", "-p", "#{pane_pid}"]);
+    let pid = pid.trim();
+    // The pane runs a shell that runs imperm: signal imperm, the shell's child.
+    let out = Command::new("pkill")
+        .args(["-TERM", "-P", pid, "-x", "imperm"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "no imperm below pane process {pid}");
+    let screen = tmux.wait_for("[exit ");
+    assert!(
+        !screen.contains(HEADER),
+        "the alternate screen is left: {screen}"
+    );
+    assert_eq!(
+        tmux.tmux(&["display", "-p", "#{alternate_on}"]).trim(),
+        "0",
+        "the alternate screen is left"
+    );
+    let stty = tmux.tmux(&["display", "-p", "#{pane_tty}"]);
+    let out = Command::new("stty")
+        .args(["-a", "-F", stty.trim()])
+        .output()
+        .unwrap();
+    let modes = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        modes.contains(" icanon") && modes.contains(" echo "),
+        "{modes}"
+    );
+}
+
 /// A live root `@root` on loop btrfs whose state the last reset kept as an old root:
 /// `populate` writes the state, a reset snapshots it and empties the root.
 struct Reset {

@@ -137,8 +137,28 @@ struct Screen {
     terminal: ratatui::DefaultTerminal,
 }
 
+/// Set by SIGTERM or SIGHUP (a `kill`, the terminal or the SSH connection gone): the
+/// browser ends as on Ctrl-C, through the same path that gives the terminal back.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Takes SIGTERM and SIGHUP instead of dying with the terminal in raw mode.
+fn catch_stop_signals() {
+    let handler: extern "C" fn(libc::c_int) = on_stop;
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(signal, handler as libc::sighandler_t);
+        }
+    }
+}
+
 impl Screen {
     fn enter() -> Result<Screen, Error> {
+        catch_stop_signals();
         match ratatui::try_init() {
             Ok(terminal) => Ok(Screen { terminal }),
             Err(e) => {
@@ -203,9 +223,17 @@ fn interact(
     }
 }
 
-/// The next key pressed, as the model understands it; `None` for Ctrl-C.
+/// The next key pressed, as the model understands it; `None` for Ctrl-C (or SIGTERM,
+/// SIGHUP: see [`STOP`]).
 fn next_key() -> Result<Option<Key>, Error> {
     loop {
+        if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
+        // Woken now and then to see whether a signal asked to stop.
+        if !event::poll(std::time::Duration::from_millis(200)).map_err(Error::Output)? {
+            continue;
+        }
         let Event::Key(k) = event::read().map_err(Error::Output)? else {
             continue;
         };
