@@ -355,7 +355,7 @@ pub fn reset(
                     return refuse(why);
                 }
                 log(format!("deleting the old root {}", top.name(&layout.root)));
-                snapshot::delete_tree(backend, top, &layout.root)?;
+                delete_old_root(backend, top, layout, &name, log)?;
                 failpoint("root-deleted", log);
             }
             finish_new_root(backend, top, layout, &name, true, Action::Reset, log)
@@ -561,9 +561,45 @@ fn replace_with(
         },
     )?;
     log(format!("deleting the old root {}", top.name(&layout.root)));
-    snapshot::delete_tree(backend, top, &layout.root)?;
+    delete_old_root(backend, top, layout, name, log)?;
     failpoint("root-deleted", log);
     finish_new_root(backend, top, layout, name, resumed, Action::Reset, log)
+}
+
+/// Deletes the old root, kept in snapshot `name`. Should the filesystem still refuse with
+/// ENOTEMPTY after the backend's retries (bcachefs: a nested subvolume whose destroy a
+/// power cut interrupted is unlinked, but still counted in its parent until a fsck or a
+/// background pass finishes it; every later boot would fail here), what is left is set
+/// aside beside the root under a name gc deletes ([`snapshot::dead_name`]) and the fresh
+/// root is created all the same: a host must boot. Only when the state file on disk says
+/// this reset's old root is in `name` (phase `replace`, verified before it was written).
+/// A power cut after the rename resumes as one after the deletion: no root, create it.
+fn delete_old_root(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    name: &str,
+    log: Log,
+) -> Result<(), Error> {
+    let e = match snapshot::delete_tree(backend, top, &layout.root) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let stuck = matches!(&e, Error::Fs(f)
+        if crate::filesystem::backend::errno(&f.source) == Some(libc::ENOTEMPTY));
+    let kept = matches!(read_state(top, layout), Ok(Some(State { phase: Phase::Replace, snapshot, .. })) if snapshot == name);
+    if !stuck || !kept || backend.kind(top, &layout.root)? != Kind::Subvolume {
+        return Err(e);
+    }
+    let aside = snapshot::set_aside(top, &layout.root, name)?;
+    log(format!(
+        "cannot delete the old root {} ({}); its content is in snapshot {name}: set aside as {}, for gc to delete",
+        top.name(&layout.root),
+        top.locate(e),
+        top.name(&aside)
+    ));
+    failpoint("root-set-aside", log);
+    Ok(())
 }
 
 /// Creates the fresh root (unless a crash left it created) and records `done`, with the
