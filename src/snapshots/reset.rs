@@ -12,7 +12,10 @@
 //! | `replace`, N, old root id| N is complete and verified               | deletes the old root if still there (N checked again: taken of it), creates the new one |
 //!
 //! So at every instant the old root's content is in the root, in the snapshot, or in both,
-//! and a re-run always ends with exactly one root and one snapshot of the old root.
+//! and a re-run always ends with exactly one root and one snapshot of the old root. An old
+//! root the filesystem will not delete (ENOTEMPTY that persists: bcachefs after a cut in a
+//! nested subvolume's destroy) is renamed aside in the `replace` phase instead (see
+//! [`delete_old_root`]), which a re-run sees as a deleted root.
 //!
 //! The state file is believed only as far as the filesystem confirms it: a resumed reset
 //! deletes nothing a stale or forged state names unless it is evidently the reset's own
@@ -587,7 +590,11 @@ fn delete_old_root(
     };
     let stuck = matches!(&e, Error::Fs(f)
         if crate::filesystem::backend::errno(&f.source) == Some(libc::ENOTEMPTY));
-    let kept = matches!(read_state(top, layout), Ok(Some(State { phase: Phase::Replace, snapshot, .. })) if snapshot == name);
+    let recorded = matches!(
+        read_state(top, layout),
+        Ok(Some(State { phase: Phase::Replace, snapshot, .. })) if snapshot == name
+    );
+    let kept = recorded && complete_alone(backend, top, &layout.snapshot_dir.join(name)).is_ok();
     if !stuck || !kept || backend.kind(top, &layout.root)? != Kind::Subvolume {
         return Err(e);
     }
