@@ -198,7 +198,14 @@ fn no_root_yet_means_create_one() {
 /// exactly one root and the old root's content in exactly one snapshot.
 #[test]
 fn a_reset_killed_after_any_step_is_completed_by_the_next_run() {
-    for failpoint in ["snapshot-taken", "root-deleted", "root-created"] {
+    // nested-deleted: after the first nested subvolume of the old root was deleted (btrfs
+    // deletes it at once: the next run deletes the rest, as ever).
+    for failpoint in [
+        "snapshot-taken",
+        "nested-deleted",
+        "root-deleted",
+        "root-created",
+    ] {
         let Some(fs) = btrfs("reset_crash") else {
             return;
         };
@@ -1713,4 +1720,61 @@ fn mounted_must_be_the_top_level_for_every_command() {
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(!fs.path("@persist/@root").exists());
     assert!(!fs.path("@persist/@snapshots").exists());
+}
+
+/// A power cut right after a reset set the old root aside (it could not delete it:
+/// ENOTEMPTY that persists, bcachefs after an interrupted destroy of a nested subvolume)
+/// leaves what a cut right after the deletion leaves, and the remains beside the root:
+/// the next run creates the fresh root and leaves the remains to gc, which deletes them.
+#[test]
+fn a_reset_cut_after_setting_the_old_root_aside_creates_the_root() {
+    let Some(fs) = btrfs("reset_aside") else {
+        return;
+    };
+    let before = populate(&fs);
+    let killed = common::run(
+        imperm()
+            .env(imperm::snapshots::reset::FAILPOINT_ENV, "root-deleted")
+            .arg("--root")
+            .arg(fs.scratch())
+            .args(["reset", "--fs", "btrfs", "--mounted"])
+            .arg(fs.top()),
+    );
+    assert_eq!(killed.status.code(), None, "{}", stderr(&killed));
+    // What the rename would have left: the old root's remains under the name it gives.
+    let dead = "@root.imperm-dead-20260115T063000Z";
+    fs.subvolume(dead);
+    fs.write(&format!("{dead}/var/lib/machines-left"), "left\n");
+    let out = reset(&fs, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming an interrupted reset: root was being replaced"));
+    let mut subvolumes = fs.subvolume_paths();
+    subvolumes.retain(|p| p != dead);
+    assert_eq!(
+        subvolumes,
+        [
+            "@root",
+            "@snapshots",
+            "@snapshots/20260115T063000Z",
+            "@snapshots/20260115T063000Z/var/lib/machines",
+            "@snapshots/20260115T063000Z/var/lib/machines/nested",
+        ]
+    );
+    assert_eq!(fs.tree("@root"), Vec::<String>::new(), "a fresh root");
+    assert_eq!(fs.tree(SNAP), before, "the old root is in its snapshot");
+    assert_eq!(
+        fs.tree(dead),
+        ["var/", "var/lib/", "var/lib/machines-left = left\n"]
+    );
+    let gc = common::run(
+        imperm()
+            .arg("--root")
+            .arg(fs.scratch())
+            .args(["snapshots", "gc", "--fs", "btrfs", "--mounted"])
+            .arg(fs.top()),
+    );
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(stderr(&gc).contains("deleted"), "{}", stderr(&gc));
+    assert!(!fs.subvolume_paths().iter().any(|p| p == dead));
+    assert!(fs.subvolume_paths().iter().any(|p| p == SNAP));
 }

@@ -1284,3 +1284,114 @@ fn a_stale_or_foreign_gc_record_deletes_nothing() {
     assert_eq!(fs.read("@snapshots/20200102T000000Z/g"), "mine too\n");
     assert!(!fs.path(&record_path).exists(), "spent entries are dropped");
 }
+
+/// An old root a reset could not delete (bcachefs: ENOTEMPTY after a power cut in the
+/// middle of a nested subvolume's destroy) is set aside beside the root as
+/// `@root.imperm-dead-SNAPSHOT`: `ls` names it, `gc --dry-run` says it would delete it,
+/// `gc` deletes it with what is nested in it, and says when it still cannot (exit 0: its
+/// content is in its snapshot). Nothing else of a like name is touched, nor followed.
+#[test]
+fn gc_deletes_old_roots_a_reset_set_aside_and_nothing_else() {
+    let Some(fs) = btrfs("gc_dead") else { return };
+    example(&fs);
+    fs.subvolume("@data");
+    fs.write("@data/precious", "kept\n");
+    let dead = "@root.imperm-dead-20250307T080000Z";
+    fs.subvolume(dead);
+    fs.write(&format!("{dead}/etc/hostname"), "old\n");
+    fs::create_dir_all(fs.path(&format!("{dead}/var/lib"))).unwrap();
+    fs.subvolume(&format!("{dead}/var/lib/machines"));
+    fs.subvolume(&format!("{dead}/var/lib/machines/inner"));
+    let stuck = "@root.imperm-dead-20250306T080000Z.2";
+    fs.subvolume(stuck);
+    // Like names that are not a reset's: kept. A symlink of such a name is not followed.
+    for other in [
+        "@root.imperm-dead-manual",
+        "@other.imperm-dead-20250307T080000Z",
+    ] {
+        fs.subvolume(other);
+    }
+    std::os::unix::fs::symlink("@data", fs.path("@root.imperm-dead-20250305T080000Z")).unwrap();
+    fs::create_dir(fs.path("@root.imperm-dead-20250304T080000Z")).unwrap();
+    let all = fs.subvolume_paths();
+
+    let out = imperm(&fs, &["ls", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    for name in [dead, stuck] {
+        assert!(
+            err.contains(&format!("{name} is an old root a reset could not delete")),
+            "{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 2, "{err}");
+    let out = imperm(&fs, &["gc", "--dry-run", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("would delete {}/{dead}", fs.top().display())),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs.subvolume_paths(), all, "a dry run deletes nothing");
+
+    // btrfs refuses to delete the default subvolume: one still cannot be deleted.
+    let id = common::check(
+        Command::new("btrfs")
+            .args(["inspect-internal", "rootid"])
+            .arg(fs.path(stuck)),
+    );
+    common::check(
+        Command::new("btrfs")
+            .args(["subvolume", "set-default", id.trim()])
+            .arg(fs.top()),
+    );
+    let out = imperm(&fs, &["gc", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "imperm gc: deleted {}/{dead}, an old root a reset set aside",
+            fs.top().display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "imperm gc: still cannot delete {}/{stuck}, an old root a reset set aside: delete subvolume {}/{stuck}: Operation not permitted; kept for the next gc",
+            fs.top().display(),
+            fs.top().display()
+        )),
+        "{err}"
+    );
+    let mut left = fs.subvolume_paths();
+    left.retain(|p| !p.starts_with("@snapshots/"));
+    assert_eq!(
+        left,
+        [
+            "@data",
+            "@machines",
+            "@other.imperm-dead-20250307T080000Z",
+            "@root",
+            "@root.imperm-dead-20250306T080000Z.2",
+            "@root.imperm-dead-manual",
+            "@snapshots",
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(fs.path("@data/precious")).unwrap(),
+        "kept\n"
+    );
+    assert!(fs.path("@root.imperm-dead-20250305T080000Z").is_symlink());
+    assert!(fs.path("@root.imperm-dead-20250304T080000Z").is_dir());
+    // The policy's own deletions went on as ever.
+    let mut on_disk = snapshots_on_disk(&fs);
+    on_disk.retain(|n| !n.contains('/'));
+    assert_eq!(
+        on_disk,
+        EXAMPLE
+            .iter()
+            .filter(|n| !DELETED.contains(n))
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+    );
+}

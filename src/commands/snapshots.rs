@@ -136,6 +136,22 @@ fn run(global: &GlobalArgs, args: &FsArgs, dry_run: Option<bool>) -> Result<Exit
                 .map(|(_, at)| escape(at))
                 .collect();
         }
+        if let Some(dry) = dry_run {
+            snapshot::delete_dead_roots(
+                backend.as_ref(),
+                &top,
+                &layout,
+                dry,
+                &mut |line| eprintln!("imperm gc: {line}"),
+            )?;
+        } else {
+            for rel in snapshot::dead_roots(backend.as_ref(), &top, &layout.root)? {
+                eprintln!(
+                    "imperm: note: {} is an old root a reset could not delete and set aside; `imperm snapshots gc` deletes it",
+                    top.name(&rel)
+                );
+            }
+        }
         match dry_run {
             Some(false) => delete_unkept(
                 backend.as_ref(),

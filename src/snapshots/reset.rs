@@ -12,7 +12,10 @@
 //! | `replace`, N, old root id| N is complete and verified               | deletes the old root if still there (N checked again: taken of it), creates the new one |
 //!
 //! So at every instant the old root's content is in the root, in the snapshot, or in both,
-//! and a re-run always ends with exactly one root and one snapshot of the old root.
+//! and a re-run always ends with exactly one root and one snapshot of the old root. An old
+//! root the filesystem will not delete (ENOTEMPTY that persists: bcachefs after a cut in a
+//! nested subvolume's destroy) is renamed aside in the `replace` phase instead (see
+//! [`delete_old_root`]), which a re-run sees as a deleted root.
 //!
 //! The state file is believed only as far as the filesystem confirms it: a resumed reset
 //! deletes nothing a stale or forged state names unless it is evidently the reset's own
@@ -355,7 +358,7 @@ pub fn reset(
                     return refuse(why);
                 }
                 log(format!("deleting the old root {}", top.name(&layout.root)));
-                snapshot::delete_tree(backend, top, &layout.root)?;
+                delete_old_root(backend, top, layout, &name, log)?;
                 failpoint("root-deleted", log);
             }
             finish_new_root(backend, top, layout, &name, true, Action::Reset, log)
@@ -561,9 +564,49 @@ fn replace_with(
         },
     )?;
     log(format!("deleting the old root {}", top.name(&layout.root)));
-    snapshot::delete_tree(backend, top, &layout.root)?;
+    delete_old_root(backend, top, layout, name, log)?;
     failpoint("root-deleted", log);
     finish_new_root(backend, top, layout, name, resumed, Action::Reset, log)
+}
+
+/// Deletes the old root, kept in snapshot `name`. Should the filesystem still refuse with
+/// ENOTEMPTY after the backend's retries (bcachefs: a nested subvolume whose destroy a
+/// power cut interrupted is unlinked, but still counted in its parent until a fsck or a
+/// background pass finishes it; every later boot would fail here), what is left is set
+/// aside beside the root under a name gc deletes ([`snapshot::dead_name`]) and the fresh
+/// root is created all the same: a host must boot. Only when the state file on disk says
+/// this reset's old root is in `name` (phase `replace`, verified before it was written).
+/// A power cut after the rename resumes as one after the deletion: no root, create it.
+fn delete_old_root(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    name: &str,
+    log: Log,
+) -> Result<(), Error> {
+    let e = match snapshot::delete_tree(backend, top, &layout.root) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let stuck = matches!(&e, Error::Fs(f)
+        if crate::filesystem::backend::errno(&f.source) == Some(libc::ENOTEMPTY));
+    let recorded = matches!(
+        read_state(top, layout),
+        Ok(Some(State { phase: Phase::Replace, snapshot, .. })) if snapshot == name
+    );
+    let kept = recorded && complete_alone(backend, top, &layout.snapshot_dir.join(name)).is_ok();
+    if !stuck || !kept || backend.kind(top, &layout.root)? != Kind::Subvolume {
+        return Err(e);
+    }
+    let aside = snapshot::set_aside(top, &layout.root, name)?;
+    log(format!(
+        "cannot delete the old root {} ({}); its content is in snapshot {name}: set aside as {}, for gc to delete",
+        top.name(&layout.root),
+        top.locate(e),
+        top.name(&aside)
+    ));
+    failpoint("root-set-aside", log);
+    Ok(())
 }
 
 /// Creates the fresh root (unless a crash left it created) and records `done`, with the

@@ -617,8 +617,146 @@ pub fn delete_tree(backend: &dyn Backend, top: &TopLevel, rel: &Path) -> Result<
     }
     for child in nested {
         delete_tree(backend, top, &child)?;
+        crate::snapshots::reset::failpoint("nested-deleted", &mut |line| eprintln!("{line}"));
     }
     backend.delete(top, rel)?;
+    Ok(())
+}
+
+/// What ends the name of an old root a reset could not delete and set aside beside the
+/// root instead (`@root.imperm-dead-20260428T063100Z`): gc deletes what carries it.
+pub const DEAD_MARK: &str = ".imperm-dead-";
+
+/// The name old root `root` is set aside under when the reset that kept it in snapshot
+/// `snapshot` cannot delete it: `ROOT.imperm-dead-SNAPSHOT`, and `.N` after it for the
+/// `seq`th try when that is taken.
+pub fn dead_name(root: &Path, snapshot: &str, seq: u32) -> Option<OsString> {
+    let mut name = root.file_name()?.to_os_string();
+    name.push(DEAD_MARK);
+    name.push(snapshot);
+    if seq > 0 {
+        name.push(format!(".{seq}"));
+    }
+    Some(name)
+}
+
+/// Whether `name`, beside root `root`, is one [`dead_name`] gives: exactly, so that gc
+/// deletes nothing else there (a name with the mark but not a reset's snapshot after it
+/// is someone's).
+pub fn is_dead_name(root: &Path, name: &std::ffi::OsStr) -> bool {
+    let (Some(root), Some(name)) = (root.file_name().and_then(|n| n.to_str()), name.to_str())
+    else {
+        return false;
+    };
+    let Some(rest) = name
+        .strip_prefix(root)
+        .and_then(|r| r.strip_prefix(DEAD_MARK))
+    else {
+        return false;
+    };
+    let snapshot = match rest.rsplit_once('.') {
+        Some((snapshot, seq))
+            if !seq.is_empty()
+                && !seq.starts_with('0')
+                && seq.bytes().all(|b| b.is_ascii_digit())
+                && seq.parse::<u32>().is_ok() =>
+        {
+            snapshot
+        }
+        _ => rest,
+    };
+    matches!(
+        parse_name(snapshot, &TimeZone::UTC),
+        Some((_, NameStyle::Utc))
+    )
+}
+
+/// Renames old root `root` (a subvolume: the caller checked) beside itself to the first
+/// free [`dead_name`], in its parent directory's descriptor (nothing followed: the last
+/// name of a rename is never followed, and the parent is opened beneath the top level),
+/// never over anything (RENAME_NOREPLACE), durably. Returns where it went.
+pub fn set_aside(top: &TopLevel, root: &Path, snapshot: &str) -> Result<PathBuf, Error> {
+    use rustix::fs::RenameFlags;
+    let op = "set aside";
+    let (parent, name) =
+        crate::filesystem::toplevel::split(root).map_err(|e| FsError::new(op, root, e))?;
+    let dir = top
+        .open_dir(parent)
+        .map_err(|e| FsError::new(op, root, e))?;
+    for seq in 0..1000 {
+        let Some(dead) = dead_name(root, snapshot, seq) else {
+            break;
+        };
+        match rustix::fs::renameat_with(&dir, name, &dir, dead.as_os_str(), RenameFlags::NOREPLACE)
+        {
+            Ok(()) => {
+                rustix::fs::fsync(&dir).map_err(|e| FsError::new("sync", parent, e.into()))?;
+                return Ok(parent.join(dead));
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(FsError::new(op, root, e.into()).into()),
+        }
+    }
+    Err(Error::Usage(format!(
+        "no free name to set {} aside under",
+        top.name(root)
+    )))
+}
+
+/// The old roots resets set aside beside root `root`: subvolumes whose names
+/// [`is_dead_name`] (anything else of such a name is left alone), sorted.
+pub fn dead_roots(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    root: &Path,
+) -> Result<Vec<PathBuf>, Error> {
+    let parent = root.parent().unwrap_or(Path::new(""));
+    let names = top
+        .list_dir(parent)
+        .map_err(|e| FsError::new("list", parent, e))?;
+    let mut found = Vec::new();
+    for name in names {
+        if !is_dead_name(root, &name) {
+            continue;
+        }
+        let rel = parent.join(&name);
+        if backend.kind(top, &rel)? == Kind::Subvolume {
+            found.push(rel);
+        }
+    }
+    Ok(found)
+}
+
+/// gc's pass over the old roots resets set aside ([`set_aside`]): each is deleted with
+/// what is nested in it, unless something of it is mounted; one that still cannot be
+/// deleted (bcachefs: until a fsck finishes the interrupted destroy) is said and kept for
+/// the next run. Its content is in the snapshot its name gives, so this never fails gc.
+/// With `dry_run`, only says what it would do.
+pub fn delete_dead_roots(
+    backend: &dyn Backend,
+    top: &TopLevel,
+    layout: &Layout,
+    dry_run: bool,
+    log: Log,
+) -> Result<(), Error> {
+    for rel in dead_roots(backend, top, &layout.root)? {
+        let what = format!("{}, an old root a reset set aside", top.name(&rel));
+        if let Some(at) = crate::filesystem::toplevel::mounted_at(&top.mounts(), &rel) {
+            log(format!("{what}, is mounted at {}: kept", escape(&at)));
+            continue;
+        }
+        if dry_run {
+            log(format!("would delete {what}"));
+            continue;
+        }
+        match delete_tree(backend, top, &rel) {
+            Ok(()) => log(format!("deleted {what}")),
+            Err(e) => log(format!(
+                "still cannot delete {what}: {}; kept for the next gc (a fsck of the filesystem finishes an interrupted deletion)",
+                top.locate(e)
+            )),
+        }
+    }
     Ok(())
 }
 
@@ -1375,6 +1513,51 @@ mod tests {
         ] {
             assert!(given_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// gc deletes exactly the names a reset sets an old root aside under, beside that root.
+    #[test]
+    fn set_aside_names_are_recognised_exactly() {
+        use std::os::unix::ffi::OsStrExt;
+        let root = Path::new("@root");
+        for seq in [0, 1, 2, 10, 999] {
+            let name = dead_name(root, "20260428T063100Z-2", seq).unwrap();
+            assert!(is_dead_name(root, &name), "{name:?}");
+            assert!(!is_dead_name(Path::new("@other"), &name), "{name:?}");
+        }
+        assert_eq!(
+            dead_name(root, "20260428T063100Z", 0).unwrap(),
+            "@root.imperm-dead-20260428T063100Z"
+        );
+        assert_eq!(
+            dead_name(Path::new("subvols/@root"), "20260428T063100Z", 3).unwrap(),
+            "@root.imperm-dead-20260428T063100Z.3"
+        );
+        let nested = Path::new("subvols/@root");
+        assert!(is_dead_name(
+            nested,
+            OsStr::new("@root.imperm-dead-20260428T063100Z")
+        ));
+        for bad in [
+            &b"@root"[..],
+            b"@root.imperm-dead-",
+            b"@root.imperm-dead-manual",
+            b"@root.imperm-dead-20260428T063100Z.",
+            b"@root.imperm-dead-20260428T063100Z.0",
+            b"@root.imperm-dead-20260428T063100Z.01",
+            b"@root.imperm-dead-20260428T063100Z.x",
+            b"@root.imperm-dead-20260428T063100Z.4294967296",
+            b"@root.imperm-dead-2026-04-28_06-31-00",
+            b"@root.imperm-dead-20260428T063100Z/x",
+            b"@rootx.imperm-dead-20260428T063100Z",
+            b"x@root.imperm-dead-20260428T063100Z",
+            b"@root.imperm-dead-20260428T063100Z\xff",
+            b"@root.imperm-dead-20260428T063100Z\n",
+            b"@root.imperm-dead-\xff20260428T063100Z",
+        ] {
+            assert!(!is_dead_name(root, OsStr::from_bytes(bad)), "{bad:?}");
+        }
+        assert_eq!(dead_name(Path::new(""), "20260428T063100Z", 0), None);
     }
 
     #[test]

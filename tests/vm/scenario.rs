@@ -123,6 +123,8 @@ struct Model {
     data: Option<Manifest>,
     /// Boots cut since the last whole one.
     cut: Vec<(Planned, BTreeSet<String>)>,
+    /// Old roots set aside beside the root, by name.
+    dead: BTreeSet<String>,
     /// Files the last whole boot wrote in the root (the journal and restore of the next).
     last_files: Option<(u32, BTreeMap<String, String>)>,
 }
@@ -159,6 +161,8 @@ pub struct Disk {
 
 pub const ROOT: &str = "@root";
 pub const SNAPSHOTS: &str = "@snapshots";
+/// What follows the root's name in the name of an old root a reset set aside.
+const DEAD_MARK: &str = imperm::snapshots::snapshot::DEAD_MARK;
 const PERSISTED_DIR: &str = "/var/lib/app";
 /// What the installer puts in `@data`, the subvolume the root links to.
 const INSTALLED: [(&str, u32, &[u8]); 2] = [
@@ -588,6 +592,14 @@ impl Disk {
         if self.fs == Fs::Bcachefs {
             names.remove("lost+found");
         }
+        // Old roots a reset could not delete (ENOTEMPTY that persists: bcachefs, after a
+        // cut in the middle of the deletion of a nested subvolume) and set aside.
+        let dead: BTreeSet<String> = names
+            .iter()
+            .filter(|n| n.starts_with(&format!("{ROOT}{DEAD_MARK}")))
+            .cloned()
+            .collect();
+        names.retain(|n| !dead.contains(n));
         let want: BTreeSet<String> = [ROOT, SNAPSHOTS, "@persist", "@data"]
             .map(String::from)
             .into();
@@ -666,6 +678,7 @@ impl Disk {
                 snapshots.keys()
             ));
         }
+        self.dead_ok(report, &top, &dead, holder.as_deref(), !cut.is_empty())?;
         // The other new snapshots hold what a cut boot wrote in its fresh root.
         for name in new.iter().filter(|n| Some(*n) != holder.as_ref()) {
             let Some((written, seen)) = cut.last() else {
@@ -802,8 +815,51 @@ impl Disk {
             .map(|(p, e)| (p.clone(), e.digest.clone()))
             .collect();
         self.model.snapshots = snapshots;
+        self.model.dead = dead;
         self.model.last_files = Some((planned.boot, planned.files()));
         self.model.last_root = Some(root);
+        Ok(())
+    }
+
+    /// The old roots set aside beside the root: one appears only in the boot after a cut,
+    /// set aside by its reset (which says so) and named by the snapshot that holds the
+    /// previous root; each is a subvolume; gc deletes each or says it still cannot.
+    fn dead_ok(
+        &self,
+        report: &Value,
+        top: &Manifest,
+        dead: &BTreeSet<String>,
+        holder: Option<&str>,
+        after_cut: bool,
+    ) -> Result<(), String> {
+        let (reset, gc) = (text(report, "reset.err"), text(report, "gc.err"));
+        for name in dead {
+            if !top.get(name).is_some_and(|e| e.subvol) {
+                return Err(format!("{name} is not a subvolume"));
+            }
+            if self.model.dead.contains(name) {
+                continue;
+            }
+            let snapshot = &name[ROOT.len() + DEAD_MARK.len()..];
+            if !after_cut
+                || Some(snapshot) != holder
+                || !reset.contains(&format!("set aside as {name}"))
+            {
+                return Err(format!(
+                    "{name} appeared (after a cut: {after_cut}; the previous root is in {holder:?}), but the reset did not say it set it aside: {reset}"
+                ));
+            }
+        }
+        for name in dead.union(&self.model.dead) {
+            let said = if dead.contains(name) {
+                format!("still cannot delete {name}")
+            } else {
+                format!("deleted {name}")
+            };
+            if !gc.contains(&said) {
+                return Err(format!("gc did not say '{said}': {gc}"));
+            }
+        }
         Ok(())
     }
 
