@@ -542,6 +542,12 @@ fn a_panic_gives_the_terminal_back() {
     assert_eq!(tmux.tmux(&["display", "-p", "#{alternate_on}"]).trim(), "1");
     let screen = tmux.press(&["j"], "[exit 101]");
     assert!(screen.contains("browse-key"), "{screen}");
+    assert_terminal_given_back(&tmux, &screen);
+}
+
+/// The alternate screen left, and raw mode off again: the terminal echoes and turns a
+/// newline into CR LF.
+fn assert_terminal_given_back(tmux: &Tmux, screen: &str) {
     assert!(
         !screen.contains(HEADER),
         "the alternate screen is left: {screen}"
@@ -551,7 +557,6 @@ fn a_panic_gives_the_terminal_back() {
         "0",
         "the alternate screen is left"
     );
-    // Raw mode is off again: the terminal echoes and turns a newline into CR LF.
     let stty = tmux.tmux(&["display", "-p", "#{pane_tty}"]);
     let out = Command::new("stty")
         .args(["-a", "-F", stty.trim()])
@@ -581,25 +586,7 @@ fn sigterm_gives_the_terminal_back() {
         .unwrap();
     assert!(out.status.success(), "no imperm below pane process {pid}");
     let screen = tmux.wait_for("[exit ");
-    assert!(
-        !screen.contains(HEADER),
-        "the alternate screen is left: {screen}"
-    );
-    assert_eq!(
-        tmux.tmux(&["display", "-p", "#{alternate_on}"]).trim(),
-        "0",
-        "the alternate screen is left"
-    );
-    let stty = tmux.tmux(&["display", "-p", "#{pane_tty}"]);
-    let out = Command::new("stty")
-        .args(["-a", "-F", stty.trim()])
-        .output()
-        .unwrap();
-    let modes = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        modes.contains(" icanon") && modes.contains(" echo "),
-        "{modes}"
-    );
+    assert_terminal_given_back(&tmux, &screen);
 }
 
 /// A live root `@root` on loop btrfs whose state the last reset kept as an old root:
